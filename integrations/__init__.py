@@ -1,0 +1,1 @@
+"""Adapters that connect the MST-CLIPIQA reward to diffusers pipelines."""

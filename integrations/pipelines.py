@@ -1,0 +1,192 @@
+"""Tiny diffusers pipelines built from configs, for tests, examples and benchmarks.
+
+Nothing is downloaded: the components are randomly initialised from small
+configs (as diffusers' own tests do) and the CLIP tokenizer is built from the
+BPE vocabulary bundled with open_clip. The same ``seed`` always gives the same
+weights, so a "fresh" pipeline is an exact copy of an untouched one.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import torch
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from reward.tokenizer import openai_clip_tokenizer
+
+__all__ = ["clip_tokenizer", "tiny_sd_pipeline", "tiny_sdxl_pipeline", "tiny_sd3_pipeline", "TINY_PIPELINES"]
+
+_CLIP_BOS, _CLIP_EOS = 49406, 49407
+
+
+@functools.lru_cache(maxsize=1)
+def clip_tokenizer() -> CLIPTokenizer:
+    """The OpenAI CLIP BPE tokenizer (77 tokens), built offline from open_clip's vocabulary."""
+    # A copy: the reward's instance is shared, and diffusers needs model_max_length
+    # set for its padding/truncation to 77 tokens.
+    tokenizer = copy.deepcopy(openai_clip_tokenizer())
+    tokenizer.model_max_length = 77
+    return tokenizer
+
+
+def _clip_text_config(hidden: int = 32, projection_dim: int = 32) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        bos_token_id=_CLIP_BOS,
+        eos_token_id=_CLIP_EOS,
+        pad_token_id=_CLIP_EOS,
+        hidden_size=hidden,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=49408,
+        hidden_act="gelu",
+        projection_dim=projection_dim,
+        max_position_embeddings=77,
+    )
+
+
+def _tiny_vae(latent_channels: int = 4, **kwargs):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[8, 16],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=latent_channels,
+        norm_num_groups=2,
+        layers_per_block=1,
+        sample_size=32,
+        **kwargs,
+    )
+
+
+def tiny_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
+    """A Stable Diffusion 1.x-style pipeline (UNet (32, 64), DDIM, CLIP text) that
+    generates 32x32 images by default."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=2,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False
+    )
+    torch.manual_seed(seed + 1)
+    vae = _tiny_vae()
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(_clip_text_config())
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=clip_tokenizer(),
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def tiny_sdxl_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
+    """An SDXL-style pipeline (two CLIP text encoders, text-time conditioning,
+    Euler scheduler) that generates 32x32 images by default."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=80,  # 6 * 8 time ids + 32 pooled text
+        cross_attention_dim=64,
+        norm_num_groups=2,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear", timestep_spacing="leading"
+    )
+    torch.manual_seed(seed + 1)
+    vae = _tiny_vae()
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(_clip_text_config())
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config())
+    pipe = StableDiffusionXLPipeline(
+        unet=unet,
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer(),
+        image_encoder=None,
+        feature_extractor=None,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def tiny_sd3_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
+    """An SD3-style pipeline (MMDiT transformer, flow-matching Euler scheduler,
+    two CLIP text encoders, no T5: the pipeline then feeds zeros for it) that
+    generates 32x32 images by default."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=32,
+        pooled_projection_dim=64,
+        out_channels=4,
+    )
+    torch.manual_seed(seed + 1)
+    vae = _tiny_vae(use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModelWithProjection(_clip_text_config())
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config())
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=clip_tokenizer(),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=clip_tokenizer(),
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+TINY_PIPELINES = {"sd": tiny_sd_pipeline, "sdxl": tiny_sdxl_pipeline, "sd3": tiny_sd3_pipeline}

@@ -1,0 +1,73 @@
+"""The interface both backends implement: one frozen CLIP encoder."""
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..preprocess import ImageSpec
+
+
+class CLIPBackbone(nn.Module):
+    """A frozen CLIP encoder: projected image / text embeddings and text token states.
+
+    Subclasses set ``image_spec``, ``embed_dim``, ``text_width`` (0 without a
+    text tower) and ``context_length``, and implement the encoders. The
+    backbone never trains: its parameters do not require grad and it stays in
+    eval mode whatever ``train()`` is asked.
+    """
+
+    image_spec: ImageSpec
+    embed_dim: int
+    text_width: int = 0
+    context_length: int = 77
+
+    def freeze(self) -> None:
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> CLIPBackbone:
+        return super().train(False)
+
+    @property
+    def has_text(self) -> bool:
+        return self.text_width > 0
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) normalised pixels -> (B, embed_dim) projected embedding."""
+        raise NotImplementedError
+
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Token ids (B, L), attention mask (B, L) bool, and how many texts were truncated."""
+        raise NotImplementedError
+
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, embed_dim) projected text embedding."""
+        raise NotImplementedError
+
+    def text_states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, L, text_width) token states after the final layer norm."""
+        raise NotImplementedError
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        raise NotImplementedError
+
+    def _require_text(self) -> None:
+        if not self.has_text:
+            raise ValueError("this backbone was built without its text tower (text=False)")
+
+
+def checkpoint_layers(layers: Iterable[nn.Module], enable: bool) -> None:
+    """Recompute each layer in backward instead of storing its activations.
+
+    Works in eval mode (transformers' own switch only acts in train mode, and
+    frozen backbones never leave eval).
+    """
+    for layer in layers:
+        if enable:
+            layer.forward = functools.partial(checkpoint, type(layer).forward.__get__(layer), use_reentrant=False)
+        else:
+            layer.__dict__.pop("forward", None)

@@ -1,0 +1,40 @@
+"""Score heads on the fused features: template (variant A) and prompt-anchored (variant B)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TemplateHead(nn.Module):
+    """Softmax over scaled cosines to K quality-level text embeddings; score = sum_k k p_k in [1, K]."""
+
+    def __init__(self, num_levels: int = 5, temperature: float = 100.0):
+        super().__init__()
+        self.temperature = nn.Parameter(torch.tensor(float(temperature)))
+        self.register_buffer("levels", torch.arange(1, num_levels + 1, dtype=torch.float32), persistent=False)
+
+    def forward(self, z: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        logits = self.temperature * F.normalize(z, dim=-1) @ text_features.t()
+        return logits.softmax(dim=-1) @ self.levels
+
+
+class PromptHead(nn.Module):
+    """Cross-attention from the fused feature to the prompt's token states, then a residual MLP.
+
+    Padding keys are masked, so a pair's score does not depend on the other
+    prompts in the batch.
+    """
+
+    def __init__(self, dim: int, text_width: int, num_heads: int = 8):
+        super().__init__()
+        self.cross_attn = nn.MultiheadAttention(dim, num_heads, kdim=text_width, vdim=text_width, batch_first=True)
+        self.alpha = nn.Parameter(torch.zeros(()))
+        self.W_1 = nn.Linear(dim, dim)
+        self.W_2 = nn.Linear(dim, dim)
+        self.w_o = nn.Linear(dim, 1)
+
+    def forward(self, z: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        attended, _ = self.cross_attn(z[:, None], states, states, key_padding_mask=~mask, need_weights=False)
+        z = z + self.alpha * attended[:, 0]
+        return self.w_o(F.gelu(self.W_1(z)) + self.W_2(z)).squeeze(-1)

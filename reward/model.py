@@ -1,0 +1,193 @@
+"""MST-CLIPIQA: two frozen CLIP streams, gated fusion, and named score heads."""
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+
+from .backbones import build_backbone
+from .checks import check_image_shape, check_prompts
+from .config import MSTCLIPIQAConfig
+from .fusion import GatedFusion
+from .heads import PromptHead, TemplateHead
+from .official import convert_state_dict, official_config, read_state_dict
+from .preprocess import preprocess
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+BACKBONES_NAME = "backbones.safetensors"
+BACKBONE_PREFIXES = ("coarse.", "fine.")
+
+
+class MSTCLIPIQA(nn.Module):
+    """The multi-scale two-stream CLIP quality model.
+
+    ``model(images, prompts)`` takes (B, 3, H, W) images in [0, 1] of any size
+    and returns a dict of (B,) scores, one per named output. The coarse stream
+    (patch 32) also provides the text encoder for both head kinds.
+    """
+
+    def __init__(self, config: MSTCLIPIQAConfig):
+        super().__init__()
+        self.config = config
+        self.coarse = build_backbone(config.coarse)
+        self.fine = build_backbone(config.fine)
+        if not self.coarse.has_text:
+            raise ValueError("the coarse backbone provides the text encoder: build it with text=True")
+        dim = self.coarse.embed_dim
+        self.fusion = GatedFusion(dim, self.fine.embed_dim, dim, config.fusion_hidden, config.init,
+                                  config.gate_init_bias)
+        self.heads = nn.ModuleDict({name: self._make_head(kind) for name, kind in config.heads.items()})
+        if "template" in config.heads.values():
+            self.register_buffer("template_features", self._encode_templates(), persistent=False)
+        self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def _make_head(self, kind: str) -> nn.Module:
+        if kind == "template":
+            return TemplateHead(len(self.config.levels), self.config.temperature_init)
+        return PromptHead(self.coarse.embed_dim, self.coarse.text_width, self.config.attention_heads)
+
+    @torch.no_grad()
+    def _encode_templates(self) -> torch.Tensor:
+        texts = [self.config.template.format(level) for level in self.config.levels]
+        ids, mask, _ = self.coarse.tokenize(texts)
+        return nn.functional.normalize(self.coarse.encode_text(ids, mask), dim=-1)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(self.heads)
+
+    def _apply(self, fn, recurse=True):
+        self._prompt_cache.clear()  # cached states would be on the old device / dtype
+        return super()._apply(fn, recurse)
+
+    def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) in [0, 1] -> projected embeddings of the coarse and fine streams."""
+        x_coarse = preprocess(images, self.coarse.image_spec)
+        same = self.fine.image_spec == self.coarse.image_spec
+        x_fine = x_coarse if same else preprocess(images, self.fine.image_spec)
+        return self.coarse.encode_image(x_coarse), self.fine.encode_image(x_fine)
+
+    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states (B, L, W) and mask (B, L); each distinct prompt is encoded once and cached."""
+        if any(p.requires_grad for p in self.coarse.parameters()):
+            return self._text_states(prompts)  # a trainable text tower must not be cached
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._prompt_cache))
+        if missing:
+            with torch.no_grad():
+                states, mask = self._text_states(missing)
+            for prompt, s, m in zip(missing, states, mask):
+                self._prompt_cache[prompt] = s[m]
+        for prompt in prompts:
+            self._prompt_cache.move_to_end(prompt)
+        cached = [self._prompt_cache[p] for p in prompts]
+        while len(self._prompt_cache) > self.config.prompt_cache_size:
+            self._prompt_cache.popitem(last=False)
+        lengths = torch.tensor([len(s) for s in cached], device=cached[0].device)
+        mask = torch.arange(max(len(s) for s in cached), device=lengths.device)[None] < lengths[:, None]
+        return pad_sequence(cached, batch_first=True), mask
+
+    def _text_states(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask, truncated = self.coarse.tokenize(prompts)
+        if truncated:
+            warnings.warn(f"{truncated} prompt(s) longer than the text encoder's {self.coarse.context_length} "
+                          "tokens were truncated", stacklevel=3)
+        device = self.device
+        ids, mask = ids.to(device), mask.to(device)
+        return self.coarse.text_states(ids, mask), mask
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.fusion.parameters()).device
+
+    def forward_features(self, f_coarse: torch.Tensor, f_fine: torch.Tensor, prompts: list[str] | None = None,
+                         text: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Scores from stream embeddings; ``text`` = precomputed (states, mask) instead of ``prompts``."""
+        z = self.fusion(f_coarse.float(), f_fine.float())
+        if self.config.needs_prompts and text is None:
+            text = self.encode_prompts(check_prompts(prompts, len(z), required=True))
+        return {name: head(z, self.template_features) if isinstance(head, TemplateHead) else head(z, *text)
+                for name, head in self.heads.items()}
+
+    def forward(self, images: torch.Tensor, prompts: list[str] | None = None) -> dict[str, torch.Tensor]:
+        check_image_shape(images)
+        prompts = check_prompts(prompts, len(images), required=self.config.needs_prompts)
+        return self.forward_features(*self.encode_images(images), prompts=prompts)
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything but the frozen backbones: fusion, heads, and any adapters on them."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(BACKBONE_PREFIXES)}
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (trained parts only).
+
+        Backbones whose weights cannot be fetched by name (random or imported)
+        go to ``backbones.safetensors`` beside them, so nothing is lost.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.to_json(directory / CONFIG_NAME)
+        save_file(_contiguous(self.trained_state_dict()), str(directory / WEIGHTS_NAME))
+        embedded = {f"{prefix}{k}": v for prefix, cfg, module in self._backbones() if cfg.pretrained is None
+                    for k, v in module.state_dict().items()}
+        if embedded:
+            save_file(_contiguous(embedded), str(directory / BACKBONES_NAME))
+        return directory
+
+    def _backbones(self):
+        return [("coarse.", self.config.coarse, self.coarse), ("fine.", self.config.fine, self.fine)]
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **hub_kwargs) -> MSTCLIPIQA:
+        """Load a ``save_pretrained`` directory, or a Hugging Face Hub repo holding one."""
+        directory = _resolve(path, **hub_kwargs)
+        model = cls(MSTCLIPIQAConfig.from_json(directory / CONFIG_NAME))
+        state = load_file(str(directory / WEIGHTS_NAME))
+        if (directory / BACKBONES_NAME).exists():
+            state.update(load_file(str(directory / BACKBONES_NAME)))
+        model.load_weights(state, source=directory)
+        return model
+
+    @classmethod
+    def from_official_checkpoint(cls, path: str | Path, config: MSTCLIPIQAConfig | None = None) -> MSTCLIPIQA:
+        """Import a reference-implementation checkpoint (``.pth`` read with ``weights_only=True``, or safetensors).
+
+        The variant comes from the head's keys and the architecture from tensor
+        shapes; ``config`` may set attention heads, the output name and backbone names.
+        """
+        state = read_state_dict(path)
+        model = cls(official_config(state, config))
+        model.load_weights(convert_state_dict(state, model.outputs[0]), source=path)
+        if "head.text_features" in state:
+            model.template_features = state["head.text_features"].float().to(model.template_features)
+        return model
+
+    def load_weights(self, state: dict[str, torch.Tensor], source: object = "state dict") -> None:
+        """Load trained parts (and optionally backbones); every trained tensor must be present."""
+        result = self.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith(BACKBONE_PREFIXES)]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"weights in {source} do not match the config: missing {missing[:5]}, "
+                             f"unexpected {result.unexpected_keys[:5]}")
+        if any(k.startswith("coarse.") for k in state) and "template_features" in self._buffers:
+            self.template_features = self._encode_templates().to(self.template_features)
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous() for k, v in state.items()}
+
+
+def _resolve(path: str | Path, **hub_kwargs) -> Path:
+    local = Path(path)
+    if local.is_dir():
+        if not (local / CONFIG_NAME).exists():
+            raise ValueError(f"{local} has no {CONFIG_NAME}; expected a directory written by save_pretrained")
+        return local
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors"], **hub_kwargs))

@@ -1,0 +1,128 @@
+"""The differentiable reward / loss API on top of an MST-CLIPIQA model."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from .checks import check_image_shape, check_image_values, check_prompts
+from .io import as_image_list, load_image
+from .model import MSTCLIPIQA
+from .preprocess import center_crop, resize_short_side
+
+Outputs = str | Sequence[str] | Mapping[str, float] | None
+
+
+class MSTCLIPIQAReward(nn.Module):
+    """A reward differentiable w.r.t. the pixels: ``reward(images, prompts) -> (B,)``, higher is better.
+
+    ``outputs`` picks and weights the model's named outputs (default: the
+    first); ``normalize=True`` maps each output to [0, 1] with its known range
+    (an affine map, so gradients are never clipped). ``dtype=torch.bfloat16``
+    runs the encoders under autocast; ``gradient_checkpointing=True``
+    recomputes encoder activations in backward to save memory.
+    """
+
+    lower_better = False
+
+    def __init__(self, model: MSTCLIPIQA, outputs: Outputs = None, input_range: tuple[float, float] = (0.0, 1.0),
+                 normalize: bool = False, gradient_checkpointing: bool = False, dtype: torch.dtype | None = None,
+                 tolerance: float = 1e-3):
+        super().__init__()
+        self.model = model
+        self.weights = _weights(outputs, model.outputs)
+        if not input_range[1] > input_range[0]:
+            raise ValueError(f"input_range must be (low, high) with low < high, got {input_range}")
+        self.input_range = tuple(float(v) for v in input_range)
+        self.normalize = normalize
+        self.dtype = dtype
+        self.tolerance = tolerance
+        if gradient_checkpointing:
+            model.coarse.set_grad_checkpointing(True)
+            model.fine.set_grad_checkpointing(True)
+
+    def _range(self, name: str) -> tuple[float, float]:
+        return (0.0, 1.0) if self.normalize else self.model.config.score_ranges[name]
+
+    @property
+    def score_range(self) -> tuple[float, float]:
+        """The (low, high) the reward can take (prompt heads: the range of their training labels)."""
+        ends = [sorted((w * self._range(n)[0], w * self._range(n)[1])) for n, w in self.weights.items()]
+        return sum(e[0] for e in ends), sum(e[1] for e in ends)
+
+    def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        check_image_shape(images)
+        check_image_values(images, self.input_range, self.tolerance)
+        prompts = check_prompts(prompts, len(images), required=self.model.config.needs_prompts)
+        low, high = self.input_range
+        if (low, high) != (0.0, 1.0):
+            images = (images - low) / (high - low)
+        with self._autocast(images.device):
+            features = self.model.encode_images(images)
+        scores = self.model.forward_features(*features, prompts=prompts)
+        return sum(w * self._scale(n, scores[n]) for n, w in self.weights.items())
+
+    def _autocast(self, device: torch.device):
+        if self.dtype is None or self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype)
+
+    def _scale(self, name: str, score: torch.Tensor) -> torch.Tensor:
+        if not self.normalize:
+            return score
+        low, high = self.model.config.score_ranges[name]
+        return (score - low) / (high - low)
+
+    def loss(self, images: torch.Tensor, prompts: Sequence[str] | None = None,
+             reduction: str = "mean") -> torch.Tensor:
+        """Lower-is-better: the negated reward, averaged (``reduction="mean"``) or per image (``"none"``)."""
+        loss = -self(images, prompts)
+        if reduction == "none":
+            return loss
+        if reduction != "mean":
+            raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+        return loss.mean()
+
+    @torch.inference_mode()
+    def score(self, images, prompts: Sequence[str] | str | None = None, batch_size: int = 32) -> torch.Tensor:
+        """Convenience scoring, not differentiable: paths, a folder, PIL images, uint8 arrays or tensors.
+
+        A single prompt string applies to every image. Returns a (N,) CPU tensor.
+        """
+        items = as_image_list(images)
+        if isinstance(prompts, str):
+            prompts = [prompts] * len(items)
+        prompts = check_prompts(prompts, len(items), required=self.model.config.needs_prompts)
+        size = max(self.model.coarse.image_spec.size, self.model.fine.image_spec.size)
+        device = self.model.device
+        scores = []
+        for start in range(0, len(items), batch_size):
+            chunk = [_fit(load_image(item), size) for item in items[start : start + batch_size]]
+            batch = torch.stack(chunk).to(device)
+            if (self.input_range != (0.0, 1.0)) and not isinstance(items[start], torch.Tensor):
+                low, high = self.input_range
+                batch = batch * (high - low) + low
+            part = None if prompts is None else prompts[start : start + batch_size]
+            scores.append(self(batch, part).float().cpu())
+        return torch.cat(scores)
+
+
+def _fit(image: torch.Tensor, size: int) -> torch.Tensor:
+    return center_crop(resize_short_side(image[None], size), size)[0]
+
+
+def _weights(outputs: Outputs, available: tuple[str, ...]) -> dict[str, float]:
+    if outputs is None:
+        weights = {available[0]: 1.0}
+    elif isinstance(outputs, str):
+        weights = {outputs: 1.0}
+    elif isinstance(outputs, Mapping):
+        weights = {k: float(v) for k, v in outputs.items()}
+    else:
+        weights = {name: 1.0 / len(outputs) for name in outputs}
+    unknown = [name for name in weights if name not in available]
+    if unknown or not weights:
+        raise ValueError(f"unknown outputs {unknown}; this model predicts {list(available)}")
+    return weights
