@@ -9,4 +9,8 @@ from .model import MSTCLIPIQA
 from .preprocess import ImageSpec, preprocess
 from .reward import MSTCLIPIQAReward
 
-__all__ = ["BackboneConfig", "ImageSpec", "MSTCLIPIQA", "MSTCLIPIQAConfig", "MSTCLIPIQAReward", "preprocess"]
+from_pretrained = MSTCLIPIQA.from_pretrained
+from_official_checkpoint = MSTCLIPIQA.from_official_checkpoint
+
+__all__ = ["BackboneConfig", "ImageSpec", "MSTCLIPIQA", "MSTCLIPIQAConfig", "MSTCLIPIQAReward", "from_official_checkpoint",
+           "from_pretrained", "preprocess"]

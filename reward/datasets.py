@@ -170,6 +170,13 @@ class _RowError(ValueError):
 
 def _read_csv(path: Path) -> _Table:
     _require_file(path)
+    try:
+        return _parse_csv(path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: cannot parse as UTF-8 CSV: {exc}") from exc
+
+
+def _parse_csv(path: Path) -> _Table:
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -247,20 +254,22 @@ def _cell_text(value: Any) -> str:
     return str(value).strip()
 
 
-def _parse_score(value: Any, column: str, where: str) -> float:
+def _parse_score(value: Any, field: str, where: str) -> float:
+    """``field`` describes the source, e.g. "column 'MOS'"."""
     try:
         score = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
-        shown = "empty" if _cell_text(value) == "" else repr(value)
-        raise _RowError(f"{where}: column {column!r} is {shown}; expected a finite number") from None
-    if not math.isfinite(score):
-        raise _RowError(f"{where}: column {column!r} is {value!r}; expected a finite number")
+        score = None
+    if score is None or not math.isfinite(score):
+        text = _cell_text(value)
+        shown = "empty" if text == "" else repr(value) if isinstance(value, str) else text
+        raise _RowError(f"{where}: {field} is {shown}; expected a finite number")
     return score
 
 
 def _parse_prompt(value: Any, column: str, where: str) -> str:
-    text = _cell_text(value)
-    if not text:
+    text = value if isinstance(value, str) else _cell_text(value)
+    if not text.strip():
         raise _RowError(f"{where}: column {column!r} is empty; expected the prompt text")
     return text
 
@@ -368,7 +377,7 @@ def _row_maker(
                 "(as many as header columns)"
             )
         image_name = _cell_text(row[cols[image_col]])
-        scores = {out: _parse_score(row[cols[c]], c, at) for out, c in score_cols.items()}
+        scores = {out: _parse_score(row[cols[c]], f"column {c!r}", at) for out, c in score_cols.items()}
         prompt = _parse_prompt(row[cols[prompt_col]], prompt_col, at) if prompt_col else ""
         group = group_of(image_name, row, at) if group_of else None
         image = _resolve_image(image_name, image_dirs, at, verify_images)
@@ -556,7 +565,7 @@ def _find_aigciqa2023_csv(root: Path) -> Path:
     wanted = {c.casefold() for c in AIGCIQA2023_CSV_COLUMNS}
     matches = []
     for candidate in sorted(root.glob("*.csv")):
-        with candidate.open(newline="", encoding="utf-8-sig") as f:
+        with candidate.open(newline="", encoding="utf-8-sig", errors="replace") as f:
             header = next(csv.reader(f), [])
         if wanted <= {h.strip().casefold() for h in header}:
             matches.append(candidate)
@@ -582,7 +591,8 @@ def _load_aigciqa2023_csv(
             raise _RowError(
                 f"{at}: found {row['__field_count__']} fields; expected {len(table.columns)}"
             )
-        scores = {o: _parse_score(row[cols[c]], c, at) for o, c in AIGCIQA2023_OUTPUTS.items()}
+        scores = {o: _parse_score(row[cols[c]], f"column {c!r}", at)
+                  for o, c in AIGCIQA2023_OUTPUTS.items()}
         prompt = _parse_prompt(row[cols["prompt"]], "prompt", at)
         model = _cell_text(row[cols["model"]])
         if not model:
@@ -716,7 +726,7 @@ def _load_aigciqa2023_mat(
         at = f"{index_file}, {where} (image index {i})"
         scores = {}
         for out, var in AIGCIQA2023_OUTPUTS.items():
-            scores[out] = _parse_score(mos[out][i], f"{var}.mat MOSz[{i}]", at)
+            scores[out] = _parse_score(mos[out][i], f"{var}.mat MOSz entry {i + 1}", at)
         prompt = prompts[(i % block) // images_per_prompt]
         candidates = [base / "Image" / model / name] if name else []
         candidates.append(base / "Image" / "allimg" / f"{i}.png")

@@ -66,6 +66,15 @@ def logistic4(x: Any, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
     return (b1 - b2) / (1.0 + np.exp(np.clip(z, -500.0, 500.0))) + b2
 
 
+def _logistic4_jacobian(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    # Analytic, because finite differences stall when a parameter starts near 0 (e.g. b3 = mean
+    # of centred predictions, ~1e-16): the relative step then vanishes.
+    u = (x - b3) / np.abs(b4)
+    sig = 1.0 / (1.0 + np.exp(np.clip(-u, -500.0, 500.0)))
+    slope = (b1 - b2) * sig * (1.0 - sig)
+    return np.stack([sig, 1.0 - sig, -slope / np.abs(b4), -slope * u / b4], axis=1)
+
+
 def logistic4_fit(pred: Any, target: Any) -> np.ndarray:
     """Fit :func:`logistic4` mapping ``pred`` to ``target``; returns ``[b1, b2, b3, b4]``.
 
@@ -79,10 +88,12 @@ def logistic4_fit(pred: Any, target: Any) -> np.ndarray:
     high, low = (t.max(), t.min()) if np.corrcoef(p, t)[0, 1] >= 0 else (t.min(), t.max())
     guess = [high, low, float(np.mean(p)), float(np.std(p))]
     with warnings.catch_warnings():
-        warnings.simplefilter("error", optimize.OptimizeWarning)
+        # Only the parameters are used; an unestimable covariance (e.g. exact fit) is harmless.
+        warnings.simplefilter("ignore", optimize.OptimizeWarning)
         try:
-            params, _ = optimize.curve_fit(logistic4, p, t, p0=guess, maxfev=10000)
-        except (RuntimeError, optimize.OptimizeWarning, ValueError) as exc:
+            params, _ = optimize.curve_fit(logistic4, p, t, p0=guess, jac=_logistic4_jacobian,
+                                           maxfev=10000)
+        except (RuntimeError, ValueError) as exc:
             raise RuntimeError(f"logistic fit failed: {exc}") from exc
     if not np.all(np.isfinite(params)) or params[3] == 0:
         raise RuntimeError(f"logistic fit gave unusable parameters {params}")

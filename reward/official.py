@@ -24,13 +24,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ValueError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        return normalize_layout(load_file(str(path)))
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model_state_dict" in state:
         state = state["model_state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} is not a state dict of tensors (raw, or under 'model_state_dict')")
-    return state
+    return normalize_layout(state)
+
+
+def normalize_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers 5 dropped the ``text_model.`` level inside ``CLIPTextModel``; bring both layouts to 4.x's."""
+    def fix(key: str) -> str:
+        if key.startswith(TEXT) and not key.startswith((TEXT + "text_model.", TEXT + "text_projection")):
+            return TEXT + "text_model." + key[len(TEXT):]
+        return key
+
+    return {fix(k): v for k, v in state.items()}
 
 
 def detect_variant(state: dict[str, torch.Tensor]) -> str:

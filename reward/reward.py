@@ -110,7 +110,8 @@ class MSTCLIPIQAReward(nn.Module):
 
 
 def _fit(image: torch.Tensor, size: int) -> torch.Tensor:
-    return center_crop(resize_short_side(image[None], size), size)[0]
+    # bicubic overshoot clipped as PIL's uint8 output would be; this path is never differentiated
+    return center_crop(resize_short_side(image[None], size), size)[0].clamp(0, 1)
 
 
 def _weights(outputs: Outputs, available: tuple[str, ...]) -> dict[str, float]:

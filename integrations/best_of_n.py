@@ -1,0 +1,263 @@
+"""Best-of-N sampling and reranking: generate N seeded candidates, score, rank."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from reward.io import as_image_list, load_image
+
+from .grid import contact_sheet, to_pil
+from .prompts import encode_prompt, guidance_enabled, split_prompt_kwargs, supports_prompt_embeds
+from .rewards import Rewards, named_rewards, objective
+
+__all__ = ["Candidate", "Ranking", "best_of_n", "generate_candidates", "regenerate", "rank_images", "score_images"]
+
+_RESERVED = ("prompt", "num_images_per_prompt", "generator", "output_type", "latents", "return_dict")
+
+
+@dataclass
+class Candidate:
+    """One scored image: ``seed`` regenerates it (None for reranked files, which have a ``name``)."""
+
+    rank: int
+    score: float
+    image: torch.Tensor
+    seed: int | None = None
+    name: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Ranking:
+    """Candidates ranked best first, with the top ``top_k`` as PIL images and a contact sheet."""
+
+    prompt: str | None
+    candidates: list[Candidate]
+    top_k: int = 1
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def winner(self) -> Candidate:
+        return self.candidates[0]
+
+    @property
+    def best(self) -> list[Image.Image]:
+        return [to_pil(c.image) for c in self.candidates[: self.top_k]]
+
+    @property
+    def scores(self) -> torch.Tensor:
+        return torch.tensor([c.score for c in self.candidates])
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [c.seed for c in self.candidates]
+
+    @cached_property
+    def contact_sheet(self) -> Image.Image:
+        labels = [f"#{c.rank} {c.score:.3f} " + (f"s{c.seed}" if c.seed is not None else (c.name or ""))[:12]
+                  for c in self.candidates]
+        return contact_sheet([c.image for c in self.candidates], labels)
+
+    def records(self) -> list[dict[str, Any]]:
+        """One row per candidate: rank, score, seed, name, and each named score."""
+        return [{"rank": c.rank, "score": c.score, "seed": c.seed, "name": c.name, **c.scores}
+                for c in self.candidates]
+
+    def save(self, directory: str | Path, csv_file: bool = True, json_file: bool = True,
+             sheet: bool = True) -> dict[str, Path]:
+        """Write the best images, and optionally ``ranking.csv``, ``ranking.json`` and ``contact_sheet.png``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        for i, image in enumerate(self.best):
+            paths[f"best_{i}"] = directory / f"best_{i}.png"
+            image.save(paths[f"best_{i}"])
+        rows = self.records()
+        if csv_file:
+            paths["csv"] = directory / "ranking.csv"
+            with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        if json_file:
+            paths["json"] = directory / "ranking.json"
+            paths["json"].write_text(json.dumps({"prompt": self.prompt, "candidates": rows, "timings": self.timings},
+                                                indent=2), encoding="utf-8")
+        if sheet:
+            paths["contact_sheet"] = directory / "contact_sheet.png"
+            self.contact_sheet.save(paths["contact_sheet"])
+        return paths
+
+
+def _reward_device(reward: Rewards, fallback: torch.device) -> torch.device:
+    fns = reward.values() if isinstance(reward, Mapping) else [reward]
+    for fn in fns:
+        if isinstance(fn, nn.Module):
+            for tensor in fn.parameters():
+                return tensor.device
+    return fallback
+
+
+@torch.no_grad()
+def score_images(
+    reward: Rewards,
+    images: torch.Tensor,
+    prompt: str | None = None,
+    *,
+    batch_size: int = 16,
+    weights: Mapping[str, float] | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Score (N, 3, H, W) images in [0, 1] in batches for one prompt.
+
+    Returns the weighted objective (N,) and each named output (N,), on the CPU.
+    The prompt is the same for every batch, so a reward that caches prompt
+    encodings (as ``MSTCLIPIQAReward`` does) encodes it once.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device) if device is not None else _reward_device(reward, images.device)
+    totals, named = [], {}
+    for batch in images.split(batch_size):
+        parts = named_rewards(reward, batch.to(device), None if prompt is None else [prompt] * len(batch))
+        totals.append(objective(parts, weights).float().cpu())
+        for name, value in parts.items():
+            named.setdefault(name, []).append(value.float().cpu())
+    return torch.cat(totals), {name: torch.cat(v) for name, v in named.items()}
+
+
+def generate_candidates(
+    pipe: Any, prompt: str, seeds: Sequence[int], *, chunk_size: int = 4, generator_device: str = "cpu",
+    **pipe_kwargs: Any,
+) -> torch.Tensor:
+    """Generate one image per seed, ``chunk_size`` per pipeline call, as (N, 3, H, W) float32 on the CPU.
+
+    Each image gets its own ``torch.Generator(generator_device).manual_seed(seed)``,
+    so it does not depend on the chunking and ``regenerate`` reproduces it.
+    Pipelines with a known ``encode_prompt`` get the prompt encoded once.
+    """
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be one string, got {type(prompt).__name__}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    reserved = sorted(set(pipe_kwargs) & set(_RESERVED))
+    if reserved:
+        raise ValueError(f"{reserved} are set by best-of-N itself; pass seeds / chunk_size instead")
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds is empty; expected at least one seed")
+    text: dict[str, Any] = {"prompt": prompt}
+    if supports_prompt_embeds(pipe):
+        encode_kwargs, pipe_kwargs = split_prompt_kwargs(pipe, pipe_kwargs)
+        text = encode_prompt(pipe, prompt, do_classifier_free_guidance=guidance_enabled(pipe, pipe_kwargs),
+                             **encode_kwargs)
+    images = []
+    for start in range(0, len(seeds), chunk_size):
+        chunk = seeds[start : start + chunk_size]
+        generators = [torch.Generator(generator_device).manual_seed(s) for s in chunk]
+        out = pipe(**text, num_images_per_prompt=len(chunk), generator=generators, output_type="pt", **pipe_kwargs)
+        batch = out.images if hasattr(out, "images") else out[0]
+        if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or batch.shape[0] != len(chunk):
+            raise ValueError(f"{type(pipe).__name__} did not return a (B, 3, H, W) tensor for output_type='pt'")
+        images.append(batch.float().cpu())
+    return torch.cat(images)
+
+
+def regenerate(pipe: Any, prompt: str, seed: int, **pipe_kwargs: Any) -> torch.Tensor:
+    """Regenerate one candidate, (3, H, W), from its seed and the same pipeline arguments."""
+    return generate_candidates(pipe, prompt, [seed], chunk_size=1, **pipe_kwargs)[0]
+
+
+def _ranking(prompt: str | None, images: torch.Tensor | list[torch.Tensor], total: torch.Tensor,
+             named: dict[str, torch.Tensor], top_k: int, seeds: Sequence[int | None], names: Sequence[str | None],
+             timings: dict[str, float]) -> Ranking:
+    order = torch.argsort(total, descending=True, stable=True).tolist()
+    candidates = [Candidate(rank=r + 1, score=float(total[i]), image=images[i], seed=seeds[i], name=names[i],
+                            scores={k: float(v[i]) for k, v in named.items()}) for r, i in enumerate(order)]
+    return Ranking(prompt, candidates, top_k, timings)
+
+
+def _check_top_k(top_k: int, n: int) -> None:
+    if not 1 <= top_k <= n:
+        raise ValueError(f"top_k must be in [1, {n}] (the number of candidates), got {top_k}")
+
+
+def best_of_n(
+    pipe: Any,
+    prompt: str,
+    reward: Rewards,
+    *,
+    n: int = 8,
+    seed: int = 0,
+    seeds: Sequence[int] | None = None,
+    chunk_size: int = 4,
+    score_batch_size: int = 16,
+    top_k: int = 1,
+    weights: Mapping[str, float] | None = None,
+    generator_device: str = "cpu",
+    **pipe_kwargs: Any,
+) -> Ranking:
+    """Generate ``n`` candidates (seeds ``seed, seed+1, ...`` or ``seeds``) with any text-to-image
+    pipeline, score them with ``reward`` and rank them best first.
+
+    ``pipe_kwargs`` go to the pipeline (``num_inference_steps``,
+    ``guidance_scale``, ``height``, ...). Winner: ``ranking.winner``; its image:
+    ``regenerate(pipe, prompt, ranking.winner.seed, **pipe_kwargs)``.
+    """
+    seeds = list(range(seed, seed + n)) if seeds is None else [int(s) for s in seeds]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("seeds must be distinct; a repeated seed gives a repeated candidate")
+    _check_top_k(top_k, len(seeds))
+    start = time.perf_counter()
+    images = generate_candidates(pipe, prompt, seeds, chunk_size=chunk_size, generator_device=generator_device,
+                                 **pipe_kwargs)
+    generated = time.perf_counter()
+    total, named = score_images(reward, images, prompt, batch_size=score_batch_size, weights=weights)
+    timings = {"generation_s": generated - start, "scoring_s": time.perf_counter() - generated}
+    return _ranking(prompt, images, total, named, top_k, seeds, [None] * len(seeds), timings)
+
+
+def rank_images(
+    images: Any,
+    prompt: str | None,
+    reward: Rewards,
+    *,
+    batch_size: int = 16,
+    top_k: int = 1,
+    weights: Mapping[str, float] | None = None,
+) -> Ranking:
+    """Rank existing images (a folder, paths, PIL images, uint8 arrays or a (N, 3, H, W) tensor) for a prompt.
+
+    Images of different sizes are scored in separate batches, never resized here.
+    """
+    items = as_image_list(images)
+    if not items:
+        raise ValueError(f"no images to rank in {images!r}")
+    _check_top_k(top_k, len(items))
+    names = [Path(item).name if isinstance(item, (str, Path)) else None for item in items]
+    tensors = [load_image(item) for item in items]
+    start = time.perf_counter()
+    total = torch.empty(len(tensors))
+    named: dict[str, torch.Tensor] = {}
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_size.setdefault(tuple(t.shape), []).append(i)
+    for indices in by_size.values():
+        batch_total, batch_named = score_images(reward, torch.stack([tensors[i] for i in indices]), prompt,
+                                                batch_size=batch_size, weights=weights)
+        total[indices] = batch_total
+        for name, value in batch_named.items():
+            named.setdefault(name, torch.empty(len(tensors)))[indices] = value
+    timings = {"scoring_s": time.perf_counter() - start}
+    return _ranking(prompt, tensors, total, named, top_k, [None] * len(tensors), names, timings)

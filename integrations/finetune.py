@@ -1,0 +1,348 @@
+"""Reward fine-tuning of a diffusers pipeline's denoiser with LoRA: DRaFT-K, AlignProp, ReFL.
+
+All three methods run the same loop (``sampling.denoise``) and differ only in
+where it keeps gradients; see ``RewardFinetuneConfig.method``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .decode import decode_latents
+from .denoisers import Conditioning, denoiser_family
+from .grid import image_grid
+from .lora import DEFAULT_TARGET_MODULES, adapters_disabled, add_lora, lora_parameters, save_lora
+from .rewards import Rewards, named_rewards, objective
+from .sampling import denoise, guided_prediction, step_kwargs
+from .training_log import TrainingLog
+
+__all__ = ["RewardFinetuneConfig", "RewardFinetuner"]
+
+Method = Literal["draft", "alignprop", "refl"]
+
+
+@dataclass
+class RewardFinetuneConfig:
+    """Settings of a reward fine-tuning run.
+
+    Methods (``method``):
+      * ``"draft"``: DRaFT-K, gradients through the last ``draft_k`` sampling steps.
+      * ``"alignprop"``: per trajectory, gradients through the last K steps with
+        K drawn uniformly from ``alignprop_k_range`` (default: 1 to all steps);
+        every denoiser call under activation checkpointing.
+      * ``"refl"``: sampling without gradients to a random step among the last
+        ``refl_window``, one denoiser call with gradients, decode its predicted x0.
+
+    Against reward hacking: ``kl_coeff`` > 0 adds DRaFT+'s
+    ``kl_coeff * mean((pred_lora - pred_base)^2)`` on the steps with gradients;
+    ``reward_weights`` weights named reward outputs; ``sample_every`` saves a grid
+    of ``sample_prompts`` x ``sample_seeds`` every N steps (and before training).
+    """
+
+    method: Method = "draft"
+    num_inference_steps: int = 20
+    draft_k: int = 1
+    alignprop_k_range: tuple[int, int] | None = None
+    refl_window: int = 10
+    guidance_scale: float = 1.0
+    negative_prompt: str | None = None
+    height: int | None = None
+    width: int | None = None
+    eta: float = 0.0
+    encode_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    lora_rank: int = 4
+    lora_alpha: float | None = None
+    lora_target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 2
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float | None = 1.0
+    max_steps: int = 100
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    seed: int = 0
+
+    gradient_checkpointing: bool | None = None
+    decode_chunk_size: int = 1
+    decode_checkpointing: bool = True
+
+    kl_coeff: float = 0.0
+    reward_weights: Mapping[str, float] | None = None
+
+    output_dir: str | None = None
+    sample_every: int = 0
+    sample_prompts: tuple[str, ...] = ()
+    sample_seeds: tuple[int, ...] = (0, 1, 2, 3)
+    save_lora: bool = True
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in ("draft", "alignprop", "refl"):
+            raise ValueError(f"method must be 'draft', 'alignprop' or 'refl', got {self.method!r}")
+        steps = self.num_inference_steps
+        _require(steps >= 1, f"num_inference_steps must be >= 1, got {steps}")
+        _require(1 <= self.draft_k <= steps, f"draft_k must be in [1, num_inference_steps={steps}], "
+                                             f"got {self.draft_k}")
+        lo, hi = self.alignprop_k_range or (1, steps)
+        _require(1 <= lo <= hi <= steps, f"alignprop_k_range must satisfy 1 <= low <= high <= "
+                                         f"num_inference_steps={steps}, got {(lo, hi)}")
+        _require(1 <= self.refl_window <= steps, f"refl_window must be in [1, num_inference_steps={steps}], "
+                                                 f"got {self.refl_window}")
+        for name in ("batch_size", "gradient_accumulation_steps", "decode_chunk_size", "lora_rank"):
+            _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        _require(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
+        _require(self.kl_coeff >= 0, f"kl_coeff must be >= 0, got {self.kl_coeff}")
+        _require(self.mixed_precision in ("no", "fp16", "bf16"),
+                 f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        _require(self.sample_every == 0 or bool(self.sample_prompts),
+                 "sample_every > 0 needs sample_prompts (the fixed prompts whose drift is saved)")
+
+    @property
+    def checkpoint_denoiser(self) -> bool:
+        if self.gradient_checkpointing is not None:
+            return self.gradient_checkpointing
+        return self.method == "alignprop"
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _freeze(rewards: Rewards) -> None:
+    # The reward is a fixed critic: its parameters must neither be trained nor
+    # accumulate gradients that nobody zeroes.
+    for fn in rewards.values() if isinstance(rewards, Mapping) else [rewards]:
+        if isinstance(fn, nn.Module):
+            fn.requires_grad_(False)
+
+
+class RewardFinetuner:
+    """Fine-tune ``pipe``'s denoiser (UNet or SD3 transformer) with LoRA to maximise ``reward``.
+
+    ``reward(images, prompts) -> (B,)`` (or named outputs), images in [0, 1];
+    ``prompts`` is the training prompt pool, sampled with replacement.
+    ``accelerate`` handles device placement, mixed precision, gradient
+    accumulation and multi-GPU; pass ``accelerator`` to reuse one.
+
+    The pipeline is modified in place: after training, ``pipe(...)`` samples
+    from the fine-tuned model.
+    """
+
+    def __init__(self, pipe: Any, reward: Rewards, prompts: Sequence[str], config: RewardFinetuneConfig | None = None,
+                 accelerator: Any | None = None):
+        from accelerate import Accelerator
+
+        self.config = config = config or RewardFinetuneConfig()
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        _require(bool(prompts) and all(isinstance(p, str) for p in prompts),
+                 "prompts must be a non-empty list of strings (the training prompts)")
+        self.prompts = prompts
+        self.pipe, self.reward = pipe, reward
+        self.family = denoiser_family(pipe)
+        self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision,
+                                                      gradient_accumulation_steps=config.gradient_accumulation_steps)
+        self.height, self.width = config.height or self.family.default_size()[0], config.width or \
+            self.family.default_size()[1]
+        self.family.check_size(self.height, self.width)
+        self._setup_models()
+        self.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        self.rng = torch.Generator().manual_seed(config.seed + self.accelerator.process_index)
+        self.log = TrainingLog(asdict(config))
+        self.global_step = 0
+
+    def _setup_models(self) -> None:
+        config, acc = self.config, self.accelerator
+        weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
+        for module in self.pipe.components.values():
+            if isinstance(module, nn.Module):
+                module.requires_grad_(False)
+        self.pipe.to(acc.device, dtype=weight_dtype)
+        _freeze(self.reward)
+        for fn in self.reward.values() if isinstance(self.reward, Mapping) else [self.reward]:
+            if isinstance(fn, nn.Module):
+                fn.to(acc.device)
+        denoiser = self.family.denoiser
+        self.lora_config = add_lora(denoiser, config.lora_rank, config.lora_alpha, config.lora_target_modules)
+        params = lora_parameters(denoiser)
+        for p in params:  # LoRA weights stay fp32 under fp16/bf16 mixed precision
+            p.data = p.data.float()
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.model, self.optimizer = acc.prepare(denoiser, optimizer)
+        self.params = params
+
+    @property
+    def unwrapped(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    # --- one batch -------------------------------------------------------------------------------------
+
+    def _conditioning(self, prompts: list[str]) -> Conditioning:
+        guidance = self.config.guidance_scale > 1.0
+        embeds = self.family.encode(prompts, guidance=guidance, negative_prompt=self.config.negative_prompt,
+                                    **self.config.encode_kwargs)
+        return self.family.conditioning(embeds, guidance, self.height, self.width)
+
+    def _gradient_window(self, batch: int) -> tuple[torch.Tensor, int | None]:
+        """(first step with gradients per trajectory, step to stop at) for the configured method."""
+        cfg, steps = self.config, self.config.num_inference_steps
+        if cfg.method == "draft":
+            return torch.full((batch,), steps - cfg.draft_k), None
+        if cfg.method == "alignprop":
+            lo, hi = cfg.alignprop_k_range or (1, steps)
+            return steps - torch.randint(lo, hi + 1, (batch,), generator=self.rng), None
+        stop = int(torch.randint(steps - cfg.refl_window, steps, (1,), generator=self.rng))
+        return torch.full((batch,), stop), stop
+
+    def _base_prediction(self, cond: Conditioning):
+        def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            with adapters_disabled(self.unwrapped):
+                return guided_prediction(self.family, self.unwrapped, x, t, cond, self.config.guidance_scale)
+
+        return predict
+
+    def _images(self, prompts: list[str], seeds: Sequence[int], *, grad_from: torch.Tensor | int | None,
+                stop_at: int | None = None, base: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        cond = self._conditioning(prompts)
+        latents, timesteps, generators = self.family.prepare(self.scheduler, seeds, self.height, self.width,
+                                                             cfg.num_inference_steps, torch.float32)
+        trajectory = denoise(
+            self.family, self.model, self.scheduler, latents, cond, timesteps,
+            grad_from=grad_from, stop_at=stop_at, guidance_scale=cfg.guidance_scale,
+            gradient_checkpointing=cfg.checkpoint_denoiser,
+            base_prediction=self._base_prediction(cond) if base else None,
+            extra_step_kwargs=step_kwargs(self.scheduler, generators, cfg.eta))
+        latents = self.family.vae_latents(trajectory.latents, self.height, self.width)
+        images = decode_latents(self.pipe.vae, latents, chunk_size=cfg.decode_chunk_size,
+                                gradient_checkpointing=cfg.decode_checkpointing)
+        return images, trajectory.penalty
+
+    def _score(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        # The reward runs at its own precision, outside the generator's autocast.
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            named = named_rewards(self.reward, images.float(), prompts)
+        return objective(named, self.config.reward_weights), named
+
+    def compute_loss(self, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Loss (lower is better) and detached statistics for one batch, with gradients to the LoRA weights."""
+        prompts = list(prompts)
+        _require(len(prompts) == len(seeds), f"got {len(prompts)} prompts for {len(seeds)} seeds; "
+                                             "expected one seed per prompt")
+        grad_from, stop_at = self._gradient_window(len(prompts))
+        with self.accelerator.autocast():
+            images, penalty = self._images(prompts, seeds, grad_from=grad_from, stop_at=stop_at,
+                                           base=self.config.kl_coeff > 0)
+        reward, named = self._score(images, prompts)
+        loss = -reward.mean() + self.config.kl_coeff * penalty
+        stats = {"reward": reward.detach(), "penalty": penalty.detach(), "loss": loss.detach(),
+                 **{f"reward/{k}": v.detach() for k, v in named.items() if len(named) > 1}}
+        return loss, stats
+
+    # --- training ---------------------------------------------------------------------------------------
+
+    def _batch(self) -> tuple[list[str], list[int]]:
+        size = self.config.batch_size
+        picks = torch.randint(len(self.prompts), (size,), generator=self.rng).tolist()
+        seeds = torch.randint(0, 2**31 - 1, (size,), generator=self.rng).tolist()
+        return [self.prompts[i] for i in picks], seeds
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step (``gradient_accumulation_steps`` micro-batches); returns the step's means."""
+        acc, sums = self.accelerator, {}
+        self.model.train()
+        for _ in range(self.config.gradient_accumulation_steps):
+            with acc.accumulate(self.model):
+                loss, stats = self.compute_loss(*self._batch())
+                acc.backward(loss)
+                if acc.sync_gradients and self.config.max_grad_norm:
+                    acc.clip_grad_norm_(self.params, self.config.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + acc.gather(value.float().mean()[None]).mean().item()
+        self.global_step += 1
+        record = {"step": self.global_step, **{k: v / self.config.gradient_accumulation_steps
+                                               for k, v in sums.items()}}
+        self.log.append(record)
+        return record
+
+    def train(self, max_steps: int | None = None) -> TrainingLog:
+        """Run ``max_steps`` optimizer steps (default: the config's), then write the log, reward curve
+        and LoRA into ``output_dir`` (when set). Returns the log."""
+        from tqdm.auto import tqdm
+
+        steps = self.config.max_steps if max_steps is None else max_steps
+        bar = tqdm(total=steps, desc=f"{self.config.method}", disable=not (self.config.progress_bar and
+                                                                           self.accelerator.is_main_process))
+        self._maybe_sample(force=True)
+        running = None
+        for _ in range(steps):
+            record = self.train_step()
+            running = record["reward"] if running is None else 0.9 * running + 0.1 * record["reward"]
+            bar.update(1)
+            bar.set_postfix(reward=f"{running:.4f}")
+            self._maybe_sample()
+        bar.close()
+        self._finish()
+        return self.log
+
+    def _finish(self) -> None:
+        if self.config.output_dir is None:
+            return
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self.log.write(self.config.output_dir)
+            if self.config.save_lora:
+                self.save_lora(Path(self.config.output_dir) / "lora")
+
+    def _maybe_sample(self, force: bool = False) -> None:
+        cfg = self.config
+        due = cfg.sample_every and (force or self.global_step % cfg.sample_every == 0)
+        if not due or cfg.output_dir is None or not self.accelerator.is_main_process:
+            return
+        prompts = [p for p in cfg.sample_prompts for _ in cfg.sample_seeds]
+        seeds = [s for _ in cfg.sample_prompts for s in cfg.sample_seeds]
+        images = self.sample(prompts, seeds)
+        path = Path(cfg.output_dir) / "samples" / f"step_{self.global_step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image_grid(list(images), columns=len(cfg.sample_seeds)).save(path)
+
+    # --- evaluation and saving --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int | None = None) -> torch.Tensor:
+        """Images (N, 3, H, W) in [0, 1] from the current model with the training sampler, no gradients."""
+        prompts, seeds = list(prompts), list(seeds)
+        _require(len(prompts) == len(seeds), f"got {len(prompts)} prompts for {len(seeds)} seeds")
+        size = batch_size or self.config.batch_size
+        self.model.eval()
+        out = []
+        with self.accelerator.autocast():
+            for i in range(0, len(prompts), size):
+                out.append(self._images(prompts[i: i + size], seeds[i: i + size], grad_from=None)[0].float())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def evaluate(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
+        """Per-image objective on fixed prompts and seeds (e.g. held-out seeds), on the CPU."""
+        images = self.sample(prompts, seeds)
+        return self._score(images, list(prompts))[0].float().cpu()
+
+    def save_lora(self, directory: str | Path) -> Path:
+        """Save the LoRA (unwrapped from accelerate) in diffusers format for ``pipe.load_lora_weights``."""
+        return save_lora(self.pipe, self.unwrapped, directory, self.family.denoiser_name)
+
+
+def _unused() -> None:  # pragma: no cover
+    del copy, math

@@ -1,0 +1,57 @@
+"""Image grids and labelled contact sheets."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from PIL import Image, ImageDraw
+
+__all__ = ["to_pil", "image_grid", "contact_sheet"]
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) float in [0, 1] -> RGB PIL image (for display and files only: no gradients here)."""
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected one (3, H, W) image, got shape {tuple(image.shape)}")
+    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array)
+
+
+def _as_pil(image: Image.Image | torch.Tensor) -> Image.Image:
+    return image.convert("RGB") if isinstance(image, Image.Image) else to_pil(image)
+
+
+def image_grid(images: Sequence[Image.Image | torch.Tensor], columns: int | None = None,
+               size: int | None = None) -> Image.Image:
+    """Tile images (PIL or (3, H, W) tensors) into one image, ``size`` px per cell."""
+    return contact_sheet(images, labels=None, columns=columns, thumb_size=size)
+
+
+def contact_sheet(
+    images: Sequence[Image.Image | torch.Tensor],
+    labels: Sequence[str] | None = None,
+    columns: int | None = None,
+    thumb_size: int | None = 128,
+) -> Image.Image:
+    """A grid of thumbnails, each with its label (e.g. rank, score, seed) written below it."""
+    if not images:
+        raise ValueError("contact_sheet needs at least one image")
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"got {len(labels)} labels for {len(images)} images; expected one label per image")
+    pils = [_as_pil(im) for im in images]
+    side = thumb_size or max(max(im.size) for im in pils)
+    columns = columns or math.ceil(math.sqrt(len(pils)))
+    rows = math.ceil(len(pils) / columns)
+    label_h = 14 if labels is not None else 0
+    sheet = Image.new("RGB", (columns * side, rows * (side + label_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, im in enumerate(pils):
+        im = im.copy()
+        im.thumbnail((side, side))
+        x, y = (i % columns) * side, (i // columns) * (side + label_h)
+        sheet.paste(im, (x + (side - im.width) // 2, y + (side - im.height) // 2))
+        if labels is not None:
+            draw.text((x + 2, y + side + 1), labels[i], fill="black")
+    return sheet

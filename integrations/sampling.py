@@ -1,0 +1,158 @@
+"""The differentiable denoising loop shared by DRaFT-K, AlignProp and ReFL.
+
+The three methods differ only in where gradients are kept:
+
+* DRaFT-K: ``grad_from = T - K`` for every trajectory.
+* AlignProp: ``grad_from`` drawn per trajectory, every denoiser call checkpointed.
+* ReFL: ``grad_from = stop_at = s`` for a random late step ``s``: the loop runs
+  without grad up to ``s``, makes one denoiser call with grad and returns the
+  predicted x0 instead of finishing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .denoisers import Conditioning, DenoiserFamily
+
+__all__ = ["Trajectory", "denoise", "guided_prediction", "predicted_x0", "step_kwargs"]
+
+BasePrediction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Trajectory:
+    """The end of a denoising loop.
+
+    ``latents``: final latents, or the predicted x0 at ``stop_at``; ``penalty``:
+    mean squared distance between the trained and the base predictions over
+    the steps that kept gradients (0 when no base model was given).
+    """
+
+    latents: torch.Tensor
+    penalty: torch.Tensor
+
+
+def step_kwargs(scheduler: Any, generators: list[torch.Generator] | None, eta: float = 0.0) -> dict[str, Any]:
+    """Extra ``scheduler.step`` arguments, as the pipelines pass them."""
+    accepted = inspect.signature(scheduler.step).parameters
+    kwargs: dict[str, Any] = {}
+    if "eta" in accepted:
+        kwargs["eta"] = eta
+    if "generator" in accepted and generators is not None:
+        kwargs["generator"] = generators
+    return kwargs
+
+
+def guided_prediction(
+    family: DenoiserFamily,
+    denoiser: nn.Module,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    cond: Conditioning,
+    guidance_scale: float = 1.0,
+    gradient_checkpointing: bool = False,
+) -> torch.Tensor:
+    """One denoiser call on scheduler-scaled input, with classifier-free guidance when ``guidance_scale > 1``."""
+    guided = guidance_scale > 1.0
+    model_input = torch.cat([x, x]) if guided else x
+    call = partial(family.predict, denoiser, cond=cond)
+    if gradient_checkpointing and torch.is_grad_enabled():
+        out = checkpoint(call, model_input, t, use_reentrant=False)
+    else:
+        out = call(model_input, t)
+    if not guided:
+        return out
+    uncond, text = out.chunk(2)
+    return uncond + guidance_scale * (text - uncond)
+
+
+def predicted_x0(scheduler: Any, model_output: torch.Tensor, step_index: int, t: torch.Tensor,
+                 sample: torch.Tensor) -> torch.Tensor:
+    """The clean latents the denoiser predicts at this step (differentiable in ``model_output``)."""
+    if hasattr(scheduler, "sigmas") and "FlowMatch" in type(scheduler).__name__:
+        return sample - scheduler.sigmas[step_index].to(sample) * model_output
+    out = scheduler.step(model_output, t, sample, return_dict=True)
+    x0 = getattr(out, "pred_original_sample", None)
+    if x0 is None:
+        raise ValueError(f"{type(scheduler).__name__}.step does not return pred_original_sample; for ReFL use "
+                         "a scheduler that does (DDIM, DDPM, Euler) or a flow-matching scheduler")
+    return x0
+
+
+def _scale_input(scheduler: Any, latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    scale = getattr(scheduler, "scale_model_input", None)
+    return scale(latents, t) if scale is not None else latents
+
+
+def _cutoffs(grad_from: torch.Tensor | int | None, batch: int, num_steps: int) -> torch.Tensor:
+    if grad_from is None:
+        return torch.full((batch,), num_steps)
+    cutoffs = torch.as_tensor(grad_from).cpu().long().flatten()
+    if cutoffs.numel() == 1:
+        return cutoffs.expand(batch)
+    if cutoffs.shape != (batch,):
+        raise ValueError(f"grad_from must be an int or have one entry per trajectory ({batch}), "
+                         f"got shape {tuple(cutoffs.shape)}")
+    return cutoffs
+
+
+def denoise(
+    family: DenoiserFamily,
+    denoiser: nn.Module,
+    scheduler: Any,
+    latents: torch.Tensor,
+    cond: Conditioning,
+    timesteps: torch.Tensor,
+    *,
+    grad_from: torch.Tensor | int | None = None,
+    stop_at: int | None = None,
+    guidance_scale: float = 1.0,
+    gradient_checkpointing: bool = False,
+    base_prediction: BasePrediction | None = None,
+    extra_step_kwargs: dict[str, Any] | None = None,
+) -> Trajectory:
+    """Run the scheduler from ``latents`` through ``timesteps`` (already set on ``scheduler``).
+
+    ``grad_from``: step index from which each trajectory's denoiser outputs keep
+    gradients (an int for all, or a (B,) tensor; None: no gradients at all).
+    Earlier steps run under ``no_grad``; per-trajectory cut-offs detach the
+    outputs of trajectories whose cut-off is still ahead. ``stop_at``: return
+    the predicted x0 at that step index (ReFL). ``base_prediction(x, t)``: the
+    frozen model's output for the DRaFT+ penalty on steps with gradients.
+    """
+    num_steps = len(timesteps)
+    last = num_steps - 1 if stop_at is None else stop_at
+    if not 0 <= last < num_steps:
+        raise ValueError(f"stop_at must be in [0, {num_steps - 1}], got {stop_at}")
+    cutoffs = _cutoffs(grad_from, latents.shape[0], num_steps)
+    first_grad = int(cutoffs.min())
+    step_kw = extra_step_kwargs or {}
+    penalty, penalty_steps = latents.new_zeros(()), 0
+    grad_allowed = torch.is_grad_enabled()
+    for i, t in enumerate(timesteps[: last + 1]):
+        with torch.set_grad_enabled(grad_allowed and i >= first_grad):
+            x = _scale_input(scheduler, latents, t)
+            out = guided_prediction(family, denoiser, x, t, cond, guidance_scale, gradient_checkpointing)
+            if torch.is_grad_enabled():
+                keep = (cutoffs <= i).to(out.device)
+                if not bool(keep.all()):
+                    out = torch.where(keep.view(-1, *([1] * (out.ndim - 1))), out, out.detach())
+                if base_prediction is not None:
+                    with torch.no_grad():
+                        base = base_prediction(x, t)
+                    per_sample = (out.float() - base.float()).pow(2).flatten(1).mean(1)
+                    penalty = penalty + (per_sample * keep).sum() / keep.sum().clamp(min=1)
+                    penalty_steps += 1
+            if i == stop_at:
+                return Trajectory(predicted_x0(scheduler, out, i, t, latents), penalty / max(penalty_steps, 1))
+            latents = scheduler.step(out, t, latents, **step_kw, return_dict=False)[0]
+    return Trajectory(latents, penalty / max(penalty_steps, 1))

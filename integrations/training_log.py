@@ -1,0 +1,52 @@
+"""A training log: one record per optimizer step, written as JSON and a PNG reward curve."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrainingLog"]
+
+
+class TrainingLog:
+    """Per-step records (``step``, ``reward``, ``loss``, ...) and the run's configuration."""
+
+    def __init__(self, config: Mapping[str, Any] | None = None):
+        self.config = dict(config or {})
+        self.history: list[dict[str, float]] = []
+
+    def append(self, record: Mapping[str, float]) -> None:
+        self.history.append(dict(record))
+
+    def rewards(self) -> list[float]:
+        return [r["reward"] for r in self.history]
+
+    def write(self, directory: str | Path) -> tuple[Path, Path]:
+        """Write ``log.json`` and ``reward_curve.png`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        log_path = directory / "log.json"
+        log_path.write_text(json.dumps({"config": self.config, "history": self.history}, indent=2, default=str),
+                            encoding="utf-8")
+        return log_path, self.plot(directory / "reward_curve.png")
+
+    def plot(self, path: str | Path) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = [r["step"] for r in self.history]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(steps, self.rewards(), label="reward (batch mean)")
+        if any(r.get("penalty", 0.0) for r in self.history):
+            ax.plot(steps, [r["penalty"] for r in self.history], label="base-model penalty")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("reward")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return Path(path)

@@ -1,0 +1,99 @@
+"""The run report: strict JSON (NaN as null) and PNG plots (loss / SRCC curves, predicted vs MOS)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+import numpy as np  # noqa: E402
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types; NaN and infinities become ``None`` (JSON has no NaN)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write strict JSON atomically (temporary file, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(jsonable(data), stream, indent=1, allow_nan=False)
+        stream.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def plot_curves(results: Sequence[Mapping[str, Any]], outputs: Sequence[str], path: str | Path,
+                metric: str = "srcc") -> Path:
+    """Train / validation loss and validation ``metric`` per epoch, one line per split; dots at the chosen epoch."""
+    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for result in results:
+        history = result["history"]
+        epochs = [h["epoch"] for h in history]
+        colour = f"C{result['split'] % 10}"
+        loss_axis.plot(epochs, [h["train_loss"] for h in history], color=colour, label=f"split {result['split']}")
+        loss_axis.plot(epochs, [_nan(h.get("val_loss")) for h in history], color=colour, linestyle="--")
+        for output, style in zip(outputs, ("-", ":", "-.", "--")):
+            values = [_nan(h["val"].get(output, {}).get(metric)) for h in history]
+            metric_axis.plot(epochs, values, color=colour, linestyle=style)
+            best = result.get("best_epoch")
+            if best:
+                metric_axis.plot([best], [values[epochs.index(best)]], "o", color=colour)
+    loss_axis.set(xlabel="epoch", ylabel="loss", title="loss (solid: train, dashed: validation)")
+    metric_axis.set(xlabel="epoch", ylabel=f"validation {metric.upper()}",
+                    title=f"validation {metric.upper()} ({', '.join(outputs)}); dot: chosen epoch")
+    loss_axis.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def plot_scatter(results: Sequence[Mapping[str, Any]], output: str, path: str | Path) -> Path:
+    """Test predictions against MOS, pooled over splits, coloured by split."""
+    figure, axis = plt.subplots(figsize=(5, 5))
+    for result in results:
+        predictions = result["test_predictions"][output]
+        axis.scatter(predictions["mos"], predictions["pred"], s=10, alpha=0.6, color=f"C{result['split'] % 10}")
+    srcc = [r["test"][output]["srcc"] for r in results]
+    axis.set(xlabel="MOS", ylabel="predicted score",
+             title=f"{output}: test SRCC {np.nanmean(np.array(srcc, dtype=float)):.3f} (mean of {len(srcc)})")
+    return _save(figure, path)
+
+
+def make_plots(results: Sequence[Mapping[str, Any]], outputs: Sequence[str], directory: str | Path,
+               metric: str = "srcc") -> list[Path]:
+    """``curves.png`` and one ``scatter_<output>.png`` per output under ``directory``."""
+    directory = Path(directory)
+    paths = [plot_curves(results, outputs, directory / "curves.png", metric)]
+    return paths + [plot_scatter(results, o, directory / f"scatter_{o}.png") for o in outputs]
+
+
+def _nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _save(figure: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

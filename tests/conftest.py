@@ -1,0 +1,36 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
+
+SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "agiqa3k-mini"
+BACKENDS = ("open_clip", "transformers")
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    """One tiny model per (variant, backend), built once; tests must not mutate them."""
+    cache = {}
+
+    def get(variant: str = "A", backend: str = "open_clip", **overrides) -> MSTCLIPIQA:
+        key = (variant, backend, repr(sorted(overrides.items())))
+        if key not in cache:
+            torch.manual_seed(0)
+            cache[key] = MSTCLIPIQA(MSTCLIPIQAConfig.tiny(variant=variant, backend=backend, **overrides))
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    if not (SAMPLE / "data.csv").exists():
+        pytest.skip(f"AGIQA-3K sample not found at {SAMPLE}")
+    return SAMPLE

@@ -1,0 +1,152 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reward import MSTCLIPIQAReward
+
+
+@pytest.fixture()
+def reward_a(tiny_models):
+    return MSTCLIPIQAReward(tiny_models("A"))
+
+
+@pytest.fixture()
+def reward_b(tiny_models):
+    return MSTCLIPIQAReward(tiny_models("B"))
+
+
+@pytest.mark.parametrize("images, message", [
+    (torch.rand(3, 64, 64), "4 dimensions"),
+    (torch.rand(2, 4, 64, 64), "3 \\(RGB\\) channels"),
+    (torch.rand(0, 3, 64, 64), "empty batch"),
+    (torch.full((1, 3, 64, 64), float("nan")), "NaN or inf"),
+    (torch.full((1, 3, 64, 64), float("inf")), "NaN or inf"),
+    (torch.rand(1, 3, 64, 64) * 2 - 1, r"values in \[-.*\], outside input_range \(0.0, 1.0\)"),
+    (torch.rand(1, 3, 64, 64) * 255, "outside input_range"),
+    (torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8), "float tensor"),
+])
+def test_bad_images_raise(reward_a, images, message):
+    with pytest.raises(ValueError, match=message):
+        reward_a(images)
+
+
+def test_prompt_errors(reward_a, reward_b):
+    images = torch.rand(2, 3, 64, 64)
+    with pytest.raises(ValueError, match="variant B.*one prompt per image"):
+        reward_b(images)
+    with pytest.raises(ValueError, match="got 1 prompts for 2 images"):
+        reward_b(images, ["only one"])
+    with pytest.raises(ValueError, match="got 3 prompts for 2 images"):
+        reward_a(images, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="item 1 is int"):
+        reward_b(images, ["a", 3])
+
+
+def test_small_overshoot_is_tolerated(reward_a):
+    images = torch.rand(1, 3, 64, 64)
+    images[0, 0, 0, 0] = 1.0005
+    assert torch.isfinite(reward_a(images)).all()
+
+
+def test_input_range_minus_one_to_one_matches_unit_range(tiny_models):
+    model = tiny_models("A")
+    images = torch.rand(2, 3, 64, 64)
+    unit = MSTCLIPIQAReward(model)(images)
+    signed = MSTCLIPIQAReward(model, input_range=(-1, 1))(images * 2 - 1)
+    assert torch.allclose(unit, signed, atol=1e-5)
+
+
+def test_normalize_maps_to_unit_range_and_keeps_gradients(tiny_models):
+    reward = MSTCLIPIQAReward(tiny_models("A"), normalize=True)
+    assert reward.score_range == (0.0, 1.0) and reward.lower_better is False
+    images = torch.rand(3, 3, 64, 64, requires_grad=True)
+    scores = reward(images)
+    raw = MSTCLIPIQAReward(tiny_models("A"))(images)
+    assert torch.allclose(scores, (raw - 1) / 4, atol=1e-6)
+    scores.sum().backward()
+    assert images.grad.abs().sum() > 0
+
+
+def test_weighted_outputs(tiny_models):
+    model = tiny_models("A", heads={"quality": "template", "authenticity": "template"})
+    reward = MSTCLIPIQAReward(model, outputs={"quality": 0.7, "authenticity": 0.3})
+    images = torch.rand(2, 3, 64, 64)
+    scores = model(images)
+    assert torch.allclose(reward(images), 0.7 * scores["quality"] + 0.3 * scores["authenticity"], atol=1e-6)
+    assert reward.score_range == pytest.approx((1.0, 5.0))
+    with pytest.raises(ValueError, match=r"unknown outputs \['aesthetics'\]"):
+        MSTCLIPIQAReward(model, outputs="aesthetics")
+
+
+def test_loss_is_lower_better(reward_a):
+    images = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(reward_a.loss(images), -reward_a(images).mean())
+    assert torch.allclose(reward_a.loss(images, reduction="none"), -reward_a(images))
+    with pytest.raises(ValueError, match="reduction"):
+        reward_a.loss(images, reduction="sum")
+
+
+def test_bf16_autocast_is_close_and_differentiable(tiny_models):
+    model = tiny_models("A")
+    images = torch.rand(2, 3, 64, 64, requires_grad=True)
+    full = MSTCLIPIQAReward(model)(images)
+    half = MSTCLIPIQAReward(model, dtype=torch.bfloat16)(images)
+    assert half.dtype == torch.float32
+    assert torch.allclose(full, half, atol=0.1)
+    half.sum().backward()
+    assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("backend", ["open_clip", "transformers"])
+def test_gradient_checkpointing_gives_the_same_gradients(backend):
+    from reward import MSTCLIPIQA, MSTCLIPIQAConfig
+
+    torch.manual_seed(0)
+    model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny("A", backend=backend))
+    images = torch.rand(2, 3, 64, 64, requires_grad=True)
+
+    weights = {p.data_ptr() for p in model.parameters()}
+
+    def run(reward):  # activations kept for backward, frozen weights aside
+        saved = []
+        keep = lambda t: saved.append(0 if t.data_ptr() in weights else t.numel()) or t  # noqa: E731
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            score = reward(images).sum()
+        images.grad = None
+        score.backward()
+        return images.grad.clone(), sum(saved)
+
+    plain, plain_saved = run(MSTCLIPIQAReward(model))
+    try:
+        ckpt, ckpt_saved = run(MSTCLIPIQAReward(model, gradient_checkpointing=True))
+    finally:
+        model.coarse.set_grad_checkpointing(False)
+        model.fine.set_grad_checkpointing(False)
+    assert torch.allclose(plain, ckpt, atol=1e-6)
+    assert ckpt_saved < 0.5 * plain_saved
+
+
+def test_score_accepts_paths_pil_arrays_and_folders(reward_a, tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (48 + 8 * i, 64, 3), dtype=np.uint8) for i in range(3)]
+    paths = []
+    for i, array in enumerate(arrays):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(array).save(paths[-1])
+    from_paths = reward_a.score(paths)
+    from_pil = reward_a.score([Image.fromarray(a) for a in arrays])
+    from_arrays = reward_a.score(arrays, batch_size=2)
+    from_folder = reward_a.score(tmp_path)
+    assert from_paths.shape == (3,) and not from_paths.requires_grad
+    for other in (from_pil, from_arrays, from_folder):
+        assert torch.allclose(from_paths, other, atol=1e-6)
+    with pytest.raises(ValueError, match="image file not found"):
+        reward_a.score([tmp_path / "missing.png"])
+    with pytest.raises(ValueError, match="uint8"):
+        reward_a.score([arrays[0].astype(np.float64)])
+
+
+def test_score_broadcasts_one_prompt(reward_b):
+    images = [np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 200, np.uint8)]
+    assert torch.allclose(reward_b.score(images, "a cat"), reward_b.score(images, ["a cat", "a cat"]))
