@@ -6,8 +6,6 @@ where it keeps gradients; see ``RewardFinetuneConfig.method``.
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -343,6 +341,3 @@ class RewardFinetuner:
         """Save the LoRA (unwrapped from accelerate) in diffusers format for ``pipe.load_lora_weights``."""
         return save_lora(self.pipe, self.unwrapped, directory, self.family.denoiser_name)
 
-
-def _unused() -> None:  # pragma: no cover
-    del copy, math

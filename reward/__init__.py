@@ -6,11 +6,11 @@
 """
 from .config import BackboneConfig, MSTCLIPIQAConfig
 from .model import MSTCLIPIQA
-from .preprocess import ImageSpec, preprocess
+from .preprocess import ImageSpec, preprocess, straight_through_clamp
 from .reward import MSTCLIPIQAReward
 
 from_pretrained = MSTCLIPIQA.from_pretrained
 from_official_checkpoint = MSTCLIPIQA.from_official_checkpoint
 
 __all__ = ["BackboneConfig", "ImageSpec", "MSTCLIPIQA", "MSTCLIPIQAConfig", "MSTCLIPIQAReward", "from_official_checkpoint",
-           "from_pretrained", "preprocess"]
+           "from_pretrained", "preprocess", "straight_through_clamp"]

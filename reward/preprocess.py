@@ -46,3 +46,8 @@ def normalize(images: torch.Tensor, spec: ImageSpec) -> torch.Tensor:
 def preprocess(images: torch.Tensor, spec: ImageSpec) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1], any size and aspect -> (B, 3, S, S) normalised for the encoder."""
     return normalize(center_crop(resize_short_side(images, spec.size), spec.size), spec)
+
+
+def straight_through_clamp(images: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """Clamp the values but pass gradients through unchanged, so out-of-range pixels still learn."""
+    return images + (images.clamp(low, high) - images).detach()

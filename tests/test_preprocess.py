@@ -48,3 +48,13 @@ def test_normalisation_uses_the_spec():
     out = preprocess(x, SPEC)
     expected = (0.5 - torch.tensor(SPEC.mean)) / torch.tensor(SPEC.std)
     assert torch.allclose(out[0, :, 0, 0], expected)
+
+
+def test_straight_through_clamp_keeps_gradients_outside_the_range():
+    from reward import straight_through_clamp
+
+    x = torch.tensor([-0.5, 0.5, 1.5], requires_grad=True)
+    y = straight_through_clamp(x)
+    assert y.tolist() == [0.0, 0.5, 1.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, 1.0]

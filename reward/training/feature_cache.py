@@ -185,7 +185,7 @@ class CachedFeatures:
         idx = torch.as_tensor(indices, dtype=torch.long, device=self.f_coarse.device)
         text = None
         if self.prompt_states is not None:
-            text = pad_states([self.prompt_states[int(j)] for j in self.prompt_index[idx]])
+            text = pad_states([self.prompt_states[j] for j in self.prompt_index[idx].tolist()])
         return {"f_coarse": self.f_coarse[idx], "f_fine": self.f_fine[idx], "text": text}
 
 

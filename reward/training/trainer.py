@@ -37,7 +37,7 @@ from ..splits import BY_CHOICES, Split, make_splits
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .feature_cache import (PRECISIONS, CachedFeatures, FeatureCache, atomic_save, encode_features,
                             encoder_settings, fit_size, settings_key)
-from .lora import add_adapter, save_adapter, trainable_state_dict
+from .lora import add_adapter, has_encoder_adapter, save_adapter, trainable_state_dict
 from .report import make_plots, write_json
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -239,17 +239,13 @@ class Trainer:
             module.requires_grad_(name == "fusion" or name in self.outputs)
 
     @property
-    def encoders_frozen(self) -> bool:
-        return not any(p.requires_grad for m in (self.model.coarse, self.model.fine) for p in m.parameters())
-
-    @property
     def trains_from_cache(self) -> bool:
         """Cached features feed training only when inputs are not augmented (evaluation never augments)."""
         return self.features is not None and self.dataset.transform is None
 
     def _load_features(self) -> None:
         cfg = self.config
-        if not (cfg.use_cache and self.encoders_frozen):
+        if not cfg.use_cache or has_encoder_adapter(self.model):
             return
         start = time.perf_counter()
         cache = FeatureCache(cfg.cache_dir, self.model, cfg.mixed_precision, cfg.encode_batch_size,
@@ -328,13 +324,13 @@ class Trainer:
         predictions = self.predict(indices)
         idx = torch.tensor(list(indices), device=self.accelerator.device)
         scores = {o: torch.from_numpy(p).to(self.accelerator.device) for o, p in predictions.items()}
-        target = {o: self.targets[o][idx].cpu().numpy() for o in self.outputs}
+        target = {o: self.dataset.score_array(o)[list(indices)] for o in self.outputs}
         val = {o: {name: fn(predictions[o], target[o]) for name, fn in SELECT_METRICS.items()} for o in self.outputs}
         return {"val_loss": float(self.loss(scores, idx)), "val": val}
 
     def _test(self, indices: Sequence[int]) -> tuple[dict, dict]:
         predictions = self.predict(indices)
-        target = {o: self.targets[o][torch.tensor(list(indices))].cpu().numpy() for o in self.outputs}
+        target = {o: self.dataset.score_array(o)[list(indices)] for o in self.outputs}
         metrics = {o: evaluate(predictions[o], target[o]) for o in self.outputs}
         return metrics, {o: {"pred": predictions[o].tolist(), "mos": target[o].tolist()} for o in self.outputs}
 
@@ -360,7 +356,7 @@ class Trainer:
             score = self._selection_score(record)
             if progress["best"] is None or score > progress["best"]["score"] or not split.val:
                 progress["best"] = {"epoch": epoch + 1, "score": score}
-                self.best_state = {k_: v.detach().clone() for k_, v in trainable_state_dict(self.model).items()}
+                self.best_state = {n: v.detach().clone() for n, v in trainable_state_dict(self.model).items()}
             self._save_checkpoint(directory, progress)
             bar.set_postfix(loss=f"{record['train_loss']:.4f}", val=f"{score:.3f}")
             if self.on_epoch_end is not None:
@@ -423,6 +419,10 @@ class Trainer:
         self.prepare()
         splits = self.splits or make_splits(self.dataset, self.config.n_splits, self.config.test_fraction,
                                             self.config.val_fraction, self.config.split_by, seed=self.config.seed)
+        wrong = [k for k, s in enumerate(splits) if s.n != len(self.dataset)]
+        if wrong:
+            raise ValueError(f"splits {wrong} are for n={splits[wrong[0]].n} samples; the data set has "
+                             f"{len(self.dataset)}")
         self._check_run_dir(splits)
         bar = tqdm(list(enumerate(splits)), desc="splits", unit="split", disable=not self.show or len(splits) < 2)
         results = [self.fit_split(k, split) for k, split in bar]
@@ -455,7 +455,8 @@ class Trainer:
 
     def _report(self, splits: Sequence[Split], results: list[dict[str, Any]]) -> dict[str, Any]:
         directory = self.output_dir
-        chosen = max(range(len(results)), key=lambda i: (results[i]["best_val_score"] or float("-inf"), -i))
+        scores = [r["best_val_score"] if r["best_val_score"] is not None else float("-inf") for r in results]
+        chosen = max(range(len(results)), key=lambda i: (scores[i], -i))  # ties: the first split
         model_dir = self._save_model(directory, chosen)
         report = {
             "settings": {**self._run_settings(splits), "train": self.config.to_dict()},
@@ -507,8 +508,7 @@ def evaluate_model(model: MSTCLIPIQA, dataset: QualityDataset, splits: Sequence[
     outputs = resolve_outputs(model, dataset, outputs)
     needed = sorted({i for s in splits for i in s.test}) if splits else list(range(len(dataset)))
     paths, prompts = dataset_paths_prompts(dataset, needed)
-    if use_cache and not any(p.requires_grad or "lora_" in n for n, p in model.named_parameters()
-                             if n.startswith(("coarse.", "fine."))):
+    if use_cache and not has_encoder_adapter(model):
         features = FeatureCache(cache_dir, model, batch_size=batch_size, progress=progress).features(paths, prompts)
     else:
         features = encode_features(model, paths, prompts, batch_size, progress=progress)
