@@ -1,1 +1,26 @@
-"""Adapters that connect the MST-CLIPIQA reward to diffusers pipelines."""
+"""Adapters that connect the MST-CLIPIQA reward (or any differentiable reward) to diffusers pipelines.
+
+    from integrations import best_of_n, RewardFinetuner, RewardFinetuneConfig, ddpo_reward_fn
+
+* ``best_of_n`` / ``rank_images``: N seeded candidates per prompt, scored and ranked.
+* ``RewardFinetuner``: LoRA fine-tuning of the denoiser by DRaFT-K, AlignProp or ReFL.
+* ``ddpo_reward_fn``: the ``reward_fn(images, prompts, prompt_metadata)`` contract of DDPO.
+"""
+
+from .best_of_n import Candidate, Ranking, best_of_n, generate_candidates, rank_images, regenerate, score_images
+from .ddpo import ddpo_reward_fn
+from .decode import decode_latents, straight_through_clamp
+from .denoisers import FluxFamily, SD3Family, UNetFamily, denoiser_family
+from .finetune import RewardFinetuneConfig, RewardFinetuner
+from .grid import contact_sheet, image_grid
+from .lora import add_lora, save_lora
+from .prompts import encode_prompt
+from .rewards import named_rewards, objective
+from .sampling import Trajectory, denoise
+
+__all__ = [
+    "Candidate", "Ranking", "best_of_n", "generate_candidates", "rank_images", "regenerate", "score_images",
+    "ddpo_reward_fn", "decode_latents", "straight_through_clamp", "FluxFamily", "SD3Family", "UNetFamily",
+    "denoiser_family", "RewardFinetuneConfig", "RewardFinetuner", "contact_sheet", "image_grid", "add_lora",
+    "save_lora", "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise",
+]

@@ -28,7 +28,13 @@ _RESERVED = ("prompt", "num_images_per_prompt", "generator", "output_type", "lat
 
 @dataclass
 class Candidate:
-    """One scored image: ``seed`` regenerates it (None for reranked files, which have a ``name``)."""
+    """One scored image: ``seed`` regenerates it (None for reranked files, which have a ``name``).
+
+    ``batch_seeds``: the seeds generated in the same pipeline call. Regenerating
+    with them replays the same batch, which is bitwise exact also on GPUs, where
+    kernels can differ with the batch size (a lone regeneration differs there
+    by ~1e-4; on CPU by ~1e-6).
+    """
 
     rank: int
     score: float
@@ -36,6 +42,7 @@ class Candidate:
     seed: int | None = None
     name: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    batch_seeds: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -70,9 +77,15 @@ class Ranking:
         return contact_sheet([c.image for c in self.candidates], labels)
 
     def records(self) -> list[dict[str, Any]]:
-        """One row per candidate: rank, score, seed, name, and each named score."""
-        return [{"rank": c.rank, "score": c.score, "seed": c.seed, "name": c.name, **c.scores}
-                for c in self.candidates]
+        """One row per candidate: rank, score, then seed and/or file name, and each named score when
+        the reward has several."""
+        rows = [{"rank": c.rank, "score": c.score, "seed": c.seed, "name": c.name,
+                 **(c.scores if len(c.scores) > 1 else {})} for c in self.candidates]
+        for key in ("seed", "name"):
+            if all(row[key] is None for row in rows):
+                for row in rows:
+                    del row[key]
+        return rows
 
     def save(self, directory: str | Path, csv_file: bool = True, json_file: bool = True,
              sheet: bool = True) -> dict[str, Path]:
@@ -166,7 +179,7 @@ def generate_candidates(
     for start in range(0, len(seeds), chunk_size):
         chunk = seeds[start : start + chunk_size]
         generators = [torch.Generator(generator_device).manual_seed(s) for s in chunk]
-        out = pipe(**text, num_images_per_prompt=len(chunk), generator=generators, output_type="pt", **pipe_kwargs)
+        out = pipe(**_batched(text, len(chunk)), generator=generators, output_type="pt", **pipe_kwargs)
         batch = out.images if hasattr(out, "images") else out[0]
         if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or batch.shape[0] != len(chunk):
             raise ValueError(f"{type(pipe).__name__} did not return a (B, 3, H, W) tensor for output_type='pt'")
@@ -174,17 +187,36 @@ def generate_candidates(
     return torch.cat(images)
 
 
-def regenerate(pipe: Any, prompt: str, seed: int, **pipe_kwargs: Any) -> torch.Tensor:
-    """Regenerate one candidate, (3, H, W), from its seed and the same pipeline arguments."""
-    return generate_candidates(pipe, prompt, [seed], chunk_size=1, **pipe_kwargs)[0]
+def _batched(text: dict[str, Any], size: int) -> dict[str, Any]:
+    # Embeddings expanded to the chunk here: some pipelines (SD3, Flux) do not
+    # repeat precomputed embeddings by num_images_per_prompt themselves.
+    if "prompt" in text:
+        return {**text, "num_images_per_prompt": size}
+    return {name: t.expand(size, *t.shape[1:]) for name, t in text.items()} | {"num_images_per_prompt": 1}
+
+
+def regenerate(pipe: Any, prompt: str, seed: int, *, batch_seeds: Sequence[int] | None = None,
+               **pipe_kwargs: Any) -> torch.Tensor:
+    """Regenerate one candidate, (3, H, W), from its seed and the same pipeline arguments.
+
+    With ``batch_seeds`` (``Candidate.batch_seeds``) the whole original batch is
+    replayed, so the image is bitwise the same on any device.
+    """
+    batch = [int(seed)] if batch_seeds is None else [int(s) for s in batch_seeds]
+    if int(seed) not in batch:
+        raise ValueError(f"seed {seed} is not among batch_seeds {list(batch)}")
+    images = generate_candidates(pipe, prompt, batch, chunk_size=len(batch), **pipe_kwargs)
+    return images[batch.index(int(seed))]
 
 
 def _ranking(prompt: str | None, images: torch.Tensor | list[torch.Tensor], total: torch.Tensor,
              named: dict[str, torch.Tensor], top_k: int, seeds: Sequence[int | None], names: Sequence[str | None],
-             timings: dict[str, float]) -> Ranking:
+             timings: dict[str, float], batches: Sequence[tuple[int, ...] | None] | None = None) -> Ranking:
     order = torch.argsort(total, descending=True, stable=True).tolist()
+    batches = batches or [None] * len(order)
     candidates = [Candidate(rank=r + 1, score=float(total[i]), image=images[i], seed=seeds[i], name=names[i],
-                            scores={k: float(v[i]) for k, v in named.items()}) for r, i in enumerate(order)]
+                            scores={k: float(v[i]) for k, v in named.items()}, batch_seeds=batches[i])
+                  for r, i in enumerate(order)]
     return Ranking(prompt, candidates, top_k, timings)
 
 
@@ -212,8 +244,8 @@ def best_of_n(
     pipeline, score them with ``reward`` and rank them best first.
 
     ``pipe_kwargs`` go to the pipeline (``num_inference_steps``,
-    ``guidance_scale``, ``height``, ...). Winner: ``ranking.winner``; its image:
-    ``regenerate(pipe, prompt, ranking.winner.seed, **pipe_kwargs)``.
+    ``guidance_scale``, ``height``, ...). Winner: ``ranking.winner``; its image again:
+    ``regenerate(pipe, prompt, winner.seed, batch_seeds=winner.batch_seeds, **pipe_kwargs)``.
     """
     seeds = list(range(seed, seed + n)) if seeds is None else [int(s) for s in seeds]
     if len(set(seeds)) != len(seeds):
@@ -225,7 +257,8 @@ def best_of_n(
     generated = time.perf_counter()
     total, named = score_images(reward, images, prompt, batch_size=score_batch_size, weights=weights)
     timings = {"generation_s": generated - start, "scoring_s": time.perf_counter() - generated}
-    return _ranking(prompt, images, total, named, top_k, seeds, [None] * len(seeds), timings)
+    batches = [tuple(seeds[i - i % chunk_size: i - i % chunk_size + chunk_size]) for i in range(len(seeds))]
+    return _ranking(prompt, images, total, named, top_k, seeds, [None] * len(seeds), timings, batches)
 
 
 def rank_images(

@@ -6,16 +6,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from reward.preprocess import straight_through_clamp
+
 __all__ = ["straight_through_clamp", "unscale_latents", "decode_latents"]
-
-
-def straight_through_clamp(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-    """Clamp the values but pass the gradient through unchanged.
-
-    A plain ``clamp`` zeroes the gradient of every out-of-range pixel, which
-    silently cuts the reward signal exactly where decoded images overshoot.
-    """
-    return x + (x.clamp(low, high) - x).detach()
 
 
 def unscale_latents(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,8 @@ and its denoiser's call signature. Covered:
   v-prediction) and SDXL (text-time conditioning), with any scheduler whose
   ``step`` is a torch function of its inputs (DDIM, Euler, DDPM, ...).
 * ``SD3Family``: ``SD3Transformer2DModel`` with a flow-matching scheduler.
+* ``FluxFamily``: ``FluxTransformer2DModel`` (FLUX.1, packed latents, guidance
+  embedding) with a flow-matching scheduler.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 
 from .prompts import encode_prompt
 
-__all__ = ["DenoiserFamily", "UNetFamily", "SD3Family", "denoiser_family"]
+__all__ = ["DenoiserFamily", "UNetFamily", "SD3Family", "FluxFamily", "denoiser_family"]
 
 Conditioning = dict[str, Any]
 
@@ -53,12 +55,22 @@ class DenoiserFamily:
     def encode(
         self, prompts: list[str], *, guidance: bool, negative_prompt: str | None = None, **encode_kwargs: Any
     ) -> dict[str, torch.Tensor]:
-        negative = None if negative_prompt is None else [negative_prompt] * len(prompts)
+        negative = [negative_prompt] * len(prompts) if guidance and negative_prompt is not None else None
         return encode_prompt(self.pipe, prompts, do_classifier_free_guidance=guidance,
                              negative_prompt=negative, **encode_kwargs)
 
-    def conditioning(self, embeds: dict[str, torch.Tensor], guidance: bool, height: int, width: int) -> Conditioning:
+    def uses_cfg(self, guidance_scale: float) -> bool:
+        """Whether ``guidance_scale`` means classifier-free guidance (two predictions per step)."""
+        return guidance_scale > 1.0
+
+    def conditioning(self, embeds: dict[str, torch.Tensor], guidance_scale: float, height: int,
+                     width: int) -> Conditioning:
+        """Denoiser inputs that stay fixed along the trajectory (unconditional half first under CFG)."""
         raise NotImplementedError
+
+    def pack(self, noise: torch.Tensor) -> torch.Tensor:
+        """Initial noise, drawn in the VAE's latent layout, in the denoiser's layout."""
+        return noise
 
     def latent_shape(self, batch: int, height: int, width: int) -> tuple[int, ...]:
         factor = int(self.pipe.vae_scale_factor)
@@ -84,7 +96,7 @@ class DenoiserFamily:
         self.set_timesteps(scheduler, num_steps, shape, device)
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
         noise = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
-        return noise * getattr(scheduler, "init_noise_sigma", 1.0), scheduler.timesteps, generators
+        return self.pack(noise) * getattr(scheduler, "init_noise_sigma", 1.0), scheduler.timesteps, generators
 
     def predict(self, denoiser: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         raise NotImplementedError
@@ -102,7 +114,9 @@ def _with_negative(embeds: dict[str, torch.Tensor], name: str, guidance: bool) -
 class UNetFamily(DenoiserFamily):
     """SD 1.x / 2.x and SDXL: ``UNet2DConditionModel`` (SDXL adds text-time conditioning)."""
 
-    def conditioning(self, embeds: dict[str, torch.Tensor], guidance: bool, height: int, width: int) -> Conditioning:
+    def conditioning(self, embeds: dict[str, torch.Tensor], guidance_scale: float, height: int,
+                     width: int) -> Conditioning:
+        guidance = self.uses_cfg(guidance_scale)
         cond: Conditioning = {"encoder_hidden_states": _with_negative(embeds, "prompt_embeds", guidance)}
         if "pooled_prompt_embeds" in embeds:
             pooled = _with_negative(embeds, "pooled_prompt_embeds", guidance)
@@ -124,7 +138,9 @@ class SD3Family(DenoiserFamily):
     def _latent_multiple(self) -> int:
         return int(self.denoiser.config.patch_size)
 
-    def conditioning(self, embeds: dict[str, torch.Tensor], guidance: bool, height: int, width: int) -> Conditioning:
+    def conditioning(self, embeds: dict[str, torch.Tensor], guidance_scale: float, height: int,
+                     width: int) -> Conditioning:
+        guidance = self.uses_cfg(guidance_scale)
         return {"encoder_hidden_states": _with_negative(embeds, "prompt_embeds", guidance),
                 "pooled_projections": _with_negative(embeds, "pooled_prompt_embeds", guidance)}
 
@@ -146,7 +162,71 @@ class SD3Family(DenoiserFamily):
                         pooled_projections=cond["pooled_projections"], return_dict=False)[0]
 
 
-_FAMILIES = {"UNet2DConditionModel": UNetFamily, "SD3Transformer2DModel": SD3Family}
+class FluxFamily(DenoiserFamily):
+    """FLUX.1: ``FluxTransformer2DModel`` on packed 2x2 latent patches with a flow-matching scheduler.
+
+    ``guidance_scale`` feeds the guidance embedding of guidance-distilled
+    models (FLUX.1-dev), as the pipeline does; no classifier-free guidance.
+    """
+
+    denoiser_name = "transformer"
+
+    def default_size(self) -> tuple[int, int]:
+        side = int(self.pipe.default_sample_size) * int(self.pipe.vae_scale_factor)
+        return side, side
+
+    def _latent_multiple(self) -> int:
+        return 2
+
+    def uses_cfg(self, guidance_scale: float) -> bool:
+        return False
+
+    def latent_shape(self, batch: int, height: int, width: int) -> tuple[int, ...]:
+        factor = 2 * int(self.pipe.vae_scale_factor)
+        return batch, int(self.denoiser.config.in_channels) // 4, 2 * (height // factor), 2 * (width // factor)
+
+    def pack(self, noise: torch.Tensor) -> torch.Tensor:
+        return self.pipe._pack_latents(noise, *noise.shape)
+
+    def vae_latents(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return self.pipe._unpack_latents(latents, height, width, self.pipe.vae_scale_factor)
+
+    def set_timesteps(self, scheduler: Any, num_steps: int, shape: tuple[int, ...], device: torch.device) -> None:
+        import numpy as np
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        cfg = scheduler.config
+        sigmas = None if cfg.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / num_steps, num_steps)
+        mu = calculate_shift((shape[-2] // 2) * (shape[-1] // 2), cfg.get("base_image_seq_len", 256),
+                             cfg.get("max_image_seq_len", 4096), cfg.get("base_shift", 0.5),
+                             cfg.get("max_shift", 1.15))
+        if sigmas is None:
+            scheduler.set_timesteps(num_steps, device=device, mu=mu)
+        else:
+            scheduler.set_timesteps(sigmas=sigmas, device=device, mu=mu)
+
+    def conditioning(self, embeds: dict[str, torch.Tensor], guidance_scale: float, height: int,
+                     width: int) -> Conditioning:
+        prompt_embeds = embeds["prompt_embeds"]
+        batch, device, dtype = len(prompt_embeds), prompt_embeds.device, prompt_embeds.dtype
+        _, _, h, w = self.latent_shape(batch, height, width)
+        guidance = None
+        if self.denoiser.config.guidance_embeds:
+            guidance = torch.full((batch,), float(guidance_scale), device=device, dtype=torch.float32)
+        return {"encoder_hidden_states": prompt_embeds, "pooled_projections": embeds["pooled_prompt_embeds"],
+                "txt_ids": torch.zeros(prompt_embeds.shape[1], 3, device=device, dtype=dtype),
+                "img_ids": self.pipe._prepare_latent_image_ids(batch, h // 2, w // 2, device, dtype),
+                "guidance": guidance}
+
+    def predict(self, denoiser: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        return denoiser(hidden_states=x, timestep=t.expand(x.shape[0]).to(x.dtype) / 1000,
+                        guidance=cond["guidance"], pooled_projections=cond["pooled_projections"],
+                        encoder_hidden_states=cond["encoder_hidden_states"], txt_ids=cond["txt_ids"],
+                        img_ids=cond["img_ids"], return_dict=False)[0]
+
+
+_FAMILIES = {"UNet2DConditionModel": UNetFamily, "SD3Transformer2DModel": SD3Family,
+             "FluxTransformer2DModel": FluxFamily}
 
 
 def denoiser_family(pipe: Any) -> DenoiserFamily:

@@ -6,7 +6,7 @@ where it keeps gradients; see ``RewardFinetuneConfig.method``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +37,8 @@ class RewardFinetuneConfig:
         K drawn uniformly from ``alignprop_k_range`` (default: 1 to all steps);
         every denoiser call under activation checkpointing.
       * ``"refl"``: sampling without gradients to a random step among the last
-        ``refl_window``, one denoiser call with gradients, decode its predicted x0.
+        ``refl_window`` (ImageReward: 10 of 40), one denoiser call with gradients,
+        decode its predicted x0.
 
     Against reward hacking: ``kl_coeff`` > 0 adds DRaFT+'s
     ``kl_coeff * mean((pred_lora - pred_base)^2)`` on the steps with gradients;
@@ -94,8 +95,7 @@ class RewardFinetuneConfig:
         lo, hi = self.alignprop_k_range or (1, steps)
         _require(1 <= lo <= hi <= steps, f"alignprop_k_range must satisfy 1 <= low <= high <= "
                                          f"num_inference_steps={steps}, got {(lo, hi)}")
-        _require(1 <= self.refl_window <= steps, f"refl_window must be in [1, num_inference_steps={steps}], "
-                                                 f"got {self.refl_window}")
+        _require(self.refl_window >= 1, f"refl_window must be >= 1, got {self.refl_window}")
         for name in ("batch_size", "gradient_accumulation_steps", "decode_chunk_size", "lora_rank"):
             _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         _require(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
@@ -117,16 +117,11 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def _freeze(rewards: Rewards) -> None:
-    # The reward is a fixed critic: its parameters must neither be trained nor
-    # accumulate gradients that nobody zeroes.
-    for fn in rewards.values() if isinstance(rewards, Mapping) else [rewards]:
-        if isinstance(fn, nn.Module):
-            fn.requires_grad_(False)
-
-
 class RewardFinetuner:
-    """Fine-tune ``pipe``'s denoiser (UNet or SD3 transformer) with LoRA to maximise ``reward``.
+    """Fine-tune ``pipe``'s denoiser with LoRA to maximise ``reward``.
+
+    Covered: SD 1.x/2.x and SDXL UNets, SD3 and FLUX.1 transformers (see
+    ``integrations.denoisers``).
 
     ``reward(images, prompts) -> (B,)`` (or named outputs), images in [0, 1];
     ``prompts`` is the training prompt pool, sampled with replacement.
@@ -150,8 +145,8 @@ class RewardFinetuner:
         self.family = denoiser_family(pipe)
         self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision,
                                                       gradient_accumulation_steps=config.gradient_accumulation_steps)
-        self.height, self.width = config.height or self.family.default_size()[0], config.width or \
-            self.family.default_size()[1]
+        default_height, default_width = self.family.default_size()
+        self.height, self.width = config.height or default_height, config.width or default_width
         self.family.check_size(self.height, self.width)
         self._setup_models()
         self.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
@@ -165,11 +160,13 @@ class RewardFinetuner:
         for module in self.pipe.components.values():
             if isinstance(module, nn.Module):
                 module.requires_grad_(False)
-        self.pipe.to(acc.device, dtype=weight_dtype)
-        _freeze(self.reward)
+        self.pipe.to(acc.device)
+        if weight_dtype != torch.float32:  # frozen weights in half precision; LoRA cast back to fp32 below
+            self.pipe.to(dtype=weight_dtype)
         for fn in self.reward.values() if isinstance(self.reward, Mapping) else [self.reward]:
             if isinstance(fn, nn.Module):
-                fn.to(acc.device)
+                # A fixed critic: its parameters must neither train nor pile up gradients nobody zeroes.
+                fn.requires_grad_(False).to(acc.device)
         denoiser = self.family.denoiser
         self.lora_config = add_lora(denoiser, config.lora_rank, config.lora_alpha, config.lora_target_modules)
         params = lora_parameters(denoiser)
@@ -186,10 +183,10 @@ class RewardFinetuner:
     # --- one batch -------------------------------------------------------------------------------------
 
     def _conditioning(self, prompts: list[str]) -> Conditioning:
-        guidance = self.config.guidance_scale > 1.0
-        embeds = self.family.encode(prompts, guidance=guidance, negative_prompt=self.config.negative_prompt,
-                                    **self.config.encode_kwargs)
-        return self.family.conditioning(embeds, guidance, self.height, self.width)
+        scale = self.config.guidance_scale
+        embeds = self.family.encode(prompts, guidance=self.family.uses_cfg(scale),
+                                    negative_prompt=self.config.negative_prompt, **self.config.encode_kwargs)
+        return self.family.conditioning(embeds, scale, self.height, self.width)
 
     def _gradient_window(self, batch: int) -> tuple[torch.Tensor, int | None]:
         """(first step with gradients per trajectory, step to stop at) for the configured method."""
@@ -199,24 +196,25 @@ class RewardFinetuner:
         if cfg.method == "alignprop":
             lo, hi = cfg.alignprop_k_range or (1, steps)
             return steps - torch.randint(lo, hi + 1, (batch,), generator=self.rng), None
-        stop = int(torch.randint(steps - cfg.refl_window, steps, (1,), generator=self.rng))
+        stop = int(torch.randint(max(steps - cfg.refl_window, 0), steps, (1,), generator=self.rng))
         return torch.full((batch,), stop), stop
 
-    def _base_prediction(self, cond: Conditioning):
+    def _base_prediction(self, cond: Conditioning) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with adapters_disabled(self.unwrapped):
                 return guided_prediction(self.family, self.unwrapped, x, t, cond, self.config.guidance_scale)
 
         return predict
 
-    def _images(self, prompts: list[str], seeds: Sequence[int], *, grad_from: torch.Tensor | int | None,
-                stop_at: int | None = None, base: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def _images(self, model: nn.Module, prompts: list[str], seeds: Sequence[int], *,
+                grad_from: torch.Tensor | int | None, stop_at: int | None = None,
+                base: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         cond = self._conditioning(prompts)
         latents, timesteps, generators = self.family.prepare(self.scheduler, seeds, self.height, self.width,
                                                              cfg.num_inference_steps, torch.float32)
         trajectory = denoise(
-            self.family, self.model, self.scheduler, latents, cond, timesteps,
+            self.family, model, self.scheduler, latents, cond, timesteps,
             grad_from=grad_from, stop_at=stop_at, guidance_scale=cfg.guidance_scale,
             gradient_checkpointing=cfg.checkpoint_denoiser,
             base_prediction=self._base_prediction(cond) if base else None,
@@ -239,7 +237,7 @@ class RewardFinetuner:
                                              "expected one seed per prompt")
         grad_from, stop_at = self._gradient_window(len(prompts))
         with self.accelerator.autocast():
-            images, penalty = self._images(prompts, seeds, grad_from=grad_from, stop_at=stop_at,
+            images, penalty = self._images(self.model, prompts, seeds, grad_from=grad_from, stop_at=stop_at,
                                            base=self.config.kl_coeff > 0)
         reward, named = self._score(images, prompts)
         loss = -reward.mean() + self.config.kl_coeff * penalty
@@ -324,11 +322,13 @@ class RewardFinetuner:
         prompts, seeds = list(prompts), list(seeds)
         _require(len(prompts) == len(seeds), f"got {len(prompts)} prompts for {len(seeds)} seeds")
         size = batch_size or self.config.batch_size
-        self.model.eval()
+        # The unwrapped model: this may run on the main process alone, where a
+        # DDP wrapper's collectives would hang.
+        model = self.unwrapped.eval()
         out = []
         with self.accelerator.autocast():
             for i in range(0, len(prompts), size):
-                out.append(self._images(prompts[i: i + size], seeds[i: i + size], grad_from=None)[0].float())
+                out.append(self._images(model, prompts[i: i + size], seeds[i: i + size], grad_from=None)[0].float())
         return torch.cat(out)
 
     @torch.no_grad()

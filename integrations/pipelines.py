@@ -8,29 +8,20 @@ weights, so a "fresh" pipeline is an exact copy of an untouched one.
 
 from __future__ import annotations
 
-import copy
 import functools
 
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from reward.tokenizer import openai_clip_tokenizer
 
-__all__ = ["clip_tokenizer", "tiny_sd_pipeline", "tiny_sdxl_pipeline", "tiny_sd3_pipeline", "TINY_PIPELINES"]
+__all__ = ["tiny_sd_pipeline", "tiny_sdxl_pipeline", "tiny_sd3_pipeline", "tiny_flux_pipeline",
+           "TINY_PIPELINES"]
 
 _CLIP_BOS, _CLIP_EOS = 49406, 49407
 
 
 @functools.lru_cache(maxsize=1)
-def clip_tokenizer() -> CLIPTokenizer:
-    """The OpenAI CLIP BPE tokenizer (77 tokens), built offline from open_clip's vocabulary."""
-    # A copy: the reward's instance is shared, and diffusers needs model_max_length
-    # set for its padding/truncation to 77 tokens.
-    tokenizer = copy.deepcopy(openai_clip_tokenizer())
-    tokenizer.model_max_length = 77
-    return tokenizer
-
-
 def _clip_text_config(hidden: int = 32, projection_dim: int = 32) -> CLIPTextConfig:
     return CLIPTextConfig(
         bos_token_id=_CLIP_BOS,
@@ -65,6 +56,15 @@ def _tiny_vae(latent_channels: int = 4, **kwargs):
     )
 
 
+def _finish(pipe, device: str | torch.device):
+    # Modules built from configs start in training mode (T5 has dropout); from_pretrained would eval() them.
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
 def tiny_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
     """A Stable Diffusion 1.x-style pipeline (UNet (32, 64), DDIM, CLIP text) that
     generates 32x32 images by default."""
@@ -83,7 +83,8 @@ def tiny_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
         norm_num_groups=2,
     )
     scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+        steps_offset=1,
     )
     torch.manual_seed(seed + 1)
     vae = _tiny_vae()
@@ -94,14 +95,13 @@ def tiny_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
         scheduler=scheduler,
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=clip_tokenizer(),
+        tokenizer=openai_clip_tokenizer(),
         safety_checker=None,
         feature_extractor=None,
         image_encoder=None,
         requires_safety_checker=False,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return _finish(pipe, device)
 
 
 def tiny_sdxl_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
@@ -141,13 +141,12 @@ def tiny_sdxl_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
         vae=vae,
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
-        tokenizer=clip_tokenizer(),
-        tokenizer_2=clip_tokenizer(),
+        tokenizer=openai_clip_tokenizer(),
+        tokenizer_2=openai_clip_tokenizer(),
         image_encoder=None,
         feature_extractor=None,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return _finish(pipe, device)
 
 
 def tiny_sd3_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
@@ -179,14 +178,65 @@ def tiny_sd3_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=clip_tokenizer(),
+        tokenizer=openai_clip_tokenizer(),
         text_encoder_2=text_encoder_2,
-        tokenizer_2=clip_tokenizer(),
+        tokenizer_2=openai_clip_tokenizer(),
         text_encoder_3=None,
         tokenizer_3=None,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return _finish(pipe, device)
 
 
-TINY_PIPELINES = {"sd": tiny_sd_pipeline, "sdxl": tiny_sdxl_pipeline, "sd3": tiny_sd3_pipeline}
+def _tiny_t5_tokenizer():
+    # A toy unigram vocabulary (letters, digits, punctuation): the real T5 one is not bundled offline.
+    import string
+
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [(c, -3.0) for c in string.ascii_lowercase + string.digits + string.punctuation]
+    pieces += [("\u2581" + c, -2.5) for c in string.ascii_lowercase]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=32)
+
+
+def tiny_flux_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
+    """A FLUX.1-style pipeline (packed-latent transformer with guidance embedding, flow-matching Euler,
+    CLIP + tiny T5 text encoders) that generates 32x32 images by default."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # 4 latent channels x 2x2 packing
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=True,
+        axes_dims_rope=(4, 4, 8),
+    )
+    torch.manual_seed(seed + 1)
+    vae = _tiny_vae(use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(_clip_text_config())
+    t5_tokenizer = _tiny_t5_tokenizer()
+    text_encoder_2 = T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2,
+                                             num_heads=4, pad_token_id=0, eos_token_id=1, dropout_rate=0.0))
+    pipe = FluxPipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=openai_clip_tokenizer(),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=t5_tokenizer,
+    )
+    pipe.default_sample_size = 16  # 32 px (the pipeline assumes 128 latents, i.e. 1024 px)
+    return _finish(pipe, device)
+
+
+TINY_PIPELINES = {"sd": tiny_sd_pipeline, "sdxl": tiny_sdxl_pipeline, "sd3": tiny_sd3_pipeline,
+                  "flux": tiny_flux_pipeline}

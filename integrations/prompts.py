@@ -54,7 +54,8 @@ def split_prompt_kwargs(pipe: Any, kwargs: dict[str, Any]) -> tuple[dict[str, An
     pipeline would reject them next to the embeddings they produced.
     """
     accepted = inspect.signature(pipe.encode_prompt).parameters
-    encode = {k: v for k, v in kwargs.items() if k in accepted and k not in ("device", "num_images_per_prompt")}
+    encode = {k: v for k, v in kwargs.items()
+              if (k in accepted or _TEXT_KWARG.match(k)) and k not in ("device", "num_images_per_prompt")}
     call = {k: v for k, v in kwargs.items() if not _TEXT_KWARG.match(k)}
     return encode, call
 
@@ -78,6 +79,9 @@ def encode_prompt(
         known = ", ".join(sorted(_ENCODE_OUTPUTS))
         raise ValueError(f"{type(pipe).__name__} has no known encode_prompt outputs; supported: {known}")
     accepted = inspect.signature(pipe.encode_prompt).parameters
+    # Pipelines whose encode_prompt takes no negative prompt (Flux) encode it as a second prompt.
+    separate = {k[len("negative_"):]: encode_kwargs.pop(k) for k in list(encode_kwargs)
+                if k.startswith("negative_prompt") and k not in accepted}
     call = {
         "prompt": prompt,
         "device": pipe._execution_device,
@@ -88,6 +92,14 @@ def encode_prompt(
     for name, param in accepted.items():  # SD3 requires prompt_2 / prompt_3 (None: reuse prompt)
         if name not in call and param.default is inspect.Parameter.empty and _TEXT_KWARG.match(name):
             call[name] = None
+    embeds = _named(pipe, names, {k: v for k, v in call.items() if k in accepted})
+    if separate.get("prompt") is not None:
+        negative = {k: v for k, v in {**call, **separate}.items() if k in accepted}
+        embeds.update({f"negative_{k}": v for k, v in _named(pipe, names, negative).items()})
+    return embeds
+
+
+def _named(pipe: Any, names: tuple[str | None, ...], call: dict[str, Any]) -> dict[str, torch.Tensor]:
     with torch.no_grad():
-        outputs = pipe.encode_prompt(**{k: v for k, v in call.items() if k in accepted})
+        outputs = pipe.encode_prompt(**call)
     return {name: t for name, t in zip(names, outputs) if name is not None and t is not None}

@@ -62,7 +62,7 @@ def guided_prediction(
     gradient_checkpointing: bool = False,
 ) -> torch.Tensor:
     """One denoiser call on scheduler-scaled input, with classifier-free guidance when ``guidance_scale > 1``."""
-    guided = guidance_scale > 1.0
+    guided = family.uses_cfg(guidance_scale)
     model_input = torch.cat([x, x]) if guided else x
     call = partial(family.predict, denoiser, cond=cond)
     if gradient_checkpointing and torch.is_grad_enabled():

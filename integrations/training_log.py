@@ -40,7 +40,13 @@ class TrainingLog:
 
         steps = [r["step"] for r in self.history]
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(steps, self.rewards(), label="reward (batch mean)")
+        rewards = self.rewards()
+        ax.plot(steps, rewards, alpha=0.4, label="reward (batch mean)")
+        running, smoothed = rewards[0] if rewards else 0.0, []
+        for value in rewards:
+            running = 0.9 * running + 0.1 * value
+            smoothed.append(running)
+        ax.plot(steps, smoothed, label="running mean (EMA 0.9)")
         if any(r.get("penalty", 0.0) for r in self.history):
             ax.plot(steps, [r["penalty"] for r in self.history], label="base-model penalty")
         ax.set_xlabel("optimizer step")

@@ -741,7 +741,7 @@ def _load_aigciqa2023_mat(
     return _build("aigciqa2023", index_file, items, make, tuple(AIGCIQA2023_OUTPUTS), on_error)
 
 
-_LOADERS: dict[str, Callable[..., QualityDataset]] = {
+LOADERS: dict[str, Callable[..., QualityDataset]] = {
     "agiqa1k": load_agiqa1k,
     "agiqa3k": load_agiqa3k,
     "aigciqa2023": load_aigciqa2023,
@@ -753,6 +753,6 @@ _LOADERS: dict[str, Callable[..., QualityDataset]] = {
 def load_dataset(kind: str, path: PathLike, **kwargs: Any) -> QualityDataset:
     """Load a dataset by kind: one of ``agiqa1k, agiqa3k, aigciqa2023, aigiqa20k, csv``."""
     key = kind.strip().lower().replace("-", "").replace("_", "")
-    if key not in _LOADERS:
-        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {sorted(_LOADERS)}")
-    return _LOADERS[key](path, **kwargs)
+    if key not in LOADERS:
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {sorted(LOADERS)}")
+    return LOADERS[key](path, **kwargs)

@@ -48,6 +48,14 @@ def preprocess(images: torch.Tensor, spec: ImageSpec) -> torch.Tensor:
     return normalize(center_crop(resize_short_side(images, spec.size), spec.size), spec)
 
 
+def fit_to_size(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W) -> (3, S, S) for batching images of mixed sizes; not for the differentiable path.
+
+    Bicubic overshoot is clipped as PIL's uint8 output would be.
+    """
+    return center_crop(resize_short_side(image[None], size), size)[0].clamp(0, 1)
+
+
 def straight_through_clamp(images: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
     """Clamp the values but pass gradients through unchanged, so out-of-range pixels still learn."""
     return images + (images.clamp(low, high) - images).detach()

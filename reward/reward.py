@@ -10,7 +10,7 @@ from torch import nn
 from .checks import check_image_shape, check_image_values, check_prompts
 from .io import as_image_list, load_image
 from .model import MSTCLIPIQA
-from .preprocess import center_crop, resize_short_side
+from .preprocess import fit_to_size
 
 Outputs = str | Sequence[str] | Mapping[str, float] | None
 
@@ -99,7 +99,7 @@ class MSTCLIPIQAReward(nn.Module):
         device = self.model.device
         scores = []
         for start in range(0, len(items), batch_size):
-            chunk = [_fit(load_image(item), size) for item in items[start : start + batch_size]]
+            chunk = [fit_to_size(load_image(item), size) for item in items[start : start + batch_size]]
             batch = torch.stack(chunk).to(device)
             if (self.input_range != (0.0, 1.0)) and not isinstance(items[start], torch.Tensor):
                 low, high = self.input_range
@@ -107,11 +107,6 @@ class MSTCLIPIQAReward(nn.Module):
             part = None if prompts is None else prompts[start : start + batch_size]
             scores.append(self(batch, part).float().cpu())
         return torch.cat(scores)
-
-
-def _fit(image: torch.Tensor, size: int) -> torch.Tensor:
-    # bicubic overshoot clipped as PIL's uint8 output would be; this path is never differentiated
-    return center_crop(resize_short_side(image[None], size), size)[0].clamp(0, 1)
 
 
 def _weights(outputs: Outputs, available: tuple[str, ...]) -> dict[str, float]:

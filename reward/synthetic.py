@@ -221,6 +221,14 @@ def _dataset(root: Path, entries: Sequence[dict[str, Any]]) -> QualityDataset:
     return QualityDataset(samples, "synthetic", ("quality", "correspondence"))
 
 
+def load_synthetic_dataset(root: str | Path) -> QualityDataset:
+    """The synthetic set already in ``root`` with the settings it was made with, else a new default one."""
+    old = _read_manifest(Path(root))
+    settings = dict(old["settings"]) if old and isinstance(old.get("settings"), dict) else {}
+    settings.pop("version", None)
+    return make_synthetic_dataset(root, **settings)
+
+
 def make_synthetic_dataset(
     root: str | Path,
     n_scenes: int = 8,

@@ -19,4 +19,4 @@ def openai_clip_tokenizer() -> CLIPTokenizer:
     simple = SimpleTokenizer()
     vocab = {_SPECIAL.get(token, token): i for token, i in simple.encoder.items()}
     merges = [pair for pair, _ in sorted(simple.bpe_ranks.items(), key=lambda kv: kv[1])]
-    return CLIPTokenizer(vocab=vocab, merges=merges)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)

@@ -14,6 +14,15 @@ SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "agiqa
 BACKENDS = ("open_clip", "transformers")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads; on a busy 2-core machine they lose ~10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_models():
     """One tiny model per (variant, backend), built once; tests must not mutate them."""

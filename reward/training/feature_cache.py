@@ -28,14 +28,13 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..io import load_image
 from ..model import MSTCLIPIQA
-from ..reward import _fit
+from ..preprocess import fit_to_size
 
 CACHE_VERSION = 1
 CACHE_ENV = "MST_CLIPIQA_CACHE"
@@ -60,10 +59,10 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def module_digest(module: nn.Module) -> str:
-    """Hash of every tensor in a module's state (names, dtypes, shapes and bytes)."""
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """Hash of every tensor in a state dict (names, dtypes, shapes and bytes)."""
     digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy())
@@ -85,11 +84,12 @@ def encoder_settings(model: MSTCLIPIQA, precision: str = "no") -> dict:
         "coarse_spec": asdict(model.coarse.image_spec), "fine_spec": asdict(model.fine.image_spec),
         "fit": {"size": fit_size(model), "resize": "short side, bicubic, antialias", "crop": "centre"},
         "precision": precision,
-        "weights": {"coarse": module_digest(model.coarse), "fine": module_digest(model.fine)},
+        "weights": {"coarse": state_digest(model.coarse.state_dict()), "fine": state_digest(model.fine.state_dict())},
     }
 
 
-def settings_key(settings: dict) -> str:
+def settings_key(settings: object) -> str:
+    """Short hash of JSON-able settings (key order ignored)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -117,7 +117,7 @@ class ImageFiles(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return _fit(load_image(self.items[index]), self.size)
+        return fit_to_size(load_image(self.items[index]), self.size)
 
 
 def _autocast(device: torch.device, precision: str):

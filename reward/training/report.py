@@ -45,7 +45,7 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 def plot_curves(results: Sequence[Mapping[str, Any]], outputs: Sequence[str], path: str | Path,
                 metric: str = "srcc") -> Path:
-    """Train / validation loss and validation ``metric`` per epoch, one line per split; dots at the chosen epoch."""
+    """Train / validation loss and validation ``metric`` per epoch (0 = untrained), one line per split."""
     figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4))
     for result in results:
         history = result["history"]
@@ -53,15 +53,17 @@ def plot_curves(results: Sequence[Mapping[str, Any]], outputs: Sequence[str], pa
         colour = f"C{result['split'] % 10}"
         loss_axis.plot(epochs, [h["train_loss"] for h in history], color=colour, label=f"split {result['split']}")
         loss_axis.plot(epochs, [_nan(h.get("val_loss")) for h in history], color=colour, linestyle="--")
+        untrained = result.get("untrained", {}).get("val", {})
         for output, style in zip(outputs, ("-", ":", "-.", "--")):
-            values = [_nan(h["val"].get(output, {}).get(metric)) for h in history]
-            metric_axis.plot(epochs, values, color=colour, linestyle=style)
+            values = [_nan(untrained.get(output, {}).get(metric))]
+            values += [_nan(h["val"].get(output, {}).get(metric)) for h in history]
+            metric_axis.plot([0, *epochs], values, color=colour, linestyle=style)
             best = result.get("best_epoch")
             if best:
-                metric_axis.plot([best], [values[epochs.index(best)]], "o", color=colour)
+                metric_axis.plot([best], [values[best]], "o", color=colour)
     loss_axis.set(xlabel="epoch", ylabel="loss", title="loss (solid: train, dashed: validation)")
     metric_axis.set(xlabel="epoch", ylabel=f"validation {metric.upper()}",
-                    title=f"validation {metric.upper()} ({', '.join(outputs)}); dot: chosen epoch")
+                    title=f"validation {metric.upper()} ({', '.join(outputs)}); 0: untrained, dot: chosen")
     loss_axis.legend(fontsize="small")
     return _save(figure, path)
 

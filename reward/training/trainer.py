@@ -10,18 +10,18 @@ uninterrupted run would, because each epoch's data order depends only on
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from torch import nn
@@ -32,11 +32,11 @@ from ..datasets import QualityDataset
 from ..losses import mse_rank_loss
 from ..metrics import evaluate, krcc, plcc, srcc, summarize
 from ..model import MSTCLIPIQA
-from ..reward import _fit
+from ..preprocess import fit_to_size
 from ..splits import BY_CHOICES, Split, make_splits
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .feature_cache import (PRECISIONS, CachedFeatures, FeatureCache, atomic_save, encode_features,
-                            encoder_settings, fit_size, settings_key)
+                            encoder_settings, fit_size, settings_key, state_digest)
 from .lora import add_adapter, has_encoder_adapter, save_adapter, trainable_state_dict
 from .report import make_plots, write_json
 
@@ -162,12 +162,13 @@ def epoch_batches(indices: Sequence[int], batch_size: int, seed: int, split_inde
     return batches[rank::world]
 
 
-def tensor_digest(state: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(state.items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+def _accelerator(cpu: bool, mixed_precision: str) -> Accelerator:
+    try:
+        return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    except ValueError:
+        # accelerate keeps one process-wide state and refuses new settings; a later Trainer's settings win
+        AcceleratorState._reset_state(reset_partial_state=False)
+        return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
 
 
 class _Scorer(nn.Module):
@@ -216,7 +217,7 @@ class Trainer:
             return
         cfg = self.config
         self.outputs = resolve_outputs(self.model, self.dataset, cfg.outputs)
-        self.accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+        self.accelerator = _accelerator(cfg.cpu, cfg.mixed_precision)
         self.show = cfg.progress and self.accelerator.is_local_main_process
         set_seed(cfg.seed)  # LoRA's initial weights
         self._select_trainable()
@@ -296,7 +297,7 @@ class Trainer:
                             num_workers=self.config.num_workers)
         size, device = fit_size(self.model), self.accelerator.device
         for batch in loader:
-            images = torch.stack([_fit(image, size) for image in batch["images"]]).to(device)
+            images = torch.stack([fit_to_size(image, size) for image in batch["images"]]).to(device)
             yield {"images": images, "prompts": batch["prompts"]}, batch["indices"].to(device)
 
     def loss(self, scores: dict[str, torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
@@ -432,10 +433,9 @@ class Trainer:
         train = {k: v for k, v in self.config.to_dict().items() if k not in RESUME_FREE}
         samples = [[Path(s.image).name, s.prompt, s.scores] for s in self.dataset.samples]
         return {"train": train, "model": self.model.config.to_dict(), "outputs": list(self.outputs),
-                "encoders": settings_key(self.encoder_settings), "initial_state": tensor_digest(self.initial_state),
-                "dataset": {"name": self.dataset.name, "n": len(self.dataset),
-                            "digest": hashlib.sha256(json.dumps(samples).encode()).hexdigest()[:16]},
-                "splits": hashlib.sha256(json.dumps([asdict(s) for s in splits]).encode()).hexdigest()[:16]}
+                "encoders": settings_key(self.encoder_settings), "initial_state": state_digest(self.initial_state),
+                "dataset": {"name": self.dataset.name, "n": len(self.dataset), "digest": settings_key(samples)},
+                "splits": settings_key([asdict(s) for s in splits])}
 
     def _check_run_dir(self, splits: Sequence[Split]) -> None:
         path = self._split_dir(0).parent / RUN_FILE

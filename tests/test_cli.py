@@ -1,0 +1,144 @@
+"""The ``mst-clipiqa`` command line (in-process, tiny models) and the training examples."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reward.cli import COMMANDS, main
+from reward.splits import make_splits, save_splits
+from reward.synthetic import make_synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny variant-B run on the synthetic set, made through the CLI."""
+    root = tmp_path_factory.mktemp("cli")
+    data, out, cache = root / "synthetic", root / "run", root / "cache"
+    make_synthetic_dataset(data, n_scenes=3, levels=(0.5, 1.0))
+    status = main(["train", "--model", "tiny", "--variant", "B", "--dataset", "synthetic", "--data", str(data),
+                   "--out", str(out), "--epochs", "2", "--n-splits", "2", "--lr", "1e-3", "--cache-dir", str(cache),
+                   "--quiet", "--device", "cpu"])
+    assert status == 0
+    return {"data": data, "out": out, "cache": cache, "root": root}
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    status = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_help_names_every_command_and_the_model_choices(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert [name for name, _ in COMMANDS] == ["train", "eval", "score", "rank"]
+    for word in ("train", "eval", "score", "rank", "tiny-hf", "paper-A", "save_pretrained"):
+        assert word in text
+    for command, words in {"train": ("--resume", "--lora-rank", "--split-by", "--no-cache", "accelerate launch"),
+                           "eval": ("--split-file", "--json-out"), "score": ("--prompts", "--format")}.items():
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert all(word in text for word in words), command
+
+
+def test_train_writes_model_report_and_plots(trained, capsys):
+    out = trained["out"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["summary"]["test"]["quality"]["srcc"]["count"] == 2
+    assert (out / "model" / "config.json").exists() and all((out / p).exists() for p in report["plots"])
+    # resuming a finished run re-reports it without training again
+    assert run(["train", "--model", "tiny", "--variant", "B", "--dataset", "synthetic", "--data", trained["data"],
+                "--out", out, "--epochs", "2", "--n-splits", "2", "--lr", "1e-3", "--cache-dir", trained["cache"],
+                "--quiet", "--device", "cpu", "--resume"], capsys)[0] == 0
+
+
+def test_eval_reproduces_the_selected_split(trained, capsys):
+    out, root = trained["out"], trained["root"]
+    report = json.loads((out / "report.json").read_text())
+    dataset = make_synthetic_dataset(trained["data"], n_scenes=3, levels=(0.5, 1.0))
+    save_splits(make_splits(dataset, 2, seed=0), root / "splits.json")
+    status, text, err = run(["eval", "--model", out / "model", "--dataset", "synthetic", "--data", trained["data"],
+                           "--split-file", root / "splits.json", "--json-out", root / "eval.json",
+                           "--cache-dir", trained["cache"], "--device", "cpu"], capsys)
+    assert status == 0 and "srcc" in text, err
+    result = json.loads((root / "eval.json").read_text())
+    k = report["selected_split"]
+    assert result["splits"][k]["test"]["quality"]["srcc"] == pytest.approx(
+        report["splits"][k]["test"]["quality"]["srcc"], abs=1e-6)
+
+
+def test_score_formats_agree(trained, capsys):
+    model, images = trained["out"] / "model", trained["data"]
+    n = len(list(images.glob("*.png")))
+    status, text, _ = run(["score", images, "--model", model, "--prompt", "a red circle", "--format", "csv"], capsys)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert status == 0 and len(rows) == n and list(rows[0]) == ["image", "quality"]
+    _, text, _ = run(["score", images, "--model", model, "--prompt", "a red circle", "--format", "json"], capsys)
+    as_json = json.loads(text)
+    assert [r["quality"] for r in as_json] == pytest.approx([float(r["quality"]) for r in rows], abs=1e-4)
+    _, text, _ = run(["score", images, "--model", model, "--prompt", "a red circle"], capsys)
+    assert text.splitlines()[0].split() == ["image", "quality"] and len(text.splitlines()) == n + 1
+
+
+def test_score_with_a_prompts_file(trained, tmp_path, capsys):
+    images = sorted(trained["data"].glob("*.png"))[:2]
+    (tmp_path / "prompts.txt").write_text("a red circle\na blue square\n")
+    status, text, _ = run(["score", *images, "--model", "tiny", "--variant", "B", "--prompts",
+                           tmp_path / "prompts.txt", "--format", "json"], capsys)
+    assert status == 0 and len(json.loads(text)) == 2
+    status, _, err = run(["score", images[0], "--model", "tiny", "--variant", "B", "--prompts",
+                          tmp_path / "prompts.txt"], capsys)
+    assert status == 2 and "2 prompts for 1 images" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["score", "x.png", "--model", "tiny", "--variant", "C"], "expected A or B"),
+    (["score", "x.png", "--model", "paper-A", "--variant", "B"], "is variant A"),
+    (["score", "nowhere.png", "--model", "tiny"], "neither an image file nor a folder"),
+    (["score", "IMAGES", "--model", "tiny", "--variant", "B"], "pass --prompt TEXT or --prompts FILE"),
+])
+def test_bad_input_exits_2_with_a_clear_message(args, message, trained, capsys):
+    args = [str(trained["data"]) if a == "IMAGES" else a for a in args]
+    status, _, err = run(args, capsys)
+    assert status == 2 and message in err
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).with_name("mst-clipiqa")
+    if not script.exists():
+        pytest.skip("package not installed in this environment (pip install -e .)")
+    result = subprocess.run([str(script), "score", "--help"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0 and "--prompts" in result.stdout
+
+
+def _example(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_examples_run_offline(tmp_path, capsys):
+    cache = str(tmp_path / "cache")
+    report = _example("train_agiqa3k").main(["--out", str(tmp_path / "agiqa3k"), "--epochs", "1",
+                                             "--cache-dir", cache])
+    assert report["summary"]["test"]["quality"]["srcc"]["count"] == 10
+    assert report["settings"]["train"]["split_by"] == "prompt"
+    results = _example("lora_adapt").main(["--out", str(tmp_path / "lora"), "--epochs", "1", "--cache-dir", cache])
+    assert set(results) == {"base", "sd15"}
+    assert (tmp_path / "lora" / "sd15" / "adapter" / "adapter_model.safetensors").exists()
+    assert "adapter sd15" in capsys.readouterr().out

@@ -1,0 +1,38 @@
+"""The integration examples run offline with --tiny."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_example(name: str, *args: str) -> str:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / name), "--tiny", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_best_of_n_example(tmp_path):
+    out = run_example("best_of_n.py", "--out", str(tmp_path))
+    scores = [float(s) for s in re.findall(r"score\s+(-?[\d.]+)", out)]
+    assert len(scores) == 8 and scores == sorted(scores, reverse=True)
+    difference = float(re.search(r"max pixel difference (\S+)", out).group(1))
+    assert difference < 1e-5
+    assert {"best_0.png", "ranking.csv", "ranking.json", "contact_sheet.png"} <= {p.name for p in tmp_path.iterdir()}
+
+
+@pytest.mark.parametrize("method", ["draft"])
+def test_finetune_example(tmp_path, method):
+    out = run_example("draft_finetune.py", "--method", method, "--steps", "4", "--out", str(tmp_path))
+    before, after = map(float, re.search(r"held-out seeds (\S+) -> (\S+)", out).groups())
+    assert after > before
+    assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").exists()
+    assert (tmp_path / "reward_curve.png").exists() and (tmp_path / "log.json").exists()

@@ -1,0 +1,123 @@
+"""LoRA adapters: only adapter weights train; adapters save, load and switch; encoder adapters skip the cache."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from reward import MSTCLIPIQA, MSTCLIPIQAConfig
+from reward.synthetic import make_synthetic_dataset
+from reward.training import (TrainConfig, Trainer, active_adapter, adapter_names, add_adapter, load_adapter,
+                             save_adapter, set_adapter)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), n_scenes=3, levels=(0.5, 1.0))
+
+
+@pytest.fixture(scope="module")
+def batch():
+    torch.manual_seed(1)
+    return torch.rand(4, 3, 64, 64), ["a red circle"] * 2 + ["a blue square above a green triangle"] * 2
+
+
+def tiny(variant: str = "B", seed: int = 0) -> MSTCLIPIQA:
+    torch.manual_seed(seed)
+    return MSTCLIPIQA(MSTCLIPIQAConfig.tiny(variant, backend="transformers"))
+
+
+def _randomise(model: MSTCLIPIQA, name: str) -> None:
+    """LoRA starts as a no-op (B = 0); give the adapter weights a visible effect."""
+    with torch.no_grad():
+        for param_name, param in model.named_parameters():
+            if f".{name}." in param_name:
+                param.normal_(0, 0.5)
+
+
+def _scores(model: MSTCLIPIQA, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model(*batch)["quality"]
+
+
+def test_only_adapter_weights_train(dataset, tmp_path):
+    model = tiny("B")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(epochs=2, n_splits=1, lr=1e-2, lora_rank=4, adapter_name="new-domain",
+                         cache_dir=str(tmp_path / "cache"), progress=False, cpu=True)
+    trainer = Trainer(model, dataset, config, tmp_path / "run")
+    trainer.prepare()
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in optimised}
+    assert names and all(".lora_" in n and ".new-domain." in n for n in names)
+    assert all(n.startswith(("fusion.", "heads.")) for n in names)  # encoders stay frozen and cached
+    trainer.run()
+    after = model.state_dict()
+    unchanged = {k for k in after if "lora_" not in k and torch.equal(after[k], before[k.replace("base_layer.", "")])}
+    changed = set(after) - unchanged
+    assert changed and all("lora_" in k for k in changed)
+    saved = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
+    assert saved and all("lora_" in k for k in saved)
+
+
+def test_adapters_save_load_and_switch(batch, tmp_path):
+    model = tiny("B")
+    base = _scores(model, batch)
+    for name in ("midjourney", "sdxl"):
+        add_adapter(model, name, rank=4)
+        _randomise(model, name)
+    assert adapter_names(model) == ["midjourney", "sdxl"] and active_adapter(model) == "sdxl"
+    sdxl = _scores(model, batch)
+    set_adapter(model, "midjourney")
+    midjourney = _scores(model, batch)
+    assert not torch.allclose(midjourney, sdxl) and not torch.allclose(midjourney, base)
+    set_adapter(model, None)
+    assert torch.equal(_scores(model, batch), base) and active_adapter(model) is None
+    save_adapter(model, tmp_path / "mj", "midjourney")
+
+    fresh = tiny("B")
+    assert load_adapter(fresh, tmp_path / "mj") == "midjourney"
+    assert torch.allclose(_scores(fresh, batch), midjourney, atol=1e-6)
+    load_adapter(fresh, tmp_path / "mj", name="copy", activate=False)
+    assert active_adapter(fresh) == "midjourney"
+    config = json.loads((tmp_path / "mj" / "adapter_config.json").read_text())
+    assert config["rank"] == 4 and config["heads"] == {"quality": "prompt"}
+
+
+def test_adapter_errors_name_the_problem(tmp_path):
+    model = tiny("B")
+    add_adapter(model, "a", rank=2)
+    with pytest.raises(ValueError, match="already has an adapter named 'a'"):
+        add_adapter(model, "a")
+    with pytest.raises(ValueError, match="unknown adapter 'b'"):
+        set_adapter(model, "b")
+    with pytest.raises(ValueError, match="rank must be >= 1"):
+        add_adapter(model, "c", rank=0)
+    save_adapter(model, tmp_path / "a")
+    with pytest.raises(ValueError, match="trained for heads"):
+        load_adapter(tiny("A"), tmp_path / "a")
+    with pytest.raises(ValueError, match="expected a directory written by save_adapter"):
+        load_adapter(tiny("B"), tmp_path / "nowhere")
+
+
+def test_encoder_adapters_train_without_the_cache(dataset, batch, tmp_path):
+    model = tiny("A")
+    config = TrainConfig(epochs=1, n_splits=1, lr=1e-2, lora_rank=2, lora_encoders=True,
+                         cache_dir=str(tmp_path / "cache"), progress=False, cpu=True)
+    trainer = Trainer(model, dataset, config, tmp_path / "run")
+    trainer.prepare()
+    assert trainer.features is None and not (tmp_path / "cache").exists()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any(n.startswith("coarse.model.vision_model.") for n in trainable)
+    assert any(n.startswith("fine.model.vision_model.") for n in trainable)
+    assert not any("text_model" in n for n in trainable)  # template text features are computed once
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n and n.startswith("fine.")}
+    trainer.run()
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
+    fresh = tiny("A")
+    load_adapter(fresh, tmp_path / "run" / "adapter")
+    assert torch.allclose(_scores(fresh, batch[:1]), _scores(model, batch[:1]), atol=1e-6)
+    set_adapter(fresh, None)
+    assert not torch.allclose(_scores(fresh, batch[:1]), _scores(model, batch[:1]), atol=1e-6)
