@@ -14,7 +14,7 @@ With the tiny model the numbers mean nothing; the steps are the real ones.
 import argparse
 from pathlib import Path
 
-from reward.cli import build_model
+from reward.factory import create_model
 from reward.datasets import load_agiqa3k
 from reward.splits import make_splits
 from reward.training import TrainConfig, evaluate_model, load_adapter, set_adapter, train
@@ -38,16 +38,16 @@ def main(argv=None) -> dict:
                     cache_dir=args.cache_dir)
     base = args.base
     if base == "tiny":  # train a base model on the other generators first
-        train(build_model("tiny"), data.subset(old), TrainConfig(**settings), args.out / "base",
+        train(create_model("tiny"), data.subset(old), TrainConfig(**settings), args.out / "base",
               resume=(args.out / "base" / "run.json").exists())
         base = args.out / "base" / "model"
 
     sd15 = data.subset(new)
     adapter_run = args.out / "sd15"
-    train(build_model(str(base)), sd15, TrainConfig(**settings, lora_rank=8, adapter_name="sd15"), adapter_run,
+    train(create_model(str(base)), sd15, TrainConfig(**settings, lora_rank=8, adapter_name="sd15"), adapter_run,
           resume=(adapter_run / "run.json").exists())
 
-    model = build_model(str(base))
+    model = create_model(str(base))
     load_adapter(model, adapter_run / "adapter")
     test = make_splits(sd15, 1, by="prompt")  # the split the adapter run used: its test part was never trained on
     results = {}

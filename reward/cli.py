@@ -18,15 +18,15 @@ from typing import Any
 
 import torch
 from integrations.cli import add_rank_command
+from integrations.demo import add_demo_command
 
-from .config import VARIANT_HEADS, MSTCLIPIQAConfig
+from .factory import create_model, split_list
 from .datasets import LOADERS, QualityDataset, load_dataset
 from .io import list_images
 from .model import MSTCLIPIQA
 from .splits import BY_CHOICES, load_splits
 from .synthetic import load_synthetic_dataset
 from .training.feature_cache import encode_features
-from .training.lora import load_adapter
 from .training.report import write_json
 from .training.trainer import (OPTIMIZERS, PRECISIONS, SELECT_METRICS, TrainConfig, Trainer, evaluate_model,
                                predict_features)
@@ -112,15 +112,11 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                             "e.g. image=file,prompt=text,quality=mos")
 
 
-def _split_list(text: str | None) -> list[str] | None:
-    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
-
-
 def _csv_kwargs(spec: str | None) -> dict[str, Any]:
     if not spec:
         return {}
-    pairs = dict(item.split("=", 1) for item in _split_list(spec) if "=" in item)
-    if len(pairs) != len(_split_list(spec)):
+    pairs = dict(item.split("=", 1) for item in split_list(spec) if "=" in item)
+    if len(pairs) != len(split_list(spec)):
         raise ValueError(f"--csv-columns {spec!r}: expected KEY=COLUMN pairs separated by commas")
     kwargs = {f"{key}_col": pairs.pop(key) for key in ("image", "prompt", "group") if key in pairs}
     if pairs:
@@ -138,40 +134,6 @@ def load_data(kind: str, path: str | Path, csv_columns: str | None = None) -> Qu
     return load_dataset(kind, path, **extra)
 
 
-def _heads(outputs: list[str] | None, variant: str | None) -> dict[str, str]:
-    outputs = outputs or ["quality"]
-    variants = _split_list(variant) or ["A"]
-    if len(variants) == 1:
-        variants = variants * len(outputs)
-    if len(variants) != len(outputs) or any(v not in VARIANT_HEADS for v in variants):
-        raise ValueError(f"--variant {variant!r}: expected A or B, or one of them per output {outputs}")
-    return {o: VARIANT_HEADS[v] for o, v in zip(outputs, variants)}
-
-
-def build_model(spec: str, variant: str | None = None, outputs: Sequence[str] | None = None, seed: int = 0,
-                adapters: Sequence[str | Path] = ()) -> MSTCLIPIQA:
-    """A model by name: ``tiny``, ``tiny-hf``, ``paper-A``, ``paper-B``, a save_pretrained dir or a hub id."""
-    outputs = list(outputs) if outputs else None
-    if spec in ("tiny", "tiny-hf"):
-        torch.manual_seed(seed)  # the random backbones must be the same on --resume
-        backend = "transformers" if spec == "tiny-hf" else "open_clip"
-        model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny(heads=_heads(outputs, variant), backend=backend))
-    elif spec in ("paper-A", "paper-B"):
-        if variant and set(_split_list(variant)) != {spec[-1]}:
-            raise ValueError(f"--model {spec} is variant {spec[-1]}; drop --variant {variant} or pick the other")
-        model = MSTCLIPIQA(MSTCLIPIQAConfig.paper(heads=_heads(outputs, spec[-1])))
-    else:
-        if variant:
-            raise ValueError(f"--variant applies to tiny and paper models; {spec!r} has heads fixed by its config")
-        model = MSTCLIPIQA.from_pretrained(spec)
-        unknown = [o for o in outputs or [] if o not in model.outputs]
-        if unknown:
-            raise ValueError(f"--outputs {unknown} are not outputs of {spec}; it predicts {list(model.outputs)}")
-    for directory in adapters:
-        load_adapter(model, directory)
-    return model
-
-
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -179,7 +141,7 @@ def _device(name: str) -> torch.device:
 
 
 def _model_from_args(args: argparse.Namespace) -> MSTCLIPIQA:
-    model = build_model(args.model, args.variant, _split_list(args.outputs), adapters=args.adapter)
+    model = create_model(args.model, args.variant, split_list(args.outputs), adapters=args.adapter)
     return model.to(_device(args.device)).eval()
 
 
@@ -227,10 +189,10 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
 def run_train(args: argparse.Namespace) -> int:
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name not in CLI_EXCLUDED}
     options["cpu"] = args.cpu or args.device == "cpu"
-    config = TrainConfig(**options, outputs=_split_list(args.outputs))
+    config = TrainConfig(**options, outputs=split_list(args.outputs))
     dataset = load_data(args.dataset, args.data, args.csv_columns)
     splits = load_splits(args.split_file, n=len(dataset), groups=dataset.groups()) if args.split_file else None
-    model = build_model(args.model, args.variant, _split_list(args.outputs), config.seed, args.adapter)
+    model = create_model(args.model, args.variant, split_list(args.outputs), config.seed, args.adapter)
     report = Trainer(model, dataset, config, args.out, splits, args.resume).run()
     print(_summary_table(report["summary"]["test"], "test (over splits)"))
     print(f"\nmodel: {report['model_dir']}\nreport: {args.out / 'report.json'}")
@@ -272,7 +234,7 @@ def run_eval(args: argparse.Namespace) -> int:
     dataset = load_data(args.dataset, args.data, args.csv_columns)
     splits = load_splits(args.split_file, n=len(dataset), groups=dataset.groups()) if args.split_file else None
     model = _model_from_args(args)
-    result = evaluate_model(model, dataset, splits, _split_list(args.outputs), args.cache_dir,
+    result = evaluate_model(model, dataset, splits, split_list(args.outputs), args.cache_dir,
                             not args.no_cache, args.batch_size)
     if splits:
         print(_summary_table(result["summary"], f"test parts of {len(splits)} splits"))
@@ -349,7 +311,7 @@ def run_score(args: argparse.Namespace) -> int:
     prompts = _prompts(args, len(paths))
     if model.config.needs_prompts and prompts is None:
         raise ValueError("this model has a prompt-anchored head (variant B): pass --prompt TEXT or --prompts FILE")
-    outputs = _split_list(args.outputs) or list(model.outputs)
+    outputs = split_list(args.outputs) or list(model.outputs)
     scores = score_files(model, paths, prompts, outputs, args.batch_size)
     rows = [{"image": str(p), **{o: scores[o][i] for o in outputs}} for i, p in enumerate(paths)]
     text = _format_rows(rows, outputs, args.format)
@@ -384,6 +346,7 @@ COMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], argparse.Argume
     ("eval", add_eval_command),
     ("score", add_score_command),
     ("rank", add_rank_command),
+    ("demo", add_demo_command),
 ]
 
 

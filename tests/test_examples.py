@@ -1,4 +1,4 @@
-"""The integration examples run offline with --tiny."""
+"""The examples run offline in their tiny form (the CLI tests run the training examples)."""
 
 import os
 import re
@@ -14,14 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_example(name: str, *args: str) -> str:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / name), "--tiny", *args], env=env, cwd=ROOT,
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
 
 def test_best_of_n_example(tmp_path):
-    out = run_example("best_of_n.py", "--out", str(tmp_path))
+    out = run_example("best_of_n.py", "--tiny", "--out", str(tmp_path))
     scores = [float(s) for s in re.findall(r"score\s+(-?[\d.]+)", out)]
     assert len(scores) == 8 and scores == sorted(scores, reverse=True)
     difference = float(re.search(r"max pixel difference (\S+)", out).group(1))
@@ -31,8 +31,21 @@ def test_best_of_n_example(tmp_path):
 
 @pytest.mark.parametrize("method", ["draft"])
 def test_finetune_example(tmp_path, method):
-    out = run_example("draft_finetune.py", "--method", method, "--steps", "4", "--out", str(tmp_path))
+    out = run_example("draft_finetune.py", "--tiny", "--method", method, "--steps", "4", "--out", str(tmp_path))
     before, after = map(float, re.search(r"held-out seeds (\S+) -> (\S+)", out).groups())
     assert after > before
     assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").exists()
     assert (tmp_path / "reward_curve.png").exists() and (tmp_path / "log.json").exists()
+
+
+def test_score_images_example(sample_dir):
+    out = run_example("score_images.py", str(sample_dir / "images"), "--top", "3")
+    assert "98 images scored" in out
+    scores = [float(s) for s in re.findall(r"^\s+\d+\s+(\S+)\s+\S+\.jpg$", out, flags=re.M)]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+
+
+def test_reward_as_loss_example():
+    out = run_example("reward_as_loss.py", "--steps", "10")
+    before, after = map(float, re.search(r"mean reward before (\S+) -> after (\S+)", out).groups())
+    assert after > before

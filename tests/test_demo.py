@@ -1,0 +1,49 @@
+import json
+
+from integrations.demo import real_weights_status
+from reward.cli import main
+
+
+def test_demo_runs_end_to_end_offline_and_writes_its_report(tmp_path, capsys):
+    out = tmp_path / "demo_out"
+    assert main(["demo", "--out", str(out), "--fast", "--offline"]) == 0
+    printed = capsys.readouterr().out
+    assert "[weights] tiny: offline" in printed
+    for step in ("[1/4 data]", "[2/4 train]", "[3/4 best-of-N]", "[4/4 DRaFT-K]", "[report]"):
+        assert step in printed
+    figures = json.loads((out / "figures.json").read_text())
+    assert figures["weights"] == "tiny-random"
+    assert figures["training"]["splits"] == 2 and -1 <= figures["training"]["srcc"]["trained"] <= 1
+    assert figures["best_of_n"]["best"] >= figures["best_of_n"]["worst"]
+    assert {"reward_before", "reward_after"} <= set(figures["finetune"])
+    report = (out / "report.md").read_text()
+    embedded = [line[line.index("](") + 2:-1] for line in report.splitlines() if line.startswith("![")]
+    assert any(p.endswith("contact_sheet.png") for p in embedded)
+    assert any(p.endswith("reward_curve.png") for p in embedded)
+    assert any(p.endswith("curves.png") for p in embedded)
+    assert all((out / p).is_file() for p in embedded)
+    assert "Tiny random backbones" in report
+    html = (out / "report.html").read_text()
+    assert html.startswith("<!doctype html>") and html.count("<img") == len(embedded)
+
+
+def test_weights_check_never_touches_the_network_when_offline(monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    available, reason = real_weights_status(offline=True)
+    assert not available and "offline" in reason
+
+
+def test_weights_check_falls_back_when_the_hub_is_unreachable(monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def unreachable(self, repo_id, timeout=None):
+        assert timeout is not None and timeout <= 10  # never hangs
+        raise ConnectionError("no route")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    available, reason = real_weights_status(offline=False)
+    assert not available and "unreachable (ConnectionError)" in reason
