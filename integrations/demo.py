@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import os
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from reward import MSTCLIPIQAReward
 from reward.datasets import load_dataset
 from reward.factory import create_model
 from reward.synthetic import make_synthetic_dataset
-from reward.training import TrainConfig, train
+from reward.training import TrainConfig, train, write_json
 
 from .best_of_n import best_of_n
 from .finetune import RewardFinetuneConfig, RewardFinetuner
@@ -79,7 +78,7 @@ def run_demo(args: argparse.Namespace) -> int:
     _timed(figures, "best_of_n", _best_of_n_step, args, pipe, steps, reward, figures)
     _timed(figures, "finetune", _finetune_step, args, pipe, steps, reward, figures)
     figures["seconds"] = round(time.perf_counter() - started, 1)
-    (args.out / "figures.json").write_text(json.dumps(figures, indent=2))
+    write_json(args.out / "figures.json", figures)
     write_report(args.out, figures)
     print(f"[report] {args.out / 'report.md'} and report.html ({figures['seconds']} s)")
     return 0

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from integrations import best_of_n, ddpo_reward_fn, generate_candidates, rank_images, regenerate
-from integrations.cli import main as cli_main
+from reward.cli import main as cli_main
 from integrations.grid import to_pil
 from integrations.pipelines import TINY_PIPELINES, tiny_sd_pipeline
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
@@ -105,21 +105,21 @@ def test_rank_cli_prints_table_and_writes_files(tmp_path, capsys):
     for i in range(3):
         to_pil(torch.rand(3, 32, 32)).save(tmp_path / f"{i}.png")
     out = tmp_path / "out"
-    code = cli_main(["rank", str(tmp_path), "--tiny", "--csv", str(out / "r.csv"), "--json", str(out / "r.json"),
-                     "--contact-sheet", str(out / "sheet.png")])
+    code = cli_main(["rank", str(tmp_path), "--model", "tiny", "--out", str(out)])
     printed = capsys.readouterr().out.splitlines()
     assert code == 0
     assert printed[0].split() == ["rank", "score", "image"] and len(printed) == 4
     assert [line.split()[0] for line in printed[1:]] == ["1", "2", "3"]
-    assert len((out / "r.csv").read_text().splitlines()) == 4
-    assert len(json.loads((out / "r.json").read_text())["ranking"]) == 3
-    assert (out / "sheet.png").exists()
+    scores = [float(line.split()[1]) for line in printed[1:]]
+    assert scores == sorted(scores, reverse=True)
+    assert len((out / "ranking.csv").read_text().splitlines()) == 4
+    assert len(json.loads((out / "ranking.json").read_text())["candidates"]) == 3
+    assert (out / "contact_sheet.png").exists()
 
 
-def test_rank_cli_requires_a_model_choice(tmp_path):
-    to_pil(torch.rand(3, 32, 32)).save(tmp_path / "a.png")
-    with pytest.raises(ValueError, match="--model"):
-        cli_main(["rank", str(tmp_path / "a.png")])
+def test_rank_cli_rejects_missing_files(tmp_path, capsys):
+    assert cli_main(["rank", str(tmp_path / "a.png"), "--model", "tiny"]) == 2
+    assert "not image files" in capsys.readouterr().err
 
 
 def test_ddpo_reward_fn_returns_one_finite_reward_per_image(reward_b):
