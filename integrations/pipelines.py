@@ -65,23 +65,19 @@ def _finish(pipe, device: str | torch.device):
     return pipe.to(device)
 
 
+# The UNet shape shared by the tiny SD and SDXL pipelines (diffusers' own test configs).
+TINY_UNET = dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=2)
+
+
 def tiny_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
     """A Stable Diffusion 1.x-style pipeline (UNet (32, 64), DDIM, CLIP text) that
     generates 32x32 images by default."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        norm_num_groups=2,
-    )
+    unet = UNet2DConditionModel(**TINY_UNET, cross_attention_dim=32)
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
         steps_offset=1,
@@ -111,13 +107,7 @@ def tiny_sdxl_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **TINY_UNET,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -125,7 +115,6 @@ def tiny_sdxl_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
         transformer_layers_per_block=(1, 1),
         projection_class_embeddings_input_dim=80,  # 6 * 8 time ids + 32 pooled text
         cross_attention_dim=64,
-        norm_num_groups=2,
     )
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear", timestep_spacing="leading"

@@ -75,3 +75,18 @@ def test_backbone_reports_what_it_expects(backend):
     assert truncated == 0 and mask.sum(1).tolist() == [4, 7]
     states = coarse.text_states(ids, mask)
     assert states.shape[:2] == ids.shape and states.shape[2] == 64
+
+
+def test_open_clip_fast_attention_matches_open_clip():
+    backbone = build_backbone(MSTCLIPIQAConfig.tiny().coarse)
+    pixels = torch.randn(2, 3, 64, 64, requires_grad=True)
+    ids, mask, _ = backbone.tokenize(["a cat on a mat", "x"])
+    fast_image, fast_text = backbone.encode_image(pixels), backbone.text_states(ids, mask)
+    (fast_grad,) = torch.autograd.grad(fast_image.sum(), pixels)
+    for block in backbone._blocks():
+        del block.attention  # back to open_clip's own nn.MultiheadAttention path
+    slow_image, slow_text = backbone.encode_image(pixels), backbone.text_states(ids, mask)
+    (slow_grad,) = torch.autograd.grad(slow_image.sum(), pixels)
+    assert torch.allclose(fast_image, slow_image, atol=1e-5)
+    assert torch.allclose(fast_text, slow_text, atol=1e-5)
+    assert torch.allclose(fast_grad, slow_grad, atol=1e-5)

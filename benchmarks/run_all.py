@@ -1,0 +1,13 @@
+"""Run every benchmark in turn (``make bench``); each prints its own side-by-side ratios."""
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ("bench_reward.py", "bench_feature_cache.py", "bench_finetune.py")
+
+if __name__ == "__main__":
+    failed = [name for name in SCRIPTS
+              if subprocess.run([sys.executable, str(HERE / name), *sys.argv[1:]]).returncode != 0]
+    if failed:
+        sys.exit(f"benchmarks failed: {failed}")
