@@ -93,14 +93,15 @@ def _timed(figures: dict[str, Any], name: str, step, *args):
 
 def _train_step(args: argparse.Namespace, real: bool, figures: dict[str, Any]) -> MSTCLIPIQAReward:
     if args.dataset == "synthetic":
-        n_scenes = 4 if args.fast else 8
-        dataset = make_synthetic_dataset(args.data or args.out / "data", n_scenes=n_scenes, levels=(0.5, 1.0))
+        size = {"n_scenes": 4, "levels": (0.5, 1.0)} if args.fast else {"n_scenes": 24}
+        dataset = make_synthetic_dataset(args.data or args.out / "data", **size)
     else:
         dataset = load_dataset(args.dataset, args.data)
     print(f"[1/4 data] {dataset.name}: {len(dataset)} images, outputs {list(dataset.outputs)}")
     # tiny template heads compare against random text features and barely train: the prompt head does
     model = create_model("paper-A" if real else "tiny-hf", variant=None if real else "B", outputs=["quality"])
-    config = TrainConfig(epochs=2 if args.fast else 30, lr=5e-6 if real else 1e-3, n_splits=2 if args.fast else 3,
+    epochs = 2 if args.fast else 20 if real else 60
+    config = TrainConfig(epochs=epochs, lr=5e-6 if real else 1e-3, n_splits=2 if args.fast else 3,
                          outputs=("quality",), cache_dir=str(args.out / "cache"), batch_size=8)
     report = train(model, dataset, config, args.out / "train", resume=(args.out / "train" / "run.json").exists())
     test, before = report["summary"]["test"]["quality"], report["summary"]["untrained_test"]["quality"]

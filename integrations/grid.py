@@ -23,6 +23,13 @@ def _as_pil(image: Image.Image | torch.Tensor) -> Image.Image:
     return image.convert("RGB") if isinstance(image, Image.Image) else to_pil(image)
 
 
+def _fit(image: Image.Image, side: int) -> Image.Image:
+    """Scale to fit a side x side cell; small images grow with nearest-neighbour so pixels stay visible."""
+    scale = side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.NEAREST if scale > 1 else Image.BICUBIC)
+
+
 def image_grid(images: Sequence[Image.Image | torch.Tensor], columns: int | None = None,
                size: int | None = None) -> Image.Image:
     """Tile images (PIL or (3, H, W) tensors) into one image, ``size`` px per cell."""
@@ -48,8 +55,7 @@ def contact_sheet(
     sheet = Image.new("RGB", (columns * side, rows * (side + label_h)), "white")
     draw = ImageDraw.Draw(sheet)
     for i, im in enumerate(pils):
-        im = im.copy()
-        im.thumbnail((side, side))
+        im = _fit(im, side)
         x, y = (i % columns) * side, (i // columns) * (side + label_h)
         sheet.paste(im, (x + (side - im.width) // 2, y + (side - im.height) // 2))
         if labels is not None:

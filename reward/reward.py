@@ -56,9 +56,14 @@ class MSTCLIPIQAReward(nn.Module):
         check_image_shape(images)
         check_image_values(images, self.input_range, self.tolerance)
         prompts = check_prompts(prompts, len(images), required=self.model.config.needs_prompts)
+        return self._reward(self._to_unit(images), prompts)
+
+    def _to_unit(self, images: torch.Tensor) -> torch.Tensor:
         low, high = self.input_range
-        if (low, high) != (0.0, 1.0):
-            images = (images - low) / (high - low)
+        return images if (low, high) == (0.0, 1.0) else (images - low) / (high - low)
+
+    def _reward(self, images: torch.Tensor, prompts: list[str] | None) -> torch.Tensor:
+        """Images already in [0, 1] and checked."""
         with self._autocast(images.device):
             features = self.model.encode_images(images)
         scores = self.model.forward_features(*features, prompts=prompts)
@@ -89,7 +94,8 @@ class MSTCLIPIQAReward(nn.Module):
     def score(self, images, prompts: Sequence[str] | str | None = None, batch_size: int = 32) -> torch.Tensor:
         """Convenience scoring, not differentiable: paths, a folder, PIL images, uint8 arrays or tensors.
 
-        A single prompt string applies to every image. Returns a (N,) CPU tensor.
+        Files, PIL images and arrays are read as [0, 1]; tensors are taken to be in
+        ``input_range``. A single prompt string applies to every image. Returns a (N,) CPU tensor.
         """
         items = as_image_list(images)
         if isinstance(prompts, str):
@@ -99,14 +105,18 @@ class MSTCLIPIQAReward(nn.Module):
         device = self.model.device
         scores = []
         for start in range(0, len(items), batch_size):
-            chunk = [fit_to_size(load_image(item), size) for item in items[start : start + batch_size]]
+            chunk = [fit_to_size(self._load(item), size) for item in items[start : start + batch_size]]
             batch = torch.stack(chunk).to(device)
-            if (self.input_range != (0.0, 1.0)) and not isinstance(items[start], torch.Tensor):
-                low, high = self.input_range
-                batch = batch * (high - low) + low
+            check_image_values(batch, (0.0, 1.0), self.tolerance)
             part = None if prompts is None else prompts[start : start + batch_size]
-            scores.append(self(batch, part).float().cpu())
+            scores.append(self._reward(batch, part).float().cpu())
         return torch.cat(scores)
+
+    def _load(self, item) -> torch.Tensor:
+        if isinstance(item, torch.Tensor):
+            check_image_values(item, self.input_range, self.tolerance)
+            return self._to_unit(load_image(item))
+        return load_image(item)
 
 
 def _weights(outputs: Outputs, available: tuple[str, ...]) -> dict[str, float]:

@@ -150,3 +150,14 @@ def test_score_accepts_paths_pil_arrays_and_folders(reward_a, tmp_path):
 def test_score_broadcasts_one_prompt(reward_b):
     images = [np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 200, np.uint8)]
     assert torch.allclose(reward_b.score(images, "a cat"), reward_b.score(images, ["a cat", "a cat"]))
+
+
+def test_score_reads_tensors_in_the_input_range(tiny_models):
+    reward = MSTCLIPIQAReward(tiny_models("A"), input_range=(-1, 1))
+    images = torch.rand(2, 3, 64, 64)
+    direct = reward(images * 2 - 1)
+    assert torch.allclose(reward.score(images * 2 - 1), direct, atol=1e-5)
+    pil = [Image.fromarray((im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)) for im in images]
+    assert torch.allclose(reward.score(pil), direct, atol=0.05)  # files and PIL images are always [0, 1]
+    with pytest.raises(ValueError, match="outside input_range"):
+        reward.score([images[0] * 3])
