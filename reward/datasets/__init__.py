@@ -1,0 +1,44 @@
+"""Image-quality datasets: a common record type and loaders for the AIGIQA benchmarks.
+
+Every loader returns a :class:`QualityDataset` whose samples carry scores under
+the model's output names (``quality``, ``correspondence``, ``authenticity``).
+Scores are kept exactly as published (no rescaling): AGIQA-1K/3K and AIGIQA-20K
+MOS lie roughly in 0..5, AIGCIQA2023 ``MOSz`` values are z-score based and on
+a different scale.
+
+Bad annotation data raises ``ValueError`` naming the file, the place in it
+(``line N`` for CSV files, counting the header as line 1; ``row N`` for
+spreadsheets, the row number shown by a spreadsheet program, header included)
+and what was expected. With ``on_error="skip"`` bad rows are dropped instead,
+listed in ``dataset.skipped`` and summarised in one warning. Problems with the
+file as a whole (missing file, missing columns, no rows) always raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .aigciqa2023 import load_aigciqa2023
+from .base import SCORE_NAMES, PathLike, QualityDataset, QualitySample, collate
+from .loaders import load_agiqa1k, load_agiqa3k, load_aigiqa20k, load_csv
+
+LOADERS: dict[str, Callable[..., QualityDataset]] = {
+    "agiqa1k": load_agiqa1k,
+    "agiqa3k": load_agiqa3k,
+    "aigciqa2023": load_aigciqa2023,
+    "aigiqa20k": load_aigiqa20k,
+    "csv": load_csv,
+}
+
+
+def load_dataset(kind: str, path: PathLike, **kwargs: Any) -> QualityDataset:
+    """Load a dataset by kind: one of ``agiqa1k, agiqa3k, aigciqa2023, aigiqa20k, csv``."""
+    key = kind.strip().lower().replace("-", "").replace("_", "")
+    if key not in LOADERS:
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {sorted(LOADERS)}")
+    return LOADERS[key](path, **kwargs)
+
+
+__all__ = ["LOADERS", "SCORE_NAMES", "QualityDataset", "QualitySample", "collate", "load_agiqa1k", "load_agiqa3k",
+           "load_aigciqa2023", "load_aigiqa20k", "load_csv", "load_dataset"]
