@@ -121,3 +121,20 @@ def test_encoder_adapters_train_without_the_cache(dataset, batch, tmp_path):
     assert torch.allclose(_scores(fresh, batch[:1]), _scores(model, batch[:1]), atol=1e-6)
     set_adapter(fresh, None)
     assert not torch.allclose(_scores(fresh, batch[:1]), _scores(model, batch[:1]), atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["open_clip", "transformers"])
+def test_encoder_adapters_change_the_embeddings_and_get_gradients(backend):
+    torch.manual_seed(0)
+    model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny(backend=backend))
+    images = torch.rand(2, 3, 64, 64)
+    base = model.encode_images(images)[0].detach()
+    add_adapter(model, "encoders", rank=2, encoders=True)
+    for name, p in model.named_parameters():
+        if "lora_B" in name and name.startswith("coarse."):
+            torch.nn.init.normal_(p, std=1.0)
+    adapted = model.encode_images(images)[0]
+    assert (adapted - base).abs().max() > 1e-3
+    adapted.sum().backward()
+    grads = [p.grad for n, p in model.named_parameters() if n.startswith("coarse.") and "lora_A" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)

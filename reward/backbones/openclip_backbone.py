@@ -81,8 +81,8 @@ def _self_attention(block, q_x: torch.Tensor, k_x=None, v_x=None, attn_mask=None
     (about a third of the reward's CPU time, and a weight copy per call under bf16).
     """
     attn = block.attn
-    if k_x is not None or v_x is not None:
-        return type(block).attention(block, q_x, k_x, v_x, attn_mask)
+    if k_x is not None or v_x is not None or type(attn) is not torch.nn.MultiheadAttention:
+        return type(block).attention(block, q_x, k_x, v_x, attn_mask)  # cross-attention, or a LoRA wrapper
     b, n, d = q_x.shape
     qkv = F.linear(q_x, attn.in_proj_weight, attn.in_proj_bias)
     q, k, v = qkv.view(b, n, 3, attn.num_heads, d // attn.num_heads).permute(2, 0, 3, 1, 4)
