@@ -129,6 +129,10 @@ class MSTCLIPIQA(nn.Module):
         Backbones whose weights cannot be fetched by name (random or imported)
         go to ``backbones.safetensors`` beside them, so nothing is lost.
         """
+        adapters = [k for k in self.state_dict() if "lora_" in k]
+        if adapters:
+            raise ValueError("this model carries LoRA adapters: save them with reward.training.save_adapter, "
+                             "or bake the active one in with reward.training.merge_adapters(model) first")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.to_json(directory / CONFIG_NAME)

@@ -138,3 +138,27 @@ def test_encoder_adapters_change_the_embeddings_and_get_gradients(backend):
     adapted.sum().backward()
     grads = [p.grad for n, p in model.named_parameters() if n.startswith("coarse.") and "lora_A" in n]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("backend", ["open_clip", "transformers"])
+@pytest.mark.parametrize("encoders", [False, True])
+def test_merged_adapter_saves_in_the_base_format_and_scores_the_same(tmp_path, encoders, backend):
+    from reward.training import merge_adapters
+
+    torch.manual_seed(0)
+    model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny("B", backend=backend))
+    add_adapter(model, "domain", rank=2, encoders=encoders)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    images, prompts = torch.rand(2, 3, 64, 64), ["a cat", "a dog"]
+    with torch.no_grad():
+        adapted = model(images, prompts)["quality"]
+    with pytest.raises(ValueError, match="carries LoRA adapters"):
+        model.save_pretrained(tmp_path / "unmerged")
+    merge_adapters(model)
+    assert adapter_names(model) == [] and not any("lora_" in k for k in model.state_dict())
+    model.save_pretrained(tmp_path / "merged")
+    with torch.no_grad():
+        reloaded = MSTCLIPIQA.from_pretrained(tmp_path / "merged")(images, prompts)["quality"]
+    assert torch.allclose(adapted, reloaded, atol=1e-5)

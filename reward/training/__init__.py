@@ -5,14 +5,14 @@
 """
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .feature_cache import CachedFeatures, FeatureCache, default_cache_dir, encode_features, encoder_settings
-from .lora import (active_adapter, adapter_names, add_adapter, load_adapter, save_adapter, set_adapter,
-                   trainable_state_dict)
+from .lora import (active_adapter, adapter_names, add_adapter, load_adapter, merge_adapters, save_adapter,
+                   set_adapter, trainable_state_dict)
 from .report import make_plots, write_json
 from .trainer import TrainConfig, Trainer, epoch_batches, evaluate_model, predict_features, resolve_outputs, train
 
 __all__ = [
     "CachedFeatures", "Checkpoint", "FeatureCache", "TrainConfig", "Trainer", "active_adapter", "adapter_names",
     "add_adapter", "default_cache_dir", "encode_features", "encoder_settings", "epoch_batches", "evaluate_model",
-    "load_adapter", "load_checkpoint", "make_plots", "predict_features", "resolve_outputs", "save_adapter",
+    "load_adapter", "load_checkpoint", "merge_adapters", "make_plots", "predict_features", "resolve_outputs", "save_adapter",
     "save_checkpoint", "set_adapter", "train", "trainable_state_dict", "write_json",
 ]

@@ -138,3 +138,32 @@ def load_adapter(model: MSTCLIPIQA, directory: str | Path, name: str | None = No
 def trainable_state_dict(model: MSTCLIPIQA) -> dict[str, torch.Tensor]:
     """Fusion, heads and every adapter, encoder adapters included (``trained_state_dict`` drops those)."""
     return {k: v for k, v in model.state_dict().items() if not k.startswith(BACKBONE_PREFIXES) or "lora_" in k}
+
+
+def merge_adapters(model: MSTCLIPIQA, name: str | None = None) -> MSTCLIPIQA:
+    """Bake adapter ``name`` (default: the active one) into the weights and remove every adapter.
+
+    The result is a plain model again: ``save_pretrained`` writes it in the base
+    format, and it scores exactly as the model did with that adapter active.
+    """
+    name = name or active_adapter(model)
+    if name not in adapter_names(model):
+        raise ValueError(f"no adapter {name!r} to merge; this model has {adapter_names(model) or 'no adapters'}")
+    for path in [n for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]:
+        try:
+            layer = model.get_submodule(path)
+        except AttributeError:  # inside a layer unloaded already (a MultiheadAttention's out_proj)
+            continue
+        if hasattr(layer, "unload_and_optionally_merge_module"):  # MultiheadAttention needs peft's own path
+            base = layer.unload_and_optionally_merge_module(merge=True, safe_merge=False, adapter_names=[name])
+        else:
+            layer.merge(adapter_names=[name])
+            base = layer.get_base_layer()
+        parent, _, child = path.rpartition(".")
+        setattr(model.get_submodule(parent), child, base)
+    del model.peft_config
+    model.coarse.requires_grad_(False)
+    model.fine.requires_grad_(False)
+    for param in [*model.fusion.parameters(), *model.heads.parameters()]:
+        param.requires_grad_(True)
+    return model
