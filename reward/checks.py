@@ -39,7 +39,7 @@ def check_prompts(prompts: Sequence[str] | None, batch: int, required: bool) -> 
             raise ValueError("this model has a prompt-anchored head (variant B): pass one prompt per image")
         return None
     if isinstance(prompts, str):
-        prompts = [prompts]
+        prompts = [prompts] * batch  # one prompt for the whole batch
     prompts = list(prompts)
     if len(prompts) != batch:
         raise ValueError(f"got {len(prompts)} prompts for {batch} images; expected one prompt per image")

@@ -32,8 +32,8 @@ def create_model(spec: str, variant: str | None = None, outputs: Sequence[str] |
                 adapters: Sequence[str | Path] = ()) -> MSTCLIPIQA:
     """A model by name: ``tiny``, ``tiny-hf``, ``paper-A``, ``paper-B``, a save_pretrained dir or a hub id."""
     outputs = list(outputs) if outputs else None
+    torch.manual_seed(seed)  # random backbones and heads must be the same on --resume
     if spec in ("tiny", "tiny-hf"):
-        torch.manual_seed(seed)  # the random backbones must be the same on --resume
         backend = "transformers" if spec == "tiny-hf" else "open_clip"
         model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny(heads=_heads(outputs, variant), backend=backend))
     elif spec in ("paper-A", "paper-B"):

@@ -8,8 +8,8 @@ from torch import nn
 class GatedFusion(nn.Module):
     """z = g * W_c f_c + (1 - g) * W_f f_f with g = sigmoid(W_g ReLU(W_h [f_c; f_f])).
 
-    ``init="zero_shot"`` starts W_c and W_f as identity and leans the gate
-    towards the coarse stream (bias ``gate_bias``): the coarse embedding lives
+    ``init="zero_shot"`` starts W_c and W_f as identity and the gate as the
+    constant sigmoid(``gate_bias``), leaning to the coarse stream: the coarse embedding lives
     in the same space as the ViT-B/32 text features the template head compares
     against, so an untrained model is a CLIP-IQA-style scorer. ``"random"``
     keeps PyTorch's default initialisation, as the reference code does.
@@ -26,6 +26,7 @@ class GatedFusion(nn.Module):
             for layer in (self.W_c, self.W_f):
                 nn.init.eye_(layer.weight)
                 nn.init.zeros_(layer.bias)
+            nn.init.zeros_(self.W_g.weight)  # the gate starts input-independent: a deterministic scorer
             nn.init.constant_(self.W_g.bias, gate_bias)
 
     def forward(self, f_c: torch.Tensor, f_f: torch.Tensor) -> torch.Tensor:

@@ -71,11 +71,12 @@ class MSTCLIPIQA(nn.Module):
         x_coarse = preprocess(images, self.coarse.image_spec)
         same = self.fine.image_spec == self.coarse.image_spec
         x_fine = x_coarse if same else preprocess(images, self.fine.image_spec)
-        return self.coarse.encode_image(x_coarse), self.fine.encode_image(x_fine)
+        return (self.coarse.encode_image(x_coarse.to(self.coarse.dtype)),
+                self.fine.encode_image(x_fine.to(self.fine.dtype)))
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token states (B, L, W) and mask (B, L); each distinct prompt is encoded once and cached."""
-        if any(p.requires_grad for p in self.coarse.parameters()):
+        if any(p.requires_grad for p in self.coarse.text_parameters()):
             return self._text_states(prompts)  # a trainable text tower must not be cached
         missing = list(dict.fromkeys(p for p in prompts if p not in self._prompt_cache))
         if missing:
@@ -108,7 +109,8 @@ class MSTCLIPIQA(nn.Module):
     def forward_features(self, f_coarse: torch.Tensor, f_fine: torch.Tensor, prompts: list[str] | None = None,
                          text: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Scores from stream embeddings; ``text`` = precomputed (states, mask) instead of ``prompts``."""
-        z = self.fusion(f_coarse.float(), f_fine.float())
+        dtype = self.fusion.W_h.weight.dtype  # fp32 heads under autocast, or a model cast as a whole
+        z = self.fusion(f_coarse.to(dtype), f_fine.to(dtype))
         if self.config.needs_prompts and text is None:
             text = self.encode_prompts(check_prompts(prompts, len(z), required=True))
         return {name: head(z, self.template_features) if isinstance(head, TemplateHead) else head(z, *text)
@@ -178,6 +180,7 @@ class MSTCLIPIQA(nn.Module):
         if missing or result.unexpected_keys:
             raise ValueError(f"weights in {source} do not match the config: missing {missing[:5]}, "
                              f"unexpected {result.unexpected_keys[:5]}")
+        self._prompt_cache.clear()
         if any(k.startswith("coarse.") for k in state) and "template_features" in self._buffers:
             self.template_features = self._encode_templates().to(self.template_features)
 
@@ -192,6 +195,9 @@ def _resolve(path: str | Path, **hub_kwargs) -> Path:
         if not (local / CONFIG_NAME).exists():
             raise ValueError(f"{local} has no {CONFIG_NAME}; expected a directory written by save_pretrained")
         return local
+    text = str(path)
+    if local.exists() or text.startswith(("/", ".", "~")) or text.count("/") != 1:
+        raise ValueError(f"{text} is not a directory written by save_pretrained, nor a Hub id (owner/name)")
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors"], **hub_kwargs))

@@ -34,8 +34,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def normalize_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers 5 dropped the ``text_model.`` level inside ``CLIPTextModel``; bring both layouts to 4.x's."""
+    """transformers 5 dropped the ``text_model.`` level inside ``CLIPTextModel``: bring both layouts to 4.x's;
+    drop the ``module.`` prefix of DataParallel / DDP checkpoints."""
     def fix(key: str) -> str:
+        key = key.removeprefix("module.")  # saved from a DataParallel / DDP wrapper
         if key.startswith(TEXT) and not key.startswith((TEXT + "text_model.", TEXT + "text_projection")):
             return TEXT + "text_model." + key[len(TEXT):]
         return key
@@ -85,8 +87,12 @@ def _heads_from(config: MSTCLIPIQAConfig | None, which: str, tower: str) -> int 
 
 
 def official_config(state: dict[str, torch.Tensor], config: MSTCLIPIQAConfig | None = None) -> MSTCLIPIQAConfig:
-    """Our config for a reference checkpoint; ``config`` supplies head counts, output name, backbone names."""
-    variant = detect_variant(state)
+    """Our config for a reference checkpoint.
+
+    ``config`` may supply attention-head counts, the output name, the templates and
+    the score range; the backbones always keep the checkpoint's own (imported) weights.
+    """
+    kind = "template" if detect_variant(state) == "A" else "prompt"
     projection = state[COARSE + "visual_projection.weight"].shape[0]
     archs = {
         which: {"projection_dim": projection,
@@ -94,15 +100,14 @@ def official_config(state: dict[str, torch.Tensor], config: MSTCLIPIQAConfig | N
                 "text_config": _text_arch(state, _heads_from(config, "coarse", "text_config"))}
         for which, prefix in (("coarse", COARSE), ("fine", FINE))
     }
-    base = config or MSTCLIPIQAConfig.paper(variant, pretrained=False, backend="transformers")
+    base = config or MSTCLIPIQAConfig.paper("A", pretrained=False, backend="transformers")
     output = next(iter(base.heads))
-    names = {which: getattr(base, which).name if config else f"official-{which}" for which in archs}
-    refs = {which: getattr(config, which).pretrained if config else None for which in archs}
+    same_kind = base.heads[output] == kind
     return MSTCLIPIQAConfig(
-        coarse=BackboneConfig("transformers", names["coarse"], refs["coarse"], archs["coarse"]),
-        fine=BackboneConfig("transformers", names["fine"], refs["fine"], archs["fine"], text=False),
-        heads={output: "template" if variant == "A" else "prompt"},
-        score_ranges={output: base.score_ranges[output]} if output in base.score_ranges else {},
+        coarse=BackboneConfig("transformers", "official-coarse", None, archs["coarse"]),
+        fine=BackboneConfig("transformers", "official-fine", None, archs["fine"], text=False),
+        heads={output: kind},
+        score_ranges={output: base.score_ranges[output]} if same_kind else {},
         fusion_hidden=state["gff.W_h.weight"].shape[0], template=base.template, levels=base.levels,
         attention_heads=base.attention_heads, init="random",
     )
@@ -112,10 +117,16 @@ def convert_state_dict(state: dict[str, torch.Tensor], output: str) -> dict[str,
     """Rename reference keys to ours; drop buffers we derive (position ids, quality levels)."""
     rules = [(COARSE, "coarse.model."), (FINE, "fine.model."), (TEXT, "coarse.model."), ("gff.", "fusion."),
              ("head.", f"heads.{output}.")]
-    converted = {}
+    converted, unknown = {}, []
     for key, value in state.items():
         if key.endswith("position_ids") or key in ("head.quality_scores", "head.text_features"):
             continue
-        old, new = next((o, n) for o, n in rules if key.startswith(o))
-        converted[new + key[len(old):]] = value
+        rule = next(((o, n) for o, n in rules if key.startswith(o)), None)
+        if rule is None:
+            unknown.append(key)
+            continue
+        converted[rule[1] + key[len(rule[0]):]] = value
+    if unknown:
+        raise ValueError(f"checkpoint keys outside the reference layout: {unknown[:5]}; expected keys under "
+                         "mstfe., gff. and head.")
     return converted

@@ -22,7 +22,9 @@ class MSTCLIPIQAReward(nn.Module):
     first); ``normalize=True`` maps each output to [0, 1] with its known range
     (an affine map, so gradients are never clipped). ``dtype=torch.bfloat16``
     runs the encoders under autocast; ``gradient_checkpointing=True``
-    recomputes encoder activations in backward to save memory.
+    recomputes encoder activations in backward to save memory. The wrapped
+    model is frozen (``requires_grad_(False)``): gradients go to the pixels
+    only; train the model with ``reward.training``, not through the reward.
     """
 
     lower_better = False
@@ -39,9 +41,9 @@ class MSTCLIPIQAReward(nn.Module):
         self.normalize = normalize
         self.dtype = dtype
         self.tolerance = tolerance
-        if gradient_checkpointing:
-            model.coarse.set_grad_checkpointing(True)
-            model.fine.set_grad_checkpointing(True)
+        model.requires_grad_(False)  # a reward: gradients go to the pixels, never into its own weights
+        model.coarse.set_grad_checkpointing(gradient_checkpointing)
+        model.fine.set_grad_checkpointing(gradient_checkpointing)
 
     def _range(self, name: str) -> tuple[float, float]:
         return (0.0, 1.0) if self.normalize else self.model.config.score_ranges[name]
@@ -98,8 +100,6 @@ class MSTCLIPIQAReward(nn.Module):
         ``input_range``. A single prompt string applies to every image. Returns a (N,) CPU tensor.
         """
         items = as_image_list(images)
-        if isinstance(prompts, str):
-            prompts = [prompts] * len(items)
         prompts = check_prompts(prompts, len(items), required=self.model.config.needs_prompts)
         size = max(self.model.coarse.image_spec.size, self.model.fine.image_spec.size)
         device = self.model.device

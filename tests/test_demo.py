@@ -4,7 +4,8 @@ from integrations.demo import real_weights_status
 from reward.cli import main
 
 
-def test_demo_runs_end_to_end_offline_and_writes_its_report(tmp_path, capsys):
+def test_demo_runs_end_to_end_offline_and_writes_its_report(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: None)  # ignore this machine's cache
     out = tmp_path / "demo_out"
     assert main(["demo", "--out", str(out), "--fast", "--offline"]) == 0
     printed = capsys.readouterr().out
@@ -30,6 +31,7 @@ def test_demo_runs_end_to_end_offline_and_writes_its_report(tmp_path, capsys):
 def test_weights_check_never_touches_the_network_when_offline(monkeypatch):
     import huggingface_hub
 
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     available, reason = real_weights_status(offline=True)
     assert not available and "offline" in reason
@@ -39,6 +41,7 @@ def test_weights_check_falls_back_when_the_hub_is_unreachable(monkeypatch):
     import huggingface_hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
 
     def unreachable(self, repo_id, timeout=None):
         assert timeout is not None and timeout <= 10  # never hangs

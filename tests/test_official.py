@@ -14,15 +14,15 @@ STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
 WIDTH, PROJ, HIDDEN, HEADS = 128, 96, 24, 8  # width 128 -> 2 attention heads of 64, as the importer assumes
 
 
-def vision(patch):
+def vision(patch, proj=PROJ):
     return CLIPVisionModelWithProjection(CLIPVisionConfig(
         image_size=64, patch_size=patch, hidden_size=WIDTH, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=WIDTH // 64, projection_dim=PROJ, hidden_act="quick_gelu"))
+        num_attention_heads=WIDTH // 64, projection_dim=proj, hidden_act="quick_gelu"))
 
 
-def text(with_projection):
+def text(with_projection, proj=PROJ):
     config = CLIPTextConfig(vocab_size=49408, hidden_size=WIDTH, intermediate_size=256, num_hidden_layers=2,
-                            num_attention_heads=WIDTH // 64, max_position_embeddings=77, projection_dim=PROJ,
+                            num_attention_heads=WIDTH // 64, max_position_embeddings=77, projection_dim=proj,
                             hidden_act="quick_gelu")
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
 
@@ -30,17 +30,18 @@ def text(with_projection):
 class Reference(nn.Module):
     """The reference formulas, written out independently of the library."""
 
-    def __init__(self, variant):
+    def __init__(self, variant, proj=PROJ):
         super().__init__()
         torch.manual_seed(3)
         self.variant = variant
-        self.coarse, self.fine, self.text = vision(32), vision(16), text(variant == "A")
-        self.W_h, self.W_g = nn.Linear(2 * PROJ, HIDDEN), nn.Linear(HIDDEN, PROJ)
-        self.W_c, self.W_f = nn.Linear(PROJ, PROJ), nn.Linear(PROJ, PROJ)
+        self.coarse, self.fine, self.text = vision(32, proj), vision(16, proj), text(variant == "A", proj)
+        self.W_h, self.W_g = nn.Linear(2 * proj, HIDDEN), nn.Linear(HIDDEN, proj)
+        self.W_c, self.W_f = nn.Linear(proj, proj), nn.Linear(proj, proj)
         self.temperature = nn.Parameter(torch.tensor(37.0))
-        self.attn = nn.MultiheadAttention(PROJ, HEADS, kdim=WIDTH, vdim=WIDTH, batch_first=True)
+        # proj == WIDTH gives the paper's packed in_proj_weight; otherwise separate q/k/v projections
+        self.attn = nn.MultiheadAttention(proj, HEADS, kdim=WIDTH, vdim=WIDTH, batch_first=True)
         self.alpha = nn.Parameter(torch.tensor(0.7))
-        self.W_1, self.W_2, self.w_o = nn.Linear(PROJ, PROJ), nn.Linear(PROJ, PROJ), nn.Linear(PROJ, 1)
+        self.W_1, self.W_2, self.w_o = nn.Linear(proj, proj), nn.Linear(proj, proj), nn.Linear(proj, 1)
         tok = openai_clip_tokenizer()
         if variant == "A":
             ids = tok([f"a photo with {q} quality" for q in ("bad", "poor", "fair", "good", "perfect")],
@@ -79,23 +80,20 @@ class Reference(nn.Module):
         return self.w_o(F.gelu(self.W_1(z)) + self.W_2(z)).squeeze(-1)
 
 
-def attention_heads_config():
-    config = MSTCLIPIQAConfig.tiny("B", backend="transformers")
-    config.attention_heads = HEADS
-    return config
-
-
 @pytest.mark.parametrize("variant", ["A", "B"])
 @pytest.mark.parametrize("wrapped", [False, True])
-def test_official_checkpoint_matches_reference_formulas(tmp_path, variant, wrapped):
-    ref = Reference(variant)
+@pytest.mark.parametrize("proj", [PROJ, WIDTH])
+def test_official_checkpoint_matches_reference_formulas(tmp_path, variant, wrapped, proj):
+    ref = Reference(variant, proj)
     state = ref.state()
+    if proj == WIDTH:
+        assert "head.cross_attn.in_proj_weight" in state or variant == "A"  # the paper's packed layout
     path = tmp_path / "best_model.pth"
     torch.save({"model_state_dict": state, "epoch": 3} if wrapped else state, path)
     model = from_official_checkpoint(path)
     assert model.config.variant == variant
     assert model.coarse.image_spec.size == 64 and model.fine.model.config.patch_size == 16
-    assert model.fusion.W_h.out_features == HIDDEN and model.coarse.embed_dim == PROJ
+    assert model.fusion.W_h.out_features == HIDDEN and model.coarse.embed_dim == proj
     images = torch.rand(3, 3, 64, 64)
     prompt = "a lighthouse on a cliff"
     with torch.no_grad():
@@ -125,4 +123,24 @@ def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model_state_dict": {"x": torch.zeros(1)}, "optimizer": Reference}, path)
     with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        from_official_checkpoint(path)
+
+
+def test_config_sets_output_name_and_cross_attention_heads(tmp_path):
+    path = tmp_path / "b.pth"
+    torch.save({f"module.{k}": v for k, v in Reference("B").state().items()}, path)  # a DataParallel save
+    config = MSTCLIPIQAConfig.tiny("B", heads={"correspondence": "prompt"}, attention_heads=HEADS,
+                                   score_ranges={"correspondence": (0.0, 1.0)})
+    model = from_official_checkpoint(path, config)
+    assert model.outputs == ("correspondence",) and model.heads["correspondence"].cross_attn.num_heads == HEADS
+    assert model.config.score_ranges["correspondence"] == (0.0, 1.0)
+    assert model.config.coarse.pretrained is None  # imported encoder weights are kept, never re-fetched
+    a_config = MSTCLIPIQAConfig.tiny("A", attention_heads=HEADS)
+    assert from_official_checkpoint(path, a_config).config.score_ranges["quality"] == (0.0, 5.0)  # B's range
+
+
+def test_keys_outside_the_layout_are_named(tmp_path):
+    path = tmp_path / "extra.pth"
+    torch.save({**Reference("A").state(), "ema.shadow": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match=r"outside the reference layout: \['ema.shadow'\]"):
         from_official_checkpoint(path)

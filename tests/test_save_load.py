@@ -63,3 +63,6 @@ def test_load_rejects_mismatched_weights(tmp_path):
 def test_directory_without_config_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="has no config.json"):
         MSTCLIPIQA.from_pretrained(tmp_path)
+    for typo in (tmp_path / "modle", "runs/agiqa3k/modle", "./model"):
+        with pytest.raises(ValueError, match="not a directory written by save_pretrained, nor a Hub id"):
+            MSTCLIPIQA.from_pretrained(typo)

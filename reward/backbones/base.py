@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -35,6 +35,14 @@ class CLIPBackbone(nn.Module):
     @property
     def has_text(self) -> bool:
         return self.text_width > 0
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def text_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the text tower (none without one)."""
+        raise NotImplementedError
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised pixels -> (B, embed_dim) projected embedding."""

@@ -34,6 +34,10 @@ class HFCLIPBackbone(CLIPBackbone):
         pooled = self.model.vision_model(pixel_values=pixels).pooler_output
         return self.model.visual_projection(pooled)
 
+    def text_parameters(self):
+        return (p for name, p in self.model.named_parameters()
+                if not name.startswith(("vision_model.", "visual_projection.")))
+
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
         self._require_text()
         full = self.tokenizer(texts)["input_ids"]

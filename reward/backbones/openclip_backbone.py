@@ -48,6 +48,9 @@ class OpenCLIPBackbone(CLIPBackbone):
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)
 
+    def text_parameters(self):
+        return (p for name, p in self.model.named_parameters() if not name.startswith("visual."))
+
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
         self._require_text()
         ids = self.tokenizer(texts)
