@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from reward import MSTCLIPIQAReward
-from reward.factory import create_model
+from reward.factory import create_model, resolve_device
 
 __all__ = ["add_rank_command", "run_rank"]
 
@@ -22,9 +22,9 @@ def add_rank_command(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                         help="tiny, tiny-hf, paper-A, paper-B, a save_pretrained directory or a hub id")
     parser.add_argument("--variant", help="A or B, for tiny and paper models")
     parser.add_argument("--prompt", "-p", help="generation prompt (required by prompt-anchored models)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--top", type=int, default=None, help="print only the best N (default: all)")
+    parser.add_argument("--top", type=int, default=None, help="print only the best N, N >= 1 (default: all)")
     parser.add_argument("--out", type=Path, help="write ranking.csv, ranking.json, contact_sheet.png and the "
                         "best images here")
     parser.set_defaults(func=run_rank)
@@ -44,7 +44,9 @@ def run_rank(args: argparse.Namespace) -> int:
     """Handler of ``rank``: prints a ranked table; writes the ranking files with ``--out``."""
     from .best_of_n import rank_images
 
-    reward = MSTCLIPIQAReward(create_model(args.model, args.variant).to(args.device).eval())
+    if args.top is not None and args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    reward = MSTCLIPIQAReward(create_model(args.model, args.variant).to(resolve_device(args.device)).eval())
     ranking = rank_images(_sources(list(args.images)), args.prompt, reward, batch_size=args.batch_size,
                           top_k=args.top or 1)
     print(f"{'rank':>4}  {'score':>8}  image")

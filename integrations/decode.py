@@ -40,6 +40,8 @@ def decode_latents(
         raise ValueError(f"latents must be (B, C, h, w), got shape {tuple(latents.shape)}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if getattr(vae.config, "force_upcast", False) and vae.dtype in (torch.float16, torch.bfloat16):
+        vae = vae.float()  # e.g. SDXL's VAE overflows in fp16: the config says so
     z = unscale_latents(vae, latents).to(vae.dtype)
     keep_graph = torch.is_grad_enabled() and z.requires_grad
     parts = []

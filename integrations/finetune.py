@@ -282,12 +282,10 @@ class RewardFinetuner:
         bar = tqdm(total=steps, desc=f"{self.config.method}", disable=not (self.config.progress_bar and
                                                                            self.accelerator.is_main_process))
         self._maybe_sample(force=True)
-        running = None
         for _ in range(steps):
-            record = self.train_step()
-            running = record["reward"] if running is None else 0.9 * running + 0.1 * record["reward"]
+            self.train_step()
             bar.update(1)
-            bar.set_postfix(reward=f"{running:.4f}")
+            bar.set_postfix(reward=f"{self.log.smoothed_rewards()[-1]:.4f}")
             self._maybe_sample()
         bar.close()
         self._finish()

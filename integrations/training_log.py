@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from reward.training.report import write_json
 
 __all__ = ["TrainingLog"]
 
@@ -23,13 +24,20 @@ class TrainingLog:
     def rewards(self) -> list[float]:
         return [r["reward"] for r in self.history]
 
+    def smoothed_rewards(self, decay: float = 0.9) -> list[float]:
+        """Exponential moving average of the per-step rewards (what the progress bar shows)."""
+        rewards = self.rewards()
+        running, smoothed = rewards[0] if rewards else 0.0, []
+        for value in rewards:
+            running = decay * running + (1 - decay) * value
+            smoothed.append(running)
+        return smoothed
+
     def write(self, directory: str | Path) -> tuple[Path, Path]:
         """Write ``log.json`` and ``reward_curve.png`` into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        log_path = directory / "log.json"
-        log_path.write_text(json.dumps({"config": self.config, "history": self.history}, indent=2, default=str),
-                            encoding="utf-8")
+        log_path = write_json(directory / "log.json", {"config": self.config, "history": self.history})
         return log_path, self.plot(directory / "reward_curve.png")
 
     def plot(self, path: str | Path) -> Path:
@@ -40,13 +48,8 @@ class TrainingLog:
 
         steps = [r["step"] for r in self.history]
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        rewards = self.rewards()
-        ax.plot(steps, rewards, alpha=0.4, label="reward (batch mean)")
-        running, smoothed = rewards[0] if rewards else 0.0, []
-        for value in rewards:
-            running = 0.9 * running + 0.1 * value
-            smoothed.append(running)
-        ax.plot(steps, smoothed, label="running mean (EMA 0.9)")
+        ax.plot(steps, self.rewards(), alpha=0.4, label="reward (batch mean)")
+        ax.plot(steps, self.smoothed_rewards(), label="running mean (EMA 0.9)")
         if any(r.get("penalty", 0.0) for r in self.history):
             ax.plot(steps, [r["penalty"] for r in self.history], label="base-model penalty")
         ax.set_xlabel("optimizer step")

@@ -16,11 +16,10 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-import torch
 from integrations.cli import add_rank_command
 from integrations.demo import add_demo_command
 
-from .factory import create_model, split_list
+from .factory import create_model, resolve_device, split_list
 from .datasets import LOADERS, QualityDataset, load_dataset
 from .io import list_images
 from .model import MSTCLIPIQA
@@ -134,15 +133,9 @@ def load_data(kind: str, path: str | Path, csv_columns: str | None = None) -> Qu
     return load_dataset(kind, path, **extra)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _model_from_args(args: argparse.Namespace) -> MSTCLIPIQA:
     model = create_model(args.model, args.variant, split_list(args.outputs), adapters=args.adapter)
-    return model.to(_device(args.device)).eval()
+    return model.to(resolve_device(args.device)).eval()
 
 
 # ---------------------------------------------------------------------------- train
@@ -188,6 +181,9 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 def run_train(args: argparse.Namespace) -> int:
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name not in CLI_EXCLUDED}
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device {args.device}: train places the model with accelerate; pick a GPU with "
+                         "CUDA_VISIBLE_DEVICES=N (or use auto, cpu, cuda)")
     options["cpu"] = args.cpu or args.device == "cpu"
     config = TrainConfig(**options, outputs=split_list(args.outputs))
     dataset = load_data(args.dataset, args.data, args.csv_columns)

@@ -13,6 +13,13 @@ from .training.lora import load_adapter
 MODEL_NAMES = ("tiny", "tiny-hf", "paper-A", "paper-B")
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the GPU when there is one; anything else is a torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def split_list(text: str | None) -> list[str] | None:
     """``"a, b"`` -> ``["a", "b"]``; ``None`` stays ``None``."""
     return None if text is None else [part.strip() for part in text.split(",") if part.strip()]

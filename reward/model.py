@@ -62,6 +62,11 @@ class MSTCLIPIQA(nn.Module):
     def outputs(self) -> tuple[str, ...]:
         return tuple(self.heads)
 
+    @property
+    def fit_size(self) -> int:
+        """The square side images of mixed sizes are brought to before they are batched."""
+        return max(self.coarse.image_spec.size, self.fine.image_spec.size)
+
     def _apply(self, fn, recurse=True):
         self._prompt_cache.clear()  # cached states would be on the old device / dtype
         return super()._apply(fn, recurse)
@@ -89,9 +94,7 @@ class MSTCLIPIQA(nn.Module):
         cached = [self._prompt_cache[p] for p in prompts]
         while len(self._prompt_cache) > self.config.prompt_cache_size:
             self._prompt_cache.popitem(last=False)
-        lengths = torch.tensor([len(s) for s in cached], device=cached[0].device)
-        mask = torch.arange(max(len(s) for s in cached), device=lengths.device)[None] < lengths[:, None]
-        return pad_sequence(cached, batch_first=True), mask
+        return pad_states(cached)
 
     def _text_states(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask, truncated = self.coarse.tokenize(prompts)
@@ -183,6 +186,13 @@ class MSTCLIPIQA(nn.Module):
         self._prompt_cache.clear()
         if any(k.startswith("coarse.") for k in state) and "template_features" in self._buffers:
             self.template_features = self._encode_templates().to(self.template_features)
+
+
+def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Variable-length token states -> padded (B, L, W) states and their key mask (B, L)."""
+    lengths = torch.tensor([len(s) for s in states], device=states[0].device)
+    mask = torch.arange(max(len(s) for s in states), device=lengths.device)[None] < lengths[:, None]
+    return pad_sequence(states, batch_first=True), mask
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

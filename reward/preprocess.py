@@ -49,11 +49,12 @@ def preprocess(images: torch.Tensor, spec: ImageSpec) -> torch.Tensor:
 
 
 def fit_to_size(image: torch.Tensor, size: int) -> torch.Tensor:
-    """(3, H, W) -> (3, S, S) for batching images of mixed sizes; not for the differentiable path.
+    """(3, H, W) -> (3, S, S), to batch images of mixed sizes.
 
-    Bicubic overshoot is clipped as PIL's uint8 output would be.
+    The same resize and crop ``preprocess`` applies, so a fitted image scores as the
+    original would (``preprocess`` then finds nothing left to resize).
     """
-    return center_crop(resize_short_side(image[None], size), size)[0].clamp(0, 1)
+    return center_crop(resize_short_side(image[None], size), size)[0]
 
 
 def straight_through_clamp(images: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:

@@ -101,13 +101,12 @@ class MSTCLIPIQAReward(nn.Module):
         """
         items = as_image_list(images)
         prompts = check_prompts(prompts, len(items), required=self.model.config.needs_prompts)
-        size = max(self.model.coarse.image_spec.size, self.model.fine.image_spec.size)
+        size = self.model.fit_size
         device = self.model.device
         scores = []
         for start in range(0, len(items), batch_size):
             chunk = [fit_to_size(self._load(item), size) for item in items[start : start + batch_size]]
             batch = torch.stack(chunk).to(device)
-            check_image_values(batch, (0.0, 1.0), self.tolerance)
             part = None if prompts is None else prompts[start : start + batch_size]
             scores.append(self._reward(batch, part).float().cpu())
         return torch.cat(scores)

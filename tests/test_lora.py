@@ -162,3 +162,11 @@ def test_merged_adapter_saves_in_the_base_format_and_scores_the_same(tmp_path, e
     with torch.no_grad():
         reloaded = MSTCLIPIQA.from_pretrained(tmp_path / "merged")(images, prompts)["quality"]
     assert torch.allclose(adapted, reloaded, atol=1e-5)
+
+
+def test_training_a_model_that_carries_adapters_needs_a_new_adapter(dataset, tmp_path):
+    model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny())
+    add_adapter(model, "old", rank=2)
+    config = TrainConfig(epochs=1, n_splits=1, cache_dir=str(tmp_path / "cache"), progress=False, cpu=True)
+    with pytest.raises(ValueError, match=r"carries adapters \['old'\]"):
+        Trainer(model, dataset, config, tmp_path / "run").prepare()

@@ -170,6 +170,8 @@ def test_epoch_batches_are_seeded_and_shard_evenly():
     shards = [epoch_batches(indices, 4, 0, 0, 0, rank=r, world=2) for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 3
     assert set(indices) == {i for shard in shards for b in shard for i in b}
+    few = [epoch_batches(indices, 8, 0, 0, 0, rank=r, world=8) for r in range(8)]  # 3 batches, 8 processes
+    assert all(len(shard) == 1 for shard in few)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -207,3 +209,14 @@ def test_trainers_with_other_precisions_in_one_process(small_set):
     second.prepare()
     assert second.accelerator.mixed_precision == "bf16"
     second.train_epoch(range(8), 0)
+
+
+def test_labels_outside_the_template_range_are_flagged(small_set, tmp_path):
+    model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny("A"))
+    shifted = small_set.subset(range(len(small_set)))
+    shifted.samples = [type(s)(s.image, s.prompt, {k: v - 10 for k, v in s.scores.items()}, s.group)
+                       for s in shifted.samples]
+    config = TrainConfig(**{**FAST, "n_splits": 1, "epochs": 1}, outputs=("quality",),
+                         cache_dir=str(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match=r"labels lie outside the template head's range \[1.0, 5.0\]"):
+        Trainer(model, shifted, config, tmp_path / "run").prepare()

@@ -28,15 +28,14 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..io import load_image
-from ..model import MSTCLIPIQA
+from ..model import MSTCLIPIQA, pad_states
 from ..preprocess import fit_to_size
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: fitted images are no longer clipped to [0, 1]
 CACHE_ENV = "MST_CLIPIQA_CACHE"
 PRECISIONS = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -69,11 +68,6 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def fit_size(model: MSTCLIPIQA) -> int:
-    """The square side images are brought to before batching (as ``MSTCLIPIQAReward.score`` does)."""
-    return max(model.coarse.image_spec.size, model.fine.image_spec.size)
-
-
 def encoder_settings(model: MSTCLIPIQA, precision: str = "no") -> dict:
     """Everything that determines the image embeddings and prompt token states."""
     if precision not in PRECISIONS:
@@ -82,7 +76,7 @@ def encoder_settings(model: MSTCLIPIQA, precision: str = "no") -> dict:
         "version": CACHE_VERSION,
         "coarse": asdict(model.config.coarse), "fine": asdict(model.config.fine),
         "coarse_spec": asdict(model.coarse.image_spec), "fine_spec": asdict(model.fine.image_spec),
-        "fit": {"size": fit_size(model), "resize": "short side, bicubic, antialias", "crop": "centre"},
+        "fit": {"size": model.fit_size, "resize": "short side, bicubic, antialias", "crop": "centre"},
         "precision": precision,
         "weights": {"coarse": state_digest(model.coarse.state_dict()), "fine": state_digest(model.fine.state_dict())},
     }
@@ -131,7 +125,7 @@ def encode_files(model: MSTCLIPIQA, items: Sequence, batch_size: int = 32, num_w
                  on_batch: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stream embeddings (N, Dc), (N, Df) as float32 on the CPU; ``on_batch(start, f_c, f_f)`` sees each batch."""
-    loader = DataLoader(ImageFiles(items, fit_size(model)), batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(ImageFiles(items, model.fit_size), batch_size=batch_size, num_workers=num_workers)
     device, parts, start = model.device, [], 0
     for batch in tqdm(loader, desc="encoding images", unit="batch", disable=not progress, leave=False):
         with _autocast(device, precision):
@@ -154,13 +148,6 @@ def encode_prompt_states(model: MSTCLIPIQA, prompts: Sequence[str], batch_size: 
         padded, mask = model.encode_prompts(list(prompts[start:start + batch_size]))
         states += [s[m].float().cpu() for s, m in zip(padded, mask)]
     return states
-
-
-def pad_states(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Variable-length token states -> padded (B, L, W) and key mask (B, L), as ``encode_prompts`` returns."""
-    lengths = torch.tensor([len(s) for s in states], device=states[0].device)
-    mask = torch.arange(int(lengths.max()), device=lengths.device)[None] < lengths[:, None]
-    return pad_sequence(list(states), batch_first=True), mask
 
 
 @dataclass

@@ -26,9 +26,9 @@ def jsonable(value: Any) -> Any:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)  # paths, dtypes, devices: their readable names
 
 
 def write_json(path: str | Path, data: Any) -> Path:

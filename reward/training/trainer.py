@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,8 +37,8 @@ from ..preprocess import fit_to_size
 from ..splits import BY_CHOICES, Split, make_splits
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .feature_cache import (PRECISIONS, CachedFeatures, FeatureCache, atomic_save, encode_features,
-                            encoder_settings, fit_size, settings_key, state_digest)
-from .lora import add_adapter, has_encoder_adapter, save_adapter, trainable_state_dict
+                            encoder_settings, settings_key, state_digest)
+from .lora import adapter_names, add_adapter, has_encoder_adapter, save_adapter, trainable_state_dict
 from .report import make_plots, write_json
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -157,8 +158,8 @@ def epoch_batches(indices: Sequence[int], batch_size: int, seed: int, split_inde
     """
     order = np.random.default_rng([seed, split_index, epoch]).permutation(np.asarray(indices, dtype=np.int64))
     batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    if world > 1:
-        batches += batches[:(-len(batches)) % world]
+    if world > 1:  # cycle, so that even fewer batches than processes give every process one
+        batches = [batches[i % len(batches)] for i in range(-(-len(batches) // world) * world)]
     return batches[rank::world]
 
 
@@ -225,6 +226,7 @@ class Trainer:
         self.initial_state = {k: v.detach().clone() for k, v in trainable_state_dict(self.model).items()}
         self.targets = {o: torch.tensor(self.dataset.score_array(o), dtype=torch.float32,
                                         device=self.accelerator.device) for o in self.outputs}
+        self._check_label_ranges()
         self.encoder_settings = encoder_settings(self.model, cfg.mixed_precision)
         self._load_features()
         self.scorer = self.accelerator.prepare(_Scorer(self.model))
@@ -232,12 +234,28 @@ class Trainer:
 
     def _select_trainable(self) -> None:
         cfg = self.config
+        if adapter_names(self.model) and not cfg.lora_rank:
+            raise ValueError(f"the model carries adapters {adapter_names(self.model)}: train a new adapter on top "
+                             "(lora_rank > 0), or merge them first with reward.training.merge_adapters")
         if cfg.lora_rank:
             add_adapter(self.model, cfg.adapter_name, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout,
                         cfg.lora_encoders)
             return
         for name, module in (("fusion", self.model.fusion), *self.model.heads.items()):
             module.requires_grad_(name == "fusion" or name in self.outputs)
+
+    def _check_label_ranges(self) -> None:
+        """A template head can only output [1, K]: labels outside it cannot be fitted."""
+        for output in self.outputs:
+            if self.model.config.heads[output] != "template":
+                continue
+            low, high = self.model.config.score_ranges[output]
+            labels = self.dataset.score_array(output)
+            outside = float(np.mean((labels < low) | (labels > high)))
+            if outside > 0.05:
+                warnings.warn(f"{100 * outside:.0f}% of {output!r} labels lie outside the template head's range "
+                              f"[{low}, {high}] (labels span [{labels.min():.3g}, {labels.max():.3g}]); rescale "
+                              "them to that range or use a prompt head", stacklevel=3)
 
     @property
     def trains_from_cache(self) -> bool:
@@ -295,7 +313,7 @@ class Trainer:
             return
         loader = DataLoader(self.dataset, batch_sampler=batches, collate_fn=self.dataset.collate,
                             num_workers=self.config.num_workers)
-        size, device = fit_size(self.model), self.accelerator.device
+        size, device = self.model.fit_size, self.accelerator.device
         for batch in loader:
             images = torch.stack([fit_to_size(image, size) for image in batch["images"]]).to(device)
             yield {"images": images, "prompts": batch["prompts"]}, batch["indices"].to(device)
