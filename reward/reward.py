@@ -126,8 +126,12 @@ def _weights(outputs: Outputs, available: tuple[str, ...]) -> dict[str, float]:
     elif isinstance(outputs, Mapping):
         weights = {k: float(v) for k, v in outputs.items()}
     else:
+        if len(set(outputs)) != len(outputs):
+            raise ValueError(f"outputs {list(outputs)} repeat a name; give each output once, or weights as a dict")
         weights = {name: 1.0 / len(outputs) for name in outputs}
+    if not weights:
+        raise ValueError(f"outputs is empty; pick some of {list(available)}")
     unknown = [name for name in weights if name not in available]
-    if unknown or not weights:
+    if unknown:
         raise ValueError(f"unknown outputs {unknown}; this model predicts {list(available)}")
     return weights

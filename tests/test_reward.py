@@ -77,6 +77,10 @@ def test_weighted_outputs(tiny_models):
     assert reward.score_range == pytest.approx((1.0, 5.0))
     with pytest.raises(ValueError, match=r"unknown outputs \['aesthetics'\]"):
         MSTCLIPIQAReward(model, outputs="aesthetics")
+    with pytest.raises(ValueError, match="repeat a name"):
+        MSTCLIPIQAReward(model, outputs=["quality", "quality"])
+    with pytest.raises(ValueError, match="outputs is empty"):
+        MSTCLIPIQAReward(model, outputs=[])
 
 
 def test_loss_is_lower_better(reward_a):
