@@ -14,6 +14,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from reward.training import new_accelerator
+
 from .decode import decode_latents
 from .denoisers import Conditioning, denoiser_family
 from .grid import image_grid
@@ -134,8 +136,6 @@ class RewardFinetuner:
 
     def __init__(self, pipe: Any, reward: Rewards, prompts: Sequence[str], config: RewardFinetuneConfig | None = None,
                  accelerator: Any | None = None):
-        from accelerate import Accelerator
-
         self.config = config = config or RewardFinetuneConfig()
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         _require(bool(prompts) and all(isinstance(p, str) for p in prompts),
@@ -143,8 +143,8 @@ class RewardFinetuner:
         self.prompts = prompts
         self.pipe, self.reward = pipe, reward
         self.family = denoiser_family(pipe)
-        self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision,
-                                                      gradient_accumulation_steps=config.gradient_accumulation_steps)
+        self.accelerator = accelerator or new_accelerator(
+            mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps)
         default_height, default_width = self.family.default_size()
         self.height, self.width = config.height or default_height, config.width or default_width
         self.family.check_size(self.height, self.width)

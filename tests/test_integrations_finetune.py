@@ -138,3 +138,12 @@ def test_bad_reward_output_is_a_clear_value_error():
     trainer = RewardFinetuner(tiny_sd_pipeline(), lambda images, prompts: images.mean(), PROMPTS, config())
     with pytest.raises(ValueError, match="shape"):
         trainer.compute_loss(PROMPTS, [1, 2])
+
+
+def test_finetuners_with_different_precisions_can_follow_each_other():
+    first = RewardFinetuner(tiny_sd_pipeline(), make_reward(), ["a cat"], RewardFinetuneConfig(max_steps=1))
+    assert first.accelerator.mixed_precision == "no"
+    # accelerate keeps one state per process: the later run's settings win instead of raising
+    second = RewardFinetuner(tiny_sd_pipeline(), make_reward(), ["a cat"],
+                             RewardFinetuneConfig(max_steps=1, mixed_precision="bf16"))
+    assert second.accelerator.mixed_precision == "bf16"

@@ -8,11 +8,13 @@ from .feature_cache import CachedFeatures, FeatureCache, default_cache_dir, enco
 from .lora import (active_adapter, adapter_names, add_adapter, load_adapter, merge_adapters, save_adapter,
                    set_adapter, trainable_state_dict)
 from .report import make_plots, write_json
-from .trainer import TrainConfig, Trainer, epoch_batches, evaluate_model, predict_features, resolve_outputs, train
+from .trainer import (TrainConfig, Trainer, epoch_batches, evaluate_model, new_accelerator, predict_features,
+                      resolve_outputs, train)
 
 __all__ = [
     "CachedFeatures", "Checkpoint", "FeatureCache", "TrainConfig", "Trainer", "active_adapter", "adapter_names",
     "add_adapter", "default_cache_dir", "encode_features", "encoder_settings", "epoch_batches", "evaluate_model",
-    "load_adapter", "load_checkpoint", "merge_adapters", "make_plots", "predict_features", "resolve_outputs", "save_adapter",
-    "save_checkpoint", "set_adapter", "train", "trainable_state_dict", "write_json",
+    "load_adapter", "load_checkpoint", "make_plots", "merge_adapters", "new_accelerator", "predict_features",
+    "resolve_outputs", "save_adapter", "save_checkpoint", "set_adapter", "train", "trainable_state_dict",
+    "write_json",
 ]

@@ -163,13 +163,17 @@ def epoch_batches(indices: Sequence[int], batch_size: int, seed: int, split_inde
     return batches[rank::world]
 
 
-def _accelerator(cpu: bool, mixed_precision: str) -> Accelerator:
+def new_accelerator(**settings: Any) -> Accelerator:
+    """An ``Accelerator`` with these settings, even if another one in this process chose others.
+
+    accelerate keeps one process-wide state and refuses new settings; the later
+    trainer's settings win (the distributed setup itself is kept).
+    """
     try:
-        return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+        return Accelerator(**settings)
     except ValueError:
-        # accelerate keeps one process-wide state and refuses new settings; a later Trainer's settings win
         AcceleratorState._reset_state(reset_partial_state=False)
-        return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+        return Accelerator(**settings)
 
 
 class _Scorer(nn.Module):
@@ -218,7 +222,7 @@ class Trainer:
             return
         cfg = self.config
         self.outputs = resolve_outputs(self.model, self.dataset, cfg.outputs)
-        self.accelerator = _accelerator(cfg.cpu, cfg.mixed_precision)
+        self.accelerator = new_accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
         self.show = cfg.progress and self.accelerator.is_local_main_process
         set_seed(cfg.seed)  # LoRA's initial weights
         self._select_trainable()
