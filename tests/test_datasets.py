@@ -98,7 +98,7 @@ def test_agiqa3k_mini_items_and_collate(mini):
     assert isinstance(batch["images"], list) and len(batch["images"]) == 2
     assert batch["scores"]["correspondence"].shape == (2,)
     assert batch["indices"].tolist() == [0, 5]
-    assert QualityDataset.collate([mini[1]])["prompts"] == [mini.samples[1].prompt]
+    assert collate([mini[1]])["prompts"] == [mini.samples[1].prompt]
 
 
 # --------------------------------------------------------------------------- dataset object

@@ -35,7 +35,7 @@ class QualityDataset(torch.utils.data.Dataset):
 
     Items are dicts ``{"image": (3, H, W) float tensor in [0, 1], "prompt": str,
     "scores": {name: 0-d float tensor}, "index": int}``. Images keep their
-    size; batch them with :func:`collate` (also ``QualityDataset.collate``).
+    size; batch them with :func:`collate`.
     ``skipped`` lists the annotation rows dropped while loading.
     """
 
@@ -79,10 +79,6 @@ class QualityDataset(torch.utils.data.Dataset):
         scores = {o: torch.tensor(sample.scores[o], dtype=torch.float32) for o in self.outputs}
         return {"image": image, "prompt": sample.prompt, "scores": scores, "index": int(index)}
 
-    @staticmethod
-    def collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """Alias of the module-level :func:`collate`."""
-        return collate(batch)
 
     def subset(self, indices: Iterable[int]) -> QualityDataset:
         """A new dataset holding the samples at ``indices``, in that order."""

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..datasets import QualityDataset
+from ..datasets import QualityDataset, collate
 from ..losses import mse_rank_loss
 from ..metrics import evaluate, krcc, plcc, srcc, summarize
 from ..model import MSTCLIPIQA
@@ -315,7 +315,7 @@ class Trainer:
             for batch in batches:
                 yield self.features.inputs(batch), torch.tensor(batch, device=self.accelerator.device)
             return
-        loader = DataLoader(self.dataset, batch_sampler=batches, collate_fn=self.dataset.collate,
+        loader = DataLoader(self.dataset, batch_sampler=batches, collate_fn=collate,
                             num_workers=self.config.num_workers)
         size, device = self.model.fit_size, self.accelerator.device
         for batch in loader:
