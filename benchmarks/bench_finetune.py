@@ -51,7 +51,7 @@ def worker(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     from integrations import RewardFinetuneConfig, RewardFinetuner
-    from integrations.pipelines import tiny_sd_pipeline
+    from integrations.tiny_pipelines import tiny_sd_pipeline
     from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
     device = spec["device"]
@@ -80,7 +80,7 @@ def bench_best_of_n(args: argparse.Namespace) -> list[tuple[str, dict]]:
 
     torch.set_num_threads(args.threads)
     from integrations import best_of_n
-    from integrations.pipelines import tiny_sd_pipeline
+    from integrations.tiny_pipelines import tiny_sd_pipeline
     from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
     pipe = tiny_sd_pipeline(device=args.device)

@@ -187,8 +187,8 @@ def time_interleaved(fns: dict[str, Callable], device: torch.device, warmup: int
 def own_work_steps(reward, images: torch.Tensor, pixels: torch.Tensor) -> dict[str, Callable]:
     """The reward's work around the encoders, each part timed alone: input checks, preprocessing
     (fwd+bwd to the images), and fusion + heads (fwd+bwd to the two stream embeddings)."""
-    from reward.checks import check_image_values
-    from reward.preprocess import preprocess
+    from reward.scoring.inputs import check_image_values
+    from reward.backbones.preprocess import preprocess
 
     model = reward.model
     with torch.no_grad():
@@ -205,7 +205,7 @@ def own_work_steps(reward, images: torch.Tensor, pixels: torch.Tensor) -> dict[s
         (x_c.sum() + (x_f.sum() if x_f is not x_c else 0)).backward(inputs=[images])
 
     def heads():
-        scores = model.forward_features(f_c, f_f)
+        scores = model.score_features(f_c, f_f)
         sum(s.sum() for s in scores.values()).backward(inputs=[f_c, f_f])
 
     return {"input checks": checks, "preprocess": prep, "fusion + heads": heads}
@@ -462,7 +462,7 @@ def main() -> None:
                      "torch": torch.__version__}
 
     from reward import MSTCLIPIQAReward
-    from reward.preprocess import preprocess
+    from reward.backbones.preprocess import preprocess
 
     print("== MST-CLIPIQA reward benchmark ==")
     print(f"device  : {args.device} ({device_name(device)}), torch {torch.__version__}")

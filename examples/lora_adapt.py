@@ -14,9 +14,9 @@ With the tiny model the numbers mean nothing; the steps are the real ones.
 import argparse
 from pathlib import Path
 
-from reward.factory import create_model
+from reward import load_model
 from reward.datasets import load_agiqa3k
-from reward.splits import make_splits
+from reward.datasets import make_splits
 from reward.training import TrainConfig, evaluate_model, load_adapter, set_adapter, train
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "agiqa3k-mini"
@@ -38,16 +38,16 @@ def main(argv=None) -> dict:
                     cache_dir=args.cache_dir)
     base = args.base
     if base == "tiny":  # train a base model on the other generators first
-        train(create_model("tiny"), data.subset(old), TrainConfig(**settings), args.out / "base",
+        train(load_model("tiny"), data.subset(old), TrainConfig(**settings), args.out / "base",
               resume=(args.out / "base" / "run.json").exists())
         base = args.out / "base" / "model"
 
     sd15 = data.subset(new)
     adapter_run = args.out / "sd15"
-    train(create_model(str(base)), sd15, TrainConfig(**settings, lora_rank=8, adapter_name="sd15"), adapter_run,
+    train(load_model(str(base)), sd15, TrainConfig(**settings, lora_rank=8, adapter_name="sd15"), adapter_run,
           resume=(adapter_run / "run.json").exists())
 
-    model = create_model(str(base))
+    model = load_model(str(base))
     load_adapter(model, adapter_run / "adapter")
     test = make_splits(sd15, 1, by="prompt")  # the split the adapter run used: its test part was never trained on
     results = {}

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
-from reward.io import list_images
+from reward import collect_images
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "agiqa3k-mini" / "images"
 
@@ -22,7 +22,7 @@ args = parser.parse_args()
 
 model = MSTCLIPIQA.from_pretrained(args.model) if args.model else MSTCLIPIQA(MSTCLIPIQAConfig.tiny())
 reward = MSTCLIPIQAReward(model)
-paths = list_images(args.folder)
+paths = collect_images([args.folder])
 scores = reward.score(paths, args.prompt)  # batched, no gradients
 ranked = sorted(zip(scores.tolist(), paths), reverse=True)
 print(f"{len(paths)} images scored in range {reward.score_range}")

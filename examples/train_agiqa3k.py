@@ -13,7 +13,7 @@ tiny model the numbers mean nothing; the steps are the real ones.
 import argparse
 from pathlib import Path
 
-from reward.factory import create_model
+from reward import load_model
 from reward.datasets import load_agiqa3k
 from reward.training import TrainConfig, train
 
@@ -31,7 +31,7 @@ def main(argv=None) -> dict:
 
     tiny = args.model.startswith("tiny")
     dataset = load_agiqa3k(args.data)  # quality (mos_quality) and correspondence (mos_align); groups = prompt ids
-    model = create_model(args.model, outputs=["quality"])
+    model = load_model(args.model, outputs=["quality"])
     config = TrainConfig(epochs=args.epochs or (3 if tiny else 20), lr=1e-3 if tiny else 5e-6, n_splits=10,
                          split_by="prompt", outputs=("quality",), cache_dir=args.cache_dir)
     report = train(model, dataset, config, args.out, resume=(args.out / "run.json").exists())

@@ -5,6 +5,9 @@
 * ``best_of_n`` / ``rank_images``: N seeded candidates per prompt, scored and ranked.
 * ``RewardFinetuner``: LoRA fine-tuning of the denoiser by DRaFT-K, AlignProp or ReFL.
 * ``ddpo_reward_fn``: the ``reward_fn(images, prompts, prompt_metadata)`` contract of DDPO.
+
+Vocabulary: the generator gets a *LoRA* (``add_lora`` / ``save_lora``, what
+``pipe.load_lora_weights`` reads); the scorer gets *adapters* (``reward.add_adapter``).
 """
 
 from .best_of_n import Candidate, Ranking, best_of_n, generate_candidates, rank_images, regenerate, score_images
@@ -15,7 +18,7 @@ from .finetune import RewardFinetuneConfig, RewardFinetuner
 from .grid import contact_sheet, image_grid
 from .lora import add_lora, save_lora
 from .prompts import encode_prompt
-from .rewards import named_rewards, objective
+from .reward_functions import named_rewards, objective
 from .sampling import Trajectory, denoise
 
 __all__ = [

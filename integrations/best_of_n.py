@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from reward.io import as_image_list, load_image
+from reward import as_image_list, load_image, score_in_batches
 
 from .grid import contact_sheet, to_pil
 from .prompts import encode_prompt, guidance_enabled, split_prompt_kwargs, supports_prompt_embeds
-from .rewards import Rewards, named_rewards, objective
+from .reward_functions import Rewards, named_rewards, objective
 
 __all__ = ["Candidate", "Ranking", "best_of_n", "generate_candidates", "regenerate", "rank_images", "score_images"]
 
@@ -49,7 +49,7 @@ class Candidate:
 class Ranking:
     """Candidates ranked best first, with the top ``top_k`` as PIL images and a contact sheet."""
 
-    prompt: str | None
+    prompt: str | list[str] | None
     candidates: list[Candidate]
     top_k: int = 1
     timings: dict[str, float] = field(default_factory=dict)
@@ -122,32 +122,26 @@ def _reward_device(reward: Rewards, fallback: torch.device) -> torch.device:
     return fallback
 
 
-@torch.no_grad()
 def score_images(
     reward: Rewards,
-    images: torch.Tensor,
-    prompt: str | None = None,
+    images: Any,
+    prompt: str | Sequence[str] | None = None,
     *,
     batch_size: int = 16,
     weights: Mapping[str, float] | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Score (N, 3, H, W) images in [0, 1] in batches for one prompt.
+    """Score many images in batches, no gradients: (N, 3, H, W) in [0, 1], or anything ``reward.score``
+    reads (paths, a folder, PIL images, uint8 arrays); one prompt for all, or one per image.
 
-    Returns the weighted objective (N,) and each named output (N,), on the CPU.
-    The prompt is the same for every batch, so a reward that caches prompt
-    encodings (as ``MSTCLIPIQAReward`` does) encodes it once.
+    Returns the weighted objective (N,) and each named output (N,), on the CPU. Images
+    of one size are batched together and never resized, whatever the reward.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device) if device is not None else _reward_device(reward, images.device)
-    totals, named = [], {}
-    for batch in images.split(batch_size):
-        parts = named_rewards(reward, batch.to(device), None if prompt is None else [prompt] * len(batch))
-        totals.append(objective(parts, weights).float().cpu())
-        for name, value in parts.items():
-            named.setdefault(name, []).append(value.float().cpu())
-    return torch.cat(totals), {name: torch.cat(v) for name, v in named.items()}
+    fallback = images.device if isinstance(images, torch.Tensor) else torch.device("cpu")
+    device = torch.device(device) if device is not None else _reward_device(reward, fallback)
+    named = score_in_batches(lambda batch, prompts: named_rewards(reward, batch, prompts), images, prompt,
+                             batch_size=batch_size, device=device)
+    return objective(named, weights), named
 
 
 def generate_candidates(
@@ -209,7 +203,7 @@ def regenerate(pipe: Any, prompt: str, seed: int, *, batch_seeds: Sequence[int] 
     return images[batch.index(int(seed))]
 
 
-def _ranking(prompt: str | None, images: torch.Tensor | list[torch.Tensor], total: torch.Tensor,
+def _ranking(prompt: str | Sequence[str] | None, images: torch.Tensor | list[torch.Tensor], total: torch.Tensor,
              named: dict[str, torch.Tensor], top_k: int, seeds: Sequence[int | None], names: Sequence[str | None],
              timings: dict[str, float], batches: Sequence[tuple[int, ...] | None] | None = None) -> Ranking:
     order = torch.argsort(total, descending=True, stable=True).tolist()
@@ -263,17 +257,15 @@ def best_of_n(
 
 def rank_images(
     images: Any,
-    prompt: str | None,
+    prompt: str | Sequence[str] | None,
     reward: Rewards,
     *,
     batch_size: int = 16,
     top_k: int = 1,
     weights: Mapping[str, float] | None = None,
 ) -> Ranking:
-    """Rank existing images (a folder, paths, PIL images, uint8 arrays or a (N, 3, H, W) tensor) for a prompt.
-
-    Images of different sizes are scored in separate batches, never resized here.
-    """
+    """Rank existing images (a folder, paths, PIL images, uint8 arrays or a (N, 3, H, W) tensor) for a prompt
+    (or one prompt per image), scored by :func:`score_images`."""
     items = as_image_list(images)
     if not items:
         raise ValueError(f"no images to rank in {images!r}")
@@ -281,16 +273,6 @@ def rank_images(
     names = [Path(item).name if isinstance(item, (str, Path)) else None for item in items]
     tensors = [load_image(item) for item in items]
     start = time.perf_counter()
-    total = torch.empty(len(tensors))
-    named: dict[str, torch.Tensor] = {}
-    by_size: dict[tuple[int, ...], list[int]] = {}
-    for i, t in enumerate(tensors):
-        by_size.setdefault(tuple(t.shape), []).append(i)
-    for indices in by_size.values():
-        batch_total, batch_named = score_images(reward, torch.stack([tensors[i] for i in indices]), prompt,
-                                                batch_size=batch_size, weights=weights)
-        total[indices] = batch_total
-        for name, value in batch_named.items():
-            named.setdefault(name, torch.empty(len(tensors)))[indices] = value
+    total, named = score_images(reward, tensors, prompt, batch_size=batch_size, weights=weights)
     timings = {"scoring_s": time.perf_counter() - start}
     return _ranking(prompt, tensors, total, named, top_k, [None] * len(tensors), names, timings)

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from .rewards import Rewards, named_rewards, objective
+from .best_of_n import score_images
+from .reward_functions import Rewards
 
 __all__ = ["DDPORewardFn", "ddpo_reward_fn"]
 
@@ -28,23 +29,13 @@ def ddpo_reward_fn(reward: Rewards, *, weights: Mapping[str, float] | None = Non
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
-    @torch.no_grad()
     def reward_fn(images: torch.Tensor, prompts: Sequence[str], prompt_metadata: Sequence[Any] | None = None
                   ) -> tuple[torch.Tensor, dict[str, Any]]:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must be a (B, 3, H, W) tensor in [0, 1], got {shape}")
-        prompts = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
-        if len(prompts) != len(images):
-            raise ValueError(f"got {len(prompts)} prompts for {len(images)} images; expected one per image")
-        totals, named = [], {}
-        for start in range(0, len(images), batch_size):
-            batch = images[start: start + batch_size].float()
-            parts = named_rewards(reward, batch, prompts[start: start + batch_size])
-            totals.append(objective(parts, weights))
-            for name, value in parts.items():
-                named.setdefault(name, []).append(value)
-        metadata = {name: torch.cat(values) for name, values in named.items()}
-        return torch.cat(totals), metadata
+        total, named = score_images(reward, images.float(), prompts, batch_size=batch_size, weights=weights,
+                                    device=images.device)
+        return total, named
 
     return reward_fn

@@ -1,15 +1,15 @@
 """Reward fine-tuning of a diffusers pipeline's denoiser with LoRA: DRaFT-K, AlignProp, ReFL.
 
-All three methods run the same loop (``sampling.denoise``) and differ only in
-where it keeps gradients; see ``RewardFinetuneConfig.method``.
+All methods run the same loop (``sampling.denoise``) and differ only in where it
+keeps gradients (``methods``); the settings are in ``finetune_config``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,105 +19,14 @@ from reward.training import new_accelerator
 from .decode import decode_latents
 from .denoisers import Conditioning, denoiser_family
 from .grid import image_grid
-from .lora import DEFAULT_TARGET_MODULES, adapters_disabled, add_lora, lora_parameters, save_lora
-from .rewards import Rewards, named_rewards, objective
+from .finetune_config import RewardFinetuneConfig, require
+from .lora import adapters_disabled, add_lora, lora_parameters, save_lora
+from .methods import METHODS
+from .reward_functions import Rewards, named_rewards, objective
 from .sampling import denoise, guided_prediction, step_kwargs
 from .training_log import TrainingLog
 
 __all__ = ["RewardFinetuneConfig", "RewardFinetuner"]
-
-Method = Literal["draft", "alignprop", "refl"]
-
-
-@dataclass
-class RewardFinetuneConfig:
-    """Settings of a reward fine-tuning run.
-
-    Methods (``method``):
-      * ``"draft"``: DRaFT-K, gradients through the last ``draft_k`` sampling steps.
-      * ``"alignprop"``: per trajectory, gradients through the last K steps with
-        K drawn uniformly from ``alignprop_k_range`` (default: 1 to all steps);
-        every denoiser call under activation checkpointing.
-      * ``"refl"``: sampling without gradients to a random step among the last
-        ``refl_window`` (ImageReward: 10 of 40), one denoiser call with gradients,
-        decode its predicted x0.
-
-    Against reward hacking: ``kl_coeff`` > 0 adds DRaFT+'s
-    ``kl_coeff * mean((pred_lora - pred_base)^2)`` on the steps with gradients;
-    ``reward_weights`` weights named reward outputs; ``sample_every`` saves a grid
-    of ``sample_prompts`` x ``sample_seeds`` every N steps (and before training).
-    """
-
-    method: Method = "draft"
-    num_inference_steps: int = 20
-    draft_k: int = 1
-    alignprop_k_range: tuple[int, int] | None = None
-    refl_window: int = 10
-    guidance_scale: float = 1.0
-    negative_prompt: str | None = None
-    height: int | None = None
-    width: int | None = None
-    eta: float = 0.0
-    encode_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    lora_rank: int = 4
-    lora_alpha: float | None = None
-    lora_target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
-
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    batch_size: int = 2
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float | None = 1.0
-    max_steps: int = 100
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    seed: int = 0
-
-    gradient_checkpointing: bool | None = None
-    decode_chunk_size: int = 1
-    decode_checkpointing: bool = True
-
-    kl_coeff: float = 0.0
-    reward_weights: Mapping[str, float] | None = None
-
-    output_dir: str | None = None
-    sample_every: int = 0
-    sample_prompts: tuple[str, ...] = ()
-    sample_seeds: tuple[int, ...] = (0, 1, 2, 3)
-    save_lora: bool = True
-    progress_bar: bool = True
-
-    def __post_init__(self) -> None:
-        if self.method not in ("draft", "alignprop", "refl"):
-            raise ValueError(f"method must be 'draft', 'alignprop' or 'refl', got {self.method!r}")
-        steps = self.num_inference_steps
-        _require(steps >= 1, f"num_inference_steps must be >= 1, got {steps}")
-        _require(1 <= self.draft_k <= steps, f"draft_k must be in [1, num_inference_steps={steps}], "
-                                             f"got {self.draft_k}")
-        lo, hi = self.alignprop_k_range or (1, steps)
-        _require(1 <= lo <= hi <= steps, f"alignprop_k_range must satisfy 1 <= low <= high <= "
-                                         f"num_inference_steps={steps}, got {(lo, hi)}")
-        _require(self.refl_window >= 1, f"refl_window must be >= 1, got {self.refl_window}")
-        for name in ("batch_size", "gradient_accumulation_steps", "decode_chunk_size", "lora_rank"):
-            _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        _require(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
-        _require(self.kl_coeff >= 0, f"kl_coeff must be >= 0, got {self.kl_coeff}")
-        _require(self.mixed_precision in ("no", "fp16", "bf16"),
-                 f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
-        _require(self.sample_every == 0 or bool(self.sample_prompts),
-                 "sample_every > 0 needs sample_prompts (the fixed prompts whose drift is saved)")
-
-    @property
-    def checkpoint_denoiser(self) -> bool:
-        if self.gradient_checkpointing is not None:
-            return self.gradient_checkpointing
-        return self.method == "alignprop"
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
-
 
 class RewardFinetuner:
     """Fine-tune ``pipe``'s denoiser with LoRA to maximise ``reward``.
@@ -138,7 +47,7 @@ class RewardFinetuner:
                  accelerator: Any | None = None):
         self.config = config = config or RewardFinetuneConfig()
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        _require(bool(prompts) and all(isinstance(p, str) for p in prompts),
+        require(bool(prompts) and all(isinstance(p, str) for p in prompts),
                  "prompts must be a non-empty list of strings (the training prompts)")
         self.prompts = prompts
         self.pipe, self.reward = pipe, reward
@@ -189,15 +98,7 @@ class RewardFinetuner:
         return self.family.conditioning(embeds, scale, self.height, self.width)
 
     def _gradient_window(self, batch: int) -> tuple[torch.Tensor, int | None]:
-        """(first step with gradients per trajectory, step to stop at) for the configured method."""
-        cfg, steps = self.config, self.config.num_inference_steps
-        if cfg.method == "draft":
-            return torch.full((batch,), steps - cfg.draft_k), None
-        if cfg.method == "alignprop":
-            lo, hi = cfg.alignprop_k_range or (1, steps)
-            return steps - torch.randint(lo, hi + 1, (batch,), generator=self.rng), None
-        stop = int(torch.randint(max(steps - cfg.refl_window, 0), steps, (1,), generator=self.rng))
-        return torch.full((batch,), stop), stop
+        return METHODS[self.config.method](self.config, batch, self.rng)
 
     def _base_prediction(self, cond: Conditioning) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -233,7 +134,7 @@ class RewardFinetuner:
     def compute_loss(self, prompts: Sequence[str], seeds: Sequence[int]) -> tuple[torch.Tensor, dict[str, Any]]:
         """Loss (lower is better) and detached statistics for one batch, with gradients to the LoRA weights."""
         prompts = list(prompts)
-        _require(len(prompts) == len(seeds), f"got {len(prompts)} prompts for {len(seeds)} seeds; "
+        require(len(prompts) == len(seeds), f"got {len(prompts)} prompts for {len(seeds)} seeds; "
                                              "expected one seed per prompt")
         grad_from, stop_at = self._gradient_window(len(prompts))
         with self.accelerator.autocast():
@@ -318,7 +219,7 @@ class RewardFinetuner:
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int | None = None) -> torch.Tensor:
         """Images (N, 3, H, W) in [0, 1] from the current model with the training sampler, no gradients."""
         prompts, seeds = list(prompts), list(seeds)
-        _require(len(prompts) == len(seeds), f"got {len(prompts)} prompts for {len(seeds)} seeds")
+        require(len(prompts) == len(seeds), f"got {len(prompts)} prompts for {len(seeds)} seeds")
         size = batch_size or self.config.batch_size
         # The unwrapped model: this may run on the main process alone, where a
         # DDP wrapper's collectives would hang.

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from reward.training.report import write_json
+from reward.utils import write_json
 
 __all__ = ["TrainingLog"]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from reward.cli import COMMANDS, main
-from reward.splits import make_splits, save_splits
-from reward.synthetic import make_synthetic_dataset
+from mst_clipiqa.cli import COMMANDS, main
+from reward.datasets.splits import make_splits, save_splits
+from reward.datasets.synthetic import make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def test_help_names_every_command_and_the_model_choices(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert exit_info.value.code == 0
-    assert [name for name, _ in COMMANDS] == ["train", "eval", "score", "rank", "demo"]
+    assert list(COMMANDS) == ["train", "eval", "score", "rank", "demo"]
     for word in ("train", "eval", "score", "rank", "tiny-hf", "paper-A", "save_pretrained"):
         assert word in text
     for command, words in {"train": ("--resume", "--lora-rank", "--split-by", "--no-cache", "accelerate launch"),

@@ -1,7 +1,7 @@
 import json
 
-from integrations.demo import real_weights_status
-from reward.cli import main
+from mst_clipiqa.demo import real_weights_status
+from mst_clipiqa.cli import main
 
 
 def test_demo_runs_end_to_end_offline_and_writes_its_report(tmp_path, capsys, monkeypatch):

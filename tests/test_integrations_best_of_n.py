@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from integrations import best_of_n, ddpo_reward_fn, generate_candidates, rank_images, regenerate
-from reward.cli import main as cli_main
+from mst_clipiqa.cli import main as cli_main
 from integrations.grid import to_pil
-from integrations.pipelines import TINY_PIPELINES, tiny_sd_pipeline
+from integrations.tiny_pipelines import TINY_PIPELINES, tiny_sd_pipeline
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 EXTRA = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16}}
@@ -119,7 +119,7 @@ def test_rank_cli_prints_table_and_writes_files(tmp_path, capsys):
 
 def test_rank_cli_rejects_missing_files(tmp_path, capsys):
     assert cli_main(["rank", str(tmp_path / "a.png"), "--model", "tiny"]) == 2
-    assert "not image files" in capsys.readouterr().err
+    assert "a.png is neither an image file nor a folder" in capsys.readouterr().err
 
 
 def test_ddpo_reward_fn_returns_one_finite_reward_per_image(reward_b):
@@ -130,7 +130,7 @@ def test_ddpo_reward_fn_returns_one_finite_reward_per_image(reward_b):
     assert rewards.shape == (5,) and torch.isfinite(rewards).all()
     assert set(metadata) == {"reward"} and metadata["reward"].shape == (5,)
     torch.testing.assert_close(rewards, reward_b(images, prompts).detach(), atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="one per image"):
+    with pytest.raises(ValueError, match="one prompt per image"):
         reward_fn(images, prompts[:2], [])
 
 

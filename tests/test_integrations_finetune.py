@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from integrations import RewardFinetuneConfig, RewardFinetuner
-from integrations.pipelines import TINY_PIPELINES, tiny_sd_pipeline
+from integrations.tiny_pipelines import TINY_PIPELINES, tiny_sd_pipeline
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 PROMPTS = ["a red car", "a cat on a sofa"]

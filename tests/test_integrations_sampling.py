@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from integrations import add_lora, decode_latents, denoise, denoiser_family, straight_through_clamp
-from integrations.pipelines import TINY_PIPELINES, tiny_sd_pipeline
+from integrations.tiny_pipelines import TINY_PIPELINES, tiny_sd_pipeline
 from integrations.sampling import step_kwargs
 
 EXTRA = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16}}

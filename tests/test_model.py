@@ -101,8 +101,8 @@ def test_paper_config_shapes_match_the_doc():
     config = MSTCLIPIQAConfig.paper("A", pretrained=False)
     assert (config.coarse.name, config.fine.name) == ("ViT-B-32", "ViT-B-16")
     assert config.fusion_hidden == 128 and config.heads == {"quality": "template"}
-    from reward.fusion import GatedFusion
-    from reward.heads import PromptHead
+    from reward.model.fusion import GatedFusion
+    from reward.model.heads import PromptHead
 
     assert sum(p.numel() for p in GatedFusion(512, 512, 512, 128).parameters()) == 722_560
     head = sum(p.numel() for p in PromptHead(512, 512, 8).parameters())

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Resize
 
-from reward.preprocess import ImageSpec, center_crop, preprocess, resize_short_side
+from reward.backbones.preprocess import ImageSpec, center_crop, preprocess, resize_short_side
 
 SPEC = ImageSpec(224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from reward.splits import Split, load_splits, make_splits, save_splits
+from reward.datasets.splits import Split, load_splits, make_splits, save_splits
 
 
 def parts(split):

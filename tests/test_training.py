@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig
-from reward.metrics import srcc
-from reward.splits import make_splits
-from reward.synthetic import make_synthetic_dataset
-from reward.io import load_image
+from reward.training.metrics import srcc
+from reward.datasets.splits import make_splits
+from reward.datasets.synthetic import make_synthetic_dataset
+from reward.scoring.images import load_image
 from reward.training import TrainConfig, Trainer, epoch_batches, evaluate_model, load_checkpoint, train
 from reward.training import feature_cache as feature_cache_module
 from reward.training import trainer as trainer_module

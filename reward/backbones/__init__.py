@@ -1,8 +1,15 @@
-"""Backbone factory: a ``BackboneConfig`` in, a frozen ``CLIPBackbone`` out."""
-from ..config import BackboneConfig
+"""Frozen CLIP encoders, knowing nothing of MST-CLIPIQA: a ``BackboneConfig`` in, a ``CLIPBackbone`` out.
+
+Each backbone says what its images must look like (``image_spec``) and
+``preprocess`` gets them there differentiably. Add a backend by subclassing
+``CLIPBackbone`` and registering it in ``BACKENDS``.
+"""
 from .base import CLIPBackbone
-from .hf_backbone import HFCLIPBackbone
-from .openclip_backbone import OpenCLIPBackbone
+from .config import Backend, BackboneConfig
+from .open_clip_backend import OpenCLIPBackbone
+from .preprocess import ImageSpec, fit_to_size, preprocess
+from .tokenizer import openai_clip_tokenizer
+from .transformers_backend import HFCLIPBackbone
 
 BACKENDS = {"open_clip": OpenCLIPBackbone, "transformers": HFCLIPBackbone}
 
@@ -14,4 +21,5 @@ def build_backbone(config: BackboneConfig) -> CLIPBackbone:
     return BACKENDS[config.backend](config)
 
 
-__all__ = ["BACKENDS", "CLIPBackbone", "HFCLIPBackbone", "OpenCLIPBackbone", "build_backbone"]
+__all__ = ["BACKENDS", "Backend", "BackboneConfig", "CLIPBackbone", "HFCLIPBackbone", "ImageSpec",
+           "OpenCLIPBackbone", "build_backbone", "fit_to_size", "openai_clip_tokenizer", "preprocess"]

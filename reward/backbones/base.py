@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..preprocess import ImageSpec
+from .preprocess import ImageSpec
 
 
 class CLIPBackbone(nn.Module):
@@ -24,6 +24,7 @@ class CLIPBackbone(nn.Module):
     embed_dim: int
     text_width: int = 0
     context_length: int = 77
+    adapter_targets: str = ""  # regex of the vision attention layers LoRA may adapt, relative to the backbone
 
     def freeze(self) -> None:
         self.requires_grad_(False)

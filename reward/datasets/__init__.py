@@ -22,6 +22,8 @@ from typing import Any
 from .aigciqa2023 import load_aigciqa2023
 from .base import SCORE_NAMES, PathLike, QualityDataset, QualitySample, collate
 from .loaders import load_agiqa1k, load_agiqa3k, load_aigiqa20k, load_csv
+from .splits import BY_CHOICES, Split, load_splits, make_splits, save_splits
+from .synthetic import load_synthetic_dataset, make_synthetic_dataset
 
 LOADERS: dict[str, Callable[..., QualityDataset]] = {
     "agiqa1k": load_agiqa1k,
@@ -29,16 +31,19 @@ LOADERS: dict[str, Callable[..., QualityDataset]] = {
     "aigciqa2023": load_aigciqa2023,
     "aigiqa20k": load_aigiqa20k,
     "csv": load_csv,
+    "synthetic": load_synthetic_dataset,
 }
 
 
 def load_dataset(kind: str, path: PathLike, **kwargs: Any) -> QualityDataset:
-    """Load a dataset by kind: one of ``agiqa1k, agiqa3k, aigciqa2023, aigiqa20k, csv``."""
+    """Load a dataset by kind: one of ``agiqa1k, agiqa3k, aigciqa2023, aigiqa20k, csv, synthetic``
+    (``synthetic`` generates the procedural set in ``path`` when it is not there yet)."""
     key = kind.strip().lower().replace("-", "").replace("_", "")
     if key not in LOADERS:
         raise ValueError(f"unknown dataset kind {kind!r}; expected one of {sorted(LOADERS)}")
     return LOADERS[key](path, **kwargs)
 
 
-__all__ = ["LOADERS", "SCORE_NAMES", "QualityDataset", "QualitySample", "collate", "load_agiqa1k", "load_agiqa3k",
-           "load_aigciqa2023", "load_aigiqa20k", "load_csv", "load_dataset"]
+__all__ = ["BY_CHOICES", "LOADERS", "SCORE_NAMES", "QualityDataset", "QualitySample", "Split", "collate",
+           "load_agiqa1k", "load_agiqa3k", "load_aigciqa2023", "load_aigiqa20k", "load_csv", "load_dataset",
+           "load_splits", "load_synthetic_dataset", "make_splits", "make_synthetic_dataset", "save_splits"]

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..io import load_image
+from ..scoring import load_image
 
 SCORE_NAMES = ("quality", "correspondence", "authenticity")
 ON_ERROR_CHOICES = ("raise", "skip")

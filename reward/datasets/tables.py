@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from PIL import Image
 
-from ..io import IMAGE_SUFFIXES
+from ..scoring import IMAGE_SUFFIXES
 from .base import ON_ERROR_CHOICES, PathLike, QualityDataset, QualitySample
 
 # --------------------------------------------------------------------------- tables

@@ -1,15 +1,19 @@
-"""Training, evaluation, feature cache and LoRA adapters for MST-CLIPIQA.
+"""Training and evaluation of MST-CLIPIQA: feature cache, the trainer, the field's split protocol, metrics.
 
     from reward.training import TrainConfig, train
     report = train(model, dataset, TrainConfig(epochs=20), output_dir="runs/agiqa3k")
 """
+from ..model import (active_adapter, adapter_names, add_adapter, load_adapter, merge_adapters, save_adapter,
+                     set_adapter, trainable_state_dict)
+from ..utils import write_json
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .feature_cache import CachedFeatures, FeatureCache, default_cache_dir, encode_features, encoder_settings
-from .lora import (active_adapter, adapter_names, add_adapter, load_adapter, merge_adapters, save_adapter,
-                   set_adapter, trainable_state_dict)
-from .report import make_plots, write_json
-from .trainer import (TrainConfig, Trainer, epoch_batches, evaluate_model, new_accelerator, predict_features,
-                      resolve_outputs, train)
+from .config import TrainConfig
+from .distributed import epoch_batches, new_accelerator
+from .evaluation import evaluate_model, predict_features, resolve_outputs
+from .feature_cache import FeatureCache, default_cache_dir, encoder_settings
+from .features import CachedFeatures, encode_features
+from .report import make_plots
+from .trainer import Trainer, train
 
 __all__ = [
     "CachedFeatures", "Checkpoint", "FeatureCache", "TrainConfig", "Trainer", "active_adapter", "adapter_names",

@@ -1,10 +1,6 @@
-"""The run report: strict JSON (NaN as null) and PNG plots (loss / SRCC curves, predicted vs MOS)."""
+"""The run report's plots: loss / SRCC curves and predicted vs MOS, as PNG."""
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,33 +10,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 import numpy as np  # noqa: E402
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON types; NaN and infinities become ``None`` (JSON has no NaN)."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (np.generic,)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)  # paths, dtypes, devices: their readable names
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write strict JSON atomically (temporary file, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(jsonable(data), stream, indent=1, allow_nan=False)
-        stream.write("\n")
-    os.replace(tmp, path)
-    return path
 
 
 def plot_curves(results: Sequence[Mapping[str, Any]], outputs: Sequence[str], path: str | Path,

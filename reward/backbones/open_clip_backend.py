@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.tokenizer import SimpleTokenizer
 
-from ..config import BackboneConfig
-from ..preprocess import ImageSpec
+from .config import BackboneConfig
+from .preprocess import ImageSpec
 from .base import CLIPBackbone
 
 _TEXT_PARTS = ("transformer", "token_embedding", "ln_final", "text_projection", "positional_embedding")
@@ -18,6 +18,8 @@ _TEXT_PARTS = ("transformer", "token_embedding", "ln_final", "text_projection", 
 
 class OpenCLIPBackbone(CLIPBackbone):
     """A frozen open_clip ``CLIP`` model (OpenAI-style text tower)."""
+
+    adapter_targets = r"model\.visual\.transformer\.resblocks\.\d+\.attn"
 
     def __init__(self, config: BackboneConfig):
         super().__init__()

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from .config import BackboneConfig, MSTCLIPIQAConfig
+from ..backbones import BackboneConfig
+from .config import MSTCLIPIQAConfig
 
 COARSE, FINE, TEXT = "mstfe.encoder_coarse.", "mstfe.encoder_fine.", "head.text_encoder."
 HEAD_KEYS = {"A": ("head.temperature",), "B": ("head.alpha", "head.W_1.weight", "head.w_o.weight")}
@@ -86,7 +87,7 @@ def _heads_from(config: MSTCLIPIQAConfig | None, which: str, tower: str) -> int 
     return ((arch or {}).get(tower) or {}).get("num_attention_heads")
 
 
-def official_config(state: dict[str, torch.Tensor], config: MSTCLIPIQAConfig | None = None) -> MSTCLIPIQAConfig:
+def reference_config(state: dict[str, torch.Tensor], config: MSTCLIPIQAConfig | None = None) -> MSTCLIPIQAConfig:
     """Our config for a reference checkpoint.
 
     ``config`` may supply attention-head counts, the output name, the templates and

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -10,18 +11,22 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from .backbones import build_backbone
+from ..backbones import build_backbone, preprocess
 from .checks import check_image_shape, check_prompts
 from .config import MSTCLIPIQAConfig
+from .files import BACKBONES_NAME, CONFIG_NAME, WEIGHTS_NAME, resolve_model_dir
 from .fusion import GatedFusion
 from .heads import PromptHead, TemplateHead
-from .official import convert_state_dict, official_config, read_state_dict
-from .preprocess import preprocess
+from .names import MODEL_NAMES, named_config
+from .reference import convert_state_dict, read_state_dict, reference_config
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-BACKBONES_NAME = "backbones.safetensors"
 BACKBONE_PREFIXES = ("coarse.", "fine.")
+ADAPTER_MARK = "lora_"  # peft names every adapter weight lora_A / lora_B / lora_embedding_*
+
+
+def is_adapter_key(name: str) -> bool:
+    """Whether a parameter or state-dict key belongs to a LoRA adapter."""
+    return ADAPTER_MARK in name
 
 
 class MSTCLIPIQA(nn.Module):
@@ -109,7 +114,7 @@ class MSTCLIPIQA(nn.Module):
     def device(self) -> torch.device:
         return next(self.fusion.parameters()).device
 
-    def forward_features(self, f_coarse: torch.Tensor, f_fine: torch.Tensor, prompts: list[str] | None = None,
+    def score_features(self, f_coarse: torch.Tensor, f_fine: torch.Tensor, prompts: list[str] | None = None,
                          text: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Scores from stream embeddings; ``text`` = precomputed (states, mask) instead of ``prompts``."""
         dtype = self.fusion.W_h.weight.dtype  # fp32 heads under autocast, or a model cast as a whole
@@ -122,7 +127,7 @@ class MSTCLIPIQA(nn.Module):
     def forward(self, images: torch.Tensor, prompts: list[str] | None = None) -> dict[str, torch.Tensor]:
         check_image_shape(images)
         prompts = check_prompts(prompts, len(images), required=self.config.needs_prompts)
-        return self.forward_features(*self.encode_images(images), prompts=prompts)
+        return self.score_features(*self.encode_images(images), prompts=prompts)
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """Everything but the frozen backbones: fusion, heads, and any adapters on them."""
@@ -134,10 +139,9 @@ class MSTCLIPIQA(nn.Module):
         Backbones whose weights cannot be fetched by name (random or imported)
         go to ``backbones.safetensors`` beside them, so nothing is lost.
         """
-        adapters = [k for k in self.state_dict() if "lora_" in k]
-        if adapters:
-            raise ValueError("this model carries LoRA adapters: save them with reward.training.save_adapter, "
-                             "or bake the active one in with reward.training.merge_adapters(model) first")
+        if any(is_adapter_key(k) for k in self.state_dict()):
+            raise ValueError("this model carries LoRA adapters: save them with reward.save_adapter, "
+                             "or bake the active one in with reward.merge_adapters(model) first")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.to_json(directory / CONFIG_NAME)
@@ -152,14 +156,31 @@ class MSTCLIPIQA(nn.Module):
         return [("coarse.", self.config.coarse, self.coarse), ("fine.", self.config.fine, self.fine)]
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **hub_kwargs) -> MSTCLIPIQA:
-        """Load a ``save_pretrained`` directory, or a Hugging Face Hub repo holding one."""
-        directory = _resolve(path, **hub_kwargs)
+    def from_pretrained(cls, name_or_path: str | Path, *, variant: str | None = None,
+                        outputs: Sequence[str] | None = None, seed: int = 0, **hub_kwargs) -> MSTCLIPIQA:
+        """A built-in model (``tiny``, ``tiny-hf``, ``paper-A``, ``paper-B``), a ``save_pretrained``
+        directory, or a Hugging Face Hub repo holding one.
+
+        ``variant`` and ``outputs`` shape the heads of built-in models; ``seed`` fixes
+        their random weights, so the same name always gives the same model. For a
+        saved model ``outputs`` only checks that it predicts them.
+        """
+        if str(name_or_path) in MODEL_NAMES:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return cls(named_config(str(name_or_path), variant, outputs))
+        if variant:
+            raise ValueError(f"variant applies to the built-in models {list(MODEL_NAMES)}; "
+                             f"{name_or_path!s} has heads fixed by its config")
+        directory = resolve_model_dir(name_or_path, **hub_kwargs)
         model = cls(MSTCLIPIQAConfig.from_json(directory / CONFIG_NAME))
         state = load_file(str(directory / WEIGHTS_NAME))
         if (directory / BACKBONES_NAME).exists():
             state.update(load_file(str(directory / BACKBONES_NAME)))
         model.load_weights(state, source=directory)
+        unknown = [o for o in outputs or [] if o not in model.outputs]
+        if unknown:
+            raise ValueError(f"outputs {unknown} are not outputs of {name_or_path}; it predicts {list(model.outputs)}")
         return model
 
     @classmethod
@@ -170,7 +191,7 @@ class MSTCLIPIQA(nn.Module):
         shapes; ``config`` may set attention heads, the output name and backbone names.
         """
         state = read_state_dict(path)
-        model = cls(official_config(state, config))
+        model = cls(reference_config(state, config))
         model.load_weights(convert_state_dict(state, model.outputs[0]), source=path)
         if "head.text_features" in state:
             model.template_features = state["head.text_features"].float().to(model.template_features)
@@ -197,17 +218,3 @@ def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in state.items()}
-
-
-def _resolve(path: str | Path, **hub_kwargs) -> Path:
-    local = Path(path)
-    if local.is_dir():
-        if not (local / CONFIG_NAME).exists():
-            raise ValueError(f"{local} has no {CONFIG_NAME}; expected a directory written by save_pretrained")
-        return local
-    text = str(path)
-    if local.exists() or text.startswith(("/", ".", "~")) or text.count("/") != 1:
-        raise ValueError(f"{text} is not a directory written by save_pretrained, nor a Hub id (owner/name)")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors"], **hub_kwargs))

@@ -25,19 +25,21 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model,
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 
-from ..model import BACKBONE_PREFIXES, MSTCLIPIQA
+from .mstclipiqa import BACKBONE_PREFIXES, MSTCLIPIQA, is_adapter_key
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FORMAT = "mst-clipiqa-lora"
 HEAD_TARGETS = r"fusion\.(W_h|W_g|W_c|W_f)|heads\.[^.]+\.(W_1|W_2|w_o|cross_attn)"
-ENCODER_TARGETS = (r"(coarse|fine)\.model\.(visual\.transformer\.resblocks\.\d+\.attn"
-                   r"|vision_model\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj))")
 
 
-def target_modules(encoders: bool = False) -> str:
-    """The regex (peft full-match) of the layers an adapter adapts."""
-    return f"({HEAD_TARGETS}|{ENCODER_TARGETS})" if encoders else f"({HEAD_TARGETS})"
+def target_modules(model: MSTCLIPIQA, encoders: bool = False) -> str:
+    """The regex (peft full-match) of the layers an adapter adapts; each backbone names its own attention."""
+    if not encoders:
+        return f"({HEAD_TARGETS})"
+    streams = "|".join(rf"{name}\.({backbone.adapter_targets})" for name, backbone in
+                       (("coarse", model.coarse), ("fine", model.fine)))
+    return f"({HEAD_TARGETS}|{streams})"
 
 
 def _layers(model: torch.nn.Module) -> list[BaseTunerLayer]:
@@ -50,7 +52,7 @@ def adapter_names(model: torch.nn.Module) -> list[str]:
 
 
 def has_encoder_adapter(model: torch.nn.Module) -> bool:
-    return any(n.startswith(BACKBONE_PREFIXES) and "lora_" in n for n, _ in model.named_parameters())
+    return any(n.startswith(BACKBONE_PREFIXES) and is_adapter_key(n) for n, _ in model.named_parameters())
 
 
 def add_adapter(model: MSTCLIPIQA, name: str = "default", rank: int = 8, alpha: float = 16.0,
@@ -60,7 +62,7 @@ def add_adapter(model: MSTCLIPIQA, name: str = "default", rank: int = 8, alpha: 
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
     if name in adapter_names(model):
         raise ValueError(f"the model already has an adapter named {name!r}; adapters: {adapter_names(model)}")
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules(encoders))
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules(model, encoders))
     with warnings.catch_warnings():  # peft warns that several adapters will share the model: that is the point
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
         inject_adapter_in_model(config, model, adapter_name=name)
@@ -78,7 +80,7 @@ def set_adapter(model: MSTCLIPIQA, name: str | None) -> None:
             layer.set_adapter(name)
     if name is not None:
         for param_name, param in model.named_parameters():
-            param.requires_grad_(f".{name}." in param_name and "lora_" in param_name)
+            param.requires_grad_(f".{name}." in param_name and is_adapter_key(param_name))
 
 
 def active_adapter(model: MSTCLIPIQA) -> str | None:
@@ -98,7 +100,7 @@ def save_adapter(model: MSTCLIPIQA, directory: str | Path, name: str | None = No
     peft_config = model.peft_config[name]
     config = {"format": FORMAT, "version": 1, "name": name, "rank": peft_config.r,
               "alpha": peft_config.lora_alpha, "dropout": peft_config.lora_dropout,
-              "encoders": peft_config.target_modules == target_modules(True), "heads": model.config.heads}
+              "encoders": peft_config.target_modules == target_modules(model, True), "heads": model.config.heads}
     (directory / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     state = get_peft_model_state_dict(model, adapter_name=name)
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(directory / ADAPTER_WEIGHTS))
@@ -128,7 +130,7 @@ def load_adapter(model: MSTCLIPIQA, directory: str | Path, name: str | None = No
     previous = active_adapter(model)
     add_adapter(model, name, config["rank"], config["alpha"], config["dropout"], config["encoders"])
     result = set_peft_model_state_dict(model, load_file(str(Path(directory) / ADAPTER_WEIGHTS)), adapter_name=name)
-    missing = [k for k in result.missing_keys if f".{name}." in k and "lora_" in k]
+    missing = [k for k in result.missing_keys if f".{name}." in k and is_adapter_key(k)]
     if missing:
         raise ValueError(f"adapter weights in {directory} lack {missing[:5]}")
     set_adapter(model, name if activate else previous)
@@ -137,7 +139,7 @@ def load_adapter(model: MSTCLIPIQA, directory: str | Path, name: str | None = No
 
 def trainable_state_dict(model: MSTCLIPIQA) -> dict[str, torch.Tensor]:
     """Fusion, heads and every adapter, encoder adapters included (``trained_state_dict`` drops those)."""
-    return {k: v for k, v in model.state_dict().items() if not k.startswith(BACKBONE_PREFIXES) or "lora_" in k}
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(BACKBONE_PREFIXES) or is_adapter_key(k)}
 
 
 def merge_adapters(model: MSTCLIPIQA, name: str | None = None) -> MSTCLIPIQA:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -55,6 +56,21 @@ def list_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise ValueError(f"not a folder: {folder}")
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def collect_images(items: Sequence[str | Path]) -> list[Path]:
+    """Image files and folders (expanded to their images, sorted by name) as one list of files."""
+    paths: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            paths += list_images(item)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise ValueError(f"{item} is neither an image file nor a folder")
+    if not paths:
+        raise ValueError(f"no images found in {[str(i) for i in items]}")
+    return paths
 
 
 def as_image_list(images: Any) -> list[ImageLike]:

@@ -55,8 +55,3 @@ def fit_to_size(image: torch.Tensor, size: int) -> torch.Tensor:
     original would (``preprocess`` then finds nothing left to resize).
     """
     return center_crop(resize_short_side(image[None], size), size)[0]
-
-
-def straight_through_clamp(images: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-    """Clamp the values but pass gradients through unchanged, so out-of-range pixels still learn."""
-    return images + (images.clamp(low, high) - images).detach()

@@ -17,14 +17,12 @@ from typing import Any
 
 import torch
 
-from reward import MSTCLIPIQAReward
-from reward.datasets import load_dataset
-from reward.factory import create_model
-from reward.synthetic import make_synthetic_dataset
-from reward.training import TrainConfig, train, write_json
-
-from .best_of_n import best_of_n
-from .finetune import RewardFinetuneConfig, RewardFinetuner
+from integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n
+from integrations.tiny_pipelines import tiny_sd_pipeline
+from reward import MSTCLIPIQAReward, load_model
+from reward.datasets import load_dataset, make_synthetic_dataset
+from reward.training import TrainConfig, train
+from reward.utils import write_json
 
 PAPER_STREAMS = ("ViT-B-32", "ViT-B-16")
 PROMPTS = ("a red circle above a blue square", "a yellow triangle on a striped background",
@@ -50,21 +48,6 @@ def real_weights_status(offline: bool, timeout: float = 5.0) -> tuple[bool, str]
     except Exception as error:  # any failure to reach the Hub means: use the tiny backbones
         return False, f"the OpenAI CLIP weights are not cached and the Hub is unreachable ({type(error).__name__})"
     return True, "OpenAI CLIP weights will be downloaded from the Hugging Face Hub"
-
-
-def add_demo_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("demo", help="run the whole library end to end (offline by default)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
-    parser.add_argument("--offline", action="store_true", help="never touch the network; tiny backbones "
-                        "unless the real weights are cached")
-    parser.add_argument("--dataset", default="synthetic", help="synthetic, or a loader name (agiqa3k, csv, ...)")
-    parser.add_argument("--data", type=Path, help="data set path (default for synthetic: OUT/data)")
-    parser.add_argument("--pipeline", help="diffusers text-to-image pipeline id or folder for steps 3-4 "
-                        "(default: a tiny random SD pipeline)")
-    parser.add_argument("--fast", action="store_true", help="smallest settings (used by the test suite)")
-    parser.set_defaults(func=run_demo)
-    return parser
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -99,7 +82,7 @@ def _train_step(args: argparse.Namespace, real: bool, figures: dict[str, Any]) -
         dataset = load_dataset(args.dataset, args.data)
     print(f"[1/4 data] {dataset.name}: {len(dataset)} images, outputs {list(dataset.outputs)}")
     # tiny template heads compare against random text features and barely train: the prompt head does
-    model = create_model("paper-A" if real else "tiny-hf", variant=None if real else "B", outputs=["quality"])
+    model = load_model("paper-A" if real else "tiny-hf", variant=None if real else "B", outputs=["quality"])
     epochs = 2 if args.fast else 20 if real else 60
     config = TrainConfig(epochs=epochs, lr=5e-6 if real else 1e-3, n_splits=2 if args.fast else 3,
                          outputs=("quality",), cache_dir=str(args.out / "cache"), batch_size=8)
@@ -116,8 +99,6 @@ def _train_step(args: argparse.Namespace, real: bool, figures: dict[str, Any]) -
 
 def _pipeline(args: argparse.Namespace):
     if args.pipeline is None:
-        from .pipelines import tiny_sd_pipeline
-
         return tiny_sd_pipeline(), 4
     from diffusers import AutoPipelineForText2Image
 

@@ -6,32 +6,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Backend = Literal["open_clip", "transformers"]
+from ..backbones import Backend, BackboneConfig
+
 HeadKind = Literal["template", "prompt"]
 
 QUALITY_LEVELS = ("bad", "poor", "fair", "good", "perfect")
 HEAD_RANGES = {"template": (1.0, 5.0), "prompt": (0.0, 5.0)}
 VARIANT_HEADS = {"A": "template", "B": "prompt"}
-
-
-@dataclass
-class BackboneConfig:
-    """One frozen CLIP encoder.
-
-    ``name`` is an open_clip model name (``ViT-B-32``) or a Hugging Face id /
-    local directory. ``pretrained`` says where weights come from: an open_clip
-    tag (``openai``) or checkpoint file, or for transformers an id / directory.
-    ``None`` means the weights are not fetchable by name (random or imported),
-    so ``save_pretrained`` stores them beside the heads. ``arch`` is an explicit
-    architecture (open_clip model config, or transformers ``CLIPConfig`` dict)
-    used instead of the built-in one for ``name``.
-    """
-
-    backend: Backend
-    name: str
-    pretrained: str | None = None
-    arch: dict[str, Any] | None = None
-    text: bool = True
 
 
 @dataclass

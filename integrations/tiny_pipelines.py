@@ -13,7 +13,7 @@ import functools
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from reward.tokenizer import openai_clip_tokenizer
+from reward import openai_clip_tokenizer
 
 __all__ = ["tiny_sd_pipeline", "tiny_sdxl_pipeline", "tiny_sd3_pipeline", "tiny_flux_pipeline",
            "TINY_PIPELINES"]

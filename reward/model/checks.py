@@ -19,20 +19,6 @@ def check_image_shape(images: torch.Tensor) -> None:
         raise ValueError(f"images must be a float tensor, got {images.dtype}; convert uint8 with images / 255")
 
 
-def check_image_values(images: torch.Tensor, input_range: tuple[float, float], tolerance: float) -> None:
-    """One host sync for finiteness and range; reads detached values, so the graph is untouched."""
-    with torch.no_grad():
-        stats = torch.stack([torch.isfinite(images).all().float(), images.amin(), images.amax()]).tolist()
-    finite, low, high = stats
-    if not finite:
-        raise ValueError("images contain NaN or inf values; expected finite pixels")
-    lo, hi = input_range
-    slack = tolerance * (hi - lo)
-    if low < lo - slack or high > hi + slack:
-        raise ValueError(f"images have values in [{low:.4g}, {high:.4g}], outside input_range ({lo}, {hi}); "
-                         f"pass input_range=(-1, 1) for [-1, 1] images, or map them into ({lo}, {hi})")
-
-
 def check_prompts(prompts: Sequence[str] | None, batch: int, required: bool) -> list[str] | None:
     if prompts is None:
         if required:

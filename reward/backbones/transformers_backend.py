@@ -5,9 +5,9 @@ import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModelWithProjection
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from ..config import BackboneConfig
-from ..preprocess import ImageSpec
-from ..tokenizer import openai_clip_tokenizer
+from .config import BackboneConfig
+from .preprocess import ImageSpec
+from .tokenizer import openai_clip_tokenizer
 from .base import CLIPBackbone, checkpoint_layers
 
 OPENAI_VOCAB_SIZE = 49408
@@ -15,6 +15,8 @@ OPENAI_VOCAB_SIZE = 49408
 
 class HFCLIPBackbone(CLIPBackbone):
     """A frozen transformers ``CLIPModel`` (or ``CLIPVisionModelWithProjection`` without text)."""
+
+    adapter_targets = r"model\.vision_model\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
 
     def __init__(self, config: BackboneConfig):
         super().__init__()

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from .checks import check_image_shape, check_image_values, check_prompts
-from .io import as_image_list, load_image
-from .model import MSTCLIPIQA
-from .preprocess import fit_to_size
+from ..model import MSTCLIPIQA, check_image_shape, check_prompts, load_model
+from ..utils import autocast
+from .batching import score_in_batches
+from .images import load_image
+from .inputs import check_image_values
 
 Outputs = str | Sequence[str] | Mapping[str, float] | None
 
@@ -45,6 +47,19 @@ class MSTCLIPIQAReward(nn.Module):
         model.coarse.set_grad_checkpointing(gradient_checkpointing)
         model.fine.set_grad_checkpointing(gradient_checkpointing)
 
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, *, variant: str | None = None,
+                        adapters: Sequence[str | Path] = (), device: torch.device | str | None = None,
+                        seed: int = 0, **reward_options: Any) -> MSTCLIPIQAReward:
+        """A frozen scorer in one call: the model by name (``tiny``, ``tiny-hf``, ``paper-A``, ``paper-B``),
+        ``save_pretrained`` directory or Hub id (see :func:`reward.load_model`), wrapped with
+        ``reward_options`` (``outputs``, ``normalize``, ``dtype``, ...)."""
+        outputs = reward_options.get("outputs")
+        names = [outputs] if isinstance(outputs, str) else list(outputs) if outputs is not None else None
+        model = load_model(name_or_path, variant=variant, outputs=names, seed=seed, adapters=adapters,
+                           device=device)
+        return cls(model, **reward_options)
+
     def _range(self, name: str) -> tuple[float, float]:
         return (0.0, 1.0) if self.normalize else self.model.config.score_ranges[name]
 
@@ -54,27 +69,34 @@ class MSTCLIPIQAReward(nn.Module):
         ends = [sorted((w * self._range(n)[0], w * self._range(n)[1])) for n, w in self.weights.items()]
         return sum(e[0] for e in ends), sum(e[1] for e in ends)
 
+    @property
+    def fit_size(self) -> int:
+        """Images may be resized and centre-cropped to this square first without changing their scores."""
+        return self.model.fit_size
+
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        return self._combine(self.named_scores(images, prompts))
+
+    def named_scores(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Every output of the model, (B,) each (in [0, 1] with ``normalize``), differentiable in the pixels."""
         check_image_shape(images)
         check_image_values(images, self.input_range, self.tolerance)
         prompts = check_prompts(prompts, len(images), required=self.model.config.needs_prompts)
-        return self._reward(self._to_unit(images), prompts)
+        return self._scores(self._to_unit(images), prompts)
 
     def _to_unit(self, images: torch.Tensor) -> torch.Tensor:
         low, high = self.input_range
         return images if (low, high) == (0.0, 1.0) else (images - low) / (high - low)
 
-    def _reward(self, images: torch.Tensor, prompts: list[str] | None) -> torch.Tensor:
+    def _scores(self, images: torch.Tensor, prompts: list[str] | None) -> dict[str, torch.Tensor]:
         """Images already in [0, 1] and checked."""
-        with self._autocast(images.device):
+        with autocast(images.device, self.dtype):
             features = self.model.encode_images(images)
-        scores = self.model.forward_features(*features, prompts=prompts)
-        return sum(w * self._scale(n, scores[n]) for n, w in self.weights.items())
+        scores = self.model.score_features(*features, prompts=prompts)
+        return {name: self._scale(name, score) for name, score in scores.items()}
 
-    def _autocast(self, device: torch.device):
-        if self.dtype is None or self.dtype == torch.float32:
-            return nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.dtype)
+    def _combine(self, scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return sum(w * scores[n] for n, w in self.weights.items())
 
     def _scale(self, name: str, score: torch.Tensor) -> torch.Tensor:
         if not self.normalize:
@@ -92,26 +114,22 @@ class MSTCLIPIQAReward(nn.Module):
             raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
         return loss.mean()
 
-    @torch.inference_mode()
-    def score(self, images, prompts: Sequence[str] | str | None = None, batch_size: int = 32) -> torch.Tensor:
+    def score(self, images: Any, prompts: Sequence[str] | str | None = None, batch_size: int = 32) -> torch.Tensor:
         """Convenience scoring, not differentiable: paths, a folder, PIL images, uint8 arrays or tensors.
 
         Files, PIL images and arrays are read as [0, 1]; tensors are taken to be in
         ``input_range``. A single prompt string applies to every image. Returns a (N,) CPU tensor.
         """
-        items = as_image_list(images)
-        prompts = check_prompts(prompts, len(items), required=self.model.config.needs_prompts)
-        size = self.model.fit_size
-        device = self.model.device
-        scores = []
-        for start in range(0, len(items), batch_size):
-            chunk = [fit_to_size(self._load(item), size) for item in items[start : start + batch_size]]
-            batch = torch.stack(chunk).to(device)
-            part = None if prompts is None else prompts[start : start + batch_size]
-            scores.append(self._reward(batch, part).float().cpu())
-        return torch.cat(scores)
+        return self._combine(self.score_outputs(images, prompts, batch_size))
 
-    def _load(self, item) -> torch.Tensor:
+    def score_outputs(self, images: Any, prompts: Sequence[str] | str | None = None,
+                      batch_size: int = 32) -> dict[str, torch.Tensor]:
+        """Like :meth:`score`, but every output of the model, (N,) each."""
+        return score_in_batches(self._scores, images, prompts, batch_size=batch_size, fit_size=self.fit_size,
+                                device=self.model.device, load=self._load,
+                                require_prompts=self.model.config.needs_prompts)
+
+    def _load(self, item: Any) -> torch.Tensor:
         if isinstance(item, torch.Tensor):
             check_image_values(item, self.input_range, self.tolerance)
             return self._to_unit(load_image(item))

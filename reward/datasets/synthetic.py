@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from reward.datasets import QualityDataset, QualitySample
+from .base import QualityDataset, QualitySample
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

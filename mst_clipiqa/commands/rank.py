@@ -1,0 +1,46 @@
+"""``mst-clipiqa rank``: image files ranked by score, best first, with a contact sheet (no generation)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from integrations import rank_images
+from reward import MSTCLIPIQAReward, collect_images
+
+from ..options import EPILOG_MODELS, add_model_options, model_from_args, split_list
+from ..output import emit, format_rows
+from ..scoring_options import add_scoring_options, prompts_from_args
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "rank", help="rank images (files or folders) by MST-CLIPIQA score",
+        description="Score images with MST-CLIPIQA and print them ranked, best first. --outputs with several "
+                    "names ranks by their mean (each output's score is listed too).",
+        epilog=EPILOG_MODELS + "\nexample:\n  mst-clipiqa rank outputs/ --prompt 'a lighthouse at dusk' "
+                               "--model runs/agiqa3k/model --out ranked/\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_scoring_options(parser)
+    add_model_options(parser)
+    parser.add_argument("--top", type=int, default=None, help="print only the best N, N >= 1 (default: all)")
+    parser.add_argument("--out", type=Path, help="write ranking.csv, ranking.json, contact_sheet.png and the "
+                        "best images into this folder")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top is not None and args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; expected a folder to write the ranking into")
+    model = model_from_args(args)
+    paths = collect_images(args.images)
+    prompts = prompts_from_args(args, len(paths), required=model.config.needs_prompts)
+    reward = MSTCLIPIQAReward(model, outputs=split_list(args.outputs))
+    ranking = rank_images(paths, prompts, reward, batch_size=args.batch_size, top_k=min(args.top or 1, len(paths)))
+    rows = [{"image" if k == "name" else k: v for k, v in row.items()} for row in ranking.records()[: args.top]]
+    emit(format_rows(rows, list(rows[0]), args.format), args.output)
+    if args.out:
+        ranking.save(args.out)
+    return 0

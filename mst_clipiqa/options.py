@@ -1,0 +1,111 @@
+"""Options several commands share, each declared once with its help: model, data, device, output."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reward import MSTCLIPIQA, load_model
+from reward.datasets import QualityDataset, load_dataset
+
+EPILOG_MODELS = """\
+models (--model):
+  tiny, tiny-hf     tiny random backbones (open_clip / transformers), offline; scores mean
+                    nothing until trained, for trying the commands out
+  paper-A, paper-B  the paper's architecture with OpenAI CLIP weights (downloaded once);
+                    A = template head, no prompt needed; B = prompt-anchored head
+  DIR or HUB_ID     a model written by save_pretrained (e.g. RUN_DIR/model) or a Hub repo
+  --variant A|B (or one per output: A,B) and --outputs quality,correspondence shape the
+  heads of tiny/paper models; for a saved model --outputs picks which of its outputs to use.
+"""
+DATASET_KINDS = ("agiqa1k", "agiqa3k", "aigciqa2023", "aigiqa20k", "csv", "synthetic")
+
+
+def split_list(text: str | None) -> list[str] | None:
+    """``"a, b"`` -> ``["a", "b"]``; ``None`` stays ``None``."""
+    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the GPU when there is one; anything else is a torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", required=True, help="tiny | tiny-hf | paper-A | paper-B | DIR | HUB_ID "
+                                                          "(see 'models' below)")
+    group.add_argument("--variant", help="head kind for tiny/paper models: A (template) or B (prompt); "
+                                         "comma-separated for one per output")
+    group.add_argument("--outputs", help="comma-separated output names, e.g. quality,correspondence")
+    group.add_argument("--adapter", action="append", default=[], metavar="DIR",
+                       help="load a LoRA adapter (repeatable; the last one is active)")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
+
+
+def model_from_args(args: argparse.Namespace, seed: int = 0) -> MSTCLIPIQA:
+    """The model the model options name, on their device, in eval mode."""
+    return load_model(args.model, variant=args.variant, outputs=split_list(args.outputs), seed=seed,
+                      adapters=args.adapter, device=resolve_device(args.device))
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", required=True, choices=DATASET_KINDS,
+                       help="data set kind; 'synthetic': the procedural set in --data (generated if absent)")
+    group.add_argument("--data", required=True, type=Path, help="data set folder or annotation file")
+    group.add_argument("--csv-columns", metavar="KEY=COLUMN,...",
+                       help="for --dataset csv: image=..., prompt=..., group=... and score columns, "
+                            "e.g. image=file,prompt=text,quality=mos")
+
+
+def _csv_kwargs(spec: str | None) -> dict[str, Any]:
+    if not spec:
+        return {}
+    pairs = dict(item.split("=", 1) for item in split_list(spec) if "=" in item)
+    if len(pairs) != len(split_list(spec)):
+        raise ValueError(f"--csv-columns {spec!r}: expected KEY=COLUMN pairs separated by commas")
+    kwargs = {f"{key}_col": pairs.pop(key) for key in ("image", "prompt", "group") if key in pairs}
+    if pairs:
+        kwargs["score_cols"] = pairs
+    return kwargs
+
+
+def data_from_args(args: argparse.Namespace) -> QualityDataset:
+    """The data set the data options name."""
+    extra = _csv_kwargs(args.csv_columns)
+    if extra and args.dataset != "csv":
+        raise ValueError(f"--csv-columns applies to --dataset csv only, not {args.dataset!r}")
+    return load_dataset(args.dataset, args.data, **extra)
+
+
+def add_dataclass_options(group: argparse._ArgumentGroup, config_cls: type, choices: dict[str, Any]) -> None:
+    """One flag per field of a settings dataclass, its help taken from the field's ``help`` metadata.
+
+    Booleans that default to on get a negative flag (the field's ``flag``, e.g. ``--no-cache``);
+    fields with ``cli=False`` are left out.
+    """
+    for f in fields(config_cls):
+        if not f.metadata.get("cli", True):
+            continue
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        default = f.default if f.default is not MISSING else None
+        help_text = f.metadata["help"]
+        if isinstance(default, bool):
+            group.add_argument(flag, dest=f.name, action="store_false" if default else "store_true",
+                               default=default, help=("do not " if default else "") + help_text)
+            continue
+        kind = float if isinstance(default, float) else int if isinstance(default, int) else str
+        group.add_argument(flag, dest=f.name, type=kind, default=default,
+                           choices=sorted(choices[f.name]) if f.name in choices else None,
+                           help=help_text + ("" if default is None else f" (default: {default})"))
+
+
+def dataclass_values(args: argparse.Namespace, config_cls: type) -> dict[str, Any]:
+    """The values of the flags ``add_dataclass_options`` added."""
+    return {f.name: getattr(args, f.name) for f in fields(config_cls) if f.metadata.get("cli", True)}

@@ -1,0 +1,62 @@
+"""Printing results: tables, CSV and JSON, and summaries over splits."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("table", "csv", "json")
+
+
+def format_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: str) -> str:
+    """Rows as an aligned table, CSV or JSON; numbers in a table get four decimals."""
+    if fmt == "json":
+        return json.dumps([dict(r) for r in rows], indent=1) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(columns, widths)))]
+    lines += ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+              for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def emit(text: str, path: Path | None) -> None:
+    """Write ``text`` to ``path`` (a file, never an existing folder), or to standard output."""
+    if path is None:
+        sys.stdout.write(text)
+        return
+    if path.is_dir():
+        raise ValueError(f"--output {path} is a folder; expected a file path to write")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def summary_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]], title: str) -> str:
+    """Mean, median and spread per output and metric; the spread of a single split prints as ``-``."""
+    lines = [title, f"{'output':<16}{'metric':<15}{'mean':>8}{'median':>8}{'std':>8}"]
+    for output, metrics in summary.items():
+        for metric, stats in metrics.items():
+            values = [stats.get(k) for k in ("mean", "median", "std")]
+            lines.append(f"{output:<16}{metric:<15}" + "".join(_stat(v) for v in values))
+    return "\n".join(lines)
+
+
+def _stat(value: float | None) -> str:
+    return f"{'-':>8}" if value is None or not math.isfinite(value) else f"{value:>8.4f}"

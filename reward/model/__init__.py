@@ -1,0 +1,13 @@
+"""The MST-CLIPIQA model: config, gated fusion, heads, save / load, reference checkpoints, LoRA adapters."""
+from .adapters import (active_adapter, adapter_names, add_adapter, has_encoder_adapter, load_adapter, merge_adapters,
+                       save_adapter, set_adapter, trainable_state_dict)
+from .checks import check_image_shape, check_prompts
+from .config import HEAD_RANGES, VARIANT_HEADS, MSTCLIPIQAConfig
+from .factory import load_model
+from .mstclipiqa import BACKBONE_PREFIXES, MSTCLIPIQA, is_adapter_key, pad_states
+from .names import MODEL_NAMES
+
+__all__ = ["BACKBONE_PREFIXES", "HEAD_RANGES", "MODEL_NAMES", "MSTCLIPIQA", "MSTCLIPIQAConfig", "VARIANT_HEADS",
+           "active_adapter", "adapter_names", "add_adapter", "check_image_shape", "check_prompts",
+           "has_encoder_adapter", "is_adapter_key", "load_adapter", "load_model", "merge_adapters", "pad_states",
+           "save_adapter", "set_adapter", "trainable_state_dict"]

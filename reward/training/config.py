@@ -1,0 +1,80 @@
+"""Training settings as data; each field's help lives next to it and is what ``mst-clipiqa train --help`` shows."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from ..datasets import BY_CHOICES
+from ..utils import PRECISIONS
+from .metrics import krcc, plcc, srcc
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+SELECT_METRICS = {"srcc": srcc, "plcc": plcc, "krcc": krcc}
+CHOICES = {"optimizer": OPTIMIZERS, "split_by": BY_CHOICES, "select_metric": SELECT_METRICS,
+           "mixed_precision": PRECISIONS}
+# Settings that may change between a run and its resumption without changing the result.
+RESUME_FREE = ("progress", "num_workers", "cache_dir", "encode_batch_size", "eval_batch_size")
+
+
+def _option(default: Any, help: str, **metadata: Any) -> Any:
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass
+class TrainConfig:
+    """Training settings. The defaults are the paper's reference setup: Adam, lr 5e-6, weight decay
+    1e-3, batch 8, 20 epochs, loss MSE + 1.0 x pairwise margin-ranking (margin 0.1), and the
+    field's protocol of ten seeded 8:2 splits, here with 10% of the data carved from the training
+    part for validation (model selection by ``select_metric``). Each field's ``help`` says what it does.
+    """
+
+    epochs: int = _option(20, "passes over each split's training part")
+    batch_size: int = _option(8, "images per optimisation step, per process")
+    lr: float = _option(5e-6, "learning rate")
+    weight_decay: float = _option(1e-3, "weight decay")
+    optimizer: str = _option("adam", "optimiser")
+    margin: float = _option(0.1, "margin of the pairwise ranking loss")
+    rank_weight: float = _option(1.0, "weight lambda of the ranking loss next to MSE")
+    outputs: tuple[str, ...] | None = _option(
+        None, "named outputs to train and evaluate (default: every model output the data set scores)", cli=False)
+    seed: int = _option(0, "seed of the splits, the data order and tiny models' random weights")
+    n_splits: int = _option(10, "number of seeded random splits (the field's protocol: 10)")
+    split_by: str = _option("image", "split by image, or keep each prompt's images together (stricter)")
+    test_fraction: float = _option(0.2, "fraction of the data in each split's test part")
+    val_fraction: float = _option(0.1, "fraction of the data carved from training for model selection (never test)")
+    select_metric: str = _option("srcc", "validation metric that picks the best epoch")
+    use_cache: bool = _option(True, "encode each image once and train on the cached embeddings", flag="--no-cache")
+    cache_dir: str | None = _option(
+        None, "feature cache folder (default: $MST_CLIPIQA_CACHE or ~/.cache/mst-clipiqa/features)")
+    encode_batch_size: int = _option(32, "images per encoder batch")
+    eval_batch_size: int = _option(256, "samples per evaluation batch")
+    num_workers: int = _option(0, "data-loading worker processes")
+    mixed_precision: str = _option("no", "autocast precision (accelerate)")
+    cpu: bool = _option(False, "use the CPU even if a GPU is present")
+    lora_rank: int = _option(0, "train a LoRA adapter of this rank on the fusion and heads instead of the weights")
+    lora_alpha: float = _option(16.0, "LoRA scaling alpha")
+    lora_dropout: float = _option(0.0, "LoRA dropout")
+    lora_encoders: bool = _option(False, "also adapt the vision encoders' attention (disables the feature cache)")
+    adapter_name: str = _option("default", "name of the trained adapter")
+    progress: bool = _option(True, "show progress bars", flag="--quiet")
+
+    def __post_init__(self) -> None:
+        if self.outputs is not None:
+            self.outputs = (self.outputs,) if isinstance(self.outputs, str) else tuple(self.outputs)
+        for name in ("epochs", "batch_size", "n_splits", "encode_batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.margin < 0 or self.rank_weight < 0:
+            raise ValueError(f"lr={self.lr}, weight_decay={self.weight_decay}, margin={self.margin}, "
+                             f"rank_weight={self.rank_weight}; expected lr > 0 and the others >= 0")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {sorted(allowed)}, got {getattr(self, name)!r}")
+        if self.lora_rank < 0 or (self.lora_encoders and not self.lora_rank):
+            raise ValueError(f"lora_rank={self.lora_rank}, lora_encoders={self.lora_encoders}; expected "
+                             "lora_rank >= 0, and lora_rank >= 1 when lora_encoders is set")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,113 @@
+"""The field's protocol around one trainer: every split in turn, the run folder and its resume check,
+then the report, the plots and the chosen model.
+
+A run folder holds ``run.json`` (settings, checked on resume), ``split_NN/`` (see
+``Trainer.fit_split``), ``model/`` (``save_pretrained`` of the split with the best
+validation score; ``adapter/`` for LoRA training), ``report.json`` and ``plots/*.png``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from ..datasets import Split, make_splits
+from ..model import save_adapter
+from ..utils import write_json
+from .config import RESUME_FREE
+from .feature_cache import settings_key, state_digest
+from .metrics import summarize
+from .report import make_plots
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+RUN_FILE = "run.json"
+BEST = "best.safetensors"
+
+
+def run_splits(trainer: Trainer) -> dict[str, Any]:
+    """All splits, then the chosen model, ``report.json`` and plots; returns the report."""
+    trainer.prepare()
+    cfg, dataset = trainer.config, trainer.dataset
+    splits = trainer.splits or make_splits(dataset, cfg.n_splits, cfg.test_fraction, cfg.val_fraction,
+                                           cfg.split_by, seed=cfg.seed)
+    wrong = [k for k, s in enumerate(splits) if s.n != len(dataset)]
+    if wrong:
+        raise ValueError(f"splits {wrong} are for n={splits[wrong[0]].n} samples; the data set has {len(dataset)}")
+    _claim_run_dir(trainer, splits)
+    bar = tqdm(list(enumerate(splits)), desc="splits", unit="split", disable=not trainer.show or len(splits) < 2)
+    results = [trainer.fit_split(k, split) for k, split in bar]
+    return _report(trainer, splits, results)
+
+
+def run_settings(trainer: Trainer, splits: Sequence[Split]) -> dict[str, Any]:
+    """What must not change between a run and its resumption."""
+    train = {k: v for k, v in trainer.config.to_dict().items() if k not in RESUME_FREE}
+    samples = [[Path(s.image).name, s.prompt, s.scores] for s in trainer.dataset.samples]
+    return {"train": train, "model": trainer.model.config.to_dict(), "outputs": list(trainer.outputs),
+            "encoders": settings_key(trainer.encoder_settings), "initial_state": state_digest(trainer.initial_state),
+            "dataset": {"name": trainer.dataset.name, "n": len(trainer.dataset), "digest": settings_key(samples)},
+            "splits": settings_key([asdict(s) for s in splits])}
+
+
+def _claim_run_dir(trainer: Trainer, splits: Sequence[Split]) -> None:
+    path = trainer.split_dir(0).parent / RUN_FILE
+    settings = json.loads(json.dumps(run_settings(trainer, splits)))
+    if path.exists():
+        if not trainer.resume:
+            raise ValueError(f"{path.parent} already holds a run; pass resume=True (--resume) to continue it, "
+                             "or choose a new output directory")
+        saved = json.loads(path.read_text())
+        differing = sorted(k for k in settings if saved.get(k) != settings[k])
+        if differing:
+            raise ValueError(f"cannot resume {path.parent}: {differing} differ from the interrupted run; "
+                             "expected the same model, data, splits and settings")
+    elif trainer.accelerator.is_main_process:
+        write_json(path, settings)
+    trainer.accelerator.wait_for_everyone()
+
+
+def _report(trainer: Trainer, splits: Sequence[Split], results: list[dict[str, Any]]) -> dict[str, Any]:
+    directory, acc = trainer.output_dir, trainer.accelerator
+    scores = [r["best_val_score"] if r["best_val_score"] is not None else float("-inf") for r in results]
+    chosen = max(range(len(results)), key=lambda i: (scores[i], -i))  # ties: the first split
+    model_dir = _save_model(trainer, chosen)
+    report = {
+        "settings": {**run_settings(trainer, splits), "train": trainer.config.to_dict()},
+        "summary": {"test": _summary(trainer.outputs, results, "test"),
+                    "untrained_test": _summary(trainer.outputs, [r["untrained"] for r in results], "test")},
+        "splits": [{k: v for k, v in r.items() if k != "test_predictions"} for r in results],
+        "selected_split": chosen, "model_dir": str(model_dir), "timing": trainer.timing,
+    }
+    if acc.is_main_process:
+        plots = make_plots(results, trainer.outputs, directory / "plots", trainer.config.select_metric)
+        report["plots"] = [str(p.relative_to(directory)) for p in plots]
+        write_json(directory / "report.json", report)
+    acc.wait_for_everyone()
+    return report
+
+
+def _summary(outputs: Sequence[str], results: Sequence[dict], part: str) -> dict[str, Any]:
+    return {o: summarize([r[part][o] for r in results]) for o in outputs}
+
+
+def _save_model(trainer: Trainer, split_index: int) -> Path:
+    """The chosen split's best weights as a ``save_pretrained`` directory (``adapter/`` for LoRA)."""
+    acc, cfg = trainer.accelerator, trainer.config
+    trainer.load_state({k: v.to(acc.device) for k, v in load_file(str(trainer.split_dir(split_index) / BEST)).items()})
+    target = trainer.output_dir / ("adapter" if cfg.lora_rank else "model")
+    if acc.is_main_process:
+        shutil.rmtree(target, ignore_errors=True)
+        if cfg.lora_rank:
+            save_adapter(trainer.model, target, cfg.adapter_name)
+        else:
+            trainer.model.save_pretrained(target)
+    acc.wait_for_everyone()
+    return target
