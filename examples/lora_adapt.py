@@ -15,8 +15,7 @@ import argparse
 from pathlib import Path
 
 from reward import load_model
-from reward.datasets import load_agiqa3k
-from reward.datasets import make_splits
+from reward.datasets import load_agiqa3k, make_splits
 from reward.training import TrainConfig, evaluate_model, load_adapter, set_adapter, train
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "agiqa3k-mini"

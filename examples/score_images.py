@@ -8,8 +8,7 @@ but every step runs offline.
 import argparse
 from pathlib import Path
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
-from reward import collect_images
+from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, collect_images
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "agiqa3k-mini" / "images"
 

@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from reward.training import new_accelerator
+from reward.utils import precision_dtype
 
 from .decode import decode_latents
 from .denoisers import Conditioning, denoiser_family
-from .grid import image_grid
 from .finetune_config import RewardFinetuneConfig, require
+from .grid import image_grid
 from .lora import adapters_disabled, add_lora, lora_parameters, save_lora
 from .methods import METHODS
 from .reward_functions import Rewards, named_rewards, objective
@@ -65,7 +66,7 @@ class RewardFinetuner:
 
     def _setup_models(self) -> None:
         config, acc = self.config, self.accelerator
-        weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
+        weight_dtype = precision_dtype(acc.mixed_precision) or torch.float32
         for module in self.pipe.components.values():
             if isinstance(module, nn.Module):
                 module.requires_grad_(False)

@@ -9,14 +9,13 @@ attribute is true is negated, so the objective is always higher-is-better.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Union
 
 import torch
 
 __all__ = ["RewardFn", "Rewards", "named_rewards", "objective"]
 
-RewardFn = Callable[[torch.Tensor, Union[Sequence[str], None]], Union[torch.Tensor, Mapping[str, torch.Tensor]]]
-Rewards = Union[RewardFn, Mapping[str, RewardFn]]
+RewardFn = Callable[[torch.Tensor, Sequence[str] | None], torch.Tensor | Mapping[str, torch.Tensor]]
+Rewards = RewardFn | Mapping[str, RewardFn]
 
 
 def _check(name: str, value: object, batch: int) -> torch.Tensor:

@@ -9,10 +9,28 @@ preprocessing) -> ``model`` (config, fusion, heads, save / load, adapters) -> ``
 the one batched scoring loop) -> ``datasets`` -> ``training``. This module re-exports the public API.
 """
 from .backbones import BackboneConfig, ImageSpec, openai_clip_tokenizer, preprocess
-from .model import (MODEL_NAMES, MSTCLIPIQA, MSTCLIPIQAConfig, active_adapter, adapter_names, add_adapter,
-                    load_adapter, load_model, merge_adapters, save_adapter, set_adapter)
-from .scoring import (IMAGE_SUFFIXES, MSTCLIPIQAReward, as_image_list, collect_images, load_image,
-                      score_in_batches, straight_through_clamp)
+from .model import (
+                    MODEL_NAMES,
+                    MSTCLIPIQA,
+                    MSTCLIPIQAConfig,
+                    active_adapter,
+                    adapter_names,
+                    add_adapter,
+                    load_adapter,
+                    load_model,
+                    merge_adapters,
+                    save_adapter,
+                    set_adapter,
+)
+from .scoring import (
+                    IMAGE_SUFFIXES,
+                    MSTCLIPIQAReward,
+                    as_image_list,
+                    collect_images,
+                    load_image,
+                    score_in_batches,
+                    straight_through_clamp,
+)
 
 from_pretrained = MSTCLIPIQA.from_pretrained
 from_official_checkpoint = MSTCLIPIQA.from_official_checkpoint

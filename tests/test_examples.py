@@ -33,7 +33,7 @@ def test_best_of_n_example(tmp_path):
 def test_finetune_example(tmp_path, method):
     out = run_example("draft_finetune.py", "--tiny", "--method", method, "--steps", "4", "--out", str(tmp_path))
     before, after = map(float, re.search(r"held-out seeds (\S+) -> (\S+)", out).groups())
-    assert after > before
+    assert after > before + 0.05  # measured 2.135 -> 2.289 in 4 steps
     assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").exists()
     assert (tmp_path / "reward_curve.png").exists() and (tmp_path / "log.json").exists()
 
@@ -48,4 +48,4 @@ def test_score_images_example(sample_dir):
 def test_reward_as_loss_example():
     out = run_example("reward_as_loss.py", "--steps", "10")
     before, after = map(float, re.search(r"mean reward before (\S+) -> after (\S+)", out).groups())
-    assert after > before
+    assert after > before + 0.3  # measured 2.80 -> 3.58 in 10 steps

@@ -9,8 +9,15 @@ from reward.datasets import load_splits
 from reward.training import TrainConfig, Trainer
 from reward.training.config import CHOICES
 
-from ..options import (EPILOG_MODELS, add_data_options, add_dataclass_options, add_model_options, data_from_args,
-                       dataclass_values, split_list)
+from ..options import (
+    EPILOG_MODELS,
+    add_data_options,
+    add_dataclass_options,
+    add_model_options,
+    data_from_args,
+    dataclass_values,
+    split_list,
+)
 from ..output import summary_table
 
 EXAMPLES = """\

@@ -5,7 +5,7 @@ Each backbone says what its images must look like (``image_spec``) and
 ``CLIPBackbone`` and registering it in ``BACKENDS``.
 """
 from .base import CLIPBackbone
-from .config import Backend, BackboneConfig
+from .config import BackboneConfig, Backend
 from .open_clip_backend import OpenCLIPBackbone
 from .preprocess import ImageSpec, fit_to_size, preprocess
 from .tokenizer import openai_clip_tokenizer

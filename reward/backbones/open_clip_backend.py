@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.tokenizer import SimpleTokenizer
 
+from .base import CLIPBackbone
 from .config import BackboneConfig
 from .preprocess import ImageSpec
-from .base import CLIPBackbone
 
 _TEXT_PARTS = ("transformer", "token_embedding", "ln_final", "text_projection", "positional_embedding")
 

@@ -5,10 +5,10 @@ import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModelWithProjection
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from .base import CLIPBackbone, checkpoint_layers
 from .config import BackboneConfig
 from .preprocess import ImageSpec
 from .tokenizer import openai_clip_tokenizer
-from .base import CLIPBackbone, checkpoint_layers
 
 OPENAI_VOCAB_SIZE = 49408
 

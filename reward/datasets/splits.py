@@ -10,11 +10,14 @@ seed does not depend on ``n_splits``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+
+from ..utils import write_json
 
 FORMAT = "mst-clipiqa-splits"
 VERSION = 1
@@ -162,7 +165,7 @@ def save_splits(splits: Sequence[Split], path: str | Path) -> None:
     document = {"format": FORMAT, "version": VERSION, **{key: getattr(head, key) for key in keys},
                 "splits": [{"train": s.train, "val": s.val, "test": s.test, "meta": s.meta}
                            for s in splits]}
-    Path(path).write_text(json.dumps(document, indent=1))
+    write_json(path, document)
 
 
 def load_splits(

@@ -5,9 +5,10 @@ import csv
 import math
 import warnings
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from PIL import Image
 
@@ -158,7 +159,7 @@ def resolve_image(name: str, dirs: Sequence[Path], where: str, verify: bool) -> 
 def verify_image(path: Path, where: str) -> None:
     try:
         with Image.open(path) as im:  # parses the header only
-            im.size
+            im.verify()
     except Exception as exc:
         raise RowError(f"{where}: image {path} cannot be read as an image: {exc}") from None
 

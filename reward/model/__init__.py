@@ -1,6 +1,15 @@
 """The MST-CLIPIQA model: config, gated fusion, heads, save / load, reference checkpoints, LoRA adapters."""
-from .adapters import (active_adapter, adapter_names, add_adapter, has_encoder_adapter, load_adapter, merge_adapters,
-                       save_adapter, set_adapter, trainable_state_dict)
+from .adapters import (
+                       active_adapter,
+                       adapter_names,
+                       add_adapter,
+                       has_encoder_adapter,
+                       load_adapter,
+                       merge_adapters,
+                       save_adapter,
+                       set_adapter,
+                       trainable_state_dict,
+)
 from .checks import check_image_shape, check_prompts
 from .config import HEAD_RANGES, VARIANT_HEADS, MSTCLIPIQAConfig
 from .factory import load_model

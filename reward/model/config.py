@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..backbones import Backend, BackboneConfig
+from ..backbones import BackboneConfig, Backend
 
 HeadKind = Literal["template", "prompt"]
 

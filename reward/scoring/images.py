@@ -1,15 +1,15 @@
 """Turn the things users score (paths, PIL images, uint8 arrays, tensors) into [0, 1] tensors."""
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Sequence
-from typing import Any, Union
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-ImageLike = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 

@@ -3,8 +3,16 @@
     from reward.training import TrainConfig, train
     report = train(model, dataset, TrainConfig(epochs=20), output_dir="runs/agiqa3k")
 """
-from ..model import (active_adapter, adapter_names, add_adapter, load_adapter, merge_adapters, save_adapter,
-                     set_adapter, trainable_state_dict)
+from ..model import (
+                     active_adapter,
+                     adapter_names,
+                     add_adapter,
+                     load_adapter,
+                     merge_adapters,
+                     save_adapter,
+                     set_adapter,
+                     trainable_state_dict,
+)
 from ..utils import write_json
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig

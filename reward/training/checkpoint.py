@@ -101,7 +101,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}
             metadata = handle.metadata() or {}
     except Exception as error:  # safetensors raises its own error types for damaged files
-        raise ValueError(f"cannot read checkpoint {path}: {error}; expected a file written by save_checkpoint")
+        raise ValueError(f"cannot read checkpoint {path}: {error}; expected a file written by "
+                         "save_checkpoint") from None
     missing = [k for k in ("progress", "optim", "rng") if k not in metadata]
     if missing:
         raise ValueError(f"checkpoint {path} lacks metadata {missing}; expected a file written by save_checkpoint")

@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..model import MSTCLIPIQA, pad_states
 from ..backbones import fit_to_size
+from ..model import MSTCLIPIQA, pad_states
 from ..scoring import load_image
 from ..utils import autocast, precision_dtype
 

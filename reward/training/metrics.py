@@ -8,7 +8,8 @@ correlation metrics then return ``nan`` with a warning instead of raising.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import optimize, stats

@@ -22,7 +22,6 @@ from reward.datasets import (
     load_dataset,
 )
 
-MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "agiqa3k-mini"
 AGIQA3K_HEADER = ["name", "prompt", "adj1", "adj2", "style", "mos_quality", "std_quality",
                   "mos_align", "std_align"]
 
@@ -65,17 +64,15 @@ def make_agiqa3k(root: Path, rows=None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mini():
-    if not (MINI / "data.csv").is_file():
-        pytest.skip(f"AGIQA-3K sample not found at {MINI}")
-    return load_agiqa3k(MINI)
+def mini(sample_dir):
+    return load_agiqa3k(sample_dir)
 
 
-def test_agiqa3k_mini_reads_real_sample(mini):
+def test_agiqa3k_mini_reads_real_sample(mini, sample_dir):
     assert len(mini) == 98
     assert mini.outputs == ("quality", "correspondence")
     first = mini.samples[0]
-    assert first.image == MINI / "images" / "AttnGAN_normal_007.jpg"
+    assert first.image == sample_dir / "images" / "AttnGAN_normal_007.jpg"
     assert first.prompt == "a cat doing karaoke"
     assert first.scores == {"quality": pytest.approx(0.80654015),
                             "correspondence": pytest.approx(0.397771485)}

@@ -16,7 +16,7 @@ from mst_clipiqa.cli import COMMANDS, main
 from reward.datasets.splits import make_splits, save_splits
 from reward.datasets.synthetic import make_synthetic_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
-
-from .conftest import BACKENDS
+from tests.conftest import BACKENDS
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

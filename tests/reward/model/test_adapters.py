@@ -9,8 +9,16 @@ from safetensors.torch import load_file
 
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig
 from reward.datasets.synthetic import make_synthetic_dataset
-from reward.training import (TrainConfig, Trainer, active_adapter, adapter_names, add_adapter, load_adapter,
-                             save_adapter, set_adapter)
+from reward.training import (
+    TrainConfig,
+    Trainer,
+    active_adapter,
+    adapter_names,
+    add_adapter,
+    load_adapter,
+    save_adapter,
+    set_adapter,
+)
 
 
 @pytest.fixture(scope="module")

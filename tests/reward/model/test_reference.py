@@ -3,8 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionConfig,
-                          CLIPVisionModelWithProjection)
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
 
 from reward import MSTCLIPIQAConfig, from_official_checkpoint
 from reward.backbones.tokenizer import openai_clip_tokenizer
@@ -61,7 +66,8 @@ class Reference(nn.Module):
         else:
             s.update({"head.alpha": self.alpha.data, **{f"head.cross_attn.{k}": v for k, v in
                                                         self.attn.state_dict().items()}})
-            s.update({f"head.{n}.{k}": v for n in ("W_1", "W_2", "w_o") for k, v in getattr(self, n).state_dict().items()})
+            s.update({f"head.{n}.{k}": v for n in ("W_1", "W_2", "w_o")
+                      for k, v in getattr(self, n).state_dict().items()})
         return s
 
     @torch.no_grad()

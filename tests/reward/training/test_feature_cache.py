@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig
 from reward.datasets import QualityDataset
-from reward.scoring.images import load_image
 from reward.datasets.synthetic import make_synthetic_dataset
+from reward.scoring.images import load_image
 from reward.training import FeatureCache, TrainConfig, Trainer
 from reward.training import feature_cache as feature_cache_module
 

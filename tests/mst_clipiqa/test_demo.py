@@ -1,7 +1,8 @@
 import json
+import math
 
-from mst_clipiqa.demo import real_weights_status
 from mst_clipiqa.cli import main
+from mst_clipiqa.demo import real_weights_status
 
 
 def test_demo_runs_end_to_end_offline_and_writes_its_report(tmp_path, capsys, monkeypatch):
@@ -15,8 +16,17 @@ def test_demo_runs_end_to_end_offline_and_writes_its_report(tmp_path, capsys, mo
     figures = json.loads((out / "figures.json").read_text())
     assert figures["weights"] == "tiny-random"
     assert figures["training"]["splits"] == 2 and -1 <= figures["training"]["srcc"]["trained"] <= 1
-    assert figures["best_of_n"]["best"] >= figures["best_of_n"]["worst"]
-    assert {"reward_before", "reward_after"} <= set(figures["finetune"])
+    ranking = json.loads((out / "best_of_n" / "ranking.json").read_text())
+    scores = [c["score"] for c in ranking["candidates"]]
+    assert len(scores) == figures["best_of_n"]["n"] == 4 and scores == sorted(scores, reverse=True)
+    assert (scores[0], scores[-1]) == (figures["best_of_n"]["best"], figures["best_of_n"]["worst"])
+    assert ranking["candidates"][0]["seed"] == figures["best_of_n"]["winner_seed"]
+    train_report = json.loads((out / "train" / "report.json").read_text())
+    assert train_report["summary"]["test"]["quality"]["srcc"]["mean"] == figures["training"]["srcc"]["trained"]
+    log = json.loads((out / "finetune" / "log.json").read_text())
+    assert [r["step"] for r in log["history"]] == [1, 2, 3, 4] == list(range(1, figures["finetune"]["steps"] + 1))
+    assert all(math.isfinite(r["reward"]) for r in log["history"])
+    assert (out / "finetune" / "lora" / "pytorch_lora_weights.safetensors").is_file()
     report = (out / "report.md").read_text()
     embedded = [line[line.index("](") + 2:-1] for line in report.splitlines() if line.startswith("![")]
     assert any(p.endswith("contact_sheet.png") for p in embedded)
@@ -24,6 +34,9 @@ def test_demo_runs_end_to_end_offline_and_writes_its_report(tmp_path, capsys, mo
     assert any(p.endswith("curves.png") for p in embedded)
     assert all((out / p).is_file() for p in embedded)
     assert "Tiny random backbones" in report
+    t, f = figures["training"], figures["finetune"]
+    assert f"test SRCC {t['srcc']['untrained']:.3f} -> {t['srcc']['trained']:.3f}" in report
+    assert f"held-out reward {f['reward_before']:.3f} -> {f['reward_after']:.3f}" in report
     html = (out / "report.html").read_text()
     assert html.startswith("<!doctype html>") and html.count("<img") == len(embedded)
 

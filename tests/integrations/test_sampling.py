@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from integrations import add_lora, decode_latents, denoise, denoiser_family, straight_through_clamp
-from integrations.tiny_pipelines import TINY_PIPELINES, tiny_sd_pipeline
 from integrations.sampling import step_kwargs
+from integrations.tiny_pipelines import TINY_PIPELINES, tiny_sd_pipeline
 
 EXTRA = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16}}
 

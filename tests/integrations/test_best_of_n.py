@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from integrations import best_of_n, ddpo_reward_fn, generate_candidates, rank_images, regenerate
-from mst_clipiqa.cli import main as cli_main
 from integrations.grid import to_pil
 from integrations.tiny_pipelines import TINY_PIPELINES, tiny_sd_pipeline
+from mst_clipiqa.cli import main as cli_main
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 EXTRA = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16}}

@@ -1,0 +1,44 @@
+"""The layers hold: import contracts bite, and the light entry points stay light."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = "sorted({m.split('.')[0] for m in sys.modules} & {'diffusers', 'matplotlib'})"
+
+
+def python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_importing_the_scorer_loads_neither_diffusers_nor_matplotlib():
+    assert python(f"import sys, reward; print({HEAVY})") == "[]"
+
+
+def test_cli_help_does_not_import_diffusers():
+    code = ("import sys\nfrom mst_clipiqa.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'diffusers'}))")
+    assert python(code) == "[]"
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(script)], cwd=root, capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
+
+
+def test_layer_contracts_hold_and_an_upward_import_breaks_them(tmp_path):
+    assert lint_imports(ROOT).returncode == 0
+    for package in ("reward", "integrations", "mst_clipiqa"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    fusion = tmp_path / "reward" / "model" / "fusion.py"
+    fusion.write_text(fusion.read_text() + "\nimport reward.training  # an upward import\n")
+    done = lint_imports(tmp_path)
+    assert done.returncode != 0
+    assert "reward.model.fusion -> reward.training" in done.stdout
