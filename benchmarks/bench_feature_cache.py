@@ -27,7 +27,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +35,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from benchmarks.harness.timing import timed  # noqa: E402
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
 from reward.datasets import load_agiqa3k  # noqa: E402
 from reward.training import TrainConfig, Trainer  # noqa: E402
@@ -45,12 +45,6 @@ TARGET = 50.0
 # Each side is timed at 1 and 2 intra-op threads and compared at its best: on a busy 2-core machine the
 # cached epoch's small ops lose ~50x to thread synchronisation at 2 threads, while encoding gains from them.
 THREADS = (1, 2)
-
-
-def timed(function) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
 
 
 def measure(epochs: int, device: str, data: Path) -> dict[str, float]:
@@ -69,7 +63,7 @@ def measure(epochs: int, device: str, data: Path) -> dict[str, float]:
             torch.set_num_threads(threads)
             result[f"reencoding_epoch_s@{threads}"] = timed(lambda: reencoding.train_epoch(everything, 0))
             result[f"later_cached_epoch_s@{threads}"] = statistics.median(
-                timed(lambda: cached.train_epoch(everything, e)) for e in range(1, epochs + 1))
+                timed(lambda e=e: cached.train_epoch(everything, e)) for e in range(1, epochs + 1))
         torch.set_num_threads(THREADS[-1])
         reopened = Trainer(model, dataset, TrainConfig(cache_dir=cache, **settings))
         result["reopen_filled_cache_s"] = timed(reopened.prepare)

@@ -16,14 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.harness.memory import PeakMemory, emit_result, run_workers  # noqa: E402
+from benchmarks.harness.timing import timed  # noqa: E402
+
 PROMPTS = ["a lighthouse at dusk", "a bowl of fruit"]
 
 
@@ -35,14 +38,6 @@ def _configs(steps: int) -> dict[str, dict]:
                                                                   "alignprop_k_range": (steps, steps)},
         "ReFL (one step with grad)": {"method": "refl", "refl_window": max(steps // 4, 1)},
     }
-
-
-def _peak_mb(device: str) -> float:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def worker(spec: dict) -> dict:
@@ -61,18 +56,9 @@ def worker(spec: dict) -> dict:
                                   width=spec["size"], progress_bar=False, max_grad_norm=None, **spec["config"])
     trainer = RewardFinetuner(tiny_sd_pipeline(device=device), reward, PROMPTS, config)
     trainer.evaluate(PROMPTS * (spec["batch"] // 2 or 1), list(range(max(spec["batch"], 2))))  # no-grad baseline
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated() / 2**20 if device.startswith("cuda") else _peak_mb(device)
-    times = []
-    for _ in range(spec["repeats"] + 1):
-        start = time.perf_counter()
-        trainer.train_step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return {"step_s": statistics.median(times[1:]), "peak_mb": _peak_mb(device) - base}
+    with PeakMemory(device, reset_rss=False) as memory:  # on CPU: the growth of ru_maxrss
+        times = [timed(trainer.train_step, device) for _ in range(spec["repeats"] + 1)]
+    return {"step_s": statistics.median(times[1:]), "peak_mb": memory.peak_bytes / 2**20}
 
 
 def bench_best_of_n(args: argparse.Namespace) -> list[tuple[str, dict]]:
@@ -113,22 +99,20 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+        emit_result(worker(json.loads(args.worker)))
         return
 
     print(f"device {args.device}, tiny SD UNet (32, 64), {args.size}px, {args.inference_steps} DDIM steps, "
           f"batch {args.batch}, {args.threads} CPU thread(s)")
     memory = "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else "ru_maxrss growth"
     print(f"\nfine-tuning step (median of {args.repeats}); extra peak memory = {memory} over a no-grad sample")
-    results = {}
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
-    for name, config in _configs(args.inference_steps).items():
-        spec = {"config": config, "device": args.device, "size": args.size, "steps": args.inference_steps,
-                "batch": args.batch, "repeats": args.repeats, "threads": args.threads}
-        out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env, cwd=ROOT,
-                             capture_output=True, text=True, check=True)
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    spec = {"device": args.device, "size": args.size, "steps": args.inference_steps, "batch": args.batch,
+            "repeats": args.repeats, "threads": args.threads}
+    worker_args = {name: ["--worker", json.dumps({"config": config, **spec})]
+                   for name, config in _configs(args.inference_steps).items()}
+    results = run_workers(__file__, worker_args, env, parallel=False, cwd=ROOT)
     ref = results["DRaFT-K (K=1)"]
     print(f"{'configuration':<52} {'s/step':>8} {'x K=1':>7} {'peak MB':>9} {'x K=1':>7}")
     for name, r in results.items():

@@ -1,0 +1,1 @@
+"""Benchmark scripts for the reward, the feature cache and fine-tuning; shared pieces in ``benchmarks.harness``."""

@@ -1,0 +1,1 @@
+"""Shared benchmark pieces: machine description, timing, FLOP counting, profiling, memory and report helpers."""

@@ -1,0 +1,53 @@
+"""The benchmark harness: timing, FLOP counting, peak memory, worker processes and report helpers."""
+import textwrap
+from pathlib import Path
+
+import torch
+
+from benchmarks.harness.flops import count_flops
+from benchmarks.harness.machine import cpu_count, device_name
+from benchmarks.harness.memory import PeakMemory, run_workers
+from benchmarks.harness.report import fmt_bytes, markdown_table, verdict
+from benchmarks.harness.timing import MatmulStep, time_interleaved
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_time_interleaved_times_every_function_every_round():
+    calls = []
+    times = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, torch.device("cpu"),
+                             warmup=1, repeats=3)
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then the order rotates each round
+
+
+def test_count_flops_of_a_matmul():
+    step = MatmulStep(16, torch.device("cpu"), torch.float32)
+    assert count_flops(step) == step.flops == 2 * 16 ** 3
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with PeakMemory("cpu") as mem:
+        x = torch.ones(64 * 2 ** 20 // 4)  # 64 MiB, touched
+        del x
+    assert mem.method in ("vmhwm", "ru_maxrss")
+    assert mem.peak_bytes >= 32 * 2 ** 20
+
+
+def test_run_workers_collects_what_each_worker_emits(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from benchmarks.harness.memory import emit_result
+        print("noise")
+        emit_result({{"arg": sys.argv[1]}})
+    """))
+    assert run_workers(script, {"x": ["1"], "y": ["2"]}) == {"x": {"arg": "1"}, "y": {"arg": "2"}}
+    assert run_workers(script, {"z": ["3"]}, parallel=False) == {"z": {"arg": "3"}}
+
+
+def test_report_helpers():
+    assert markdown_table(["A", "B"], [["1", "2"]]) == "| A | B |\n| --- | --- |\n| 1 | 2 |"
+    assert (verdict(True), verdict(False), fmt_bytes(3 * 2 ** 20)) == ("PASS", "MISSED", "3 MiB")
+    assert cpu_count() >= 1 and "threads" in device_name(torch.device("cpu"))
