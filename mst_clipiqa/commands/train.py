@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 from reward import load_model
 from reward.datasets import load_splits
-from reward.training import TrainConfig, Trainer
+from reward.training import MainProcessFailed, TrainConfig, Trainer, launcher_rank
 from reward.training.config import CHOICES
 
 from ..options import (
@@ -32,8 +33,10 @@ examples:
   mst-clipiqa train ... --out runs/agiqa3k --resume
   # adapt a trained model to a new generator with a LoRA adapter (saved to RUN/adapter)
   mst-clipiqa train --model runs/agiqa3k/model --dataset csv --data mj.csv --out runs/mj --lora-rank 8
-  # several GPUs (DDP) / mixed precision:
-  accelerate launch --multi_gpu -m mst_clipiqa train ... --mixed-precision bf16
+  # several processes (DDP): one per GPU, or CPU processes (gloo) on a machine without CUDA
+  torchrun --nproc_per_node 2 -m mst_clipiqa train ... --out runs/agiqa3k
+  accelerate launch --multi_gpu --num_processes 2 -m mst_clipiqa train ... --mixed-precision bf16
+  # (accelerate launch --cpu starts one process unless MPI is set up; on CPU use the lines above)
 """
 
 
@@ -59,6 +62,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    if launcher_rank() != 0:  # under a launcher the main process reports, warns and prints the errors
+        warnings.simplefilter("ignore")
     options = dataclass_values(args, TrainConfig)
     if args.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device {args.device}: train places the model with accelerate; pick a GPU with "
@@ -69,7 +74,13 @@ def run(args: argparse.Namespace) -> int:
     splits = load_splits(args.split_file, n=len(dataset), groups=dataset.groups()) if args.split_file else None
     model = load_model(args.model, variant=args.variant, outputs=split_list(args.outputs), seed=config.seed,
                        adapters=args.adapter)
-    report = Trainer(model, dataset, config, args.out, splits, args.resume).run()
+    trainer = Trainer(model, dataset, config, args.out, splits, args.resume)
+    try:
+        report = trainer.run()
+    except MainProcessFailed:
+        return 2
+    if not trainer.accelerator.is_main_process:
+        return 0
     print(summary_table(report["summary"]["test"], "test (over splits)"))
     print(f"\nmodel: {report['model_dir']}\nreport: {args.out / 'report.json'}")
     return 0

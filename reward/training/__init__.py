@@ -16,7 +16,7 @@ from ..model import (
 from ..utils import write_json
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .distributed import epoch_batches, new_accelerator
+from .distributed import MainProcessFailed, epoch_batches, launcher_rank, launcher_world_size, new_accelerator
 from .evaluation import evaluate_model, predict_features, resolve_outputs
 from .feature_cache import FeatureCache, default_cache_dir, encoder_settings
 from .features import CachedFeatures, encode_features
@@ -24,9 +24,9 @@ from .report import make_plots
 from .trainer import Trainer, train
 
 __all__ = [
-    "CachedFeatures", "Checkpoint", "FeatureCache", "TrainConfig", "Trainer", "active_adapter", "adapter_names",
-    "add_adapter", "default_cache_dir", "encode_features", "encoder_settings", "epoch_batches", "evaluate_model",
-    "load_adapter", "load_checkpoint", "make_plots", "merge_adapters", "new_accelerator", "predict_features",
-    "resolve_outputs", "save_adapter", "save_checkpoint", "set_adapter", "train", "trainable_state_dict",
-    "write_json",
+    "CachedFeatures", "Checkpoint", "FeatureCache", "MainProcessFailed", "TrainConfig", "Trainer", "active_adapter",
+    "adapter_names", "add_adapter", "default_cache_dir", "encode_features", "encoder_settings", "epoch_batches",
+    "evaluate_model", "launcher_rank", "launcher_world_size", "load_adapter", "load_checkpoint", "make_plots",
+    "merge_adapters", "new_accelerator", "predict_features", "resolve_outputs", "save_adapter", "save_checkpoint",
+    "set_adapter", "train", "trainable_state_dict", "write_json",
 ]

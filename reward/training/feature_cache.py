@@ -13,19 +13,25 @@ the preprocessing specs, the resize-and-crop size, the autocast precision and
 path + size + mtime: an edit that keeps size and mtime (``cp -p``, rsync, a
 re-export) still invalidates, a moved data set still hits, and hashing a file
 costs far less than decoding it. Entries are written atomically, so a killed
-run or several processes never leave a half-written file.
+run or several processes never leave a half-written file. Each entry carries
+a digest of its tensors; an entry that does not load, has the wrong names or
+shapes, holds NaN or fails its digest (a disk error, a bad copy) is re-encoded,
+with one warning naming the files.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from ..model import MSTCLIPIQA
 from ..utils import atomic_write, precision_dtype
@@ -112,9 +118,9 @@ class FeatureCache:
 
     def _open(self, name: str, settings: dict) -> Path:
         directory = self.root / name
-        directory.mkdir(parents=True, exist_ok=True)
         if not (directory / "settings.json").exists():
-            (directory / "settings.json").write_text(json.dumps(settings, indent=1, sort_keys=True))
+            with atomic_write(directory / "settings.json") as tmp:  # several processes may open it at once
+                tmp.write_text(json.dumps(settings, indent=1, sort_keys=True))
         return directory
 
     def features(self, paths: Sequence[str | Path], prompts: Sequence[str] | None = None,
@@ -128,29 +134,89 @@ class FeatureCache:
     def image_features(self, paths: Sequence[str | Path], shard: tuple[int, int] = (0, 1),
                        barrier: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, Dc), (N, Df) float32 CPU embeddings of image files, encoding only uncached ones."""
-        keys = [file_digest(p) for p in paths]
-        entries = [self.image_dir / f"{k}.safetensors" for k in keys]
-        missing = list({k: p for k, p, e in zip(keys, paths, entries) if not e.exists()}.items())
-        mine = missing[shard[0]::shard[1]]
-        if mine:
+        keys = [self.image_dir / f"{file_digest(p)}.safetensors" for p in paths]
+
+        def encode(todo: list[tuple[Path, str | Path]]) -> None:
             def store(start: int, f_c: torch.Tensor, f_f: torch.Tensor) -> None:
-                for (key, _), c, f in zip(mine[start:start + len(f_c)], f_c, f_f):
-                    atomic_save({"coarse": c, "fine": f}, self.image_dir / f"{key}.safetensors")
-            encode_files(self.model, [p for _, p in mine], self.batch_size, self.num_workers, self.precision,
+                for (entry, _), c, f in zip(todo[start:start + len(f_c)], f_c, f_f):
+                    save_entry({"coarse": c, "fine": f}, entry)
+            encode_files(self.model, [p for _, p in todo], self.batch_size, self.num_workers, self.precision,
                          self.progress, on_batch=store)
-        if barrier is not None:
-            barrier()
-        loaded = [load_file(str(e)) for e in entries]
-        return torch.stack([d["coarse"] for d in loaded]), torch.stack([d["fine"] for d in loaded])
+
+        shapes = {"coarse": (self.model.coarse.embed_dim,), "fine": (self.model.fine.embed_dim,)}
+        loaded = self._fill(dict(zip(keys, paths)), shapes, encode, shard, barrier)
+        rows = [loaded[k] for k in keys]
+        return torch.stack([r["coarse"] for r in rows]), torch.stack([r["fine"] for r in rows])
 
     def prompt_states(self, prompts: Sequence[str], shard: tuple[int, int] = (0, 1),
                       barrier: Callable[[], None] | None = None) -> list[torch.Tensor]:
         """Token states of each prompt, encoding only uncached ones."""
-        entries = [self.prompt_dir / f"{text_digest(p)}.safetensors" for p in prompts]
-        mine = [(p, e) for p, e in zip(prompts, entries) if not e.exists()][shard[0]::shard[1]]
-        if mine:
-            for (_, entry), states in zip(mine, encode_prompt_states(self.model, [p for p, _ in mine])):
-                atomic_save({"states": states}, entry)
+        keys = [self.prompt_dir / f"{text_digest(p)}.safetensors" for p in prompts]
+
+        def encode(todo: list[tuple[Path, str]]) -> None:
+            for (entry, _), states in zip(todo, encode_prompt_states(self.model, [p for _, p in todo])):
+                save_entry({"states": states}, entry)
+
+        loaded = self._fill(dict(zip(keys, prompts)), {"states": (None, self.model.coarse.text_width)}, encode,
+                            shard, barrier)
+        return [loaded[k]["states"] for k in keys]
+
+    def _fill(self, entries: dict[Path, Any], shapes: dict[str, tuple[int | None, ...]],
+              encode: Callable[[list[tuple[Path, Any]]], None], shard: tuple[int, int],
+              barrier: Callable[[], None] | None) -> dict[Path, dict[str, torch.Tensor]]:
+        """Every entry's tensors: sound ones read, missing or damaged ones encoded (this process's share).
+
+        Every process reads before any writes (the first barrier), so all agree
+        on what is missing and share it out the same way.
+        """
+        loaded, damaged = {}, []
+        for entry in entries:
+            if entry.exists():
+                try:
+                    loaded[entry] = read_entry(entry, shapes)
+                except ValueError as error:
+                    damaged.append(str(error))
+        if damaged and shard[0] == 0:
+            more = f" (and {len(damaged) - 3} more)" if len(damaged) > 3 else ""
+            warnings.warn(f"feature cache: re-encoding {len(damaged)} damaged entries: {'; '.join(damaged[:3])}{more}",
+                          stacklevel=4)
+        todo = [(e, item) for e, item in entries.items() if e not in loaded]
         if barrier is not None:
             barrier()
-        return [load_file(str(e))["states"] for e in entries]
+        if todo[shard[0]::shard[1]]:
+            encode(todo[shard[0]::shard[1]])
+        if barrier is not None:
+            barrier()
+        loaded.update({entry: read_entry(entry, shapes) for entry, _ in todo})
+        return loaded
+
+
+def save_entry(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """A cache entry with the digest of its tensors, which :func:`read_entry` checks."""
+    atomic_save(tensors, path, {"digest": state_digest(tensors)})
+
+
+def read_entry(path: Path, shapes: dict[str, tuple[int | None, ...]]) -> dict[str, torch.Tensor]:
+    """A cache entry's tensors, checked: they load, have the expected names and shapes (None: any size
+    but 0), are finite float32 and match the stored digest. A damaged entry raises ``ValueError`` naming the file."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            # copies, not views of the mapped file: what is checked here is what is used later
+            tensors = {k: handle.get_tensor(k).clone() for k in handle.keys()}
+            digest = (handle.metadata() or {}).get("digest")
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"{path} does not load ({type(error).__name__}: {error})") from None
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if set(found) != set(shapes) or any(not _fits(found[k], shape) for k, shape in shapes.items()):
+        raise ValueError(f"{path} holds {found}; expected {shapes}")
+    if any(t.dtype != torch.float32 for t in tensors.values()):
+        raise ValueError(f"{path} holds {sorted({str(t.dtype) for t in tensors.values()})}; expected torch.float32")
+    if not all(torch.isfinite(t).all() for t in tensors.values()):
+        raise ValueError(f"{path} holds NaN or infinite values")
+    if digest is not None and digest != state_digest(tensors):  # entries from before digests were stored have none
+        raise ValueError(f"{path} does not match its stored digest")
+    return tensors
+
+
+def _fits(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
+    return len(shape) == len(expected) and all(e == s if e is not None else s > 0 for s, e in zip(shape, expected))

@@ -1,13 +1,12 @@
 """The field's protocol around one trainer: every split in turn, the run folder and its resume check,
 then the report, the plots and the chosen model.
 
-A run folder holds ``run.json`` (settings, checked on resume), ``split_NN/`` (see
+A run folder holds ``run.json`` (settings, checked on resume; see ``run_folder``), ``split_NN/`` (see
 ``Trainer.fit_split``), ``model/`` (``save_pretrained`` of the split with the best
 validation score; ``adapter/`` for LoRA training), ``report.json`` and ``plots/*.png``.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -21,15 +20,16 @@ from ..datasets import Split, make_splits
 from ..model import save_adapter
 from ..utils import write_json
 from .config import RESUME_FREE
+from .distributed import on_main
 from .feature_cache import settings_key, state_digest
 from .metrics import summarize
 from .report import make_plots
+from .run_folder import BEST, REPORT, RUN_FILE, claim_run_dir
 
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-RUN_FILE = "run.json"
-BEST = "best.safetensors"
+__all__ = ["BEST", "RUN_FILE", "run_settings", "run_splits"]
 
 
 def run_splits(trainer: Trainer) -> dict[str, Any]:
@@ -41,10 +41,15 @@ def run_splits(trainer: Trainer) -> dict[str, Any]:
     wrong = [k for k, s in enumerate(splits) if s.n != len(dataset)]
     if wrong:
         raise ValueError(f"splits {wrong} are for n={splits[wrong[0]].n} samples; the data set has {len(dataset)}")
-    _claim_run_dir(trainer, splits)
-    bar = tqdm(list(enumerate(splits)), desc="splits", unit="split", disable=not trainer.show or len(splits) < 2)
-    results = [trainer.fit_split(k, split) for k, split in bar]
-    return _report(trainer, splits, results)
+    acc, directory = trainer.accelerator, trainer.split_dir(0).parent
+    lock = on_main(acc, lambda: claim_run_dir(directory, run_settings(trainer, splits), trainer.resume))
+    try:
+        bar = tqdm(list(enumerate(splits)), desc="splits", unit="split", disable=not trainer.show or len(splits) < 2)
+        results = [trainer.fit_split(k, split) for k, split in bar]
+        return _report(trainer, splits, results)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def run_settings(trainer: Trainer, splits: Sequence[Split]) -> dict[str, Any]:
@@ -55,23 +60,6 @@ def run_settings(trainer: Trainer, splits: Sequence[Split]) -> dict[str, Any]:
             "encoders": settings_key(trainer.encoder_settings), "initial_state": state_digest(trainer.initial_state),
             "dataset": {"name": trainer.dataset.name, "n": len(trainer.dataset), "digest": settings_key(samples)},
             "splits": settings_key([asdict(s) for s in splits])}
-
-
-def _claim_run_dir(trainer: Trainer, splits: Sequence[Split]) -> None:
-    path = trainer.split_dir(0).parent / RUN_FILE
-    settings = json.loads(json.dumps(run_settings(trainer, splits)))
-    if path.exists():
-        if not trainer.resume:
-            raise ValueError(f"{path.parent} already holds a run; pass resume=True (--resume) to continue it, "
-                             "or choose a new output directory")
-        saved = json.loads(path.read_text())
-        differing = sorted(k for k in settings if saved.get(k) != settings[k])
-        if differing:
-            raise ValueError(f"cannot resume {path.parent}: {differing} differ from the interrupted run; "
-                             "expected the same model, data, splits and settings")
-    elif trainer.accelerator.is_main_process:
-        write_json(path, settings)
-    trainer.accelerator.wait_for_everyone()
 
 
 def _report(trainer: Trainer, splits: Sequence[Split], results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -89,7 +77,7 @@ def _report(trainer: Trainer, splits: Sequence[Split], results: list[dict[str, A
     if acc.is_main_process:
         plots = make_plots(results, trainer.outputs, directory / "plots", trainer.config.select_metric)
         report["plots"] = [str(p.relative_to(directory)) for p in plots]
-        write_json(directory / "report.json", report)
+        write_json(directory / REPORT, report)
     acc.wait_for_everyone()
     return report
 

@@ -6,12 +6,13 @@ validation score (validation is carved from training, never from test) is
 evaluated once on the test part. A checkpoint is written atomically after
 every epoch; ``resume=True`` continues a killed run and ends where an
 uninterrupted run would, because each epoch's data order depends only on
-(seed, split, epoch) and the RNG states travel in the checkpoint. The loop
-over splits, the run folder and the report are in ``protocol``.
+(seed, split, epoch) and the RNG states travel in the checkpoint. A damaged
+checkpoint or finished split found on resume is named in a warning and that
+split trained again. The loop over splits, the run folder and the report are
+in ``protocol``; who may work in the folder, in ``run_folder``.
 """
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,16 +33,14 @@ from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter,
 from ..utils import write_json
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import OPTIMIZERS, SELECT_METRICS, TrainConfig
-from .distributed import epoch_batches, new_accelerator
+from .distributed import epoch_batches, gather_rows, new_accelerator
 from .evaluation import dataset_paths_prompts, predict_features, resolve_outputs
 from .feature_cache import FeatureCache, atomic_save, encoder_settings
 from .features import CachedFeatures, encode_features
 from .losses import mse_rank_loss
 from .metrics import evaluate
-from .protocol import BEST, run_splits
-
-CHECKPOINT = "checkpoint.safetensors"
-RESULT = "result.json"
+from .protocol import run_splits
+from .run_folder import BEST, CHECKPOINT, RESULT, finished_result, read_json
 
 
 class _Scorer(nn.Module):
@@ -98,7 +97,8 @@ class Trainer:
         self.initial_state = {k: v.detach().clone() for k, v in trainable_state_dict(self.model).items()}
         self.targets = {o: torch.tensor(self.dataset.score_array(o), dtype=torch.float32,
                                         device=self.accelerator.device) for o in self.outputs}
-        self._check_label_ranges()
+        if self.accelerator.is_main_process:
+            self._check_label_ranges()
         self.encoder_settings = encoder_settings(self.model, cfg.mixed_precision)
         self._load_features()
         self.scorer = self.accelerator.prepare(_Scorer(self.model))
@@ -176,7 +176,9 @@ class Trainer:
             acc.backward(loss)
             self.optimizer.step()
             losses.append(loss.detach())
-        return float(torch.stack(losses).mean()) if losses else float("nan")
+        if not losses:
+            return float("nan")
+        return float(acc.reduce(torch.stack(losses).mean(), "mean"))  # every process has as many batches
 
     def _batches(self, batches: list[list[int]]):
         if self.trains_from_cache:
@@ -199,8 +201,12 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     def predict(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
-        """Scores of the samples at ``indices`` (cached encoder outputs when there are some)."""
+        """Scores of the samples at ``indices``; each process scores its share, every process gets them all."""
         self.prepare()
+        indices = list(indices)
+        return gather_rows(self.accelerator, len(indices), lambda rows: self._predict([indices[r] for r in rows]))
+
+    def _predict(self, indices: list[int]) -> dict[str, np.ndarray]:
         if self.features is not None:
             return predict_features(self.model, self.features, indices, self.outputs, self.config.eval_batch_size)
         paths, prompts = dataset_paths_prompts(self.dataset, indices)
@@ -235,8 +241,9 @@ class Trainer:
     def fit_split(self, k: int, split: Split) -> dict[str, Any]:
         """Train on split ``k`` (resuming its checkpoint if there is one) and evaluate the chosen epoch."""
         directory = self.split_dir(k)
-        if (directory / RESULT).exists():
-            return json.loads((directory / RESULT).read_text())
+        finished = self._recover(lambda: finished_result(directory), f"training {directory.name} again")
+        if finished is not None:
+            return finished
         progress = self._start_split(k, split, directory)
         bar = tqdm(range(progress["epoch"], self.config.epochs), desc=f"split {k}", unit="epoch",
                    disable=not self.show, initial=progress["epoch"], total=self.config.epochs)
@@ -263,8 +270,10 @@ class Trainer:
         self.load_state(self.initial_state)
         self.optimizer = self._make_optimizer()
         set_seed(self.config.seed + k)
-        if (directory / CHECKPOINT).exists():
-            checkpoint = load_checkpoint(directory / CHECKPOINT)
+        path = directory / CHECKPOINT
+        checkpoint = self._recover(lambda: load_checkpoint(path) if path.exists() else None,
+                                   f"restarting split {k} from its first epoch")
+        if checkpoint is not None:
             self.load_state(checkpoint.model_state)
             self.best_state = checkpoint.best_state
             self.optimizer.load_state_dict(checkpoint.optimizer_state)
@@ -274,6 +283,15 @@ class Trainer:
         val = self._validate(split.val)
         untrained = {"val": val["val"], "test": self._test(split.test)[0]}
         return {"epoch": 0, "history": [], "best": None, "untrained": untrained}
+
+    def _recover(self, read: Callable[[], Any], fallback: str) -> Any:
+        """``read()``; if it finds a damaged file, a warning naming it and what is done instead, and None."""
+        try:
+            return read()
+        except ValueError as error:
+            if self.accelerator.is_main_process:
+                warnings.warn(f"{error}; {fallback}", stacklevel=3)
+            return None
 
     def _run_epoch(self, k: int, epoch: int, split: Split) -> dict[str, Any]:
         start = time.perf_counter()
@@ -301,7 +319,7 @@ class Trainer:
             write_json(directory / RESULT, result)
             (directory / CHECKPOINT).unlink(missing_ok=True)
         self.accelerator.wait_for_everyone()
-        return json.loads((directory / RESULT).read_text())
+        return read_json(directory / RESULT)
 
     def run(self) -> dict[str, Any]:
         """All splits, then the chosen model, ``report.json`` and plots (see ``protocol``); returns the report."""

@@ -46,7 +46,8 @@ def test_help_names_every_command_and_the_model_choices(capsys):
     assert list(COMMANDS) == ["train", "eval", "score", "rank", "demo"]
     for word in ("train", "eval", "score", "rank", "tiny-hf", "paper-A", "save_pretrained"):
         assert word in text
-    for command, words in {"train": ("--resume", "--lora-rank", "--split-by", "--no-cache", "accelerate launch"),
+    for command, words in {"train": ("--resume", "--lora-rank", "--split-by", "--no-cache", "accelerate launch",
+                                     "torchrun --nproc_per_node 2"),
                            "eval": ("--split-file", "--json-out"), "score": ("--prompts", "--format")}.items():
         with pytest.raises(SystemExit):
             main([command, "--help"])

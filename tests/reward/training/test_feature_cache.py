@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
+import warnings
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig
 from reward.datasets import QualityDataset
@@ -144,3 +146,62 @@ def test_a_failed_write_leaves_no_entry(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         feature_cache_module.atomic_save({"x": torch.zeros(2)}, target)
     assert list(tmp_path.iterdir()) == []
+
+
+def _flip_a_low_bit(path):
+    data = bytearray(path.read_bytes())
+    data[-4] ^= 1  # lowest mantissa byte of the last float: still finite, still the right shape
+    path.write_bytes(bytes(data))
+
+
+def _with_nan(path):
+    tensors = load_file(str(path))
+    tensors[next(iter(tensors))].view(-1)[0] = float("nan")
+    feature_cache_module.save_entry(tensors, path)  # with a digest that matches: only the NaN check finds it
+
+
+DAMAGE = {
+    "empty": lambda path: path.write_bytes(b""),
+    "truncated": lambda path: path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2]),
+    "wrong shape": lambda path: save_file({"coarse": torch.zeros(3), "fine": torch.zeros(3)}, str(path)),
+    "wrong dtype": lambda path: save_file({k: v.half() for k, v in load_file(str(path)).items()}, str(path)),
+    "nan": _with_nan,
+    "flipped bit": _flip_a_low_bit,
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_image_entry_is_named_once_and_encoded_again(dataset, tmp_path, damage):
+    paths, prompts = [s.image for s in dataset.samples[:6]], [s.prompt for s in dataset.samples[:6]]
+    clean = FeatureCache(tmp_path, tiny("B"), progress=False).features(paths, prompts)
+    entry = sorted(next(tmp_path.glob("images-*")).glob("*.safetensors"))[0]
+    DAMAGE[damage](entry)
+    model = tiny("B")
+    counts = count_encoder_calls(model)
+    with pytest.warns(UserWarning) as caught:
+        repaired = FeatureCache(tmp_path, model, progress=False).features(paths, prompts)
+    messages = [str(w.message) for w in caught if "feature cache" in str(w.message)]
+    assert len(messages) == 1 and f"re-encoding 1 damaged entries: {entry}" in messages[0]
+    assert counts == {"coarse images": 1, "fine images": 1}
+    assert torch.allclose(repaired.f_coarse, clean.f_coarse, rtol=0, atol=1e-6)
+    assert torch.allclose(repaired.f_fine, clean.f_fine, rtol=0, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FeatureCache(tmp_path, model, progress=False).features(paths, prompts)  # repaired on disk
+    assert counts == {"coarse images": 1, "fine images": 1}
+
+
+def test_a_damaged_prompt_entry_is_encoded_again_and_old_entries_without_a_digest_are_kept(dataset, tmp_path):
+    paths, prompts = [s.image for s in dataset.samples[:6]], [s.prompt for s in dataset.samples[:6]]
+    clean = FeatureCache(tmp_path, tiny("B"), progress=False).features(paths, prompts)
+    damaged, *others = sorted(next(tmp_path.glob("prompts-*")).glob("*.safetensors"))
+    damaged.write_bytes(damaged.read_bytes()[:20])
+    for entry in others:  # as written before entries carried a digest
+        save_file(load_file(str(entry)), str(entry))
+    model = tiny("B")
+    counts = count_encoder_calls(model)
+    with pytest.warns(UserWarning, match=re.escape(f"re-encoding 1 damaged entries: {damaged} does not load")):
+        repaired = FeatureCache(tmp_path, model, progress=False).features(paths, prompts)
+    assert counts == {"prompts": 1}
+    for mine, theirs in zip(repaired.prompt_states, clean.prompt_states):
+        assert torch.allclose(mine, theirs, rtol=0, atol=1e-6)

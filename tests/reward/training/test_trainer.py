@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +222,38 @@ def test_labels_outside_the_template_range_are_flagged(small_set, tmp_path):
                          cache_dir=str(tmp_path / "cache"))
     with pytest.warns(UserWarning, match=r"labels lie outside the template head's range \[1.0, 5.0\]"):
         Trainer(model, shifted, config, tmp_path / "run").prepare()
+
+
+@pytest.fixture(scope="module")
+def straight_run(small_set, tmp_path_factory):
+    """One uninterrupted 1-split, 2-epoch run, the reference for repaired ones."""
+    root = tmp_path_factory.mktemp("straight")
+    config = TrainConfig(**{**FAST, "n_splits": 1, "epochs": 2}, cache_dir=str(root / "cache"))
+    train(tiny(), small_set, config, root / "run")
+    return config, root / "run"
+
+
+@pytest.mark.parametrize("damaged", ["checkpoint.safetensors", "best.safetensors", "result.json"])
+def test_a_damaged_split_file_is_named_and_the_split_trained_again_on_resume(small_set, straight_run, tmp_path,
+                                                                          damaged):
+    config, straight_dir = straight_run
+    run = tmp_path / "run"
+    if damaged == "checkpoint.safetensors":  # killed after the first epoch's checkpoint
+        def kill(*_):
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(tiny(), small_set, config, run, on_epoch_end=kill).run()
+    else:  # a finished run
+        shutil.copytree(straight_dir, run)
+    path = run / "split_00" / damaged
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    epochs_run = []
+    with pytest.warns(UserWarning, match=re.escape(str(path))):
+        Trainer(tiny(), small_set, config, run, resume=True,
+                on_epoch_end=lambda k, e, record: epochs_run.append(e)).run()
+    assert epochs_run == [0, 1]  # the whole split again: its checkpoint is the only record of its epochs
+    for name, tensor in _weights(straight_dir).items():
+        assert torch.equal(tensor, _weights(run)[name]), name
+    summary = [json.loads((d / "report.json").read_text())["summary"] for d in (straight_dir, run)]
+    assert summary[0] == summary[1]  # as written: the one split's std is NaN in the returned report
