@@ -187,8 +187,8 @@ def time_interleaved(fns: dict[str, Callable], device: torch.device, warmup: int
 def own_work_steps(reward, images: torch.Tensor, pixels: torch.Tensor) -> dict[str, Callable]:
     """The reward's work around the encoders, each part timed alone: input checks, preprocessing
     (fwd+bwd to the images), and fusion + heads (fwd+bwd to the two stream embeddings)."""
-    from reward.scoring.inputs import check_image_values
     from reward.backbones.preprocess import preprocess
+    from reward.scoring.inputs import check_image_values
 
     model = reward.model
     with torch.no_grad():
