@@ -30,10 +30,25 @@ def split_list(text: str | None) -> list[str] | None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` is the GPU when there is one; anything else is a torch device name."""
+    """``auto`` is the GPU when there is one; else ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, if present here."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    expected = "expected auto, cpu, cuda, cuda:N or mps"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a device name; {expected}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {name}: no CUDA GPU is available here; use --device cpu (or auto)")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: Apple's MPS is not available here; use --device cpu (or auto)")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name}: {expected}")
+    return device
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

@@ -42,10 +42,20 @@ def emit(text: str, path: Path | None) -> None:
     if path is None:
         sys.stdout.write(text)
         return
-    if path.is_dir():
-        raise ValueError(f"--output {path} is a folder; expected a file path to write")
+    check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def check_output_file(path: Path | None, flag: str = "--output") -> None:
+    """A file path that can be written: not an existing folder, and no file where a parent folder must be."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; expected a file path to write")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ValueError(f"{flag} {path}: {blocking} is a file, so no folder can hold the output there")
 
 
 def summary_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]], title: str) -> str:

@@ -8,7 +8,7 @@ from integrations import rank_images
 from reward import MSTCLIPIQAReward, collect_images
 
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, split_list
-from ..output import emit, format_rows
+from ..output import check_output_file, emit, format_rows
 from ..scoring_options import add_scoring_options, prompts_from_args
 
 
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--top must be >= 1, got {args.top}")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file; expected a folder to write the ranking into")
+    check_output_file(args.output)
     model = model_from_args(args)
     paths = collect_images(args.images)
     prompts = prompts_from_args(args, len(paths), required=model.config.needs_prompts)

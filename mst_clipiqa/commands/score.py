@@ -6,7 +6,7 @@ import argparse
 from reward import MSTCLIPIQAReward, collect_images
 
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, split_list
-from ..output import emit, format_rows
+from ..output import check_output_file, emit, format_rows
 from ..scoring_options import add_scoring_options, prompts_from_args
 
 
@@ -26,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_file(args.output)  # before the slow part, not after it
     model = model_from_args(args)
     paths = collect_images(args.images)
     prompts = prompts_from_args(args, len(paths), required=model.config.needs_prompts)

@@ -17,6 +17,7 @@ from ..options import (
     add_model_options,
     data_from_args,
     dataclass_values,
+    resolve_device,
     split_list,
 )
 from ..output import summary_table
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device {args.device}: train places the model with accelerate; pick a GPU with "
                          "CUDA_VISIBLE_DEVICES=N (or use auto, cpu, cuda)")
+    resolve_device(args.device)  # a named device must exist here: never fall back to the CPU unasked
     options["cpu"] = args.cpu or args.device == "cpu"
     config = TrainConfig(**options, outputs=split_list(args.outputs))
     dataset = data_from_args(args)

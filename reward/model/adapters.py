@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from .files import read_weights
 from .mstclipiqa import BACKBONE_PREFIXES, MSTCLIPIQA, is_adapter_key
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -128,8 +129,9 @@ def load_adapter(model: MSTCLIPIQA, directory: str | Path, name: str | None = No
                          f"this model has {model.config.heads}")
     name = name or config["name"]
     previous = active_adapter(model)
+    weights = read_weights(Path(directory) / ADAPTER_WEIGHTS)  # a damaged file is named before the model changes
     add_adapter(model, name, config["rank"], config["alpha"], config["dropout"], config["encoders"])
-    result = set_peft_model_state_dict(model, load_file(str(Path(directory) / ADAPTER_WEIGHTS)), adapter_name=name)
+    result = set_peft_model_state_dict(model, weights, adapter_name=name)
     missing = [k for k in result.missing_keys if f".{name}." in k and is_adapter_key(k)]
     if missing:
         raise ValueError(f"adapter weights in {directory} lack {missing[:5]}")

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ..backbones import BackboneConfig, Backend
+from .files import check_readable
 
 HeadKind = Literal["template", "prompt"]
 
@@ -37,21 +39,30 @@ class MSTCLIPIQAConfig:
     prompt_cache_size: int = 1024
 
     def __post_init__(self) -> None:
-        if isinstance(self.coarse, dict):
-            self.coarse = BackboneConfig(**self.coarse)
-        if isinstance(self.fine, dict):
-            self.fine = BackboneConfig(**self.fine)
-        if not self.heads:
-            raise ValueError("heads must name at least one output, e.g. {'quality': 'template'}")
-        for name, kind in self.heads.items():
-            if kind not in HEAD_RANGES:
-                raise ValueError(f"head {name!r} has kind {kind!r}; expected 'template' or 'prompt'")
-        self.levels = tuple(self.levels)
-        ranges = {name: HEAD_RANGES[kind] for name, kind in self.heads.items()}
-        ranges.update({k: tuple(v) for k, v in self.score_ranges.items()})
-        self.score_ranges = ranges
+        self.coarse = _backbone("coarse", self.coarse)
+        self.fine = _backbone("fine", self.fine)
+        if not self.coarse.text:
+            raise ValueError("config field coarse.text must be true: the coarse backbone provides the text encoder")
+        _check_heads(self.heads)
+        self.levels = _check_levels(self.levels)
+        if not isinstance(self.template, str) or "{}" not in self.template:
+            raise ValueError(f"config field template must be a string with a {{}} for the level, got {self.template!r}")
+        self.score_ranges = _score_ranges(self.score_ranges, self.heads, len(self.levels))
+        for name, minimum in (("fusion_hidden", 1), ("attention_heads", 1), ("prompt_cache_size", 0)):
+            _check_int(name, getattr(self, name), minimum)
+        for name in ("temperature_init", "gate_init_bias"):
+            _check_number(name, getattr(self, name))
         if self.init not in ("zero_shot", "random"):
-            raise ValueError(f"init must be 'zero_shot' or 'random', got {self.init!r}")
+            raise ValueError(f"config field init must be 'zero_shot' or 'random', got {self.init!r}")
+        width = _projection_width(self.coarse)
+        if width is not None:
+            self.check_attention_heads(width)
+
+    def check_attention_heads(self, width: int) -> None:
+        """The prompt head splits the ``width``-wide fused feature over ``attention_heads`` heads."""
+        if self.needs_prompts and width % self.attention_heads:
+            raise ValueError(f"config field attention_heads={self.attention_heads} does not divide the coarse "
+                             f"embedding width {width}; expected a divisor of {width}")
 
     @property
     def variant(self) -> str:
@@ -61,6 +72,12 @@ class MSTCLIPIQAConfig:
     @property
     def needs_prompts(self) -> bool:
         return "prompt" in self.heads.values()
+
+    @property
+    def embedded_backbones(self) -> list[str]:
+        """The backbones (``coarse``, ``fine``) that name no pretrained source: their weights (random or
+        imported) are stored with the model, in ``backbones.safetensors``."""
+        return [name for name in ("coarse", "fine") if getattr(self, name).pretrained is None]
 
     @classmethod
     def paper(cls, variant: str = "A", pretrained: bool = True, backend: Backend = "open_clip",
@@ -100,15 +117,107 @@ class MSTCLIPIQAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MSTCLIPIQAConfig:
+        """A config from plain data (parsed JSON); every field is checked, errors name the field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a model config must be a JSON object of fields, got {type(data).__name__}")
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown MSTCLIPIQAConfig fields {sorted(unknown)}; expected some of {sorted(known)}")
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+                   and f.name not in data]
+        if missing:
+            raise ValueError(f"config lacks the required field(s) {missing}")
         return cls(**data)
 
     @classmethod
     def from_json(cls, path: str | Path) -> MSTCLIPIQAConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read ``config.json``; an empty, truncated or invalid file is a ``ValueError`` naming it and the field."""
+        path = Path(path)
+        check_readable(path, "a JSON model config written by save_pretrained")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path} is not valid JSON (truncated or damaged?): {error}") from error
+        try:
+            return cls.from_dict(data)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
+
+
+def _backbone(name: str, value: Any) -> BackboneConfig:
+    if isinstance(value, dict):
+        known = {f.name for f in fields(BackboneConfig)}
+        if set(value) - known or "backend" not in value or "name" not in value:
+            raise ValueError(f"config field {name} must have backend, name and optionally pretrained, arch, "
+                             f"text; got keys {sorted(value)}")
+        value = BackboneConfig(**value)
+    if not isinstance(value, BackboneConfig):
+        raise ValueError(f"config field {name} must be a BackboneConfig or a dict, got {type(value).__name__}")
+    checks = [("backend", value.backend in get_args(Backend), f"one of {list(get_args(Backend))}"),
+              ("name", isinstance(value.name, str) and value.name != "", "a non-empty string"),
+              ("pretrained", value.pretrained is None or isinstance(value.pretrained, str), "a string or null"),
+              ("arch", value.arch is None or isinstance(value.arch, dict), "a dict or null"),
+              ("text", isinstance(value.text, bool), "true or false")]
+    for field_name, ok, expected in checks:
+        if not ok:
+            raise ValueError(f"config field {name}.{field_name} must be {expected}, "
+                             f"got {getattr(value, field_name)!r}")
+    return value
+
+
+def _check_heads(heads: Any) -> None:
+    if not isinstance(heads, dict) or not heads:
+        raise ValueError(f"config field heads must map each output name to 'template' or 'prompt', e.g. "
+                         f"{{'quality': 'template'}}; got {heads!r}")
+    for name, kind in heads.items():
+        if not isinstance(name, str) or not isinstance(kind, str) or kind not in HEAD_RANGES:
+            raise ValueError(f"head {name!r} has kind {kind!r}; expected 'template' or 'prompt'")
+
+
+def _check_levels(levels: Any) -> tuple[str, ...]:
+    if (isinstance(levels, str) or not isinstance(levels, (list, tuple)) or len(levels) < 2
+            or not all(isinstance(v, str) for v in levels) or len(set(levels)) != len(levels)):
+        raise ValueError(f"config field levels must be two or more distinct strings, got {levels!r}")
+    return tuple(levels)
+
+
+def _score_ranges(ranges: Any, heads: dict[str, str], levels: int) -> dict[str, tuple[float, float]]:
+    """Each head's default range (a template head scores in [1, number of levels]) with ``ranges`` on top."""
+    if not isinstance(ranges, dict):
+        raise ValueError(f"config field score_ranges must map output names to (low, high), got {ranges!r}")
+    out = {name: (1.0, float(levels)) if kind == "template" else HEAD_RANGES[kind] for name, kind in heads.items()}
+    for name, bounds in ranges.items():
+        if name not in heads:
+            raise ValueError(f"config field score_ranges names {name!r}, which is not an output in heads "
+                             f"{list(heads)}")
+        if (not isinstance(bounds, (list, tuple)) or len(bounds) != 2
+                or not all(_is_number(b) and math.isfinite(b) for b in bounds) or not bounds[0] < bounds[1]):
+            raise ValueError(f"config field score_ranges[{name!r}] must be (low, high) finite numbers with "
+                             f"low < high, got {bounds!r}")
+        out[name] = (float(bounds[0]), float(bounds[1]))
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"config field {name} must be an integer >= {minimum}, got {value!r} "
+                         f"({type(value).__name__})")
+
+
+def _check_number(name: str, value: Any) -> None:
+    if not _is_number(value) or not math.isfinite(value):
+        raise ValueError(f"config field {name} must be a finite number, got {value!r} ({type(value).__name__})")
+
+
+def _projection_width(backbone: BackboneConfig) -> int | None:
+    """The projected embedding width an explicit ``arch`` states (open_clip or transformers), else None."""
+    width = (backbone.arch or {}).get("embed_dim", (backbone.arch or {}).get("projection_dim"))
+    return width if isinstance(width, int) and not isinstance(width, bool) and width > 0 else None
 
 
 def _head_kind(variant: str) -> HeadKind:

@@ -1,7 +1,16 @@
-"""Where a saved model's files are: a ``save_pretrained`` directory, or a Hub repo holding one."""
+"""A saved model's files: where they are (a ``save_pretrained`` folder or a Hub repo) and reading them safely.
+
+Every reader names the file it could not use: a missing, empty or truncated file, or one holding NaN / inf
+weights, is a ``ValueError`` that says which file and what is wrong, never a random or silently wrong model.
+"""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -12,12 +21,76 @@ def resolve_model_dir(path: str | Path, **hub_kwargs) -> Path:
     """The local directory of a saved model, downloading ``*.json`` / ``*.safetensors`` from the Hub for an id."""
     local = Path(path)
     if local.is_dir():
-        if not (local / CONFIG_NAME).exists():
-            raise ValueError(f"{local} has no {CONFIG_NAME}; expected a directory written by save_pretrained")
-        return local
+        return _checked_model_dir(local)
     text = str(path)
-    if local.exists() or text.startswith(("/", ".", "~")) or text.count("/") != 1:
-        raise ValueError(f"{text} is not a directory written by save_pretrained, nor a Hub id (owner/name)")
+    expected = "expected a directory written by save_pretrained or a Hub id (owner/name)"
+    if local.exists():
+        raise ValueError(f"{text} is a file; {expected}")
+    missing = f"no local folder {text} ({local.resolve()} does not exist)"
+    if not _could_be_hub_id(text):
+        raise ValueError(f"{missing}; {expected}")
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors"], **hub_kwargs))
+    try:
+        directory = snapshot_download(text, allow_patterns=["*.json", "*.safetensors"], **hub_kwargs)
+    except OSError as error:  # every Hub failure (offline, no such repo or revision, HTTP) is an OSError
+        raise ValueError(f"{missing}, and as a Hub id {_hub_failure(error)}; {expected}") from error
+    return _checked_model_dir(Path(directory), f"Hub repo {text}")
+
+
+def _checked_model_dir(directory: Path, name: str | None = None) -> Path:
+    if not (directory / CONFIG_NAME).is_file():
+        raise ValueError(f"{name or directory} has no {CONFIG_NAME}; expected a directory written by save_pretrained")
+    return directory
+
+
+def _could_be_hub_id(text: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if text.count("/") != 1:
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _hub_failure(error: OSError) -> str:
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(error, RepositoryNotFoundError):
+        return "the Hub has no such repo (or it is private or gated: log in with `hf auth login`)"
+    if isinstance(error, RevisionNotFoundError):
+        return "the Hub repo has no such revision"
+    if isinstance(error, (LocalEntryNotFoundError, ConnectionError)):
+        return "the Hub was not reachable (offline or HF_HUB_OFFLINE=1) and the local Hub cache has no copy"
+    return f"it could not be fetched from the Hub ({type(error).__name__}: {error})"
+
+
+def check_readable(path: Path, what: str) -> None:
+    """A file that exists and is not empty; else a ``ValueError`` naming it and what it should hold."""
+    if not path.is_file():
+        raise ValueError(f"{path} not found; expected {what}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes); expected {what}. Was it written completely?")
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, each finite; a damaged file is a ``ValueError`` naming it."""
+    path = Path(path)
+    check_readable(path, "a safetensors weights file")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or damaged?): {error}") from error
+    check_finite(state, path)
+    return state
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: object) -> None:
+    """NaN or inf in any floating-point tensor is a ``ValueError`` naming ``source`` and the first such keys."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{source} holds NaN or inf values in {len(bad)} tensor(s), first: {bad[:5]}; "
+                         "expected finite weights (the file is damaged, or training diverged)")

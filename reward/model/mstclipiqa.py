@@ -3,22 +3,23 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from ..backbones import build_backbone, preprocess
+from ..backbones import BackboneConfig, CLIPBackbone, build_backbone, preprocess
 from .checks import check_image_shape, check_prompts
 from .config import MSTCLIPIQAConfig
-from .files import BACKBONES_NAME, CONFIG_NAME, WEIGHTS_NAME, resolve_model_dir
+from .files import BACKBONES_NAME, CONFIG_NAME, WEIGHTS_NAME, read_weights, resolve_model_dir
 from .fusion import GatedFusion
 from .heads import PromptHead, TemplateHead
 from .names import MODEL_NAMES, named_config
-from .reference import convert_state_dict, read_state_dict, reference_config
+from .reference import add_unscored, convert_state_dict, read_state_dict, reference_config, reference_key
 
 BACKBONE_PREFIXES = ("coarse.", "fine.")
 ADAPTER_MARK = "lora_"  # peft names every adapter weight lora_A / lora_B / lora_embedding_*
@@ -40,11 +41,10 @@ class MSTCLIPIQA(nn.Module):
     def __init__(self, config: MSTCLIPIQAConfig):
         super().__init__()
         self.config = config
-        self.coarse = build_backbone(config.coarse)
-        self.fine = build_backbone(config.fine)
-        if not self.coarse.has_text:
-            raise ValueError("the coarse backbone provides the text encoder: build it with text=True")
+        self.coarse = _build_backbone("coarse", config.coarse)
+        self.fine = _build_backbone("fine", config.fine)
         dim = self.coarse.embed_dim
+        config.check_attention_heads(dim)
         self.fusion = GatedFusion(dim, self.fine.embed_dim, dim, config.fusion_hidden, config.init,
                                   config.gate_init_bias)
         self.heads = nn.ModuleDict({name: self._make_head(kind) for name, kind in config.heads.items()})
@@ -146,14 +146,11 @@ class MSTCLIPIQA(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         self.config.to_json(directory / CONFIG_NAME)
         save_file(_contiguous(self.trained_state_dict()), str(directory / WEIGHTS_NAME))
-        embedded = {f"{prefix}{k}": v for prefix, cfg, module in self._backbones() if cfg.pretrained is None
-                    for k, v in module.state_dict().items()}
+        embedded = {f"{name}.{k}": v for name in self.config.embedded_backbones
+                    for k, v in getattr(self, name).state_dict().items()}
         if embedded:
             save_file(_contiguous(embedded), str(directory / BACKBONES_NAME))
         return directory
-
-    def _backbones(self):
-        return [("coarse.", self.config.coarse, self.coarse), ("fine.", self.config.fine, self.fine)]
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, variant: str | None = None,
@@ -173,11 +170,19 @@ class MSTCLIPIQA(nn.Module):
             raise ValueError(f"variant applies to the built-in models {list(MODEL_NAMES)}; "
                              f"{name_or_path!s} has heads fixed by its config")
         directory = resolve_model_dir(name_or_path, **hub_kwargs)
-        model = cls(MSTCLIPIQAConfig.from_json(directory / CONFIG_NAME))
-        state = load_file(str(directory / WEIGHTS_NAME))
-        if (directory / BACKBONES_NAME).exists():
-            state.update(load_file(str(directory / BACKBONES_NAME)))
-        model.load_weights(state, source=directory)
+        config = MSTCLIPIQAConfig.from_json(directory / CONFIG_NAME)
+        weights, backbones = directory / WEIGHTS_NAME, directory / BACKBONES_NAME
+        trained = read_weights(weights)  # every file is read and checked before the (slow) build
+        embedded = config.embedded_backbones
+        if embedded and not backbones.exists():
+            raise ValueError(f"{backbones} is missing: {directory / CONFIG_NAME} says the {' and '.join(embedded)} "
+                             "backbone weights are stored with the model (pretrained: null), not fetched by name; "
+                             "without the file they would be random. Copy it from where the model was saved.")
+        encoders = read_weights(backbones) if backbones.exists() else None
+        model = cls(config)
+        model.load_weights(trained, source=weights, part="trained")
+        if encoders is not None:
+            model.load_weights(encoders, source=backbones, part="backbones")
         unknown = [o for o in outputs or [] if o not in model.outputs]
         if unknown:
             raise ValueError(f"outputs {unknown} are not outputs of {name_or_path}; it predicts {list(model.outputs)}")
@@ -191,22 +196,50 @@ class MSTCLIPIQA(nn.Module):
         shapes; ``config`` may set attention heads, the output name and backbone names.
         """
         state = read_state_dict(path)
-        model = cls(reference_config(state, config))
-        model.load_weights(convert_state_dict(state, model.outputs[0]), source=path)
+        try:
+            model = cls(reference_config(state, config))
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
+        converted = add_unscored(convert_state_dict(state, model.outputs[0]), model.state_dict(),
+                                 template_head="template" in model.config.heads.values())
+        model.load_weights(converted, source=path, key_names=reference_key)
         if "head.text_features" in state:
             model.template_features = state["head.text_features"].float().to(model.template_features)
         return model
 
-    def load_weights(self, state: dict[str, torch.Tensor], source: object = "state dict") -> None:
-        """Load trained parts (and optionally backbones); every trained tensor must be present."""
-        result = self.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if not k.startswith(BACKBONE_PREFIXES)]
-        if missing or result.unexpected_keys:
-            raise ValueError(f"weights in {source} do not match the config: missing {missing[:5]}, "
-                             f"unexpected {result.unexpected_keys[:5]}")
+    def load_weights(self, state: dict[str, torch.Tensor], source: object = "state dict",
+                     part: Literal["all", "trained", "backbones"] = "all",
+                     key_names: Callable[[str], str] = str) -> None:
+        """Load weights strictly: every tensor of ``part`` the model needs must be in ``state``
+        (the file readers have checked that they are finite).
+
+        ``trained`` is the fusion and heads; ``backbones`` are the encoders whose config names no
+        pretrained source (``pretrained=None``: random or imported weights, stored with the model).
+        A missing or unexpected key is a ``ValueError`` naming ``source`` and the first keys (as
+        ``key_names`` spells them), so no tensor is ever left at its random initialisation.
+        """
+        try:
+            result = self.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # tensors of the wrong shape
+            raise ValueError(f"weights in {source} do not match the config: {error}") from error
+        backbones = tuple(f"{name}." for name in self.config.embedded_backbones) if part != "trained" else ()
+        missing = [key_names(k) for k in result.missing_keys
+                   if (k.startswith(backbones) if k.startswith(BACKBONE_PREFIXES) else part != "backbones")]
+        unexpected = [key_names(k) for k in result.unexpected_keys]
+        if missing or unexpected:
+            raise ValueError(f"weights in {source} do not match the config: missing {len(missing)} tensor(s) "
+                             f"{missing[:5]}, unexpected {unexpected[:5]}")
         self._prompt_cache.clear()
         if any(k.startswith("coarse.") for k in state) and "template_features" in self._buffers:
             self.template_features = self._encode_templates().to(self.template_features)
+
+
+def _build_backbone(which: str, config: BackboneConfig) -> CLIPBackbone:
+    try:
+        return build_backbone(config)
+    except (TypeError, KeyError, AssertionError, ArithmeticError, ValueError) as error:  # an arch it cannot build
+        raise ValueError(f"cannot build the {which} backbone from config field {which} ({config.backend} "
+                         f"{config.name!r}): {type(error).__name__}: {error}") from error
 
 
 def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

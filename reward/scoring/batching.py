@@ -9,7 +9,7 @@ import torch
 
 from ..backbones import fit_to_size
 from ..model import check_prompts
-from .images import as_image_list, load_image
+from .images import as_image_list, describe_empty, load_image
 
 NamedScores = Callable[[torch.Tensor, "list[str] | None"], "dict[str, torch.Tensor]"]
 
@@ -21,18 +21,19 @@ def score_in_batches(score_fn: NamedScores, images: Any, prompts: Sequence[str] 
                      ) -> dict[str, torch.Tensor]:
     """Each named score (N,) of many images, float32 on the CPU, in input order; no gradients.
 
-    ``images``: a folder, paths, PIL images, arrays, (3, H, W) tensors or one (N, 3, H, W) tensor, each
-    turned into a (3, H, W) tensor by ``load``. With ``fit_size`` every image is first resized and
-    centre-cropped to that square (for a scorer whose preprocessing does exactly that, this changes
-    nothing), so mixed sizes share batches; without it, images of one size are batched together and
-    never resized. ``score_fn(batch, prompts)`` returns named (B,) scores; ``require_prompts``: the
-    scorer needs one prompt per image.
+    ``images``: a folder, paths, PIL images, arrays or tensors, one image, a list or a batch (NCHW or
+    NHWC), each turned into a (3, H, W) tensor by ``load`` (by default the rule of
+    ``reward.scoring.images``). With ``fit_size`` every image is first resized and centre-cropped to
+    that square (for a scorer whose preprocessing does exactly that, this changes nothing), so mixed
+    sizes share batches; without it, images of one size are batched together and never resized.
+    ``score_fn(batch, prompts)`` returns named (B,) scores; ``require_prompts``: the scorer needs one
+    prompt per image.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     items = as_image_list(images)
     if not items:
-        raise ValueError(f"no images to score in {images!r}")
+        raise ValueError(f"no images to score: {describe_empty(images)}")
     prompts = check_prompts(prompts, len(items), required=require_prompts)
     if fit_size is not None:
         groups = [list(range(len(items)))]

@@ -1,21 +1,56 @@
-"""What the reward accepts as pixels: range checks, and a clamp that keeps gradients."""
+"""What the reward accepts as pixels: range checks that say how to fix the input, and a clamp that keeps gradients."""
 from __future__ import annotations
+
+import math
 
 import torch
 
 
-def check_image_values(images: torch.Tensor, input_range: tuple[float, float], tolerance: float) -> None:
-    """One host sync for finiteness and range; reads detached values, so the graph is untouched."""
+def check_input_range(input_range: tuple[float, float], tolerance: float) -> tuple[float, float]:
+    """A (low, high) pixel range of finite numbers with low < high, and a finite tolerance >= 0."""
+    try:
+        low, high = (float(v) for v in input_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_range must be (low, high), two numbers, got {input_range!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"input_range must be (low, high) finite numbers with low < high, got {input_range!r}; "
+                         "e.g. (0, 1) or (-1, 1)")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < math.inf:
+        raise ValueError(f"tolerance must be a finite number >= 0 (a fraction of the input range), got {tolerance!r}")
+    return low, high
+
+
+def check_image_values(images: torch.Tensor, input_range: tuple[float, float], tolerance: float,
+                       what: str = "images") -> None:
+    """One host sync for finiteness and range; reads detached values, so the graph is untouched.
+
+    ``tolerance`` is the overshoot allowed, as a fraction of the range. The error says what was seen
+    and the likely fix (divide by 255, ``input_range=(-1, 1)``, ``straight_through_clamp``).
+    """
     with torch.no_grad():
-        stats = torch.stack([torch.isfinite(images).all().float(), images.amin(), images.amax()]).tolist()
+        stats = torch.stack([torch.isfinite(images).all().float(), images.amin().float(),
+                             images.amax().float()]).tolist()
     finite, low, high = stats
     if not finite:
-        raise ValueError("images contain NaN or inf values; expected finite pixels")
+        raise ValueError(f"{what} contain NaN or inf values; expected finite pixels")
     lo, hi = input_range
     slack = tolerance * (hi - lo)
     if low < lo - slack or high > hi + slack:
-        raise ValueError(f"images have values in [{low:.4g}, {high:.4g}], outside input_range ({lo}, {hi}); "
-                         f"pass input_range=(-1, 1) for [-1, 1] images, or map them into ({lo}, {hi})")
+        raise ValueError(f"{what} have values in [{low:.4g}, {high:.4g}], outside input_range ({lo:g}, {hi:g}); "
+                         + _advice(low, high, lo, hi))
+
+
+def _advice(low: float, high: float, lo: float, hi: float) -> str:
+    span = hi - lo
+    if low >= lo - 0.1 * span and high <= hi + 0.1 * span:
+        return (f"a slight overshoot, as decoded images have: straight_through_clamp(images, {lo:g}, {hi:g}) "
+                "clamps it and keeps the gradients")
+    if (lo, hi) == (0.0, 1.0) and low >= 0 and high <= 255:
+        return "they look like 0..255 pixels: divide by 255 (uint8 images: images.float() / 255)"
+    if (lo, hi) != (-1.0, 1.0) and low >= -1.1 and high <= 1.1:
+        return "they look like [-1, 1] pixels: pass input_range=(-1, 1), or map them with (images + 1) / 2"
+    return (f"map them into ({lo:g}, {hi:g}), or pass the input_range they use; for decoded images that "
+            "overshoot slightly, straight_through_clamp(images) clamps and keeps the gradients")
 
 
 def straight_through_clamp(images: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:

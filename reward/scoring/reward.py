@@ -12,7 +12,7 @@ from ..model import MSTCLIPIQA, check_image_shape, check_prompts, load_model
 from ..utils import autocast
 from .batching import score_in_batches
 from .images import load_image
-from .inputs import check_image_values
+from .inputs import check_image_values, check_input_range
 
 Outputs = str | Sequence[str] | Mapping[str, float] | None
 
@@ -37,12 +37,10 @@ class MSTCLIPIQAReward(nn.Module):
         super().__init__()
         self.model = model
         self.weights = _weights(outputs, model.outputs)
-        if not input_range[1] > input_range[0]:
-            raise ValueError(f"input_range must be (low, high) with low < high, got {input_range}")
-        self.input_range = tuple(float(v) for v in input_range)
+        self.input_range = check_input_range(input_range, tolerance)
         self.normalize = normalize
         self.dtype = dtype
-        self.tolerance = tolerance
+        self.tolerance = float(tolerance)
         model.requires_grad_(False)  # a reward: gradients go to the pixels, never into its own weights
         model.coarse.set_grad_checkpointing(gradient_checkpointing)
         model.fine.set_grad_checkpointing(gradient_checkpointing)
@@ -115,10 +113,12 @@ class MSTCLIPIQAReward(nn.Module):
         return loss.mean()
 
     def score(self, images: Any, prompts: Sequence[str] | str | None = None, batch_size: int = 32) -> torch.Tensor:
-        """Convenience scoring, not differentiable: paths, a folder, PIL images, uint8 arrays or tensors.
+        """Convenience scoring, not differentiable: paths, a folder, PIL images, arrays or tensors.
 
-        Files, PIL images and arrays are read as [0, 1]; tensors are taken to be in
-        ``input_range``. A single prompt string applies to every image. Returns a (N,) CPU tensor.
+        One image, a list, or a batch (NCHW or NHWC). Files and PIL images are read by their mode
+        (16-bit by its range, EXIF orientation applied, transparency on white); uint8 arrays and
+        tensors as 0..255, uint16 as 0..65535, float ones in ``input_range`` (the rule of
+        :mod:`reward.scoring.images`). A single prompt string applies to every image. Returns a (N,) CPU tensor.
         """
         return self._combine(self.score_outputs(images, prompts, batch_size))
 
@@ -130,10 +130,7 @@ class MSTCLIPIQAReward(nn.Module):
                                 require_prompts=self.model.config.needs_prompts)
 
     def _load(self, item: Any) -> torch.Tensor:
-        if isinstance(item, torch.Tensor):
-            check_image_values(item, self.input_range, self.tolerance)
-            return self._to_unit(load_image(item))
-        return load_image(item)
+        return load_image(item, self.input_range, self.tolerance)
 
 
 def _weights(outputs: Outputs, available: tuple[str, ...]) -> dict[str, float]:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from mst_clipiqa.cli import COMMANDS, main
 from reward.datasets.splits import make_splits, save_splits
@@ -115,6 +116,42 @@ def test_bad_input_exits_2_with_a_clear_message(args, message, trained, capsys):
     args = [str(trained["data"]) if a == "IMAGES" else a for a in args]
     status, _, err = run(args, capsys)
     assert status == 2 and message in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["score", "IMAGE", "--output", "FOLDER"], "--output FOLDER is a folder; expected a file path to write"),
+    (["score", "IMAGE", "--output", "FILE/scores.csv"], "--output FILE/scores.csv: FILE is a file"),
+    (["rank", "IMAGE", "--out", "FILE"], "--out FILE is a file; expected a folder to write the ranking into"),
+    (["score", "IMAGE", "--device", "bogus"], "--device 'bogus' is not a device name; expected auto, cpu, cuda, "
+                                              "cuda:N or mps"),
+    (["score", "IMAGE", "--device", "cuda"], "--device cuda: no CUDA GPU is available here; use --device cpu"),
+    (["rank", "IMAGE", "--device", "meta"], "--device meta: expected auto, cpu, cuda, cuda:N or mps"),
+    (["train", "--dataset", "synthetic", "--data", "FOLDER", "--out", "FOLDER/run", "--device", "cuda"],
+     "--device cuda: no CUDA GPU is available here"),
+])
+def test_bad_output_paths_and_devices_exit_2_naming_the_value(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # the same answer on a GPU machine
+    paths = {"IMAGE": tmp_path / "a.png", "FOLDER": tmp_path / "folder", "FILE": tmp_path / "file"}
+    paths["FOLDER"].mkdir()
+    paths["FILE"].write_text("keep me")
+    Image.new("RGB", (8, 8)).save(paths["IMAGE"])
+
+    def expand(text):
+        for key, path in paths.items():
+            text = text.replace(key, str(path))
+        return text
+
+    status, out, err = run([expand(a) for a in args] + ["--model", "tiny"], capsys)
+    assert status == 2 and expand(message) in err and out == ""
+    assert paths["FILE"].read_text() == "keep me" and not any(paths["FOLDER"].iterdir())
+
+
+def test_a_missing_gpu_index_is_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    status, _, err = run(["score", tmp_path / "a.png", "--model", "tiny", "--device", "cuda:3"], capsys)
+    assert status == 2 and "--device cuda:3: this machine has 1 CUDA GPU(s), cuda:0 to cuda:0" in err
 
 
 def test_console_script_is_installed():

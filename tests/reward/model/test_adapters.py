@@ -108,6 +108,12 @@ def test_adapter_errors_name_the_problem(tmp_path):
         load_adapter(tiny("A"), tmp_path / "a")
     with pytest.raises(ValueError, match="expected a directory written by save_adapter"):
         load_adapter(tiny("B"), tmp_path / "nowhere")
+    weights = next((tmp_path / "a").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    fresh = tiny("B")
+    with pytest.raises(ValueError, match=f"{weights} is not a readable safetensors file"):
+        load_adapter(fresh, tmp_path / "a")
+    assert adapter_names(fresh) == []  # the damaged file left the model as it was
 
 
 def test_encoder_adapters_train_without_the_cache(dataset, batch, tmp_path):

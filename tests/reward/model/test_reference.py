@@ -121,7 +121,7 @@ def test_non_reference_files_are_rejected(tmp_path):
     torch.save({"fc.weight": torch.zeros(2, 2)}, path)
     with pytest.raises(ValueError, match="not an MST-CLIPIQA reference checkpoint"):
         from_official_checkpoint(path)
-    with pytest.raises(ValueError, match="checkpoint not found"):
+    with pytest.raises(ValueError, match="missing.pth not found; expected a reference checkpoint"):
         from_official_checkpoint(tmp_path / "missing.pth")
 
 
@@ -150,3 +150,53 @@ def test_keys_outside_the_layout_are_named(tmp_path):
     torch.save({**Reference("A").state(), "ema.shadow": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match=r"outside the reference layout: \['ema.shadow'\]"):
         from_official_checkpoint(path)
+
+
+@pytest.fixture(scope="module")
+def state_a():
+    return Reference("A").state()
+
+
+@pytest.mark.parametrize("drop, message", [
+    ("mstfe.encoder_fine.vision_model.encoder.layers.1.mlp.fc2.weight", "do not match the config: missing 1 "
+     "tensor(s) ['mstfe.encoder_fine.vision_model.encoder.layers.1.mlp.fc2.weight']"),
+    ("head.text_encoder.text_model.encoder.layers.1.self_attn.q_proj.bias",
+     "missing 1 tensor(s) ['head.text_encoder.text_model.encoder.layers.1.self_attn.q_proj.bias']"),
+    ("mstfe.encoder_fine.visual_projection.weight",
+     "missing 1 tensor(s) ['mstfe.encoder_fine.visual_projection.weight']"),
+    ("mstfe.encoder_coarse.vision_model.encoder.layers.0.",
+     "lacks whole transformer layers [0] under 'mstfe.encoder_coarse.vision_model.'"),
+    ("mstfe.encoder_coarse.vision_model.embeddings.patch_embedding.weight",
+     "lacks 'mstfe.encoder_coarse.vision_model.embeddings.patch_embedding.weight'"),
+    ("mstfe.encoder_coarse.visual_projection.weight", "lacks 'mstfe.encoder_coarse.visual_projection.weight'"),
+])
+def test_missing_tensors_are_named_never_left_random(tmp_path, state_a, drop, message):
+    path = tmp_path / "best_model.pth"
+    torch.save({k: v for k, v in state_a.items() if not k.startswith(drop)}, path)
+    with pytest.raises(ValueError) as error:
+        from_official_checkpoint(path)
+    assert str(path) in str(error.value) and message in str(error.value)
+
+
+def test_a_missing_last_layer_is_warned_about(tmp_path, state_a):
+    path = tmp_path / "best_model.pth"
+    torch.save({k: v for k, v in state_a.items() if ".vision_model.encoder.layers.1." not in k
+                or not k.startswith("mstfe.encoder_fine.")}, path)
+    with pytest.warns(UserWarning, match="unequal depths .*'fine vision': 1"):
+        from_official_checkpoint(path)
+
+
+@pytest.mark.parametrize("damage, message", [("empty", "is empty (0 bytes)"), ("truncated", "cannot be read as a "
+                                             "weights-only PyTorch checkpoint"), ("nan", "holds NaN or inf values")])
+def test_damaged_checkpoint_files_are_named(tmp_path, state_a, damage, message):
+    path = tmp_path / "best_model.pth"
+    state = dict(state_a)
+    if damage == "nan":
+        state["gff.W_h.weight"] = torch.full_like(state["gff.W_h.weight"], float("nan"))
+    torch.save(state, path)
+    data = path.read_bytes()
+    if damage != "nan":
+        path.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
+    with pytest.raises(ValueError) as error:
+        from_official_checkpoint(path)
+    assert str(error.value).startswith(str(path)) and message in str(error.value)

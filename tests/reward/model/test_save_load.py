@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, from_pretrained
 
@@ -63,6 +63,29 @@ def test_load_rejects_mismatched_weights(tmp_path):
 def test_directory_without_config_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="has no config.json"):
         MSTCLIPIQA.from_pretrained(tmp_path)
-    for typo in (tmp_path / "modle", "runs/agiqa3k/modle", "./model"):
-        with pytest.raises(ValueError, match="not a directory written by save_pretrained, nor a Hub id"):
-            MSTCLIPIQA.from_pretrained(typo)
+
+
+def test_missing_backbones_file_is_refused_not_replaced_by_random_encoders(tiny_models, tmp_path):
+    tiny_models("A").save_pretrained(tmp_path)
+    (tmp_path / "backbones.safetensors").unlink()
+    with pytest.raises(ValueError) as error:
+        MSTCLIPIQA.from_pretrained(tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'backbones.safetensors'} is missing: {tmp_path / 'config.json'} says "
+                              "the coarse and fine backbone weights are stored with the model")
+    assert "would be random" in message
+
+
+@pytest.mark.parametrize("drop", ["fine.model.visual.proj", "coarse.model.transformer.resblocks.1."])
+def test_backbones_file_missing_a_tensor_or_a_layer_is_named(tiny_models, tmp_path, drop):
+    tiny_models("A").save_pretrained(tmp_path)
+    path = tmp_path / "backbones.safetensors"
+    state = load_file(str(path))
+    kept = {k: v for k, v in state.items() if not k.startswith(drop)}
+    save_file(kept, str(path))
+    with pytest.raises(ValueError) as error:
+        MSTCLIPIQA.from_pretrained(tmp_path)
+    message = str(error.value)
+    lost = [k for k in tiny_models("A").state_dict() if k.startswith(drop)]
+    assert message.startswith(f"weights in {path} do not match the config: missing {len(lost)} tensor(s) "
+                              f"{lost[:5]}")

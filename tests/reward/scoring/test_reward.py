@@ -17,14 +17,20 @@ def reward_b(tiny_models):
 
 
 @pytest.mark.parametrize("images, message", [
-    (torch.rand(3, 64, 64), "4 dimensions"),
+    (torch.rand(3, 64, 64), r"4 dimensions .*; add the batch dimension with images\[None\]"),
     (torch.rand(2, 4, 64, 64), "3 \\(RGB\\) channels"),
+    (torch.rand(2, 64, 64, 3), r"channels-last: pass images.permute\(0, 3, 1, 2\)"),
     (torch.rand(0, 3, 64, 64), "empty batch"),
+    (torch.rand(1, 3, 0, 64), r"zero-sized side, shape \(1, 3, 0, 64\)"),
     (torch.full((1, 3, 64, 64), float("nan")), "NaN or inf"),
     (torch.full((1, 3, 64, 64), float("inf")), "NaN or inf"),
-    (torch.rand(1, 3, 64, 64) * 2 - 1, r"values in \[-.*\], outside input_range \(0.0, 1.0\)"),
-    (torch.rand(1, 3, 64, 64) * 255, "outside input_range"),
-    (torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8), "float tensor"),
+    (torch.rand(1, 3, 64, 64) * 2 - 1, r"values in \[-.*\], outside input_range \(0, 1\); they look like \[-1, 1\] "
+                                       r"pixels: pass input_range=\(-1, 1\)"),
+    (torch.rand(1, 3, 64, 64) * 255, "outside input_range .*; they look like 0..255 pixels: divide by 255"),
+    (torch.rand(1, 3, 64, 64) * 1.05, r"a slight overshoot, .*straight_through_clamp\(images, 0, 1\)"),
+    (torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8), r"float tensor .*images.float\(\) / 255"),
+    (torch.ones(1, 3, 64, 64, dtype=torch.bool), "float tensor to carry gradients, got torch.bool"),
+    (np.zeros((1, 3, 64, 64), np.float32), r"got ndarray; reward.score\(\) reads paths, PIL images and arrays"),
 ])
 def test_bad_images_raise(reward_a, images, message):
     with pytest.raises(ValueError, match=message):
@@ -147,7 +153,7 @@ def test_score_accepts_paths_pil_arrays_and_folders(reward_a, tmp_path):
         assert torch.allclose(from_paths, other, atol=1e-6)
     with pytest.raises(ValueError, match="image file not found"):
         reward_a.score([tmp_path / "missing.png"])
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(ValueError, match="they look like 0..255 pixels: divide by 255"):
         reward_a.score([arrays[0].astype(np.float64)])
 
 
@@ -165,3 +171,58 @@ def test_score_reads_tensors_in_the_input_range(tiny_models):
     assert torch.allclose(reward.score(pil), direct, atol=0.05)  # files and PIL images are always [0, 1]
     with pytest.raises(ValueError, match="outside input_range"):
         reward.score([images[0] * 3])
+
+
+def test_score_and_call_apply_the_same_rules(reward_a):
+    binary = torch.randint(0, 2, (2, 3, 64, 64), dtype=torch.uint8)  # uint8 always means 0..255, never [0, 1]
+    with pytest.raises(ValueError, match=r"images.float\(\) / 255"):
+        reward_a(binary)
+    as_float = binary.float() / 255
+    assert torch.equal(reward_a.score(binary), reward_a.score(as_float))
+    torch.testing.assert_close(reward_a.score(binary), reward_a(as_float).detach(), atol=1e-6, rtol=0)
+    for bad, message in [(binary.bool(), "torch.bool"), (as_float * 2 - 1, r"input_range=\(-1, 1\)"),
+                         (torch.full((1, 3, 64, 64), float("nan")), "NaN or inf")]:
+        with pytest.raises(ValueError, match=message):
+            reward_a(bad)
+        with pytest.raises(ValueError, match=message):
+            reward_a.score(bad)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"input_range": (0, float("inf"))}, r"input_range must be \(low, high\) finite numbers .*got \(0, inf\)"),
+    ({"input_range": (float("nan"), 1)}, r"finite numbers with low < high, got \(nan, 1\)"),
+    ({"input_range": (1, 0)}, r"low < high, got \(1, 0\)"),
+    ({"input_range": (0, 1, 2)}, r"two numbers, got \(0, 1, 2\)"),
+    ({"tolerance": -0.1}, "tolerance must be a finite number >= 0 .*got -0.1"),
+    ({"tolerance": float("nan")}, "tolerance must be a finite number >= 0 .*got nan"),
+])
+def test_bad_reward_options_are_refused_at_construction(tiny_models, options, message):
+    with pytest.raises(ValueError, match=message):
+        MSTCLIPIQAReward(tiny_models("A"), **options)
+
+
+def test_nothing_to_score_is_named(reward_a, tmp_path):
+    with pytest.raises(ValueError, match="no images to score: got an empty list"):
+        reward_a.score([])
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=f"no images to score: folder {tmp_path} holds no image files"):
+        reward_a.score(tmp_path)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        reward_a.score(torch.rand(1, 3, 64, 64), batch_size=0)
+
+
+def test_every_input_form_gives_the_same_scores(reward_a):
+    pixels = torch.randint(0, 256, (3, 3, 48, 64), dtype=torch.uint8)
+    expected = reward_a(pixels.float() / 255).detach()
+    nhwc = pixels.permute(0, 2, 3, 1)
+    forms = {"float NCHW": pixels.float() / 255, "float NHWC": nhwc.float() / 255, "uint8 NCHW": pixels,
+             "uint8 NHWC": nhwc, "numpy uint8 NHWC": nhwc.numpy(), "numpy float NCHW": pixels.numpy() / 255.0,
+             "PIL list": [Image.fromarray(a) for a in nhwc.numpy()], "list of arrays": list(nhwc.numpy()),
+             "list of (3, H, W) tensors": list(pixels), "channels-last strides": (pixels.float() / 255).to(
+                 memory_format=torch.channels_last)}
+    for name, images in forms.items():
+        torch.testing.assert_close(reward_a.score(images), expected, atol=1e-5, rtol=0, msg=name)
+    with pytest.raises(ValueError, match=r"shape \(3, 5, 48, 64\) have no axis of 3 \(RGB\) channels"):
+        reward_a.score(torch.rand(3, 5, 48, 64))
+    with pytest.raises(ValueError, match="images of dtype torch.int64 are ambiguous"):
+        reward_a.score(pixels.long())
