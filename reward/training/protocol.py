@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
 from ..datasets import Split, make_splits
 from ..model import save_adapter
-from ..utils import write_json
+from ..utils import progress_bar, write_json
 from .config import RESUME_FREE
 from .feature_cache import settings_key, state_digest
 from .metrics import summarize
@@ -42,7 +41,8 @@ def run_splits(trainer: Trainer) -> dict[str, Any]:
     if wrong:
         raise ValueError(f"splits {wrong} are for n={splits[wrong[0]].n} samples; the data set has {len(dataset)}")
     _claim_run_dir(trainer, splits)
-    bar = tqdm(list(enumerate(splits)), desc="splits", unit="split", disable=not trainer.show or len(splits) < 2)
+    bar = progress_bar(list(enumerate(splits)), desc="splits", unit="split",
+                       disable=not trainer.show or len(splits) < 2)
     results = [trainer.fit_split(k, split) for k, split in bar]
     return _report(trainer, splits, results)
 

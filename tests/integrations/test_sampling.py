@@ -9,7 +9,8 @@ from integrations import add_lora, decode_latents, denoise, denoiser_family, str
 from integrations.sampling import step_kwargs
 from integrations.tiny_pipelines import TINY_PIPELINES, tiny_sd_pipeline
 
-EXTRA = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16}}
+EXTRA = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16},
+         "pixart": {"max_sequence_length": 16, "clean_caption": False, "use_resolution_binning": False}}
 
 
 def run_loop(pipe, prompts, seeds, steps=3, guidance=1.0, encode_kwargs=None, **denoise_kwargs):
@@ -25,7 +26,7 @@ def run_loop(pipe, prompts, seeds, steps=3, guidance=1.0, encode_kwargs=None, **
 
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
-@pytest.mark.parametrize("name", ["sd", "sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("name", ["sd", "sdxl", "sd3", "flux", "pixart", "lcm"])
 def test_loop_reproduces_the_pipelines_own_sampling(name, guidance):
     pipe = TINY_PIPELINES[name]()
     extra = EXTRA.get(name, {})
@@ -35,6 +36,22 @@ def test_loop_reproduces_the_pipelines_own_sampling(name, guidance):
     with torch.no_grad():
         out, family, h, w = run_loop(pipe, prompts, seeds, guidance=guidance, encode_kwargs=extra)
         images = decode_latents(pipe.vae, family.vae_latents(out.latents, h, w))
+    torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["sd", "sdxl"])
+def test_one_step_turbo_style_sampling_is_reproduced(name):
+    """SD-Turbo / SDXL-Turbo: Euler ancestral with trailing timesteps, one step, no guidance."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    pipe = TINY_PIPELINES[name]()
+    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    prompts, seeds = ["a red car", "a cat"], [5, 6]
+    expected = pipe(prompts, num_inference_steps=1, guidance_scale=0.0, output_type="pt",
+                    generator=[torch.Generator().manual_seed(s) for s in seeds]).images
+    with torch.no_grad():
+        out, family, h, w = run_loop(pipe, prompts, seeds, steps=1, guidance=0.0)
+        images = family.decode(out.latents, h, w)
     torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
 
 
@@ -98,5 +115,5 @@ def test_unsupported_pipeline_is_a_clear_value_error():
     class NoDenoiser:
         pass
 
-    with pytest.raises(ValueError, match="neither a unet nor a transformer"):
+    with pytest.raises(ValueError, match="NoDenoiser is not a registered pipeline family .*register_family"):
         denoiser_family(NoDenoiser())
