@@ -20,9 +20,9 @@ from torch import nn
 from reward import as_image_list, load_image, score_in_batches
 from reward.utils import nested_bar_kwargs, progress_bar
 
-from .families import find_family
+from .families import pipeline_family
 from .grid import contact_sheet, to_pil
-from .prompts import split_prompt_kwargs
+from .prompts import guidance_enabled, split_prompt_kwargs, supports_prompt_embeds
 from .reward_functions import Rewards, named_rewards, objective
 
 __all__ = ["Candidate", "Ranking", "best_of_n", "generate_candidates", "regenerate", "rank_images", "score_images"]
@@ -190,15 +190,15 @@ def generate_candidates(
 def _text_inputs(pipe: Any, prompt: str, pipe_kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the prompt's ``__call__`` inputs, the remaining kwargs): embeddings encoded once by the pipeline's
     family, or the prompt string for a pipeline no family covers."""
-    family = find_family(pipe) if callable(getattr(pipe, "encode_prompt", None)) else None
-    if family is None:
+    if not supports_prompt_embeds(pipe):
         logger.warning("%s is not a registered pipeline family: calling it with prompt strings, which encodes "
                        "the prompt again in every call (same images, slower); see docs/pipeline_families.md",
                        type(pipe).__name__)
         return {"prompt": prompt}, pipe_kwargs
+    family = pipeline_family(pipe)
     encode_kwargs, call_kwargs = split_prompt_kwargs(pipe, pipe_kwargs)
-    guidance = family.uses_cfg(family.call_guidance_scale(call_kwargs))
-    return family.call_kwargs(family.encode(prompt, guidance=guidance, **encode_kwargs)), call_kwargs
+    embeds = family.encode(prompt, guidance=guidance_enabled(pipe, call_kwargs), **encode_kwargs)
+    return family.call_kwargs(embeds), call_kwargs
 
 
 def _batched(text: dict[str, Any], size: int) -> dict[str, Any]:
@@ -271,7 +271,12 @@ def best_of_n(
     **pipe_kwargs: Any,
 ) -> Ranking:
     """Generate ``n`` candidates (seeds ``seed, seed+1, ...`` or ``seeds``) with any text-to-image
-    pipeline, score them with ``reward`` and rank them best first.
+    pipeline, score them with ``reward`` (any form ``reward_functions`` accepts) and rank them best first.
+
+    A pipeline of a registered family gets its prompt encoded once; any other
+    is called with prompt strings and one seeded generator per image, with a
+    one-line notice. ``progress``: a bar over the candidates (the pipeline's own
+    per-call bars nest under it).
 
     ``pipe_kwargs`` go to the pipeline (``num_inference_steps``,
     ``guidance_scale``, ``height``, ...). Winner: ``ranking.winner``; its image again:

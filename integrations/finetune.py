@@ -35,8 +35,10 @@ class RewardFinetuner:
     Covered: every registered pipeline family (SD 1.x/2.x, SDXL, LCM, SD3,
     FLUX.1, PixArt-alpha/sigma; see ``integrations.families``).
 
-    ``reward(images, prompts) -> (B,)`` (or named outputs), images in [0, 1];
-    ``prompts`` is the training prompt pool, sampled with replacement.
+    ``reward``: any form ``reward_functions`` accepts (``reward(images, prompts)``,
+    image-only, trl's ``(images, prompts, metadata)``, ``nn.Module``, or a dict
+    of them), differentiable in the images (in [0, 1]); ``prompts`` is the
+    training prompt pool, sampled with replacement.
     ``accelerate`` handles device placement, mixed precision, gradient
     accumulation and multi-GPU; pass ``accelerator`` to reuse one.
 
@@ -184,8 +186,8 @@ class RewardFinetuner:
         self._maybe_sample(force=True)
         for _ in range(steps):
             self.train_step()
-            bar.update(1)
             bar.set_postfix(reward=f"{self.log.smoothed_rewards()[-1]:.4f}")
+            bar.update(1)
             self._maybe_sample()
         bar.close()
         self._finish()

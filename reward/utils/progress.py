@@ -47,6 +47,7 @@ class LineProgress:
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc or "progress", unit
         self.n, self.file, self.interval, self.postfix = initial, file, interval, ""
         self.start = self._last = time.monotonic()
+        self._written: tuple[int, str] | None = None
         self.disable = False
 
     def __iter__(self) -> Iterator:
@@ -79,10 +80,11 @@ class LineProgress:
     def close(self) -> None:
         if not self.disable:
             self.disable = True
-            self._write()
+            if self._written != (self.n, self.postfix):  # not a repeat of the last line
+                self._write()
 
     def _write(self) -> None:
-        self._last = time.monotonic()
+        self._last, self._written = time.monotonic(), (self.n, self.postfix)
         count = f"{self.n}/{self.total}" if self.total is not None else str(self.n)
         line = f"{self.desc}: {count} {self.unit} in {self._last - self.start:.1f} s"
         print(line + (f", {self.postfix}" if self.postfix else ""), file=self.file or sys.stderr, flush=True)

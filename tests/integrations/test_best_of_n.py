@@ -184,7 +184,9 @@ def test_guided_best_of_n_winner_is_the_pipelines_own_image_for_its_seed(case, r
     build, kwargs = GUIDED[case]
     pipe, prompt = build(), "a red car"
     kwargs = {"num_inference_steps": 3, **kwargs}
+    bar_settings = dict(getattr(pipe, "_progress_bar_config", {}))
     ranking = best_of_n(pipe, prompt, reward_b, n=4, chunk_size=2, **kwargs)
+    assert pipe._progress_bar_config == bar_settings  # the pipeline's own bar settings are restored
     notices = [r.getMessage() for r in caplog.records if "not a registered pipeline family" in r.getMessage()]
     assert notices == (["StableDiffusionPAGPipeline is not a registered pipeline family: calling it with prompt "
                         "strings, which encodes the prompt again in every call (same images, slower); see "
@@ -214,3 +216,12 @@ def test_a_reward_without_gradients_ranks(reward_b):
     ranking = rank_images(images, "a cat", numpy_reward)
     expected = reward_b(images, ["a cat"] * 3)
     torch.testing.assert_close(ranking.scores, expected.sort(descending=True).values, atol=1e-5, rtol=0)
+
+
+def test_ddpo_reward_fn_wraps_a_trl_style_reward(reward_b):
+    def trl_reward(images, prompts, metadata):
+        return reward_b(images, prompts).numpy(), {"n": len(metadata)}
+
+    images, prompts = torch.rand(3, 3, 32, 32), ["a cat", "a dog", "a car"]
+    rewards, metadata = ddpo_reward_fn(trl_reward)(images, prompts, [{}, {}, {}])
+    torch.testing.assert_close(rewards, reward_b(images, prompts).detach(), atol=1e-5, rtol=0)

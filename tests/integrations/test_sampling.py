@@ -39,18 +39,21 @@ def test_loop_reproduces_the_pipelines_own_sampling(name, guidance):
     torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["sd", "sdxl"])
-def test_one_step_turbo_style_sampling_is_reproduced(name):
-    """SD-Turbo / SDXL-Turbo: Euler ancestral with trailing timesteps, one step, no guidance."""
-    from diffusers import EulerAncestralDiscreteScheduler
+@pytest.mark.parametrize("name, scheduler, steps, guidance", [
+    ("sd", "EulerAncestralDiscreteScheduler", 1, 0.0),  # SD-Turbo
+    ("sdxl", "EulerAncestralDiscreteScheduler", 1, 0.0),  # SDXL-Turbo
+    ("sdxl", "LCMScheduler", 2, 1.0),  # LCM-LoRA on SDXL
+])
+def test_distilled_few_step_sampling_is_reproduced(name, scheduler, steps, guidance):
+    import diffusers
 
     pipe = TINY_PIPELINES[name]()
-    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config, timestep_spacing="trailing")
     prompts, seeds = ["a red car", "a cat"], [5, 6]
-    expected = pipe(prompts, num_inference_steps=1, guidance_scale=0.0, output_type="pt",
+    expected = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, output_type="pt",
                     generator=[torch.Generator().manual_seed(s) for s in seeds]).images
     with torch.no_grad():
-        out, family, h, w = run_loop(pipe, prompts, seeds, steps=1, guidance=0.0)
+        out, family, h, w = run_loop(pipe, prompts, seeds, steps=steps, guidance=guidance)
         images = family.decode(out.latents, h, w)
     torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
 

@@ -52,3 +52,12 @@ def test_disabled_bars_print_nothing():
     for _ in progress_bar(range(3), desc="x", file=log, disable=True):
         pass
     assert log.getvalue() == ""
+
+
+def test_closing_right_after_a_line_does_not_repeat_it():
+    log = io.StringIO()
+    bar = progress_bar(total=2, desc="draft", file=log, interval=0.0)
+    bar.set_postfix(reward="1.0")
+    bar.update(2)
+    bar.close()
+    assert len(log.getvalue().splitlines()) == 1
