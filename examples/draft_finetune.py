@@ -17,7 +17,8 @@ from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--tiny", action="store_true", help="tiny random pipeline and reward (default w/o --pipeline)")
-parser.add_argument("--pipeline", help="diffusers SD 1.x/2.x, SDXL or SD3 pipeline id or directory")
+parser.add_argument("--pipeline", help="diffusers pipeline id or directory of a registered family (SD 1.x/2.x, "
+                    "SDXL, LCM, SD3, Flux, PixArt)")
 parser.add_argument("--model", help="MST-CLIPIQA save_pretrained directory or hub id")
 parser.add_argument("--method", default="draft", choices=("draft", "alignprop", "refl"))
 parser.add_argument("--k", type=int, default=1, help="DRaFT-K: steps with gradients")

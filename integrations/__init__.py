@@ -5,6 +5,10 @@
 * ``best_of_n`` / ``rank_images``: N seeded candidates per prompt, scored and ranked.
 * ``RewardFinetuner``: LoRA fine-tuning of the denoiser by DRaFT-K, AlignProp or ReFL.
 * ``ddpo_reward_fn``: the ``reward_fn(images, prompts, prompt_metadata)`` contract of DDPO.
+* ``register_family`` / ``PipelineFamily``: the pipeline families the loop and best-of-N drive
+  (SD 1.x/2.x, SDXL, LCM, SD3, FLUX.1, PixArt-alpha/sigma built in).
+* Rewards: any ``reward(images, prompts)`` returning (B,) or named (B,) tensors, a trl / DDPO
+  ``(images, prompts, metadata) -> (rewards, metadata)`` function, an ``nn.Module``, or a dict of them.
 
 Vocabulary: the generator gets a *LoRA* (``add_lora`` / ``save_lora``, what
 ``pipe.load_lora_weights`` reads); the scorer gets *adapters* (``reward.add_adapter``).
@@ -13,17 +17,34 @@ Vocabulary: the generator gets a *LoRA* (``add_lora`` / ``save_lora``, what
 from .best_of_n import Candidate, Ranking, best_of_n, generate_candidates, rank_images, regenerate, score_images
 from .ddpo import ddpo_reward_fn
 from .decode import decode_latents, straight_through_clamp
-from .denoisers import FluxFamily, SD3Family, UNetFamily, denoiser_family
+from .families import (
+    DenoiserFamily,
+    FluxFamily,
+    LCMFamily,
+    PipelineFamily,
+    PixArtAlphaFamily,
+    PixArtSigmaFamily,
+    SD3Family,
+    SDXLFamily,
+    UNetFamily,
+    denoiser_family,
+    find_family,
+    pipeline_family,
+    register_family,
+    registered_families,
+)
 from .finetune import RewardFinetuneConfig, RewardFinetuner
 from .grid import contact_sheet, image_grid
-from .lora import add_lora, save_lora
+from .lora import add_lora, load_lora, save_lora
 from .prompts import encode_prompt
 from .reward_functions import named_rewards, objective
 from .sampling import Trajectory, denoise
 
 __all__ = [
     "Candidate", "Ranking", "best_of_n", "generate_candidates", "rank_images", "regenerate", "score_images",
-    "ddpo_reward_fn", "decode_latents", "straight_through_clamp", "FluxFamily", "SD3Family", "UNetFamily",
-    "denoiser_family", "RewardFinetuneConfig", "RewardFinetuner", "contact_sheet", "image_grid", "add_lora",
-    "save_lora", "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise",
+    "ddpo_reward_fn", "decode_latents", "straight_through_clamp", "DenoiserFamily", "FluxFamily", "LCMFamily",
+    "PipelineFamily", "PixArtAlphaFamily", "PixArtSigmaFamily", "SD3Family", "SDXLFamily", "UNetFamily",
+    "denoiser_family", "find_family", "pipeline_family", "register_family", "registered_families",
+    "RewardFinetuneConfig", "RewardFinetuner", "contact_sheet", "image_grid", "add_lora", "load_lora", "save_lora",
+    "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise",
 ]

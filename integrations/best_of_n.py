@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,14 +18,17 @@ from PIL import Image
 from torch import nn
 
 from reward import as_image_list, load_image, score_in_batches
+from reward.utils import nested_bar_kwargs, progress_bar
 
+from .families import pipeline_family
 from .grid import contact_sheet, to_pil
-from .prompts import encode_prompt, guidance_enabled, split_prompt_kwargs, supports_prompt_embeds
+from .prompts import guidance_enabled, split_prompt_kwargs, supports_prompt_embeds
 from .reward_functions import Rewards, named_rewards, objective
 
 __all__ = ["Candidate", "Ranking", "best_of_n", "generate_candidates", "regenerate", "rank_images", "score_images"]
 
 _RESERVED = ("prompt", "num_images_per_prompt", "generator", "output_type", "latents", "return_dict")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -146,13 +151,14 @@ def score_images(
 
 def generate_candidates(
     pipe: Any, prompt: str, seeds: Sequence[int], *, chunk_size: int = 4, generator_device: str = "cpu",
-    **pipe_kwargs: Any,
+    progress: bool = True, **pipe_kwargs: Any,
 ) -> torch.Tensor:
     """Generate one image per seed, ``chunk_size`` per pipeline call, as (N, 3, H, W) float32 on the CPU.
 
     Each image gets its own ``torch.Generator(generator_device).manual_seed(seed)``,
     so it does not depend on the chunking and ``regenerate`` reproduces it.
-    Pipelines with a known ``encode_prompt`` get the prompt encoded once.
+    Pipelines of a registered family get the prompt encoded once; any other
+    pipeline is called with prompt strings (slower, same images), with a notice.
     """
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be one string, got {type(prompt).__name__}")
@@ -164,29 +170,58 @@ def generate_candidates(
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty; expected at least one seed")
-    text: dict[str, Any] = {"prompt": prompt}
-    if supports_prompt_embeds(pipe):
-        encode_kwargs, pipe_kwargs = split_prompt_kwargs(pipe, pipe_kwargs)
-        text = encode_prompt(pipe, prompt, do_classifier_free_guidance=guidance_enabled(pipe, pipe_kwargs),
-                             **encode_kwargs)
+    text, pipe_kwargs = _text_inputs(pipe, prompt, pipe_kwargs)
     images = []
-    for start in range(0, len(seeds), chunk_size):
-        chunk = seeds[start : start + chunk_size]
-        generators = [torch.Generator(generator_device).manual_seed(s) for s in chunk]
-        out = pipe(**_batched(text, len(chunk)), generator=generators, output_type="pt", **pipe_kwargs)
-        batch = out.images if hasattr(out, "images") else out[0]
-        if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or batch.shape[0] != len(chunk):
-            raise ValueError(f"{type(pipe).__name__} did not return a (B, 3, H, W) tensor for output_type='pt'")
-        images.append(batch.float().cpu())
+    bar = progress_bar(total=len(seeds), desc="best-of-N", unit="image", disable=not progress)
+    with _inner_bars(pipe):
+        for start in range(0, len(seeds), chunk_size):
+            chunk = seeds[start : start + chunk_size]
+            generators = [torch.Generator(generator_device).manual_seed(s) for s in chunk]
+            out = pipe(**_batched(text, len(chunk)), generator=generators, output_type="pt", **pipe_kwargs)
+            batch = out.images if hasattr(out, "images") else out[0]
+            if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or batch.shape[0] != len(chunk):
+                raise ValueError(f"{type(pipe).__name__} did not return a (B, 3, H, W) tensor for output_type='pt'")
+            images.append(batch.float().cpu())
+            bar.update(len(chunk))
+    bar.close()
     return torch.cat(images)
+
+
+def _text_inputs(pipe: Any, prompt: str, pipe_kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the prompt's ``__call__`` inputs, the remaining kwargs): embeddings encoded once by the pipeline's
+    family, or the prompt string for a pipeline no family covers."""
+    if not supports_prompt_embeds(pipe):
+        logger.warning("%s is not a registered pipeline family: calling it with prompt strings, which encodes "
+                       "the prompt again in every call (same images, slower); see docs/pipeline_families.md",
+                       type(pipe).__name__)
+        return {"prompt": prompt}, pipe_kwargs
+    family = pipeline_family(pipe)
+    encode_kwargs, call_kwargs = split_prompt_kwargs(pipe, pipe_kwargs)
+    embeds = family.encode(prompt, guidance=guidance_enabled(pipe, call_kwargs), **encode_kwargs)
+    return family.call_kwargs(embeds), call_kwargs
 
 
 def _batched(text: dict[str, Any], size: int) -> dict[str, Any]:
     # Embeddings expanded to the chunk here: some pipelines (SD3, Flux) do not
     # repeat precomputed embeddings by num_images_per_prompt themselves.
     if "prompt" in text:
-        return {**text, "num_images_per_prompt": size}
-    return {name: t.expand(size, *t.shape[1:]) for name, t in text.items()} | {"num_images_per_prompt": 1}
+        return {**text, "prompt": [text["prompt"]] * size}
+    return {name: t.expand(size, *t.shape[1:]) if isinstance(t, torch.Tensor) else t
+            for name, t in text.items()} | {"num_images_per_prompt": 1}
+
+
+@contextmanager
+def _inner_bars(pipe: Any) -> Iterator[None]:
+    """The pipeline's own per-call bars nested under best-of-N's: transient on a terminal, off in logs."""
+    if not callable(getattr(pipe, "set_progress_bar_config", None)):
+        yield
+        return
+    saved = dict(getattr(pipe, "_progress_bar_config", {}))
+    pipe.set_progress_bar_config(**{**nested_bar_kwargs(), **saved})
+    try:
+        yield
+    finally:
+        pipe.set_progress_bar_config(**saved)
 
 
 def regenerate(pipe: Any, prompt: str, seed: int, *, batch_seeds: Sequence[int] | None = None,
@@ -199,7 +234,7 @@ def regenerate(pipe: Any, prompt: str, seed: int, *, batch_seeds: Sequence[int] 
     batch = [int(seed)] if batch_seeds is None else [int(s) for s in batch_seeds]
     if int(seed) not in batch:
         raise ValueError(f"seed {seed} is not among batch_seeds {list(batch)}")
-    images = generate_candidates(pipe, prompt, batch, chunk_size=len(batch), **pipe_kwargs)
+    images = generate_candidates(pipe, prompt, batch, chunk_size=len(batch), progress=False, **pipe_kwargs)
     return images[batch.index(int(seed))]
 
 
@@ -232,10 +267,16 @@ def best_of_n(
     top_k: int = 1,
     weights: Mapping[str, float] | None = None,
     generator_device: str = "cpu",
+    progress: bool = True,
     **pipe_kwargs: Any,
 ) -> Ranking:
     """Generate ``n`` candidates (seeds ``seed, seed+1, ...`` or ``seeds``) with any text-to-image
-    pipeline, score them with ``reward`` and rank them best first.
+    pipeline, score them with ``reward`` (any form ``reward_functions`` accepts) and rank them best first.
+
+    A pipeline of a registered family gets its prompt encoded once; any other
+    is called with prompt strings and one seeded generator per image, with a
+    one-line notice. ``progress``: a bar over the candidates (the pipeline's own
+    per-call bars nest under it).
 
     ``pipe_kwargs`` go to the pipeline (``num_inference_steps``,
     ``guidance_scale``, ``height``, ...). Winner: ``ranking.winner``; its image again:
@@ -247,7 +288,7 @@ def best_of_n(
     _check_top_k(top_k, len(seeds))
     start = time.perf_counter()
     images = generate_candidates(pipe, prompt, seeds, chunk_size=chunk_size, generator_device=generator_device,
-                                 **pipe_kwargs)
+                                 progress=progress, **pipe_kwargs)
     generated = time.perf_counter()
     total, named = score_images(reward, images, prompt, batch_size=score_batch_size, weights=weights)
     timings = {"generation_s": generated - start, "scoring_s": time.perf_counter() - generated}

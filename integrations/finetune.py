@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from reward.training import new_accelerator
-from reward.utils import precision_dtype
+from reward.utils import precision_dtype, progress_bar
 
 from .decode import decode_latents
-from .denoisers import Conditioning, denoiser_family
+from .families import Conditioning, denoiser_family
 from .finetune_config import RewardFinetuneConfig, require
 from .grid import image_grid
 from .lora import adapters_disabled, add_lora, lora_parameters, save_lora
@@ -32,11 +32,13 @@ __all__ = ["RewardFinetuneConfig", "RewardFinetuner"]
 class RewardFinetuner:
     """Fine-tune ``pipe``'s denoiser with LoRA to maximise ``reward``.
 
-    Covered: SD 1.x/2.x and SDXL UNets, SD3 and FLUX.1 transformers (see
-    ``integrations.denoisers``).
+    Covered: every registered pipeline family (SD 1.x/2.x, SDXL, LCM, SD3,
+    FLUX.1, PixArt-alpha/sigma; see ``integrations.families``).
 
-    ``reward(images, prompts) -> (B,)`` (or named outputs), images in [0, 1];
-    ``prompts`` is the training prompt pool, sampled with replacement.
+    ``reward``: any form ``reward_functions`` accepts (``reward(images, prompts)``,
+    image-only, trl's ``(images, prompts, metadata)``, ``nn.Module``, or a dict
+    of them), differentiable in the images (in [0, 1]); ``prompts`` is the
+    training prompt pool, sampled with replacement.
     ``accelerate`` handles device placement, mixed precision, gradient
     accumulation and multi-GPU; pass ``accelerator`` to reuse one.
 
@@ -76,7 +78,7 @@ class RewardFinetuner:
         for fn in self.reward.values() if isinstance(self.reward, Mapping) else [self.reward]:
             if isinstance(fn, nn.Module):
                 # A fixed critic: its parameters must neither train nor pile up gradients nobody zeroes.
-                fn.requires_grad_(False).to(acc.device)
+                fn.requires_grad_(False).eval().to(acc.device)
         denoiser = self.family.denoiser
         self.lora_config = add_lora(denoiser, config.lora_rank, config.lora_alpha, config.lora_target_modules)
         params = lora_parameters(denoiser)
@@ -178,16 +180,14 @@ class RewardFinetuner:
     def train(self, max_steps: int | None = None) -> TrainingLog:
         """Run ``max_steps`` optimizer steps (default: the config's), then write the log, reward curve
         and LoRA into ``output_dir`` (when set). Returns the log."""
-        from tqdm.auto import tqdm
-
         steps = self.config.max_steps if max_steps is None else max_steps
-        bar = tqdm(total=steps, desc=f"{self.config.method}", disable=not (self.config.progress_bar and
-                                                                           self.accelerator.is_main_process))
+        bar = progress_bar(total=steps, desc=self.config.method, unit="step",
+                           disable=not (self.config.progress_bar and self.accelerator.is_main_process))
         self._maybe_sample(force=True)
         for _ in range(steps):
             self.train_step()
-            bar.update(1)
             bar.set_postfix(reward=f"{self.log.smoothed_rewards()[-1]:.4f}")
+            bar.update(1)
             self._maybe_sample()
         bar.close()
         self._finish()

@@ -1,37 +1,95 @@
-"""The reward protocol the adapters accept, and the weighted objective built from it.
+"""The reward forms the adapters accept, at one boundary, and the weighted objective built from them.
 
-A reward is any callable ``reward_fn(images, prompts) -> Tensor (B,)`` (or a
-mapping of named (B,) tensors), images (B, 3, H, W) float in [0, 1]. A mapping
-``{name: reward_fn}`` combines several. A reward whose ``lower_better``
+``RewardFinetuner``, ``best_of_n``, ``rank_images``, ``score_images`` and
+``ddpo_reward_fn`` all take, alone or as a ``{name: reward}`` mapping of any mix:
+
+* ``reward(images, prompts) -> (B,)``, or a mapping of named (B,) outputs (``MSTCLIPIQAReward``);
+* ``reward(images) -> (B,)`` or ``(B, 1)``: an image-only scorer;
+* the trl / DDPO form ``reward_fn(images, prompts, metadata) -> (rewards, metadata)``, rewards as
+  a tensor, numpy array or list (trl's ``DDPOTrainer`` and ddpo-pytorch reward functions);
+* an ``nn.Module`` whose ``forward`` has one of these signatures.
+
+Images are (B, 3, H, W) float in [0, 1]. A reward whose ``lower_better``
 attribute is true is negated, so the objective is always higher-is-better.
+Gradient-based fine-tuning needs rewards that are differentiable in the
+images; one that returns no gradient there gets a ValueError saying how to fix it.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
-__all__ = ["RewardFn", "Rewards", "named_rewards", "objective"]
+__all__ = ["RewardFn", "Rewards", "named_rewards", "objective", "reward_arity"]
 
-RewardFn = Callable[[torch.Tensor, Sequence[str] | None], torch.Tensor | Mapping[str, torch.Tensor]]
+RewardFn = Callable[..., Any]
 Rewards = RewardFn | Mapping[str, RewardFn]
 
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_NO_GRADIENT = (
+    "reward {name!r} returned no gradient with respect to the images, and fine-tuning backpropagates the reward "
+    "into the generator. Compute it from the images with torch operations, with no torch.no_grad, .detach(), "
+    ".item(), numpy or PIL conversion on the way. A reward that cannot be differentiated still works with "
+    "best_of_n and rank_images, and with policy-gradient training (trl's DDPOTrainer)."
+)
 
-def _check(name: str, value: object, batch: int) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor) or value.shape != (batch,) or not value.is_floating_point():
-        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise ValueError(f"reward {name!r} returned {shape}; expected a float tensor of shape ({batch},), "
-                         "one reward per image")
+
+def reward_arity(fn: RewardFn) -> int:
+    """How many positional arguments ``fn`` takes: 1 (images), 2 (images, prompts) or 3 (images, prompts,
+    metadata: the trl / DDPO form). Signatures that do not say (``*args``) get 2."""
+    target = fn.forward if isinstance(fn, nn.Module) else fn
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return 2
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return 2
+    positional = [p for p in params if p.kind in _POSITIONAL]
+    if sum(p.default is inspect.Parameter.empty for p in positional) >= 3:
+        return 3
+    return 1 if len(positional) == 1 else 2
+
+
+def _rewards(name: str, value: Any, images: torch.Tensor) -> torch.Tensor:
+    batch = len(images)
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = torch.as_tensor(np.asarray(value, dtype=np.float32), device=images.device)
+        except (TypeError, ValueError):
+            raise ValueError(f"reward {name!r} returned {type(value).__name__}; expected a float tensor, array or "
+                             f"list of shape ({batch},), one reward per image") from None
+    if value.ndim == 2 and value.shape[1] == 1:
+        value = value[:, 0]
+    if value.shape != (batch,) or not value.is_floating_point():
+        raise ValueError(f"reward {name!r} returned {tuple(value.shape)} {value.dtype}; expected a float tensor of "
+                         f"shape ({batch},), one reward per image")
+    if torch.is_grad_enabled() and images.requires_grad and not value.requires_grad:
+        raise ValueError(_NO_GRADIENT.format(name=name))
     return value
 
 
 def _call(name: str, fn: RewardFn, images: torch.Tensor, prompts: Sequence[str] | None) -> dict[str, torch.Tensor]:
+    if not callable(fn):
+        raise ValueError(f"reward {name or 'reward'!r} is a {type(fn).__name__}; expected a callable "
+                         "reward(images, prompts), reward(images) or trl's reward_fn(images, prompts, metadata)")
+    arity = reward_arity(fn)
+    if arity == 1:
+        out = fn(images)
+    elif arity == 2:
+        out = fn(images, prompts)
+    else:
+        out = fn(images, prompts, tuple({} for _ in range(len(images))))
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):
+        out = out[0]  # trl / DDPO: (rewards, reward_metadata)
     sign = -1.0 if getattr(fn, "lower_better", False) else 1.0
-    out = fn(images, prompts)
     if isinstance(out, Mapping):
-        return {f"{name}.{key}" if name else key: sign * _check(key, v, len(images)) for key, v in out.items()}
-    return {name or "reward": sign * _check(name or "reward", out, len(images))}
+        return {f"{name}.{key}" if name else key: sign * _rewards(key, v, images) for key, v in out.items()}
+    return {name or "reward": sign * _rewards(name or "reward", out, images)}
 
 
 def named_rewards(rewards: Rewards, images: torch.Tensor, prompts: Sequence[str] | None) -> dict[str, torch.Tensor]:
@@ -43,8 +101,6 @@ def named_rewards(rewards: Rewards, images: torch.Tensor, prompts: Sequence[str]
         for name, fn in rewards.items():
             out.update(_call(name, fn, images, prompts))
         return out
-    if not callable(rewards):
-        raise ValueError(f"reward must be callable as reward_fn(images, prompts), got {type(rewards).__name__}")
     return _call("", rewards, images, prompts)
 
 

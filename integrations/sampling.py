@@ -11,7 +11,6 @@ The three methods differ only in where gradients are kept:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -21,7 +20,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .denoisers import Conditioning, DenoiserFamily
+from .families import Conditioning, PipelineFamily
+from .schedulers import predicted_x0, step_kwargs
 
 __all__ = ["Trajectory", "denoise", "guided_prediction", "predicted_x0", "step_kwargs"]
 
@@ -41,19 +41,8 @@ class Trajectory:
     penalty: torch.Tensor
 
 
-def step_kwargs(scheduler: Any, generators: list[torch.Generator] | None, eta: float = 0.0) -> dict[str, Any]:
-    """Extra ``scheduler.step`` arguments, as the pipelines pass them."""
-    accepted = inspect.signature(scheduler.step).parameters
-    kwargs: dict[str, Any] = {}
-    if "eta" in accepted:
-        kwargs["eta"] = eta
-    if "generator" in accepted and generators is not None:
-        kwargs["generator"] = generators
-    return kwargs
-
-
 def guided_prediction(
-    family: DenoiserFamily,
+    family: PipelineFamily,
     denoiser: nn.Module,
     x: torch.Tensor,
     t: torch.Tensor,
@@ -69,28 +58,7 @@ def guided_prediction(
         out = checkpoint(call, model_input, t, use_reentrant=False)
     else:
         out = call(model_input, t)
-    if not guided:
-        return out
-    uncond, text = out.chunk(2)
-    return uncond + guidance_scale * (text - uncond)
-
-
-def predicted_x0(scheduler: Any, model_output: torch.Tensor, step_index: int, t: torch.Tensor,
-                 sample: torch.Tensor) -> torch.Tensor:
-    """The clean latents the denoiser predicts at this step (differentiable in ``model_output``)."""
-    if hasattr(scheduler, "sigmas") and "FlowMatch" in type(scheduler).__name__:
-        return sample - scheduler.sigmas[step_index].to(sample) * model_output
-    out = scheduler.step(model_output, t, sample, return_dict=True)
-    x0 = getattr(out, "pred_original_sample", None)
-    if x0 is None:
-        raise ValueError(f"{type(scheduler).__name__}.step does not return pred_original_sample; for ReFL use "
-                         "a scheduler that does (DDIM, DDPM, Euler) or a flow-matching scheduler")
-    return x0
-
-
-def _scale_input(scheduler: Any, latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    scale = getattr(scheduler, "scale_model_input", None)
-    return scale(latents, t) if scale is not None else latents
+    return family.guide(out, guidance_scale) if guided else out
 
 
 def _cutoffs(grad_from: torch.Tensor | int | None, batch: int, num_steps: int) -> torch.Tensor:
@@ -106,7 +74,7 @@ def _cutoffs(grad_from: torch.Tensor | int | None, batch: int, num_steps: int) -
 
 
 def denoise(
-    family: DenoiserFamily,
+    family: PipelineFamily,
     denoiser: nn.Module,
     scheduler: Any,
     latents: torch.Tensor,
@@ -140,7 +108,7 @@ def denoise(
     grad_allowed = torch.is_grad_enabled()
     for i, t in enumerate(timesteps[: last + 1]):
         with torch.set_grad_enabled(grad_allowed and i >= first_grad):
-            x = _scale_input(scheduler, latents, t)
+            x = family.model_input(scheduler, latents, t)
             out = guided_prediction(family, denoiser, x, t, cond, guidance_scale, gradient_checkpointing)
             if torch.is_grad_enabled():
                 keep = (cutoffs <= i).to(out.device)
@@ -153,6 +121,7 @@ def denoise(
                     penalty = penalty + (per_sample * keep).sum() / keep.sum().clamp(min=1)
                     penalty_steps += 1
             if i == stop_at:
-                return Trajectory(predicted_x0(scheduler, out, i, t, latents), penalty / max(penalty_steps, 1))
-            latents = scheduler.step(out, t, latents, **step_kw, return_dict=False)[0]
+                x0 = family.predicted_x0(scheduler, out, i, t, latents)
+                return Trajectory(x0, penalty / max(penalty_steps, 1))
+            latents = family.step(scheduler, out, t, latents, step_kw)
     return Trajectory(latents, penalty / max(penalty_steps, 1))

@@ -16,7 +16,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from reward import openai_clip_tokenizer
 
 __all__ = ["tiny_sd_pipeline", "tiny_sdxl_pipeline", "tiny_sd3_pipeline", "tiny_flux_pipeline",
-           "TINY_PIPELINES"]
+           "tiny_pixart_pipeline", "tiny_lcm_pipeline", "TINY_PIPELINES"]
 
 _CLIP_BOS, _CLIP_EOS = 49406, 49407
 
@@ -71,33 +71,39 @@ TINY_UNET = dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=16
                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=2)
 
 
-def tiny_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
-    """A Stable Diffusion 1.x-style pipeline (UNet (32, 64), DDIM, CLIP text) that
-    generates 32x32 images by default."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def _sd_components(seed: int, scheduler, **unet_kwargs) -> dict:
+    from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**TINY_UNET, cross_attention_dim=32)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    unet = UNet2DConditionModel(**TINY_UNET, cross_attention_dim=32, **unet_kwargs)
     torch.manual_seed(seed + 1)
     vae = _tiny_vae()
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(_clip_text_config())
-    pipe = StableDiffusionPipeline(
-        unet=unet,
-        scheduler=scheduler,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=openai_clip_tokenizer(),
-        safety_checker=None,
-        feature_extractor=None,
-        image_encoder=None,
-        requires_safety_checker=False,
+    return dict(unet=unet, scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=openai_clip_tokenizer(),
+                safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False)
+
+
+def tiny_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
+    """A Stable Diffusion 1.x-style pipeline (UNet (32, 64), DDIM, CLIP text) that
+    generates 32x32 images by default."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+        steps_offset=1,
     )
-    return _finish(pipe, device)
+    return _finish(StableDiffusionPipeline(**_sd_components(seed, scheduler)), device)
+
+
+def tiny_lcm_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
+    """A latent-consistency pipeline (``LatentConsistencyModelPipeline``: the SD UNet with a guidance-scale
+    embedding, ``time_cond_proj_dim``, and the LCM scheduler) that generates 32x32 images by default."""
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
+
+    scheduler = LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                             set_alpha_to_one=True)
+    return _finish(LatentConsistencyModelPipeline(**_sd_components(seed, scheduler, time_cond_proj_dim=32)), device)
 
 
 def tiny_sdxl_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
@@ -227,5 +233,33 @@ def tiny_flux_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
     return _finish(pipe, device)
 
 
+def tiny_pixart_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
+    """A PixArt-alpha-style pipeline (DiT with adaLN-single and learned variance, tiny T5 text encoder,
+    DPM-Solver++) that generates 32x32 images by default.
+
+    Its transformer's ``sample_size`` (16) has no resolution bins: call it with
+    ``use_resolution_binning=False``, as any custom-size PixArt.
+    """
+    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel(
+        sample_size=16, num_layers=2, patch_size=2, attention_head_dim=8, num_attention_heads=3, caption_channels=32,
+        in_channels=4, cross_attention_dim=24, out_channels=8, attention_bias=True,
+        activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
+        norm_elementwise_affine=False, norm_eps=1e-6,
+    )
+    torch.manual_seed(seed + 1)
+    vae = _tiny_vae()
+    torch.manual_seed(seed + 2)
+    tokenizer = _tiny_t5_tokenizer()
+    text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2,
+                                           num_heads=4, pad_token_id=0, eos_token_id=1, dropout_rate=0.0))
+    pipe = PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                               scheduler=DPMSolverMultistepScheduler())
+    return _finish(pipe, device)
+
+
 TINY_PIPELINES = {"sd": tiny_sd_pipeline, "sdxl": tiny_sdxl_pipeline, "sd3": tiny_sd3_pipeline,
-                  "flux": tiny_flux_pipeline}
+                  "flux": tiny_flux_pipeline, "pixart": tiny_pixart_pipeline, "lcm": tiny_lcm_pipeline}

@@ -49,3 +49,13 @@ def test_reward_as_loss_example():
     out = run_example("reward_as_loss.py", "--steps", "10")
     before, after = map(float, re.search(r"mean reward before (\S+) -> after (\S+)", out).groups())
     assert after > before + 0.3  # measured 2.80 -> 3.58 in 10 steps
+
+
+def test_combined_reward_example():
+    out = run_example("combined_reward.py", "--steps", "6")
+    rows = [tuple(map(float, r)) for r in re.findall(r"objective\s+(\S+) = quality (\S+) \+ (\S+) x clip (\S+)", out)]
+    assert len(rows) == 8
+    assert all(total == pytest.approx(quality + weight * clip, abs=2e-4) for total, quality, weight, clip in rows)
+    assert [r[0] for r in rows] == sorted((r[0] for r in rows), reverse=True)
+    gain, stderr = map(float, re.search(r"gain (\S+) \+- (\S+)", out).groups())
+    assert gain > 0.05 and gain > 4 * stderr  # measured 0.331 +- 0.039 in 6 steps

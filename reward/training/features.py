@@ -6,12 +6,11 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from ..backbones import fit_to_size
 from ..model import MSTCLIPIQA, pad_states
 from ..scoring import load_image
-from ..utils import autocast, precision_dtype
+from ..utils import autocast, precision_dtype, progress_bar
 
 
 class ImageFiles(Dataset):
@@ -36,7 +35,7 @@ def encode_files(model: MSTCLIPIQA, items: Sequence, batch_size: int = 32, num_w
     """Stream embeddings (N, Dc), (N, Df) as float32 on the CPU; ``on_batch(start, f_c, f_f)`` sees each batch."""
     loader = DataLoader(ImageFiles(items, model.fit_size), batch_size=batch_size, num_workers=num_workers)
     device, parts, start = model.device, [], 0
-    for batch in tqdm(loader, desc="encoding images", unit="batch", disable=not progress, leave=False):
+    for batch in progress_bar(loader, desc="encoding images", unit="batch", disable=not progress):
         with autocast(device, precision_dtype(precision)):
             f_c, f_f = model.encode_images(batch.to(device))
         f_c, f_f = f_c.float().cpu(), f_f.float().cpu()

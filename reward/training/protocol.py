@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
 from ..datasets import Split, make_splits
 from ..model import save_adapter
-from ..utils import write_json
+from ..utils import progress_bar, write_json
 from .config import RESUME_FREE
 from .distributed import on_main
 from .feature_cache import settings_key, state_digest
@@ -44,7 +43,8 @@ def run_splits(trainer: Trainer) -> dict[str, Any]:
     acc, directory = trainer.accelerator, trainer.split_dir(0).parent
     lock = on_main(acc, lambda: claim_run_dir(directory, run_settings(trainer, splits), trainer.resume))
     try:
-        bar = tqdm(list(enumerate(splits)), desc="splits", unit="split", disable=not trainer.show or len(splits) < 2)
+        bar = progress_bar(list(enumerate(splits)), desc="splits", unit="split",
+                           disable=not trainer.show or len(splits) < 2)
         results = [trainer.fit_split(k, split) for k, split in bar]
         return _report(trainer, splits, results)
     finally:

@@ -25,12 +25,11 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..backbones import fit_to_size
 from ..datasets import QualityDataset, Split, collate
 from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, trainable_state_dict
-from ..utils import write_json
+from ..utils import progress_bar, write_json
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import OPTIMIZERS, SELECT_METRICS, TrainConfig
 from .distributed import epoch_batches, gather_rows, new_accelerator
@@ -245,8 +244,8 @@ class Trainer:
         if finished is not None:
             return finished
         progress = self._start_split(k, split, directory)
-        bar = tqdm(range(progress["epoch"], self.config.epochs), desc=f"split {k}", unit="epoch",
-                   disable=not self.show, initial=progress["epoch"], total=self.config.epochs)
+        bar = progress_bar(range(progress["epoch"], self.config.epochs), desc=f"split {k}", unit="epoch",
+                           disable=not self.show, initial=progress["epoch"], total=self.config.epochs)
         for epoch in bar:
             record = self._run_epoch(k, epoch, split)
             progress["history"].append(record)

@@ -8,7 +8,13 @@ from PIL import Image
 
 from integrations import best_of_n, ddpo_reward_fn, generate_candidates, rank_images, regenerate
 from integrations.grid import to_pil
-from integrations.tiny_pipelines import TINY_PIPELINES, tiny_sd_pipeline
+from integrations.tiny_pipelines import (
+    TINY_PIPELINES,
+    tiny_lcm_pipeline,
+    tiny_pixart_pipeline,
+    tiny_sd_pipeline,
+    tiny_sdxl_pipeline,
+)
 from mst_clipiqa.cli import main as cli_main
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
@@ -147,3 +153,75 @@ def test_best_of_n_bad_input_is_a_clear_value_error(reward_a, kwargs, message):
 def test_wrong_reward_shape_is_a_clear_value_error():
     with pytest.raises(ValueError, match="one reward per image"):
         best_of_n(tiny_sd_pipeline(), "a cat", lambda images, prompts: images.mean(), n=2, num_inference_steps=1)
+
+
+def sdxl_with_dpm_solver():
+    from diffusers import DPMSolverMultistepScheduler
+
+    pipe = tiny_sdxl_pipeline()
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    return pipe
+
+
+def unregistered_pipeline():
+    """A real diffusers pipeline class no family covers (perturbed-attention guidance on top of CFG)."""
+    from diffusers import StableDiffusionPAGPipeline
+
+    return StableDiffusionPAGPipeline(**tiny_sd_pipeline().components, pag_applied_layers=["mid"])
+
+
+PIXART = {"use_resolution_binning": False, "max_sequence_length": 16, "clean_caption": False}
+GUIDED = {  # each pipeline with its own kind of guidance
+    "pixart": (tiny_pixart_pipeline, {"guidance_scale": 4.5, **PIXART}),
+    "lcm": (tiny_lcm_pipeline, {"guidance_scale": 8.5}),
+    "sdxl-dpm-solver": (sdxl_with_dpm_solver, {"guidance_scale": 5.0}),
+    "unregistered": (unregistered_pipeline, {"guidance_scale": 3.0, "pag_scale": 2.0}),
+}
+
+
+@pytest.mark.parametrize("case", GUIDED)
+def test_guided_best_of_n_winner_is_the_pipelines_own_image_for_its_seed(case, reward_b, caplog):
+    build, kwargs = GUIDED[case]
+    pipe, prompt = build(), "a red car"
+    kwargs = {"num_inference_steps": 3, **kwargs}
+    bar_settings = dict(getattr(pipe, "_progress_bar_config", {}))
+    ranking = best_of_n(pipe, prompt, reward_b, n=4, chunk_size=2, **kwargs)
+    assert pipe._progress_bar_config == bar_settings  # the pipeline's own bar settings are restored
+    notices = [r.getMessage() for r in caplog.records if "not a registered pipeline family" in r.getMessage()]
+    assert notices == (["StableDiffusionPAGPipeline is not a registered pipeline family: calling it with prompt "
+                        "strings, which encodes the prompt again in every call (same images, slower); see "
+                        "docs/pipeline_families.md"] if case == "unregistered" else [])
+    assert torch.all(ranking.scores[:-1] >= ranking.scores[1:]) and ranking.scores.unique().numel() > 1
+    winner = ranking.winner
+    replayed = regenerate(pipe, prompt, winner.seed, batch_seeds=winner.batch_seeds, **kwargs)
+    assert torch.equal(replayed, winner.image)
+    with torch.no_grad():  # the pipeline called plainly, the way its users would, with the winner's seed
+        plain = pipe(prompt, generator=torch.Generator().manual_seed(winner.seed), output_type="pt", **kwargs).images
+    torch.testing.assert_close(plain[0], winner.image, atol=1e-5, rtol=0)
+
+
+def test_pixart_negative_prompt_none_means_its_default(reward_a):
+    pipe = tiny_pixart_pipeline()
+    kwargs = {"n": 2, "num_inference_steps": 2, "guidance_scale": 4.5, **PIXART}
+    default = best_of_n(pipe, "a cat", reward_a, **kwargs)
+    explicit = best_of_n(pipe, "a cat", reward_a, negative_prompt=None, **kwargs)
+    assert torch.equal(default.scores, explicit.scores) and default.seeds == explicit.seeds
+
+
+def test_a_reward_without_gradients_ranks(reward_b):
+    def numpy_reward(images, prompts, metadata):  # trl / ddpo-pytorch style: numpy out, metadata dict
+        return reward_b(images, prompts).cpu().numpy(), {"kind": "numpy"}
+
+    images = torch.rand(3, 3, 32, 32)
+    ranking = rank_images(images, "a cat", numpy_reward)
+    expected = reward_b(images, ["a cat"] * 3)
+    torch.testing.assert_close(ranking.scores, expected.sort(descending=True).values, atol=1e-5, rtol=0)
+
+
+def test_ddpo_reward_fn_wraps_a_trl_style_reward(reward_b):
+    def trl_reward(images, prompts, metadata):
+        return reward_b(images, prompts).numpy(), {"n": len(metadata)}
+
+    images, prompts = torch.rand(3, 3, 32, 32), ["a cat", "a dog", "a car"]
+    rewards, metadata = ddpo_reward_fn(trl_reward)(images, prompts, [{}, {}, {}])
+    torch.testing.assert_close(rewards, reward_b(images, prompts).detach(), atol=1e-5, rtol=0)

@@ -4,15 +4,17 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
-from integrations import RewardFinetuneConfig, RewardFinetuner
+from integrations import RewardFinetuneConfig, RewardFinetuner, load_lora
 from integrations.tiny_pipelines import TINY_PIPELINES, tiny_sd_pipeline
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 PROMPTS = ["a red car", "a cat on a sofa"]
 HELD_OUT_SEEDS = [1000, 1001, 1002, 1003]  # never drawn for training (the trainer draws 31-bit seeds)
 STEPS = 4
-EXTRA = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16}}  # short T5 padding
+EXTRA = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16},  # short T5 padding
+         "pixart": {"max_sequence_length": 16, "clean_caption": False, "use_resolution_binning": False}}
 
 
 def make_reward() -> MSTCLIPIQAReward:
@@ -154,3 +156,53 @@ def test_finetuners_with_different_precisions_can_follow_each_other():
     second = RewardFinetuner(tiny_sd_pipeline(), make_reward(), ["a cat"],
                              RewardFinetuneConfig(max_steps=1, mixed_precision="bf16"))
     assert second.accelerator.mixed_precision == "bf16"
+
+
+@pytest.mark.parametrize("family", ["lcm", "pixart"])
+def test_lcm_and_pixart_finetune_and_their_lora_loads_back(tmp_path, family):
+    pipe, reward = TINY_PIPELINES[family](), make_reward()
+    before = held_out_reward(pipe, reward, family)
+    RewardFinetuner(pipe, reward, PROMPTS, config("draft", family, max_steps=6, output_dir=str(tmp_path))).train()
+    after = held_out_reward(pipe, reward, family)
+    assert_clearly_higher(before, after, margin=0.05)
+
+    fresh = TINY_PIPELINES[family]()
+    if family == "lcm":
+        fresh.load_lora_weights(tmp_path / "lora")
+    else:  # PixArt's pipelines have no LoRA loader: peft's format, read by load_lora
+        assert not hasattr(fresh, "load_lora_weights")
+        load_lora(fresh, tmp_path / "lora")
+    torch.testing.assert_close(held_out_reward(fresh, reward, family), after, atol=1e-5, rtol=0)
+
+
+def test_trl_style_reward_and_a_dict_of_reward_forms():
+    quality = make_reward()
+
+    def trl_reward(images, prompts, metadata):  # trl's DDPO contract: (rewards, reward_metadata)
+        assert len(metadata) == len(images)
+        return 2 * quality(images, prompts), {"scorer": "mst"}
+
+    class Brightness(nn.Module):  # an image-only module reward
+        def forward(self, images):
+            return images.mean(dim=(1, 2, 3))
+
+    trainer = RewardFinetuner(tiny_sd_pipeline(), {"trl": trl_reward, "bright": Brightness()}, PROMPTS,
+                              config(reward_weights={"trl": 1.0, "bright": 0.5}))
+    loss, stats = trainer.compute_loss(PROMPTS, [1, 2])
+    loss.backward()
+    images = trainer.sample(PROMPTS, [1, 2])  # the same seeds: the images the loss scored
+    torch.testing.assert_close(stats["reward/trl"], 2 * quality(images, PROMPTS), atol=1e-4, rtol=0)
+    torch.testing.assert_close(stats["reward/bright"], images.mean(dim=(1, 2, 3)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(stats["reward"], stats["reward/trl"] + 0.5 * stats["reward/bright"])
+    assert max(p.grad.abs().max().item() for p in trainer.params if p.grad is not None) > 0
+
+
+def test_reward_without_gradient_is_a_clear_error():
+    quality = make_reward()
+
+    def numpy_reward(images, prompts, metadata):
+        return quality(images, prompts).detach().cpu().numpy(), {}
+
+    trainer = RewardFinetuner(tiny_sd_pipeline(), {"aesthetic": numpy_reward}, PROMPTS, config())
+    with pytest.raises(ValueError, match="'aesthetic' returned no gradient .* torch.no_grad, .detach"):
+        trainer.compute_loss(PROMPTS, [1, 2])

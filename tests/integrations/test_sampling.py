@@ -9,7 +9,8 @@ from integrations import add_lora, decode_latents, denoise, denoiser_family, str
 from integrations.sampling import step_kwargs
 from integrations.tiny_pipelines import TINY_PIPELINES, tiny_sd_pipeline
 
-EXTRA = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16}}
+EXTRA = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16},
+         "pixart": {"max_sequence_length": 16, "clean_caption": False, "use_resolution_binning": False}}
 
 
 def run_loop(pipe, prompts, seeds, steps=3, guidance=1.0, encode_kwargs=None, **denoise_kwargs):
@@ -25,7 +26,7 @@ def run_loop(pipe, prompts, seeds, steps=3, guidance=1.0, encode_kwargs=None, **
 
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
-@pytest.mark.parametrize("name", ["sd", "sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("name", ["sd", "sdxl", "sd3", "flux", "pixart", "lcm"])
 def test_loop_reproduces_the_pipelines_own_sampling(name, guidance):
     pipe = TINY_PIPELINES[name]()
     extra = EXTRA.get(name, {})
@@ -35,6 +36,25 @@ def test_loop_reproduces_the_pipelines_own_sampling(name, guidance):
     with torch.no_grad():
         out, family, h, w = run_loop(pipe, prompts, seeds, guidance=guidance, encode_kwargs=extra)
         images = decode_latents(pipe.vae, family.vae_latents(out.latents, h, w))
+    torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name, scheduler, steps, guidance", [
+    ("sd", "EulerAncestralDiscreteScheduler", 1, 0.0),  # SD-Turbo
+    ("sdxl", "EulerAncestralDiscreteScheduler", 1, 0.0),  # SDXL-Turbo
+    ("sdxl", "LCMScheduler", 2, 1.0),  # LCM-LoRA on SDXL
+])
+def test_distilled_few_step_sampling_is_reproduced(name, scheduler, steps, guidance):
+    import diffusers
+
+    pipe = TINY_PIPELINES[name]()
+    pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    prompts, seeds = ["a red car", "a cat"], [5, 6]
+    expected = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, output_type="pt",
+                    generator=[torch.Generator().manual_seed(s) for s in seeds]).images
+    with torch.no_grad():
+        out, family, h, w = run_loop(pipe, prompts, seeds, steps=steps, guidance=guidance)
+        images = family.decode(out.latents, h, w)
     torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
 
 
@@ -98,5 +118,5 @@ def test_unsupported_pipeline_is_a_clear_value_error():
     class NoDenoiser:
         pass
 
-    with pytest.raises(ValueError, match="neither a unet nor a transformer"):
+    with pytest.raises(ValueError, match="NoDenoiser is not a registered pipeline family .*register_family"):
         denoiser_family(NoDenoiser())
