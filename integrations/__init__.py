@@ -3,7 +3,8 @@
     from integrations import best_of_n, RewardFinetuner, RewardFinetuneConfig, ddpo_reward_fn
 
 * ``best_of_n`` / ``rank_images``: N seeded candidates per prompt, scored and ranked.
-* ``RewardFinetuner``: LoRA fine-tuning of the denoiser by DRaFT-K, AlignProp or ReFL.
+* ``RewardFinetuner``: LoRA fine-tuning of the denoiser by DRaFT-K, AlignProp or ReFL; multi-process,
+  resumable (``save_every`` / ``resume``), tracked (``log_with``), with LR schedules and an EMA.
 * ``ddpo_reward_fn``: the ``reward_fn(images, prompts, prompt_metadata)`` contract of DDPO.
 
 Vocabulary: the generator gets a *LoRA* (``add_lora`` / ``save_lora``, what
@@ -11,12 +12,15 @@ Vocabulary: the generator gets a *LoRA* (``add_lora`` / ``save_lora``, what
 """
 
 from .best_of_n import Candidate, Ranking, best_of_n, generate_candidates, rank_images, regenerate, score_images
+from .checkpointing import complete_checkpoints
 from .ddpo import ddpo_reward_fn
 from .decode import decode_latents, straight_through_clamp
 from .denoisers import FluxFamily, SD3Family, UNetFamily, denoiser_family
+from .ema import LoraEMA
 from .finetune import RewardFinetuneConfig, RewardFinetuner
 from .grid import contact_sheet, image_grid
 from .lora import add_lora, save_lora
+from .prompt_sources import PromptSource
 from .prompts import encode_prompt
 from .reward_functions import named_rewards, objective
 from .sampling import Trajectory, denoise
@@ -25,5 +29,6 @@ __all__ = [
     "Candidate", "Ranking", "best_of_n", "generate_candidates", "rank_images", "regenerate", "score_images",
     "ddpo_reward_fn", "decode_latents", "straight_through_clamp", "FluxFamily", "SD3Family", "UNetFamily",
     "denoiser_family", "RewardFinetuneConfig", "RewardFinetuner", "contact_sheet", "image_grid", "add_lora",
-    "save_lora", "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise",
+    "save_lora", "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise", "PromptSource", "LoraEMA",
+    "complete_checkpoints",
 ]

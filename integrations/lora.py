@@ -8,18 +8,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-__all__ = ["DEFAULT_TARGET_MODULES", "add_lora", "lora_parameters", "adapters_disabled", "save_lora"]
+__all__ = ["DEFAULT_TARGET_MODULES", "add_lora", "lora_parameters", "named_lora_parameters", "adapters_disabled",
+           "save_lora"]
 
 DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 def add_lora(denoiser: nn.Module, rank: int = 4, alpha: float | None = None,
-             target_modules: Sequence[str] = DEFAULT_TARGET_MODULES) -> Any:
+             target_modules: Sequence[str] = DEFAULT_TARGET_MODULES, seed: int | None = None) -> Any:
     """Freeze ``denoiser`` and add a trainable LoRA adapter (gaussian A, zero B: starts as the base model).
 
-    ``alpha`` defaults to ``rank`` (scale 1). Returns the ``LoraConfig``.
+    ``alpha`` defaults to ``rank`` (scale 1); ``seed`` draws A from that seed without touching the global
+    generators' state. Returns the ``LoraConfig``.
     """
     from peft import LoraConfig
 
@@ -31,7 +34,11 @@ def add_lora(denoiser: nn.Module, rank: int = 4, alpha: float | None = None,
     config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, init_lora_weights="gaussian",
                         target_modules=list(target_modules))
     denoiser.requires_grad_(False)
-    denoiser.add_adapter(config)
+    devices = sorted({p.device.index or 0 for p in denoiser.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        denoiser.add_adapter(config)
     if not lora_parameters(denoiser):
         raise ValueError(f"no module of {type(denoiser).__name__} matches target_modules {list(target_modules)}")
     return config
@@ -39,7 +46,12 @@ def add_lora(denoiser: nn.Module, rank: int = 4, alpha: float | None = None,
 
 def lora_parameters(denoiser: nn.Module) -> list[nn.Parameter]:
     """The trainable LoRA weights."""
-    return [p for name, p in denoiser.named_parameters() if "lora_" in name and p.requires_grad]
+    return list(named_lora_parameters(denoiser).values())
+
+
+def named_lora_parameters(denoiser: nn.Module) -> dict[str, nn.Parameter]:
+    """The trainable LoRA weights by name."""
+    return {name: p for name, p in denoiser.named_parameters() if "lora_" in name and p.requires_grad}
 
 
 @contextmanager

@@ -43,11 +43,14 @@ def test_help_names_every_command_and_the_model_choices(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert exit_info.value.code == 0
-    assert list(COMMANDS) == ["train", "eval", "score", "rank", "demo"]
-    for word in ("train", "eval", "score", "rank", "tiny-hf", "paper-A", "save_pretrained"):
+    assert list(COMMANDS) == ["train", "eval", "score", "rank", "finetune", "demo"]
+    for word in ("train", "eval", "score", "rank", "finetune", "tiny-hf", "paper-A", "save_pretrained"):
         assert word in text
     for command, words in {"train": ("--resume", "--lora-rank", "--split-by", "--no-cache", "accelerate launch"),
-                           "eval": ("--split-file", "--json-out"), "score": ("--prompts", "--format")}.items():
+                           "eval": ("--split-file", "--json-out"), "score": ("--prompts", "--format"),
+                           "finetune": ("--pipeline", "--method", "--resume", "--log-with", "--save-every",
+                                        "--use-ema", "--lr-scheduler", "torchrun --nproc_per_node 2",
+                                        "accelerate launch --multi_gpu")}.items():
         with pytest.raises(SystemExit):
             main([command, "--help"])
         text = capsys.readouterr().out
