@@ -17,12 +17,12 @@ from torch import nn
 
 from reward.utils import precision_dtype
 
-from .checkpointing import complete_checkpoints, remove_partial, write_checkpoint
+from .checkpointing import write_checkpoint
 from .decode import decode_latents
 from .denoisers import Conditioning, denoiser_family
 from .ema import LoraEMA
 from .finetune_config import RewardFinetuneConfig, require
-from .finetune_state import capture_state, restore_state, seed_processes
+from .finetune_state import capture_state, open_run_dir, seed_processes
 from .grid import image_grid
 from .launch import check_world_size, finetune_accelerator
 from .lora import adapters_disabled, add_lora, lora_parameters, save_lora
@@ -78,7 +78,8 @@ class RewardFinetuner:
         self.log = TrainingLog(config.to_dict())
         self.global_step = self.saved_step = 0
         self.run_dir = Path(config.output_dir) if config.output_dir is not None else None
-        self._open_run_dir()
+        if self.run_dir is not None:
+            open_run_dir(self)
 
     def _setup_models(self) -> None:
         from diffusers.optimization import get_scheduler
@@ -108,24 +109,6 @@ class RewardFinetuner:
         self.model, self.optimizer = acc.prepare(denoiser, optimizer)
         self.params = params
         self.ema = LoraEMA(params, config.ema_decay) if config.use_ema else None
-
-    def _open_run_dir(self) -> None:
-        """Refuse to mix with an earlier run, resume one, or start; every process decides from the same files."""
-        if self.run_dir is None:
-            return
-        acc, found = self.accelerator, complete_checkpoints(self.run_dir)
-        require(not found or self.config.resume,
-                f"{self.run_dir} holds checkpoints of an earlier run (newest: {found[-1].name if found else ''}); "
-                "pass resume=True (--resume) to continue it, or choose a new output directory")
-        acc.wait_for_everyone()  # every process has looked before the main process changes anything
-        if acc.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            remove_partial(self.run_dir)
-        if found:
-            restore_state(self, found[-1])
-        elif self.config.resume:
-            acc.print(f"no checkpoint in {self.run_dir / 'checkpoints'}; starting from step 0")
-        acc.wait_for_everyone()
 
     @property
     def unwrapped(self) -> nn.Module:

@@ -7,6 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from integrations.finetune_config import CHOICES, RewardFinetuneConfig
+from integrations.prompt_sources import read_prompt_file
 
 from ..options import EPILOG_MODELS, add_dataclass_options, add_model_options, dataclass_values, split_list
 
@@ -89,11 +90,12 @@ def run(args: argparse.Namespace) -> int:
     options["cpu"] = args.cpu or args.device == "cpu"
     encode_kwargs = TINY[args.pipeline][1] if args.pipeline in TINY else {}
     config = RewardFinetuneConfig(**options, output_dir=str(args.out), encode_kwargs=encode_kwargs)
+    prompts = read_prompt_file(args.prompts)
     model = load_model(args.model, variant=args.variant, outputs=split_list(args.outputs), seed=config.seed,
                        adapters=args.adapter)
     reward = MSTCLIPIQAReward(model)
     trainer = RewardFinetuner(load_pipeline(args.pipeline), NamedScores(reward) if len(model.outputs) > 1 else reward,
-                              args.prompts, config)
+                              prompts, config)
     log = trainer.train()
     if trainer.accelerator.is_main_process:
         rewards = log.rewards()

@@ -145,3 +145,18 @@ def test_examples_run_offline(tmp_path, capsys):
     assert set(results) == {"base", "sd15"}
     assert (tmp_path / "lora" / "sd15" / "adapter" / "adapter_model.safetensors").exists()
     assert "adapter sd15" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--lr-warmup-steps", "5"], "needs a schedule with warm-up"),
+    (["--log-with", "tensorbored"], "unknown tracker"),
+    (["--prompts", "/no/such/prompts.txt"], "does not exist"),
+    (["--device", "cuda:1"], "CUDA_VISIBLE_DEVICES"),
+])
+def test_finetune_bad_input_exits_2_before_loading_anything(extra, message, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n")
+    status, _, err = run(["finetune", "--pipeline", "tiny", "--model", "tiny", "--prompts", prompts,
+                          "--out", tmp_path / "run", *extra], capsys)
+    assert status == 2 and message in err
+    assert not (tmp_path / "run").exists()
