@@ -6,7 +6,7 @@ than its LoRA. A checkpoint here holds the same state in safe formats:
 
     RUN/checkpoints/step_00000010/
         state.safetensors   LoRA weights, optimizer tensors, EMA weights (written by the main process)
-        state.json          step, log, optimizer / scheduler / EMA settings, run settings, world size
+        state.json          step, log, optimizer / EMA settings, run settings, world size
         rng_<rank>.safetensors   each process's generators (torch, CUDA, numpy, Python, the fine-tuner's)
 
 Every file is written into ``step_XXXXXXXX.tmp`` and the folder is renamed once

@@ -22,7 +22,7 @@ from .decode import decode_latents
 from .denoisers import Conditioning, denoiser_family
 from .ema import LoraEMA
 from .finetune_config import RewardFinetuneConfig, require
-from .finetune_state import capture_state, open_run_dir, seed_processes
+from .finetune_state import capture_state, lr_schedule, open_run_dir, seed_processes
 from .grid import image_grid
 from .launch import check_world_size, finetune_accelerator
 from .lora import adapters_disabled, add_lora, lora_parameters, save_lora
@@ -82,8 +82,6 @@ class RewardFinetuner:
             open_run_dir(self)
 
     def _setup_models(self) -> None:
-        from diffusers.optimization import get_scheduler
-
         config, acc = self.config, self.accelerator
         weight_dtype = precision_dtype(acc.mixed_precision) or torch.float32
         for module in self.pipe.components.values():
@@ -104,8 +102,7 @@ class RewardFinetuner:
             p.data = p.data.float()
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
         # Stepped once per optimizer step by the fine-tuner, not by accelerate (which steps it once per process).
-        self.lr_scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
-                                          num_training_steps=config.max_steps)
+        self.lr_scheduler = lr_schedule(config, optimizer)
         self.model, self.optimizer = acc.prepare(denoiser, optimizer)
         self.params = params
         self.ema = LoraEMA(params, config.ema_decay) if config.use_ema else None

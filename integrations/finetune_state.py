@@ -1,8 +1,8 @@
 """Everything a fine-tuning run needs to continue bit for bit: what a checkpoint captures and restores, and
 how a run folder is opened (refused, resumed or started).
 
-Shared by every process: the LoRA weights, AdamW's state, the LR schedule, the
-EMA, the step counter and the log. Per process: the generators behind its
+Shared by every process: the LoRA weights, AdamW's state, the EMA, the step
+counter and the log (the learning rate follows from the step). Per process: the generators behind its
 prompts and noise (the fine-tuner's own, torch's, numpy's, Python's, CUDA's).
 """
 
@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate.utils import set_seed
 
 from reward.training import flatten_optimizer_state, rng_state, set_rng_state, unflatten_optimizer_state
@@ -21,7 +22,7 @@ from .checkpointing import TrainingState, complete_checkpoints, read_checkpoint,
 from .finetune_config import RESUME_FREE, require
 from .lora import named_lora_parameters
 
-__all__ = ["capture_state", "restore_state", "seed_processes", "open_run_dir"]
+__all__ = ["capture_state", "restore_state", "seed_processes", "open_run_dir", "lr_schedule"]
 
 _LORA, _RNG = "lora.", "rng.finetuner"
 
@@ -34,12 +35,22 @@ def seed_processes(finetuner: Any, seed: int) -> None:
     finetuner.rng.manual_seed(seed + rank)
 
 
+def lr_schedule(config: Any, optimizer: torch.optim.Optimizer, step: int = 0) -> Any:
+    """diffusers' schedule for ``config``, positioned after ``step`` optimizer steps. The rate is a function of
+    the step alone, so it needs no saved state, and a run resumed with another ``max_steps`` follows the
+    schedule of its new length."""
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
+                         num_training_steps=config.max_steps, last_epoch=step - 1)
+
+
 def capture_state(finetuner: Any) -> TrainingState:
     optim_tensors, optim_meta = flatten_optimizer_state(finetuner.optimizer.state_dict())
     lora = named_lora_parameters(finetuner.unwrapped)
     tensors = {**{_LORA + name: p for name, p in lora.items()}, **optim_tensors}
     meta = {"step": finetuner.global_step, "history": finetuner.log.history, "config": finetuner.config.to_dict(),
-            "optimizer": optim_meta, "lr_scheduler": finetuner.lr_scheduler.state_dict()}
+            "optimizer": optim_meta}
     if finetuner.ema is not None:
         ema_tensors, meta["ema"] = finetuner.ema.state()
         tensors.update(ema_tensors)
@@ -66,7 +77,7 @@ def restore_state(finetuner: Any, path: Path) -> None:
     for name, param in named_lora_parameters(finetuner.unwrapped).items():
         param.data.copy_(state.tensors[_LORA + name])
     finetuner.optimizer.load_state_dict(unflatten_optimizer_state(state.tensors, state.meta["optimizer"]))
-    finetuner.lr_scheduler.load_state_dict(state.meta["lr_scheduler"])
+    finetuner.lr_scheduler = lr_schedule(finetuner.config, finetuner.optimizer.optimizer, state.meta["step"])
     if finetuner.ema is not None:
         finetuner.ema.load_state(state.tensors, state.meta["ema"])
     if acc.scaler is not None and "grad_scaler" in state.meta:
