@@ -3,7 +3,8 @@
     from integrations import best_of_n, RewardFinetuner, RewardFinetuneConfig, ddpo_reward_fn
 
 * ``best_of_n`` / ``rank_images``: N seeded candidates per prompt, scored and ranked.
-* ``RewardFinetuner``: LoRA fine-tuning of the denoiser by DRaFT-K, AlignProp or ReFL.
+* ``RewardFinetuner``: LoRA fine-tuning of the denoiser by DRaFT-K, AlignProp or ReFL; multi-process,
+  resumable (``save_every`` / ``resume``), tracked (``log_with``), with LR schedules and an EMA.
 * ``ddpo_reward_fn``: the ``reward_fn(images, prompts, prompt_metadata)`` contract of DDPO.
 * ``register_family`` / ``PipelineFamily``: the pipeline families the loop and best-of-N drive
   (SD 1.x/2.x, SDXL, LCM, SD3, FLUX.1, PixArt-alpha/sigma built in).
@@ -15,8 +16,10 @@ Vocabulary: the generator gets a *LoRA* (``add_lora`` / ``save_lora``, what
 """
 
 from .best_of_n import Candidate, Ranking, best_of_n, generate_candidates, rank_images, regenerate, score_images
+from .checkpointing import complete_checkpoints
 from .ddpo import ddpo_reward_fn
 from .decode import decode_latents, straight_through_clamp
+from .ema import LoraEMA
 from .families import (
     DenoiserFamily,
     FluxFamily,
@@ -36,6 +39,7 @@ from .families import (
 from .finetune import RewardFinetuneConfig, RewardFinetuner
 from .grid import contact_sheet, image_grid
 from .lora import add_lora, load_lora, save_lora
+from .prompt_sources import PromptSource
 from .prompts import encode_prompt
 from .reward_functions import named_rewards, objective
 from .sampling import Trajectory, denoise
@@ -46,5 +50,6 @@ __all__ = [
     "PipelineFamily", "PixArtAlphaFamily", "PixArtSigmaFamily", "SD3Family", "SDXLFamily", "UNetFamily",
     "denoiser_family", "find_family", "pipeline_family", "register_family", "registered_families",
     "RewardFinetuneConfig", "RewardFinetuner", "contact_sheet", "image_grid", "add_lora", "load_lora", "save_lora",
-    "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise",
+    "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise", "PromptSource", "LoraEMA",
+    "complete_checkpoints",
 ]

@@ -1,33 +1,40 @@
 """Reward fine-tuning of a diffusers pipeline's denoiser with LoRA: DRaFT-K, AlignProp, ReFL.
 
 All methods run the same loop (``sampling.denoise``) and differ only in where it
-keeps gradients (``methods``); the settings are in ``finetune_config``.
+keeps gradients (``methods``); the settings are in ``finetune_config``, the
+checkpoints in ``checkpointing`` / ``finetune_state``, the trackers in ``tracking``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from reward.training import new_accelerator
 from reward.utils import precision_dtype, progress_bar
 
+from .checkpointing import write_checkpoint
 from .decode import decode_latents
+from .ema import LoraEMA
 from .families import Conditioning, denoiser_family
 from .finetune_config import RewardFinetuneConfig, require
+from .finetune_state import capture_state, lr_schedule, open_run_dir, seed_processes
 from .grid import image_grid
+from .launch import check_world_size, finetune_accelerator
 from .lora import adapters_disabled, add_lora, lora_parameters, save_lora
 from .methods import METHODS
+from .prompt_sources import Prompts, PromptSource
 from .reward_functions import Rewards, named_rewards, objective
 from .sampling import denoise, guided_prediction, step_kwargs
-from .training_log import TrainingLog
+from .tracking import finish_trackers, log_grid, start_trackers
+from .training_log import TrainingLog, gathered_statistics
 
 __all__ = ["RewardFinetuneConfig", "RewardFinetuner"]
+
 
 class RewardFinetuner:
     """Fine-tune ``pipe``'s denoiser with LoRA to maximise ``reward``.
@@ -37,34 +44,43 @@ class RewardFinetuner:
 
     ``reward``: any form ``reward_functions`` accepts (``reward(images, prompts)``,
     image-only, trl's ``(images, prompts, metadata)``, ``nn.Module``, or a dict
-    of them), differentiable in the images (in [0, 1]); ``prompts`` is the
-    training prompt pool, sampled with replacement.
+    of them), differentiable in the images (in [0, 1]). ``prompts``: a list of
+    training prompts (sampled with replacement), a ``pathlib.Path`` to a text
+    file, or a DDPO-style ``prompt_fn() -> (prompt, metadata)`` (see ``PromptSource``).
+
     ``accelerate`` handles device placement, mixed precision, gradient
-    accumulation and multi-GPU; pass ``accelerator`` to reuse one.
+    accumulation and several processes: under ``torchrun`` or ``accelerate
+    launch`` every process draws its own prompts and noise, gradients are
+    averaged, and only the main process writes. Pass ``accelerator`` to reuse one.
 
     The pipeline is modified in place: after training, ``pipe(...)`` samples
-    from the fine-tuned model.
+    from the fine-tuned model (the trained weights, not the EMA).
     """
 
-    def __init__(self, pipe: Any, reward: Rewards, prompts: Sequence[str], config: RewardFinetuneConfig | None = None,
+    def __init__(self, pipe: Any, reward: Rewards, prompts: Prompts, config: RewardFinetuneConfig | None = None,
                  accelerator: Any | None = None):
         self.config = config = config or RewardFinetuneConfig()
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        require(bool(prompts) and all(isinstance(p, str) for p in prompts),
-                 "prompts must be a non-empty list of strings (the training prompts)")
-        self.prompts = prompts
+        self.prompt_source = PromptSource(prompts)
+        self.prompts = self.prompt_source.prompts
         self.pipe, self.reward = pipe, reward
         self.family = denoiser_family(pipe)
-        self.accelerator = accelerator or new_accelerator(
-            mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps)
+        require(accelerator is None or not config.log_with,
+                "log_with configures the Accelerator the fine-tuner builds; pass log_with to your own Accelerator")
+        if accelerator is not None:
+            check_world_size(accelerator)
+        self.accelerator = accelerator or finetune_accelerator(config)
         default_height, default_width = self.family.default_size()
         self.height, self.width = config.height or default_height, config.width or default_width
         self.family.check_size(self.height, self.width)
         self._setup_models()
         self.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-        self.rng = torch.Generator().manual_seed(config.seed + self.accelerator.process_index)
-        self.log = TrainingLog(asdict(config))
-        self.global_step = 0
+        self.rng = torch.Generator()
+        seed_processes(self, config.seed)
+        self.log = TrainingLog(config.to_dict())
+        self.global_step = self.saved_step = 0
+        self.run_dir = Path(config.output_dir) if config.output_dir is not None else None
+        if self.run_dir is not None:
+            open_run_dir(self)
 
     def _setup_models(self) -> None:
         config, acc = self.config, self.accelerator
@@ -80,13 +96,17 @@ class RewardFinetuner:
                 # A fixed critic: its parameters must neither train nor pile up gradients nobody zeroes.
                 fn.requires_grad_(False).eval().to(acc.device)
         denoiser = self.family.denoiser
-        self.lora_config = add_lora(denoiser, config.lora_rank, config.lora_alpha, config.lora_target_modules)
+        self.lora_config = add_lora(denoiser, config.lora_rank, config.lora_alpha, config.lora_target_modules,
+                                    seed=config.seed)
         params = lora_parameters(denoiser)
         for p in params:  # LoRA weights stay fp32 under fp16/bf16 mixed precision
             p.data = p.data.float()
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        # Stepped once per optimizer step by the fine-tuner, not by accelerate (which steps it once per process).
+        self.lr_scheduler = lr_schedule(config, optimizer)
         self.model, self.optimizer = acc.prepare(denoiser, optimizer)
         self.params = params
+        self.ema = LoraEMA(params, config.ema_decay) if config.use_ema else None
 
     @property
     def unwrapped(self) -> nn.Module:
@@ -153,72 +173,103 @@ class RewardFinetuner:
 
     def _batch(self) -> tuple[list[str], list[int]]:
         size = self.config.batch_size
-        picks = torch.randint(len(self.prompts), (size,), generator=self.rng).tolist()
+        prompts = self.prompt_source.draw(size, self.rng)
         seeds = torch.randint(0, 2**31 - 1, (size,), generator=self.rng).tolist()
-        return [self.prompts[i] for i in picks], seeds
+        return prompts, seeds
 
     def train_step(self) -> dict[str, float]:
-        """One optimizer step (``gradient_accumulation_steps`` micro-batches); returns the step's means."""
-        acc, sums = self.accelerator, {}
+        """One optimizer step (``gradient_accumulation_steps`` micro-batches per process); returns the step's
+        statistics over every process: reward mean / std (per named output too), penalty, loss, gradient norm
+        and learning rate."""
+        acc, cfg, stats = self.accelerator, self.config, []
         self.model.train()
-        for _ in range(self.config.gradient_accumulation_steps):
+        for _ in range(cfg.gradient_accumulation_steps):
             with acc.accumulate(self.model):
-                loss, stats = self.compute_loss(*self._batch())
+                loss, batch_stats = self.compute_loss(*self._batch())
                 acc.backward(loss)
-                if acc.sync_gradients and self.config.max_grad_norm:
-                    acc.clip_grad_norm_(self.params, self.config.max_grad_norm)
+                if acc.sync_gradients:  # the norm before clipping; an infinite bound clips nothing
+                    grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm or float("inf"))
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0.0) + acc.gather(value.float().mean()[None]).mean().item()
+            stats.append(batch_stats)
+        lr = self.lr_scheduler.get_last_lr()[0]
+        if not self.optimizer.step_was_skipped:  # fp16 overflow: no step, so no schedule or EMA step either
+            self.lr_scheduler.step()
+            if self.ema is not None:
+                self.ema.step()
         self.global_step += 1
-        record = {"step": self.global_step, **{k: v / self.config.gradient_accumulation_steps
-                                               for k, v in sums.items()}}
+        record = {"step": self.global_step, **gathered_statistics(acc, stats),
+                  "grad_norm": float(grad_norm), "lr": lr}
         self.log.append(record)
+        acc.log({k: v for k, v in record.items() if k != "step"}, step=self.global_step)
         return record
 
     def train(self, max_steps: int | None = None) -> TrainingLog:
-        """Run ``max_steps`` optimizer steps (default: the config's), then write the log, reward curve
-        and LoRA into ``output_dir`` (when set). Returns the log."""
-        steps = self.config.max_steps if max_steps is None else max_steps
-        bar = progress_bar(total=steps, desc=self.config.method, unit="step",
-                           disable=not (self.config.progress_bar and self.accelerator.is_main_process))
-        self._maybe_sample(force=True)
-        for _ in range(steps):
+        """Train until the step counter reaches ``max_steps`` (default: the config's; a resumed run continues
+        from its checkpoint), then write the log, reward curve, LoRA and a last checkpoint into ``output_dir``
+        (when set). Returns the log."""
+        cfg, acc = self.config, self.accelerator
+        steps = cfg.max_steps if max_steps is None else max_steps
+        start_trackers(acc, cfg.tracker_project, cfg.to_dict())
+        bar = progress_bar(total=steps, initial=min(self.global_step, steps), desc=cfg.method, unit="step",
+                           disable=not (cfg.progress_bar and acc.is_main_process))
+        if self.global_step == 0:
+            self._maybe_sample(force=True)
+        while self.global_step < steps:
             self.train_step()
             bar.set_postfix(reward=f"{self.log.smoothed_rewards()[-1]:.4f}")
             bar.update(1)
+            if cfg.save_every and self.global_step % cfg.save_every == 0:
+                self.save_checkpoint()
             self._maybe_sample()
         bar.close()
         self._finish()
         return self.log
 
+    def save_checkpoint(self) -> Path:
+        """Write a resumable checkpoint of the current step into ``output_dir/checkpoints`` (every process must
+        call this), keeping the ``keep_checkpoints`` newest."""
+        require(self.run_dir is not None, "save_checkpoint needs output_dir")
+        path = write_checkpoint(self.accelerator, self.run_dir, self.global_step, capture_state(self),
+                                self.config.keep_checkpoints)
+        self.saved_step = self.global_step
+        return path
+
     def _finish(self) -> None:
-        if self.config.output_dir is None:
-            return
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            self.log.write(self.config.output_dir)
-            if self.config.save_lora:
-                self.save_lora(Path(self.config.output_dir) / "lora")
+        acc = self.accelerator
+        if self.run_dir is not None:
+            if self.config.save_every and self.saved_step != self.global_step:
+                self.save_checkpoint()
+            if acc.is_main_process:
+                self.log.write(self.run_dir)
+                if self.config.save_lora:
+                    self.save_lora(self.run_dir / "lora")
+            acc.wait_for_everyone()
+        finish_trackers(acc)
 
     def _maybe_sample(self, force: bool = False) -> None:
         cfg = self.config
         due = cfg.sample_every and (force or self.global_step % cfg.sample_every == 0)
-        if not due or cfg.output_dir is None or not self.accelerator.is_main_process:
+        if not due or self.run_dir is None or not self.accelerator.is_main_process:
             return
         prompts = [p for p in cfg.sample_prompts for _ in cfg.sample_seeds]
         seeds = [s for _ in cfg.sample_prompts for s in cfg.sample_seeds]
-        images = self.sample(prompts, seeds)
-        path = Path(cfg.output_dir) / "samples" / f"step_{self.global_step:06d}.png"
+        grid = image_grid(list(self.sample(prompts, seeds)), columns=len(cfg.sample_seeds))
+        path = self.run_dir / "samples" / f"step_{self.global_step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        image_grid(list(images), columns=len(cfg.sample_seeds)).save(path)
+        grid.save(path)
+        log_grid(self.accelerator, "samples", grid, self.global_step)
 
     # --- evaluation and saving --------------------------------------------------------------------------
 
+    def _evaluation_weights(self) -> Any:
+        """The EMA weights inside the block when ``use_ema`` is on."""
+        return self.ema.applied() if self.ema is not None else nullcontext()
+
     @torch.no_grad()
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int | None = None) -> torch.Tensor:
-        """Images (N, 3, H, W) in [0, 1] from the current model with the training sampler, no gradients."""
+        """Images (N, 3, H, W) in [0, 1] from the current model (its EMA when on) with the training sampler,
+        no gradients."""
         prompts, seeds = list(prompts), list(seeds)
         require(len(prompts) == len(seeds), f"got {len(prompts)} prompts for {len(seeds)} seeds")
         size = batch_size or self.config.batch_size
@@ -226,7 +277,7 @@ class RewardFinetuner:
         # DDP wrapper's collectives would hang.
         model = self.unwrapped.eval()
         out = []
-        with self.accelerator.autocast():
+        with self._evaluation_weights(), self.accelerator.autocast():
             for i in range(0, len(prompts), size):
                 out.append(self._images(model, prompts[i: i + size], seeds[i: i + size], grad_from=None)[0].float())
         return torch.cat(out)
@@ -238,6 +289,7 @@ class RewardFinetuner:
         return self._score(images, list(prompts))[0].float().cpu()
 
     def save_lora(self, directory: str | Path) -> Path:
-        """Save the LoRA (unwrapped from accelerate) in diffusers format for ``pipe.load_lora_weights``."""
-        return save_lora(self.pipe, self.unwrapped, directory, self.family.denoiser_name)
-
+        """Save the LoRA (the EMA weights when ``use_ema`` is on) in diffusers format for
+        ``pipe.load_lora_weights``."""
+        with self._evaluation_weights():
+            return save_lora(self.pipe, self.unwrapped, directory, self.family.denoiser_name)

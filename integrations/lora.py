@@ -16,21 +16,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .families import pipeline_family
 
-__all__ = ["DEFAULT_TARGET_MODULES", "add_lora", "lora_parameters", "adapters_disabled", "save_lora", "load_lora"]
+__all__ = ["DEFAULT_TARGET_MODULES", "add_lora", "lora_parameters", "named_lora_parameters", "adapters_disabled",
+           "save_lora", "load_lora"]
 
 DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 _PEFT_WEIGHTS, _PEFT_PREFIX = "adapter_model.safetensors", "base_model.model."
 
 
 def add_lora(denoiser: nn.Module, rank: int = 4, alpha: float | None = None,
-             target_modules: Sequence[str] = DEFAULT_TARGET_MODULES) -> Any:
+             target_modules: Sequence[str] = DEFAULT_TARGET_MODULES, seed: int | None = None) -> Any:
     """Freeze ``denoiser`` and add a trainable LoRA adapter (gaussian A, zero B: starts as the base model).
 
-    ``alpha`` defaults to ``rank`` (scale 1). Returns the ``LoraConfig``.
+    ``alpha`` defaults to ``rank`` (scale 1); ``seed`` draws A from that seed without touching the global
+    generators' state. Returns the ``LoraConfig``.
     """
     from peft import LoraConfig
 
@@ -42,7 +45,11 @@ def add_lora(denoiser: nn.Module, rank: int = 4, alpha: float | None = None,
     config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, init_lora_weights="gaussian",
                         target_modules=list(target_modules))
     denoiser.requires_grad_(False)
-    _inject(denoiser, config)
+    devices = sorted({p.device.index or 0 for p in denoiser.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        _inject(denoiser, config)
     if not lora_parameters(denoiser):
         raise ValueError(f"no module of {type(denoiser).__name__} matches target_modules {list(target_modules)}")
     return config
@@ -60,7 +67,12 @@ def _inject(denoiser: nn.Module, config: Any) -> None:
 
 def lora_parameters(denoiser: nn.Module) -> list[nn.Parameter]:
     """The trainable LoRA weights."""
-    return [p for name, p in denoiser.named_parameters() if "lora_" in name and p.requires_grad]
+    return list(named_lora_parameters(denoiser).values())
+
+
+def named_lora_parameters(denoiser: nn.Module) -> dict[str, nn.Parameter]:
+    """The trainable LoRA weights by name."""
+    return {name: p for name, p in denoiser.named_parameters() if "lora_" in name and p.requires_grad}
 
 
 @contextmanager

@@ -6,9 +6,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from reward.utils import write_json
 
-__all__ = ["TrainingLog"]
+__all__ = ["TrainingLog", "gathered_statistics"]
+
+
+def gathered_statistics(accelerator: Any, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """One step's statistics over every process: per-image values (rewards, shape (B,)) give their mean and
+    ``<name>_std`` over every image; per-batch values (loss, penalty) their mean. Collective."""
+    out = {}
+    for key, first in batches[0].items():
+        values = accelerator.gather(torch.cat([b[key].detach().float().reshape(-1) for b in batches]))
+        out[key] = values.mean().item()
+        if first.ndim:
+            out[f"{key}_std"] = values.std(correction=0).item()
+    return out
 
 
 class TrainingLog:

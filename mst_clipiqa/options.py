@@ -103,7 +103,8 @@ def add_dataclass_options(group: argparse._ArgumentGroup, config_cls: type, choi
     """One flag per field of a settings dataclass, its help taken from the field's ``help`` metadata.
 
     Booleans that default to on get a negative flag (the field's ``flag``, e.g. ``--no-cache``);
-    fields with ``cli=False`` are left out.
+    fields with ``cli=False`` are left out. ``type``, ``nargs`` and ``metavar`` metadata go to argparse
+    (e.g. for fields that default to None, or take several values).
     """
     for f in fields(config_cls):
         if not f.metadata.get("cli", True):
@@ -116,9 +117,11 @@ def add_dataclass_options(group: argparse._ArgumentGroup, config_cls: type, choi
                                default=default, help=("do not " if default else "") + help_text)
             continue
         kind = float if isinstance(default, float) else int if isinstance(default, int) else str
-        group.add_argument(flag, dest=f.name, type=kind, default=default,
-                           choices=sorted(choices[f.name]) if f.name in choices else None,
-                           help=help_text + ("" if default is None else f" (default: {default})"))
+        extra = {key: f.metadata[key] for key in ("nargs", "metavar") if key in f.metadata}
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        group.add_argument(flag, dest=f.name, type=f.metadata.get("type", kind), default=default,
+                           choices=sorted(choices[f.name]) if f.name in choices else None, **extra,
+                           help=help_text + ("" if default is None or default == () else f" (default: {shown})"))
 
 
 def dataclass_values(args: argparse.Namespace, config_cls: type) -> dict[str, Any]:

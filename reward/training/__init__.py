@@ -14,7 +14,15 @@ from ..model import (
                      trainable_state_dict,
 )
 from ..utils import write_json
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    flatten_optimizer_state,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    unflatten_optimizer_state,
+)
 from .config import TrainConfig
 from .distributed import MainProcessFailed, epoch_batches, launcher_rank, launcher_world_size, new_accelerator
 from .evaluation import evaluate_model, predict_features, resolve_outputs
@@ -26,7 +34,8 @@ from .trainer import Trainer, train
 __all__ = [
     "CachedFeatures", "Checkpoint", "FeatureCache", "MainProcessFailed", "TrainConfig", "Trainer", "active_adapter",
     "adapter_names", "add_adapter", "default_cache_dir", "encode_features", "encoder_settings", "epoch_batches",
-    "evaluate_model", "launcher_rank", "launcher_world_size", "load_adapter", "load_checkpoint", "make_plots",
-    "merge_adapters", "new_accelerator", "predict_features", "resolve_outputs", "save_adapter", "save_checkpoint",
-    "set_adapter", "train", "trainable_state_dict", "write_json",
+    "evaluate_model", "flatten_optimizer_state", "launcher_rank", "launcher_world_size", "load_adapter",
+    "load_checkpoint", "make_plots", "merge_adapters", "new_accelerator", "predict_features", "resolve_outputs",
+    "rng_state", "save_adapter", "save_checkpoint", "set_adapter", "set_rng_state", "train", "trainable_state_dict",
+    "unflatten_optimizer_state", "write_json",
 ]

@@ -62,7 +62,7 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Non
     random.setstate((version, tuple(state), gauss_next))
 
 
-def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, scalars = {}, {}
     for param, values in state["state"].items():
         for name, value in values.items():
@@ -73,7 +73,7 @@ def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], 
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for key, value in _strip("optim", tensors).items():
         param, name = key.split(".", 1)
@@ -86,7 +86,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], best_state: dict[str, torch.Tensor],
                     optimizer: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
     """Write the whole training state to ``path`` atomically (temporary file, then ``os.replace``)."""
-    optim_tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
+    optim_tensors, optim_meta = flatten_optimizer_state(optimizer.state_dict())
     rng_tensors, rng_meta = rng_state()
     tensors = {**_prefixed("model", model_state), **_prefixed("best", best_state), **optim_tensors, **rng_tensors}
     metadata = {"progress": json.dumps(progress), "optim": json.dumps(optim_meta), "rng": json.dumps(rng_meta)}
@@ -108,5 +108,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise ValueError(f"checkpoint {path} lacks metadata {missing}; expected a file written by save_checkpoint")
     rng = ({k: v for k, v in tensors.items() if k.startswith("rng.")}, json.loads(metadata["rng"]))
     return Checkpoint(_strip("model", tensors), _strip("best", tensors),
-                      _unflatten_optimizer(tensors, json.loads(metadata["optim"])),
+                      unflatten_optimizer_state(tensors, json.loads(metadata["optim"])),
                       json.loads(metadata["progress"]), rng)

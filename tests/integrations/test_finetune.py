@@ -206,3 +206,37 @@ def test_reward_without_gradient_is_a_clear_error():
     trainer = RewardFinetuner(tiny_sd_pipeline(), {"aesthetic": numpy_reward}, PROMPTS, config())
     with pytest.raises(ValueError, match="'aesthetic' returned no gradient .* torch.no_grad, .detach"):
         trainer.compute_loss(PROMPTS, [1, 2])
+
+
+def test_warm_up_then_linear_decay_drives_the_optimizer():
+    pipe = tiny_sd_pipeline()
+    trainer = RewardFinetuner(pipe, make_reward(), PROMPTS, config(max_steps=5, lr_scheduler="linear",
+                                                                  lr_warmup_steps=2))
+    start = [p.detach().clone() for p in trainer.params]
+    trainer.train_step()  # at learning rate 0: the optimizer does step, but the weights stay
+    assert all(torch.equal(a, b) for a, b in zip(start, trainer.params))
+    log = trainer.train()
+    assert any(not torch.equal(a, b) for a, b in zip(start, trainer.params))
+    # diffusers' linear schedule: n / warmup during warm-up, then down to 0 at max_steps (n counted from 0)
+    assert [r["lr"] for r in log.history] == pytest.approx([0.0, 5e-3, 1e-2, 1e-2 * 2 / 3, 1e-2 / 3])
+    assert all(r["grad_norm"] > 0 for r in log.history)
+
+
+def test_prompts_from_a_file_or_a_prompt_fn(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("a red car\n\n  a cat on a sofa  \n")
+    trainer = RewardFinetuner(tiny_sd_pipeline(), make_reward(), path, config(max_steps=1))
+    assert trainer.prompts == ["a red car", "a cat on a sofa"]
+
+    drawn = []
+
+    def prompt_fn():  # DDPO's contract, drawing from the global generator the fine-tuner seeds per process
+        drawn.append(PROMPTS[int(torch.randint(2, ()))])
+        return drawn[-1], {"source": "test"}
+
+    trainer = RewardFinetuner(tiny_sd_pipeline(), make_reward(), prompt_fn, config(max_steps=2))
+    trainer.train()
+    first = list(drawn)
+    drawn.clear()
+    RewardFinetuner(tiny_sd_pipeline(), make_reward(), prompt_fn, config(max_steps=2)).train()
+    assert len(first) == 4 and drawn == first  # seeded: the same prompts again

@@ -44,12 +44,15 @@ def test_help_names_every_command_and_the_model_choices(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert exit_info.value.code == 0
-    assert list(COMMANDS) == ["train", "eval", "score", "rank", "demo"]
-    for word in ("train", "eval", "score", "rank", "tiny-hf", "paper-A", "save_pretrained"):
+    assert list(COMMANDS) == ["train", "eval", "score", "rank", "finetune", "demo"]
+    for word in ("train", "eval", "score", "rank", "finetune", "tiny-hf", "paper-A", "save_pretrained"):
         assert word in text
     for command, words in {"train": ("--resume", "--lora-rank", "--split-by", "--no-cache", "accelerate launch",
                                      "torchrun --nproc_per_node 2"),
-                           "eval": ("--split-file", "--json-out"), "score": ("--prompts", "--format")}.items():
+                           "eval": ("--split-file", "--json-out"), "score": ("--prompts", "--format"),
+                           "finetune": ("--pipeline", "--method", "--resume", "--log-with", "--save-every",
+                                        "--use-ema", "--lr-scheduler", "torchrun --nproc_per_node 2",
+                                        "accelerate launch --multi_gpu")}.items():
         with pytest.raises(SystemExit):
             main([command, "--help"])
         text = capsys.readouterr().out
@@ -180,3 +183,18 @@ def test_examples_run_offline(tmp_path, capsys):
     assert set(results) == {"base", "sd15"}
     assert (tmp_path / "lora" / "sd15" / "adapter" / "adapter_model.safetensors").exists()
     assert "adapter sd15" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--lr-warmup-steps", "5"], "needs a schedule with warm-up"),
+    (["--log-with", "tensorbored"], "unknown tracker"),
+    (["--prompts", "/no/such/prompts.txt"], "does not exist"),
+    (["--device", "cuda:1"], "CUDA_VISIBLE_DEVICES"),
+])
+def test_finetune_bad_input_exits_2_before_loading_anything(extra, message, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n")
+    status, _, err = run(["finetune", "--pipeline", "tiny", "--model", "tiny", "--prompts", prompts,
+                          "--out", tmp_path / "run", *extra], capsys)
+    assert status == 2 and message in err
+    assert not (tmp_path / "run").exists()
