@@ -79,6 +79,7 @@ class RewardFinetuner:
         self.log = TrainingLog(config.to_dict())
         self.global_step = self.saved_step = 0
         self.run_dir = Path(config.output_dir) if config.output_dir is not None else None
+        self.run_lock = None
         if self.run_dir is not None:
             open_run_dir(self)
 
@@ -245,6 +246,8 @@ class RewardFinetuner:
                 if self.config.save_lora:
                     self.save_lora(self.run_dir / "lora")
             acc.wait_for_everyone()
+            if self.run_lock is not None:
+                self.run_lock.release()
         finish_trackers(acc)
 
     def _maybe_sample(self, force: bool = False) -> None:

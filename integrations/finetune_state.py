@@ -15,7 +15,14 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 
-from reward.training import flatten_optimizer_state, rng_state, set_rng_state, unflatten_optimizer_state
+from reward.training import (
+    RunLock,
+    flatten_optimizer_state,
+    on_main,
+    rng_state,
+    set_rng_state,
+    unflatten_optimizer_state,
+)
 from reward.utils import jsonable
 
 from .checkpointing import TrainingState, complete_checkpoints, read_checkpoint, remove_partial
@@ -100,6 +107,7 @@ def open_run_dir(finetuner: Any) -> None:
     """Refuse to mix with an earlier run, resume one, or start one. Every process decides from the same files:
     all of them look before the main process changes anything."""
     acc, run_dir = finetuner.accelerator, finetuner.run_dir
+    finetuner.run_lock = on_main(acc, lambda: RunLock(run_dir).acquire())  # one live run per folder
     found = complete_checkpoints(run_dir)
     require(not found or finetuner.config.resume,
             f"{run_dir} holds checkpoints of an earlier run (newest: {found[-1].name if found else ''}); pass "

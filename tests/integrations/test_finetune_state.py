@@ -11,8 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from integrations import complete_checkpoints
+from integrations import RewardFinetuner, complete_checkpoints
+from integrations.tiny_pipelines import tiny_sd_pipeline
 from mst_clipiqa.cli import build_parser, main
+from tests.integrations.test_finetune import PROMPTS, config, make_reward
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("finetune_worker.py")
@@ -97,3 +99,13 @@ def test_a_folder_with_checkpoints_is_not_overwritten_nor_resumed_with_other_set
     history = json.loads((out / "log.json").read_text())["history"]
     assert [r["step"] for r in history] == [1, 2, 3, 4]
     assert history[-1]["lr"] == pytest.approx(0.5e-2)
+
+
+def test_a_second_live_run_in_the_same_folder_is_refused(tmp_path):
+    first = RewardFinetuner(tiny_sd_pipeline(), make_reward(), PROMPTS, config(max_steps=1, output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="is in use by another run"):
+        RewardFinetuner(tiny_sd_pipeline(), make_reward(), PROMPTS, config(max_steps=1, output_dir=str(tmp_path),
+                                                                           resume=True))
+    first.train()  # finishing releases the folder
+    RewardFinetuner(tiny_sd_pipeline(), make_reward(), PROMPTS, config(max_steps=1, output_dir=str(tmp_path),
+                                                                       resume=True))
