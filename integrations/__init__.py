@@ -4,6 +4,8 @@
 
 * ``best_of_n`` / ``rank_images``: N seeded candidates per prompt, scored and ranked.
 * ``RewardFinetuner``: LoRA fine-tuning of the denoiser by DRaFT-K, AlignProp or ReFL.
+* ``optimize_noise``: one sample's initial noise optimised for the reward (ReNO), weights untouched.
+* ``guided_sample``: reward-gradient guidance at the last sampler steps (universal guidance / DPS).
 * ``ddpo_reward_fn``: the ``reward_fn(images, prompts, prompt_metadata)`` contract of DDPO.
 * ``register_family`` / ``PipelineFamily``: the pipeline families the loop and best-of-N drive
   (SD 1.x/2.x, SDXL, LCM, SD3, FLUX.1, PixArt-alpha/sigma built in).
@@ -35,7 +37,10 @@ from .families import (
 )
 from .finetune import RewardFinetuneConfig, RewardFinetuner
 from .grid import contact_sheet, image_grid
+from .guidance import GuidedSamples, guidance_schedule, guided_sample
+from .inference import PromptSampler
 from .lora import add_lora, load_lora, save_lora
+from .noise_optimization import NoiseOptimization, chi_nll, optimize_noise
 from .prompts import encode_prompt
 from .reward_functions import named_rewards, objective
 from .sampling import Trajectory, denoise
@@ -46,5 +51,6 @@ __all__ = [
     "PipelineFamily", "PixArtAlphaFamily", "PixArtSigmaFamily", "SD3Family", "SDXLFamily", "UNetFamily",
     "denoiser_family", "find_family", "pipeline_family", "register_family", "registered_families",
     "RewardFinetuneConfig", "RewardFinetuner", "contact_sheet", "image_grid", "add_lora", "load_lora", "save_lora",
-    "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise",
+    "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise", "GuidedSamples", "guidance_schedule",
+    "guided_sample", "PromptSampler", "NoiseOptimization", "chi_nll", "optimize_noise",
 ]

@@ -11,16 +11,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .commands import demo, eval, rank, score, train
+from .commands import demo, eval, optimize, rank, score, train
 from .options import EPILOG_MODELS
 
-COMMANDS = {"train": train, "eval": eval, "score": score, "rank": rank, "demo": demo}
+COMMANDS = {"train": train, "eval": eval, "score": score, "rank": rank, "optimize": optimize, "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mst-clipiqa",
-        description="MST-CLIPIQA image-quality model: train it, evaluate it, score images with it. "
+        description="MST-CLIPIQA image-quality model: train it, evaluate it, score images with it, optimise "
+                    "a generated image for it. "
                     "Run 'mst-clipiqa COMMAND --help' for each command.",
         epilog=EPILOG_MODELS, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
