@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from integrations import guidance_schedule, guided_sample
-from integrations.tiny_pipelines import tiny_lcm_pipeline, tiny_pixart_pipeline
+from integrations.tiny_pipelines import TINY_PIPELINES, tiny_lcm_pipeline, tiny_pixart_pipeline
 
 from .test_finetune import assert_clearly_higher
 from .test_noise_optimization import PROMPT, make_reward
@@ -74,3 +74,13 @@ def test_bad_arguments_are_clear_value_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         guided_sample(tiny_lcm_pipeline(), PROMPT, make_reward(), **{"num_inference_steps": 2, "progress": False,
                                                                      **kwargs})
+
+
+@pytest.mark.parametrize("name", ["sd", "sdxl", "sd3", "flux", "pixart"])
+def test_every_family_is_guided(name):
+    extra = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16}, "pixart": PIXART}.get(name, {})
+    pipe = TINY_PIPELINES[name]()
+    common = dict(seeds=[0, 1], num_inference_steps=2, guidance_scale=1.0, progress=False, **extra)
+    plain = guided_sample(pipe, PROMPT, make_reward(), reward_scale=0.0, **common)
+    guided = guided_sample(pipe, PROMPT, make_reward(), reward_scale=0.05, **common)
+    assert (guided.rewards > plain.rewards + 0.5).all()

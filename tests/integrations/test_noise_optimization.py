@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from integrations import add_lora, best_of_n, chi_nll, load_lora, optimize_noise, save_lora
-from integrations.tiny_pipelines import tiny_lcm_pipeline, tiny_sd_pipeline, tiny_sd_turbo_pipeline
+from integrations.tiny_pipelines import TINY_PIPELINES, tiny_lcm_pipeline, tiny_sd_pipeline, tiny_sd_turbo_pipeline
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 from .test_finetune import assert_clearly_higher
@@ -176,3 +176,14 @@ def test_a_list_of_prompts_or_an_unregistered_pipeline_is_refused():
         optimize_noise(tiny_sd_pipeline(), ["a", "b"], make_reward())
     with pytest.raises(ValueError, match="not a registered pipeline family"):
         optimize_noise(object(), PROMPT, make_reward())
+
+
+@pytest.mark.parametrize("name", ["sd", "sdxl", "sd3", "flux", "pixart"])
+def test_every_family_is_optimised(name):
+    """Two sampler steps, gradients through both: 3 iterations gain 1.0 to 1.7 on every family (measured); the
+    margin, 0.5, is most of a standard deviation of plain samples (0.6)."""
+    extra = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16},
+             "pixart": {"max_sequence_length": 16, "clean_caption": False}}.get(name, {})
+    result = optimize_noise(TINY_PIPELINES[name](), PROMPT, make_reward(), steps=3, num_inference_steps=2,
+                            guidance_scale=1.0, progress=False, **extra)
+    assert result.reward > result.initial_reward + 0.5
