@@ -5,6 +5,8 @@
 * ``best_of_n`` / ``rank_images``: N seeded candidates per prompt, scored and ranked.
 * ``RewardFinetuner``: LoRA fine-tuning of the denoiser by DRaFT-K, AlignProp or ReFL; multi-process,
   resumable (``save_every`` / ``resume``), tracked (``log_with``), with LR schedules and an EMA.
+* ``optimize_noise``: one sample's initial noise optimised for the reward (ReNO), weights untouched.
+* ``guided_sample``: reward-gradient guidance at the last sampler steps (universal guidance / DPS).
 * ``ddpo_reward_fn``: the ``reward_fn(images, prompts, prompt_metadata)`` contract of DDPO.
 * ``register_family`` / ``PipelineFamily``: the pipeline families the loop and best-of-N drive
   (SD 1.x/2.x, SDXL, LCM, SD3, FLUX.1, PixArt-alpha/sigma built in).
@@ -38,7 +40,10 @@ from .families import (
 )
 from .finetune import RewardFinetuneConfig, RewardFinetuner
 from .grid import contact_sheet, image_grid
+from .guidance import GuidedSamples, guidance_schedule, guided_sample
+from .inference import PromptSampler
 from .lora import add_lora, load_lora, save_lora
+from .noise_optimization import NoiseOptimization, chi_nll, optimize_noise
 from .prompt_sources import PromptSource
 from .prompts import encode_prompt
 from .reward_functions import named_rewards, objective
@@ -51,5 +56,6 @@ __all__ = [
     "denoiser_family", "find_family", "pipeline_family", "register_family", "registered_families",
     "RewardFinetuneConfig", "RewardFinetuner", "contact_sheet", "image_grid", "add_lora", "load_lora", "save_lora",
     "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise", "PromptSource", "LoraEMA",
-    "complete_checkpoints",
+    "complete_checkpoints", "GuidedSamples",
+    "guidance_schedule", "guided_sample", "PromptSampler", "NoiseOptimization", "chi_nll", "optimize_noise",
 ]

@@ -1,7 +1,7 @@
 """The reward forms the adapters accept, at one boundary, and the weighted objective built from them.
 
-``RewardFinetuner``, ``best_of_n``, ``rank_images``, ``score_images`` and
-``ddpo_reward_fn`` all take, alone or as a ``{name: reward}`` mapping of any mix:
+``RewardFinetuner``, ``optimize_noise``, ``guided_sample``, ``best_of_n``, ``rank_images``,
+``score_images`` and ``ddpo_reward_fn`` all take, alone or as a ``{name: reward}`` mapping of any mix:
 
 * ``reward(images, prompts) -> (B,)``, or a mapping of named (B,) outputs (``MSTCLIPIQAReward``);
 * ``reward(images) -> (B,)`` or ``(B, 1)``: an image-only scorer;
@@ -11,8 +11,9 @@
 
 Images are (B, 3, H, W) float in [0, 1]. A reward whose ``lower_better``
 attribute is true is negated, so the objective is always higher-is-better.
-Gradient-based fine-tuning needs rewards that are differentiable in the
-images; one that returns no gradient there gets a ValueError saying how to fix it.
+The gradient methods (fine-tuning, noise optimisation, guidance) need rewards
+that are differentiable in the images; one that returns no gradient there gets
+a ValueError saying how to fix it.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ Rewards = RewardFn | Mapping[str, RewardFn]
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 _NO_GRADIENT = (
-    "reward {name!r} returned no gradient with respect to the images, and fine-tuning backpropagates the reward "
-    "into the generator. Compute it from the images with torch operations, with no torch.no_grad, .detach(), "
-    ".item(), numpy or PIL conversion on the way. A reward that cannot be differentiated still works with "
-    "best_of_n and rank_images, and with policy-gradient training (trl's DDPOTrainer)."
+    "reward {name!r} returned no gradient with respect to the images, and fine-tuning, noise optimisation and "
+    "reward guidance backpropagate the reward into the generator or its noise. Compute it from the images with "
+    "torch operations, with no torch.no_grad, .detach(), .item(), numpy or PIL conversion on the way. A reward "
+    "that cannot be differentiated still works with best_of_n and rank_images, and with policy-gradient "
+    "training (trl's DDPOTrainer)."
 )
 
 

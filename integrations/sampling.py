@@ -1,4 +1,4 @@
-"""The differentiable denoising loop shared by DRaFT-K, AlignProp and ReFL.
+"""The differentiable denoising loop shared by DRaFT-K, AlignProp, ReFL, noise optimisation and reward guidance.
 
 The three methods differ only in where gradients are kept:
 
@@ -7,6 +7,10 @@ The three methods differ only in where gradients are kept:
 * ReFL: ``grad_from = stop_at = s`` for a random late step ``s``: the loop runs
   without grad up to ``s``, makes one denoiser call with grad and returns the
   predicted x0 instead of finishing.
+
+Inference-time methods keep the weights frozen: noise optimisation adds
+``latent_gradients`` (the gradient reaches the initial noise), reward guidance
+a ``guide`` that corrects the latents at each step from ``grad_from``.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from torch.utils.checkpoint import checkpoint
 from .families import Conditioning, PipelineFamily
 from .schedulers import predicted_x0, step_kwargs
 
-__all__ = ["Trajectory", "denoise", "guided_prediction", "predicted_x0", "step_kwargs"]
+__all__ = ["BasePrediction", "Guide", "Trajectory", "denoise", "guided_prediction", "predicted_x0", "step_kwargs"]
 
 BasePrediction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Guide = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -87,6 +92,8 @@ def denoise(
     gradient_checkpointing: bool = False,
     base_prediction: BasePrediction | None = None,
     extra_step_kwargs: dict[str, Any] | None = None,
+    latent_gradients: bool = False,
+    guide: Guide | None = None,
 ) -> Trajectory:
     """Run the scheduler from ``latents`` through ``timesteps`` (already set on ``scheduler``).
 
@@ -96,6 +103,16 @@ def denoise(
     outputs of trajectories whose cut-off is still ahead. ``stop_at``: return
     the predicted x0 at that step index (ReFL). ``base_prediction(x, t)``: the
     frozen model's output for the DRaFT+ penalty on steps with gradients.
+
+    For gradients with respect to the initial ``latents`` (noise optimisation):
+    ``latent_gradients`` keeps the scheduler steps before ``grad_from`` in the
+    graph, on detached denoiser outputs, so the gradient reaches the initial
+    latents through the scheduler's skip path while the denoiser's Jacobian
+    counts only from ``grad_from`` on (DRaFT-K's truncation, for the noise).
+    ``guide(i, t, latents, model_output)``: on each step from ``grad_from``,
+    with ``latents`` a leaf that requires grad and ``model_output`` computed
+    from it; returns a correction added to the stepped latents (reward
+    guidance), which then continue without a graph.
     """
     num_steps = len(timesteps)
     last = num_steps - 1 if stop_at is None else stop_at
@@ -107,10 +124,14 @@ def denoise(
     penalty, penalty_steps = latents.new_zeros(()), 0
     grad_allowed = torch.is_grad_enabled()
     for i, t in enumerate(timesteps[: last + 1]):
-        with torch.set_grad_enabled(grad_allowed and i >= first_grad):
+        with_grad = grad_allowed and i >= first_grad
+        guided = guide is not None and with_grad
+        with torch.set_grad_enabled(with_grad):
+            if guided:
+                latents = latents.detach().requires_grad_(True)
             x = family.model_input(scheduler, latents, t)
             out = guided_prediction(family, denoiser, x, t, cond, guidance_scale, gradient_checkpointing)
-            if torch.is_grad_enabled():
+            if with_grad:
                 keep = (cutoffs <= i).to(out.device)
                 if not bool(keep.all()):
                     out = torch.where(keep.view(-1, *([1] * (out.ndim - 1))), out, out.detach())
@@ -123,5 +144,11 @@ def denoise(
             if i == stop_at:
                 x0 = family.predicted_x0(scheduler, out, i, t, latents)
                 return Trajectory(x0, penalty / max(penalty_steps, 1))
+            correction = guide(i, t, latents, out) if guided else None
+        with torch.set_grad_enabled(with_grad or (grad_allowed and latent_gradients)):
+            if correction is not None:
+                latents, out = latents.detach(), out.detach()
             latents = family.step(scheduler, out, t, latents, step_kw)
+            if correction is not None:
+                latents = latents + correction.detach()
     return Trajectory(latents, penalty / max(penalty_steps, 1))

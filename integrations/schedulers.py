@@ -21,21 +21,58 @@ def step_kwargs(scheduler: Any, generators: list[torch.Generator] | None, eta: f
     return kwargs
 
 
+def _is_flow(scheduler: Any) -> bool:
+    config = scheduler.config
+    return ("FlowMatch" in type(scheduler).__name__ or bool(config.get("use_flow_sigmas", False))
+            or config.get("prediction_type") == "flow_prediction")
+
+
+def _noise_levels(scheduler: Any, step_index: int, t: torch.Tensor,
+                  sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sample as x_t = alpha * x0 + sigma * noise, alpha, sigma) at this step."""
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is None:  # DDIM, DDPM, LCM, ...: the training schedule at integer timesteps
+        alpha_bar = scheduler.alphas_cumprod[int(t)].to(sample)
+        return sample, alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    sigma = sigmas[step_index].to(sample)  # k-diffusion sigma = sqrt((1 - alpha_bar) / alpha_bar)
+    alpha = (sigma**2 + 1).rsqrt()
+    if float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0:  # Euler, LMS, ...: x = x0 + sigma * noise
+        sample = sample * alpha
+    return sample, alpha, sigma * alpha
+
+
 def predicted_x0(scheduler: Any, model_output: torch.Tensor, step_index: int, t: torch.Tensor,
                  sample: torch.Tensor) -> torch.Tensor:
-    """The clean latents the denoiser predicts at this step (differentiable in ``model_output``).
+    """The clean latents the denoiser predicts at step ``step_index`` (timestep ``t``) from ``sample``,
+    differentiable in ``model_output`` and ``sample``.
 
-    Flow matching: ``x - sigma * v``; otherwise the scheduler's own
-    ``pred_original_sample`` (DDIM, DDPM, Euler) or ``denoised`` (LCM). This
-    calls ``scheduler.step``, so use it at the last step the loop runs.
+    Computed from the scheduler's noise level at that step and its
+    ``prediction_type``, without stepping it: the scheduler's state (step
+    index, multistep history) and every random generator are left as they
+    were, so guidance can call it at every step. Covers flow matching, EDM,
+    k-diffusion schedulers (Euler, Euler ancestral, LMS), DPM-Solver / UniPC
+    and the DDIM / DDPM / LCM family (LCM's boundary condition included); the
+    value is the scheduler's own ``pred_original_sample`` (``denoised`` for
+    LCM), before any ``clip_sample`` or thresholding, which would cut gradients.
     """
-    if hasattr(scheduler, "sigmas") and "FlowMatch" in type(scheduler).__name__:
+    config = scheduler.config
+    if _is_flow(scheduler):
         return sample - scheduler.sigmas[step_index].to(sample) * model_output
-    out = scheduler.step(model_output, t, sample, return_dict=True)
-    x0 = getattr(out, "pred_original_sample", None)
-    if x0 is None:
-        x0 = getattr(out, "denoised", None)
-    if x0 is None:
-        raise ValueError(f"{type(scheduler).__name__}.step does not return the predicted x0; use a scheduler "
-                         "that does (DDIM, DDPM, Euler, LCM) or a flow-matching scheduler")
+    if hasattr(scheduler, "precondition_outputs"):  # EDM
+        return scheduler.precondition_outputs(sample, model_output, scheduler.sigmas[step_index].to(sample))
+    kind = config.get("prediction_type", "epsilon")
+    x_t, alpha, sigma = _noise_levels(scheduler, step_index, t, sample)
+    if kind == "epsilon":
+        x0 = (x_t - sigma * model_output) / alpha
+    elif kind == "v_prediction":
+        x0 = alpha * x_t - sigma * model_output
+    elif kind == "sample":
+        x0 = model_output
+    else:
+        raise ValueError(f"{type(scheduler).__name__} has prediction_type {kind!r}; the predicted x0 is known "
+                         "for epsilon, v_prediction, sample and flow matching")
+    boundary = getattr(scheduler, "get_scalings_for_boundary_condition_discrete", None)
+    if boundary is not None:  # LCM: denoised = c_out * x0 + c_skip * x_t
+        c_skip, c_out = boundary(int(t))
+        x0 = c_out * x0 + c_skip * sample
     return x0

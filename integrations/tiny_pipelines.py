@@ -15,8 +15,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from reward import openai_clip_tokenizer
 
-__all__ = ["tiny_sd_pipeline", "tiny_sdxl_pipeline", "tiny_sd3_pipeline", "tiny_flux_pipeline",
-           "tiny_pixart_pipeline", "tiny_lcm_pipeline", "TINY_PIPELINES"]
+__all__ = ["tiny_sd_pipeline", "tiny_sd_turbo_pipeline", "tiny_sdxl_pipeline", "tiny_sd3_pipeline",
+           "tiny_flux_pipeline", "tiny_pixart_pipeline", "tiny_lcm_pipeline", "TINY_PIPELINES"]
 
 _CLIP_BOS, _CLIP_EOS = 49406, 49407
 
@@ -94,6 +94,16 @@ def tiny_sd_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
         steps_offset=1,
     )
     return _finish(StableDiffusionPipeline(**_sd_components(seed, scheduler)), device)
+
+
+def tiny_sd_turbo_pipeline(seed: int = 0, device: str | torch.device = "cpu"):
+    """The tiny SD pipeline with SD-Turbo's sampler (Euler ancestral, trailing timesteps): call it with
+    ``num_inference_steps=1, guidance_scale=0.0``, as SD-Turbo is. Its weights are random, not distilled."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    pipe = tiny_sd_pipeline(seed, device)
+    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    return pipe
 
 
 def tiny_lcm_pipeline(seed: int = 0, device: str | torch.device = "cpu"):

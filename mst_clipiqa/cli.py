@@ -11,17 +11,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .commands import demo, eval, finetune, rank, score, train
+from .commands import demo, eval, finetune, optimize, rank, score, train
 from .options import EPILOG_MODELS
 
-COMMANDS = {"train": train, "eval": eval, "score": score, "rank": rank, "finetune": finetune, "demo": demo}
+COMMANDS = {"train": train, "eval": eval, "score": score, "rank": rank, "finetune": finetune, "optimize": optimize,
+            "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mst-clipiqa",
         description="MST-CLIPIQA image-quality model: train it, evaluate it, score images with it, "
-                    "fine-tune diffusion models against it. "
+                    "fine-tune diffusion models against it, optimise a generated image for it. "
                     "Run 'mst-clipiqa COMMAND --help' for each command.",
         epilog=EPILOG_MODELS, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

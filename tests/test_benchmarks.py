@@ -51,3 +51,15 @@ def test_report_helpers():
     assert markdown_table(["A", "B"], [["1", "2"]]) == "| A | B |\n| --- | --- |\n| 1 | 2 |"
     assert (verdict(True), verdict(False), fmt_bytes(3 * 2 ** 20)) == ("PASS", "MISSED", "3 MiB")
     assert cpu_count() >= 1 and "threads" in device_name(torch.device("cpu"))
+
+
+def test_sampling_methods_benchmark_spends_the_same_budget_on_every_method(capsys):
+    from benchmarks.bench_sampling_methods import main
+
+    results = main(["--budget", "3", "--seeds", "1", "--prompts", "1"])
+    for sampler, methods in results.items():
+        budgeted = {m: r for m, r in methods.items() if "wall-clock" not in m and m != "plain sample"}
+        assert len(budgeted) == 4, sampler
+        assert all(1 <= e <= 3 for r in budgeted.values() for e in r["evaluations"]), sampler
+        assert all(len(r["held-out MST"]) == 1 for r in methods.values())
+    assert "| best-of-3 | 3.0 |" in capsys.readouterr().out

@@ -50,7 +50,8 @@ class PipelineFamily:
     1. prompts: :meth:`encode`, :meth:`uses_cfg`, :meth:`conditioning` (the
        denoiser inputs that stay fixed along the trajectory);
     2. latents: :meth:`latent_shape`, :meth:`set_timesteps`,
-       :meth:`initial_noise`, :meth:`prepare_latents` (from any noise tensor);
+       :meth:`initial_noise`, :meth:`prepare_latents` (from any noise tensor; :meth:`start` sets the
+       timesteps and calls it);
     3. one step: :meth:`model_input`, :meth:`predict` (one denoiser call),
        :meth:`guide` (classifier-free guidance), :meth:`step` and
        :meth:`predicted_x0` (the clean latents predicted at this step);
@@ -179,12 +180,17 @@ class PipelineFamily:
         """Set the scheduler's timesteps and draw the initial latents exactly as the pipeline does for
         one CPU generator per seed. Returns (latents, timesteps, generators)."""
         self.check_size(height, width)
-        shape = self.latent_shape(len(seeds), height, width)
-        self.set_timesteps(scheduler, num_steps, shape, self.pipe._execution_device)
+        noise, generators = self.initial_noise(seeds, height, width, dtype)
+        latents, timesteps = self.start(scheduler, noise, num_steps)
+        return latents, timesteps, generators
+
+    def start(self, scheduler: Any, noise: torch.Tensor, num_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Set the scheduler's timesteps for ``noise`` (of :meth:`latent_shape`) and return (the initial latents
+        from that noise, the timesteps): a fresh trajectory from any noise tensor, e.g. one being optimised."""
+        self.set_timesteps(scheduler, num_steps, tuple(noise.shape), self.pipe._execution_device)
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(0)
-        noise, generators = self.initial_noise(seeds, height, width, dtype)
-        return self.prepare_latents(scheduler, noise), scheduler.timesteps, generators
+        return self.prepare_latents(scheduler, noise), scheduler.timesteps
 
     # --- 3. one step -----------------------------------------------------------------------------------
 
@@ -209,7 +215,8 @@ class PipelineFamily:
 
     def predicted_x0(self, scheduler: Any, model_output: torch.Tensor, step_index: int, t: torch.Tensor,
                      latents: torch.Tensor) -> torch.Tensor:
-        """The clean latents the denoiser predicts at this step (see ``schedulers.predicted_x0``)."""
+        """The clean latents the denoiser predicts at this step, leaving the scheduler as it was (see
+        ``schedulers.predicted_x0``)."""
         return predicted_x0(scheduler, model_output, step_index, t, latents)
 
     # --- 4. images -------------------------------------------------------------------------------------
