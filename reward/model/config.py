@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..backbones import BackboneConfig, Backend
+from ..utils import check_range
 
 HeadKind = Literal["template", "prompt"]
 
 QUALITY_LEVELS = ("bad", "poor", "fair", "good", "perfect")
 HEAD_RANGES = {"template": (1.0, 5.0), "prompt": (0.0, 5.0)}
 VARIANT_HEADS = {"A": "template", "B": "prompt"}
+FUSION_INITS = ("zero_shot", "random")
 
 
 @dataclass
@@ -21,12 +23,19 @@ class MSTCLIPIQAConfig:
 
     ``heads`` maps each named output (``quality``, ``correspondence``, ...) to
     its head kind: ``template`` (paper variant A) or ``prompt`` (variant B).
+    ``score_ranges`` gives each output's range (template: [1, K]; prompt: the
+    nominal [0, 5]). ``label_ranges`` records, per trained output, the label range
+    of the data it was trained on: training maps those labels affinely onto the
+    head's score range, so scores of models trained on different data sets are
+    on one scale, and ``reward.utils.rescale(score, score_ranges[o], label_range(o))``
+    gives a score in the training data's units.
     """
 
     coarse: BackboneConfig
     fine: BackboneConfig
     heads: dict[str, HeadKind] = field(default_factory=lambda: {"quality": "template"})
     score_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    label_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     fusion_hidden: int = 128
     template: str = "a photo with {} quality"
     levels: tuple[str, ...] = QUALITY_LEVELS
@@ -50,13 +59,21 @@ class MSTCLIPIQAConfig:
         ranges = {name: HEAD_RANGES[kind] for name, kind in self.heads.items()}
         ranges.update({k: tuple(v) for k, v in self.score_ranges.items()})
         self.score_ranges = ranges
-        if self.init not in ("zero_shot", "random"):
-            raise ValueError(f"init must be 'zero_shot' or 'random', got {self.init!r}")
+        unknown = sorted(set(self.label_ranges) - set(self.heads))
+        if unknown:
+            raise ValueError(f"label_ranges names {unknown}, not outputs; expected some of {list(self.heads)}")
+        self.label_ranges = {k: check_range(v, f"label_ranges[{k!r}]") for k, v in self.label_ranges.items()}
+        if self.init not in FUSION_INITS:
+            raise ValueError(f"init must be one of {FUSION_INITS}, got {self.init!r}")
 
     @property
     def variant(self) -> str:
         kinds = set(self.heads.values())
         return "A" if kinds == {"template"} else "B" if kinds == {"prompt"} else "mixed"
+
+    def label_range(self, output: str) -> tuple[float, float]:
+        """The label range ``output`` was trained on; its score range when it was not trained on labels."""
+        return self.label_ranges.get(output, self.score_ranges[output])
 
     @property
     def needs_prompts(self) -> bool:

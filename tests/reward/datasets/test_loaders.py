@@ -1,5 +1,4 @@
 import csv
-import math
 import re
 from pathlib import Path
 
@@ -403,10 +402,13 @@ def test_load_csv_mapping_and_groups(tmp_path):
         load_dataset("koniq", path)
 
 
-def test_duplicate_images_warn(tmp_path):
+def test_duplicate_images_are_merged_with_their_mean_label(tmp_path):
     png(tmp_path / "x.png")
+    png(tmp_path / "y.png")
     path = write_csv(tmp_path / "ann.csv", ["image", "prompt", "mos"],
-                     [["x.png", "p", 1], ["x.png", "p", 2]])
-    with pytest.warns(UserWarning, match=re.escape("1 image file(s) are annotated more than once")):
+                     [["x.png", "p", 1], ["y.png", "q", 4], ["x.png", "p", 2]])
+    with pytest.warns(UserWarning, match=re.escape("1 image(s) are annotated more than once; each is kept once "
+                                                   "with the mean of its labels: x.png: quality 1, 2 -> 1.5")):
         ds = load_csv(path)
-    assert len(ds) == 2 and not math.isnan(ds.score_array("quality").sum())
+    assert [s.image.name for s in ds.samples] == ["x.png", "y.png"]
+    assert ds.score_array("quality").tolist() == [1.5, 4.0]
