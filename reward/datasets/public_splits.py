@@ -97,10 +97,11 @@ def load_split_folder(folder: str | Path, dataset: QualityDataset, val_fraction:
         train, test = (_indices(part / name, index) for name in (TRAIN_FILE, TEST_FILE))
         both = train & test
         unused = len(dataset) - len(train | test)
-        if both or unused:
-            warnings.warn(f"{part}: {len(both)} image(s) listed in both parts kept in test only; {unused} image(s) "
-                          "of the data set in neither part left out", stacklevel=2)
-        train, val = carve_validation(sorted(train - test), groups, val_fraction, [seed, k])
+        notes = [f"{len(both)} image(s) listed in both parts kept in test only"] if both else []
+        notes += [f"{unused} image(s) of the data set in neither part left out"] if unused else []
+        if notes:
+            warnings.warn(f"{part}: {'; '.join(notes)}", stacklevel=2)
+        train, val = carve_validation(sorted(train - test), groups, val_fraction, seed, k)
         split = Split(train, val, sorted(test), len(dataset), by, seed, None, val_fraction, {"source": str(part)})
         if by == "prompt":
             try:

@@ -109,17 +109,23 @@ def _val_groups(order: Sequence[str], sizes: dict[str, int], val_fraction: float
     return min(max(n_val, 1), len(order) - 1) if val_fraction > 0 else n_val
 
 
-def carve_validation(train: Sequence[int], groups: Sequence[str], val_fraction: float,
-                     seed: Sequence[int] | int) -> tuple[list[int], list[int]]:
-    """Split ``train`` into (train, val): whole groups, in seeded random order, until validation holds about
-    ``val_fraction`` of all ``len(groups)`` samples (as in :func:`make_splits`)."""
+def split_rng(seed: int, *key: int) -> np.random.Generator:
+    """The random stream of split ``key`` of ``seed``: spawned, so that no other seeded draw of the
+    project (``default_rng([seed, 2])`` made the synthetic set's prompt mismatches) can coincide with it."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def carve_validation(train: Sequence[int], groups: Sequence[str], val_fraction: float, seed: int = 0,
+                     k: int = 0) -> tuple[list[int], list[int]]:
+    """Split ``train`` into (train, val): whole groups, in seeded random order (stream ``(seed, k)``), until
+    validation holds about ``val_fraction`` of all ``len(groups)`` samples (as in :func:`make_splits`)."""
     members: dict[str, list[int]] = {}
     for i in train:
         members.setdefault(groups[i], []).append(i)
     names = list(members)
     if val_fraction > 0 and len(names) < 2:
         raise ValueError(f"{len(names)} group(s) in the training part; need 2 to carve a validation part")
-    order = [names[j] for j in np.random.default_rng(seed).permutation(len(names))]
+    order = [names[j] for j in split_rng(seed, k, 1).permutation(len(names))]
     n_val = _val_groups(order, {g: len(m) for g, m in members.items()}, val_fraction, len(groups))
     val = sorted(i for g in order[:n_val] for i in members[g])
     return sorted(i for g in order[n_val:] for i in members[g]), val
@@ -161,7 +167,7 @@ def make_splits(
     sizes = {g: len(m) for g, m in members.items()}
     splits = []
     for k in range(n_splits):
-        order = [names[j] for j in np.random.default_rng([seed, k]).permutation(len(names))]
+        order = [names[j] for j in split_rng(seed, k).permutation(len(names))]
         n_test = min(max(_take(order, sizes, test_fraction * n), 1), len(order) - needed + 1)
         rest = order[n_test:]
         n_val = _val_groups(rest, sizes, val_fraction, n)
