@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--epochs", default="30")
     parser.add_argument("--scenes", type=int, default=12, help="scenes of the synthetic set (21 images each)")
     parser.add_argument("--splits", type=int, default=3, help="protocol splits per row (the recipe uses 10)")
-    parser.add_argument("--models", default="tiny-A,tiny-B,paper-A",
+    parser.add_argument("--models", default="tiny-A,tiny-B",
                         help="tiny-A, tiny-B, paper-A, paper-B (paper: its architecture with random weights)")
     parser.add_argument("--data", default="synthetic,agiqa3k-mini", help="synthetic, agiqa3k-mini")
     parser.add_argument("--json", type=Path, help="also write the rows here")

@@ -38,9 +38,9 @@ class TrainConfig:
     """
 
     recipe: str = _option("protocol", "the recipe these settings start from (see reward.training.recipes)", cli=False)
-    epochs: int = _option(20, "passes over each split's training part")
+    epochs: int = _option(60, "passes over each split's training part (the best one is kept)")
     batch_size: int = _option(8, "images per optimisation step, per process")
-    lr: float = _option(5e-6, "peak learning rate")
+    lr: float = _option(1e-4, "peak learning rate")
     schedule: str = _option("constant", "learning-rate schedule over the run (cosine: decays to 0)")
     weight_decay: float = _option(1e-3, "weight decay")
     optimizer: str = _option("adam", "optimiser")

@@ -1,5 +1,6 @@
 """Published split files in IPCE's layout: written and read back, matched by image key, validation carved."""
 import csv
+import warnings
 from pathlib import Path
 
 import pytest
@@ -81,9 +82,12 @@ def test_published_quirks_numbering_duplicates_and_foreign_images(tmp_path):
     for k in (1, 2, 10):  # IPCE numbers 1..10 (AGIQA-1K: 0..10); read in numeric order
         write_split(tmp_path / "AGIQA-1K" / str(k), keys[k % 3:10], keys[:k % 3])
     write_split(tmp_path / "AGIQA-1K" / "0", keys[2:10] + keys[:1], keys[:2])  # keys[0] on both sides
-    with pytest.warns(UserWarning, match=r"0: 1 image\(s\) listed in both parts kept in test only; 2 image\(s\) "
-                                         r"of the data set in neither part left out"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         splits = load_split_folder(tmp_path / "AGIQA-1K", data, val_fraction=0.0)
+    assert str(caught[0].message).endswith("0: 1 image(s) listed in both parts kept in test only; "
+                                           "2 image(s) of the data set in neither part left out")
+    assert len(caught) == 4  # every split leaves keys[10:] out
     assert [s.meta["source"][-2:] for s in splits] == ["/0", "/1", "/2", "10"]
     assert splits[0].test == [0, 1] and splits[0].train == list(range(2, 10))
     assert splits[3].test == [0] and splits[3].train == list(range(1, 10))

@@ -18,12 +18,12 @@ def test_default_recipe_on_the_agiqa3k_sample_reports_in_its_units(sample_dir, t
     report holds labels and predictions on 0-5; the saved model records the map."""
     data = load_agiqa3k(sample_dir)
     assert np.mean(data.score_array("quality") < 1) > 0.1
-    config = TrainConfig(n_splits=2, cache_dir=str(tmp_path / "cache"), progress=False, cpu=True)
+    config = TrainConfig(n_splits=2, epochs=4, cache_dir=str(tmp_path / "cache"), progress=False, cpu=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = train(load_model("tiny", outputs=["quality", "correspondence"]), data, config, tmp_path / "run")
     assert not [w for w in caught if "range" in str(w.message)], [str(w.message) for w in caught]
-    assert report["recipe"]["name"] == "protocol" and report["recipe"]["changed"] == {"n_splits": 2}
+    assert report["recipe"]["name"] == "protocol" and report["recipe"]["changed"] == {"n_splits": 2, "epochs": 4}
     assert report["label_ranges"] == {"quality": (0.0, 5.0), "correspondence": (0.0, 5.0)}
     result = json.loads((tmp_path / "run" / "split_00" / "result.json").read_text())
     split = report["splits"][0]
