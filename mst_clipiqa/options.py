@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 
 from reward import MSTCLIPIQA, load_model
-from reward.datasets import QualityDataset, load_dataset
+from reward.datasets import QualityDataset, Split, load_dataset, load_split_source
 
 EPILOG_MODELS = """\
 models (--model):
@@ -77,6 +78,12 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--csv-columns", metavar="KEY=COLUMN,...",
                        help="for --dataset csv: image=..., prompt=..., group=... and score columns, "
                             "e.g. image=file,prompt=text,quality=mos")
+    group.add_argument("--label-range", metavar="LOW,HIGH",
+                       help="for --dataset csv: the units of its scores, e.g. 1,10 (default: the span of the labels; "
+                            "the other data sets declare theirs)")
+    group.add_argument("--split-file", type=Path,
+                       help="splits to use: a JSON file (save_splits format), or a folder of published splits in "
+                            "IPCE's layout (<k>/train.csv and <k>/val.csv, val being the test part)")
 
 
 def _csv_kwargs(spec: str | None) -> dict[str, Any]:
@@ -94,36 +101,65 @@ def _csv_kwargs(spec: str | None) -> dict[str, Any]:
 def data_from_args(args: argparse.Namespace) -> QualityDataset:
     """The data set the data options name."""
     extra = _csv_kwargs(args.csv_columns)
+    if args.label_range:
+        extra["label_range"] = _label_range(args.label_range)
     if extra and args.dataset != "csv":
-        raise ValueError(f"--csv-columns applies to --dataset csv only, not {args.dataset!r}")
+        raise ValueError(f"--csv-columns and --label-range apply to --dataset csv only, not {args.dataset!r}")
     return load_dataset(args.dataset, args.data, **extra)
 
 
-def add_dataclass_options(group: argparse._ArgumentGroup, config_cls: type, choices: dict[str, Any]) -> None:
+def _label_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--label-range {text!r}: expected LOW,HIGH, e.g. 1,10") from None
+    return low, high
+
+
+def splits_from_args(args: argparse.Namespace, dataset: QualityDataset, val_fraction: float = 0.0,
+                     by: str | None = None, seed: int = 0) -> list[Split] | None:
+    """The splits ``--split-file`` names (a validation part of ``val_fraction`` carved from published ones)."""
+    if args.split_file is None:
+        return None
+    return load_split_source(args.split_file, dataset, val_fraction, by, seed)
+
+
+def add_dataclass_options(group: argparse._ArgumentGroup, config_cls: type, choices: dict[str, Any],
+                          presets: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """One flag per field of a settings dataclass, its help taken from the field's ``help`` metadata.
 
     Booleans that default to on get a negative flag (the field's ``flag``, e.g. ``--no-cache``);
     fields with ``cli=False`` are left out. ``type``, ``nargs`` and ``metavar`` metadata go to argparse
-    (e.g. for fields that default to None, or take several values).
+    (e.g. for fields that default to None, or take several values). With ``presets`` (named sets of
+    values, such as recipes) a flag left out is absent from the namespace, so a preset can fill it, and
+    the help names each preset's value where it differs from the default.
     """
     for f in fields(config_cls):
         if not f.metadata.get("cli", True):
             continue
         flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
         default = f.default if f.default is not MISSING else None
-        help_text = f.metadata["help"]
+        help_text = f.metadata["help"] + _preset_note(f.name, default, presets or {})
+        unset = argparse.SUPPRESS if presets is not None else default
         if isinstance(default, bool):
             group.add_argument(flag, dest=f.name, action="store_false" if default else "store_true",
-                               default=default, help=("do not " if default else "") + help_text)
+                               default=unset, help=("do not " if default else "") + help_text)
             continue
         kind = float if isinstance(default, float) else int if isinstance(default, int) else str
         extra = {key: f.metadata[key] for key in ("nargs", "metavar") if key in f.metadata}
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        group.add_argument(flag, dest=f.name, type=f.metadata.get("type", kind), default=default,
+        group.add_argument(flag, dest=f.name, type=f.metadata.get("type", kind), default=unset,
                            choices=sorted(choices[f.name]) if f.name in choices else None, **extra,
                            help=help_text + ("" if default is None or default == () else f" (default: {shown})"))
 
 
+def _preset_note(name: str, default: Any, presets: Mapping[str, Mapping[str, Any]]) -> str:
+    notes = [f"{preset}: {values[name]}" for preset, values in presets.items()
+             if name in values and values[name] != default]
+    return f" [{'; '.join(notes)}]" if notes else ""
+
+
 def dataclass_values(args: argparse.Namespace, config_cls: type) -> dict[str, Any]:
-    """The values of the flags ``add_dataclass_options`` added."""
-    return {f.name: getattr(args, f.name) for f in fields(config_cls) if f.metadata.get("cli", True)}
+    """The values of the flags ``add_dataclass_options`` added (only those given, when it had presets)."""
+    return {f.name: getattr(args, f.name) for f in fields(config_cls)
+            if f.metadata.get("cli", True) and hasattr(args, f.name)}

@@ -70,3 +70,23 @@ def summary_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]], titl
 
 def _stat(value: float | None) -> str:
     return f"{'-':>8}" if value is None or not math.isfinite(value) else f"{value:>8.4f}"
+
+
+def comparison_table(columns: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]], title: str) -> str:
+    """Several summaries side by side (e.g. trained heads, linear probe, untrained): mean (std) per output
+    and metric; a missing spread prints as ``-``."""
+    names = list(columns)
+    first = columns[names[0]]
+    lines = [title, f"{'output':<16}{'metric':<15}" + "".join(f"{n:>20}" for n in names)]
+    for output, metrics in first.items():
+        for metric in metrics:
+            cells = [_mean_std(columns[n].get(output, {}).get(metric, {})) for n in names]
+            lines.append(f"{output:<16}{metric:<15}" + "".join(f"{c:>20}" for c in cells))
+    return "\n".join(lines)
+
+
+def _mean_std(stats: Mapping[str, float]) -> str:
+    mean, std = stats.get("mean"), stats.get("std")
+    if mean is None or not math.isfinite(mean):
+        return "-"
+    return f"{mean:.4f} ({'-' if std is None or not math.isfinite(std) else f'{std:.4f}'})"

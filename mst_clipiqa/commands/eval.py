@@ -4,11 +4,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from reward.datasets import load_splits
 from reward.training import evaluate_model
 from reward.utils import write_json
 
-from ..options import EPILOG_MODELS, add_data_options, add_model_options, data_from_args, model_from_args, split_list
+from ..options import (
+    EPILOG_MODELS,
+    add_data_options,
+    add_model_options,
+    data_from_args,
+    model_from_args,
+    split_list,
+    splits_from_args,
+)
 from ..output import summary_table
 
 
@@ -16,14 +23,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "eval", help="evaluate a model on a data set (per split and summarised, or on all of it)",
         description="Evaluate a model: SRCC, PLCC (linear and after a 4-parameter logistic), KRCC and RMSE "
-                    "per output, on the test part of each split in --split-file with mean/median/std over "
-                    "splits, or on the whole data set without a split file (zero-shot).",
+                    "(in the data set's units) per output, on the test part of each split in --split-file with "
+                    "mean/median/std over splits, or on the whole data set without a split file (zero-shot).",
         epilog=EPILOG_MODELS + "\nexample:\n  mst-clipiqa eval --model runs/agiqa3k/model --dataset agiqa3k "
                                "--data /data/AGIQA-3K --split-file splits.json --json-out eval.json\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_options(parser)
     add_data_options(parser)
-    parser.add_argument("--split-file", type=Path, help="splits JSON (save_splits format); default: all images")
     parser.add_argument("--json-out", type=Path, help="also write the full results as JSON here")
     parser.add_argument("--batch-size", type=int, default=32, help="images per encoder batch (default: 32)")
     parser.add_argument("--cache-dir", type=Path, help="feature cache folder (default: ~/.cache/mst-clipiqa)")
@@ -34,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     dataset = data_from_args(args)
-    splits = load_splits(args.split_file, n=len(dataset), groups=dataset.groups()) if args.split_file else None
+    splits = splits_from_args(args, dataset)
     model = model_from_args(args)
     result = evaluate_model(model, dataset, splits, split_list(args.outputs), args.cache_dir,
                             not args.no_cache, args.batch_size)

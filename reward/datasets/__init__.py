@@ -2,9 +2,14 @@
 
 Every loader returns a :class:`QualityDataset` whose samples carry scores under
 the model's output names (``quality``, ``correspondence``, ``authenticity``).
-Scores are kept exactly as published (no rescaling): AGIQA-1K/3K and AIGIQA-20K
-MOS lie roughly in 0..5, AIGCIQA2023 ``MOSz`` values are z-score based and on
-a different scale.
+Scores are kept exactly as published (no rescaling), and each loader declares
+their units in ``dataset.label_ranges``: AGIQA-1K/3K and AIGIQA-20K MOS on 0-5,
+AIGCIQA2023 ``MOSz`` on 0-100 (its flattened CSV: 0-5). Training maps these
+ranges onto each head's range and reports in the data set's units.
+``dataset.split_by`` is how the field splits it (AGIQA-3K: grouped by prompt).
+Images annotated twice are kept once with the mean of their labels (a warning
+lists them). Published split files in IPCE's layout read with
+:func:`load_split_folder`.
 
 Bad annotation data raises ``ValueError`` naming the file, the place in it
 (``line N`` for CSV files, counting the header as line 1; ``row N`` for
@@ -21,8 +26,10 @@ from typing import Any
 
 from .aigciqa2023 import load_aigciqa2023
 from .base import SCORE_NAMES, PathLike, QualityDataset, QualitySample, collate
+from .duplicates import merge_duplicates
 from .loaders import load_agiqa1k, load_agiqa3k, load_aigiqa20k, load_csv
-from .splits import BY_CHOICES, Split, load_splits, make_splits, save_splits
+from .public_splits import load_split_folder, load_split_source, save_split_folder
+from .splits import BY_CHOICES, Split, carve_validation, load_splits, make_splits, save_splits
 from .synthetic import load_synthetic_dataset, make_synthetic_dataset
 
 LOADERS: dict[str, Callable[..., QualityDataset]] = {
@@ -44,6 +51,7 @@ def load_dataset(kind: str, path: PathLike, **kwargs: Any) -> QualityDataset:
     return LOADERS[key](path, **kwargs)
 
 
-__all__ = ["BY_CHOICES", "LOADERS", "SCORE_NAMES", "QualityDataset", "QualitySample", "Split", "collate",
-           "load_agiqa1k", "load_agiqa3k", "load_aigciqa2023", "load_aigiqa20k", "load_csv", "load_dataset",
-           "load_splits", "load_synthetic_dataset", "make_splits", "make_synthetic_dataset", "save_splits"]
+__all__ = ["BY_CHOICES", "LOADERS", "SCORE_NAMES", "QualityDataset", "QualitySample", "Split", "carve_validation",
+           "collate", "load_agiqa1k", "load_agiqa3k", "load_aigciqa2023", "load_aigiqa20k", "load_csv",
+           "load_dataset", "load_split_folder", "load_split_source", "load_splits", "load_synthetic_dataset",
+           "make_splits", "make_synthetic_dataset", "merge_duplicates", "save_split_folder", "save_splits"]

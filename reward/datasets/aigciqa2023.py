@@ -25,6 +25,8 @@ from .tables import (
 
 AIGCIQA2023_OUTPUTS = {"quality": "mosz1", "authenticity": "mosz2", "correspondence": "mosz3"}
 AIGCIQA2023_CSV_COLUMNS = ("model", "image_name", "mosz1", "mosz2", "mosz3", "prompt")
+# Public loaders divide MOSz by 20 (to 0-5) or by 100: its units are 0-100; the flattened CSV holds MOSz / 20.
+MAT_RANGE, CSV_RANGE = (0.0, 100.0), (0.0, 5.0)
 
 
 def load_aigciqa2023(
@@ -63,9 +65,13 @@ def load_aigciqa2023(
     pass the file, or a folder holding exactly one CSV with those columns.
     Images are looked up as ``<model>/<image_name>`` under ``Image``,
     the CSV's folder itself and ``images``, then as ``<image_name>`` in
-    ``Image/allimg``, ``images`` and the folder itself.
+    ``Image/allimg``, ``images`` and the folder itself. Its prompts come wrapped
+    in literal quote marks (the field ``'"a corgi"'`` once read); they are removed.
 
-    Groups are the prompt text (all images of one prompt, across generators).
+    Label units: ``MOSz`` is on 0-100 (public loaders divide it by 20 or 100);
+    the flattened CSV holds ``MOSz / 20``, on 0-5. Each image's key (what split
+    files list) is ``<model>/<image_name>``. Groups are the prompt text (all
+    images of one prompt, across generators); the field splits by image.
     """
     root = Path(root)
     if root.is_dir() and (root / "DATA" / "MOS").is_dir():
@@ -109,7 +115,7 @@ def _load_aigciqa2023_csv(
             )
         scores = {o: parse_score(row[cols[c]], f"column {c!r}", at)
                   for o, c in AIGCIQA2023_OUTPUTS.items()}
-        prompt = parse_prompt(row[cols["prompt"]], "prompt", at)
+        prompt = parse_prompt(_unquote(row[cols["prompt"]]), "prompt", at)
         model = cell_text(row[cols["model"]])
         if not model:
             raise RowError(f"{at}: column 'model' is empty; expected the generator name")
@@ -117,9 +123,18 @@ def _load_aigciqa2023_csv(
         dirs = [base / "Image" / model, base / model, base / "images" / model,
                 base / "Image" / "allimg", base / "images", base]
         image = resolve_image(name, dirs, at, verify_images)
-        return QualitySample(image=image, prompt=prompt, scores=scores)
+        return QualitySample(image=image, prompt=prompt, scores=scores, key=f"{model}/{name}")
 
-    return build_dataset("aigciqa2023", path, table.rows, make, tuple(AIGCIQA2023_OUTPUTS), on_error)
+    return build_dataset("aigciqa2023", path, table.rows, make, tuple(AIGCIQA2023_OUTPUTS), on_error,
+                         dict.fromkeys(AIGCIQA2023_OUTPUTS, CSV_RANGE))
+
+
+def _unquote(text: str) -> str:
+    """``'"a corgi"'`` -> ``'a corgi'``: the flattened CSV's literal quote marks around every prompt."""
+    text = text.strip()
+    while len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1].strip()
+    return text
 
 
 def _find_in(root: Path, filename: str) -> Path:
@@ -251,9 +266,10 @@ def _load_aigciqa2023_mat(
             raise RowError(f"{at}: image not found; looked for {', '.join(map(str, candidates))}")
         if verify_images:
             verify_image(image, at)
-        return QualitySample(image=image, prompt=prompt, scores=scores)
+        return QualitySample(image=image, prompt=prompt, scores=scores, key=f"{model}/{name}")
 
     items = [(f"row {number}", (i, number, model, name)) for i, (number, model, name) in enumerate(rows)]
-    return build_dataset("aigciqa2023", index_file, items, make, tuple(AIGCIQA2023_OUTPUTS), on_error)
+    return build_dataset("aigciqa2023", index_file, items, make, tuple(AIGCIQA2023_OUTPUTS), on_error,
+                         dict.fromkeys(AIGCIQA2023_OUTPUTS, MAT_RANGE))
 
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,15 @@ from .tables import (
     cell_text,
     column_map,
     read_csv,
+    read_csv_head,
     read_xlsx,
     row_maker,
     search_dirs,
     split_root,
 )
+
+MOS_0_5 = (0.0, 5.0)  # the published units of AGIQA-1K, AGIQA-3K and AIGIQA-20K
+AIGIQA20K_COLUMNS = ("name", "prompt", "mos")
 
 # --------------------------------------------------------------------------- loaders
 
@@ -32,13 +37,16 @@ def load_csv(
     name: str | None = None,
     on_error: str = "raise",
     verify_images: bool = True,
+    label_range: Sequence[float] | None = None,
 ) -> QualityDataset:
     """Load a generic annotation CSV.
 
     ``score_cols`` maps output names (of ``SCORE_NAMES``) to CSV columns;
     default ``{"quality": "mos"}``. Image paths are relative to ``image_root``
     (default: the CSV's folder). ``prompt_col=None`` gives empty prompts;
-    ``group_col`` sets the split group (default: prompt text).
+    ``group_col`` sets the split group (default: prompt text); splits then keep each
+    group together by default. ``label_range``
+    declares the scores' units, e.g. ``(1, 10)``; by default the span of the labels.
     """
     path = Path(path)
     score_cols = dict(score_cols or {"quality": "mos"})
@@ -56,7 +64,9 @@ def load_csv(
         table, image_col, prompt_col, score_cols,
         search_dirs(image_root, [path.parent]), verify_images, group_of,
     )
-    return build_dataset(name or path.stem, path, table.rows, make, tuple(score_cols), on_error)
+    ranges = dict.fromkeys(score_cols, label_range) if label_range is not None else None
+    return build_dataset(name or path.stem, path, table.rows, make, tuple(score_cols), on_error, ranges,
+                         split_by="prompt" if group_col else "image")
 
 
 def load_agiqa1k(
@@ -65,8 +75,10 @@ def load_agiqa1k(
     on_error: str = "raise",
     verify_images: bool = True,
 ) -> QualityDataset:
-    """AGIQA-1K: ``AIGC_MOS_Zscore.xlsx`` (columns ``Image, Prompt, MOS``) -> quality.
+    """AGIQA-1K: ``AIGC_MOS_Zscore.xlsx`` (columns ``Image, Prompt, MOS``, MOS in 0-5) -> quality.
 
+    The release lists ``dreamStudio_8_9_1_1.jpg`` twice with two MOS: it is kept once
+    with their mean (see ``merge_duplicates``). Splits are by image, as the field's.
     Images are looked up in ``root``, ``root/images`` and ``root/file`` (the
     release's ``file.zip``), in that order, unless ``image_root`` is given.
     """
@@ -74,7 +86,7 @@ def load_agiqa1k(
     table = read_xlsx(sheet)
     dirs = search_dirs(image_root, [folder, folder / "images", folder / "file"])
     make = row_maker(table, "Image", "Prompt", {"quality": "MOS"}, dirs, verify_images)
-    return build_dataset("agiqa1k", sheet, table.rows, make, ("quality",), on_error)
+    return build_dataset("agiqa1k", sheet, table.rows, make, ("quality",), on_error, {"quality": MOS_0_5})
 
 
 _AGIQA3K_PROMPT_ID = re.compile(r"_(\d+)$")
@@ -96,9 +108,10 @@ def load_agiqa3k(
     on_error: str = "raise",
     verify_images: bool = True,
 ) -> QualityDataset:
-    """AGIQA-3K: ``data.csv``; ``mos_quality`` -> quality, ``mos_align`` -> correspondence.
+    """AGIQA-3K: ``data.csv``; ``mos_quality`` -> quality, ``mos_align`` -> correspondence (both 0-5).
 
-    The group of each image is its prompt id, the ``_NNN`` suffix of ``name``.
+    The group of each image is its prompt id, the ``_NNN`` suffix of ``name``; splits
+    are grouped by prompt, as the field's public splits are.
     Images are looked up in ``root/images``, ``root`` and ``root/image``.
     """
     folder, csv_path = split_root(root, "data.csv")
@@ -106,7 +119,8 @@ def load_agiqa3k(
     dirs = search_dirs(image_root, [folder / "images", folder, folder / "image"])
     scores = {"quality": "mos_quality", "correspondence": "mos_align"}
     make = row_maker(table, "name", "prompt", scores, dirs, verify_images, _agiqa3k_group)
-    return build_dataset("agiqa3k", csv_path, table.rows, make, ("quality", "correspondence"), on_error)
+    return build_dataset("agiqa3k", csv_path, table.rows, make, ("quality", "correspondence"), on_error,
+                         dict.fromkeys(scores, MOS_0_5), split_by="prompt")
 
 
 def load_aigiqa20k(
@@ -115,12 +129,37 @@ def load_aigiqa20k(
     on_error: str = "raise",
     verify_images: bool = True,
 ) -> QualityDataset:
-    """AIGIQA-20K: ``info_train.csv`` (``name,prompt,mos``) -> quality.
+    """AIGIQA-20K: ``info_train.xlsx`` or ``info_train.csv`` (``name, prompt, mos``; MOS 0-5) -> quality.
 
-    Images are looked up in ``root``, ``root/images`` and ``root/train``.
+    The CSV that circulates has no header row: its columns are then read by position,
+    with a notice. A folder is searched for ``info_train.csv``, then ``info_train.xlsx``
+    (``info_val`` has no MOS). Images are looked up in ``root``, ``root/images`` and ``root/train``.
     """
-    folder, csv_path = split_root(root, "info_train.csv")
-    table = read_csv(csv_path)
+    folder, path = split_root(root, "info_train.csv")
+    if Path(root).is_dir() and not path.exists() and (folder / "info_train.xlsx").exists():
+        path = folder / "info_train.xlsx"
+    table = read_xlsx(path) if path.suffix.lower() == ".xlsx" else read_csv(path, _aigiqa20k_columns(path))
     dirs = search_dirs(image_root, [folder, folder / "images", folder / "train"])
     make = row_maker(table, "name", "prompt", {"quality": "mos"}, dirs, verify_images)
-    return build_dataset("aigiqa20k", csv_path, table.rows, make, ("quality",), on_error)
+    return build_dataset("aigiqa20k", path, table.rows, make, ("quality",), on_error, {"quality": MOS_0_5})
+
+
+def _aigiqa20k_columns(path: Path) -> tuple[str, ...] | None:
+    """``None`` when the CSV has a header row; the columns by position when it starts with data."""
+    first = read_csv_head(path)
+    if {"name", "mos"} <= {f.casefold() for f in first}:
+        return None
+    if len(first) != len(AIGIQA20K_COLUMNS) or not _is_number(first[-1]):
+        raise ValueError(f"{path}: first row {first[:3]} is neither a header (name, prompt, mos) nor a data row "
+                         "(image name, prompt, MOS); info_val files carry no MOS and cannot be trained on")
+    warnings.warn(f"{path} has no header row: reading its columns by position as {', '.join(AIGIQA20K_COLUMNS)}",
+                  stacklevel=3)
+    return AIGIQA20K_COLUMNS
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

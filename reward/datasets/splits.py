@@ -103,6 +103,34 @@ def _take(order: Sequence[str], sizes: dict[str, int], target: float) -> int:
     return k
 
 
+def _val_groups(order: Sequence[str], sizes: dict[str, int], val_fraction: float, n: int) -> int:
+    """How many groups from the front of ``order`` form the validation part (one at least, one left to train)."""
+    n_val = _take(order, sizes, val_fraction * n)
+    return min(max(n_val, 1), len(order) - 1) if val_fraction > 0 else n_val
+
+
+def split_rng(seed: int, *key: int) -> np.random.Generator:
+    """The random stream of split ``key`` of ``seed``: spawned, so that no other seeded draw of the
+    project (``default_rng([seed, 2])`` made the synthetic set's prompt mismatches) can coincide with it."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def carve_validation(train: Sequence[int], groups: Sequence[str], val_fraction: float, seed: int = 0,
+                     k: int = 0) -> tuple[list[int], list[int]]:
+    """Split ``train`` into (train, val): whole groups, in seeded random order (stream ``(seed, k)``), until
+    validation holds about ``val_fraction`` of all ``len(groups)`` samples (as in :func:`make_splits`)."""
+    members: dict[str, list[int]] = {}
+    for i in train:
+        members.setdefault(groups[i], []).append(i)
+    names = list(members)
+    if val_fraction > 0 and len(names) < 2:
+        raise ValueError(f"{len(names)} group(s) in the training part; need 2 to carve a validation part")
+    order = [names[j] for j in split_rng(seed, k, 1).permutation(len(names))]
+    n_val = _val_groups(order, {g: len(m) for g, m in members.items()}, val_fraction, len(groups))
+    val = sorted(i for g in order[:n_val] for i in members[g])
+    return sorted(i for g in order[n_val:] for i in members[g]), val
+
+
 def make_splits(
     dataset_or_n: Any,
     n_splits: int = 10,
@@ -139,12 +167,10 @@ def make_splits(
     sizes = {g: len(m) for g, m in members.items()}
     splits = []
     for k in range(n_splits):
-        order = [names[j] for j in np.random.default_rng([seed, k]).permutation(len(names))]
+        order = [names[j] for j in split_rng(seed, k).permutation(len(names))]
         n_test = min(max(_take(order, sizes, test_fraction * n), 1), len(order) - needed + 1)
         rest = order[n_test:]
-        n_val = _take(rest, sizes, val_fraction * n)
-        if val_fraction > 0:
-            n_val = min(max(n_val, 1), len(rest) - 1)
+        n_val = _val_groups(rest, sizes, val_fraction, n)
         parts = order[:n_test], rest[:n_val], rest[n_val:]
         test, val, train = (sorted(i for g in part for i in members[g]) for part in parts)
         splits.append(Split(train, val, test, n, by, seed, test_fraction, val_fraction,

@@ -20,7 +20,8 @@ Scores (see :func:`quality_score`, :func:`correspondence_score`):
   ``mismatch_fraction`` of the images (drawn by seed) is paired with a prompt
   with one or two wrong attributes; the others keep the true prompt (k = 0).
 
-The group of each image is its scene id. Files go under ``root`` with a
+Scores are on 1-5 (the data set's declared label ranges). The group of each
+image is its scene id (``split_by="prompt"`` keeps a scene's images together). Files go under ``root`` with a
 ``manifest.json``; a later call with the same settings reuses them.
 """
 
@@ -219,7 +220,8 @@ def _dataset(root: Path, entries: Sequence[dict[str, Any]]) -> QualityDataset:
     samples = [QualitySample(root / e["file"], e["prompt"],
                              {"quality": e["quality"], "correspondence": e["correspondence"]},
                              e["group"]) for e in entries]
-    return QualityDataset(samples, "synthetic", ("quality", "correspondence"))
+    return QualityDataset(samples, "synthetic", ("quality", "correspondence"),
+                          label_ranges={"quality": (1.0, 5.0), "correspondence": (1.0, 5.0)})
 
 
 def load_synthetic_dataset(root: str | Path) -> QualityDataset:

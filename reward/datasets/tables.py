@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import math
 import warnings
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from PIL import Image
 
 from ..scoring import IMAGE_SUFFIXES
 from .base import ON_ERROR_CHOICES, PathLike, QualityDataset, QualitySample
+from .duplicates import merge_duplicates
 
 # --------------------------------------------------------------------------- tables
 
@@ -29,18 +29,26 @@ class RowError(ValueError):
     """A problem confined to one annotation row (skippable)."""
 
 
-def read_csv(path: Path) -> _Table:
+def read_csv(path: Path, columns: Sequence[str] | None = None) -> _Table:
+    """A CSV with a header row, or without one when ``columns`` names its columns by position."""
     require_file(path)
     try:
-        return _parse_csv(path)
+        return _parse_csv(path, columns)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"{path}: cannot parse as UTF-8 CSV: {exc}") from exc
 
 
-def _parse_csv(path: Path) -> _Table:
+def read_csv_head(path: Path) -> list[str]:
+    """The first row's fields (empty for an empty file)."""
+    require_file(path)
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+        return [field.strip() for field in next(csv.reader(f), [])]
+
+
+def _parse_csv(path: Path, names: Sequence[str] | None) -> _Table:
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header = next(reader, None)
+        header = list(names) if names is not None else next(reader, None)
         if header is None:
             raise ValueError(f"{path}: file is empty; expected a header row")
         columns = [h.strip() for h in header]
@@ -179,8 +187,11 @@ def build_dataset(
     make: Callable[[str, Any], QualitySample],
     outputs: Sequence[str],
     on_error: str,
+    label_ranges: Mapping[str, tuple[float, float]] | None = None,
+    split_by: str = "image",
 ) -> QualityDataset:
-    """Turn annotation rows into a dataset, applying the ``on_error`` policy."""
+    """Turn annotation rows into a dataset, applying the ``on_error`` policy; images listed twice are merged
+    (mean of their labels, see ``merge_duplicates``)."""
     _check_on_error(on_error)
     if not rows:
         raise ValueError(f"{source}: no data rows; expected at least one annotated image")
@@ -203,19 +214,8 @@ def build_dataset(
             f"(details in dataset.skipped); first: {skipped[0]}",
             stacklevel=3,
         )
-    _warn_duplicates(name, samples)
-    return QualityDataset(samples, name, outputs, skipped=skipped)
-
-
-def _warn_duplicates(name: str, samples: Sequence[QualitySample]) -> None:
-    counts = Counter(s.image for s in samples)
-    repeated = [str(p) for p, c in counts.items() if c > 1]
-    if repeated:
-        warnings.warn(
-            f"{name}: {len(repeated)} image file(s) are annotated more than once "
-            f"(a split by image could put copies on both sides); e.g. {repeated[:3]}",
-            stacklevel=3,
-        )
+    return QualityDataset(merge_duplicates(name, samples), name, outputs, skipped=skipped,
+                          label_ranges=label_ranges, split_by=split_by)
 
 
 def row_maker(
@@ -242,7 +242,7 @@ def row_maker(
         prompt = parse_prompt(row[cols[prompt_col]], prompt_col, at) if prompt_col else ""
         group = group_of(image_name, row, at) if group_of else None
         image = resolve_image(image_name, image_dirs, at, verify_images)
-        return QualitySample(image=image, prompt=prompt, scores=scores, group=group)
+        return QualitySample(image=image, prompt=prompt, scores=scores, group=group, key=image_name)
 
     return make
 

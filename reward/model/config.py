@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from ..backbones import BackboneConfig, Backend
+from ..utils import check_range
 from .files import check_readable
 
 HeadKind = Literal["template", "prompt"]
@@ -15,6 +16,7 @@ HeadKind = Literal["template", "prompt"]
 QUALITY_LEVELS = ("bad", "poor", "fair", "good", "perfect")
 HEAD_RANGES = {"template": (1.0, 5.0), "prompt": (0.0, 5.0)}
 VARIANT_HEADS = {"A": "template", "B": "prompt"}
+FUSION_INITS = ("zero_shot", "random")
 
 
 @dataclass
@@ -23,12 +25,19 @@ class MSTCLIPIQAConfig:
 
     ``heads`` maps each named output (``quality``, ``correspondence``, ...) to
     its head kind: ``template`` (paper variant A) or ``prompt`` (variant B).
+    ``score_ranges`` gives each output's range (template: [1, K]; prompt: the
+    nominal [0, 5]). ``label_ranges`` records, per trained output, the label range
+    of the data it was trained on: training maps those labels affinely onto the
+    head's score range, so scores of models trained on different data sets are
+    on one scale, and ``reward.utils.rescale(score, score_ranges[o], label_range(o))``
+    gives a score in the training data's units.
     """
 
     coarse: BackboneConfig
     fine: BackboneConfig
     heads: dict[str, HeadKind] = field(default_factory=lambda: {"quality": "template"})
     score_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    label_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     fusion_hidden: int = 128
     template: str = "a photo with {} quality"
     levels: tuple[str, ...] = QUALITY_LEVELS
@@ -52,7 +61,12 @@ class MSTCLIPIQAConfig:
             _check_int(name, getattr(self, name), minimum)
         for name in ("temperature_init", "gate_init_bias"):
             _check_number(name, getattr(self, name))
-        if self.init not in ("zero_shot", "random"):
+        unknown = sorted(set(self.label_ranges) - set(self.heads))
+        if unknown:
+            raise ValueError(f"config field label_ranges names {unknown}, not outputs; expected some of "
+                             f"{list(self.heads)}")
+        self.label_ranges = {k: check_range(v, f"label_ranges[{k!r}]") for k, v in self.label_ranges.items()}
+        if self.init not in FUSION_INITS:
             raise ValueError(f"config field init must be 'zero_shot' or 'random', got {self.init!r}")
         width = _projection_width(self.coarse)
         if width is not None:
@@ -68,6 +82,10 @@ class MSTCLIPIQAConfig:
     def variant(self) -> str:
         kinds = set(self.heads.values())
         return "A" if kinds == {"template"} else "B" if kinds == {"prompt"} else "mixed"
+
+    def label_range(self, output: str) -> tuple[float, float]:
+        """The label range ``output`` was trained on; its score range when it was not trained on labels."""
+        return self.label_ranges.get(output, self.score_ranges[output])
 
     @property
     def needs_prompts(self) -> bool:

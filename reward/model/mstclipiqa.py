@@ -14,7 +14,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..backbones import BackboneConfig, CLIPBackbone, build_backbone, preprocess
 from .checks import check_image_shape, check_prompts
-from .config import MSTCLIPIQAConfig
+from .config import FUSION_INITS, MSTCLIPIQAConfig
 from .files import BACKBONES_NAME, CONFIG_NAME, WEIGHTS_NAME, read_weights, resolve_model_dir
 from .fusion import GatedFusion
 from .heads import PromptHead, TemplateHead
@@ -43,14 +43,29 @@ class MSTCLIPIQA(nn.Module):
         self.config = config
         self.coarse = _build_backbone("coarse", config.coarse)
         self.fine = _build_backbone("fine", config.fine)
-        dim = self.coarse.embed_dim
-        config.check_attention_heads(dim)
-        self.fusion = GatedFusion(dim, self.fine.embed_dim, dim, config.fusion_hidden, config.init,
-                                  config.gate_init_bias)
+        config.check_attention_heads(self.coarse.embed_dim)
+        self.fusion = self._make_fusion()
         self.heads = nn.ModuleDict({name: self._make_head(kind) for name, kind in config.heads.items()})
         if "template" in config.heads.values():
             self.register_buffer("template_features", self._encode_templates(), persistent=False)
         self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def _make_fusion(self) -> GatedFusion:
+        dim = self.coarse.embed_dim
+        return GatedFusion(dim, self.fine.embed_dim, dim, self.config.fusion_hidden, self.config.init,
+                           self.config.gate_init_bias)
+
+    def reinitialize(self, init: str) -> None:
+        """Start the fusion and heads afresh: ``"zero_shot"`` (identity fusion, a zero-shot scorer) or
+        ``"random"`` (PyTorch's default, as the reference code does); recorded in the config."""
+        if any(is_adapter_key(k) for k in self.state_dict()):
+            raise ValueError("this model carries LoRA adapters; reinitialize the base model before adding them")
+        if init not in FUSION_INITS:
+            raise ValueError(f"init must be one of {FUSION_INITS}, got {init!r}")
+        self.config.init = init
+        self.fusion.load_state_dict(self._make_fusion().state_dict())
+        for name, head in self.heads.items():
+            head.load_state_dict(self._make_head(self.config.heads[name]).state_dict())
 
     def _make_head(self, kind: str) -> nn.Module:
         if kind == "template":

@@ -63,7 +63,7 @@ class MSTCLIPIQAReward(nn.Module):
 
     @property
     def score_range(self) -> tuple[float, float]:
-        """The (low, high) the reward can take (prompt heads: the range of their training labels)."""
+        """The (low, high) the reward can take (prompt heads: the nominal range training maps their labels onto)."""
         ends = [sorted((w * self._range(n)[0], w * self._range(n)[1])) for n, w in self.weights.items()]
         return sum(e[0] for e in ends), sum(e[1] for e in ends)
 

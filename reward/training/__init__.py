@@ -1,7 +1,9 @@
-"""Training and evaluation of MST-CLIPIQA: feature cache, the trainer, the field's split protocol, metrics.
+"""Training and evaluation of MST-CLIPIQA: recipes, feature cache, the trainer, the field's split protocol,
+metrics and a linear probe.
 
     from reward.training import TrainConfig, train
-    report = train(model, dataset, TrainConfig(epochs=20), output_dir="runs/agiqa3k")
+    report = train(model, dataset, TrainConfig(), output_dir="runs/agiqa3k")          # the protocol recipe
+    report = train(model, dataset, TrainConfig.paper(), output_dir="runs/paper")     # the reference's setting
 """
 from ..model import (
                      active_adapter,
@@ -28,15 +30,19 @@ from .distributed import MainProcessFailed, epoch_batches, launcher_rank, launch
 from .evaluation import evaluate_model, predict_features, resolve_outputs
 from .feature_cache import FeatureCache, default_cache_dir, encoder_settings
 from .features import CachedFeatures, encode_features
+from .label_units import head_labels, to_label_units
+from .probe import RidgeProbe, fit_ridge, linear_probe
+from .recipes import PAPER, RECIPES
 from .report import make_plots
 from .run_folder import RunLock
 from .trainer import Trainer, train
 
 __all__ = [
-    "CachedFeatures", "Checkpoint", "FeatureCache", "MainProcessFailed", "RunLock", "TrainConfig", "Trainer",
-    "active_adapter", "adapter_names", "add_adapter", "default_cache_dir", "encode_features", "encoder_settings",
-    "epoch_batches", "evaluate_model", "flatten_optimizer_state", "launcher_rank", "launcher_world_size",
-    "load_adapter", "load_checkpoint", "make_plots", "merge_adapters", "new_accelerator", "on_main",
-    "predict_features", "resolve_outputs", "rng_state", "save_adapter", "save_checkpoint", "set_adapter",
-    "set_rng_state", "train", "trainable_state_dict", "unflatten_optimizer_state", "write_json",
+    "PAPER", "RECIPES", "CachedFeatures", "Checkpoint", "FeatureCache", "MainProcessFailed", "RidgeProbe", "RunLock",
+    "TrainConfig", "Trainer", "active_adapter", "adapter_names", "add_adapter", "default_cache_dir",
+    "encode_features", "encoder_settings", "epoch_batches", "evaluate_model", "fit_ridge", "flatten_optimizer_state",
+    "head_labels", "launcher_rank", "launcher_world_size", "linear_probe", "load_adapter", "load_checkpoint",
+    "make_plots", "merge_adapters", "new_accelerator", "on_main", "predict_features", "resolve_outputs", "rng_state",
+    "save_adapter", "save_checkpoint", "set_adapter", "set_rng_state", "to_label_units", "train",
+    "trainable_state_dict", "unflatten_optimizer_state", "write_json",
 ]

@@ -6,16 +6,21 @@ from typing import Any
 
 import torch
 
-from ..datasets import BY_CHOICES
+from ..datasets import BY_CHOICES, QualityDataset
+from ..model import FUSION_INITS
 from ..utils import PRECISIONS
 from .metrics import krcc, plcc, srcc
+from .recipes import PURPOSE, RECIPES, SCHEDULES
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SELECT_METRICS = {"srcc": srcc, "plcc": plcc, "krcc": krcc}
-CHOICES = {"optimizer": OPTIMIZERS, "split_by": BY_CHOICES, "select_metric": SELECT_METRICS,
-           "mixed_precision": PRECISIONS}
+CHOICES = {"optimizer": OPTIMIZERS, "split_by": ("auto", *BY_CHOICES), "select_metric": SELECT_METRICS,
+           "mixed_precision": PRECISIONS, "init": ("keep", *FUSION_INITS), "schedule": SCHEDULES,
+           "recipe": RECIPES}
 # Settings that may change between a run and its resumption without changing the result.
 RESUME_FREE = ("progress", "num_workers", "cache_dir", "encode_batch_size", "eval_batch_size")
+# Settings about the machine or the task, not the recipe.
+NOT_RECIPE = (*RESUME_FREE, "use_cache", "mixed_precision", "cpu", "outputs")
 
 
 def _option(default: Any, help: str, **metadata: Any) -> Any:
@@ -24,24 +29,31 @@ def _option(default: Any, help: str, **metadata: Any) -> Any:
 
 @dataclass
 class TrainConfig:
-    """Training settings. The defaults are the paper's reference setup: Adam, lr 5e-6, weight decay
-    1e-3, batch 8, 20 epochs, loss MSE + 1.0 x pairwise margin-ranking (margin 0.1), and the
-    field's protocol of ten seeded 8:2 splits, here with 10% of the data carved from the training
-    part for validation (model selection by ``select_metric``). Each field's ``help`` says what it does.
+    """Training settings. The defaults are the ``protocol`` recipe: the field's ten seeded 8:2 splits
+    (grouped by prompt where the field does so), 10% of the data carved from the training part for
+    validation (model selection by ``select_metric``), loss MSE + 1.0 x pairwise margin-ranking
+    (margin 0.1), and an optimiser setting that moves the heads from their zero-shot start.
+    ``TrainConfig.paper()`` is the reference implementation's setting (see ``recipes``). Each
+    field's ``help`` says what it does.
     """
 
-    epochs: int = _option(20, "passes over each split's training part")
+    recipe: str = _option("protocol", "the recipe these settings start from (see reward.training.recipes)", cli=False)
+    epochs: int = _option(60, "passes over each split's training part (the best one is kept)")
     batch_size: int = _option(8, "images per optimisation step, per process")
-    lr: float = _option(5e-6, "learning rate")
+    lr: float = _option(1e-4, "peak learning rate")
+    schedule: str = _option("constant", "learning-rate schedule over the run (cosine: decays to 0)")
     weight_decay: float = _option(1e-3, "weight decay")
     optimizer: str = _option("adam", "optimiser")
+    init: str = _option("keep", "start the fusion and heads afresh (random: the reference's; zero_shot: identity "
+                                "fusion), or keep the model's weights")
     margin: float = _option(0.1, "margin of the pairwise ranking loss")
     rank_weight: float = _option(1.0, "weight lambda of the ranking loss next to MSE")
     outputs: tuple[str, ...] | None = _option(
         None, "named outputs to train and evaluate (default: every model output the data set scores)", cli=False)
     seed: int = _option(0, "seed of the splits, the data order and tiny models' random weights")
     n_splits: int = _option(10, "number of seeded random splits (the field's protocol: 10)")
-    split_by: str = _option("image", "split by image, or keep each prompt's images together (stricter)")
+    split_by: str = _option("auto", "split by image, or keep each prompt's images together (stricter); auto: as "
+                                    "the field splits the data set (AGIQA-3K by prompt, others by image)")
     test_fraction: float = _option(0.2, "fraction of the data in each split's test part")
     val_fraction: float = _option(0.1, "fraction of the data carved from training for model selection (never test)")
     select_metric: str = _option("srcc", "validation metric that picks the best epoch")
@@ -75,6 +87,46 @@ class TrainConfig:
         if self.lora_rank < 0 or (self.lora_encoders and not self.lora_rank):
             raise ValueError(f"lora_rank={self.lora_rank}, lora_encoders={self.lora_encoders}; expected "
                              "lora_rank >= 0, and lora_rank >= 1 when lora_encoders is set")
+        if self.lora_rank and self.init != "keep":
+            raise ValueError(f"init={self.init!r} with lora_rank={self.lora_rank}: an adapter trains on top of the "
+                             "model's weights; expected init='keep'")
+
+    @classmethod
+    def from_recipe(cls, name: str = "protocol", **overrides: Any) -> TrainConfig:
+        """The recipe ``name`` (``protocol`` or ``paper``), with ``overrides`` on top."""
+        if name not in RECIPES:
+            raise ValueError(f"unknown recipe {name!r}; expected one of {sorted(RECIPES)}")
+        return cls(**{**RECIPES[name], **overrides, "recipe": name})
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> TrainConfig:
+        """The reference implementation's setting (see ``reward.training.recipes``)."""
+        return cls.from_recipe("paper", **overrides)
+
+    @classmethod
+    def protocol(cls, **overrides: Any) -> TrainConfig:
+        """The field's protocol with heads that learn: the defaults."""
+        return cls.from_recipe("protocol", **overrides)
+
+    def overrides(self) -> dict[str, Any]:
+        """Settings that differ from this config's recipe (machine settings and outputs left out)."""
+        base = self.from_recipe(self.recipe).to_dict()
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_RECIPE and v != base[k]}
+
+    def describe(self, dataset: QualityDataset | None = None) -> str:
+        """One paragraph: the recipe, what it is for, its main settings and what was changed."""
+        by = self.resolved_split_by(dataset) if dataset is not None else self.split_by
+        main = (f"init {self.init}, {self.optimizer} lr {self.lr:g} ({self.schedule}), weight decay "
+                f"{self.weight_decay:g}, batch {self.batch_size}, {self.epochs} epochs; {self.n_splits} split(s) by "
+                f"{by}, test {self.test_fraction:g}, validation {self.val_fraction:g} (from the train part; "
+                f"{'selection by ' + self.select_metric if self.val_fraction else 'last epoch'}), seed {self.seed}")
+        changed = ", ".join(f"{k}={v}" for k, v in self.overrides().items())
+        text = f"recipe {self.recipe}: {PURPOSE[self.recipe]}\n  {main}"
+        return text + (f"\n  changed from the recipe: {changed}" if changed else "")
+
+    def resolved_split_by(self, dataset: QualityDataset) -> str:
+        """``split_by``, with ``auto`` resolved to the data set's convention."""
+        return dataset.split_by if self.split_by == "auto" else self.split_by
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,6 +12,7 @@ from ..datasets import QualityDataset, Split
 from ..model import MSTCLIPIQA, has_encoder_adapter
 from .feature_cache import FeatureCache
 from .features import CachedFeatures, encode_features
+from .label_units import to_label_units
 from .metrics import evaluate, summarize
 
 
@@ -54,7 +55,9 @@ def evaluate_model(model: MSTCLIPIQA, dataset: QualityDataset, splits: Sequence[
                    batch_size: int = 32, progress: bool = True) -> dict[str, Any]:
     """Metrics of a model on a data set: on each split's test part with their summary, or on all of it.
 
-    Images are encoded once (through the feature cache unless ``use_cache=False``
+    Scores are mapped from each head's range to the data set's label units
+    (``dataset.label_ranges``) first, so RMSE is in those units. Images are encoded
+    once (through the feature cache unless ``use_cache=False``
     or an adapter changes the encoders), whatever the number of splits.
     """
     outputs = resolve_outputs(model, dataset, outputs)
@@ -65,6 +68,7 @@ def evaluate_model(model: MSTCLIPIQA, dataset: QualityDataset, splits: Sequence[
     else:
         features = encode_features(model, paths, prompts, batch_size, progress=progress)
     predictions = predict_features(model, features.to(model.device), range(len(needed)), outputs)
+    predictions = {o: to_label_units(model, dataset, o, p) for o, p in predictions.items()}
     position = {index: j for j, index in enumerate(needed)}
 
     def metrics(indices: Sequence[int]) -> dict[str, dict[str, float]]:

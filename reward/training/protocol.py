@@ -20,8 +20,11 @@ from ..model import save_adapter
 from ..utils import progress_bar, write_json
 from .config import RESUME_FREE
 from .distributed import on_main
+from .evaluation import dataset_paths_prompts
 from .feature_cache import settings_key, state_digest
+from .features import encode_features
 from .metrics import summarize
+from .probe import linear_probe
 from .report import make_plots
 from .run_folder import BEST, REPORT, RUN_FILE, claim_run_dir
 
@@ -36,17 +39,18 @@ def run_splits(trainer: Trainer) -> dict[str, Any]:
     trainer.prepare()
     cfg, dataset = trainer.config, trainer.dataset
     splits = trainer.splits or make_splits(dataset, cfg.n_splits, cfg.test_fraction, cfg.val_fraction,
-                                           cfg.split_by, seed=cfg.seed)
+                                           cfg.resolved_split_by(dataset), seed=cfg.seed)
     wrong = [k for k, s in enumerate(splits) if s.n != len(dataset)]
     if wrong:
         raise ValueError(f"splits {wrong} are for n={splits[wrong[0]].n} samples; the data set has {len(dataset)}")
     acc, directory = trainer.accelerator, trainer.split_dir(0).parent
     lock = on_main(acc, lambda: claim_run_dir(directory, run_settings(trainer, splits), trainer.resume))
     try:
+        probes = _probes(trainer, splits)  # before training: with encoder adapters the features must be the frozen ones
         bar = progress_bar(list(enumerate(splits)), desc="splits", unit="split",
                            disable=not trainer.show or len(splits) < 2)
         results = [trainer.fit_split(k, split) for k, split in bar]
-        return _report(trainer, splits, results)
+        return _report(trainer, splits, results, probes)
     finally:
         if lock is not None:
             lock.release()
@@ -62,16 +66,22 @@ def run_settings(trainer: Trainer, splits: Sequence[Split]) -> dict[str, Any]:
             "splits": settings_key([asdict(s) for s in splits])}
 
 
-def _report(trainer: Trainer, splits: Sequence[Split], results: list[dict[str, Any]]) -> dict[str, Any]:
+def _report(trainer: Trainer, splits: Sequence[Split], results: list[dict[str, Any]],
+            probes: list[dict[str, Any]]) -> dict[str, Any]:
     directory, acc = trainer.output_dir, trainer.accelerator
     scores = [r["best_val_score"] if r["best_val_score"] is not None else float("-inf") for r in results]
     chosen = max(range(len(results)), key=lambda i: (scores[i], -i))  # ties: the first split
     model_dir = _save_model(trainer, chosen)
     report = {
+        "recipe": {"name": trainer.config.recipe, "description": trainer.config.describe(trainer.dataset),
+                   "changed": trainer.config.overrides()},
         "settings": {**run_settings(trainer, splits), "train": trainer.config.to_dict()},
+        "label_ranges": {o: trainer.dataset.label_ranges[o] for o in trainer.outputs},
         "summary": {"test": _summary(trainer.outputs, results, "test"),
-                    "untrained_test": _summary(trainer.outputs, [r["untrained"] for r in results], "test")},
-        "splits": [{k: v for k, v in r.items() if k != "test_predictions"} for r in results],
+                    "untrained_test": _summary(trainer.outputs, [r["untrained"] for r in results], "test"),
+                    "probe_test": {o: summarize([p[o]["test"] for p in probes]) for o in trainer.outputs}},
+        "splits": [{**{k: v for k, v in r.items() if k != "test_predictions"}, "probe": p}
+                   for r, p in zip(results, probes)],
         "selected_split": chosen, "model_dir": str(model_dir), "timing": trainer.timing,
     }
     if acc.is_main_process:
@@ -80,6 +90,16 @@ def _report(trainer: Trainer, splits: Sequence[Split], results: list[dict[str, A
         write_json(directory / REPORT, report)
     acc.wait_for_everyone()
     return report
+
+
+def _probes(trainer: Trainer, splits: Sequence[Split]) -> list[dict[str, Any]]:
+    """A ridge probe on the frozen features per split (see ``probe``), the floor the trained heads should reach."""
+    features, cfg = trainer.features, trainer.config
+    if features is None:  # no feature cache: encode once, in memory
+        features = encode_features(trainer.model, *dataset_paths_prompts(trainer.dataset), cfg.encode_batch_size,
+                                   cfg.num_workers, cfg.mixed_precision, trainer.show)
+    prompt_outputs = [o for o in trainer.outputs if trainer.model.config.heads[o] == "prompt"]
+    return [linear_probe(features, trainer.dataset, split, trainer.outputs, prompt_outputs) for split in splits]
 
 
 def _summary(outputs: Sequence[str], results: Sequence[dict], part: str) -> dict[str, Any]:

@@ -36,9 +36,11 @@ from .distributed import epoch_batches, gather_rows, new_accelerator
 from .evaluation import dataset_paths_prompts, predict_features, resolve_outputs
 from .feature_cache import FeatureCache, atomic_save, encoder_settings
 from .features import CachedFeatures, encode_features
+from .label_units import adopt_label_ranges, head_labels, to_label_units
 from .losses import mse_rank_loss
 from .metrics import evaluate
 from .protocol import run_splits
+from .recipes import lr_factor
 from .run_folder import BEST, CHECKPOINT, RESULT, finished_result, read_json
 
 
@@ -90,14 +92,15 @@ class Trainer:
         self.outputs = resolve_outputs(self.model, self.dataset, cfg.outputs)
         self.accelerator = new_accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
         self.show = cfg.progress and self.accelerator.is_local_main_process
-        set_seed(cfg.seed)  # LoRA's initial weights
+        set_seed(cfg.seed)  # the initial weights of a fresh init or of LoRA
+        if cfg.init != "keep":
+            self.model.reinitialize(cfg.init)
         self._select_trainable()
         self.model.to(self.accelerator.device)
         self.initial_state = {k: v.detach().clone() for k, v in trainable_state_dict(self.model).items()}
-        self.targets = {o: torch.tensor(self.dataset.score_array(o), dtype=torch.float32,
+        adopt_label_ranges(self.model, self.dataset, self.outputs)
+        self.targets = {o: torch.tensor(head_labels(self.model, self.dataset, o), dtype=torch.float32,
                                         device=self.accelerator.device) for o in self.outputs}
-        if self.accelerator.is_main_process:
-            self._check_label_ranges()
         self.encoder_settings = encoder_settings(self.model, cfg.mixed_precision)
         self._load_features()
         self.scorer = self.accelerator.prepare(_Scorer(self.model))
@@ -114,19 +117,6 @@ class Trainer:
             return
         for name, module in (("fusion", self.model.fusion), *self.model.heads.items()):
             module.requires_grad_(name == "fusion" or name in self.outputs)
-
-    def _check_label_ranges(self) -> None:
-        """A template head can only output [1, K]: labels outside it cannot be fitted."""
-        for output in self.outputs:
-            if self.model.config.heads[output] != "template":
-                continue
-            low, high = self.model.config.score_ranges[output]
-            labels = self.dataset.score_array(output)
-            outside = float(np.mean((labels < low) | (labels > high)))
-            if outside > 0.05:
-                warnings.warn(f"{100 * outside:.0f}% of {output!r} labels lie outside the template head's range "
-                              f"[{low}, {high}] (labels span [{labels.min():.3g}, {labels.max():.3g}]); rescale "
-                              "them to that range or use a prompt head", stacklevel=3)
 
     @property
     def trains_from_cache(self) -> bool:
@@ -167,6 +157,7 @@ class Trainer:
         acc, losses = self.accelerator, []
         batches = epoch_batches(indices, self.config.batch_size, self.config.seed, split_index, epoch,
                                 acc.process_index, acc.num_processes)
+        self._set_lr(epoch / self.config.epochs)
         for inputs, idx in self._batches(batches):
             with acc.autocast():
                 scores = self.scorer(inputs)
@@ -178,6 +169,11 @@ class Trainer:
         if not losses:
             return float("nan")
         return float(acc.reduce(torch.stack(losses).mean(), "mean"))  # every process has as many batches
+
+    def _set_lr(self, progress: float) -> None:
+        """One learning rate per epoch, a function of the epoch alone: a resumed run follows the schedule exactly."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * lr_factor(self.config.schedule, progress)
 
     def _batches(self, batches: list[list[int]]):
         if self.trains_from_cache:
@@ -225,7 +221,8 @@ class Trainer:
         return {"val_loss": float(self.loss(scores, idx)), "val": val}
 
     def _test(self, indices: Sequence[int]) -> tuple[dict, dict]:
-        predictions = self.predict(indices)
+        """Metrics and predictions in the data set's label units."""
+        predictions = {o: to_label_units(self.model, self.dataset, o, p) for o, p in self.predict(indices).items()}
         target = {o: self.dataset.score_array(o)[list(indices)] for o in self.outputs}
         metrics = {o: evaluate(predictions[o], target[o]) for o in self.outputs}
         return metrics, {o: {"pred": predictions[o].tolist(), "mos": target[o].tolist()} for o in self.outputs}

@@ -1,7 +1,8 @@
-"""Small helpers shared by every layer: atomic writes, strict JSON, precision names, progress bars."""
+"""Small helpers shared by every layer: atomic writes, strict JSON, precision names, progress bars, range maps."""
 from .files import atomic_write, jsonable, write_json
 from .precision import PRECISIONS, autocast, precision_dtype
 from .progress import LineProgress, nested_bar_kwargs, progress_bar
+from .scales import check_range, rescale
 
-__all__ = ["PRECISIONS", "LineProgress", "atomic_write", "autocast", "jsonable", "nested_bar_kwargs",
-           "precision_dtype", "progress_bar", "write_json"]
+__all__ = ["PRECISIONS", "LineProgress", "atomic_write", "autocast", "check_range", "jsonable", "nested_bar_kwargs",
+           "precision_dtype", "progress_bar", "rescale", "write_json"]

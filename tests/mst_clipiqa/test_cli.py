@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from mst_clipiqa.cli import COMMANDS, main
+from reward.datasets import save_split_folder
 from reward.datasets.splits import make_splits, save_splits
 from reward.datasets.synthetic import make_synthetic_dataset
 
@@ -83,6 +84,40 @@ def test_eval_reproduces_the_selected_split(trained, capsys):
     k = report["selected_split"]
     assert result["splits"][k]["test"]["quality"]["srcc"] == pytest.approx(
         report["splits"][k]["test"]["quality"]["srcc"], abs=1e-6)
+
+
+def test_eval_of_one_split_has_no_nan_spread(trained, capsys):
+    root = trained["root"]
+    dataset = make_synthetic_dataset(trained["data"], n_scenes=3, levels=(0.5, 1.0))
+    save_splits(make_splits(dataset, 1, seed=3), root / "one.json")
+    status, text, err = run(["eval", "--model", trained["out"] / "model", "--dataset", "synthetic", "--data",
+                             trained["data"], "--split-file", root / "one.json", "--json-out", root / "one-eval.json",
+                             "--cache-dir", trained["cache"], "--device", "cpu"], capsys)
+    assert status == 0 and "nan" not in text.lower() and "test parts of 1 splits" in text, err
+    assert all(line.split()[-1] == "-" for line in text.splitlines()[2:])  # the std column
+    summary = json.loads((root / "one-eval.json").read_text())["summary"]
+    assert summary["quality"]["srcc"]["std"] is None and summary["quality"]["srcc"]["count"] == 1
+
+
+def test_published_split_folder_round_trips_through_split_file(trained, capsys):
+    """Splits written in IPCE's layout are the splits train and eval then use."""
+    root = trained["root"]
+    dataset = make_synthetic_dataset(trained["data"], n_scenes=3, levels=(0.5, 1.0))
+    splits = make_splits(dataset, 2, val_fraction=0.0, seed=5)
+    folder = save_split_folder(splits, dataset, root / "Database" / "synthetic")
+    common = ["--dataset", "synthetic", "--data", trained["data"], "--split-file", folder,
+              "--cache-dir", trained["cache"], "--device", "cpu"]
+    status, text, err = run(["train", "--model", "tiny", "--variant", "B", "--out", root / "ipce-run", "--epochs", "1",
+                             "--quiet", *common], capsys)
+    assert status == 0 and f"splits: {folder} (2)" in text, err
+    report = json.loads((root / "ipce-run" / "report.json").read_text())
+    assert [s["n_test"] for s in report["splits"]] == [len(s.test) for s in splits]
+    assert [s["n_train"] + s["n_val"] for s in report["splits"]] == [len(s.train) for s in splits]
+    assert all(s["n_val"] > 0 for s in report["splits"])  # carved from the published training part
+    assert run(["eval", "--model", root / "ipce-run" / "model", "--json-out", root / "ipce.json", *common],
+               capsys)[0] == 0
+    by_folder = json.loads((root / "ipce.json").read_text())["splits"]
+    assert [s["n_test"] for s in by_folder] == [len(s.test) for s in splits]
 
 
 def test_score_formats_agree(trained, capsys):
@@ -178,7 +213,8 @@ def test_examples_run_offline(tmp_path, capsys):
     report = _example("train_agiqa3k").main(["--out", str(tmp_path / "agiqa3k"), "--epochs", "1",
                                              "--cache-dir", cache])
     assert report["summary"]["test"]["quality"]["srcc"]["count"] == 10
-    assert report["settings"]["train"]["split_by"] == "prompt"
+    assert report["settings"]["train"]["split_by"] == "auto"
+    assert "10 split(s) by prompt" in report["recipe"]["description"]
     results = _example("lora_adapt").main(["--out", str(tmp_path / "lora"), "--epochs", "1", "--cache-dir", cache])
     assert set(results) == {"base", "sd15"}
     assert (tmp_path / "lora" / "sd15" / "adapter" / "adapter_model.safetensors").exists()

@@ -12,7 +12,7 @@ import pytest
 
 from reward import MSTCLIPIQA, load_model
 from reward.datasets import load_dataset, make_splits
-from reward.training import FeatureCache, predict_features
+from reward.training import FeatureCache, predict_features, to_label_units
 from reward.training.metrics import evaluate, srcc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,15 +25,16 @@ def test_two_processes_train_one_model_and_report_once(sample_dir, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(DRIVER),
                str(probes), "train", "--model", "tiny", "--dataset", "agiqa3k", "--data", str(sample_dir),
                "--out", str(out), "--cache-dir", str(cache), "--epochs", "2", "--n-splits", "1", "--lr", "1e-3",
-               "--test-fraction", "0.21", "--val-fraction", "0.09",  # 21 and 9 samples: one process gets a pad
+               "--split-by", "image", "--test-fraction", "0.21", "--val-fraction", "0.09",  # 21 and 9 samples:
+                                                                                          # one process gets a pad
                "--quiet"]  # no --cpu: without CUDA the launcher's processes run on the CPU anyway
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU processes (gloo), also on a GPU machine
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
-    # one report: the table once, the label-range warning once for each of the two starts, not per process
-    assert done.stdout.count("test (over splits)") == 1 and done.stdout.count("report:") == 1
-    assert done.stderr.count("labels lie outside the template head's range") == 2
+    # one report, not one per process: the recipe once for each of the two starts, the table once
+    assert done.stdout.count("recipe protocol:") == 2 and done.stdout.count("report:") == 1
+    assert done.stdout.count("test, mean (std) over 1 split(s)") == 1
 
     ranks = [json.loads((probes / f"rank{r}.json").read_text()) for r in range(2)]
     # a second plain start is refused on both processes, and said once
@@ -59,7 +60,8 @@ def test_two_processes_train_one_model_and_report_once(sample_dir, tmp_path):
     model = MSTCLIPIQA.from_pretrained(out / "model")
     features = FeatureCache(cache, model, progress=False).features([s.image for s in dataset.samples],
                                                                   [s.prompt for s in dataset.samples])
-    alone = predict_features(model, features, split.test, ["quality"])["quality"]
+    alone = to_label_units(model, dataset, "quality",
+                           predict_features(model, features, split.test, ["quality"])["quality"])
     np.testing.assert_allclose(predictions["pred"], alone, rtol=0, atol=1e-5)
     untrained = predict_features(load_model("tiny", seed=0), features, split.val, ["quality"])["quality"]
     assert result["untrained"]["val"]["quality"]["srcc"] == pytest.approx(

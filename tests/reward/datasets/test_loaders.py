@@ -1,5 +1,4 @@
 import csv
-import math
 import re
 from pathlib import Path
 
@@ -21,9 +20,11 @@ from reward.datasets import (
     load_csv,
     load_dataset,
 )
+from tests.conftest import SAMPLE
 
 AGIQA3K_HEADER = ["name", "prompt", "adj1", "adj2", "style", "mos_quality", "std_quality",
                   "mos_align", "std_align"]
+AGIQA1K_FILE = SAMPLE.parent / "annotations" / "agiqa1k" / "AIGC_MOS_Zscore.xlsx"
 
 
 def png(path: Path, size=(8, 6), colour=(255, 0, 0)) -> Path:
@@ -83,6 +84,28 @@ def test_agiqa3k_mini_reads_real_sample(mini, sample_dir):
     quoted = mini.samples[2]
     assert quoted.prompt == "a woman in newspaper clothes, realistic style"
     assert mini.score_array("quality").shape == (98,)
+    assert mini.label_ranges == {"quality": (0.0, 5.0), "correspondence": (0.0, 5.0)}
+    assert mini.split_by == "prompt" and mini.keys()[0] == "AttnGAN_normal_007.jpg"
+
+
+def test_agiqa1k_reads_the_real_file_and_merges_its_duplicate(tmp_path):
+    """The release's own xlsx: 1,080 rows, one image listed twice (0.44 and 2.08), kept once with the mean."""
+    if not AGIQA1K_FILE.exists():
+        pytest.skip(f"AGIQA-1K annotation file not found at {AGIQA1K_FILE}")
+    names = [row[0] for row in openpyxl.load_workbook(AGIQA1K_FILE, read_only=True).worksheets[0]
+             .iter_rows(min_row=2, values_only=True)]
+    for name in set(names):
+        (tmp_path / name).touch()  # the images are not distributed; their names are what is checked
+    with pytest.warns(UserWarning, match=r"1 image\(s\) are annotated more than once.*dreamStudio_8_9_1_1\.jpg: "
+                                         r"quality 0\.4414, 2\.084 -> 1\.263"):
+        ds = load_agiqa1k(AGIQA1K_FILE, image_root=tmp_path, verify_images=False)
+    assert len(names) == 1080 and len(ds) == 1079 == len(set(ds.keys()))
+    merged = ds.keys().index("dreamStudio_8_9_1_1.jpg")
+    assert ds.samples[merged].scores["quality"] == pytest.approx((0.4414155439958131 + 2.084115711537598) / 2)
+    assert ds.samples[0].prompt == "bird, driving aircraft, city, anime style"
+    labels = ds.score_array("quality")
+    assert ds.label_ranges == {"quality": (0.0, 5.0)} and ds.split_by == "image"
+    assert labels.min() >= 0.0 and labels.max() <= 5.0 and 0.04 < np.mean((labels < 1) | (labels > 5)) < 0.07
 
 
 def test_agiqa3k_mini_items_and_collate(mini):
@@ -314,6 +337,8 @@ def test_aigciqa2023_mat_layout(tmp_path, prompts_header):
     assert ds.samples[5].image == tmp_path / "Image" / "Glide" / "5.png"
     assert ds.samples[13].image == tmp_path / "Image" / "allimg" / "13.png"
     assert len(set(ds.groups())) == N_PROMPTS
+    assert ds.keys()[13] == "SD/1.png"  # what split files list, even for the allimg copy
+    assert ds.label_ranges == dict.fromkeys(ds.outputs, (0.0, 100.0)) and ds.split_by == "image"
 
 
 def test_aigciqa2023_mat_errors(tmp_path):
@@ -351,13 +376,17 @@ def test_aigciqa2023_flat_csv(tmp_path):
     for i, model in enumerate(["Glide", "Glide", "SD"]):
         png(tmp_path / "Image" / model / f"{i}.png")
         rows.append([model, f"{i}.png", 1.0 + i, 2.0 + i, 3.0 + i, f"prompt {i // 2}"])
+    rows[2][-1] = '"a corgi"'  # IPCE's all_set.csv: the field is """a corgi""" in the file
     write_csv(tmp_path / "AIGCIQA2023.csv",
               ["model", "image_name", "mosz1", "mosz2", "mosz3", "prompt"], rows)
+    assert '"""a corgi"""' in (tmp_path / "AIGCIQA2023.csv").read_text()
     ds = load_aigciqa2023(tmp_path)
     assert len(ds) == 3
     assert ds.samples[2].image == tmp_path / "Image" / "SD" / "2.png"
     assert ds.samples[1].scores == {"quality": 2.0, "authenticity": 3.0, "correspondence": 4.0}
-    assert ds.groups() == ["prompt 0", "prompt 0", "prompt 1"]
+    assert ds.groups() == ["prompt 0", "prompt 0", "a corgi"] and ds.samples[2].prompt == "a corgi"
+    assert ds.keys() == ["Glide/0.png", "Glide/1.png", "SD/2.png"]
+    assert ds.label_ranges == dict.fromkeys(ds.outputs, (0.0, 5.0))
     assert len(load_dataset("aigciqa2023", tmp_path / "AIGCIQA2023.csv")) == 3
     write_csv(tmp_path / "AIGCIQA2023.csv", ["model", "image_name", "mosz1", "prompt"], rows)
     with pytest.raises(ValueError, match="exactly one CSV with columns"):
@@ -369,18 +398,43 @@ def test_aigciqa2023_flat_csv(tmp_path):
 # --------------------------------------------------------------------------- AIGIQA-20K, CSV
 
 
+AIGIQA20K_ROWS = [["DALLE2_0000.png", "A cyberpunk gopnik, sci-fi, fantasy", "3.6638868235"],
+                  ["SD_0001.png", "a boat", "1.25"]]
+
+
 def test_aigiqa20k(tmp_path):
     png(tmp_path / "train" / "DALLE2_0000.png")
     png(tmp_path / "train" / "SD_0001.png")
-    write_csv(tmp_path / "info_train.csv", ["name", "prompt", "mos"],
-              [["DALLE2_0000.png", "a fox", "3.75"], ["SD_0001.png", "a boat", "1.25"]])
+    write_csv(tmp_path / "info_train.csv", ["name", "prompt", "mos"], AIGIQA20K_ROWS)
     ds = load_dataset("AIGIQA-20K", tmp_path)
     assert ds.name == "aigiqa20k" and ds.outputs == ("quality",)
-    assert ds.score_array("quality").tolist() == [3.75, 1.25]
+    assert ds.score_array("quality").tolist() == [3.6638868235, 1.25]
     assert ds.samples[1].image == tmp_path / "train" / "SD_0001.png"
+    assert ds.label_ranges == {"quality": (0.0, 5.0)}
     (tmp_path / "info_train.csv").unlink()
     with pytest.raises(ValueError, match=r"annotation file not found: .*info_train\.csv"):
         load_aigiqa20k(tmp_path)
+
+
+def test_aigiqa20k_circulated_csv_has_no_header_and_xlsx_has_one(tmp_path):
+    png(tmp_path / "DALLE2_0000.png")
+    png(tmp_path / "SD_0001.png")
+    with (tmp_path / "info_train.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(AIGIQA20K_ROWS)  # as in IPCE's repository: data from line 1
+    with pytest.warns(UserWarning, match="has no header row: reading its columns by position as name, prompt, mos"):
+        headerless = load_aigiqa20k(tmp_path)
+    assert headerless.keys() == ["DALLE2_0000.png", "SD_0001.png"]
+    assert headerless.samples[0].prompt == "A cyberpunk gopnik, sci-fi, fantasy"
+    assert headerless.score_array("quality").tolist() == [3.6638868235, 1.25]
+    (tmp_path / "info_train.csv").unlink()
+    write_xlsx(tmp_path / "info_train.xlsx", [["name", "prompt", "mos"],
+                                              *[[n, p, float(m)] for n, p, m in AIGIQA20K_ROWS]])
+    from_xlsx = load_aigiqa20k(tmp_path)  # found in the folder when there is no CSV
+    assert [s.scores for s in from_xlsx.samples] == [s.scores for s in headerless.samples]
+    with (tmp_path / "info_val.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([row[:2] for row in AIGIQA20K_ROWS])
+    with pytest.raises(ValueError, match="neither a header .* info_val files carry no MOS"):
+        load_aigiqa20k(tmp_path / "info_val.csv")
 
 
 def test_load_csv_mapping_and_groups(tmp_path):
@@ -403,10 +457,13 @@ def test_load_csv_mapping_and_groups(tmp_path):
         load_dataset("koniq", path)
 
 
-def test_duplicate_images_warn(tmp_path):
+def test_duplicate_images_are_merged_with_their_mean_label(tmp_path):
     png(tmp_path / "x.png")
+    png(tmp_path / "y.png")
     path = write_csv(tmp_path / "ann.csv", ["image", "prompt", "mos"],
-                     [["x.png", "p", 1], ["x.png", "p", 2]])
-    with pytest.warns(UserWarning, match=re.escape("1 image file(s) are annotated more than once")):
+                     [["x.png", "p", 1], ["y.png", "q", 4], ["x.png", "p", 2]])
+    with pytest.warns(UserWarning, match=re.escape("1 image(s) are annotated more than once; each is kept once "
+                                                   "with the mean of its labels: x.png: quality 1, 2 -> 1.5")):
         ds = load_csv(path)
-    assert len(ds) == 2 and not math.isnan(ds.score_array("quality").sum())
+    assert [s.image.name for s in ds.samples] == ["x.png", "y.png"]
+    assert ds.score_array("quality").tolist() == [1.5, 4.0]

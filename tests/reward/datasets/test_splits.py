@@ -113,3 +113,14 @@ def test_rejects_wrong_n_straddling_groups_and_bad_json(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="cannot read splits JSON"):
         load_splits(path)
+
+
+def test_splits_draw_from_a_stream_of_their_own(tmp_path):
+    """Split k of seed s once used default_rng([s, k]), the very stream that picks the synthetic set's
+    mismatched prompts ([seed, 2]): split 2 of seed 0 then trained on no mismatched image at all."""
+    from reward.datasets import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path, n_scenes=2, levels=(1.0,))
+    mismatched = {i for i, s in enumerate(data.samples) if s.scores["correspondence"] < 5}
+    for split in make_splits(data, n_splits=3, seed=0):
+        assert mismatched & set(split.train)

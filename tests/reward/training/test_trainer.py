@@ -213,14 +213,14 @@ def test_trainers_with_other_precisions_in_one_process(small_set):
     second.train_epoch(range(8), 0)
 
 
-def test_labels_outside_the_template_range_are_flagged(small_set, tmp_path):
+def test_labels_outside_the_declared_range_are_flagged(small_set, tmp_path):
     model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny("A"))
     shifted = small_set.subset(range(len(small_set)))
     shifted.samples = [type(s)(s.image, s.prompt, {k: v - 10 for k, v in s.scores.items()}, s.group)
                        for s in shifted.samples]
     config = TrainConfig(**{**FAST, "n_splits": 1, "epochs": 1}, outputs=("quality",),
                          cache_dir=str(tmp_path / "cache"))
-    with pytest.warns(UserWarning, match=r"labels lie outside the template head's range \[1.0, 5.0\]"):
+    with pytest.warns(UserWarning, match=r"labels of 'synthetic' lie outside its declared label range \[1, 5\]"):
         Trainer(model, shifted, config, tmp_path / "run").prepare()
 
 
