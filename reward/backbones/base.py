@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,6 +50,13 @@ class CLIPBackbone(nn.Module):
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised pixels -> (B, embed_dim) projected embedding."""
         raise NotImplementedError
+
+    def compile_image_encoder(self, **options: Any) -> None:
+        """Run ``encode_image`` through ``torch.compile(**options)`` from now on (in place, for every user
+        of this encoder). Batch sizes may vary: after the first change dynamo recompiles once with a
+        symbolic batch size. The compiled function takes the encoder as an argument, so a deep copy
+        gets its own compilation rather than calling the original's weights."""
+        self.encode_image = types.MethodType(torch.compile(type(self).encode_image, **options), self)
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Token ids (B, L), attention mask (B, L) bool, and how many texts were truncated."""
