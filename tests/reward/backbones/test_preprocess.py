@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Resize
 
+from benchmarks.gpu_reward import legacy_resize_crop  # F.interpolate of the whole image, then the centre crop
 from reward.backbones.preprocess import ImageSpec, center_crop, fit_to_size, preprocess, resize_crop, resize_short_side
 
 SPEC = ImageSpec(224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
@@ -64,23 +64,12 @@ def test_straight_through_clamp_keeps_gradients_outside_the_range():
     assert x.grad.tolist() == [1.0, 1.0, 1.0]
 
 
-def interpolate_then_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    """The resize before the banded one: F.interpolate of the whole image, then the centre crop."""
-    h, w = x.shape[-2:]
-    short, long = min(h, w), max(h, w)
-    if short != size:
-        new_long = int(size * long / short)
-        x = F.interpolate(x, size=(size, new_long) if h <= w else (new_long, size), mode="bicubic",
-                          antialias=True, align_corners=False)
-    return center_crop(x, size)
-
-
 @settings(max_examples=25, deadline=None)
 @given(h=st.integers(1, 70), w=st.integers(1, 70), size=st.sampled_from([3, 16, 33, 64]), seed=st.integers(0, 99))
-def test_resize_crop_is_interpolate_then_crop_with_the_same_gradients(h, w, size, seed):
+def test_resize_crop_is_legacy_resize_crop_with_the_same_gradients(h, w, size, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(2, 3, h, w, generator=g, dtype=torch.float64, requires_grad=True)
-    ours, ref = resize_crop(x, size), interpolate_then_crop(x, size)
+    ours, ref = resize_crop(x, size), legacy_resize_crop(x, size)
     assert ours.shape == ref.shape == (2, 3, size, size)
     cotangent = torch.randn(ref.shape, generator=g, dtype=torch.float64)
     (grad_ours,), (grad_ref,) = (torch.autograd.grad(y, x, cotangent) for y in (ours, ref))
@@ -91,8 +80,8 @@ def test_resize_crop_is_interpolate_then_crop_with_the_same_gradients(h, w, size
 @pytest.mark.parametrize("hw", [(1024, 1024), (512, 768), (300, 200), (100, 160), (2000, 30)])
 def test_float32_resize_is_within_stated_tolerance_of_the_interpolate_kernel(hw):
     x = torch.rand(1, 3, *hw, dtype=torch.float64)
-    exact = interpolate_then_crop(x, 224)
-    ours, kernel = resize_crop(x.float(), 224), interpolate_then_crop(x.float(), 224)
+    exact = legacy_resize_crop(x, 224)
+    ours, kernel = resize_crop(x.float(), 224), legacy_resize_crop(x.float(), 224)
     assert (ours - exact).abs().max() < 1e-6  # measured <= 4e-7
     assert (ours - kernel).abs().max() < 1e-4  # F.interpolate's float32 kernel: measured <= 6e-5 from exact
 
@@ -162,7 +151,7 @@ def test_extreme_aspect_memory_follows_the_output_size():
     assert largest.numel <= max(x.numel(), out.numel())
     assert torch.isfinite(x.grad).all() and (x.grad != 0).sum() >= 5 * 3 * 2  # the centre columns get gradients
     strip = torch.rand(1, 3, 1, 300, dtype=torch.float64)  # small enough for the old way
-    torch.testing.assert_close(resize_crop(strip, 64), interpolate_then_crop(strip, 64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(resize_crop(strip, 64), legacy_resize_crop(strip, 64), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
