@@ -10,6 +10,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from benchmarks.gpu_plan import GpuPlan
+from benchmarks.gpu_reward import with_autocast_recasts
 from benchmarks.harness.memory import PeakMemory
 from benchmarks.harness.timing import med, time_interleaved, timed
 from integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n, decode_latents, score_images
@@ -34,8 +35,8 @@ def build_pipeline(plan: GpuPlan) -> Any:
 
 def measure_best_of_n(plan: GpuPlan, reward: MSTCLIPIQAReward, pipe: Any) -> dict:
     """Row 6: one warm-up and one measured ``best_of_n``; then, on its images, scoring as it does now (images
-    on the device), as it did before (images back from the CPU) and the bare reward, timed interleaved;
-    and what showing the result costs (best images, contact sheet, records)."""
+    on the device, weight casts cached), as it did before (images back from the CPU, autocast re-casting
+    every weight) and the bare reward, timed interleaved; and what showing the result costs."""
     kwargs = dict(num_inference_steps=plan.steps, guidance_scale=plan.guidance, height=plan.image_size,
                   width=plan.image_size)
     best_of_n(pipe, PROMPT, reward, n=plan.n, **kwargs)  # warm-up at the measured sizes
@@ -48,7 +49,7 @@ def measure_best_of_n(plan: GpuPlan, reward: MSTCLIPIQAReward, pipe: Any) -> dic
             return reward(on_device).cpu()
 
     fns = {"now": lambda: score_images(reward, on_device, PROMPT),
-           "before": lambda: score_images(reward, on_cpu, PROMPT), "reward alone": bare}
+           "before": with_autocast_recasts(lambda: score_images(reward, on_cpu, PROMPT)), "reward alone": bare}
     rounds = time_interleaved(fns, plan.device, 1, plan.highres_repeats)
     times = {k: med(v) for k, v in rounds.items()}
     shown = timed(lambda: _show(ranking))

@@ -60,8 +60,8 @@ def default_plan(device: torch.device, smoke: bool) -> GpuPlan:
                      compile_backend="inductor", image_size=512, steps=20, n=8, alignprop_k=10, train_repeats=3)
     else:
         sizes = dict(paper=True, sd15=True, batch=8, small_batch=2, hr_batch=4, hr_size=1024, matmul_n=2048,
-                     warmup=1, repeats=3, highres_repeats=7, compile_modes=(), compile_backend="inductor",
-                     image_size=64, steps=3, n=4, alignprop_k=2, train_repeats=1)
+                     warmup=1, repeats=5, highres_repeats=15, compile_modes=(), compile_backend="inductor",
+                     image_size=64, steps=3, n=4, alignprop_k=2, train_repeats=2)
     return GpuPlan(device, smoke, **sizes)
 
 

@@ -2,6 +2,7 @@
 over its bare encoders, and high-resolution inputs now and with the preprocessing the banded resize replaced."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import time
@@ -16,6 +17,7 @@ from benchmarks.harness.flops import count_flops
 from benchmarks.harness.timing import MatmulStep, med, time_interleaved
 from benchmarks.reward_workload import build_model, encoders_step, reward_step
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, preprocess
+from reward.backbones import CLIPBackbone
 from reward.backbones.preprocess import ImageSpec, center_crop, normalize
 
 _MODEL_MODULE = importlib.import_module("reward.model.mstclipiqa")  # where encode_images looks up `preprocess`
@@ -41,6 +43,15 @@ def with_legacy_preprocess(step: Callable[[], torch.Tensor]) -> Callable[[], tor
     """``step`` run with the model's preprocessing swapped for the legacy one."""
     def run() -> torch.Tensor:
         with mock.patch.object(_MODEL_MODULE, "preprocess", legacy_preprocess):
+            return step()
+
+    return run
+
+
+def with_autocast_recasts(step: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """``step`` run as before the weight-cast cache: autocast re-casts every frozen weight on every call."""
+    def run() -> torch.Tensor:
+        with mock.patch.object(CLIPBackbone, "image_weights_in", lambda self, dtype: contextlib.nullcontext()):
             return step()
 
     return run
@@ -116,7 +127,9 @@ def measure_reward(plan: GpuPlan, model: MSTCLIPIQA, matmul: MatmulStep) -> dict
     steps = {f"eager fwd+bwd b{big}": reward_step(eager, images[big]),
              f"eager fwd+bwd b{small}": reward_step(eager, images[small]),
              f"encoders fwd+bwd b{big}": encoders_step(model, *_pixels(model, images[big]), dtype=plan.dtype),
-             f"eager no-grad b{big}": no_grad_step(eager, images[big].detach())}
+             f"eager no-grad b{big}": no_grad_step(eager, images[big].detach()),
+             f"recast fwd+bwd b{small}": with_autocast_recasts(reward_step(eager, images[small])),
+             f"recast no-grad b{big}": with_autocast_recasts(no_grad_step(eager, images[big].detach()))}
     flops = {"fwd+bwd": count_flops(steps[f"eager fwd+bwd b{big}"]) / big,
              "no-grad": count_flops(steps[f"eager no-grad b{big}"]) / big}
     compiled, info = _compiled_steps(plan, model, images, eager)

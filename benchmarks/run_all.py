@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("bench_reward.py", "bench_feature_cache.py", "bench_finetune.py")
+SCRIPTS = ("bench_reward.py", "bench_feature_cache.py", "bench_finetune.py", "bench_gpu.py")
 
 if __name__ == "__main__":
     failed = [name for name in SCRIPTS

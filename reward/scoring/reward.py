@@ -97,8 +97,10 @@ class MSTCLIPIQAReward(nn.Module):
 
     def _scores(self, images: torch.Tensor, prompts: list[str] | None) -> dict[str, torch.Tensor]:
         """Images already in [0, 1] and checked."""
-        with autocast(images.device, self.dtype):
-            features = self.model.encode_images(images)
+        model = self.model
+        with autocast(images.device, self.dtype), model.coarse.image_weights_in(self.dtype), \
+                model.fine.image_weights_in(self.dtype):
+            features = model.encode_images(images)
         scores = self.model.score_features(*features, prompts=prompts)
         return {name: self._scale(name, score) for name, score in scores.items()}
 
