@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     results = run(plan)
     command = "python benchmarks/bench_gpu.py" + (" --smoke" if plan.smoke else "") + \
-        (f" --device {args.device}" if plan.cuda else "")
+        (f" --device {args.device}" if plan.cuda else "") + (f" --threads {args.threads}" if args.threads else "")
     report.print_summary(plan, results, device_name(plan.device), command)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")

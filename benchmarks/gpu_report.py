@@ -76,9 +76,13 @@ def print_finetune(f: dict) -> None:
     print()
 
 
+def _rate(images_per_s: float) -> str:
+    return f"{images_per_s:,.0f}" if images_per_s >= 100 else f"{images_per_s:.2f}"
+
+
 def _reward_row(plan: GpuPlan, r: dict, kind: str, batch: int, goal: str, label: str) -> list[str]:
     variants = _variants(r["rows"], kind, batch)
-    text = "; ".join(f"{name} {row['images_per_s']:,.0f} img/s = {row['fraction']:.2f}"
+    text = "; ".join(f"{name} {_rate(row['images_per_s'])} img/s = {row['fraction']:.2f}"
                      for name, row in variants.items())
     best = max(row["fraction"] for name, row in variants.items() if name != "recast")
     before = "recast" if "recast" in variants else "eager"
