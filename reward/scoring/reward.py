@@ -30,6 +30,8 @@ class MSTCLIPIQAReward(nn.Module):
     ``compile=True`` runs both image towers through ``torch.compile`` (a mode
     name such as ``"max-autotune"``, or a dict of ``torch.compile`` options,
     also works); like checkpointing, it changes the wrapped model in place.
+    Under ``dtype`` the frozen matmul weights are cast once and kept (a half-
+    precision copy of them), not re-cast on every call; results are the same.
     """
 
     lower_better = False
@@ -46,6 +48,9 @@ class MSTCLIPIQAReward(nn.Module):
         self.normalize = normalize
         self.dtype = dtype
         self.tolerance = tolerance
+        if not isinstance(compile, (bool, str, Mapping)):
+            raise ValueError(f"compile must be True/False, a torch.compile mode name or a dict of options, "
+                             f"got {compile!r}")
         model.requires_grad_(False)  # a reward: gradients go to the pixels, never into its own weights
         model.coarse.set_grad_checkpointing(gradient_checkpointing)
         model.fine.set_grad_checkpointing(gradient_checkpointing)

@@ -186,3 +186,8 @@ def test_compiled_towers_match_the_eager_reward_as_batch_sizes_change():
         torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-6)
     twin = copy.deepcopy(compiled)
     assert twin.model.fine.encode_image.__self__ is twin.model.fine  # a copy runs its own weights
+
+
+def test_compile_option_must_be_a_flag_a_mode_or_options(tiny_models):
+    with pytest.raises(ValueError, match="compile must be True/False, a torch.compile mode name or a dict"):
+        MSTCLIPIQAReward(tiny_models("A"), compile=1)
