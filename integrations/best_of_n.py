@@ -151,9 +151,10 @@ def score_images(
 
 def generate_candidates(
     pipe: Any, prompt: str, seeds: Sequence[int], *, chunk_size: int = 4, generator_device: str = "cpu",
-    progress: bool = True, **pipe_kwargs: Any,
+    progress: bool = True, device: torch.device | str | None = "cpu", **pipe_kwargs: Any,
 ) -> torch.Tensor:
-    """Generate one image per seed, ``chunk_size`` per pipeline call, as (N, 3, H, W) float32 on the CPU.
+    """Generate one image per seed, ``chunk_size`` per pipeline call, as (N, 3, H, W) float32 on ``device``
+    (the CPU by default; None: where the pipeline made them, e.g. to score them there).
 
     Each image gets its own ``torch.Generator(generator_device).manual_seed(seed)``,
     so it does not depend on the chunking and ``regenerate`` reproduces it.
@@ -181,7 +182,7 @@ def generate_candidates(
             batch = out.images if hasattr(out, "images") else out[0]
             if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or batch.shape[0] != len(chunk):
                 raise ValueError(f"{type(pipe).__name__} did not return a (B, 3, H, W) tensor for output_type='pt'")
-            images.append(batch.float().cpu())
+            images.append(batch.float() if device is None else batch.float().to(device))
             bar.update(len(chunk))
     bar.close()
     return torch.cat(images)
@@ -279,7 +280,9 @@ def best_of_n(
     per-call bars nest under it).
 
     ``pipe_kwargs`` go to the pipeline (``num_inference_steps``,
-    ``guidance_scale``, ``height``, ...). Winner: ``ranking.winner``; its image again:
+    ``guidance_scale``, ``height``, ...). The candidates stay on the pipeline's device until scored
+    there (no round trip through the CPU), so that device holds all ``n`` images for a moment.
+    Winner: ``ranking.winner``; its image again:
     ``regenerate(pipe, prompt, winner.seed, batch_seeds=winner.batch_seeds, **pipe_kwargs)``.
     """
     seeds = list(range(seed, seed + n)) if seeds is None else [int(s) for s in seeds]
@@ -288,12 +291,20 @@ def best_of_n(
     _check_top_k(top_k, len(seeds))
     start = time.perf_counter()
     images = generate_candidates(pipe, prompt, seeds, chunk_size=chunk_size, generator_device=generator_device,
-                                 progress=progress, **pipe_kwargs)
+                                 progress=progress, device=None, **pipe_kwargs)
+    _synchronize(images.device)  # the generator's queued work is generation time, not scoring time
     generated = time.perf_counter()
     total, named = score_images(reward, images, prompt, batch_size=score_batch_size, weights=weights)
-    timings = {"generation_s": generated - start, "scoring_s": time.perf_counter() - generated}
+    scored = time.perf_counter()
+    images = images.cpu()
+    timings = {"generation_s": generated - start + time.perf_counter() - scored, "scoring_s": scored - generated}
     batches = [tuple(seeds[i - i % chunk_size: i - i % chunk_size + chunk_size]) for i in range(len(seeds))]
     return _ranking(prompt, images, total, named, top_k, seeds, [None] * len(seeds), timings, batches)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def rank_images(

@@ -1,4 +1,5 @@
 """The benchmark harness: timing, FLOP counting, peak memory, worker processes and report helpers."""
+import json
 import subprocess
 import sys
 import textwrap
@@ -74,3 +75,27 @@ def test_sampling_methods_benchmark_spends_the_same_budget_on_every_method(capsy
         assert all(1 <= e <= 3 for r in budgeted.values() for e in r["evaluations"]), sampler
         assert all(len(r["held-out MST"]) == 1 for r in methods.values())
     assert "| best-of-3 | 3.0 |" in capsys.readouterr().out
+
+
+def test_bench_gpu_smoke_measures_every_row(tmp_path, capsys):
+    from benchmarks.bench_gpu import main
+
+    results = main(["--smoke", "--json", str(tmp_path / "figures.json")])
+    out = capsys.readouterr().out
+    table = out.split("== summary")[1]
+    for row in ("Reward fwd+bwd w.r.t. pixels", "Same, batch 2", "Reward / two bare encoders", "No-grad scoring",
+                "256 px inputs vs 64 px", "Best-of-2 scoring / generation", "DRaFT-1", "AlignProp, K = 2"):
+        assert row in table
+    rows = results["reward"]["rows"]
+    assert {"eager fwd+bwd b4", "eager fwd+bwd b2", "encoders fwd+bwd b4", "eager no-grad b4",
+            "default fwd+bwd b4", "default fwd+bwd b2", "default no-grad b4"} <= set(rows)
+    assert all(row["images_per_s"] > 0 and 0 < row["fraction"] for row in rows.values())
+    assert results["reward"]["compile"]["default max_grad_rel_diff"] < 1e-4  # compiled = eager
+    high = results["highres"]
+    assert high["max_pixel_diff"] < 1e-4 and high["max_grad_rel_diff"] < 1e-4 and high["max_score_diff"] < 1e-3
+    assert results["best_of_n"]["generation_s"] > 0 and results["best_of_n"]["scoring_now_s"] > 0
+    for case in ("draft", "alignprop"):
+        finetune = results["finetune"][case]
+        assert finetune["parts_sum_s"] > 0 and finetune["ratio"] > 0
+    assert results["finetune"]["draft_checkpointed"]["checkpointing"] is True
+    assert json.loads((tmp_path / "figures.json").read_text())["plan"]["smoke"] == "True"

@@ -1,13 +1,17 @@
 """The interface both backends implement: one frozen CLIP encoder."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import types
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .casting import CastCache, cast_matmul_weights
 from .preprocess import ImageSpec
 
 
@@ -48,6 +52,21 @@ class CLIPBackbone(nn.Module):
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised pixels -> (B, embed_dim) projected embedding."""
         raise NotImplementedError
+
+    def image_weights_in(self, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+        """Inside the block, the image tower's matmul weights are ``dtype`` copies cast once and cached
+        (see :mod:`.casting`): under autocast to ``dtype`` the same results, without re-casting every
+        frozen weight on every call. float32 or None: nothing changes."""
+        if "_weight_casts" not in self.__dict__:
+            self._weight_casts: CastCache = {}
+        return cast_matmul_weights(self, dtype, self._weight_casts, {id(p) for p in self.text_parameters()})
+
+    def compile_image_encoder(self, **options: Any) -> None:
+        """Run ``encode_image`` through ``torch.compile(**options)`` from now on (in place, for every user
+        of this encoder). Batch sizes may vary: after the first change dynamo recompiles once with a
+        symbolic batch size. The compiled function takes the encoder as an argument, so a deep copy
+        gets its own compilation rather than calling the original's weights."""
+        self.encode_image = types.MethodType(torch.compile(type(self).encode_image, **options), self)
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Token ids (B, L), attention mask (B, L) bool, and how many texts were truncated."""

@@ -27,13 +27,18 @@ class MSTCLIPIQAReward(nn.Module):
     recomputes encoder activations in backward to save memory. The wrapped
     model is frozen (``requires_grad_(False)``): gradients go to the pixels
     only; train the model with ``reward.training``, not through the reward.
+    ``compile=True`` runs both image towers through ``torch.compile`` (a mode
+    name such as ``"max-autotune"``, or a dict of ``torch.compile`` options,
+    also works); like checkpointing, it changes the wrapped model in place.
+    Under ``dtype`` the frozen matmul weights are cast once and kept (a half-
+    precision copy of them), not re-cast on every call; results are the same.
     """
 
     lower_better = False
 
     def __init__(self, model: MSTCLIPIQA, outputs: Outputs = None, input_range: tuple[float, float] = (0.0, 1.0),
                  normalize: bool = False, gradient_checkpointing: bool = False, dtype: torch.dtype | None = None,
-                 tolerance: float = 1e-3):
+                 tolerance: float = 1e-3, compile: bool | str | Mapping[str, Any] = False):
         super().__init__()
         self.model = model
         self.weights = _weights(outputs, model.outputs)
@@ -41,9 +46,16 @@ class MSTCLIPIQAReward(nn.Module):
         self.normalize = normalize
         self.dtype = dtype
         self.tolerance = float(tolerance)
+        if not isinstance(compile, (bool, str, Mapping)):
+            raise ValueError(f"compile must be True/False, a torch.compile mode name or a dict of options, "
+                             f"got {compile!r}")
         model.requires_grad_(False)  # a reward: gradients go to the pixels, never into its own weights
         model.coarse.set_grad_checkpointing(gradient_checkpointing)
         model.fine.set_grad_checkpointing(gradient_checkpointing)
+        if compile:
+            options = {} if compile is True else {"mode": compile} if isinstance(compile, str) else dict(compile)
+            model.coarse.compile_image_encoder(**options)
+            model.fine.compile_image_encoder(**options)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, variant: str | None = None,
@@ -88,8 +100,10 @@ class MSTCLIPIQAReward(nn.Module):
 
     def _scores(self, images: torch.Tensor, prompts: list[str] | None) -> dict[str, torch.Tensor]:
         """Images already in [0, 1] and checked."""
-        with autocast(images.device, self.dtype):
-            features = self.model.encode_images(images)
+        model = self.model
+        with autocast(images.device, self.dtype), model.coarse.image_weights_in(self.dtype), \
+                model.fine.image_weights_in(self.dtype):
+            features = model.encode_images(images)
         scores = self.model.score_features(*features, prompts=prompts)
         return {name: self._scale(name, score) for name, score in scores.items()}
 

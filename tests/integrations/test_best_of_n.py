@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from integrations import best_of_n, ddpo_reward_fn, generate_candidates, rank_images, regenerate
+from integrations import best_of_n, ddpo_reward_fn, generate_candidates, rank_images, regenerate, score_images
 from integrations.grid import to_pil
 from integrations.tiny_pipelines import (
     TINY_PIPELINES,
@@ -225,3 +225,17 @@ def test_ddpo_reward_fn_wraps_a_trl_style_reward(reward_b):
     images, prompts = torch.rand(3, 3, 32, 32), ["a cat", "a dog", "a car"]
     rewards, metadata = ddpo_reward_fn(trl_reward)(images, prompts, [{}, {}, {}])
     torch.testing.assert_close(rewards, reward_b(images, prompts).detach(), atol=1e-5, rtol=0)
+
+
+def test_best_of_n_scores_on_the_generator_device_as_the_cpu_path_did(reward_a):
+    pipe, kwargs = tiny_sd_pipeline(), {"num_inference_steps": 2, "guidance_scale": 2.0}
+    ranking = best_of_n(pipe, "a cat", reward_a, n=3, seed=5, chunk_size=2, **kwargs)
+    images = generate_candidates(pipe, "a cat", [5, 6, 7], chunk_size=2, **kwargs)  # on the CPU, as before
+    total, _ = score_images(reward_a, images, "a cat")
+    order = torch.argsort(total, descending=True, stable=True).tolist()
+    assert ranking.seeds == [5 + i for i in order]
+    assert ranking.scores.tolist() == total[order].tolist()
+    for candidate, i in zip(ranking.candidates, order):
+        assert candidate.image.device.type == "cpu" and candidate.image.dtype == torch.float32
+        assert torch.equal(candidate.image, images[i])
+    assert set(ranking.timings) == {"generation_s", "scoring_s"}

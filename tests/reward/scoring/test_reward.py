@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from reward import MSTCLIPIQAReward
+from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 
 @pytest.fixture()
@@ -226,3 +226,29 @@ def test_every_input_form_gives_the_same_scores(reward_a):
         reward_a.score(torch.rand(3, 5, 48, 64))
     with pytest.raises(ValueError, match="images of dtype torch.int64 are ambiguous"):
         reward_a.score(pixels.long())
+
+
+def test_compiled_towers_match_the_eager_reward_as_batch_sizes_change():
+    # aot_eager: dynamo capture and AOT autograd (forward and backward graphs) as with inductor, without
+    # code generation (inductor on CPU needs ~80 s here; measured differences: scores 5e-6, gradients 2e-6)
+    import copy
+
+    torch.manual_seed(0)
+    plain = MSTCLIPIQAReward(MSTCLIPIQA(MSTCLIPIQAConfig.tiny()))
+    torch.manual_seed(0)
+    compiled = MSTCLIPIQAReward(MSTCLIPIQA(MSTCLIPIQAConfig.tiny()), compile={"backend": "aot_eager"})
+    for batch in (2, 3, 5):  # 3: one recompilation with a symbolic batch size; 5 reuses it
+        images = torch.rand(batch, 3, 80, 100, requires_grad=True)
+        scores = compiled(images)
+        (grad,) = torch.autograd.grad(scores.sum(), images)
+        expected = plain(images)
+        (expected_grad,) = torch.autograd.grad(expected.sum(), images)
+        torch.testing.assert_close(scores, expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-6)
+    twin = copy.deepcopy(compiled)
+    assert twin.model.fine.encode_image.__self__ is twin.model.fine  # a copy runs its own weights
+
+
+def test_compile_option_must_be_a_flag_a_mode_or_options(tiny_models):
+    with pytest.raises(ValueError, match="compile must be True/False, a torch.compile mode name or a dict"):
+        MSTCLIPIQAReward(tiny_models("A"), compile=1)
