@@ -18,11 +18,12 @@ from typing import Any
 import torch
 
 from integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n
-from integrations.tiny_pipelines import tiny_sd_pipeline
 from reward import MSTCLIPIQAReward, load_model
 from reward.datasets import load_dataset, make_synthetic_dataset
 from reward.training import TrainConfig, train
 from reward.utils import write_json
+
+from .pipelines import load_pipeline
 
 PAPER_STREAMS = ("ViT-B-32", "ViT-B-16")
 PROMPTS = ("a red circle above a blue square", "a yellow triangle on a striped background",
@@ -101,14 +102,9 @@ def _train_step(args: argparse.Namespace, real: bool, figures: dict[str, Any]) -
 
 
 def _pipeline(args: argparse.Namespace):
-    if args.pipeline is None:
-        return tiny_sd_pipeline(), 4
-    from diffusers import AutoPipelineForText2Image
-
-    cuda = torch.cuda.is_available()
-    pipe = AutoPipelineForText2Image.from_pretrained(args.pipeline,
-                                                     torch_dtype=torch.float16 if cuda else torch.float32)
-    return pipe.to("cuda" if cuda else "cpu"), 30
+    """The pipeline for steps 3-4 and its number of sampler steps (a tiny one takes few)."""
+    pipe, tiny = load_pipeline(args.pipeline or "tiny", "cuda" if torch.cuda.is_available() else "cpu")
+    return pipe, 4 if tiny else 30
 
 
 def _best_of_n_step(args, pipe, steps: int, reward: MSTCLIPIQAReward, figures: dict[str, Any]) -> None:

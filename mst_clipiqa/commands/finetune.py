@@ -10,11 +10,7 @@ from integrations.finetune_config import CHOICES, RewardFinetuneConfig
 from integrations.prompt_sources import read_prompt_file
 
 from ..options import EPILOG_MODELS, add_dataclass_options, add_model_options, dataclass_values, split_list
-
-# Offline pipelines built from configs (integrations.tiny_pipelines), with short T5 prompts where they have T5.
-TINY = {"tiny": ("sd", {}), "tiny-sdxl": ("sdxl", {}), "tiny-sd3": ("sd3", {"max_sequence_length": 8}),
-        "tiny-flux": ("flux", {"max_sequence_length": 16}), "tiny-lcm": ("lcm", {}),
-        "tiny-pixart": ("pixart", {"max_sequence_length": 16, "clean_caption": False})}
+from ..pipelines import HELP, TINY, load_pipeline
 
 EXAMPLES = """\
 examples:
@@ -44,8 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "--sample-every, OUT/checkpoints with --save-every, and tracker logs with --log-with.",
         epilog=EPILOG_MODELS + "\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", required=True,
-                        help=f"{' | '.join(TINY)} (offline, random weights) | a diffusers pipeline folder or Hub "
-                             "id (SD 1.x/2.x, SDXL, SD3, FLUX.1)")
+                        help=HELP + " (a registered family: SD 1.x/2.x, SDXL, LCM, SD3, FLUX.1, PixArt)")
     parser.add_argument("--prompts", required=True, type=Path, help="text file: one training prompt per line")
     parser.add_argument("--out", required=True, type=Path, help="run folder (LoRA, log, samples, checkpoints)")
     add_model_options(parser)
@@ -65,21 +60,6 @@ class NamedScores(nn.Module):
         return self.reward.named_scores(images, prompts)
 
 
-def load_pipeline(name: str):
-    """A tiny offline pipeline, or a diffusers pipeline by folder or Hub id."""
-    if name in TINY:
-        from integrations.tiny_pipelines import TINY_PIPELINES
-
-        return TINY_PIPELINES[TINY[name][0]]()
-    from diffusers import DiffusionPipeline
-
-    try:
-        return DiffusionPipeline.from_pretrained(name)
-    except OSError as error:
-        raise ValueError(f"--pipeline {name}: cannot load it ({error}); expected {', '.join(TINY)}, a diffusers "
-                         "pipeline folder or a Hub id") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from integrations import RewardFinetuner
     from reward import MSTCLIPIQAReward, load_model
@@ -89,14 +69,14 @@ def run(args: argparse.Namespace) -> int:
                          "CUDA_VISIBLE_DEVICES=N (or use auto, cpu, cuda)")
     options = dataclass_values(args, RewardFinetuneConfig)
     options["cpu"] = args.cpu or args.device == "cpu"
-    encode_kwargs = TINY[args.pipeline][1] if args.pipeline in TINY else {}
-    config = RewardFinetuneConfig(**options, output_dir=str(args.out), encode_kwargs=encode_kwargs)
+    tiny = TINY.get(args.pipeline)
+    config = RewardFinetuneConfig(**options, output_dir=str(args.out), encode_kwargs=tiny.encode_kwargs if tiny else {})
     prompts = read_prompt_file(args.prompts)
     model = load_model(args.model, variant=args.variant, outputs=split_list(args.outputs), seed=config.seed,
                        adapters=args.adapter)
     reward = MSTCLIPIQAReward(model)
-    trainer = RewardFinetuner(load_pipeline(args.pipeline), NamedScores(reward) if len(model.outputs) > 1 else reward,
-                              prompts, config)
+    pipe, _ = load_pipeline(args.pipeline)
+    trainer = RewardFinetuner(pipe, NamedScores(reward) if len(model.outputs) > 1 else reward, prompts, config)
     log = trainer.train()
     if trainer.accelerator.is_main_process:
         rewards = log.rewards()

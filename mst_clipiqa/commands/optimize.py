@@ -11,14 +11,12 @@ import torch
 from reward import MSTCLIPIQAReward, load_model
 
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, resolve_device, split_list
-
-# offline pipelines: tiny random weights, each with the sampler its real counterpart uses
-TINY = {"tiny": ("tiny_sd_turbo_pipeline", 1, 0.0), "tiny-lcm": ("tiny_lcm_pipeline", 4, 1.0)}
+from ..pipelines import HELP, TINY, load_pipeline
 
 EXAMPLES = """\
 examples:
   # offline try-out: a tiny random one-step pipeline (SD-Turbo's sampler) and the tiny reward
-  mst-clipiqa optimize --pipeline tiny --prompt "a lighthouse at dusk" --model tiny --out opt/ --steps 20
+  mst-clipiqa optimize --pipeline tiny-turbo --prompt "a lighthouse at dusk" --model tiny --out opt/ --steps 20
   # SD-Turbo with a trained reward, stopped early when a second scorer stops improving
   mst-clipiqa optimize --pipeline stabilityai/sd-turbo --inference-steps 1 --guidance-scale 0 \\
       --prompt "a lighthouse at dusk" --model runs/agiqa3k/model --monitor paper-A --out opt/
@@ -37,8 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "OUT/noise.safetensors and OUT/result.json.",
         epilog=EPILOG_MODELS + "\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", required=True,
-                        help="tiny (offline, one step) | tiny-lcm (offline, 4 steps) | a diffusers pipeline id "
-                             "or folder")
+                        help=HELP + "; offline: tiny-turbo (one step), tiny-lcm (4 steps)")
     parser.add_argument("--prompt", required=True, help="the generation prompt")
     parser.add_argument("--out", required=True, type=Path, help="folder for the images, curve and record")
     parser.add_argument("--lora", type=Path, help="load this LoRA into the pipeline first (save_lora / "
@@ -72,21 +69,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _pipeline(args: argparse.Namespace, device: torch.device) -> tuple[Any, dict[str, Any]]:
-    """The pipeline, and the sampler settings its name implies (tiny ones), with the command's overrides."""
-    settings = {"num_inference_steps": args.inference_steps, "guidance_scale": args.guidance_scale}
-    if args.pipeline in TINY:
-        from integrations import tiny_pipelines
-
-        factory, steps, guidance = TINY[args.pipeline]
-        pipe = getattr(tiny_pipelines, factory)(device=device)
-        defaults = {"num_inference_steps": steps, "guidance_scale": guidance}
-        return pipe, {k: v if v is not None else defaults[k] for k, v in settings.items()}
-    from diffusers import AutoPipelineForText2Image
-
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    pipe = AutoPipelineForText2Image.from_pretrained(args.pipeline, torch_dtype=dtype).to(device)
+    """The pipeline, and its sampler settings: the command's, else those its tiny name implies."""
+    pipe, tiny = load_pipeline(args.pipeline, device)
     pipe.set_progress_bar_config(disable=True)
-    return pipe, settings
+    settings = {"num_inference_steps": args.inference_steps, "guidance_scale": args.guidance_scale}
+    defaults = {"num_inference_steps": tiny.steps, "guidance_scale": tiny.guidance_scale} if tiny else {}
+    return pipe, {k: v if v is not None else defaults.get(k) for k, v in settings.items()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out} is a file; expected a folder to write the results into")
     if not args.prompt.strip():
         raise ValueError("--prompt is empty; expected the generation prompt")
-    steps = args.inference_steps or TINY.get(args.pipeline, (None, None))[1]
+    steps = args.inference_steps or (TINY[args.pipeline].steps if args.pipeline in TINY else None)
     check_settings(num_inference_steps=steps, steps=args.steps, lr=args.lr, regularization=args.regularization,
                    grad_clip=args.grad_clip, gradient_steps=args.gradient_steps, patience=args.patience)
     device = resolve_device(args.device)

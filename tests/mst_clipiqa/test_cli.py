@@ -234,3 +234,13 @@ def test_finetune_bad_input_exits_2_before_loading_anything(extra, message, tmp_
                           "--out", tmp_path / "run", *extra], capsys)
     assert status == 2 and message in err
     assert not (tmp_path / "run").exists()
+
+
+def test_every_tiny_pipeline_name_builds_offline():
+    from mst_clipiqa.pipelines import TINY, load_pipeline
+
+    for name, settings in TINY.items():
+        pipe, tiny = load_pipeline(name)
+        assert tiny is settings and callable(pipe), name
+    with pytest.raises(ValueError, match="--pipeline nowhere/none: cannot load it"):
+        load_pipeline("nowhere/none")

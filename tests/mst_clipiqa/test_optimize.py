@@ -9,7 +9,7 @@ from mst_clipiqa.cli import main
 
 def test_optimize_writes_before_after_curve_noise_and_record(tmp_path, capsys):
     out = tmp_path / "opt"
-    status = main(["optimize", "--pipeline", "tiny", "--prompt", "a lighthouse at dusk", "--model", "tiny",
+    status = main(["optimize", "--pipeline", "tiny-turbo", "--prompt", "a lighthouse at dusk", "--model", "tiny",
                    "--out", str(out), "--steps", "4", "--seed", "3", "--device", "cpu", "--monitor", "tiny"])
     printed = capsys.readouterr().out
     assert status == 0
@@ -30,7 +30,7 @@ def test_optimize_writes_before_after_curve_noise_and_record(tmp_path, capsys):
 ])
 def test_bad_options_exit_2_naming_them(args, message, tmp_path, capsys):
     (tmp_path / "file").write_text("keep me")
-    base = {"--pipeline": "tiny", "--prompt": "a cat", "--model": "tiny", "--out": str(tmp_path / "out"),
+    base = {"--pipeline": "tiny-turbo", "--prompt": "a cat", "--model": "tiny", "--out": str(tmp_path / "out"),
             "--device": "cpu"}
     options = {**base, **dict(zip(args[::2], args[1::2]))}
     options = {k: str(tmp_path / "file") if v == "FILE" else v for k, v in options.items()}

@@ -1,0 +1,50 @@
+"""Pipelines by name for the commands: tiny offline ones built from configs, or any diffusers pipeline."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class TinyPipeline:
+    """An offline pipeline of ``integrations.tiny_pipelines`` (random weights), with the sampler settings its
+    real counterpart uses (None: the command's own default) and the encoder options it needs."""
+
+    builder: str
+    steps: int | None = None
+    guidance_scale: float | None = None
+    encode_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+TINY = {
+    "tiny": TinyPipeline("tiny_sd_pipeline"),
+    "tiny-turbo": TinyPipeline("tiny_sd_turbo_pipeline", steps=1, guidance_scale=0.0),
+    "tiny-sdxl": TinyPipeline("tiny_sdxl_pipeline"),
+    "tiny-sd3": TinyPipeline("tiny_sd3_pipeline", encode_kwargs={"max_sequence_length": 8}),  # short T5 padding
+    "tiny-flux": TinyPipeline("tiny_flux_pipeline", encode_kwargs={"max_sequence_length": 16}),
+    "tiny-lcm": TinyPipeline("tiny_lcm_pipeline", steps=4, guidance_scale=1.0),
+    "tiny-pixart": TinyPipeline("tiny_pixart_pipeline",
+                                encode_kwargs={"max_sequence_length": 16, "clean_caption": False}),
+}
+HELP = f"{' | '.join(TINY)} (offline, random weights) | a diffusers pipeline folder or Hub id"
+
+
+def load_pipeline(name: str, device: torch.device | str | None = None) -> tuple[Any, TinyPipeline | None]:
+    """The pipeline ``name`` (half precision on a GPU for a downloaded one), on ``device``, and its tiny
+    settings when it is a tiny one. diffusers is imported only here, never to print ``--help``."""
+    if name in TINY:
+        from integrations import tiny_pipelines
+
+        tiny = TINY[name]
+        return getattr(tiny_pipelines, tiny.builder)(device=device or "cpu"), tiny
+    from diffusers import DiffusionPipeline
+
+    device = torch.device(device or "cpu")
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    try:
+        pipe = DiffusionPipeline.from_pretrained(name, torch_dtype=dtype)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--pipeline {name}: cannot load it ({error}); expected {HELP}") from None
+    return pipe.to(device), None
