@@ -9,8 +9,9 @@
   a tensor, numpy array or list (trl's ``DDPOTrainer`` and ddpo-pytorch reward functions);
 * an ``nn.Module`` whose ``forward`` has one of these signatures.
 
-Images are (B, 3, H, W) float in [0, 1]. A reward whose ``lower_better``
-attribute is true is negated, so the objective is always higher-is-better.
+Images are (B, 3, H, W) float in [0, 1]; a reward that declares another ``input_range``
+(``MSTCLIPIQAReward(..., input_range=(-1, 1))``) gets them mapped onto it. A reward whose
+``lower_better`` attribute is true is negated, so the objective is always higher-is-better.
 The gradient methods (fine-tuning, noise optimisation, guidance) need rewards
 that are differentiable in the images; one that returns no gradient there gets
 a ValueError saying how to fix it.
@@ -79,6 +80,7 @@ def _call(name: str, fn: RewardFn, images: torch.Tensor, prompts: Sequence[str] 
     if not callable(fn):
         raise ValueError(f"reward {name or 'reward'!r} is a {type(fn).__name__}; expected a callable "
                          "reward(images, prompts), reward(images) or trl's reward_fn(images, prompts, metadata)")
+    images = _in_input_range(fn, images)
     arity = reward_arity(fn)
     if arity == 1:
         out = fn(images)
@@ -92,6 +94,12 @@ def _call(name: str, fn: RewardFn, images: torch.Tensor, prompts: Sequence[str] 
     if isinstance(out, Mapping):
         return {f"{name}.{key}" if name else key: sign * _rewards(key, v, images) for key, v in out.items()}
     return {name or "reward": sign * _rewards(name or "reward", out, images)}
+
+
+def _in_input_range(fn: RewardFn, images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images mapped (affinely: gradients intact) onto the ``input_range`` the reward declares."""
+    low, high = getattr(fn, "input_range", (0.0, 1.0))
+    return images if (low, high) == (0.0, 1.0) else images * (high - low) + low
 
 
 def named_rewards(rewards: Rewards, images: torch.Tensor, prompts: Sequence[str] | None) -> dict[str, torch.Tensor]:

@@ -87,3 +87,14 @@ def test_a_reward_without_gradient_where_one_is_needed_says_how_to_fix_it(form):
 def test_bad_rewards_are_clear_value_errors(bad, message):
     with pytest.raises(ValueError, match=message):
         named_rewards(bad, torch.rand(2, 3, 8, 8), None)
+
+
+def test_a_reward_declaring_another_input_range_gets_the_images_mapped_onto_it(tiny_models):
+    from reward import MSTCLIPIQAReward
+
+    images = torch.rand(2, 3, 64, 64, requires_grad=True)
+    unit = named_rewards(MSTCLIPIQAReward(tiny_models("A")), images, None)["reward"]
+    signed = named_rewards(MSTCLIPIQAReward(tiny_models("A"), input_range=(-1, 1)), images, None)["reward"]
+    torch.testing.assert_close(signed, unit, atol=1e-5, rtol=0)  # not [0, 1] read as [-1, 1]
+    (grad,) = torch.autograd.grad(signed.sum(), images)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
