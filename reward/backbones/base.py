@@ -56,10 +56,10 @@ class CLIPBackbone(nn.Module):
     def image_weights_in(self, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
         """Inside the block, the image tower's matmul weights are ``dtype`` copies cast once and cached
         (see :mod:`.casting`): under autocast to ``dtype`` the same results, without re-casting every
-        frozen weight on every call. float32 or None: nothing changes."""
+        frozen weight on every call. float32, None or a GPU (where it costs more than it saves): nothing changes."""
         if "_weight_casts" not in self.__dict__:
             self._weight_casts: CastCache = {}
-        return cast_matmul_weights(self, dtype, self._weight_casts, {id(p) for p in self.text_parameters()})
+        return cast_matmul_weights(self, dtype, self._weight_casts, skip=self.text_parameters)
 
     def compile_image_encoder(self, **options: Any) -> None:
         """Run ``encode_image`` through ``torch.compile(**options)`` from now on (in place, for every user

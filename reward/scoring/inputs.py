@@ -20,24 +20,49 @@ def check_input_range(input_range: tuple[float, float], tolerance: float) -> tup
     return low, high
 
 
+class ValueCheck:
+    """The finiteness and range check of :func:`check_image_values`, started now and verified later.
+
+    On a GPU the reductions are queued ahead of the caller's kernels and copied to
+    the host without waiting, so ``verify()`` after the forward pass finds them done
+    instead of idling the GPU while the host waits. Reads detached values: the
+    graph is untouched.
+    """
+
+    def __init__(self, images: torch.Tensor, input_range: tuple[float, float], tolerance: float,
+                 what: str = "images"):
+        self.input_range, self.tolerance, self.what = input_range, tolerance, what
+        with torch.no_grad():
+            stats = torch.stack([torch.isfinite(images).all().float(), images.amin().float(),
+                                 images.amax().float()])
+        self._ready = None
+        if stats.is_cuda:
+            self._stats = torch.empty(3, pin_memory=True).copy_(stats, non_blocking=True)
+            self._ready = torch.cuda.Event()
+            self._ready.record()
+        else:
+            self._stats = stats
+
+    def verify(self) -> None:
+        """Raise the ``ValueError`` that says what was seen and the likely fix (divide by 255,
+        ``input_range=(-1, 1)``, ``straight_through_clamp``); ``tolerance`` is the overshoot allowed, as a
+        fraction of the range."""
+        if self._ready is not None:
+            self._ready.synchronize()
+        finite, low, high = self._stats.tolist()
+        if not finite:
+            raise ValueError(f"{self.what} contain NaN or inf values; expected finite pixels")
+        lo, hi = self.input_range
+        slack = self.tolerance * (hi - lo)
+        if low < lo - slack or high > hi + slack:
+            raise ValueError(f"{self.what} have values in [{low:.4g}, {high:.4g}], outside input_range "
+                             f"({lo:g}, {hi:g}); " + _advice(low, high, lo, hi))
+
+
 def check_image_values(images: torch.Tensor, input_range: tuple[float, float], tolerance: float,
                        what: str = "images") -> None:
-    """One host sync for finiteness and range; reads detached values, so the graph is untouched.
-
-    ``tolerance`` is the overshoot allowed, as a fraction of the range. The error says what was seen
-    and the likely fix (divide by 255, ``input_range=(-1, 1)``, ``straight_through_clamp``).
-    """
-    with torch.no_grad():
-        stats = torch.stack([torch.isfinite(images).all().float(), images.amin().float(),
-                             images.amax().float()]).tolist()
-    finite, low, high = stats
-    if not finite:
-        raise ValueError(f"{what} contain NaN or inf values; expected finite pixels")
-    lo, hi = input_range
-    slack = tolerance * (hi - lo)
-    if low < lo - slack or high > hi + slack:
-        raise ValueError(f"{what} have values in [{low:.4g}, {high:.4g}], outside input_range ({lo:g}, {hi:g}); "
-                         + _advice(low, high, lo, hi))
+    """Finite values within ``input_range`` (one host sync), else a ``ValueError`` that says how to fix them."""
+    ValueCheck(images, input_range, tolerance, what).verify()
 
 
 def _advice(low: float, high: float, lo: float, hi: float) -> str:

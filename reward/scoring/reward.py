@@ -12,7 +12,7 @@ from ..model import MSTCLIPIQA, check_image_shape, check_prompts, load_model
 from ..utils import autocast
 from .batching import score_in_batches
 from .images import load_image
-from .inputs import check_image_values, check_input_range
+from .inputs import ValueCheck, check_input_range
 
 Outputs = str | Sequence[str] | Mapping[str, float] | None
 
@@ -90,9 +90,11 @@ class MSTCLIPIQAReward(nn.Module):
     def named_scores(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Every output of the model, (B,) each (in [0, 1] with ``normalize``), differentiable in the pixels."""
         check_image_shape(images)
-        check_image_values(images, self.input_range, self.tolerance)
+        values = ValueCheck(images, self.input_range, self.tolerance)
         prompts = check_prompts(prompts, len(images), required=self.model.config.needs_prompts)
-        return self._scores(self._to_unit(images), prompts)
+        scores = self._scores(self._to_unit(images), prompts)
+        values.verify()  # after the forward pass is queued: on a GPU the check has finished by then
+        return scores
 
     def _to_unit(self, images: torch.Tensor) -> torch.Tensor:
         low, high = self.input_range

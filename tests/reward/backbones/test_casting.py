@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from reward.backbones.casting import cast_matmul_weights
 
 
 def autocast_scores(model: MSTCLIPIQA, images: torch.Tensor) -> torch.Tensor:
@@ -47,3 +48,12 @@ def test_a_changed_weight_is_cast_again():
         second = reward(images)
         assert not torch.equal(first, second)
         assert torch.equal(second, autocast_scores(model, images))
+
+
+def test_weights_off_the_cpu_are_left_to_autocast():
+    with torch.device("meta"):
+        layer = torch.nn.Linear(4, 4).requires_grad_(False)
+    weight = layer.weight
+    with cast_matmul_weights(layer, torch.bfloat16, cache := {}):
+        assert layer.weight is weight and layer.weight.dtype == torch.float32
+    assert cache == {}
