@@ -19,7 +19,7 @@ code), so nothing is downloaded. Sections:
 * finetune: DRaFT-1 and AlignProp steps against the sum of their parts timed alone (no-grad sampling, UNet
   fwd+bwd, VAE decode fwd+bwd, reward fwd+bwd); peak memory with and without denoiser checkpointing.
 
-Timed functions are interleaved round-robin and summarised by their median.
+Timed functions are interleaved in a new seeded order every round and summarised by their median.
 """
 from __future__ import annotations
 

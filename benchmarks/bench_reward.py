@@ -18,7 +18,7 @@ with random weights, so nothing is downloaded, and measures side by side:
    gradient checkpointing, each in a fresh subprocess (CPU: peak RSS above the
    RSS before the step; CUDA: ``max_memory_allocated``); target ratio <= 0.5.
 
-Timed functions are interleaved round-robin (rotating the order every round) and
+Timed functions are interleaved (a new seeded order every round) and
 summarised by their median, so that load from other processes hits every
 variant alike. Where a target is missed (or with ``--profile``) the torch
 profiler breaks the time down by operator. The script ends with a markdown

@@ -32,7 +32,8 @@ def print_reward(plan: GpuPlan, r: dict) -> None:
     for name, row in r["rows"].items():
         print(f"  {name:<34} {row['images_per_s']:10.1f} img/s  {row['fraction']:.3f} of the matmul rate")
     print(f"  reward / bare encoders, fwd+bwd b{plan.batch}: {r['reward_over_encoders']:.3f}")
-    print("  (recast: as before the weight-cast cache, autocast casting every frozen weight on every call)")
+    print("  (recast: as before the weight-cast cache, autocast casting every frozen weight on every call;"
+          + (" the cache is CPU-only, so on a GPU these time the same code as eager)" if plan.cuda else ")"))
     for key, value in r["compile"].items():
         print(f"  compiled {key}: {value:.3g}")
     print()

@@ -16,12 +16,18 @@ from benchmarks.harness.timing import MatmulStep, time_interleaved
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_time_interleaved_times_every_function_every_round():
+def test_time_interleaved_times_every_function_every_round_in_changing_orders():
     calls = []
-    times = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, torch.device("cpu"),
-                             warmup=1, repeats=3)
-    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
-    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then the order rotates each round
+    fns = {name: (lambda n=name: calls.append(n)) for name in "abc"}
+    times = time_interleaved(fns, torch.device("cpu"), warmup=1, repeats=12)
+    assert {k: len(v) for k, v in times.items()} == {"a": 12, "b": 12, "c": 12}
+    assert calls[:3] == ["a", "b", "c"]  # warm-up
+    rounds = [tuple(calls[i:i + 3]) for i in range(3, len(calls), 3)]
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds)
+    # a rotation keeps the cyclic order, so "a" would always follow "c"; here each follows different ones
+    followers = {name: {r[(r.index(name) + 1) % 3] for r in rounds} for name in "abc"}
+    assert all(len(f) == 2 for f in followers.values())
+    assert len(set(rounds)) > 3
 
 
 def test_count_flops_of_a_matmul():
@@ -99,3 +105,14 @@ def test_bench_gpu_smoke_measures_every_row(tmp_path, capsys):
         assert finetune["parts_sum_s"] > 0 and finetune["ratio"] > 0
     assert results["finetune"]["draft_checkpointed"]["checkpointing"] is True
     assert json.loads((tmp_path / "figures.json").read_text())["plan"]["smoke"] == "True"
+
+
+def test_reward_overhead_smoke_times_the_reward_against_its_bare_encoders(capsys):
+    from benchmarks.bench_reward_overhead import main
+
+    results = main(["--smoke", "--repeats", "2"])
+    assert set(results) == {4, 2}
+    for row in results.values():
+        assert row["encoders / encoders"] == 1.0
+        assert row["reward s"] > 0 and row["reward, weights re-cast s"] > 0
+    assert "| batch | reward / encoders |" in capsys.readouterr().out
