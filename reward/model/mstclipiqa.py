@@ -139,6 +139,12 @@ class MSTCLIPIQA(nn.Module):
         return {name: head(z, self.template_features) if isinstance(head, TemplateHead) else head(z, *text)
                 for name, head in self.heads.items()}
 
+    def forward_features(self, f_coarse: torch.Tensor, f_fine: torch.Tensor, prompts: list[str] | None = None,
+                         text: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Deprecated name of :meth:`score_features` (it consumes features rather than returning them)."""
+        warnings.warn("MSTCLIPIQA.forward_features is renamed score_features", DeprecationWarning, stacklevel=2)
+        return self.score_features(f_coarse, f_fine, prompts, text)
+
     def forward(self, images: torch.Tensor, prompts: list[str] | None = None) -> dict[str, torch.Tensor]:
         check_image_shape(images)
         prompts = check_prompts(prompts, len(images), required=self.config.needs_prompts)

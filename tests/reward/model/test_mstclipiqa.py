@@ -122,3 +122,12 @@ def test_one_prompt_string_applies_to_the_whole_batch(tiny_models):
     images = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(images, "a cat")["quality"], model(images, ["a cat"] * 3)["quality"])
+
+
+def test_forward_features_is_kept_as_a_deprecated_name_of_score_features(tiny_models):
+    model = tiny_models("B")
+    f_coarse, f_fine = torch.randn(2, model.coarse.embed_dim), torch.randn(2, model.fine.embed_dim)
+    with pytest.warns(DeprecationWarning, match="score_features"):
+        old = model.forward_features(f_coarse, f_fine, ["a cat", "a dog"])
+    new = model.score_features(f_coarse, f_fine, ["a cat", "a dog"])
+    assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in new)
