@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from benchmarks.gpu_reward import _pixels, with_autocast_recasts  # noqa: E402
+from benchmarks.gpu_reward import encoder_inputs, with_autocast_recasts  # noqa: E402
 from benchmarks.harness.machine import device_name  # noqa: E402
 from benchmarks.harness.timing import med, time_interleaved  # noqa: E402
 from benchmarks.reward_workload import build_model, encoders_step, reward_step  # noqa: E402
@@ -36,7 +36,7 @@ def measure(model: MSTCLIPIQA, device: torch.device, batches: list[int], repeats
         torch.manual_seed(0)
         images = torch.rand(batch, 3, size, size, device=device, requires_grad=True)
         steps = {"reward": reward_step(reward, images),
-                 "encoders": encoders_step(model, *_pixels(model, images), dtype=torch.bfloat16),
+                 "encoders": encoders_step(model, *encoder_inputs(model, images), dtype=torch.bfloat16),
                  "reward, weights re-cast": with_autocast_recasts(reward_step(reward, images))}
         seconds = {name: med(t) for name, t in time_interleaved(steps, device, 2, repeats).items()}
         out[batch] = {**{f"{name} s": t for name, t in seconds.items()},

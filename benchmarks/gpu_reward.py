@@ -77,7 +77,8 @@ def no_grad_step(reward: MSTCLIPIQAReward, images: torch.Tensor) -> Callable[[],
     return step
 
 
-def _pixels(model: MSTCLIPIQA, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def encoder_inputs(model: MSTCLIPIQA, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two streams' preprocessed pixels, detached leaves (one tensor when the streams share a spec)."""
     coarse = preprocess(images.detach(), model.coarse.image_spec).clone().requires_grad_(True)
     same = model.fine.image_spec == model.coarse.image_spec
     return coarse, coarse if same else preprocess(images.detach(), model.fine.image_spec).clone().requires_grad_(True)
@@ -126,7 +127,7 @@ def measure_reward(plan: GpuPlan, model: MSTCLIPIQA, matmul: MatmulStep) -> dict
     big, small = plan.batch, plan.small_batch
     steps = {f"eager fwd+bwd b{big}": reward_step(eager, images[big]),
              f"eager fwd+bwd b{small}": reward_step(eager, images[small]),
-             f"encoders fwd+bwd b{big}": encoders_step(model, *_pixels(model, images[big]), dtype=plan.dtype),
+             f"encoders fwd+bwd b{big}": encoders_step(model, *encoder_inputs(model, images[big]), dtype=plan.dtype),
              f"eager no-grad b{big}": no_grad_step(eager, images[big].detach()),
              f"recast fwd+bwd b{small}": with_autocast_recasts(reward_step(eager, images[small])),
              f"recast no-grad b{big}": with_autocast_recasts(no_grad_step(eager, images[big].detach()))}
