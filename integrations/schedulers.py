@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["predicted_x0", "step_kwargs"]
+__all__ = ["is_flow_scheduler", "predicted_x0", "step_kwargs"]
 
 
 def step_kwargs(scheduler: Any, generators: list[torch.Generator] | None, eta: float = 0.0) -> dict[str, Any]:
@@ -21,7 +21,8 @@ def step_kwargs(scheduler: Any, generators: list[torch.Generator] | None, eta: f
     return kwargs
 
 
-def _is_flow(scheduler: Any) -> bool:
+def is_flow_scheduler(scheduler: Any) -> bool:
+    """Whether ``scheduler`` integrates a flow-matching (rectified-flow) model: x_t = (1 - t) x0 + t noise."""
     config = scheduler.config
     return ("FlowMatch" in type(scheduler).__name__ or bool(config.get("use_flow_sigmas", False))
             or config.get("prediction_type") == "flow_prediction")
@@ -56,7 +57,7 @@ def predicted_x0(scheduler: Any, model_output: torch.Tensor, step_index: int, t:
     LCM), before any ``clip_sample`` or thresholding, which would cut gradients.
     """
     config = scheduler.config
-    if _is_flow(scheduler):
+    if is_flow_scheduler(scheduler):
         return sample - scheduler.sigmas[step_index].to(sample) * model_output
     if hasattr(scheduler, "precondition_outputs"):  # EDM
         return scheduler.precondition_outputs(sample, model_output, scheduler.sigmas[step_index].to(sample))
