@@ -1,0 +1,158 @@
+"""Advantages from rewards, computed over every process: a prompt's group of samples may span several.
+
+GRPO normalises each reward within its group (the G samples of one prompt); DDPO's option keeps
+running statistics per prompt over recent epochs. Under ``torch.distributed`` (``torchrun``,
+``accelerate launch``) the rewards and group keys of all processes are gathered first, every process
+computes the same advantages, and each keeps its own rows.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Advantages", "group_advantages", "PromptStatTracker", "gather_rows", "gather_objects"]
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def gather_rows(values: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every process's rows of ``values`` concatenated in rank order (processes may hold different
+    numbers of rows), and the offset of this process's rows. Without ``torch.distributed``: (values, 0)."""
+    if not _distributed():
+        return values, 0
+    dist = torch.distributed
+    world, rank = dist.get_world_size(), dist.get_rank()
+    size = torch.tensor([values.shape[0]], device=values.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    counts = [int(s) for s in sizes]
+    padded = values.new_zeros(max(counts), *values.shape[1:])
+    padded[: values.shape[0]] = values
+    parts = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[:n] for p, n in zip(parts, counts)]), sum(counts[:rank])
+
+
+def gather_objects(items: Sequence) -> list:
+    """Every process's ``items`` (picklable) concatenated in rank order."""
+    if not _distributed():
+        return list(items)
+    out: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, list(items))
+    return [x for part in out for x in part]
+
+
+@dataclass
+class Advantages:
+    """This process's advantages (B,), which of its samples count (``valid``: False for a skipped
+    group), and statistics over every process's samples."""
+
+    values: torch.Tensor
+    valid: torch.Tensor
+    stats: dict[str, float]
+
+
+def _finite_groups(rewards: torch.Tensor, groups: torch.Tensor, nonfinite: str) -> torch.Tensor:
+    """Which samples belong to a group whose rewards are all finite; raise or warn otherwise."""
+    bad = ~torch.isfinite(rewards)
+    if not bool(bad.any()):
+        return torch.ones_like(bad)
+    count = int(bad.sum())
+    if nonfinite == "raise":
+        raise ValueError(f"{count} of {len(rewards)} rewards are NaN or infinite; a policy update needs finite "
+                         "rewards. Fix the reward, or pass nonfinite='skip' to drop the groups that hold them")
+    if nonfinite != "skip":
+        raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+    bad_groups = torch.unique(groups[bad])
+    valid = ~torch.isin(groups, bad_groups)
+    warnings.warn(f"{count} of {len(rewards)} rewards are NaN or infinite: skipping {len(bad_groups)} group(s), "
+                  f"{int((~valid).sum())} samples, in this update", RuntimeWarning, stacklevel=3)
+    return valid
+
+
+def _stats(rewards: torch.Tensor, advantages: torch.Tensor, valid: torch.Tensor) -> dict[str, float]:
+    r, a = rewards[valid].double(), advantages[valid].double()
+    if not len(r):
+        return {"reward_mean": float("nan"), "reward_std": float("nan"), "skipped": float((~valid).sum())}
+    return {"reward_mean": float(r.mean()), "reward_std": float(r.std(unbiased=False)),
+            "advantage_mean": float(a.mean()), "advantage_std": float(a.std(unbiased=False)),
+            "advantage_abs_max": float(a.abs().max()), "skipped": float((~valid).sum())}
+
+
+def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, *, eps: float = 1e-4,
+                     nonfinite: str = "raise") -> Advantages:
+    """GRPO advantages ``(r - mean_group) / (std_group + eps)`` over every process's samples.
+
+    ``groups``: (B,) integer key per sample, the same for the samples of one prompt on every process
+    (e.g. the prompt's index in a batch all processes draw alike). Standard deviations are the
+    population's (Flow-GRPO). A group of one sample gets advantage 0. ``nonfinite``: ``"raise"``
+    on a NaN / infinite reward, or ``"skip"`` the groups holding one (a warning says how many).
+    """
+    rewards, groups = rewards.detach().float().flatten(), torch.as_tensor(groups, device=rewards.device).flatten()
+    if groups.shape != rewards.shape:
+        raise ValueError(f"groups must hold one key per reward ({rewards.shape[0]}), got shape "
+                         f"{tuple(groups.shape)}")
+    all_rewards, offset = gather_rows(rewards)
+    all_groups, _ = gather_rows(groups.long())
+    valid = _finite_groups(all_rewards, all_groups, nonfinite)
+    keys, index = torch.unique(all_groups, return_inverse=True)
+    clean = torch.where(valid, all_rewards, torch.zeros_like(all_rewards)).double()
+    count = torch.zeros(len(keys), dtype=torch.float64, device=rewards.device).index_add_(0, index, valid.double())
+    total = torch.zeros_like(count).index_add_(0, index, clean)
+    mean = total / count.clamp(min=1)
+    square = torch.zeros_like(count).index_add_(0, index, (clean - mean[index]).pow(2) * valid)
+    std = (square / count.clamp(min=1)).sqrt()
+    advantages = torch.where(valid, (clean - mean[index]) / (std[index] + eps), torch.zeros_like(clean)).float()
+    rows = slice(offset, offset + len(rewards))
+    return Advantages(advantages[rows], valid[rows], _stats(all_rewards, advantages, valid))
+
+
+class PromptStatTracker:
+    """DDPO's per-prompt running statistics: each prompt's last ``buffer_size`` rewards normalise its
+    new ones; until a prompt has ``min_count`` of them, the whole batch's mean and std do (the
+    defaults, 16 and 16, are ddpo-pytorch's and trl's). Every process sees the same gathered rewards,
+    so the buffers stay identical on all of them (save ``state_dict`` from any one)."""
+
+    def __init__(self, buffer_size: int = 16, min_count: int = 16, eps: float = 1e-6):
+        if buffer_size < 1 or min_count < 1:
+            raise ValueError(f"buffer_size and min_count must be >= 1, got {buffer_size}, {min_count}")
+        self.buffer_size, self.min_count, self.eps = buffer_size, min_count, eps
+        self.buffers: dict[str, deque] = {}
+
+    def update(self, prompts: Sequence[str], rewards: torch.Tensor, *, nonfinite: str = "raise") -> Advantages:
+        """Advantages of this process's ``rewards`` (one per prompt), after adding every process's rewards."""
+        rewards = rewards.detach().float().flatten()
+        if len(prompts) != len(rewards):
+            raise ValueError(f"got {len(prompts)} prompts for {len(rewards)} rewards; expected one prompt each")
+        all_rewards, offset = gather_rows(rewards)
+        all_prompts = gather_objects(prompts)
+        names = sorted(set(all_prompts))
+        groups = torch.tensor([names.index(p) for p in all_prompts], device=rewards.device)
+        valid = _finite_groups(all_rewards, groups, nonfinite)
+        values = all_rewards.double().cpu()
+        batch = values[valid.cpu()]
+        advantages = torch.zeros_like(values)
+        for name in names:
+            rows = [i for i, p in enumerate(all_prompts) if p == name and bool(valid[i])]
+            if not rows:
+                continue
+            buffer = self.buffers.setdefault(name, deque(maxlen=self.buffer_size))
+            buffer.extend(values[rows].tolist())
+            ref = torch.tensor(list(buffer), dtype=torch.float64) if len(buffer) >= self.min_count else batch
+            advantages[rows] = (values[rows] - ref.mean()) / (ref.std(unbiased=False) + self.eps)
+        advantages = advantages.float().to(rewards.device)
+        rows = slice(offset, offset + len(rewards))
+        return Advantages(advantages[rows], valid[rows], _stats(all_rewards, advantages, valid))
+
+    def state_dict(self) -> dict[str, list[float]]:
+        return {name: list(buffer) for name, buffer in self.buffers.items()}
+
+    def load_state_dict(self, state: dict[str, list[float]]) -> None:
+        self.buffers = {name: deque(values, maxlen=self.buffer_size) for name, values in state.items()}

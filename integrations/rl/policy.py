@@ -1,0 +1,254 @@
+"""One policy update per batch of rollouts, for DDPO, GRPO and DiffusionNFT: the part a trainer drives.
+
+:class:`PolicyOptimizer` holds no run plumbing: the caller owns the denoiser (with its LoRA, possibly
+wrapped for several processes), the optimizer, the prompts and seeds, checkpoints and logging. Each
+:meth:`PolicyOptimizer.step` samples, scores, computes advantages over every process and updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..lora import adapters_disabled
+from ..reward_functions import Rewards, named_rewards, objective
+from ..sampling import guided_prediction
+from .advantages import Advantages, PromptStatTracker, group_advantages
+from .objectives import (
+    clipped_policy_loss,
+    forward_noised,
+    gaussian_kl,
+    nft_loss,
+    optimality_probability,
+    ratio_stats,
+)
+from .sampler import Rollout, StochasticSampler
+
+__all__ = ["METHODS", "PolicyConfig", "PolicyBatch", "PolicyOptimizer"]
+
+METHODS = ("ddpo", "grpo", "nft")
+
+
+@dataclass
+class PolicyConfig:
+    """Settings of the online RL methods; defaults from the papers' code where one exists (docs/online_rl.md).
+
+    ``method``: ``"ddpo"`` (per-prompt running statistics when ``per_prompt_stats``, else the batch's),
+    ``"grpo"`` (normalised within each prompt's group) or ``"nft"`` (DiffusionNFT, flow families).
+    ``clip_range`` 1e-4 and ``adv_clip_max`` 5: trl's DDPO and Flow-GRPO. ``kl_coeff``: weight of the KL
+    to the reference policy (LoRA disabled); Flow-GRPO uses 0.004-0.04, DDPO none. ``nft_beta`` 1.0 and
+    ``nft_timesteps``: DiffusionNFT's guidance strength and the forward-process times drawn per sample.
+    ``nonfinite``: ``"raise"`` on NaN / infinite rewards or ``"skip"`` their groups.
+    """
+
+    method: str = "grpo"
+    num_steps: int = 10
+    guidance_scale: float | None = None
+    eta: float = 1.0
+    noise_level: float = 0.7
+    sigma_schedule: str = "flow_grpo"
+    sde_window: tuple[int, int] | None = None
+    inner_epochs: int = 1
+    minibatch_size: int | None = None
+    clip_range: float = 1e-4
+    adv_clip_max: float = 5.0
+    kl_coeff: float = 0.0
+    per_prompt_stats: bool = True
+    stat_buffer_size: int = 16
+    stat_min_count: int = 16
+    nft_beta: float = 1.0
+    nft_timesteps: int = 4
+    nft_stochastic_rollouts: bool = False
+    max_grad_norm: float | None = 1.0
+    nonfinite: str = "raise"
+    reward_weights: dict[str, float] | None = None
+    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        for name in ("inner_epochs", "nft_timesteps", "num_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.minibatch_size is not None and self.minibatch_size < 1:
+            raise ValueError(f"minibatch_size must be >= 1 or None, got {self.minibatch_size}")
+        if self.kl_coeff < 0:
+            raise ValueError(f"kl_coeff must be >= 0, got {self.kl_coeff}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def sampler(self, pipe: Any) -> StochasticSampler:
+        """The rollout sampler these settings describe."""
+        return StochasticSampler(pipe, num_steps=self.num_steps, guidance_scale=self.guidance_scale, eta=self.eta,
+                                 noise_level=self.noise_level, sigma_schedule=self.sigma_schedule,
+                                 sde_window=self.sde_window, **self.sampler_kwargs)
+
+
+@dataclass
+class PolicyBatch:
+    """Rollouts with their rewards (B,), named reward outputs and advantages."""
+
+    rollout: Rollout
+    rewards: torch.Tensor
+    named: dict[str, torch.Tensor]
+    advantages: Advantages
+
+
+class PolicyOptimizer:
+    """DDPO / GRPO / DiffusionNFT updates of ``model`` (the denoiser with its LoRA; the same module or its
+    DDP wrapper) by ``optimizer`` over ``params``.
+
+    ``reference()``: a context in which ``model`` is the reference policy (default: its LoRA disabled),
+    for the KL term. ``backward(loss)``: how to backpropagate (default ``loss.backward()``; a trainer
+    passes ``accelerator.backward``). ``clip_grad_norm(params, max_norm)``: likewise.
+    """
+
+    def __init__(self, sampler: StochasticSampler, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 params: Sequence[nn.Parameter], reward: Rewards, config: PolicyConfig, *,
+                 reference: Callable[[], AbstractContextManager] | None = None,
+                 backward: Callable[[torch.Tensor], None] | None = None,
+                 clip_grad_norm: Callable[..., Any] | None = None):
+        self.sampler, self.model, self.optimizer = sampler, model, optimizer
+        self.params, self.reward, self.config = list(params), reward, config
+        if config.method == "nft" and sampler.kind != "flow":
+            raise ValueError(f"method 'nft' (DiffusionNFT) trains flow-matching models (SD3, FLUX.1); this pipeline "
+                             f"samples with {sampler.kind}: use 'ddpo' or 'grpo'")
+        base = getattr(model, "module", model)
+        self.reference = reference or (lambda: adapters_disabled(base))
+        self.backward = backward or (lambda loss: loss.backward())
+        self.clip_grad_norm = clip_grad_norm or torch.nn.utils.clip_grad_norm_
+        self.tracker = (PromptStatTracker(config.stat_buffer_size, config.stat_min_count)
+                        if config.method == "ddpo" and config.per_prompt_stats else None)
+
+    # --- rollouts, rewards, advantages -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The objective (B,) and every named output, any reward form, no gradients."""
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            named = named_rewards(self.reward, images.float(), list(prompts))
+        return objective(named, self.config.reward_weights).float(), named
+
+    def collect(self, prompts: Sequence[str], seeds: Sequence[int], groups: torch.Tensor) -> PolicyBatch:
+        """Sample one trajectory per (prompt, seed), score it and compute advantages over every process.
+        ``groups``: (B,) integer key per sample, the same on every process for one prompt's samples."""
+        cfg = self.config
+        self.model.eval()
+        stochastic = cfg.method != "nft" or cfg.nft_stochastic_rollouts
+        rollout = self.sampler.rollout(self.model, prompts, seeds, stochastic=stochastic)
+        rewards, named = self.score(rollout.images, rollout.prompts)
+        rewards = rewards.to(rollout.final.device)
+        if self.tracker is not None:
+            advantages = self.tracker.update(rollout.prompts, rewards, nonfinite=cfg.nonfinite)
+        else:
+            keys = torch.zeros_like(torch.as_tensor(groups)) if cfg.method == "ddpo" else groups
+            advantages = group_advantages(rewards, torch.as_tensor(keys).to(rewards.device), nonfinite=cfg.nonfinite)
+        return PolicyBatch(rollout, rewards, named, advantages)
+
+    # --- updates -----------------------------------------------------------------------------------------
+
+    def _minibatches(self, size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+        order = torch.randperm(size, generator=generator) if generator is not None else torch.arange(size)
+        chunk = self.config.minibatch_size or size
+        return list(order.split(chunk))
+
+    def _optimizer_step(self) -> float:
+        norm = self.clip_grad_norm(self.params, self.config.max_grad_norm or float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def update(self, batch: PolicyBatch, generator: torch.Generator | None = None) -> dict[str, float]:
+        """``inner_epochs`` passes over the batch in minibatches (one optimizer step each); returns the
+        update's statistics: reward and advantage stats, and per method ratio / clip / KL or NFT stats."""
+        self.model.train()
+        update = self._nft_update if self.config.method == "nft" else self._ppo_update
+        stats = update(batch, generator)
+        self.model.eval()
+        named = {f"reward/{k}": float(v[torch.isfinite(v)].mean()) for k, v in batch.named.items()
+                 if len(batch.named) > 1}
+        return {**batch.advantages.stats, **named, **stats}
+
+    def step(self, prompts: Sequence[str], seeds: Sequence[int], groups: torch.Tensor,
+             generator: torch.Generator | None = None) -> dict[str, float]:
+        """:meth:`collect`, then :meth:`update`."""
+        return self.update(self.collect(prompts, seeds, groups), generator)
+
+    def _ppo_update(self, batch: PolicyBatch, generator: torch.Generator | None) -> dict[str, float]:
+        cfg, rollout = self.config, batch.rollout
+        steps = len(rollout.steps)
+        totals: dict[str, list[float]] = {}
+        for _ in range(cfg.inner_epochs):
+            for index in self._minibatches(len(rollout), generator):
+                part = rollout.select(index)
+                advantages = batch.advantages.values[index.to(batch.advantages.values.device)]
+                mask = batch.advantages.valid[index.to(batch.advantages.valid.device)]
+                for k in range(steps):
+                    out = self.sampler.step_output(self.model, part, k)
+                    old = part.log_probs[:, k]
+                    loss = clipped_policy_loss(out.log_prob, old, advantages, clip_range=cfg.clip_range,
+                                               adv_clip_max=cfg.adv_clip_max, mask=mask)
+                    stats = ratio_stats(out.log_prob[mask], old[mask], cfg.clip_range) if bool(mask.any()) else {}
+                    if cfg.kl_coeff > 0:
+                        with torch.no_grad(), self.reference():
+                            ref = self.sampler.step_output(self.model, part, k)
+                        kl = (gaussian_kl(out.mean, ref.mean, out.std) * mask).sum() / mask.sum().clamp(min=1)
+                        loss = loss + cfg.kl_coeff * kl
+                        stats["kl"] = float(kl.detach())
+                    self.backward(loss / steps)
+                    stats["policy_loss"] = float(loss.detach())
+                    _accumulate(totals, stats)
+                _accumulate(totals, {"grad_norm": self._optimizer_step()})
+        return _means(totals)
+
+    def _nft_update(self, batch: PolicyBatch, generator: torch.Generator | None) -> dict[str, float]:
+        cfg, rollout, sampler = self.config, batch.rollout, self.sampler
+        r = optimality_probability(batch.advantages.values, cfg.adv_clip_max)
+        scale = 1.0 if sampler.family.uses_cfg(sampler.guidance_scale) else sampler.guidance_scale
+        x0 = rollout.final.float()
+        times = sampler.scheduler.sigmas[: sampler.num_steps].float()
+        draws = []  # (t, noise, v_old) per draw: the old policy is the model before this batch's updates
+        with torch.no_grad():
+            cond = sampler.conditioning(rollout.embeds, scale)
+            for _ in range(cfg.nft_timesteps):
+                t = times[torch.randint(len(times), (len(rollout),), generator=generator)].to(x0.device)
+                noise = torch.randn(x0.shape, generator=generator).to(x0)
+                v_old = self._velocity(forward_noised(x0, noise, t), t, cond, scale).float()
+                draws.append((t, noise, v_old))
+        totals: dict[str, list[float]] = {}
+        for _ in range(cfg.inner_epochs):
+            for index in self._minibatches(len(rollout), generator):
+                part = rollout.select(index)
+                cond = sampler.conditioning(part.embeds, scale)
+                device_index = index.to(x0.device)
+                mask = batch.advantages.valid[device_index]
+                for t, noise, v_old in draws:
+                    t_i, noise_i = t[device_index], noise[device_index]
+                    x_t = forward_noised(x0[device_index], noise_i, t_i)
+                    v_theta = self._velocity(x_t, t_i, cond, scale)
+                    loss = nft_loss(v_theta, v_old[device_index], x0[device_index], noise_i, r[device_index],
+                                    cfg.nft_beta, mask=mask)
+                    self.backward(loss / len(draws))
+                    _accumulate(totals, {"nft_loss": float(loss.detach())})
+                _accumulate(totals, {"grad_norm": self._optimizer_step()})
+        return {**_means(totals), "optimality_mean": float(r[batch.advantages.valid].mean())}
+
+    def _velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, Any], scale: float) -> torch.Tensor:
+        timestep = t * self.sampler.scheduler.config.num_train_timesteps  # diffusers' flow timesteps
+        return guided_prediction(self.sampler.family, self.model, x_t.to(self.sampler.pipe.dtype), timestep, cond,
+                                 scale)
+
+
+def _accumulate(totals: dict[str, list[float]], stats: Mapping[str, float]) -> None:
+    for key, value in stats.items():
+        totals.setdefault(key, []).append(value)
+
+
+def _means(totals: Mapping[str, list[float]]) -> dict[str, float]:
+    return {key: sum(values) / len(values) for key, values in totals.items()}
