@@ -46,11 +46,14 @@ def sampler_kind(scheduler: Any) -> str:
 
 def policy_scheduler(scheduler: Any) -> Any:
     """A fresh scheduler for the policy's sampler: the same class for flow matching and LCM, a
-    ``DDIMScheduler`` from the same config for every other discrete-time scheduler."""
+    ``DDIMScheduler`` from the same config for every other discrete-time scheduler (with DDIM's
+    ``clip_sample`` and ``set_alpha_to_one`` off unless that config sets them, as SDXL's DDIM config has)."""
     if sampler_kind(scheduler) == "ddim":
         from diffusers import DDIMScheduler
 
-        return DDIMScheduler.from_config(scheduler.config)
+        config = scheduler.config
+        return DDIMScheduler.from_config(config, clip_sample=config.get("clip_sample", False),
+                                         set_alpha_to_one=config.get("set_alpha_to_one", False))
     return type(scheduler).from_config(scheduler.config)
 
 
@@ -192,6 +195,9 @@ class StochasticSampler:
         x0 = self.family.predicted_x0(self.scheduler, out, i, t, x)
         alpha_bar, alpha_bar_prev = self._alpha_bars(i)
         eps = (x - alpha_bar**0.5 * x0) / (1 - alpha_bar) ** 0.5
+        config = self.scheduler.config
+        if self.kind == "ddim" and config.get("clip_sample", False):  # as DDIM (and trl's DDPO step) clip x0
+            x0 = x0.clamp(-config.clip_sample_range, config.clip_sample_range)
         return ddim_mean(x0, eps, alpha_bar_prev, std)
 
     # --- rollouts and their recomputation --------------------------------------------------------------
