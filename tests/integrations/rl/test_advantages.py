@@ -1,0 +1,83 @@
+"""Advantages: zero mean within every group, also when a group's samples sit on two processes."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from integrations.rl import PromptStatTracker, group_advantages
+
+REWARDS = torch.tensor([0.1, 0.5, 0.3, 0.9, 2.0, 4.0, 1.0, 3.0, 7.0, 7.5, 6.0, 8.0])
+GROUPS = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])  # interleaved: each group spans both halves
+
+
+def _check_groups(values, groups):
+    for g in groups.unique():
+        part = values[groups == g].double()
+        assert abs(float(part.mean())) < 1e-6
+        assert abs(float(part.std(unbiased=False)) - 1) < 1e-3
+
+
+def test_group_advantages_are_normalised_within_each_group():
+    adv = group_advantages(REWARDS, GROUPS)
+    _check_groups(adv.values, GROUPS)
+    assert bool(adv.valid.all()) and adv.stats["skipped"] == 0
+    assert adv.stats["reward_mean"] == pytest.approx(float(REWARDS.mean()))
+
+
+def test_nonfinite_rewards_raise_or_skip_their_group_with_a_warning():
+    rewards = REWARDS.clone()
+    rewards[4] = float("nan")
+    with pytest.raises(ValueError, match="1 of 12 rewards are NaN or infinite"):
+        group_advantages(rewards, GROUPS)
+    with pytest.warns(RuntimeWarning, match=r"1 of 12 rewards .* skipping 1 group\(s\), 4 samples"):
+        adv = group_advantages(rewards, GROUPS, nonfinite="skip")
+    assert adv.valid.tolist() == (GROUPS != 1).tolist()
+    assert bool(torch.isfinite(adv.values).all()) and bool((adv.values[GROUPS == 1] == 0).all())
+    _check_groups(adv.values[GROUPS != 1], GROUPS[GROUPS != 1])
+
+
+def test_prompt_stat_tracker_uses_the_batch_until_a_prompt_has_min_count_rewards():
+    tracker = PromptStatTracker(buffer_size=4, min_count=2)
+    prompts = ["a", "b", "a", "b"]
+    first = tracker.update(prompts, torch.tensor([1.0, 2.0, 3.0, 6.0]))  # 2 each: per-prompt already
+    torch.testing.assert_close(first.values, torch.tensor([-1.0, -1.0, 1.0, 1.0]), atol=1e-5, rtol=0)
+    fresh = PromptStatTracker(buffer_size=4, min_count=3)
+    batch = fresh.update(prompts, torch.tensor([1.0, 2.0, 3.0, 6.0]))
+    r = torch.tensor([1.0, 2.0, 3.0, 6.0], dtype=torch.float64)
+    torch.testing.assert_close(batch.values.double(), (r - r.mean()) / (r.std(unbiased=False) + 1e-6))
+    assert fresh.state_dict() == {"a": [1.0, 3.0], "b": [2.0, 6.0]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, out: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        rows = slice(rank * 6, rank * 6 + 6)  # rank 0 holds samples 0-5, rank 1 samples 6-11
+        adv = group_advantages(REWARDS[rows], GROUPS[rows])
+        tracker = PromptStatTracker(buffer_size=8, min_count=2)
+        tracked = tracker.update([f"p{g}" for g in GROUPS[rows].tolist()], REWARDS[rows])
+        out[rank] = (adv.values, tracked.values, tracker.state_dict())
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_group_advantages_over_two_processes_match_one_process():
+    manager = mp.get_context("spawn").Manager()
+    out = manager.dict()
+    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    values = torch.cat([out[0][0], out[1][0]])
+    _check_groups(values, GROUPS)
+    torch.testing.assert_close(values, group_advantages(REWARDS, GROUPS).values)
+    tracked = torch.cat([out[0][1], out[1][1]])
+    single = PromptStatTracker(buffer_size=8, min_count=2)
+    torch.testing.assert_close(tracked, single.update([f"p{g}" for g in GROUPS.tolist()], REWARDS).values)
+    assert out[0][2] == out[1][2] == single.state_dict()
