@@ -131,7 +131,10 @@ def _toy_marginals(noise_level, schedule, sign=1.0, steps=400, n=20000, m=1.5, s
         v = t / var * centred - (m + (1 - t) * s**2 / var * centred)
         sigma = flow_sde_sigma(t, noise_level, schedule, t_cap=ts[1])
         dt = t_next - t
-        mean = flow_sde_mean(x, v, t, t_next, sigma) if sign > 0 else x + (v - sigma**2 / (2 * t) * (x + (1 - t) * v)) * dt
+        if sign > 0:
+            mean = flow_sde_mean(x, v, t, t_next, sigma)
+        else:
+            mean = x + (v - sigma**2 / (2 * t) * (x + (1 - t) * v)) * dt
         x = mean + flow_sde_std(t, t_next, sigma) * torch.randn(n, generator=gen, dtype=torch.float64)
     return float(x.mean()), float(x.var())
 
