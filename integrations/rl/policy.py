@@ -126,6 +126,14 @@ class PolicyOptimizer:
         self.tracker = (PromptStatTracker(config.stat_buffer_size, config.stat_min_count)
                         if config.method == "ddpo" and config.per_prompt_stats else None)
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs besides the LoRA and optimizer: DDPO's per-prompt statistics."""
+        return {"tracker": self.tracker.state_dict() if self.tracker is not None else None}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.tracker is not None and state.get("tracker") is not None:
+            self.tracker.load_state_dict(state["tracker"])
+
     # --- rollouts, rewards, advantages -----------------------------------------------------------------
 
     @torch.no_grad()

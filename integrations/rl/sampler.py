@@ -61,8 +61,8 @@ def policy_scheduler(scheduler: Any) -> Any:
 class Rollout:
     """Trajectories sampled by :class:`StochasticSampler`, ``B`` of them.
 
-    ``latents[:, k]`` is the state before recorded step ``steps[k]`` and ``next_latents[:, k]`` the
-    state it sampled, with log-probability ``log_probs[:, k]``; ``final`` the last latents (denoiser
+    ``latents[:, k]`` is the state before recorded step ``steps[k]`` (scheduler timestep ``timesteps[k]``)
+    and ``next_latents[:, k]`` the state it sampled, with log-probability ``log_probs[:, k]``; ``final`` the last latents (denoiser
     layout); ``embeds`` the prompt embeddings (negative ones too under classifier-free guidance), one
     row per trajectory; ``rewards`` filled in by the caller.
     """
@@ -71,6 +71,7 @@ class Rollout:
     seeds: list[int]
     embeds: Embeddings
     steps: list[int]
+    timesteps: torch.Tensor
     latents: torch.Tensor
     next_latents: torch.Tensor
     log_probs: torch.Tensor
@@ -250,7 +251,8 @@ class StochasticSampler:
             latents = sample
         images = self.family.decode(latents.to(self.pipe.vae.dtype), self.height, self.width,
                                     gradient_checkpointing=False) if decode else None
-        return Rollout(prompts, seeds, embeds, list(recorded), _stack(before, latents), _stack(after, latents),
+        return Rollout(prompts, seeds, embeds, list(recorded), self.timesteps[list(recorded)],
+                       _stack(before, latents), _stack(after, latents),
                        torch.stack(log_probs, 1) if log_probs else latents.new_zeros(len(prompts), 0),
                        latents, images)
 

@@ -1,4 +1,5 @@
-"""Advantages: zero mean within every group, also when a group's samples sit on two processes."""
+"""Advantages: zero mean within every group, also when a group's samples sit on two processes; a GRPO
+step under DDP leaves the LoRA identical on both."""
 
 import os
 import socket
@@ -7,7 +8,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from integrations.rl import PromptStatTracker, group_advantages
+from integrations.lora import add_lora, lora_parameters
+from integrations.rl import PolicyConfig, PolicyOptimizer, PromptStatTracker, group_advantages
+from integrations.tiny_pipelines import tiny_sd3_pipeline
 
 REWARDS = torch.tensor([0.1, 0.5, 0.3, 0.9, 2.0, 4.0, 1.0, 3.0, 7.0, 7.5, 6.0, 8.0])
 GROUPS = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])  # interleaved: each group spans both halves
@@ -57,6 +60,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _brightness(images):
+    return images.cpu().numpy().mean(axis=(1, 2, 3))
+
+
+def _ddp_lora_in_sync(rank: int) -> list[bool]:
+    """Two GRPO steps of a DDP-wrapped denoiser, each prompt's group split over both ranks; after each,
+    whether every LoRA weight equals rank 0's."""
+    config = PolicyConfig(method="grpo", num_steps=2, guidance_scale=1.0, kl_coeff=0.04)
+    pipe = tiny_sd3_pipeline()
+    denoiser = pipe.transformer
+    add_lora(denoiser, rank=2, seed=0)
+    params = lora_parameters(denoiser)
+    model = torch.nn.parallel.DistributedDataParallel(denoiser)
+    policy = PolicyOptimizer(config.sampler(pipe), model, torch.optim.AdamW(params, lr=1e-2), params,
+                             _brightness, config)
+    in_sync = []
+    for step in range(2):
+        seeds = [100 * step + 10 * rank + i for i in range(4)]
+        policy.step(["a cat", "a dog"] * 2, seeds, torch.tensor([0, 1, 0, 1]))
+        flat = torch.cat([p.detach().flatten() for p in params])
+        copies = [torch.zeros_like(flat) for _ in range(2)]
+        torch.distributed.all_gather(copies, flat)
+        in_sync.append(torch.equal(copies[0], copies[1]) and not torch.equal(flat, torch.zeros_like(flat)))
+    return in_sync
+
+
 def _worker(rank: int, world: int, port: int, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
@@ -65,12 +94,12 @@ def _worker(rank: int, world: int, port: int, out: dict) -> None:
         adv = group_advantages(REWARDS[rows], GROUPS[rows])
         tracker = PromptStatTracker(buffer_size=8, min_count=2)
         tracked = tracker.update([f"p{g}" for g in GROUPS[rows].tolist()], REWARDS[rows])
-        out[rank] = (adv.values, tracked.values, tracker.state_dict())
+        out[rank] = (adv.values, tracked.values, tracker.state_dict(), _ddp_lora_in_sync(rank))
     finally:
         torch.distributed.destroy_process_group()
 
 
-def test_group_advantages_over_two_processes_match_one_process():
+def test_two_processes_match_one_and_keep_the_lora_in_sync():
     manager = mp.get_context("spawn").Manager()
     out = manager.dict()
     mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
@@ -81,3 +110,4 @@ def test_group_advantages_over_two_processes_match_one_process():
     single = PromptStatTracker(buffer_size=8, min_count=2)
     torch.testing.assert_close(tracked, single.update([f"p{g}" for g in GROUPS.tolist()], REWARDS).values)
     assert out[0][2] == out[1][2] == single.state_dict()
+    assert out[0][3] == out[1][3] == [True, True]
