@@ -61,10 +61,11 @@ def policy_scheduler(scheduler: Any) -> Any:
 class Rollout:
     """Trajectories sampled by :class:`StochasticSampler`, ``B`` of them.
 
-    ``latents[:, k]`` is the state before recorded step ``steps[k]`` (scheduler timestep ``timesteps[k]``)
-    and ``next_latents[:, k]`` the state it sampled, with log-probability ``log_probs[:, k]``; ``final`` the last latents (denoiser
-    layout); ``embeds`` the prompt embeddings (negative ones too under classifier-free guidance), one
-    row per trajectory; ``rewards`` filled in by the caller.
+    ``latents[:, k]`` is the state before recorded step ``steps[k]`` (scheduler timestep
+    ``timesteps[k]``) and ``next_latents[:, k]`` the state it sampled, with log-probability
+    ``log_probs[:, k]``; ``final`` the last latents (denoiser layout); ``images`` their decoded
+    images in [0, 1]; ``embeds`` the prompt embeddings (negative ones too under classifier-free
+    guidance), one row per trajectory.
     """
 
     prompts: list[str]
