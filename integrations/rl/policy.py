@@ -210,7 +210,7 @@ class PolicyOptimizer:
                         loss = loss + cfg.kl_coeff * kl
                         stats["kl"] = float(kl.detach())
                     self.backward(loss / steps)
-                    stats["policy_loss"] = float(loss.detach())
+                    stats["loss"] = float(loss.detach())
                     _accumulate(totals, stats)
                 _accumulate(totals, {"grad_norm": self._optimizer_step()})
         return _means(totals)

@@ -10,7 +10,7 @@ deterministic sampler (DDIM ``eta = 0``, the Euler ODE) and are not trained (Mix
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -78,7 +78,6 @@ class Rollout:
     log_probs: torch.Tensor
     final: torch.Tensor
     images: torch.Tensor | None = None
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -94,8 +93,7 @@ class Rollout:
         return replace(self, prompts=[self.prompts[i] for i in rows], seeds=[self.seeds[i] for i in rows],
                        embeds={k: pick(v) for k, v in self.embeds.items()}, latents=pick(self.latents),
                        next_latents=pick(self.next_latents), log_probs=pick(self.log_probs), final=pick(self.final),
-                       images=None if self.images is None else pick(self.images),
-                       extras={k: pick(v) for k, v in self.extras.items()})
+                       images=None if self.images is None else pick(self.images))
 
 
 @dataclass
