@@ -45,7 +45,8 @@ def _independent_flow(sampler, out, i, x):
     sched._step_index = i
     euler = sched.step(out, sampler.timesteps[i], x, return_dict=False)[0]  # x + v dt, diffusers' sign of dt
     denominator = 1 - (float(sched.sigmas[1]) if t == 1 else t)
-    sigma = sampler.noise_level * math.sqrt(t / denominator)
+    constant = sampler.sigma_schedule == "constant"  # DanceGRPO
+    sigma = sampler.noise_level * (1.0 if constant else math.sqrt(t / denominator))
     mean = euler + sigma**2 / (2 * t) * (x + (1 - t) * out) * (t_next - t)
     return mean, sigma * math.sqrt(t - t_next)
 
@@ -56,6 +57,7 @@ CASES = {
     "lcm": (tiny_lcm_pipeline, dict(), _independent_lcm),
     "sd3-cfg": (tiny_sd3_pipeline, dict(guidance_scale=4.0, noise_level=0.7), _independent_flow),
     "flux": (tiny_flux_pipeline, dict(noise_level=0.9), _independent_flow),
+    "flux-constant": (tiny_flux_pipeline, dict(noise_level=0.5, sigma_schedule="constant"), _independent_flow),
 }
 
 
