@@ -242,7 +242,9 @@ def _unwrap(model: MSTCLIPIQA, name: str, merge: bool) -> None:
         except AttributeError:  # inside a layer unloaded already (a MultiheadAttention's out_proj)
             continue
         if not merge and layer._all_available_adapter_names() not in ([], [name]):
-            layer.delete_adapter(name)
+            with warnings.catch_warnings():  # the active adapter is restored by the caller
+                warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+                layer.delete_adapter(name)
             continue
         if hasattr(layer, "unload_and_optionally_merge_module"):  # MultiheadAttention needs peft's own path
             base = layer.unload_and_optionally_merge_module(merge=merge, safe_merge=False, adapter_names=[name])
