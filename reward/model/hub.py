@@ -71,8 +71,14 @@ class HubMixin(PyTorchModelHubMixin, library_name="mst-clipiqa", license="mit", 
         write_card(directory, self.generate_model_card(**card_kwargs))
         if not push_to_hub:
             return directory
-        repo_id = repo_id or directory.name
-        return self.push_to_hub(repo_id, model_card_kwargs={**card_kwargs, "repo_id": repo_id}, **push_to_hub_kwargs)
+        return self.push_to_hub(repo_id or directory.name, model_card_kwargs=card_kwargs, **push_to_hub_kwargs)
+
+    def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> str:
+        """``huggingface_hub``'s ``push_to_hub`` (a fresh save in a temporary folder, uploaded in one commit:
+        ``private``, ``token``, ``branch``, ``commit_message``, ``create_pr``, ...); the card's example names
+        ``repo_id``. Returns the commit's URL."""
+        card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
+        return super().push_to_hub(repo_id, model_card_kwargs=card_kwargs, **kwargs)
 
     def generate_model_card(self, report: str | Path | Mapping[str, Any] | None = None,
                             repo_id: str | None = None) -> ModelCard:
