@@ -146,7 +146,7 @@ def card_text(model: MSTCLIPIQA, report: Mapping[str, Any] | None, options: dict
     name = repo_id or "PATH_OR_HUB_ID"
     parts += ["## Use\n\n```python\nfrom mst_clipiqa import MSTCLIPIQAReward\n\n"
               f"reward = MSTCLIPIQAReward.from_pretrained(\"{name}\")\n"
-              "scores = reward.score([\"image.png\"], [\"the prompt it was generated from\"])  # (N,), higher is better\n"
+              "scores = reward.score([\"image.png\"], [\"its prompt\"])  # (N,), higher is better\n"
               "loss = reward.loss(images, prompts)  # images (B, 3, H, W) in [0, 1], differentiable\n```\n",
               _licence(config),
               f"## Citation\n\n```bibtex\n{CITATION}\n```\n"]
