@@ -75,6 +75,7 @@ def adapter_names(model: MSTCLIPIQA) -> list[str]:
 
 
 def has_encoder_adapter(model: MSTCLIPIQA) -> bool:
+    """Whether any adapter adapts the vision encoders (then the feature cache cannot be used)."""
     return any(n.startswith(BACKBONE_PREFIXES) and is_adapter_key(n) for n, _ in _scorer(model)[0].named_parameters())
 
 
@@ -113,6 +114,7 @@ def set_adapter(model: MSTCLIPIQA, name: str | None) -> None:
 
 
 def active_adapter(model: MSTCLIPIQA) -> str | None:
+    """The name of the active adapter; ``None`` for the base model."""
     layers = _layers(_scorer(model)[0])
     if not layers or layers[0].disable_adapters:
         return None
@@ -150,9 +152,12 @@ def _read_config(model: MSTCLIPIQA, directory: Path) -> tuple[LoraConfig, dict[s
         warnings.warn(f"{directory} is an adapter in the old {LEGACY_FORMAT!r} format, read for one more release; "
                       "load it and save it again with save_adapter to get a peft folder", DeprecationWarning,
                       stacklevel=3)
-        config = LoraConfig(r=data["rank"], lora_alpha=data["alpha"], lora_dropout=data["dropout"],
-                            target_modules=target_modules(model, data["encoders"]))
-        return config, {"name": data["name"], "heads": data["heads"]}
+        try:
+            config = LoraConfig(r=data["rank"], lora_alpha=data["alpha"], lora_dropout=data["dropout"],
+                                target_modules=target_modules(model, data["encoders"]))
+            return config, {"name": data["name"], "heads": data["heads"]}
+        except KeyError as error:
+            raise ValueError(f"{path} lacks the field {error} of the {LEGACY_FORMAT!r} format") from None
     if "peft_type" not in data:
         raise ValueError(f"{path} has no peft_type (nor format {LEGACY_FORMAT!r}); expected {EXPECTED}")
     if data["peft_type"] != "LORA":
