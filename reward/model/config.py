@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args
 
 from ..backbones import BackboneConfig, Backend
 from ..utils import check_range
-from .files import check_readable
+from .files import MODEL_TYPE, check_readable
 
 HeadKind = Literal["template", "prompt"]
 
@@ -131,13 +131,18 @@ class MSTCLIPIQAConfig:
         return asdict(self)
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """``config.json``: the fields, after a ``model_type`` naming the model (as Hugging Face configs do)."""
+        Path(path).write_text(json.dumps({"model_type": MODEL_TYPE, **self.to_dict()}, indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MSTCLIPIQAConfig:
         """A config from plain data (parsed JSON); every field is checked, errors name the field."""
         if not isinstance(data, dict):
             raise ValueError(f"a model config must be a JSON object of fields, got {type(data).__name__}")
+        data = dict(data)
+        model_type = data.pop("model_type", MODEL_TYPE)  # configs saved before it was written have none
+        if model_type != MODEL_TYPE:
+            raise ValueError(f"config model_type is {model_type!r}, not {MODEL_TYPE!r}: not an MST-CLIPIQA model")
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:

@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 BACKBONES_NAME = "backbones.safetensors"
+REWARD_CONFIG_NAME = "reward_config.json"  # an MSTCLIPIQAReward's options, beside its model
+MODEL_TYPE = "mst-clipiqa"  # config.json's model_type, as Hugging Face configs name their model
 
 
 def resolve_model_dir(path: str | Path, **hub_kwargs) -> Path:

@@ -5,7 +5,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import save_file
@@ -18,6 +18,7 @@ from .config import FUSION_INITS, MSTCLIPIQAConfig
 from .files import BACKBONES_NAME, CONFIG_NAME, WEIGHTS_NAME, read_weights, resolve_model_dir
 from .fusion import GatedFusion
 from .heads import PromptHead, TemplateHead
+from .hub import HubMixin, check_hub_kwargs, remove_stale
 from .names import MODEL_NAMES, named_config
 from .reference import add_unscored, convert_state_dict, read_state_dict, reference_config, reference_key
 
@@ -30,12 +31,13 @@ def is_adapter_key(name: str) -> bool:
     return ADAPTER_MARK in name
 
 
-class MSTCLIPIQA(nn.Module):
+class MSTCLIPIQA(nn.Module, HubMixin):
     """The multi-scale two-stream CLIP quality model.
 
     ``model(images, prompts)`` takes (B, 3, H, W) images in [0, 1] of any size
     and returns a dict of (B,) scores, one per named output. The coarse stream
-    (patch 32) also provides the text encoder for both head kinds.
+    (patch 32) also provides the text encoder for both head kinds. It has the
+    Hub surface of ``huggingface_hub.PyTorchModelHubMixin`` (see ``reward.model.hub``).
     """
 
     def __init__(self, config: MSTCLIPIQAConfig):
@@ -154,35 +156,38 @@ class MSTCLIPIQA(nn.Module):
         """Everything but the frozen backbones: fusion, heads, and any adapters on them."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith(BACKBONE_PREFIXES)}
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (trained parts only).
-
-        Backbones whose weights cannot be fetched by name (random or imported)
-        go to ``backbones.safetensors`` beside them, so nothing is lost.
-        """
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """``config.json`` and ``model.safetensors`` (trained parts only); backbones whose weights cannot be
+        fetched by name (random or imported) go to ``backbones.safetensors`` beside them, so nothing is lost.
+        Files of an earlier save that this one does not write are removed first."""
         if any(is_adapter_key(k) for k in self.state_dict()):
             raise ValueError("this model carries LoRA adapters: save them with reward.save_adapter, "
                              "or bake the active one in with reward.merge_adapters(model) first")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.config.to_json(directory / CONFIG_NAME)
-        save_file(_contiguous(self.trained_state_dict()), str(directory / WEIGHTS_NAME))
+        save_directory.mkdir(parents=True, exist_ok=True)
         embedded = {f"{name}.{k}": v for name in self.config.embedded_backbones
                     for k, v in getattr(self, name).state_dict().items()}
+        remove_stale(save_directory, {CONFIG_NAME, WEIGHTS_NAME} | ({BACKBONES_NAME} if embedded else set()))
+        self.config.to_json(save_directory / CONFIG_NAME)
+        save_file(_contiguous(self.trained_state_dict()), str(save_directory / WEIGHTS_NAME))
         if embedded:
-            save_file(_contiguous(embedded), str(directory / BACKBONES_NAME))
-        return directory
+            save_file(_contiguous(embedded), str(save_directory / BACKBONES_NAME))
+
+    def _card_parts(self) -> tuple[MSTCLIPIQA, None]:
+        return self, None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, variant: str | None = None,
-                        outputs: Sequence[str] | None = None, seed: int = 0, **hub_kwargs) -> MSTCLIPIQA:
+                        outputs: Sequence[str] | None = None, seed: int = 0, **hub_kwargs: Any) -> MSTCLIPIQA:
         """A built-in model (``tiny``, ``tiny-hf``, ``paper-A``, ``paper-B``), a ``save_pretrained``
         directory, or a Hugging Face Hub repo holding one.
 
         ``variant`` and ``outputs`` shape the heads of built-in models; ``seed`` fixes
         their random weights, so the same name always gives the same model. For a
-        saved model ``outputs`` only checks that it predicts them.
+        saved model ``outputs`` only checks that it predicts them. ``hub_kwargs``: ``revision``,
+        ``cache_dir``, ``local_files_only``, ``token``, ``force_download`` (for a Hub id); any other
+        keyword is a ``TypeError``.
         """
+        hub_kwargs = check_hub_kwargs(hub_kwargs, "MSTCLIPIQA.from_pretrained")
         if str(name_or_path) in MODEL_NAMES:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -199,7 +204,10 @@ class MSTCLIPIQA(nn.Module):
             raise ValueError(f"{backbones} is missing: {directory / CONFIG_NAME} says the {' and '.join(embedded)} "
                              "backbone weights are stored with the model (pretrained: null), not fetched by name; "
                              "without the file they would be random. Copy it from where the model was saved.")
-        encoders = read_weights(backbones) if backbones.exists() else None
+        encoders = _stored_encoders(backbones, embedded) if embedded else None
+        if not embedded and backbones.exists():
+            warnings.warn(f"{backbones} is ignored: {directory / CONFIG_NAME} names pretrained encoders for both "
+                          "streams (the file is left from another save)", stacklevel=2)
         model = cls(config)
         model.load_weights(trained, source=weights, part="trained")
         if encoders is not None:
@@ -261,6 +269,17 @@ def _build_backbone(which: str, config: BackboneConfig) -> CLIPBackbone:
     except (TypeError, KeyError, AssertionError, ArithmeticError, ValueError) as error:  # an arch it cannot build
         raise ValueError(f"cannot build the {which} backbone from config field {which} ({config.backend} "
                          f"{config.name!r}): {type(error).__name__}: {error}") from error
+
+
+def _stored_encoders(path: Path, embedded: list[str]) -> dict[str, torch.Tensor]:
+    """The stored weights of the ``embedded`` backbones; tensors of an encoder the config names are refused."""
+    state = read_weights(path)
+    foreign = sorted({k.split(".")[0] for k in state} - set(embedded))
+    if foreign:
+        raise ValueError(f"{path} holds weights of the {' and '.join(foreign)} backbone, which config.json names as "
+                         "pretrained (fetched by name): the file is left from another save. Delete it, or save the "
+                         "model again")
+    return state
 
 
 def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

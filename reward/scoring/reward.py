@@ -1,6 +1,8 @@
 """The differentiable reward / loss API on top of an MST-CLIPIQA model."""
 from __future__ import annotations
 
+import inspect
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -8,8 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..model import MSTCLIPIQA, check_image_shape, check_prompts, load_model
-from ..utils import autocast
+from ..model import MODEL_NAMES, MSTCLIPIQA, check_image_shape, check_prompts, load_model
+from ..model.files import REWARD_CONFIG_NAME, check_readable, resolve_model_dir
+from ..model.hub import HUB_KWARGS, HubMixin
+from ..utils import autocast, write_json
 from .batching import score_in_batches
 from .images import load_image
 from .inputs import ValueCheck, check_input_range
@@ -17,7 +21,7 @@ from .inputs import ValueCheck, check_input_range
 Outputs = str | Sequence[str] | Mapping[str, float] | None
 
 
-class MSTCLIPIQAReward(nn.Module):
+class MSTCLIPIQAReward(nn.Module, HubMixin):
     """A reward differentiable w.r.t. the pixels: ``reward(images, prompts) -> (B,)``, higher is better.
 
     ``outputs`` picks and weights the model's named outputs (default: the
@@ -32,6 +36,8 @@ class MSTCLIPIQAReward(nn.Module):
     also works); like checkpointing, it changes the wrapped model in place.
     Under ``dtype`` the frozen matmul weights are cast once and kept (a half-
     precision copy of them), not re-cast on every call; results are the same.
+    ``save_pretrained`` writes the model and these options (``reward_config.json``), which
+    ``from_pretrained`` uses again; ``push_to_hub`` uploads them (``huggingface_hub``'s mixin surface).
     """
 
     lower_better = False
@@ -46,9 +52,11 @@ class MSTCLIPIQAReward(nn.Module):
         self.normalize = normalize
         self.dtype = dtype
         self.tolerance = float(tolerance)
+        self.gradient_checkpointing = gradient_checkpointing
         if not isinstance(compile, (bool, str, Mapping)):
             raise ValueError(f"compile must be True/False, a torch.compile mode name or a dict of options, "
                              f"got {compile!r}")
+        self.compile_options = dict(compile) if isinstance(compile, Mapping) else compile
         model.requires_grad_(False)  # a reward: gradients go to the pixels, never into its own weights
         model.coarse.set_grad_checkpointing(gradient_checkpointing)
         model.fine.set_grad_checkpointing(gradient_checkpointing)
@@ -60,15 +68,40 @@ class MSTCLIPIQAReward(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, variant: str | None = None,
                         adapters: Sequence[str | Path] = (), device: torch.device | str | None = None,
-                        seed: int = 0, **reward_options: Any) -> MSTCLIPIQAReward:
+                        seed: int = 0, **options: Any) -> MSTCLIPIQAReward:
         """A frozen scorer in one call: the model by name (``tiny``, ``tiny-hf``, ``paper-A``, ``paper-B``),
-        ``save_pretrained`` directory or Hub id (see :func:`reward.load_model`), wrapped with
-        ``reward_options`` (``outputs``, ``normalize``, ``dtype``, ...)."""
-        outputs = reward_options.get("outputs")
+        ``save_pretrained`` directory or Hub id (see :func:`reward.load_model`), wrapped with the reward
+        options (``outputs``, ``normalize``, ``dtype``, ...; a saved reward's own options are the defaults).
+        The Hub keywords (``revision``, ``cache_dir``, ``local_files_only``, ``token``, ``force_download``)
+        are forwarded; any other keyword is a ``TypeError``."""
+        hub = {k: options.pop(k) for k in HUB_KWARGS if k in options}
+        unknown = sorted(set(options) - set(REWARD_OPTIONS))
+        if unknown:
+            raise TypeError(f"MSTCLIPIQAReward.from_pretrained got unknown keyword argument(s) {unknown}; it takes "
+                            f"the reward options {list(REWARD_OPTIONS)} and the Hub keywords {list(HUB_KWARGS)}")
+        if str(name_or_path) not in MODEL_NAMES:
+            name_or_path = resolve_model_dir(name_or_path, **hub)
+            options = {**read_reward_options(name_or_path / REWARD_CONFIG_NAME), **options}
+        outputs = options.get("outputs")
         names = [outputs] if isinstance(outputs, str) else list(outputs) if outputs is not None else None
         model = load_model(name_or_path, variant=variant, outputs=names, seed=seed, adapters=adapters,
                            device=device)
-        return cls(model, **reward_options)
+        return cls(model, **options)
+
+    @property
+    def reward_options(self) -> dict[str, Any]:
+        """The options this reward was made with, as JSON data (what ``save_pretrained`` stores)."""
+        return {"outputs": dict(self.weights), "input_range": list(self.input_range), "normalize": self.normalize,
+                "gradient_checkpointing": self.gradient_checkpointing,
+                "dtype": None if self.dtype is None else str(self.dtype).removeprefix("torch."),
+                "tolerance": self.tolerance, "compile": self.compile_options}
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        self.model._save_pretrained(save_directory)
+        write_json(save_directory / REWARD_CONFIG_NAME, self.reward_options)
+
+    def _card_parts(self) -> tuple[MSTCLIPIQA, dict[str, Any]]:
+        return self.model, self.reward_options
 
     def _range(self, name: str) -> tuple[float, float]:
         return (0.0, 1.0) if self.normalize else self.model.config.score_ranges[name]
@@ -147,6 +180,33 @@ class MSTCLIPIQAReward(nn.Module):
 
     def _load(self, item: Any) -> torch.Tensor:
         return load_image(item, self.input_range, self.tolerance)
+
+
+REWARD_OPTIONS = tuple(inspect.signature(MSTCLIPIQAReward.__init__).parameters)[2:]  # after self, model
+
+
+def read_reward_options(path: Path) -> dict[str, Any]:
+    """A saved reward's options ({} where the folder holds a model alone); errors name the file."""
+    if not path.exists():
+        return {}
+    check_readable(path, "the options of a saved MSTCLIPIQAReward")
+    try:
+        options = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON (truncated or damaged?): {error}") from error
+    if not isinstance(options, dict):
+        raise ValueError(f"{path}: expected a JSON object of reward options, got {type(options).__name__}")
+    unknown = sorted(set(options) - set(REWARD_OPTIONS))
+    if unknown:
+        raise ValueError(f"{path} names unknown reward options {unknown}; expected some of {list(REWARD_OPTIONS)}")
+    dtype = options.get("dtype")
+    if dtype is not None:
+        options["dtype"] = getattr(torch, str(dtype), None)
+        if not isinstance(options["dtype"], torch.dtype):
+            raise ValueError(f"{path}: dtype {dtype!r} is not a torch dtype; expected e.g. 'bfloat16' or null")
+    if "input_range" in options:
+        options["input_range"] = tuple(options["input_range"])
+    return options
 
 
 def _weights(outputs: Outputs, available: tuple[str, ...]) -> dict[str, float]:

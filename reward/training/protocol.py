@@ -88,6 +88,8 @@ def _report(trainer: Trainer, splits: Sequence[Split], results: list[dict[str, A
         plots = make_plots(results, trainer.outputs, directory / "plots", trainer.config.select_metric)
         report["plots"] = [str(p.relative_to(directory)) for p in plots]
         write_json(directory / REPORT, report)
+        if not trainer.config.lora_rank:  # the card written with the model could not know its test metrics yet
+            trainer.model.generate_model_card(report=report).save(model_dir / "README.md")
     acc.wait_for_everyone()
     return report
 

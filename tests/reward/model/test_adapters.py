@@ -91,7 +91,7 @@ def test_adapters_save_load_and_switch(batch, tmp_path):
     load_adapter(fresh, tmp_path / "mj", name="copy", activate=False)
     assert active_adapter(fresh) == "midjourney"
     config = json.loads((tmp_path / "mj" / "adapter_config.json").read_text())
-    assert config["rank"] == 4 and config["heads"] == {"quality": "prompt"}
+    assert config["peft_type"] == "LORA" and config["r"] == 4 and config["lora_alpha"] == 16.0
 
 
 def test_adapter_errors_name_the_problem(tmp_path):
@@ -106,7 +106,7 @@ def test_adapter_errors_name_the_problem(tmp_path):
     save_adapter(model, tmp_path / "a")
     with pytest.raises(ValueError, match="trained for heads"):
         load_adapter(tiny("A"), tmp_path / "a")
-    with pytest.raises(ValueError, match="expected a directory written by save_adapter"):
+    with pytest.raises(ValueError, match="expected a folder written by save_adapter"):
         load_adapter(tiny("B"), tmp_path / "nowhere")
     weights = next((tmp_path / "a").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:100])

@@ -71,6 +71,9 @@ def test_report_model_and_plots(small_set, tmp_path):
     for result in report["splits"]:  # the chosen epoch is the best on validation, scored without test
         val = [h["val"]["quality"]["srcc"] for h in result["history"]]
         assert result["best_epoch"] == int(np.nanargmax(val)) + 1
+    card = (tmp_path / "run" / "model" / "README.md").read_text()  # the model card gives the test metrics
+    srcc = saved["summary"]["test"]["quality"]["srcc"]
+    assert f"| quality | srcc | {srcc['mean']:.4f} | {srcc['std']:.4f} | 2 |" in card
     model = MSTCLIPIQA.from_pretrained(tmp_path / "run" / "model")
     split = make_splits(small_set, 2, seed=0)[report["selected_split"]]
     again = evaluate_model(model, small_set, [split], cache_dir=tmp_path / "cache", progress=False)
