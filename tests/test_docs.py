@@ -3,12 +3,16 @@
 The blocks of one page share a namespace (a page reads top to bottom) and run in a fresh temporary
 folder, offline. A block that cannot run here is marked on the line above its fence with
 ``<!-- docs-test: skip REASON -->`` and reported as skipped with that reason. Other languages
-(``bash``, ``text``) are not run.
+(``bash``, ``text``) are not run; but every ``mst-clipiqa`` command line in a ``bash`` block must
+parse with the command line's own parser, so a renamed or mistyped flag in the docs fails here.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +53,25 @@ def python_blocks(page: Path) -> list[Block]:
 BLOCKS = [block for page in PAGES for block in python_blocks(page)]
 
 
+def command_lines(page: Path) -> list[tuple[str, list[str]]]:
+    """``(where, argv)`` of every ``mst-clipiqa`` line of the page's shell blocks; lines with placeholders
+    (``...``, ``[--flag]``) are left out."""
+    text, found = page.read_text(encoding="utf-8"), []
+    for match in FENCE.finditer(text):
+        if match["info"].strip() not in ("bash", "sh", "shell", "console"):
+            continue
+        line_number = text.count("\n", 0, match.start()) + 2
+        for line in re.split(r"(?<!\\)\n", match["body"]):  # a line ending in a backslash continues
+            argv = shlex.split(line.replace("\\\n", " "), comments=True)
+            if argv[:1] == ["mst-clipiqa"] and not any("..." in a or a.startswith("[") for a in argv):
+                found.append((f"{page.relative_to(ROOT)}:{line_number}", argv[1:]))
+            line_number += line.count("\n") + 1
+    return found
+
+
+COMMANDS = [item for page in PAGES for item in command_lines(page)]
+
+
 class PageRun:
     """The namespace and folder one page's blocks share; a block first runs the ones above it."""
 
@@ -87,6 +110,19 @@ def test_code_block_runs(block: Block, page_runs, tmp_path_factory, monkeypatch)
         run = page_runs[block.page] = PageRun(tmp_path_factory.mktemp(block.page.stem))
     page_blocks = [b for b in BLOCKS if b.page == block.page]
     run.run_through(page_blocks, page_blocks.index(block))
+
+
+@pytest.mark.parametrize("argv", [argv for _, argv in COMMANDS], ids=[where for where, _ in COMMANDS])
+def test_documented_command_line_parses(argv: list[str]) -> None:
+    from mst_clipiqa.cli import build_parser
+
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            args = build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"mst-clipiqa {shlex.join(argv)}: {stderr.getvalue().strip()}")
+    assert args.command == argv[0]
 
 
 def test_collector_finds_the_blocks_and_their_marks(tmp_path) -> None:
