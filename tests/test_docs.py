@@ -96,20 +96,24 @@ class PageRun:
 
 
 @pytest.fixture(scope="module")
-def page_runs(tmp_path_factory) -> dict[Path, PageRun]:
-    return {}
+def page_run(tmp_path_factory):
+    runs: dict[Path, PageRun] = {}
+
+    def get(page: Path) -> PageRun:
+        if page not in runs:
+            runs[page] = PageRun(tmp_path_factory.mktemp(page.stem))
+        return runs[page]
+
+    return get
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
-def test_code_block_runs(block: Block, page_runs, tmp_path_factory, monkeypatch) -> None:
+def test_code_block_runs(block: Block, page_run, monkeypatch) -> None:
     if block.skip is not None:
         pytest.skip(block.skip or "marked docs-test: skip")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    run = page_runs.get(block.page)
-    if run is None:
-        run = page_runs[block.page] = PageRun(tmp_path_factory.mktemp(block.page.stem))
     page_blocks = [b for b in BLOCKS if b.page == block.page]
-    run.run_through(page_blocks, page_blocks.index(block))
+    page_run(block.page).run_through(page_blocks, page_blocks.index(block))
 
 
 @pytest.mark.parametrize("argv", [argv for _, argv in COMMANDS], ids=[where for where, _ in COMMANDS])
