@@ -110,7 +110,7 @@ def page_run(tmp_path_factory):
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
 def test_code_block_runs(block: Block, page_run, monkeypatch) -> None:
     if block.skip is not None:
-        pytest.skip(block.skip or "marked docs-test: skip")
+        pytest.skip(f"{block.id}: {block.skip or 'marked docs-test: skip'}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     page_blocks = [b for b in BLOCKS if b.page == block.page]
     page_run(block.page).run_through(page_blocks, page_blocks.index(block))
