@@ -22,7 +22,7 @@ Timed functions are interleaved (a new seeded order every round) and
 summarised by their median, so that load from other processes hits every
 variant alike. Where a target is missed (or with ``--profile``) the torch
 profiler breaks the time down by operator. The script ends with a markdown
-table for the README.
+table for docs/measured.md.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ protocol: ten seeded splits, grouped by prompt where the field does so
 (AGIQA-3K) and by image elsewhere, 8:2 train/test with a validation part
 carved from the train part for model selection, and a learning rate,
 schedule and epoch count that move the heads from their zero-shot start
-(chosen by ``benchmarks/sweep_recipe.py``; see the README).
+(chosen by ``benchmarks/sweep_recipe.py``; see docs/measured.md).
 """
 from __future__ import annotations
 
