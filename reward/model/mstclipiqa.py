@@ -18,6 +18,7 @@ from .config import FUSION_INITS, MSTCLIPIQAConfig
 from .files import BACKBONES_NAME, CONFIG_NAME, WEIGHTS_NAME, read_weights, resolve_model_dir
 from .fusion import GatedFusion
 from .heads import PromptHead, TemplateHead
+from .limits import check_sizes_against_weights
 from .names import MODEL_NAMES, named_config
 from .reference import add_unscored, convert_state_dict, read_state_dict, reference_config, reference_key
 
@@ -193,6 +194,7 @@ class MSTCLIPIQA(nn.Module):
         directory = resolve_model_dir(name_or_path, **hub_kwargs)
         config = MSTCLIPIQAConfig.from_json(directory / CONFIG_NAME)
         weights, backbones = directory / WEIGHTS_NAME, directory / BACKBONES_NAME
+        check_sizes_against_weights(config, weights, backbones if config.embedded_backbones else None)
         trained = read_weights(weights)  # every file is read and checked before the (slow) build
         embedded = config.embedded_backbones
         if embedded and not backbones.exists():
