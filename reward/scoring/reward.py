@@ -1,6 +1,7 @@
 """The differentiable reward / loss API on top of an MST-CLIPIQA model."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,12 @@ class MSTCLIPIQAReward(nn.Module):
     also works); like checkpointing, it changes the wrapped model in place.
     Under ``dtype`` the frozen matmul weights are cast once and kept (a half-
     precision copy of them), not re-cast on every call; results are the same.
+
+    Thread-safe: one reward, or several of different ``dtype`` over one model, may be called from many
+    threads and gives exactly the serial results (the prompt cache is locked; on a CPU, calls needing the
+    float32 weights wait while half-precision copies are swapped in, and the reverse). Not covered: a
+    direct ``model(...)`` call, or ``gradient_checkpointing=True`` (its backward recomputes the encoders
+    outside the call), concurrent with a half-precision reward over the same model on a CPU.
     """
 
     lower_better = False
@@ -165,4 +172,8 @@ def _weights(outputs: Outputs, available: tuple[str, ...]) -> dict[str, float]:
     unknown = [name for name in weights if name not in available]
     if unknown:
         raise ValueError(f"unknown outputs {unknown}; this model predicts {list(available)}")
+    nonfinite = {name: w for name, w in weights.items() if not math.isfinite(w)}
+    if nonfinite:
+        raise ValueError(f"output weights {nonfinite} are not finite; expected finite numbers (every score would be "
+                         "NaN or inf)")
     return weights
