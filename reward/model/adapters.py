@@ -25,6 +25,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model,
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import save_file
 
+from ..utils import adapter_rollback
 from .files import read_weights
 from .mstclipiqa import BACKBONE_PREFIXES, MSTCLIPIQA, is_adapter_key
 
@@ -129,12 +130,19 @@ def load_adapter(model: MSTCLIPIQA, directory: str | Path, name: str | None = No
                          f"this model has {model.config.heads}")
     name = name or config["name"]
     previous = active_adapter(model)
-    weights = read_weights(Path(directory) / ADAPTER_WEIGHTS)  # a damaged file is named before the model changes
-    add_adapter(model, name, config["rank"], config["alpha"], config["dropout"], config["encoders"])
-    result = set_peft_model_state_dict(model, weights, adapter_name=name)
-    missing = [k for k in result.missing_keys if f".{name}." in k and is_adapter_key(k)]
-    if missing:
-        raise ValueError(f"adapter weights in {directory} lack {missing[:5]}")
+    path = Path(directory) / ADAPTER_WEIGHTS
+    weights = read_weights(path)  # a damaged file is named before the model changes
+    with adapter_rollback(model):  # any failure below removes the adapter again: the model is as it was
+        add_adapter(model, name, config["rank"], config["alpha"], config["dropout"], config["encoders"])
+        try:
+            result = set_peft_model_state_dict(model, weights, adapter_name=name)
+        except RuntimeError as error:  # tensors of the wrong shape
+            raise ValueError(f"adapter weights in {path} do not fit this model (rank {config['rank']} in "
+                             f"{ADAPTER_CONFIG}): {error}") from error
+        missing = [k for k in result.missing_keys if f".{name}." in k and is_adapter_key(k)]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"adapter weights in {path} do not fit this model: missing {missing[:5]}, "
+                             f"unexpected {list(result.unexpected_keys)[:5]}")
     set_adapter(model, name if activate else previous)
     return name
 
