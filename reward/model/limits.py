@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from safetensors import SafetensorError, safe_open
 
 from ..backbones import BackboneConfig
+from .files import check_readable
 
 if TYPE_CHECKING:
     from .config import MSTCLIPIQAConfig
@@ -134,6 +135,7 @@ def trained_parameter_estimate(config: MSTCLIPIQAConfig) -> int:
 
 def header_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """Each tensor's shape from a safetensors file's header, without reading a tensor."""
+    check_readable(Path(path), "a safetensors weights file")
     try:
         with safe_open(str(path), framework="pt") as file:
             return {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}  # noqa: SIM118
