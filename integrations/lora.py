@@ -140,7 +140,11 @@ def load_lora(pipe: Any, directory: str | Path) -> None:
             load()
         except (RuntimeError, ValueError) as error:  # tensors of the wrong shape, or no module matched
             raise ValueError(f"the LoRA in {source} does not fit {type(denoiser).__name__}: {error}") from error
-        (adapter,) = set(denoiser.peft_config) - before
+        added = set(getattr(denoiser, "peft_config", None) or {}) - before
+        if len(added) != 1:
+            raise ValueError(f"the LoRA in {source} added {len(added)} adapters to {type(denoiser).__name__}; "
+                             "expected one (a LoRA saved for this denoiser by save_lora)")
+        (adapter,) = added
         problems = lora_problems(injected_tensors(denoiser, adapter), state, targeted)
         if problems:
             raise ValueError(f"the LoRA in {source} does not fit {type(denoiser).__name__}: it "
