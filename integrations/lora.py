@@ -23,13 +23,14 @@ from torch import nn
 from reward.utils import adapter_rollback
 
 from .families import pipeline_family
+from .lora_checks import PEFT_PREFIX as _PEFT_PREFIX
 from .lora_checks import injected_tensors, lora_problems, lora_tensors, targeted_modules, unmatched_targets
 
 __all__ = ["DEFAULT_TARGET_MODULES", "add_lora", "lora_parameters", "named_lora_parameters", "adapters_disabled",
            "save_lora", "load_lora"]
 
 DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
-_PEFT_WEIGHTS, _PEFT_PREFIX = "adapter_model.safetensors", "base_model.model."
+_PEFT_WEIGHTS = "adapter_model.safetensors"
 
 
 def add_lora(denoiser: nn.Module, rank: int = 4, alpha: float | None = None,
@@ -132,7 +133,7 @@ def load_lora(pipe: Any, directory: str | Path) -> None:
     targeted: set[str] = set()
     if hasattr(pipe, "load_lora_weights"):
         source, state, targeted = _diffusers_state(pipe, denoiser, directory)
-        load = functools.partial(pipe.load_lora_weights, str(directory))
+        load = functools.partial(pipe.load_lora_weights, str(source.parent), weight_name=source.name)
     else:
         source, state, load = _peft_load(denoiser, directory)
     with adapter_rollback(denoiser):

@@ -13,7 +13,7 @@ from torch import nn
 
 from reward.utils import check_finite_tensors
 
-_PEFT_PREFIX = "base_model.model."
+PEFT_PREFIX = "base_model.model."  # how peft's own format names the adapted model's modules
 # diffusers' and kohya-converted spellings of the two LoRA matrices, as peft names them
 _SPELLINGS = ((".lora.down.", ".lora_A."), (".lora.up.", ".lora_B."), (".lora_down.", ".lora_A."),
               (".lora_up.", ".lora_B."))
@@ -28,7 +28,7 @@ def lora_tensors(state: Mapping[str, torch.Tensor], prefix: str, source: object)
     for key, value in state.items():
         if key.startswith(tuple(f"{m}." for m in _OTHER_MODELS)) or key.endswith(".alpha"):
             continue
-        key = key.removeprefix(_PEFT_PREFIX).removeprefix(f"{prefix}.")
+        key = key.removeprefix(PEFT_PREFIX).removeprefix(f"{prefix}.")
         for old, new in _SPELLINGS:
             key = key.replace(old, new)
         out[key] = value
