@@ -1,4 +1,5 @@
-"""Small helpers shared by every layer: atomic writes, strict JSON, precision names, progress bars, range maps."""
+"""Small helpers shared by every layer: atomic writes, strict JSON, precision names, progress bars, range maps,
+NaN / inf checks of named tensors, and the rollback of a failed adapter load."""
 from .adapter_rollback import adapter_rollback
 from .files import atomic_write, jsonable, write_json
 from .finite import check_finite_tensors, nonfinite_names
