@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from .families import pipeline_family
 from .grid import contact_sheet, to_pil
 from .prompts import guidance_enabled, split_prompt_kwargs, supports_prompt_embeds
 from .reward_functions import Rewards, named_rewards, objective
+from .seeds import check_seeds
 
 __all__ = ["Candidate", "Ranking", "best_of_n", "generate_candidates", "regenerate", "rank_images", "score_images"]
 
@@ -82,10 +85,11 @@ class Ranking:
         return contact_sheet([c.image for c in self.candidates], labels)
 
     def records(self) -> list[dict[str, Any]]:
-        """One row per candidate: rank, score, then seed and/or file name, and each named score when
-        the reward has several."""
-        rows = [{"rank": c.rank, "score": c.score, "seed": c.seed, "name": c.name,
-                 **(c.scores if len(c.scores) > 1 else {})} for c in self.candidates]
+        """One row per candidate: rank, score (None for NaN), then seed and/or file name, and each named
+        score when the reward has several."""
+        rows = [{"rank": c.rank, "score": _number(c.score), "seed": c.seed, "name": c.name,
+                 **({k: _number(v) for k, v in c.scores.items()} if len(c.scores) > 1 else {})}
+                for c in self.candidates]
         for key in ("seed", "name"):
             if all(row[key] is None for row in rows):
                 for row in rows:
@@ -116,6 +120,11 @@ class Ranking:
             paths["contact_sheet"] = directory / "contact_sheet.png"
             self.contact_sheet.save(paths["contact_sheet"])
         return paths
+
+
+def _number(value: float) -> float | None:
+    """NaN as null (JSON has no NaN; a CSV cell is left empty)."""
+    return None if math.isnan(value) else value
 
 
 def _reward_device(reward: Rewards, fallback: torch.device) -> torch.device:
@@ -168,7 +177,7 @@ def generate_candidates(
     reserved = sorted(set(pipe_kwargs) & set(_RESERVED))
     if reserved:
         raise ValueError(f"{reserved} are set by best-of-N itself; pass seeds / chunk_size instead")
-    seeds = [int(s) for s in seeds]
+    seeds = check_seeds(seeds)
     if not seeds:
         raise ValueError("seeds is empty; expected at least one seed")
     text, pipe_kwargs = _text_inputs(pipe, prompt, pipe_kwargs)
@@ -232,17 +241,25 @@ def regenerate(pipe: Any, prompt: str, seed: int, *, batch_seeds: Sequence[int] 
     With ``batch_seeds`` (``Candidate.batch_seeds``) the whole original batch is
     replayed, so the image is bitwise the same on any device.
     """
-    batch = [int(seed)] if batch_seeds is None else [int(s) for s in batch_seeds]
-    if int(seed) not in batch:
+    (seed,) = check_seeds([seed], "seed")
+    batch = [seed] if batch_seeds is None else check_seeds(batch_seeds, "batch_seeds")
+    if seed not in batch:
         raise ValueError(f"seed {seed} is not among batch_seeds {list(batch)}")
     images = generate_candidates(pipe, prompt, batch, chunk_size=len(batch), progress=False, **pipe_kwargs)
-    return images[batch.index(int(seed))]
+    return images[batch.index(seed)]
 
 
 def _ranking(prompt: str | Sequence[str] | None, images: torch.Tensor | list[torch.Tensor], total: torch.Tensor,
              named: dict[str, torch.Tensor], top_k: int, seeds: Sequence[int | None], names: Sequence[str | None],
              timings: dict[str, float], batches: Sequence[tuple[int, ...] | None] | None = None) -> Ranking:
-    order = torch.argsort(total, descending=True, stable=True).tolist()
+    nan = torch.isnan(total)
+    order = torch.argsort(torch.where(nan, -torch.inf, total), descending=True, stable=True).tolist()
+    order = [i for i in order if not nan[i]] + [i for i in order if nan[i]]
+    if nan.any():
+        labels = [seeds[i] if seeds[i] is not None else names[i] or f"#{i}" for i in range(len(total)) if nan[i]]
+        warnings.warn(f"the reward returned NaN for {len(labels)} of {len(total)} candidates "
+                      f"({'seeds' if seeds[0] is not None else 'images'} {labels}); they are ranked last",
+                      RuntimeWarning, stacklevel=3)
     batches = batches or [None] * len(order)
     candidates = [Candidate(rank=r + 1, score=float(total[i]), image=images[i], seed=seeds[i], name=names[i],
                             scores={k: float(v[i]) for k, v in named.items()}, batch_seeds=batches[i])
@@ -285,7 +302,11 @@ def best_of_n(
     Winner: ``ranking.winner``; its image again:
     ``regenerate(pipe, prompt, winner.seed, batch_seeds=winner.batch_seeds, **pipe_kwargs)``.
     """
-    seeds = list(range(seed, seed + n)) if seeds is None else [int(s) for s in seeds]
+    if seeds is None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer (the number of candidates to generate), got {n!r}")
+        (seed,) = check_seeds([seed], "seed")
+    seeds = list(range(seed, seed + n)) if seeds is None else check_seeds(seeds)
     if len(set(seeds)) != len(seeds):
         raise ValueError("seeds must be distinct; a repeated seed gives a repeated candidate")
     _check_top_k(top_k, len(seeds))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from reward.utils import progress_bar
 
 from .inference import PromptSampler, frozen_weights, scored
 from .reward_functions import Rewards
+from .seeds import check_seeds
 
 __all__ = ["GuidedSamples", "guided_sample", "guidance_schedule"]
 
@@ -70,6 +72,7 @@ class _RewardGuide:
         self.sampler, self.reward, self.weights, self.scales, self.bar = sampler, reward, weights, scales, bar
         self.first = sampler.num_inference_steps - len(scales)
         self.step_rewards: list[torch.Tensor] = []
+        self.unguided: dict[int, list[int]] = {}
 
     def __call__(self, i: int, t: torch.Tensor, latents: torch.Tensor, model_output: torch.Tensor) -> torch.Tensor:
         sampler = self.sampler
@@ -82,7 +85,19 @@ class _RewardGuide:
         shape = (-1, *([1] * (grad.ndim - 1)))
         size = x0.detach().float().flatten(1).pow(2).mean(1).sqrt().view(shape)
         direction = grad.float() / grad.float().flatten(1).pow(2).mean(1).sqrt().clamp(min=1e-12).view(shape)
-        return (self.scales[i - self.first] * size * direction).to(latents.dtype)
+        nudge = self.scales[i - self.first] * size * direction
+        finite = torch.isfinite(total.detach()) & torch.isfinite(nudge.flatten(1)).all(1)
+        for b in (~finite).nonzero().flatten().tolist():
+            self.unguided.setdefault(b, []).append(i)  # the latents so far are kept: this step goes unguided
+        return torch.where(finite.view(shape), nudge, 0).to(latents.dtype)
+
+    def warn_unguided(self, seeds: list[int]) -> None:
+        """One warning naming the seeds and steps where the reward or its gradient was NaN or inf."""
+        if self.unguided:
+            where = {seeds[b]: steps for b, steps in sorted(self.unguided.items())}
+            warnings.warn(f"the reward or its gradient was NaN or inf at some guided steps (seed: steps {where}); "
+                          "those steps went unguided for those images, which keep their last finite latents",
+                          RuntimeWarning, stacklevel=3)
 
 
 def guided_sample(
@@ -129,7 +144,7 @@ def guided_sample(
                          f"got {guided_steps!r}")
     if not (math.isfinite(reward_scale) and reward_scale >= 0):
         raise ValueError(f"reward_scale must be a finite number >= 0, got {reward_scale!r}")
-    seeds = [int(s) for s in seeds]
+    seeds = check_seeds(seeds)
     if not seeds:
         raise ValueError("seeds is empty; expected at least one seed")
     scales = [reward_scale * v for v in guidance_schedule(schedule, m)]
@@ -140,6 +155,7 @@ def guided_sample(
         latents = sampler.run(sampler.noise(seeds), seeds, grad_from=steps - m, guide=guide,
                               gradient_checkpointing=gradient_checkpointing).latents
     bar.close()
+    guide.warn_unguided(seeds)
     with torch.no_grad():
         images = sampler.decode(latents)
         total, named = scored(reward, images, prompt, weights)

@@ -10,8 +10,9 @@ has no LoRA loader) get peft's layers directly, saved in peft's own format
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from reward.utils import adapter_rollback
+
 from .families import pipeline_family
+from .lora_checks import PEFT_PREFIX as _PEFT_PREFIX
+from .lora_checks import injected_tensors, lora_problems, lora_tensors, targeted_modules, unmatched_targets
 
 __all__ = ["DEFAULT_TARGET_MODULES", "add_lora", "lora_parameters", "named_lora_parameters", "adapters_disabled",
            "save_lora", "load_lora"]
 
 DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
-_PEFT_WEIGHTS, _PEFT_PREFIX = "adapter_model.safetensors", "base_model.model."
+_PEFT_WEIGHTS = "adapter_model.safetensors"
 
 
 def add_lora(denoiser: nn.Module, rank: int = 4, alpha: float | None = None,
@@ -116,21 +121,76 @@ def save_lora(pipe: Any, denoiser: nn.Module, directory: str | Path, denoiser_na
 
 def load_lora(pipe: Any, directory: str | Path) -> None:
     """Load a LoRA written by :func:`save_lora` (or ``RewardFinetuner``) into ``pipe``'s denoiser:
-    ``pipe.load_lora_weights`` where the pipeline has it, else peft's format."""
+    ``pipe.load_lora_weights`` where the pipeline has it, else peft's format.
+
+    Strict: a LoRA that lacks tensors its config names, holds tensors for modules the denoiser lacks (or its
+    config names such modules), has tensors of the wrong shape or NaN / inf values is a ``ValueError``
+    naming the file and the keys, and the denoiser is left exactly as it was.
+    """
+    directory = Path(directory)
+    denoiser = pipeline_family(pipe).denoiser
+    before = set(getattr(denoiser, "peft_config", None) or {})
+    targeted: set[str] = set()
     if hasattr(pipe, "load_lora_weights"):
-        pipe.load_lora_weights(str(directory))
-        return
+        source, state, targeted = _diffusers_state(pipe, denoiser, directory)
+        load = functools.partial(pipe.load_lora_weights, str(source.parent), weight_name=source.name)
+    else:
+        source, state, load = _peft_load(denoiser, directory)
+    with adapter_rollback(denoiser):
+        try:
+            load()
+        except (RuntimeError, ValueError) as error:  # tensors of the wrong shape, or no module matched
+            raise ValueError(f"the LoRA in {source} does not fit {type(denoiser).__name__}: {error}") from error
+        added = set(getattr(denoiser, "peft_config", None) or {}) - before
+        if len(added) != 1:
+            raise ValueError(f"the LoRA in {source} added {len(added)} adapters to {type(denoiser).__name__}; "
+                             "expected one (a LoRA saved for this denoiser by save_lora)")
+        (adapter,) = added
+        problems = lora_problems(injected_tensors(denoiser, adapter), state, targeted)
+        if problems:
+            raise ValueError(f"the LoRA in {source} does not fit {type(denoiser).__name__}: it "
+                             + "; it ".join(problems) + ". Nothing was loaded; expected a LoRA saved for this "
+                             "denoiser (save_lora)")
+
+
+def _diffusers_state(pipe: Any, denoiser: nn.Module, directory: Path
+                     ) -> tuple[Path, dict[str, torch.Tensor], set[str]]:
+    """The weight file diffusers reads, its denoiser tensors (read and checked before anything loads) and
+    the modules its stored adapter config targets."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    files = [directory] if directory.is_file() else sorted(directory.glob("*.safetensors"), key=lambda f: (
+        f.name != "pytorch_lora_weights.safetensors", f.name)) if directory.is_dir() else []
+    if not files:
+        raise ValueError(f"{directory} holds no LoRA weights (*.safetensors); expected a folder written by "
+                         "save_lora")
+    with safe_open(str(files[0]), framework="pt") as file:
+        metadata = file.metadata()
+    state = pipe.lora_state_dict(load_file(str(files[0])))
+    state = state[0] if isinstance(state, tuple) else state
+    prefix = next((n for n in ("unet", "transformer", "prior") if getattr(pipe, n, None) is denoiser), "unet")
+    return files[0], lora_tensors(state, prefix, files[0]), targeted_modules(denoiser, metadata, prefix)
+
+
+def _peft_load(denoiser: nn.Module, directory: Path) -> tuple[Path, dict[str, torch.Tensor], Callable[[], None]]:
+    """peft's format: the file's tensors (checked), and the load: inject the config's adapter and fill it."""
     from peft import LoraConfig
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    directory = Path(directory)
-    if not (directory / _PEFT_WEIGHTS).is_file():
+    path = directory / _PEFT_WEIGHTS
+    if not path.is_file():
         raise ValueError(f"{directory} holds no {_PEFT_WEIGHTS}; expected a folder written by save_lora")
-    denoiser = pipeline_family(pipe).denoiser
-    _inject(denoiser, LoraConfig.from_pretrained(str(directory)))
-    state = {k.removeprefix(_PEFT_PREFIX): v for k, v in load_file(str(directory / _PEFT_WEIGHTS)).items()}
-    result = set_peft_model_state_dict(denoiser, state)
-    if result.unexpected_keys:
-        raise ValueError(f"the LoRA in {directory} does not fit {type(denoiser).__name__}: unexpected keys "
-                         f"{result.unexpected_keys[:3]}")
+    config = LoraConfig.from_pretrained(str(directory))
+    absent = unmatched_targets(denoiser, config.target_modules)
+    if absent:
+        raise ValueError(f"the LoRA in {directory / 'adapter_config.json'} names target modules {absent} that "
+                         f"{type(denoiser).__name__} lacks; expected a LoRA saved for this denoiser (save_lora)")
+    state = lora_tensors(load_file(str(path)), "", path)
+
+    def load() -> None:
+        _inject(denoiser, config)
+        set_peft_model_state_dict(denoiser, state)
+
+    return path, state, load

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -19,6 +20,7 @@ from .lora import adapters_disabled
 from .noise_result import NoiseOptimization
 from .reward_functions import Rewards
 from .sampling import BasePrediction, guided_prediction
+from .seeds import check_seeds
 
 __all__ = ["NoiseOptimization", "check_settings", "chi_nll", "optimize_noise"]
 
@@ -172,6 +174,7 @@ def optimize_noise(
     the start image, the per-iteration history; ``result.save(dir)`` writes
     them, ``pipe(prompt, **result.pipe_kwargs())`` regenerates the best image.
     """
+    (seed,) = check_seeds([seed], "seed")
     sampler = PromptSampler(pipe, prompt, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                             height=height, width=width, **encode_kwargs)
     options = _Options(steps, float(lr), float(momentum), float(regularization),
@@ -185,9 +188,9 @@ def optimize_noise(
     began = time.perf_counter()
     with frozen_weights(pipe, reward, monitor), torch.enable_grad():
         history, kept, initial, stopped = _ascend(sampler, reward, weights, monitor, monitor_weights, options, start,
-                                                  int(seed), base)
+                                                  seed, base)
     return NoiseOptimization(
-        prompt=prompt, seed=int(seed), image=kept.image, noise=kept.noise, latents=sampler.pipe_latents(kept.noise),
+        prompt=prompt, seed=seed, image=kept.image, noise=kept.noise, latents=sampler.pipe_latents(kept.noise),
         reward=kept.reward, iteration=kept.iteration, scores=kept.scores, initial_image=initial.image,
         initial_noise=initial.noise, initial_reward=initial.reward, history=history, stopped_early=stopped,
         generator_state=sampler.generators([seed])[0].get_state(),
@@ -214,6 +217,9 @@ def _ascend(sampler: PromptSampler, reward: Rewards, weights: Mapping[str, float
                                  gradient_checkpointing=options.gradient_checkpointing)
         images = sampler.decode(trajectory.latents)
         total, named = scored(reward, images, sampler.prompt, weights)
+        if not _finite(total, "the reward", it, best):
+            stopped = True
+            break
         scores = {name: float(v.detach()[0]) for name, v in named.items()}
         snapshot = _Best(float(total.detach()[0]), it, images.detach()[0].cpu(), noise.detach().cpu().clone(), scores)
         record = {"iteration": it, "reward": snapshot.reward, "noise_norm": float(noise.detach().norm()),
@@ -237,8 +243,26 @@ def _ascend(sampler: PromptSampler, reward: Rewards, weights: Mapping[str, float
             break
         loss = -total.sum() + options.regularization * chi_nll(noise).sum() + options.kl_coeff * trajectory.penalty
         (noise.grad,) = torch.autograd.grad(loss, noise)
+        if not _finite(noise.grad, "the gradient of the objective", it, best):
+            stopped = True
+            break
         if options.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_([noise], options.grad_clip)
         optimizer.step()
     bar.close()
-    return history, kept, initial, stopped
+    return history, kept if kept.image is not None else best, initial, stopped
+
+
+def _finite(value: torch.Tensor, what: str, iteration: int, best: _Best) -> bool:
+    """Whether ``value`` is finite; if not, a warning that the run stops and keeps ``best`` (an error when
+    there is no finite iterate to keep)."""
+    if bool(torch.isfinite(value.detach()).all()):
+        return True
+    seen = value.detach().flatten()[~torch.isfinite(value.detach().flatten())][0].item()
+    if best.image is None:
+        raise ValueError(f"{what} is {seen} at iteration {iteration}, for the start noise's image: there is no "
+                         "finite iterate to keep; check the reward on this pipeline's images")
+    warnings.warn(f"{what} is {seen} at iteration {iteration}: noise optimisation stops there and keeps the best "
+                  f"finite iterate (iteration {best.iteration}, reward {best.reward:.4g})", RuntimeWarning,
+                  stacklevel=4)
+    return False

@@ -16,11 +16,15 @@ Prompts = Union[str, "os.PathLike[str]", Sequence[str], PromptFn]
 
 
 def read_prompt_file(path: str | os.PathLike[str]) -> list[str]:
-    """One prompt per non-empty line."""
+    """One prompt per non-empty line (UTF-8; a byte-order mark is not part of the first prompt)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"prompt file {path} does not exist; expected a text file with one prompt per line")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"prompt file {path} is not UTF-8 text ({error}); expected one prompt per line") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"prompt file {path} holds no prompts; expected one prompt per line")
     return prompts

@@ -57,9 +57,8 @@ class CLIPBackbone(nn.Module):
         """Inside the block, the image tower's matmul weights are ``dtype`` copies cast once and cached
         (see :mod:`.casting`): under autocast to ``dtype`` the same results, without re-casting every
         frozen weight on every call. float32, None or a GPU (where it costs more than it saves): nothing changes."""
-        if "_weight_casts" not in self.__dict__:
-            self._weight_casts: CastCache = {}
-        return cast_matmul_weights(self, dtype, self._weight_casts, skip=self.text_parameters)
+        cache: CastCache = self.__dict__.setdefault("_weight_casts", {})  # one dict even when threads race here
+        return cast_matmul_weights(self, dtype, cache, skip=self.text_parameters)
 
     def compile_image_encoder(self, **options: Any) -> None:
         """Run ``encode_image`` through ``torch.compile(**options)`` from now on (in place, for every user

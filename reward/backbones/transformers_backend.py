@@ -1,6 +1,8 @@
 """Hugging Face transformers backend: a hub id, a local directory, or an in-code CLIPConfig."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModelWithProjection
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
@@ -66,6 +68,7 @@ class HFCLIPBackbone(CLIPBackbone):
 def _create(config: BackboneConfig) -> torch.nn.Module:
     model_cls = CLIPModel if config.text else CLIPVisionModelWithProjection
     if config.pretrained:
+        check_pretrained_source(config.pretrained)
         return model_cls.from_pretrained(config.pretrained)
     if config.arch is None:
         raise ValueError(f"transformers backbone {config.name!r} needs `pretrained` (hub id or directory) "
@@ -74,3 +77,22 @@ def _create(config: BackboneConfig) -> torch.nn.Module:
         return CLIPModel(CLIPConfig(**config.arch))
     vision = CLIPVisionConfig(**config.arch["vision_config"], projection_dim=config.arch["projection_dim"])
     return CLIPVisionModelWithProjection(vision)
+
+
+def check_pretrained_source(source: str) -> None:
+    """A local folder that exists, or a name that can be a Hub id; a folder that was deleted or moved is a
+    ``ValueError`` naming it (transformers would try it as a Hub id: "Repo id must be in the form ...")."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"pretrained encoder {source} is a file; expected a folder holding a transformers "
+                             "CLIP model (config.json and weights) or a Hub id")
+        return
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        raise ValueError(f"pretrained encoder folder {source} does not exist ({path.resolve()}: deleted or "
+                         "moved?); expected a folder holding a transformers CLIP model, or a Hub id "
+                         "(owner/name)") from None

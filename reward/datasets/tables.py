@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -147,6 +148,10 @@ def resolve_image(name: str, dirs: Sequence[Path], where: str, verify: bool) -> 
     """Find ``name`` in the first of ``dirs`` that holds it; check it opens as an image."""
     if not name:
         raise RowError(f"{where}: image name is empty; expected a file name")
+    inside = os.path.normpath(name)
+    if os.path.isabs(name) or inside == ".." or inside.startswith(".." + os.sep):
+        raise RowError(f"{where}: image name {name!r} points outside the data folder; expected a file name (or a "
+                       "path below the folder)")
     suffixes = ("",) if Path(name).suffix else IMAGE_SUFFIXES
     for directory in dirs:
         hits = [directory / (name + s) for s in suffixes if (directory / (name + s)).is_file()]

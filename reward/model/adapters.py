@@ -33,6 +33,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..utils import adapter_rollback
 from .files import read_weights
 from .mstclipiqa import BACKBONE_PREFIXES, MSTCLIPIQA, is_adapter_key
 
@@ -204,17 +205,10 @@ def load_adapter(model: MSTCLIPIQA, directory: str | Path, name: str | None = No
     weights = _adapter_weights(directory)  # a damaged file is named before the model changes
     if name in adapter_names(target):
         raise ValueError(f"the model already has an adapter named {name!r}; pass another name")
-    previous, trainable = active_adapter(target), {n: p.requires_grad for n, p in target.named_parameters()}
-    try:
+    previous = active_adapter(target)
+    with adapter_rollback(target):  # any failure below removes the adapter again: the model is as it was
         _inject(target, config, name)
         _set_weights(target, weights, name, directory)
-    except Exception:
-        _remove_adapter(target, name)
-        if adapter_names(target):
-            set_adapter(target, previous)
-        for param_name, param in target.named_parameters():
-            param.requires_grad_(trainable[param_name])
-        raise
     set_adapter(model, name if activate else previous)
     return name
 
@@ -230,32 +224,17 @@ def _set_weights(model: MSTCLIPIQA, weights: dict[str, torch.Tensor], name: str,
                          f"missing {len(missing)} tensor(s) {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
 
 
-def _remove_adapter(model: MSTCLIPIQA, name: str) -> None:
-    """Take adapter ``name`` out again; layers that held only it become their base layers."""
-    _unwrap(model, name, merge=False)
-    configs = getattr(model, "peft_config", {})
-    configs.pop(name, None)
-    if not configs and hasattr(model, "peft_config"):
-        del model.peft_config
-
-
-def _unwrap(model: MSTCLIPIQA, name: str, merge: bool) -> None:
-    """merge: bake ``name`` into every adapted layer and drop all adapters; else drop ``name`` alone."""
+def _merge_into_base(model: MSTCLIPIQA, name: str) -> None:
+    """Bake ``name`` into every adapted layer and replace the layer by its base (all adapters dropped)."""
     for path in [n for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]:
         try:
             layer = model.get_submodule(path)
         except AttributeError:  # inside a layer unloaded already (a MultiheadAttention's out_proj)
             continue
-        if not merge and layer._all_available_adapter_names() not in ([], [name]):
-            with warnings.catch_warnings():  # the active adapter is restored by the caller
-                warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
-                layer.delete_adapter(name)
-            continue
         if hasattr(layer, "unload_and_optionally_merge_module"):  # MultiheadAttention needs peft's own path
-            base = layer.unload_and_optionally_merge_module(merge=merge, safe_merge=False, adapter_names=[name])
+            base = layer.unload_and_optionally_merge_module(merge=True, safe_merge=False, adapter_names=[name])
         else:
-            if merge:
-                layer.merge(adapter_names=[name])
+            layer.merge(adapter_names=[name])
             base = layer.get_base_layer()
         parent, _, child = path.rpartition(".")
         setattr(model.get_submodule(parent), child, base)
@@ -278,7 +257,7 @@ def merge_adapters(model: MSTCLIPIQA, name: str | None = None) -> MSTCLIPIQA:
     name = name or active_adapter(model)
     if name not in adapter_names(model):
         raise ValueError(f"no adapter {name!r} to merge; this model has {adapter_names(model) or 'no adapters'}")
-    _unwrap(model, name, merge=True)
+    _merge_into_base(model, name)
     del model.peft_config
     model.coarse.requires_grad_(False)
     model.fine.requires_grad_(False)

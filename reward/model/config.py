@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args
 from ..backbones import BackboneConfig, Backend
 from ..utils import check_range
 from .files import MODEL_TYPE, check_readable
+from .limits import check_config_sizes
 
 HeadKind = Literal["template", "prompt"]
 
@@ -71,6 +72,7 @@ class MSTCLIPIQAConfig:
         width = _projection_width(self.coarse)
         if width is not None:
             self.check_attention_heads(width)
+        check_config_sizes(self)
 
     def check_attention_heads(self, width: int) -> None:
         """The prompt head splits the ``width``-wide fused feature over ``attention_heads`` heads."""

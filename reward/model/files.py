@@ -12,6 +12,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from ..utils import check_finite_tensors
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 BACKBONES_NAME = "backbones.safetensors"
@@ -92,7 +94,4 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def check_finite(state: Mapping[str, torch.Tensor], source: object) -> None:
     """NaN or inf in any floating-point tensor is a ``ValueError`` naming ``source`` and the first such keys."""
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"{source} holds NaN or inf values in {len(bad)} tensor(s), first: {bad[:5]}; "
-                         "expected finite weights (the file is damaged, or training diverged)")
+    check_finite_tensors(state, source)

@@ -1,6 +1,7 @@
 """MST-CLIPIQA: two frozen CLIP streams, gated fusion, and named score heads."""
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -19,10 +20,13 @@ from .files import BACKBONES_NAME, CONFIG_NAME, WEIGHTS_NAME, read_weights, reso
 from .fusion import GatedFusion
 from .heads import PromptHead, TemplateHead
 from .hub import HubMixin, check_hub_kwargs, remove_stale
+from .limits import check_sizes_against_weights
 from .names import MODEL_NAMES, named_config
 from .reference import add_unscored, convert_state_dict, read_state_dict, reference_config, reference_key
 
 BACKBONE_PREFIXES = ("coarse.", "fine.")
+# one for every model: a lock attribute would stop copy.deepcopy, and text encodes are rare and short
+_PROMPT_CACHE_LOCK = threading.RLock()
 ADAPTER_MARK = "lora_"  # peft names every adapter weight lora_A / lora_B / lora_embedding_*
 
 
@@ -105,17 +109,18 @@ class MSTCLIPIQA(nn.Module, HubMixin):
         """Token states (B, L, W) and mask (B, L); each distinct prompt is encoded once and cached."""
         if any(p.requires_grad for p in self.coarse.text_parameters()):
             return self._text_states(prompts)  # a trainable text tower must not be cached
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._prompt_cache))
-        if missing:
-            with torch.no_grad():
-                states, mask = self._text_states(missing)
-            for prompt, s, m in zip(missing, states, mask):
-                self._prompt_cache[prompt] = s[m]
-        for prompt in prompts:
-            self._prompt_cache.move_to_end(prompt)
-        cached = [self._prompt_cache[p] for p in prompts]
-        while len(self._prompt_cache) > self.config.prompt_cache_size:
-            self._prompt_cache.popitem(last=False)
+        with _PROMPT_CACHE_LOCK:  # another thread's misses would evict this call's prompts between the steps
+            missing = list(dict.fromkeys(p for p in prompts if p not in self._prompt_cache))
+            if missing:
+                with torch.no_grad():
+                    states, mask = self._text_states(missing)
+                for prompt, s, m in zip(missing, states, mask):
+                    self._prompt_cache[prompt] = s[m]
+            for prompt in prompts:
+                self._prompt_cache.move_to_end(prompt)
+            cached = [self._prompt_cache[p] for p in prompts]
+            while len(self._prompt_cache) > self.config.prompt_cache_size:
+                self._prompt_cache.popitem(last=False)
         return pad_states(cached)
 
     def _text_states(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,6 +203,7 @@ class MSTCLIPIQA(nn.Module, HubMixin):
         directory = resolve_model_dir(name_or_path, **hub_kwargs)
         config = MSTCLIPIQAConfig.from_json(directory / CONFIG_NAME)
         weights, backbones = directory / WEIGHTS_NAME, directory / BACKBONES_NAME
+        check_sizes_against_weights(config, weights, backbones if config.embedded_backbones else None)
         trained = read_weights(weights)  # every file is read and checked before the (slow) build
         embedded = config.embedded_backbones
         if embedded and not backbones.exists():

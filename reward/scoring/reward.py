@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,12 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
     precision copy of them), not re-cast on every call; results are the same.
     ``save_pretrained`` writes the model and these options (``reward_config.json``), which
     ``from_pretrained`` uses again; ``push_to_hub`` uploads them (``huggingface_hub``'s mixin surface).
+
+    Thread-safe: one reward, or several of different ``dtype`` over one model, may be called from many
+    threads and gives exactly the serial results (the prompt cache is locked; on a CPU, calls needing the
+    float32 weights wait while half-precision copies are swapped in, and the reverse). Not covered: a
+    direct ``model(...)`` call, or ``gradient_checkpointing=True`` (its backward recomputes the encoders
+    outside the call), concurrent with a half-precision reward over the same model on a CPU.
     """
 
     lower_better = False
@@ -225,4 +232,8 @@ def _weights(outputs: Outputs, available: tuple[str, ...]) -> dict[str, float]:
     unknown = [name for name in weights if name not in available]
     if unknown:
         raise ValueError(f"unknown outputs {unknown}; this model predicts {list(available)}")
+    nonfinite = {name: w for name, w in weights.items() if not math.isfinite(w)}
+    if nonfinite:
+        raise ValueError(f"output weights {nonfinite} are not finite; expected finite numbers (every score would be "
+                         "NaN or inf)")
     return weights

@@ -47,11 +47,15 @@ def default_cache_dir() -> Path:
 
 
 def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes."""
+    """SHA-256 of a file's bytes; a file that is gone is a ``ValueError`` naming it."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise ValueError(f"image file {path} no longer exists (deleted or moved after the data set was "
+                         "loaded?)") from None
     return digest.hexdigest()
 
 
