@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from integrations.preference import HackingMonitor, diversity, image_features
+from integrations import generate_candidates
+from integrations.preference import HackingMonitor, diversity, image_features, pipeline_sampler
+from integrations.tiny_pipelines import tiny_sd_pipeline
 from reward import MSTCLIPIQAReward
 
 
@@ -35,7 +37,7 @@ def _run(run, monitor, steps=20, rate=0.05):
     return None
 
 
-def test_rising_reward_with_a_disagreeing_monitor_stops_early_and_keeps_the_monitors_best():
+def test_rising_reward_with_a_disagreeing_monitor_stops_early_and_keeps_the_monitors_best(tmp_path):
     run = LevelRun()
     # The monitor prefers brightness 0.5; the reward (brightness) keeps rising past it.
     peaked = lambda images: -(brightness(images) - 0.5) ** 2
@@ -49,6 +51,15 @@ def test_rising_reward_with_a_disagreeing_monitor_stops_early_and_keeps_the_moni
     assert logged == [0, 2, 4, 6, 8, 10] == [r["step"] for r in monitor.records]
     rewards = [r["reward"] for r in monitor.records]
     assert rewards == sorted(rewards) and monitor.records[-1]["monitor"] < monitor.records[3]["monitor"]
+    assert monitor.plot(tmp_path / "monitor.png").stat().st_size > 0
+
+
+def test_pipeline_sampler_gives_each_prompt_and_seed_its_best_of_n_image():
+    pipe = tiny_sd_pipeline()
+    sample = pipeline_sampler(pipe, num_inference_steps=1)
+    images = sample(["a", "b", "a"], [3, 4, 5])
+    assert torch.equal(images[[0, 2]], generate_candidates(pipe, "a", [3, 5], progress=False, num_inference_steps=1))
+    assert torch.equal(images[1], generate_candidates(pipe, "b", [4], progress=False, num_inference_steps=1)[0])
 
 
 def test_no_early_stop_while_the_reward_falls_with_the_monitor():
