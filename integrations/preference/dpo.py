@@ -121,7 +121,7 @@ class DiffusionDPOObjective:
     def errors(self, denoiser: nn.Module, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning,
                target: torch.Tensor) -> torch.Tensor:
         """Per-sample mean squared error of the denoiser's prediction, float32."""
-        pred = self.family.predict(denoiser, x_t.to(denoiser.dtype), t, cond)
+        pred = self.family.predict(denoiser, x_t.to(self.family.denoiser.dtype), t, cond)
         return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
 
     def loss(self, winners: torch.Tensor, losers: torch.Tensor, prompts: Sequence[str],
@@ -132,7 +132,7 @@ class DiffusionDPOObjective:
         if winners.shape != losers.shape or len(winners) != len(prompts):
             raise ValueError(f"expected winners and losers of one shape with one prompt per pair, got "
                              f"{tuple(winners.shape)}, {tuple(losers.shape)} and {len(prompts)} prompts")
-        denoiser = denoiser or self.family.denoiser
+        denoiser = self.family.denoiser if denoiser is None else denoiser
         x0 = image_latents(self.pipe, torch.cat([winners, losers]), generator)
         x_t, t, target = self.noised(x0, generator)
         cond = self.conditioning(list(prompts) * 2)
