@@ -109,3 +109,12 @@ def test_train_dpo_stops_with_the_monitor_and_restores_its_best_state(pairs):
         assert torch.equal(p.detach(), monitor.best_state[name])
     with pytest.raises(ValueError, match="batch_size must be"):
         train_dpo(bright_pipe(), pairs, DPOConfig(batch_size=0))
+
+
+@pytest.mark.parametrize("name", ["sd3", "flux"])
+def test_train_dpo_moves_the_lora_of_flow_families(name, pairs):
+    pipe = with_linear_autoencoder(TINY_PIPELINES[name]())
+    config = DPOConfig(max_steps=2, batch_size=2, learning_rate=1e-2, encode_kwargs=ENCODE[name])
+    history = train_dpo(pipe, list(pairs.select(range(4))), config, progress=False)
+    assert len(history) == 2 and history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert any(p.abs().sum() > 0 for n, p in named_lora_parameters(pipe.transformer).items() if "lora_B" in n)
