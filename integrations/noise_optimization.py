@@ -18,6 +18,7 @@ from reward.utils import progress_bar
 from .inference import PromptSampler, frozen_weights, scored
 from .lora import adapters_disabled
 from .noise_result import NoiseOptimization
+from .patience import MonitorPatience
 from .reward_functions import Rewards
 from .sampling import BasePrediction, guided_prediction
 from .seeds import check_seeds
@@ -208,7 +209,7 @@ def _ascend(sampler: PromptSampler, reward: Rewards, weights: Mapping[str, float
     optimizer = torch.optim.SGD([noise], lr=options.lr, momentum=options.momentum, nesterov=options.momentum > 0)
     grad_from = sampler.num_inference_steps - (options.gradient_steps or sampler.num_inference_steps)
     best = kept = initial = _Best()
-    best_monitor, best_monitor_at = -math.inf, 0
+    watch = MonitorPatience(options.patience)
     history: list[dict[str, float]] = []
     bar = progress_bar(total=options.steps, desc="noise optimisation", unit="it", disable=not options.progress)
     stopped = False
@@ -233,12 +234,12 @@ def _ascend(sampler: PromptSampler, reward: Rewards, weights: Mapping[str, float
         else:
             with torch.no_grad():
                 record["monitor"] = float(scored(monitor, images.detach(), sampler.prompt, monitor_weights)[0][0])
-            if record["monitor"] > best_monitor:
-                best_monitor, best_monitor_at, kept = record["monitor"], it, best
+            if watch.update(it, record["monitor"]):
+                kept = best
         history.append(record)
         bar.set_postfix(reward=f"{snapshot.reward:.4f}", best=f"{best.reward:.4f}")
         bar.update(1)
-        stopped = monitor is not None and it - best_monitor_at >= options.patience
+        stopped = monitor is not None and watch.exhausted
         if stopped or it == options.steps - 1:
             break
         loss = -total.sum() + options.regularization * chi_nll(noise).sum() + options.kl_coeff * trajectory.penalty

@@ -11,11 +11,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .commands import demo, eval, finetune, optimize, rank, score, train
+from .commands import demo, eval, finetune, optimize, pairs, rank, score, train
 from .options import EPILOG_MODELS
 
 COMMANDS = {"train": train, "eval": eval, "score": score, "rank": rank, "finetune": finetune, "optimize": optimize,
-            "demo": demo}
+            "pairs": pairs, "demo": demo}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""Preference pairs, Diffusion-DPO and the hacking monitor, offline on tiny pipelines."""

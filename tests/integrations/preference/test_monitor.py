@@ -1,0 +1,111 @@
+import pytest
+import torch
+
+from integrations import generate_candidates
+from integrations.preference import HackingMonitor, diversity, image_features, pipeline_sampler
+from integrations.tiny_pipelines import tiny_sd_pipeline
+from reward import MSTCLIPIQAReward
+
+
+def brightness(images):
+    return images.mean(dim=(1, 2, 3))
+
+
+def _seeded(seeds, size=16):
+    return torch.stack([torch.rand(3, size, size, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+class LevelRun:
+    """A constructed run: its one weight is the image brightness it samples, raised a little every step."""
+
+    def __init__(self):
+        self.level = 0.2
+
+    def sample(self, prompts, seeds):
+        return (self.level + 0.02 * (_seeded(seeds) - 0.5)).clamp(0, 1)
+
+    def state(self):
+        return {"level": torch.tensor(self.level)}
+
+
+def _run(run, monitor, steps=20, rate=0.05):
+    for step in range(steps):
+        monitor(step, state=run.state)
+        if monitor.should_stop:
+            return step
+        run.level += rate
+    return None
+
+
+def test_rising_reward_with_a_disagreeing_monitor_stops_early_and_keeps_the_monitors_best(tmp_path):
+    run = LevelRun()
+    # The monitor prefers brightness 0.5; the reward (brightness) keeps rising past it.
+    peaked = lambda images: -(brightness(images) - 0.5) ** 2
+    logged = []
+    monitor = HackingMonitor(run.sample, peaked, ["a", "b"], [0, 1, 2], reward=brightness, every=2, patience=2,
+                             log=lambda record, step: logged.append(step))
+    stopped_at = _run(run, monitor)
+    assert monitor.best_step == 6  # level 0.2 + 6 * 0.05 = 0.5
+    assert stopped_at == 10  # two evaluations (steps 8, 10) without improvement
+    assert float(monitor.best_state["level"]) == pytest.approx(0.5)
+    assert logged == [0, 2, 4, 6, 8, 10] == [r["step"] for r in monitor.records]
+    rewards = [r["reward"] for r in monitor.records]
+    assert rewards == sorted(rewards) and monitor.records[-1]["monitor"] < monitor.records[3]["monitor"]
+    assert monitor.plot(tmp_path / "monitor.png").stat().st_size > 0
+
+
+def test_pipeline_sampler_gives_each_prompt_and_seed_its_best_of_n_image():
+    pipe = tiny_sd_pipeline()
+    sample = pipeline_sampler(pipe, num_inference_steps=1)
+    images = sample(["a", "b", "a"], [3, 4, 5])
+    assert torch.equal(images[[0, 2]], generate_candidates(pipe, "a", [3, 5], progress=False, num_inference_steps=1))
+    assert torch.equal(images[1], generate_candidates(pipe, "b", [4], progress=False, num_inference_steps=1)[0])
+
+
+def test_no_early_stop_while_the_reward_falls_with_the_monitor():
+    run = LevelRun()
+    run.level = 0.9
+    monitor = HackingMonitor(run.sample, brightness, ["a"], [0, 1], reward=brightness, every=1, patience=2)
+    assert _run(run, monitor, steps=8, rate=-0.05) is None  # both fall: no hacking, no stop
+    assert monitor.best_step == 0 and float(monitor.best_state["level"]) == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_logged_diversity_drops_for_a_collapsing_run(clip, tiny_models):
+    common = _seeded([99])[0]
+    mix = {"c": 0.0}
+
+    def sample(prompts, seeds):
+        return (1 - mix["c"]) * _seeded(seeds) + mix["c"] * common
+
+    reward = MSTCLIPIQAReward(tiny_models()).eval() if clip else None
+    monitor = HackingMonitor(sample, brightness, ["a", "b"], [0, 1, 2, 3], reward=reward, every=1)
+    for step, c in enumerate((0.0, 0.5, 0.9, 1.0)):
+        mix["c"] = c
+        monitor(step)
+    values = [r["diversity"] for r in monitor.records]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    assert values[-1] == pytest.approx(0.0, abs=1e-5) and values[0] > 0.01
+
+
+def test_features_are_the_rewards_clip_embeddings_when_it_has_them(tiny_models):
+    images = _seeded([0, 1, 2])
+    reward = MSTCLIPIQAReward(tiny_models()).eval()
+    clip = image_features(images, None, {"mst": reward})
+    assert clip.shape == (3, tiny_models().encode_images(images)[0].shape[1])
+    assert torch.allclose(clip.norm(dim=1), torch.ones(3), atol=1e-5)
+    pixels = image_features(images, brightness)
+    assert pixels.shape == (3, 3 * 16 * 16)
+    assert diversity(pixels) == pytest.approx(float(torch.pdist(images.flatten(1)).mean()) / (3 * 16 * 16) ** 0.5)
+
+
+def test_bad_settings_are_named():
+    sample = LevelRun().sample
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        HackingMonitor(sample, brightness, ["a"], [0])
+    with pytest.raises(ValueError, match="every must be"):
+        HackingMonitor(sample, brightness, ["a"], [0, 1], every=0)
+    with pytest.raises(ValueError, match="patience must be"):
+        HackingMonitor(sample, brightness, ["a"], [0, 1], patience=0)
+    with pytest.raises(ValueError, match="N >= 2"):
+        diversity(torch.zeros(1, 4))

@@ -1,0 +1,115 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from integrations import regenerate
+from integrations.preference import load_pairs, preference_pairs, select_pairs, shard_path
+from integrations.tiny_pipelines import tiny_sd_pipeline
+
+from .conftest import PROMPTS, SAMPLER, bright_pipe, brightness
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_winner_scores_at_least_loser_in_every_row(pairs):
+    assert len(pairs) > 0
+    for row in pairs:
+        win, lose = (row["score_0"], row["score_1"]) if row["label_0"] == 1.0 else (row["score_1"], row["score_0"])
+        assert win >= lose
+        assert row["label_0"] in (0.0, 1.0)
+
+
+def test_pairs_load_with_datasets_in_the_diffusion_dpo_layout(pairs):
+    import datasets
+
+    assert isinstance(pairs, datasets.Dataset)
+    assert {"jpg_0", "jpg_1", "label_0", "caption", "seed_0", "seed_1", "score_0", "score_1"} <= set(pairs.features)
+    assert set(pairs["caption"]) == set(PROMPTS)
+    n = 8
+    assert len(pairs) <= len(PROMPTS) * n * (n - 1) // 2  # "all": every untied pair of 8 samples
+    row = pairs[0]
+    assert _pixels(row["jpg_0"]).shape == (32, 32, 3)
+    assert row["scores_0"] == {"reward": pytest.approx(row["score_0"])}
+
+
+def test_seeds_regenerate_the_stored_images_exactly(pairs):
+    pipe = bright_pipe()
+    for row in pairs.select(range(0, len(pairs), 37)):
+        for k in ("0", "1"):
+            image = regenerate(pipe, row["caption"], row[f"seed_{k}"], batch_seeds=row[f"batch_seeds_{k}"],
+                               **SAMPLER)
+            stored = _pixels(row[f"jpg_{k}"])
+            assert np.array_equal((image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy(),
+                                  stored)
+            assert float(brightness(image[None])[0]) == pytest.approx(row[f"score_{k}"], abs=1e-6)
+
+
+def test_rerun_skips_finished_shards_and_refuses_other_settings(tmp_path):
+    pipe, prompts = tiny_sd_pipeline(), ["a", "b"]
+    kwargs = dict(n=3, pairs="best-worst", progress=False, num_inference_steps=1)
+    first = preference_pairs(pipe, prompts, brightness, tmp_path, **kwargs)
+    assert len(first.written) == 2 and first.rows == 2
+    shard = shard_path(tmp_path, 1)
+    saved = shard.read_bytes()
+    shard.unlink()
+    again = preference_pairs(pipe, prompts, brightness, tmp_path, **kwargs)
+    assert again.written == [shard] and again.skipped == [shard_path(tmp_path, 0)]
+    assert shard.read_bytes() == saved  # the same seeds make the same shard
+    with pytest.raises(ValueError, match=r"other settings \(\['n'\]"):
+        preference_pairs(pipe, prompts, brightness, tmp_path, **{**kwargs, "n": 4})
+
+
+def test_processes_split_the_prompts(tmp_path):
+    pipe, prompts = tiny_sd_pipeline(), ["a", "b", "c"]
+    kwargs = dict(n=2, progress=False, num_inference_steps=1, world_size=2)
+    rank0 = preference_pairs(pipe, prompts, brightness, tmp_path, rank=0, **kwargs)
+    rank1 = preference_pairs(pipe, prompts, brightness, tmp_path, rank=1, **kwargs)
+    assert rank0.written == [shard_path(tmp_path, 0), shard_path(tmp_path, 2)]
+    assert rank1.written == [shard_path(tmp_path, 1)]
+    rows = load_pairs(tmp_path, cache_dir=tmp_path / "cache")
+    assert sorted(rows["prompt_index"]) == [0, 1, 2]
+    assert sorted(list(rows["seed_0"]) + list(rows["seed_1"])) == list(range(6))  # prompt p: seeds 2p, 2p + 1
+
+
+def test_several_rewards_are_weighted(tmp_path):
+    rewards = {"bright": brightness, "red": lambda images: images[:, 0].mean(dim=(1, 2))}
+    weights = {"bright": 1.0, "red": -2.0}
+    preference_pairs(tiny_sd_pipeline(), ["a"], rewards, tmp_path, n=3, pairs="all", weights=weights,
+                     progress=False, num_inference_steps=1, image_format="jpeg")
+    rows = load_pairs(tmp_path, cache_dir=tmp_path / "cache")
+    for row in rows:
+        for k in ("0", "1"):
+            named = row[f"scores_{k}"]
+            assert row[f"score_{k}"] == pytest.approx(named["bright"] - 2.0 * named["red"])
+        assert Image.open(io.BytesIO(row["jpg_0"])).format == "JPEG"
+
+
+def test_pair_rules():
+    scores = [0.3, 0.9, 0.1, 0.5]
+    assert select_pairs(scores, "best-worst") == [(1, 2)]
+    assert len(select_pairs(scores, "all")) == 6
+    assert select_pairs(scores, "margin>0.45") == [(0, 1), (1, 2)]
+    assert select_pairs([0.2, 0.2], "best-worst") == [] and select_pairs([0.2, 0.2], "all") == []
+    for bad in ("best", "margin>", "margin>-1", "margin>nan"):
+        with pytest.raises(ValueError, match="pairs must be one of"):
+            select_pairs(scores, bad)
+    assert select_pairs(scores, "margin>0") == select_pairs(scores, "all")
+
+
+def test_bad_inputs_are_named(tmp_path):
+    pipe = tiny_sd_pipeline()
+    with pytest.raises(ValueError, match="n must be an integer >= 2"):
+        preference_pairs(pipe, ["a"], brightness, tmp_path, n=1)
+    with pytest.raises(ValueError, match="prompts must be a list of strings"):
+        preference_pairs(pipe, "a", brightness, tmp_path)
+    with pytest.raises(ValueError, match="image_format"):
+        preference_pairs(pipe, ["a"], brightness, tmp_path, image_format="gif")
+    with pytest.raises(ValueError, match="rank must be in"):
+        preference_pairs(pipe, ["a"], brightness, tmp_path, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="holds no pair shards"):
+        load_pairs(tmp_path)
