@@ -26,7 +26,7 @@ from reward.utils import progress_bar
 
 from ..families import Conditioning, pipeline_family
 from ..lora import adapters_disabled, add_lora, lora_parameters, named_lora_parameters
-from ..schedulers import _is_flow
+from ..schedulers import is_flow_scheduler
 
 __all__ = ["BETA_DIFFUSERS", "BETA_SD15", "DPOConfig", "DiffusionDPOObjective", "dpo_loss", "image_latents",
            "pair_batch", "train_dpo"]
@@ -91,7 +91,7 @@ class DiffusionDPOObjective:
         self.height, self.width = height or default_height, width or default_width
         self.family.check_size(self.height, self.width)
         self.encode_kwargs = dict(encode_kwargs or {})
-        self.flow = _is_flow(pipe.scheduler)
+        self.flow = is_flow_scheduler(pipe.scheduler)
         if not self.flow:
             from diffusers import DDPMScheduler
 
