@@ -21,6 +21,7 @@ from reward.datasets import (
     load_csv,
     load_dataset,
 )
+
 AGIQA3K_HEADER = ["name", "prompt", "adj1", "adj2", "style", "mos_quality", "std_quality",
                   "mos_align", "std_align"]
 # AGIQA-1K's own annotation file is not redistributed here; point this variable at a copy to test it
