@@ -29,6 +29,15 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but unknown options are blamed on the command they were given to."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            Parser(prog=f"{self.prog} {command}" if command else self.prog).error(
+                f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
 
 def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
     """The parser of every command; with ``commands``, only those get their options (the others only their help

@@ -15,7 +15,7 @@ from ..options import (
     split_list,
     splits_from_args,
 )
-from ..output import summary_table
+from ..output import check_output_file, summary_table
 from ..training_runs import SPLITS, TrainingRun, training_run
 
 HELP = "evaluate a model on a data set (per split and summarised, or on all of it)"
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from reward.training import evaluate_model
     from reward.utils import write_json
 
+    check_output_file(args.json_out, "--json-out")
     dataset = data_from_args(args)
     run_folder = training_run(args.model)
     splits = splits_from_args(args, dataset)
