@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args, _ = parser.parse_known_args(argv)  # run_all.py passes every benchmark the same flags
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {name: [] for name in CASES}
-    for name, case in CASES.items():  # warm-up: the file system cache
+    for case in CASES.values():  # warm-up: the file system cache
         run_once(case)
     for _ in range(args.repeats):
         for name, case in CASES.items():

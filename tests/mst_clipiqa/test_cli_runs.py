@@ -6,15 +6,16 @@ import json
 import pytest
 
 from mst_clipiqa.cli import main
-from reward.datasets import load_agiqa3k, load_splits
+from reward.datasets import load_splits
 from tests.conftest import SAMPLE
 
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    status = main(["train", "--model", "tiny", "--dataset", "agiqa3k", "--data", str(SAMPLE), "--out", str(root / "run"),
-                   "--epochs", "1", "--n-splits", "2", "--cache-dir", str(root / "cache"), "--quiet", "--device", "cpu"])
+    status = main(["train", "--model", "tiny", "--dataset", "agiqa3k", "--data", str(SAMPLE), "--out",
+                   str(root / "run"), "--epochs", "1", "--n-splits", "2", "--cache-dir", str(root / "cache"), "--quiet",
+                   "--device", "cpu"])
     assert status == 0
     return root
 
