@@ -129,6 +129,7 @@ def _train_step(args: argparse.Namespace, real: bool, dataset: QualityDataset, r
     recipe = DEMO_RECIPE["fast" if args.fast else "real" if real else "tiny"]
     config = TrainConfig(**recipe, outputs=("quality",), cache_dir=str(args.out / "cache"))
     out = args.out / "train"
+    low, high = dataset.label_ranges["quality"]
     result = train(model, dataset, config, out, resume=(out / "run.json").exists())
     test, before = result["summary"]["test"]["quality"], result["summary"]["untrained_test"]["quality"]
     t = figures["training"] = {key: {"untrained": before[key]["mean"], "trained": test[key]["mean"]}
@@ -144,10 +145,13 @@ def _train_step(args: argparse.Namespace, real: bool, dataset: QualityDataset, r
                    "over splits:")
     report.table(["metric", "untrained (zero-shot)", "trained"],
                  [[k.upper(), f"{t[k]['untrained']:.3f}", f"{t[k]['trained']:.3f}"] for k in ("srcc", "plcc")])
-    report.figure(out / "plots" / "curves.png", "Training curves per split: training loss (mean squared error "
-                  "plus ranking loss, in squared label units) and validation SRCC (-1 to 1) per epoch.")
-    report.figure(out / "plots" / "scatter_quality.png", "Predicted against human quality on the test images of "
-                  "the selected split, both in the data set's units (mean opinion score).")
+    report.figure(out / "plots" / "curves.png", "Per split (colour), by epoch: left, the training objective on the "
+                  "training (solid) and validation (dashed) parts (mean squared error in the head's score units plus "
+                  "a margin-ranking term); right, validation SRCC (-1 to 1), epoch 0 being the untrained model and "
+                  "the dot the epoch kept.")
+    report.figure(out / "plots" / "scatter_quality.png", "Predicted (vertical) against human quality (MOS, "
+                  "horizontal) on each split's test images (colour: split), both in the data set's units (mean "
+                  f"opinion score, {low:g}-{high:g}).")
     return MSTCLIPIQAReward(model.eval())
 
 
@@ -161,7 +165,8 @@ def _rank_step(args: argparse.Namespace, dataset: QualityDataset, reward: MSTCLI
     labels = [f"rank {c.rank}  score {c.score:.2f}\nhuman {mos[c.name]:.2f}\n{c.name}" for c in ranking.candidates]
     path = args.out / "ranked" / "contact_sheet.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    contact_sheet([c.image for c in ranking.candidates], labels, columns=8, thumb_size=THUMB).save(path)
+    # 6 x 150 px: the page's width, so the captions are shown at their size
+    contact_sheet([c.image for c in ranking.candidates], labels, columns=6, thumb_size=150).save(path)
     low, high = reward.score_range
     figures["rank"] = {"images": len(samples), "srcc_with_human": agreement, "best": ranking.candidates[0].name}
     print(f"[3/5 rank] {len(samples)} sample images ranked by the trained scorer, SRCC with the human scores "
@@ -170,8 +175,10 @@ def _rank_step(args: argparse.Namespace, dataset: QualityDataset, reward: MSTCLI
                    f"Every image of the data set scored by the trained model and sorted, best first. Its order "
                    f"agrees with the human scores with SRCC {agreement:.3f} (this includes images it was trained "
                    "on, so it is optimistic; the test SRCC above is the honest figure).")
+    human_low, human_high = dataset.label_ranges["quality"]
     report.figure(path, f"All {len(samples)} images ranked by the trained scorer, best first: rank, the scorer's "
-                        f"score (its quality head, {low:g}-{high:g}), the human score (mean opinion score, 0-5) and "
+                        f"score (its quality head, {low:g}-{high:g}), the human score (mean opinion score, "
+                        f"{human_low:g}-{human_high:g}) and "
                         "the file name, whose prefix is the generator.")
 
 

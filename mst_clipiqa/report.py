@@ -12,8 +12,7 @@ body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; 
 h1 { border-bottom: 2px solid #ddd; } h2 { margin-top: 2.5rem; border-bottom: 1px solid #eee; }
 table { border-collapse: collapse; margin: 1rem 0; } th, td { border: 1px solid #ccc; padding: .3rem .6rem; }
 th { background: #f4f4f4; } td { font-variant-numeric: tabular-nums; }
-figure { margin: 1.5rem 0; } figure img { max-width: 100%; height: auto; image-rendering: pixelated;
-  border: 1px solid #ddd; }
+figure { margin: 1.5rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { color: #444; font-size: .92rem; margin-top: .3rem; }
 blockquote { border-left: 4px solid #e0b000; background: #fffbea; margin: 1rem 0; padding: .5rem 1rem; }
 code { background: #f4f4f4; padding: 0 .2rem; overflow-wrap: anywhere; }
