@@ -81,9 +81,10 @@ def _check_parents(path: Path, flag: str) -> None:
 
 
 def written_files(folder: Path, limit: int = 4) -> list[str]:
-    """What a run wrote into ``folder``: each file, and each sub-folder's files (or their count past ``limit``)."""
+    """What a run wrote into ``folder``: each file, and each sub-folder's files (or their count past ``limit``);
+    hidden files (the run lock) are left out."""
     lines = []
-    for entry in sorted(folder.iterdir()):
+    for entry in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
         if entry.is_dir():
             inside = sorted(p for p in entry.rglob("*") if p.is_file())
             lines += [str(p) for p in inside] if len(inside) <= limit else [f"{entry}/ ({len(inside)} files)"]
