@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from mst_clipiqa.cli import main
 from reward.datasets import load_splits
 from tests.conftest import SAMPLE
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +92,16 @@ def test_finetune_reports_held_out_reward_before_and_after_and_lists_its_files(t
     listed = text.split("wrote:")[1].split()
     assert str(out / "lora" / "pytorch_lora_weights.safetensors") in listed and str(out / "held_out.json") in listed
     assert all(p.startswith(str(out)) for p in listed if not p.startswith("(")) and ".lock" not in text
+
+
+def test_a_train_log_has_progress_lines_and_no_library_warnings(tmp_path):
+    """Piped to a file as in CI: whole progress lines, no warnings from scipy or others, no ``val=-inf`` (the
+    paper recipe has no validation part)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "mst_clipiqa", "train", "--model", "tiny", "--dataset", "agiqa3k",
+                           "--data", str(SAMPLE), "--out", str(tmp_path / "run"), "--recipe", "paper", "--epochs", "2",
+                           "--n-splits", "10", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Warning" not in done.stderr and "warn" not in done.stderr.lower() and "-inf" not in done.stderr
+    assert "splits: 10/10 split in " in done.stderr and "\r" not in done.stderr
