@@ -4,8 +4,8 @@
     python benchmarks/bench_feature_cache.py [--epochs 5] [--device cuda] [--json out.json]
 
 Paper architecture (open_clip ViT-B/32 + ViT-B/16, variant A) with random
-weights, so nothing is downloaded, on the 98-image AGIQA-3K sample, batch 8,
-one optimisation pass over all 98 images per epoch. Measured in one run, side
+weights, so nothing is downloaded, on the 48-image AGIQA-3K sample in examples/data, batch 8,
+one optimisation pass over all 48 images per epoch. Measured in one run, side
 by side, with the same model and the same ``Trainer.train_epoch``:
 
 1. a re-encoding epoch: decode, resize and encode every image through both
@@ -40,7 +40,7 @@ from reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
 from reward.datasets import load_agiqa3k  # noqa: E402
 from reward.training import TrainConfig, Trainer  # noqa: E402
 
-SAMPLE = ROOT.parent / "shared" / "data" / "agiqa3k-mini"
+SAMPLE = ROOT / "examples" / "data" / "agiqa3k-mini"
 TARGET = 50.0
 # Each side is timed at 1 and 2 intra-op threads and compared at its best: on a busy 2-core machine the
 # cached epoch's small ops lose ~50x to thread synchronisation at 2 threads, while encoding gains from them.

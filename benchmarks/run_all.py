@@ -5,7 +5,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("bench_reward.py", "bench_feature_cache.py", "bench_finetune.py", "bench_finetune_processes.py",
-           "bench_sampling_methods.py", "bench_gpu.py", "bench_reward_overhead.py")
+           "bench_sampling_methods.py", "bench_gpu.py", "bench_reward_overhead.py", "bench_cli_startup.py",
+           "bench_demo.py")
 
 if __name__ == "__main__":
     failed = [name for name in SCRIPTS

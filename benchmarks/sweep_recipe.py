@@ -9,7 +9,7 @@ heads with the real ``Trainer`` (Adam, weight decay 1e-3, batch 8, ``init="keep"
 on zero-shot-initialised models) on the same seeded protocol splits of
 
 - the synthetic set (``--scenes`` 12: 252 images, split by image) and
-- the real 98-image AGIQA-3K sample (grouped by prompt),
+- the real 48-image AGIQA-3K sample in examples/data (grouped by prompt),
 
 with tiny variant A (template heads), tiny variant B (prompt heads) and the
 paper architecture with random weights (``paper-A``, ``paper-B``), training
@@ -51,7 +51,7 @@ from reward.datasets import load_agiqa3k, make_splits, make_synthetic_dataset  #
 from reward.training import TrainConfig, Trainer  # noqa: E402
 from reward.training.metrics import srcc  # noqa: E402
 
-SAMPLE = ROOT.parent / "shared" / "data" / "agiqa3k-mini"
+SAMPLE = ROOT / "examples" / "data" / "agiqa3k-mini"
 OUTPUTS = ("quality", "correspondence")
 REFERENCE = {"init": "random", "lr": 5e-6, "schedule": "constant", "epochs": 20}
 

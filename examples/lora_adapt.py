@@ -18,7 +18,7 @@ from reward import load_model
 from reward.datasets import load_agiqa3k, make_splits
 from reward.training import TrainConfig, evaluate_model, load_adapter, set_adapter, train
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "agiqa3k-mini"
+SAMPLE = Path(__file__).resolve().parent / "data" / "agiqa3k-mini"  # 48 images, shipped with the repository
 
 
 def main(argv=None) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, collect_images
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "agiqa3k-mini" / "images"
+SAMPLE = Path(__file__).resolve().parent / "data" / "agiqa3k-mini" / "images"
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("folder", nargs="?", default=SAMPLE, type=Path)

@@ -80,7 +80,7 @@ class Ranking:
 
     @cached_property
     def contact_sheet(self) -> Image.Image:
-        labels = [f"#{c.rank} {c.score:.3f} " + (f"s{c.seed}" if c.seed is not None else (c.name or ""))[:12]
+        labels = [f"rank {c.rank}  score {c.score:.3f}\n" + (f"seed {c.seed}" if c.seed is not None else c.name or "")
                   for c in self.candidates]
         return contact_sheet([c.image for c in self.candidates], labels)
 

@@ -6,9 +6,12 @@ import math
 from collections.abc import Sequence
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["to_pil", "image_grid", "contact_sheet"]
+
+GAP = 8  # px between labelled cells
+LABEL_FONT_PX = 12  # Pillow's scalable default font: legible where the old 6-px bitmap font was not
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -42,7 +45,8 @@ def contact_sheet(
     columns: int | None = None,
     thumb_size: int | None = 128,
 ) -> Image.Image:
-    """A grid of thumbnails, each with its label (e.g. rank, score, seed) written below it."""
+    """A grid of thumbnails, each with its label (e.g. rank, score, seed; lines split by newlines, long ones
+    wrapped, never cut) written below it."""
     if not images:
         raise ValueError("contact_sheet needs at least one image")
     if labels is not None and len(labels) != len(images):
@@ -51,13 +55,32 @@ def contact_sheet(
     side = thumb_size or max(max(im.size) for im in pils)
     columns = columns or math.ceil(math.sqrt(len(pils)))
     rows = math.ceil(len(pils) / columns)
-    label_h = 14 if labels is not None else 0
-    sheet = Image.new("RGB", (columns * side, rows * (side + label_h)), "white")
+    font = ImageFont.load_default(size=LABEL_FONT_PX)
+    texts = [_wrap(label, side - 4, font) for label in labels] if labels is not None else []
+    label_h = max(text.count("\n") + 1 for text in texts) * (LABEL_FONT_PX + 3) + 4 if texts else 0
+    gap = GAP if labels is not None else 0  # labelled cells apart, so each caption is seen under its image
+    sheet = Image.new("RGB", (columns * (side + gap) - gap, rows * (side + label_h)), "white")
     draw = ImageDraw.Draw(sheet)
     for i, im in enumerate(pils):
         im = _fit(im, side)
-        x, y = (i % columns) * side, (i // columns) * (side + label_h)
+        x, y = (i % columns) * (side + gap), (i // columns) * (side + label_h)
         sheet.paste(im, (x + (side - im.width) // 2, y + (side - im.height) // 2))
-        if labels is not None:
-            draw.text((x + 2, y + side + 1), labels[i], fill="black")
+        if texts:
+            draw.multiline_text((x + 2, y + side + 2), texts[i], fill="black", font=font, spacing=3)
     return sheet
+
+
+def _wrap(label: str, width: int, font: ImageFont.ImageFont) -> str:
+    """Each line of ``label`` broken to fit ``width`` pixels: at spaces, and inside a word (a file name) only
+    when the word alone is too wide."""
+    lines = []
+    for line in label.split("\n"):
+        while line:
+            cut = len(line)
+            while cut > 1 and font.getlength(line[:cut]) > width:
+                cut -= 1
+            space = line.rfind(" ", 0, cut + 1) if cut < len(line) else -1
+            cut = space if space > 0 else cut
+            lines.append(line[:cut])
+            line = line[cut:].lstrip(" ")
+    return "\n".join(lines) or " "

@@ -2,42 +2,84 @@
 
 The console script lives here, in the outermost layer, rather than in ``reward``: a command such as
 ``demo`` needs diffusers through ``integrations``, and ``reward`` must not import upward. Each command
-is a module of ``mst_clipiqa.commands`` with ``add_parser(subparsers)``; add one by listing it in
-``COMMANDS``. Heavy libraries (diffusers) are imported only where a command runs, never to print help.
+is a module of ``mst_clipiqa.commands`` with ``HELP``, ``add_parser(subparsers)`` and a ``run`` function;
+add one by listing it in ``COMMANDS``. Only the command named on the command line builds its full parser,
+and heavy libraries (torch, diffusers, open_clip) are imported where a command runs, so ``--help`` and
+argument errors are fast.
+
+Every user error ends in one line on standard error and exit status 2; Ctrl-C in exit status 130.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from .commands import demo, eval, finetune, optimize, pairs, rank, score, train
 from .options import EPILOG_MODELS
 
 COMMANDS = {"train": train, "eval": eval, "score": score, "rank": rank, "finetune": finetune, "optimize": optimize,
             "pairs": pairs, "demo": demo}
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line that says where the usage is, instead of the usage itself."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but unknown options are blamed on the command they were given to."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            Parser(prog=f"{self.prog} {command}" if command else self.prog).error(
+                f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``commands``, only those get their options (the others only their help
+    line, which is all ``mst-clipiqa --help`` shows)."""
+    parser = Parser(
         prog="mst-clipiqa",
         description="MST-CLIPIQA image-quality model: train it, evaluate it, score images with it, "
                     "fine-tune diffusion models against it, optimise a generated image for it. "
                     "Run 'mst-clipiqa COMMAND --help' for each command.",
         epilog=EPILOG_MODELS, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS.values():
-        command.add_parser(subparsers)
+    for name, module in COMMANDS.items():
+        if commands is None or name in commands:
+            module.add_parser(subparsers)
+        else:
+            subparsers.add_parser(name, help=module.HELP)
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The command named on the command line (the first word that is not an option), if it is one."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point ``mst-clipiqa``; returns the exit status (2 for bad input)."""
-    args = build_parser().parse_args(argv)
+    """Console entry point ``mst-clipiqa``; returns the exit status (2 for bad input, 130 when interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command(argv)
+    args = build_parser([command] if command else []).parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ValueError as error:
-        print(f"mst-clipiqa {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        again = " (run the same command again with --resume to continue)" if "resume" in vars(args) else ""
+        print(f"\nmst-clipiqa {args.command}: interrupted{again}", file=sys.stderr)
+        return INTERRUPTED
+    except (ValueError, OSError) as error:  # bad input, or a file that cannot be read or written
+        print(f"mst-clipiqa {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
 
 

@@ -1,16 +1,21 @@
-"""Options several commands share, each declared once with its help: model, data, device, output."""
+"""Options several commands share, each declared once with its help: model, data, device, output.
+
+torch and ``reward`` are imported inside the functions that use them, so that building a parser (``--help``,
+argument errors) stays fast.
+"""
 from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from reward import MSTCLIPIQA, load_model
-from reward.datasets import QualityDataset, Split, load_dataset, load_split_source
+    from reward import MSTCLIPIQA
+    from reward.datasets import QualityDataset, Split
 
 EPILOG_MODELS = """\
 models (--model):
@@ -32,6 +37,8 @@ def split_list(text: str | None) -> list[str] | None:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` is the GPU when there is one; else ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, if present here."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     expected = "expected auto, cpu, cuda, cuda:N or mps"
@@ -52,6 +59,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def check_precision(precision: str | None, device_type: str) -> None:
+    """fp16 autocast needs a GPU: on the CPU torch has no fp16 kernels for most layers."""
+    if precision == "fp16" and device_type == "cpu":
+        raise ValueError("--mixed-precision fp16 needs a CUDA GPU and this run is on the CPU; "
+                         "use --mixed-precision bf16 or no")
+
+
+CACHE_HELP = "feature cache folder (default: $MST_CLIPIQA_CACHE or ~/.cache/mst-clipiqa/features)"
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", required=True, help="tiny | tiny-hf | paper-A | paper-B | DIR | HUB_ID "
@@ -66,6 +83,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def model_from_args(args: argparse.Namespace, seed: int = 0) -> MSTCLIPIQA:
     """The model the model options name, on their device, in eval mode."""
+    from reward import load_model
+
     return load_model(args.model, variant=args.variant, outputs=split_list(args.outputs), seed=seed,
                       adapters=args.adapter, device=resolve_device(args.device))
 
@@ -100,6 +119,8 @@ def _csv_kwargs(spec: str | None) -> dict[str, Any]:
 
 def data_from_args(args: argparse.Namespace) -> QualityDataset:
     """The data set the data options name."""
+    from reward.datasets import load_dataset
+
     extra = _csv_kwargs(args.csv_columns)
     if args.label_range:
         extra["label_range"] = _label_range(args.label_range)
@@ -121,6 +142,8 @@ def splits_from_args(args: argparse.Namespace, dataset: QualityDataset, val_frac
     """The splits ``--split-file`` names (a validation part of ``val_fraction`` carved from published ones)."""
     if args.split_file is None:
         return None
+    from reward.datasets import load_split_source
+
     return load_split_source(args.split_file, dataset, val_fraction, by, seed)
 
 

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -53,9 +54,43 @@ def check_output_file(path: Path | None, flag: str = "--output") -> None:
         return
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a folder; expected a file path to write")
+    _check_parents(path, flag)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{flag} {path} is read-only; expected a file path that can be written")
+
+
+def check_output_folder(path: Path | None, flag: str = "--out", what: str = "the results") -> None:
+    """A folder that can be written (existing or not): not a file, below no file, in a writable place."""
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file; expected a folder to write {what} into")
+    _check_parents(path, flag)
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path} is read-only; expected a folder that can be written")
+
+
+def _check_parents(path: Path, flag: str) -> None:
+    """No file where a parent folder must be, and the nearest existing parent folder writable."""
     blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise ValueError(f"{flag} {path}: {blocking} is a file, so no folder can hold the output there")
+    nearest = next((p for p in path.absolute().parents if p.exists()), None)
+    if not path.exists() and nearest is not None and not os.access(nearest, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: {nearest} is read-only, so nothing can be written there")
+
+
+def written_files(folder: Path, limit: int = 4) -> list[str]:
+    """What a run wrote into ``folder``: each file, and each sub-folder's files (or their count past ``limit``);
+    hidden files (the run lock) are left out."""
+    lines = []
+    for entry in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        if entry.is_dir():
+            inside = sorted(p for p in entry.rglob("*") if p.is_file())
+            lines += [str(p) for p in inside] if len(inside) <= limit else [f"{entry}/ ({len(inside)} files)"]
+        else:
+            lines.append(str(entry))
+    return lines
 
 
 def summary_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]], title: str) -> str:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ def load_pipeline(name: str, device: torch.device | str | None = None) -> tuple[
 
         tiny = TINY[name]
         return getattr(tiny_pipelines, tiny.builder)(device=device or "cpu"), tiny
+    import torch
     from diffusers import DiffusionPipeline
 
     device = torch.device(device or "cpu")

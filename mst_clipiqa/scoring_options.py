@@ -31,8 +31,9 @@ def prompts_from_args(args: argparse.Namespace, n: int, required: bool) -> list[
             raise ValueError("this model has a prompt-anchored head (variant B): pass --prompt TEXT or "
                              "--prompts FILE")
         return None
-    lines = [line.strip() for line in args.prompts.read_text(encoding="utf-8-sig")  # a BOM is no part of line 1
-             .splitlines() if line.strip()]
+    if not args.prompts.is_file():
+        raise ValueError(f"--prompts {args.prompts} does not exist; expected a text file with one prompt per line")
+    lines = [line.strip() for line in args.prompts.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if len(lines) != n:
         raise ValueError(f"{args.prompts} has {len(lines)} prompts for {n} images; expected one line per image")
     return lines

@@ -10,7 +10,7 @@ import torch  # noqa: E402
 
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "agiqa3k-mini"
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "agiqa3k-mini"
 BACKENDS = ("open_clip", "transformers")
 
 
@@ -40,6 +40,5 @@ def tiny_models():
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
-    if not (SAMPLE / "data.csv").exists():
-        pytest.skip(f"AGIQA-3K sample not found at {SAMPLE}")
+    """The 48-image AGIQA-3K sample shipped in ``examples/data`` (never a folder outside the repository)."""
     return SAMPLE

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-import torch
-
-from reward import MSTCLIPIQAReward, load_model
+from typing import TYPE_CHECKING, Any
 
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, resolve_device, split_list
-from ..pipelines import HELP, TINY, load_pipeline
+from ..output import check_output_folder
+from ..pipelines import HELP as PIPELINES_HELP
+from ..pipelines import TINY, load_pipeline
+
+if TYPE_CHECKING:
+    import torch
 
 EXAMPLES = """\
 examples:
@@ -25,9 +26,12 @@ examples:
 """
 
 
+HELP = "optimise one image's initial noise for the reward (ReNO); before/after images"
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "optimize", help="optimise one image's initial noise for the reward (ReNO); before/after images",
+        "optimize", help=HELP,
         description="Gradient ascent on the initial noise of one sample, through the sampler, the VAE decoder "
                     "and the reward (ReNO, Eyring et al. 2024), the generator's weights untouched. Best for one- "
                     "and few-step models (SD-Turbo, SDXL-Turbo, LCM, FLUX schnell). Writes OUT/before.png (the "
@@ -35,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "OUT/noise.safetensors and OUT/result.json.",
         epilog=EPILOG_MODELS + "\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", required=True,
-                        help=HELP + "; offline: tiny-turbo (one step), tiny-lcm (4 steps)")
+                        help=PIPELINES_HELP + "; offline: tiny-turbo (one step), tiny-lcm (4 steps)")
     parser.add_argument("--prompt", required=True, help="the generation prompt")
     parser.add_argument("--out", required=True, type=Path, help="folder for the images, curve and record")
     parser.add_argument("--lora", type=Path, help="load this LoRA into the pipeline first (save_lora / "
@@ -80,9 +84,9 @@ def _pipeline(args: argparse.Namespace, device: torch.device) -> tuple[Any, dict
 def run(args: argparse.Namespace) -> int:
     from integrations import load_lora, optimize_noise
     from integrations.noise_optimization import check_settings
+    from reward import MSTCLIPIQAReward, load_model
 
-    if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} is a file; expected a folder to write the results into")
+    check_output_folder(args.out)
     if not args.prompt.strip():
         raise ValueError("--prompt is empty; expected the generation prompt")
     steps = args.inference_steps or (TINY[args.pipeline].steps if args.pipeline in TINY else None)

@@ -5,7 +5,10 @@ import argparse
 from pathlib import Path
 
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, resolve_device, split_list
-from ..pipelines import HELP, TINY, load_pipeline
+from ..pipelines import HELP as PIPELINE_HELP
+from ..pipelines import TINY, load_pipeline
+
+HELP = "sample N seeds per prompt, score them, write preference pairs for Diffusion-DPO"
 
 EXAMPLES = """\
 examples:
@@ -22,13 +25,13 @@ examples:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "pairs", help="sample N seeds per prompt, score them, write preference pairs for Diffusion-DPO",
+        "pairs", help=HELP,
         description="Generate N seeded samples per prompt, score them with MST-CLIPIQA and write the chosen "
                     "pairs as a Diffusion-DPO data set: OUT/data/prompt-NNNNNN.parquet (caption, jpg_0, jpg_1, "
                     "label_0, seeds, scores) and OUT/pairs.json (the settings that regenerate every image). "
                     "Finished prompts are skipped when run again; under torchrun each process takes its share.",
         epilog=EPILOG_MODELS + "\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pipeline", required=True, help=HELP)
+    parser.add_argument("--pipeline", required=True, help=PIPELINE_HELP)
     parser.add_argument("--prompts", required=True, type=Path, help="text file: one prompt per line")
     parser.add_argument("--out", required=True, type=Path, help="data set folder")
     add_model_options(parser)

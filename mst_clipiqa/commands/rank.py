@@ -4,17 +4,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from integrations import rank_images
-from reward import MSTCLIPIQAReward, collect_images
-
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, split_list
-from ..output import check_output_file, emit, format_rows
+from ..output import check_output_file, check_output_folder, emit, format_rows
 from ..scoring_options import add_scoring_options, prompts_from_args
+
+HELP = "rank images (files or folders) by MST-CLIPIQA score"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "rank", help="rank images (files or folders) by MST-CLIPIQA score",
+        "rank", help=HELP,
         description="Score images with MST-CLIPIQA and print them ranked, best first. --outputs with several "
                     "names ranks by their mean (each output's score is listed too).",
         epilog=EPILOG_MODELS + "\nexample:\n  mst-clipiqa rank outputs/ --prompt 'a lighthouse at dusk' "
@@ -32,9 +31,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     if args.top is not None and args.top < 1:
         raise ValueError(f"--top must be >= 1, got {args.top}")
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} is a file; expected a folder to write the ranking into")
+    check_output_folder(args.out, what="the ranking")
     check_output_file(args.output)
+    from integrations import rank_images
+    from reward import MSTCLIPIQAReward, collect_images
+
     model = model_from_args(args)
     paths = collect_images(args.images)
     prompts = prompts_from_args(args, len(paths), required=model.config.needs_prompts)

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import argparse
 
-from reward import MSTCLIPIQAReward, collect_images
-
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, split_list
 from ..output import check_output_file, emit, format_rows
 from ..scoring_options import add_scoring_options, prompts_from_args
 
+HELP = "score image files or folders"
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "score", help="score image files or folders",
+        "score", help=HELP,
         description="Score images with every output of a model (or those in --outputs). Prompt-anchored "
                     "models (variant B) need prompts: --prompt for all images, or --prompts FILE.",
         epilog=EPILOG_MODELS + "\nexamples:\n  mst-clipiqa score --model runs/agiqa3k/model photos/\n"
@@ -27,6 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     check_output_file(args.output)  # before the slow part, not after it
+    from reward import MSTCLIPIQAReward, collect_images
+
     model = model_from_args(args)
     paths = collect_images(args.images)
     prompts = prompts_from_args(args, len(paths), required=model.config.needs_prompts)

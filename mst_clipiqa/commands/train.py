@@ -6,22 +6,19 @@ import argparse
 import warnings
 from pathlib import Path
 
-from reward import load_model
-from reward.training import RECIPES, MainProcessFailed, TrainConfig, Trainer, launcher_rank
-from reward.training.config import CHOICES
-
 from ..options import (
     EPILOG_MODELS,
     add_data_options,
     add_dataclass_options,
     add_model_options,
+    check_precision,
     data_from_args,
     dataclass_values,
     resolve_device,
     split_list,
     splits_from_args,
 )
-from ..output import comparison_table
+from ..output import check_output_folder, comparison_table
 
 EXAMPLES = """\
 examples:
@@ -46,9 +43,16 @@ examples:
 """
 
 
+HELP = "train on a data set over repeated splits; writes the model, a report and plots"
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    # its flags come from TrainConfig, so this parser (unlike the light commands') imports torch
+    from reward.training import RECIPES, TrainConfig
+    from reward.training.config import CHOICES
+
     parser = subparsers.add_parser(
-        "train", help="train on a data set over repeated splits; writes the model, a report and plots",
+        "train", help=HELP,
         description="Train the fusion and heads (or a LoRA adapter) on a data set with a recipe. --recipe protocol "
                     "(default): the field's protocol, ten seeded 8:2 splits (grouped by prompt on AGIQA-3K), model "
                     "selection on a validation part carved from training, settings that move the heads from their "
@@ -72,15 +76,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from reward import load_model
+    from reward.training import MainProcessFailed, TrainConfig, Trainer, launcher_rank
+
     if launcher_rank() != 0:  # under a launcher the main process reports, warns and prints the errors
         warnings.simplefilter("ignore")
     options = dataclass_values(args, TrainConfig)
     if args.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device {args.device}: train places the model with accelerate; pick a GPU with "
                          "CUDA_VISIBLE_DEVICES=N (or use auto, cpu, cuda)")
-    resolve_device(args.device)  # a named device must exist here: never fall back to the CPU unasked
-    options["cpu"] = options.get("cpu", False) or args.device == "cpu"
+    device = resolve_device(args.device)  # a named device must exist here: never fall back to the CPU unasked
+    options["cpu"] = options.get("cpu", False) or device.type == "cpu"
     config = TrainConfig.from_recipe(args.recipe, **options, outputs=split_list(args.outputs))
+    check_precision(config.mixed_precision, "cpu" if config.cpu else device.type)
+    check_output_folder(args.out, what="the run")
     dataset = data_from_args(args)
     splits = splits_from_args(args, dataset, config.val_fraction, config.resolved_split_by(dataset), config.seed)
     if launcher_rank() == 0:
@@ -99,5 +108,7 @@ def run(args: argparse.Namespace) -> int:
     print(comparison_table({"trained": summary["test"], "linear probe": summary["probe_test"],
                             "untrained": summary["untrained_test"]},
                            f"test, mean (std) over {len(report['splits'])} split(s), in {dataset.name}'s units"))
-    print(f"\nmodel: {report['model_dir']}\nreport: {args.out / 'report.json'}")
+    print(f"\nmodel: {report['model_dir']} (split {report['selected_split']}'s; evaluate it on that split's test part: "
+          f"mst-clipiqa eval --model {args.out} ...)\nsplits: {args.out / report['splits_file']}\n"
+          f"report: {args.out / 'report.json'}")
     return 0

@@ -1,6 +1,7 @@
 """open_clip backend: a model name plus pretrained tag, a checkpoint file, or an in-code config."""
 from __future__ import annotations
 
+import os
 import types
 
 import open_clip
@@ -98,7 +99,15 @@ def _self_attention(block, q_x: torch.Tensor, k_x=None, v_x=None, attn_mask=None
 
 def _create(config: BackboneConfig) -> torch.nn.Module:
     if config.arch is None:
-        return open_clip.create_model(config.name, pretrained=config.pretrained)
+        try:
+            return open_clip.create_model(config.name, pretrained=config.pretrained)
+        except RuntimeError as error:
+            if "download" not in str(error).lower():
+                raise
+            why = "HF_HUB_OFFLINE=1 is set" if os.environ.get("HF_HUB_OFFLINE") == "1" else "the download failed"
+            raise ValueError(f"open_clip {config.name} ({config.pretrained} weights): not in the local cache and "
+                             f"{why}; download them once with network access, or use the offline model 'tiny'"
+                             ) from None
     model = open_clip.model.CLIP(**config.arch)
     if config.pretrained:
         open_clip.load_checkpoint(model, config.pretrained, weights_only=True)

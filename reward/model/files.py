@@ -5,6 +5,7 @@ weights, is a ``ValueError`` that says which file and what is wrong, never a ran
 """
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def resolve_model_dir(path: str | Path, **hub_kwargs) -> Path:
         raise ValueError(f"{text} is a file; {expected}")
     missing = f"no local folder {text} ({local.resolve()} does not exist)"
     if not _could_be_hub_id(text):
-        raise ValueError(f"{missing}; {expected}")
+        raise ValueError(f"{missing}; {expected}, or {_builtin_hint(text)}")
     from huggingface_hub import snapshot_download
 
     try:
@@ -40,6 +41,13 @@ def resolve_model_dir(path: str | Path, **hub_kwargs) -> Path:
     except OSError as error:  # every Hub failure (offline, no such repo or revision, HTTP) is an OSError
         raise ValueError(f"{missing}, and as a Hub id {_hub_failure(error)}; {expected}") from error
     return _checked_model_dir(Path(directory), f"Hub repo {text}")
+
+
+def _builtin_hint(text: str) -> str:
+    from .names import MODEL_NAMES  # names -> config -> files: imported here, not at the top
+
+    close = difflib.get_close_matches(text, MODEL_NAMES, n=1)
+    return f"a built-in model name ({', '.join(MODEL_NAMES)})" + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 def _checked_model_dir(directory: Path, name: str | None = None) -> Path:

@@ -88,8 +88,8 @@ def logistic4_fit(pred: Any, target: Any) -> np.ndarray:
         raise RuntimeError("logistic fit needs non-constant pred and target")
     high, low = (t.max(), t.min()) if np.corrcoef(p, t)[0, 1] >= 0 else (t.min(), t.max())
     guess = [high, low, float(np.mean(p)), float(np.std(p))]
-    with warnings.catch_warnings():
-        # Only the parameters are used; an unestimable covariance (e.g. exact fit) is harmless.
+    # Only the parameters are used (and checked below); an unestimable or overflowing covariance is harmless.
+    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", optimize.OptimizeWarning)
         try:
             params, _ = optimize.curve_fit(logistic4, p, t, p0=guess, jac=_logistic4_jacobian,

@@ -3,7 +3,7 @@ then the report, the plots and the chosen model.
 
 A run folder holds ``run.json`` (settings, checked on resume; see ``run_folder``), ``split_NN/`` (see
 ``Trainer.fit_split``), ``model/`` (``save_pretrained`` of the split with the best
-validation score; ``adapter/`` for LoRA training), ``report.json`` and ``plots/*.png``.
+validation score; ``adapter/`` for LoRA training), ``splits.json``, ``report.json`` and ``plots/*.png``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors.torch import load_file
 
-from ..datasets import Split, make_splits
+from ..datasets import Split, make_splits, save_splits
 from ..model import save_adapter
 from ..utils import progress_bar, write_json
 from .config import RESUME_FREE
@@ -26,7 +26,7 @@ from .features import encode_features
 from .metrics import summarize
 from .probe import linear_probe
 from .report import make_plots
-from .run_folder import BEST, REPORT, RUN_FILE, claim_run_dir
+from .run_folder import BEST, REPORT, RUN_FILE, SPLITS, claim_run_dir
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -82,11 +82,12 @@ def _report(trainer: Trainer, splits: Sequence[Split], results: list[dict[str, A
                     "probe_test": {o: summarize([p[o]["test"] for p in probes]) for o in trainer.outputs}},
         "splits": [{**{k: v for k, v in r.items() if k != "test_predictions"}, "probe": p}
                    for r, p in zip(results, probes)],
-        "selected_split": chosen, "model_dir": str(model_dir), "timing": trainer.timing,
+        "selected_split": chosen, "model_dir": str(model_dir), "splits_file": SPLITS, "timing": trainer.timing,
     }
     if acc.is_main_process:
         plots = make_plots(results, trainer.outputs, directory / "plots", trainer.config.select_metric)
         report["plots"] = [str(p.relative_to(directory)) for p in plots]
+        save_splits(splits, directory / SPLITS)  # what `mst-clipiqa eval` reads to know the test parts
         write_json(directory / REPORT, report)
         if not trainer.config.lora_rank:  # the card written with the model could not know its test metrics yet
             trainer.model.generate_model_card(report=report).save(model_dir / "README.md")

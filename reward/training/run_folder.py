@@ -28,6 +28,7 @@ CHECKPOINT = "checkpoint.safetensors"
 RESULT = "result.json"
 BEST = "best.safetensors"
 REPORT = "report.json"
+SPLITS = "splits.json"  # the splits of the run (save_splits format), for evaluating the saved model
 
 
 class RunLock:

@@ -252,7 +252,9 @@ class Trainer:
                 progress["best"] = {"epoch": epoch + 1, "score": score}
                 self.best_state = {n: v.detach().clone() for n, v in trainable_state_dict(self.model).items()}
             self._save_checkpoint(directory, progress)
-            bar.set_postfix(loss=f"{record['train_loss']:.4f}", val=f"{score:.3f}")
+            # no validation part (e.g. --recipe paper) or an undefined score: show none, not "-inf"
+            shown = {"val": f"{score:.3f}"} if np.isfinite(score) else {}
+            bar.set_postfix(loss=f"{record['train_loss']:.4f}", **shown)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(k, epoch, record)
         return self._finish_split(k, split, directory, progress)

@@ -1,44 +1,92 @@
+import contextlib
+import io
 import json
 import math
+import re
+import shutil
+import subprocess
+
+import pytest
+from PIL import Image
 
 from mst_clipiqa.cli import main
 from mst_clipiqa.demo import real_weights_status
 
 
-def test_demo_runs_end_to_end_offline_and_writes_its_report(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: None)  # ignore this machine's cache
-    out = tmp_path / "demo_out"
-    assert main(["demo", "--out", str(out), "--fast", "--offline"]) == 0
-    printed = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    """One --fast offline demo for the tests below (this machine's cache of real weights ignored)."""
+    out = tmp_path_factory.mktemp("demo") / "demo_out"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: None)
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            assert main(["demo", "--out", str(out), "--fast", "--offline"]) == 0
+    return out, buffer.getvalue()
+
+
+def test_demo_runs_every_step_offline_and_records_its_figures(demo_out):
+    out, printed = demo_out
     assert "[weights] tiny: offline" in printed
-    for step in ("[1/4 data]", "[2/4 train]", "[3/4 best-of-N]", "[4/4 DRaFT-K]", "[report]"):
-        assert step in printed
+    steps = ["[1/5 data]", "[2/5 train]", "[3/5 rank]", "[4/5 best-of-N]", "[5/5 DRaFT-K]", "[report]"]
+    assert [printed.index(s) for s in steps] == sorted(printed.index(s) for s in steps)
     figures = json.loads((out / "figures.json").read_text())
-    assert figures["weights"] == "tiny-random"
+    assert figures["weights"] == "tiny-random" and figures["data"]["images"] == 48  # the shipped AGIQA-3K sample
     assert figures["training"]["splits"] == 2 and -1 <= figures["training"]["srcc"]["trained"] <= 1
     ranking = json.loads((out / "best_of_n" / "ranking.json").read_text())
     scores = [c["score"] for c in ranking["candidates"]]
     assert len(scores) == figures["best_of_n"]["n"] == 4 and scores == sorted(scores, reverse=True)
     assert (scores[0], scores[-1]) == (figures["best_of_n"]["best"], figures["best_of_n"]["worst"])
-    assert ranking["candidates"][0]["seed"] == figures["best_of_n"]["winner_seed"]
     train_report = json.loads((out / "train" / "report.json").read_text())
     assert train_report["summary"]["test"]["quality"]["srcc"]["mean"] == figures["training"]["srcc"]["trained"]
     log = json.loads((out / "finetune" / "log.json").read_text())
     assert [r["step"] for r in log["history"]] == [1, 2, 3, 4] == list(range(1, figures["finetune"]["steps"] + 1))
     assert all(math.isfinite(r["reward"]) for r in log["history"])
+    held = json.loads((out / "finetune" / "held_out.json").read_text())
+    assert held["mean_before"] == figures["finetune"]["reward_before"] and len(held["before"]) == len(held["after"])
     assert (out / "finetune" / "lora" / "pytorch_lora_weights.safetensors").is_file()
-    report = (out / "report.md").read_text()
-    embedded = [line[line.index("](") + 2:-1] for line in report.splitlines() if line.startswith("![")]
-    assert any(p.endswith("contact_sheet.png") for p in embedded)
-    assert any(p.endswith("reward_curve.png") for p in embedded)
-    assert any(p.endswith("curves.png") for p in embedded)
-    assert all((out / p).is_file() for p in embedded)
-    assert "Tiny random backbones" in report
-    t, f = figures["training"], figures["finetune"]
-    assert f"test SRCC {t['srcc']['untrained']:.3f} -> {t['srcc']['trained']:.3f}" in report
-    assert f"held-out reward {f['reward_before']:.3f} -> {f['reward_after']:.3f}" in report
-    html = (out / "report.html").read_text()
-    assert html.startswith("<!doctype html>") and html.count("<img") == len(embedded)
+
+
+def test_the_report_has_one_captioned_section_per_step_in_order(demo_out):
+    out, _ = demo_out
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and "<pre>" not in page and "# MST-CLIPIQA" not in page
+    assert "<h1>MST-CLIPIQA demo</h1>" in page and "<table>" in page and "|---|" not in page
+    headings = re.findall(r"<h2>(.*?)</h2>", page)
+    assert [h.split(".")[0] for h in headings[:5]] == ["1", "2", "3", "4", "5"] and headings[5] == "Summary"
+    figures = re.findall(r'<figure><img src="([^"]+)" alt="[^"]*"><figcaption><b>Figure (\d+)\.</b> ([^<]+)'
+                         r"</figcaption></figure>", page)
+    assert len(figures) == page.count("<img") == page.count("<figcaption>") == 7
+    assert [int(n) for _, n, _ in figures] == list(range(1, len(figures) + 1))
+    assert all((out / src).is_file() for src, _, _ in figures)
+    assert all(re.search(r"\d+(\.\d+)?-\d|units|-1 to 1|by optimizer step|before \(left\)", c)
+               for _, _, c in figures), [c for _, _, c in figures]
+    names = [src for src, _, _ in figures]
+    assert any(n.startswith("ranked/") for n in names) and "finetune/before_after.png" in names
+    assert "Tiny random backbones" in page
+    sheet = Image.open(out / "best_of_n" / "contact_sheet.png")
+    assert sheet.width >= 4 * 160  # 32-px tiny images enlarged, not stamps
+
+
+def browser() -> str | None:
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+@pytest.mark.skipif(browser() is None, reason="no headless browser (apt-get install chromium) to render the report")
+def test_the_report_renders_in_a_headless_browser(demo_out):
+    out, _ = demo_out
+    shot = out / "screenshot.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,2400"]
+    url = (out / "report.html").as_uri()
+    done = subprocess.run([browser(), *flags, f"--screenshot={shot}", url], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    pixels = Image.open(shot).convert("L")
+    assert pixels.size == (1280, 2400)
+    dark = sum(1 for v in pixels.getdata() if v < 128) / (1280 * 2400)
+    assert 0.005 < dark < 0.6  # text and figures drawn on a light page, not a blank or a black one
+    dom = subprocess.run([browser(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<figcaption>") == (out / "report.html").read_text().count("<figcaption>")
 
 
 def test_weights_check_never_touches_the_network_when_offline(monkeypatch):

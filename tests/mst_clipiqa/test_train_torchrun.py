@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -25,8 +26,8 @@ def test_two_processes_train_one_model_and_report_once(sample_dir, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(DRIVER),
                str(probes), "train", "--model", "tiny", "--dataset", "agiqa3k", "--data", str(sample_dir),
                "--out", str(out), "--cache-dir", str(cache), "--epochs", "2", "--n-splits", "1", "--lr", "1e-3",
-               "--split-by", "image", "--test-fraction", "0.21", "--val-fraction", "0.09",  # 21 and 9 samples:
-                                                                                          # one process gets a pad
+               "--split-by", "image", "--test-fraction", "0.2", "--val-fraction", "0.1",  # 33 training samples
+                                                                                        # of 48: one gets a pad
                "--quiet"]  # no --cpu: without CUDA the launcher's processes run on the CPU anyway
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU processes (gloo), also on a GPU machine
@@ -39,10 +40,12 @@ def test_two_processes_train_one_model_and_report_once(sample_dir, tmp_path):
     ranks = [json.loads((probes / f"rank{r}.json").read_text()) for r in range(2)]
     # a second plain start is refused on both processes, and said once
     assert [r["second_start"] for r in ranks] == [2, 2] and done.stderr.count("already holds a run") == 1
-    # the same weights on both processes after every optimiser step (2 epochs of 5 steps each)
-    assert len(ranks[0]["steps"]) == 10 and ranks[0]["steps"] == ranks[1]["steps"]
     dataset = load_dataset("agiqa3k", sample_dir)
-    split = make_splits(dataset, 1, test_fraction=0.21, val_fraction=0.09, seed=0)[0]
+    split = make_splits(dataset, 1, test_fraction=0.2, val_fraction=0.1, seed=0)[0]
+    # the same weights on both processes after every optimiser step (2 epochs, batches of 8 per process)
+    per_process = math.ceil(len(split.train) / 2)
+    assert len(split.train) % 2 == 1 and len(ranks[0]["steps"]) == 2 * math.ceil(per_process / 8)
+    assert ranks[0]["steps"] == ranks[1]["steps"]
     for mine, other in zip(ranks[0]["epochs"], ranks[1]["epochs"]):
         assert mine["world"] == 2
         # distinct data: together the whole training part, shared only by the one batch that wraps around

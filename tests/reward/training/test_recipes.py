@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+import reward.training
 from mst_clipiqa.cli import main
-from mst_clipiqa.commands import train as train_command
 from reward.training import TrainConfig, Trainer
 from reward.training.recipes import lr_factor
 
@@ -55,7 +55,7 @@ def test_cli_recipe_fills_the_flags_not_given(monkeypatch, tmp_path, capsys):
         seen["config"] = config
         raise Stop
 
-    monkeypatch.setattr(train_command, "Trainer", capture)
+    monkeypatch.setattr(reward.training, "Trainer", capture)  # the command imports it when it runs
     with pytest.raises(Stop):
         main(["train", "--model", "tiny", "--dataset", "synthetic", "--data", str(tmp_path / "data"), "--out",
               str(tmp_path / "run"), "--recipe", "paper", "--epochs", "3", "--device", "cpu"])

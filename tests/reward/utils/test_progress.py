@@ -61,3 +61,22 @@ def test_closing_right_after_a_line_does_not_repeat_it():
     bar.update(2)
     bar.close()
     assert len(log.getvalue().splitlines()) == 1
+
+
+def test_a_long_inner_loop_in_a_log_still_prints_a_line_every_interval(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("reward.utils.progress.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr(LineProgress, "last_line", 0.0)  # earlier tests' lines were on the real clock
+    log = io.StringIO()
+    outer = progress_bar(total=2, desc="splits", unit="split", file=log, interval=30.0)
+    inner = progress_bar(total=100, desc="split 0", unit="epoch", file=log, interval=30.0)
+    for _ in range(100):  # 100 epochs of 1 s each: about three lines, none on closing
+        clock[0] += 1.0
+        inner.update()
+        inner.set_postfix(loss="0.5")
+    inner.close()
+    outer.update()
+    outer.close()
+    lines = log.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["split 0"] * 3 + ["splits"]
+    assert lines[0] == "split 0: 30/100 epoch in 30.0 s, loss=0.5" and "-inf" not in log.getvalue()
