@@ -6,8 +6,8 @@ from pathlib import Path
 
 from torch import nn
 
-from integrations.finetune_config import CHOICES, RewardFinetuneConfig
-from integrations.prompt_sources import read_prompt_file
+from integrations.finetune.config import CHOICES, RewardFinetuneConfig
+from integrations.finetune.prompt_sources import read_prompt_file
 
 from ..options import EPILOG_MODELS, add_dataclass_options, add_model_options, dataclass_values, split_list
 from ..pipelines import HELP, TINY, load_pipeline

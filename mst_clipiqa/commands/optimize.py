@@ -79,7 +79,7 @@ def _pipeline(args: argparse.Namespace, device: torch.device) -> tuple[Any, dict
 
 def run(args: argparse.Namespace) -> int:
     from integrations import load_lora, optimize_noise
-    from integrations.noise_optimization import check_settings
+    from integrations.inference.noise_optimization import check_settings
 
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file; expected a folder to write the results into")

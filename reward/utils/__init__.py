@@ -1,8 +1,11 @@
-"""Small helpers shared by every layer: atomic writes, strict JSON, precision names, progress bars, range maps."""
-from .files import atomic_write, jsonable, write_json
+"""Small helpers shared by every layer: atomic writes, strict JSON, the safetensors reader, precision names,
+progress bars, range maps. Run plumbing shared by the trainers (processes, run-folder lock, generator and
+optimizer state) sits in :mod:`reward.utils.processes`, :mod:`reward.utils.runs` and :mod:`reward.utils.state`,
+imported from there (they load accelerate, which scoring never needs)."""
+from .files import atomic_write, jsonable, read_json, read_tensors, save_tensors, write_json
 from .precision import PRECISIONS, autocast, precision_dtype
 from .progress import LineProgress, nested_bar_kwargs, progress_bar
 from .scales import check_range, rescale
 
 __all__ = ["PRECISIONS", "LineProgress", "atomic_write", "autocast", "check_range", "jsonable", "nested_bar_kwargs",
-           "precision_dtype", "progress_bar", "rescale", "write_json"]
+           "precision_dtype", "progress_bar", "read_json", "read_tensors", "rescale", "save_tensors", "write_json"]
