@@ -1,8 +1,9 @@
 """Reward fine-tuning of a diffusers pipeline's denoiser with LoRA: DRaFT-K, AlignProp, ReFL.
 
 All methods run the same loop (``pipelines.sampling.denoise``) and differ only in where it
-keeps gradients (``finetune.methods``); the settings are in ``finetune.config``, the
-checkpoints in ``finetune.checkpoints`` / ``finetune.state``, the trackers in ``finetune.tracking``.
+keeps gradients (``finetune.methods``); the settings are in ``finetune.config``; the run itself
+(processes, run folder, checkpoints and resumption, trackers, the step loop) is the base class's
+(``finetune.base.DiffusionTrainer``).
 """
 
 from __future__ import annotations
@@ -15,32 +16,29 @@ from typing import Any
 import torch
 from torch import nn
 
-from reward.utils import precision_dtype, progress_bar
+from reward.utils import precision_dtype
 
 from ..inference.grid import image_grid
-from ..pipelines.decode import decode_latents
 from ..pipelines.families import Conditioning, denoiser_family
-from ..pipelines.lora import adapters_disabled, add_lora, lora_parameters, save_lora
+from ..pipelines.lora import adapters_disabled, add_lora, lora_parameters, named_lora_parameters, save_lora
 from ..pipelines.sampling import denoise, guided_prediction, step_kwargs
 from ..rewards import Rewards, named_rewards, objective
-from .checkpoints import write_checkpoint
+from .base import DiffusionTrainer, lr_schedule
 from .config import RewardFinetuneConfig, require
 from .ema import LoraEMA
-from .launch import check_world_size, finetune_accelerator
-from .log import TrainingLog, gathered_statistics
+from .log import gathered_statistics
 from .methods import METHODS
 from .prompt_sources import Prompts, PromptSource
-from .state import capture_state, lr_schedule, open_run_dir, seed_processes
-from .tracking import finish_trackers, log_grid, start_trackers
+from .tracking import log_grid
 
 __all__ = ["RewardFinetuneConfig", "RewardFinetuner"]
 
 
-class RewardFinetuner:
-    """Fine-tune ``pipe``'s denoiser with LoRA to maximise ``reward``.
+class RewardFinetuner(DiffusionTrainer):
+    """Fine-tune ``pipe``'s denoiser with LoRA to maximise ``reward`` by backpropagating it through sampling.
 
     Covered: every registered pipeline family (SD 1.x/2.x, SDXL, LCM, SD3,
-    FLUX.1, PixArt-alpha/sigma; see ``integrations.families``).
+    FLUX.1, PixArt-alpha/sigma; see ``integrations.pipelines.families``).
 
     ``reward``: any form :mod:`integrations.rewards` accepts (``reward(images, prompts)``,
     image-only, trl's ``(images, prompts, metadata)``, ``nn.Module``, or a dict
@@ -59,29 +57,18 @@ class RewardFinetuner:
 
     def __init__(self, pipe: Any, reward: Rewards, prompts: Prompts, config: RewardFinetuneConfig | None = None,
                  accelerator: Any | None = None):
-        self.config = config = config or RewardFinetuneConfig()
         self.prompt_source = PromptSource(prompts)
         self.prompts = self.prompt_source.prompts
         self.pipe, self.reward = pipe, reward
         self.family = denoiser_family(pipe)
-        require(accelerator is None or not config.log_with,
-                "log_with configures the Accelerator the fine-tuner builds; pass log_with to your own Accelerator")
-        if accelerator is not None:
-            check_world_size(accelerator)
-        self.accelerator = accelerator or finetune_accelerator(config)
+        super().__init__(config := config or RewardFinetuneConfig(), accelerator)
+        self.name = config.method
         default_height, default_width = self.family.default_size()
         self.height, self.width = config.height or default_height, config.width or default_width
         self.family.check_size(self.height, self.width)
         self._setup_models()
         self.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-        self.rng = torch.Generator()
-        seed_processes(self, config.seed)
-        self.log = TrainingLog(config.to_dict())
-        self.global_step = self.saved_step = 0
-        self.run_dir = Path(config.output_dir) if config.output_dir is not None else None
-        self.run_lock = None
-        if self.run_dir is not None:
-            open_run_dir(self)
+        self.start_run()
 
     def _setup_models(self) -> None:
         config, acc = self.config, self.accelerator
@@ -109,9 +96,8 @@ class RewardFinetuner:
         self.params = params
         self.ema = LoraEMA(params, config.ema_decay) if config.use_ema else None
 
-    @property
-    def unwrapped(self) -> nn.Module:
-        return self.accelerator.unwrap_model(self.model)
+    def trained_parameters(self) -> dict[str, torch.Tensor]:
+        return named_lora_parameters(self.unwrapped)
 
     # --- one batch -------------------------------------------------------------------------------------
 
@@ -144,9 +130,8 @@ class RewardFinetuner:
             gradient_checkpointing=cfg.checkpoint_denoiser,
             base_prediction=self._base_prediction(cond) if base else None,
             extra_step_kwargs=step_kwargs(self.scheduler, generators, cfg.eta))
-        latents = self.family.vae_latents(trajectory.latents, self.height, self.width)
-        images = decode_latents(self.pipe.vae, latents, chunk_size=cfg.decode_chunk_size,
-                                gradient_checkpointing=cfg.decode_checkpointing)
+        images = self.family.decode(trajectory.latents, self.height, self.width, chunk_size=cfg.decode_chunk_size,
+                                    gradient_checkpointing=cfg.decode_checkpointing)
         return images, trajectory.penalty
 
     def _score(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -205,54 +190,10 @@ class RewardFinetuner:
         acc.log({k: v for k, v in record.items() if k != "step"}, step=self.global_step)
         return record
 
-    def train(self, max_steps: int | None = None) -> TrainingLog:
-        """Train until the step counter reaches ``max_steps`` (default: the config's; a resumed run continues
-        from its checkpoint), then write the log, reward curve, LoRA and a last checkpoint into ``output_dir``
-        (when set). Returns the log."""
-        cfg, acc = self.config, self.accelerator
-        steps = cfg.max_steps if max_steps is None else max_steps
-        start_trackers(acc, cfg.tracker_project, cfg.to_dict())
-        bar = progress_bar(total=steps, initial=min(self.global_step, steps), desc=cfg.method, unit="step",
-                           disable=not (cfg.progress_bar and acc.is_main_process))
-        if self.global_step == 0:
-            self._maybe_sample(force=True)
-        while self.global_step < steps:
-            self.train_step()
-            bar.set_postfix(reward=f"{self.log.smoothed_rewards()[-1]:.4f}")
-            bar.update(1)
-            if cfg.save_every and self.global_step % cfg.save_every == 0:
-                self.save_checkpoint()
-            self._maybe_sample()
-        bar.close()
-        self._finish()
-        return self.log
-
-    def save_checkpoint(self) -> Path:
-        """Write a resumable checkpoint of the current step into ``output_dir/checkpoints`` (every process must
-        call this), keeping the ``keep_checkpoints`` newest."""
-        require(self.run_dir is not None, "save_checkpoint needs output_dir")
-        path = write_checkpoint(self.accelerator, self.run_dir, self.global_step, capture_state(self),
-                                self.config.keep_checkpoints)
-        self.saved_step = self.global_step
-        return path
-
-    def _finish(self) -> None:
-        acc = self.accelerator
-        if self.run_dir is not None:
-            if self.config.save_every and self.saved_step != self.global_step:
-                self.save_checkpoint()
-            if acc.is_main_process:
-                self.log.write(self.run_dir)
-                if self.config.save_lora:
-                    self.save_lora(self.run_dir / "lora")
-            acc.wait_for_everyone()
-            if self.run_lock is not None:
-                self.run_lock.release()
-        finish_trackers(acc)
-
-    def _maybe_sample(self, force: bool = False) -> None:
+    def after_step(self, first: bool = False) -> None:
+        """Save (and log) a sample grid every ``sample_every`` steps and before the first."""
         cfg = self.config
-        due = cfg.sample_every and (force or self.global_step % cfg.sample_every == 0)
+        due = cfg.sample_every and (first or self.global_step % cfg.sample_every == 0)
         if not due or self.run_dir is None or not self.accelerator.is_main_process:
             return
         prompts = [p for p in cfg.sample_prompts for _ in cfg.sample_seeds]
@@ -290,6 +231,10 @@ class RewardFinetuner:
         """Per-image objective on fixed prompts and seeds (e.g. held-out seeds), on the CPU."""
         images = self.sample(prompts, seeds)
         return self._score(images, list(prompts))[0].float().cpu()
+
+    def write_outputs(self, run_dir: Path) -> None:
+        if self.config.save_lora:
+            self.save_lora(run_dir / "lora")
 
     def save_lora(self, directory: str | Path) -> Path:
         """Save the LoRA (the EMA weights when ``use_ema`` is on) in diffusers format for

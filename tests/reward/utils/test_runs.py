@@ -35,7 +35,8 @@ def test_without_an_os_lock_an_exclusive_file_admits_one_holder_and_names_itself
 
 
 def test_integrations_import_where_fcntl_is_missing():
-    code = "import sys; sys.modules['fcntl'] = None; import integrations; from reward.utils import runs; print(runs.fcntl)"
+    code = ("import sys; sys.modules['fcntl'] = None\n"
+            "import integrations\nfrom reward.utils import runs\nprint(runs.fcntl)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-2000:]
