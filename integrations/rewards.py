@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from reward import score_in_batches
+from reward.utils import UNIT, rescale
 
 __all__ = ["DDPORewardFn", "RewardFn", "Rewards", "ddpo_reward_fn", "named_rewards", "objective", "reward_arity",
            "score_images"]
@@ -102,8 +103,8 @@ def _call(name: str, fn: RewardFn, images: torch.Tensor, prompts: Sequence[str] 
 
 def _in_input_range(fn: RewardFn, images: torch.Tensor) -> torch.Tensor:
     """[0, 1] images mapped (affinely: gradients intact) onto the ``input_range`` the reward declares."""
-    low, high = getattr(fn, "input_range", (0.0, 1.0))
-    return images if (low, high) == (0.0, 1.0) else images * (high - low) + low
+    input_range = tuple(getattr(fn, "input_range", UNIT))
+    return images if input_range == UNIT else rescale(images, UNIT, input_range)
 
 
 def named_rewards(rewards: Rewards, images: torch.Tensor, prompts: Sequence[str] | None) -> dict[str, torch.Tensor]:

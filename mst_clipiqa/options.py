@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from reward import MSTCLIPIQA, load_model
-from reward.datasets import QualityDataset, Split, load_dataset, load_split_source
+from reward.datasets import DATASET_KINDS, QualityDataset, Split, load_dataset, load_split_source
 
 EPILOG_MODELS = """\
 models (--model):
@@ -22,7 +22,6 @@ models (--model):
   --variant A|B (or one per output: A,B) and --outputs quality,correspondence shape the
   heads of tiny/paper models; for a saved model --outputs picks which of its outputs to use.
 """
-DATASET_KINDS = ("agiqa1k", "agiqa3k", "aigciqa2023", "aigiqa20k", "csv", "synthetic")
 
 
 def split_list(text: str | None) -> list[str] | None:

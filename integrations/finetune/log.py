@@ -55,13 +55,11 @@ class TrainingLog:
         return log_path, self.plot(directory / "reward_curve.png")
 
     def plot(self, path: str | Path) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # not pyplot: no backend to choose, no global state
 
         steps = [r["step"] for r in self.history]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig = Figure(figsize=(6, 3.5))
+        ax = fig.subplots()
         ax.plot(steps, self.rewards(), alpha=0.4, label="reward (batch mean)")
         ax.plot(steps, self.smoothed_rewards(), label="running mean (EMA 0.9)")
         if any(r.get("penalty", 0.0) for r in self.history):
@@ -71,5 +69,4 @@ class TrainingLog:
         ax.legend()
         fig.tight_layout()
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         return Path(path)

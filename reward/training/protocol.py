@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from ..datasets import QualityDataset, Split, make_splits
-from ..model import MSTCLIPIQA, save_adapter
+from ..model import HEAD_KINDS, MSTCLIPIQA, save_adapter
 from ..utils import progress_bar, read_tensors, write_json
 from .config import RESUME_FREE, TrainConfig
 from .distributed import on_main
@@ -122,7 +122,7 @@ def _probes(trainer: SplitTrainer, splits: Sequence[Split]) -> list[dict[str, An
     if features is None:  # no feature cache: encode once, in memory
         features = encode_features(trainer.model, *dataset_paths_prompts(trainer.dataset), cfg.encode_batch_size,
                                    cfg.num_workers, cfg.mixed_precision, trainer.show)
-    prompt_outputs = [o for o in trainer.outputs if trainer.model.config.heads[o] == "prompt"]
+    prompt_outputs = [o for o in trainer.outputs if HEAD_KINDS[trainer.model.config.heads[o]].needs_prompt]
     return [linear_probe(features, trainer.dataset, split, trainer.outputs, prompt_outputs) for split in splits]
 
 

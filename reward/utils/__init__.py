@@ -5,7 +5,8 @@ imported from there (they load accelerate, which scoring never needs)."""
 from .files import atomic_write, jsonable, read_json, read_tensors, save_tensors, write_json
 from .precision import PRECISIONS, autocast, precision_dtype
 from .progress import LineProgress, nested_bar_kwargs, progress_bar
-from .scales import check_range, rescale
+from .scales import UNIT, check_range, rescale
 
-__all__ = ["PRECISIONS", "LineProgress", "atomic_write", "autocast", "check_range", "jsonable", "nested_bar_kwargs",
-           "precision_dtype", "progress_bar", "read_json", "read_tensors", "rescale", "save_tensors", "write_json"]
+__all__ = ["PRECISIONS", "UNIT", "LineProgress", "atomic_write", "autocast", "check_range", "jsonable",
+           "nested_bar_kwargs", "precision_dtype", "progress_bar", "read_json", "read_tensors", "rescale",
+           "save_tensors", "write_json"]
