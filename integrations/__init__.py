@@ -17,7 +17,14 @@ Vocabulary: the generator gets a *LoRA* (``add_lora`` / ``save_lora``, what
 ``pipe.load_lora_weights`` reads); the scorer gets *adapters* (``reward.add_adapter``).
 """
 
-from .finetune import LoraEMA, PromptSource, RewardFinetuneConfig, RewardFinetuner, complete_checkpoints
+from .finetune import (
+    DiffusionTrainer,
+    LoraEMA,
+    PromptSource,
+    RewardFinetuneConfig,
+    RewardFinetuner,
+    complete_checkpoints,
+)
 from .inference import (
     Candidate,
     GuidedSamples,
@@ -59,7 +66,7 @@ from .pipelines import (
     save_lora,
     straight_through_clamp,
 )
-from .rewards import ddpo_reward_fn, named_rewards, objective, score_images
+from .rewards import NamedScores, ddpo_reward_fn, named_rewards, objective, score_images
 
 __all__ = [
     "Candidate", "Ranking", "best_of_n", "generate_candidates", "rank_images", "regenerate", "score_images",
@@ -70,4 +77,5 @@ __all__ = [
     "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise", "PromptSource", "LoraEMA",
     "complete_checkpoints", "GuidedSamples",
     "guidance_schedule", "guided_sample", "PromptSampler", "NoiseOptimization", "chi_nll", "optimize_noise",
+    "NamedScores", "DiffusionTrainer",
 ]

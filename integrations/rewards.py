@@ -31,8 +31,8 @@ from torch import nn
 from reward import score_in_batches
 from reward.utils import UNIT, rescale
 
-__all__ = ["DDPORewardFn", "RewardFn", "Rewards", "ddpo_reward_fn", "named_rewards", "objective", "reward_arity",
-           "score_images"]
+__all__ = ["DDPORewardFn", "NamedScores", "RewardFn", "Rewards", "ddpo_reward_fn", "named_rewards", "objective",
+           "reward_arity", "score_images"]
 
 RewardFn = Callable[..., Any]
 Rewards = RewardFn | Mapping[str, RewardFn]
@@ -184,3 +184,15 @@ def ddpo_reward_fn(reward: Rewards, *, weights: Mapping[str, float] | None = Non
         return score_images(reward, images, prompts, batch_size=batch_size, weights=weights)
 
     return reward_fn
+
+
+class NamedScores(nn.Module):
+    """An ``MSTCLIPIQAReward`` as the mapping of every output by name, so that each is logged and
+    ``reward_weights`` can weight it (what ``mst-clipiqa finetune`` trains against)."""
+
+    def __init__(self, reward: nn.Module):
+        super().__init__()
+        self.reward = reward
+
+    def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        return self.reward.named_scores(images, prompts)

@@ -42,3 +42,23 @@ def test_layer_contracts_hold_and_an_upward_import_breaks_them(tmp_path):
     done = lint_imports(tmp_path)
     assert done.returncode != 0
     assert "reward.model.fusion -> reward.training" in done.stdout
+
+
+def test_integrations_importing_reward_training_breaks_a_contract(tmp_path):
+    for package in ("reward", "integrations", "mst_clipiqa"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    base = tmp_path / "integrations" / "finetune" / "base.py"
+    base.write_text(base.read_text() + "\nimport reward.training  # run plumbing from the IQA trainer\n")
+    done = lint_imports(tmp_path)
+    assert done.returncode != 0
+    assert "integrations does not import reward.training" in done.stdout and "BROKEN" in done.stdout
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    import grimp
+
+    graph = grimp.build_graph("reward", "integrations", "mst_clipiqa")
+    circles = [(m, n) for m in sorted(graph.modules) for n in graph.find_modules_directly_imported_by(m)
+               if graph.find_shortest_chain(importer=n, imported=m)]
+    assert circles == []

@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from torch import nn
-
 from integrations.finetune.config import CHOICES, RewardFinetuneConfig
 from integrations.finetune.prompt_sources import read_prompt_file
+from integrations.rewards import NamedScores
 
 from ..options import EPILOG_MODELS, add_dataclass_options, add_model_options, dataclass_values, split_list
 from ..pipelines import HELP, TINY, load_pipeline
@@ -47,17 +46,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_dataclass_options(parser.add_argument_group("fine-tuning"), RewardFinetuneConfig, CHOICES)
     parser.set_defaults(func=run)
     return parser
-
-
-class NamedScores(nn.Module):
-    """Every output of the reward by name, so that each is logged and ``--reward-weights`` can weight it."""
-
-    def __init__(self, reward: nn.Module):
-        super().__init__()
-        self.reward = reward
-
-    def forward(self, images, prompts=None):
-        return self.reward.named_scores(images, prompts)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from .config import VARIANT_HEADS, MSTCLIPIQAConfig
+from .heads import HEAD_KINDS
 from .model_configs import model_config_names, model_spec
 
 
@@ -39,9 +40,10 @@ def _heads(outputs: Sequence[str] | None, variant: str | Sequence[str] | None, d
     variants = _variants(variant) or [default]
     if len(variants) == 1:
         variants = variants * len(outputs)
-    if len(variants) != len(outputs) or any(v not in VARIANT_HEADS for v in variants):
-        raise ValueError(f"variant {variant!r}: expected A or B, or one of them per output {outputs}")
-    return {o: VARIANT_HEADS[v] for o, v in zip(outputs, variants)}
+    if len(variants) != len(outputs) or any(v not in VARIANT_HEADS and v not in HEAD_KINDS for v in variants):
+        raise ValueError(f"variant {variant!r}: expected A or B (or a head kind: {sorted(HEAD_KINDS)}), or one "
+                         f"per output {outputs}")
+    return {o: VARIANT_HEADS.get(v, v) for o, v in zip(outputs, variants)}
 
 
 def named_config(name: str, variant: str | Sequence[str] | None = None,

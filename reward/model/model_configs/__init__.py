@@ -1,6 +1,6 @@
 """Built-in model names as data: one JSON file per name, ``<name>.json`` in this folder (as open_clip keeps its
 architectures), read when first asked for. Each holds ``config`` (``MSTCLIPIQAConfig`` fields other than the
-heads), ``variant`` (the default head kind: A template, B prompt) and ``variant_fixed`` (true when the name
+heads), ``variant`` (the default heads: A template, B prompt, or a head kind's name) and ``variant_fixed`` (true when the name
 implies its variant, as ``paper-A``). :func:`add_model_config` registers more."""
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ def _read(path: Path) -> tuple[str, dict[str, Any]]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"cannot read model config {path}: {error}") from None
     if (not isinstance(spec, dict) or not isinstance(spec.get("config"), dict) or set(spec) - _KEYS
-            or spec.get("variant", "A") not in ("A", "B")):
+            or not isinstance(spec.get("variant", "A"), str)):
         raise ValueError(f"{path}: expected a JSON object with 'config' (MSTCLIPIQAConfig fields) and optionally "
-                         "'variant' ('A' or 'B') and 'variant_fixed' (true or false)")
+                         "'variant' ('A', 'B' or a head kind) and 'variant_fixed' (true or false)")
     if "heads" in spec["config"] or "score_ranges" in spec["config"]:
         raise ValueError(f"{path}: 'config' must not set heads or score_ranges; variant and outputs shape the heads")
     return path.stem, {"variant": "A", "variant_fixed": False, **spec}
