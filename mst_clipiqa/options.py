@@ -55,8 +55,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", required=True, help="tiny | tiny-hf | paper-A | paper-B | DIR | HUB_ID "
                                                           "(see 'models' below)")
-    group.add_argument("--variant", help="head kind for built-in models: A (template), B (prompt) or a registered kind; "
-                                         "comma-separated for one per output")
+    group.add_argument("--variant", help="head kind for built-in models: A (template), B (prompt) or a registered "
+                                         "kind; comma-separated for one per output")
     group.add_argument("--outputs", help="comma-separated output names, e.g. quality,correspondence")
     group.add_argument("--adapter", action="append", default=[], metavar="DIR",
                        help="load a LoRA adapter (repeatable; the last one is active)")

@@ -13,8 +13,7 @@ from mst_clipiqa.cli import main
 from reward import add_model_config, load_model
 from reward.datasets import DATASET_KINDS, Layout, load_csv, register_dataset_kind
 from reward.datasets.public_splits import LAYOUTS
-from reward.model import HEAD_KINDS, HeadSpec, register_head_kind
-from reward.model import model_configs
+from reward.model import HEAD_KINDS, HeadSpec, model_configs, register_head_kind
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Built-in model names as data: one JSON file per name, ``<name>.json`` in this folder (as open_clip keeps its
 architectures), read when first asked for. Each holds ``config`` (``MSTCLIPIQAConfig`` fields other than the
-heads), ``variant`` (the default heads: A template, B prompt, or a head kind's name) and ``variant_fixed`` (true when the name
-implies its variant, as ``paper-A``). :func:`add_model_config` registers more."""
+heads), ``variant`` (the default heads: A template, B prompt, or a head kind's name) and ``variant_fixed``
+(true when the name implies its variant, as ``paper-A``). :func:`add_model_config` registers more."""
 from __future__ import annotations
 
 import json
