@@ -25,7 +25,7 @@ from typing import Any
 
 from .aigciqa2023 import load_aigciqa2023
 from .base import SCORE_NAMES, PathLike, QualityDataset, QualitySample, collate
-from .duplicates import merge_duplicates
+from .duplicate_annotations import merge_duplicates
 from .kinds import DATASET_KINDS, LOADERS, DatasetKind, Layout, kind_key, register_dataset_kind
 from .loaders import load_agiqa1k, load_agiqa3k, load_aigiqa20k, load_csv
 from .public_splits import load_split_folder, load_split_source, save_split_folder

@@ -12,7 +12,7 @@ from .adapters import (
 )
 from .checks import check_image_shape, check_prompts
 from .config import FUSION_INITS, HEAD_RANGES, VARIANT_HEADS, MSTCLIPIQAConfig
-from .factory import load_model
+from .loading import load_model
 from .heads import HEAD_KINDS, HeadSpec, register_head_kind
 from .model_configs import add_model_config
 from .mstclipiqa import BACKBONE_PREFIXES, MSTCLIPIQA, is_adapter_key, pad_states
