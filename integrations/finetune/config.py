@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from reward.utils import PRECISIONS
+from reward.utils import PRECISIONS, option
 
 from ..pipelines.lora import DEFAULT_TARGET_MODULES
 from .methods import METHODS
@@ -22,10 +22,6 @@ CHOICES = {"method": METHODS, "mixed_precision": PRECISIONS, "lr_scheduler": LR_
 # Settings that may change between a run and its resumption: they change what is written, not what is trained.
 RESUME_FREE = ("max_steps", "output_dir", "save_every", "keep_checkpoints", "resume", "log_with", "tracker_project",
                "sample_every", "sample_prompts", "sample_seeds", "save_lora", "progress_bar")
-
-
-def _option(default: Any, help: str, **metadata: Any) -> Any:
-    return field(default=default, metadata={"help": help, **metadata})
 
 
 def _named_weight(text: str) -> tuple[str, float]:
@@ -63,63 +59,63 @@ class RewardFinetuneConfig:
     ``output_dir/checkpoints``) and ``log_with`` (accelerate trackers).
     """
 
-    method: Method = _option("draft", "where the sampling loop keeps gradients: draft (DRaFT-K), alignprop or refl")
-    num_inference_steps: int = _option(20, "sampling steps per image")
-    draft_k: int = _option(1, "DRaFT-K: the last K sampling steps keep gradients")
-    alignprop_k_range: tuple[int, int] | None = _option(
+    method: Method = option("draft", "where the sampling loop keeps gradients: draft (DRaFT-K), alignprop or refl")
+    num_inference_steps: int = option(20, "sampling steps per image")
+    draft_k: int = option(1, "DRaFT-K: the last K sampling steps keep gradients")
+    alignprop_k_range: tuple[int, int] | None = option(
         None, "AlignProp: K drawn uniformly in LOW..HIGH per image (default: 1..all steps)", nargs=2, type=int,
         metavar=("LOW", "HIGH"))
-    refl_window: int = _option(10, "ReFL: the step with gradients is drawn among the last N steps")
-    guidance_scale: float = _option(1.0, "classifier-free guidance scale (> 1: two denoiser calls per step)")
-    negative_prompt: str | None = _option(None, "negative prompt under classifier-free guidance")
-    height: int | None = _option(None, "image height in pixels (default: the pipeline's)", type=int)
-    width: int | None = _option(None, "image width in pixels (default: the pipeline's)", type=int)
-    eta: float = _option(0.0, "DDIM eta (> 0: stochastic sampling)")
+    refl_window: int = option(10, "ReFL: the step with gradients is drawn among the last N steps")
+    guidance_scale: float = option(1.0, "classifier-free guidance scale (> 1: two denoiser calls per step)")
+    negative_prompt: str | None = option(None, "negative prompt under classifier-free guidance")
+    height: int | None = option(None, "image height in pixels (default: the pipeline's)", type=int)
+    width: int | None = option(None, "image width in pixels (default: the pipeline's)", type=int)
+    eta: float = option(0.0, "DDIM eta (> 0: stochastic sampling)")
     encode_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "encode_prompt arguments",
                                                                          "cli": False})
 
-    lora_rank: int = _option(4, "rank of the denoiser's LoRA")
-    lora_alpha: float | None = _option(None, "LoRA alpha (default: the rank, i.e. scale 1)", type=float)
-    lora_target_modules: tuple[str, ...] = _option(DEFAULT_TARGET_MODULES, "denoiser modules that get a LoRA",
+    lora_rank: int = option(4, "rank of the denoiser's LoRA")
+    lora_alpha: float | None = option(None, "LoRA alpha (default: the rank, i.e. scale 1)", type=float)
+    lora_target_modules: tuple[str, ...] = option(DEFAULT_TARGET_MODULES, "denoiser modules that get a LoRA",
                                                    nargs="+", metavar="NAME")
 
-    learning_rate: float = _option(1e-4, "peak learning rate (AdamW)")
-    weight_decay: float = _option(0.0, "AdamW weight decay")
-    lr_scheduler: str = _option("constant", "learning-rate schedule (diffusers' get_scheduler)")
-    lr_warmup_steps: int = _option(0, "optimizer steps of linear warm-up from 0 (schedules other than constant)")
-    batch_size: int = _option(2, "images per micro-batch, per process")
-    gradient_accumulation_steps: int = _option(1, "micro-batches per optimizer step")
-    max_grad_norm: float | None = _option(1.0, "clip the gradient norm to this (0 or None: no clipping)")
-    max_steps: int = _option(100, "optimizer steps in all; a resumed run continues up to this")
-    mixed_precision: str = _option("no", "autocast precision; the LoRA weights stay fp32")
-    cpu: bool = _option(False, "use the CPU even if a GPU is present")
-    seed: int = _option(0, "seed of the LoRA initialisation and of every process's prompts and noise")
+    learning_rate: float = option(1e-4, "peak learning rate (AdamW)")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    lr_scheduler: str = option("constant", "learning-rate schedule (diffusers' get_scheduler)")
+    lr_warmup_steps: int = option(0, "optimizer steps of linear warm-up from 0 (schedules other than constant)")
+    batch_size: int = option(2, "images per micro-batch, per process")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    max_grad_norm: float | None = option(1.0, "clip the gradient norm to this (0 or None: no clipping)")
+    max_steps: int = option(100, "optimizer steps in all; a resumed run continues up to this")
+    mixed_precision: str = option("no", "autocast precision; the LoRA weights stay fp32")
+    cpu: bool = option(False, "use the CPU even if a GPU is present")
+    seed: int = option(0, "seed of the LoRA initialisation and of every process's prompts and noise")
 
-    gradient_checkpointing: bool | None = _option(
+    gradient_checkpointing: bool | None = option(
         None, "checkpoint denoiser calls (default: on for alignprop only)", cli=False)
-    decode_chunk_size: int = _option(1, "latents per VAE decode call")
-    decode_checkpointing: bool = _option(True, "checkpoint the VAE decoder", flag="--no-decode-checkpointing")
+    decode_chunk_size: int = option(1, "latents per VAE decode call")
+    decode_checkpointing: bool = option(True, "checkpoint the VAE decoder", flag="--no-decode-checkpointing")
 
-    kl_coeff: float = _option(0.0, "DRaFT+ penalty on the squared distance to the base model's predictions")
-    reward_weights: Mapping[str, float] | None = _option(
+    kl_coeff: float = option(0.0, "DRaFT+ penalty on the squared distance to the base model's predictions")
+    reward_weights: Mapping[str, float] | None = option(
         None, "weights of named reward outputs (default: 1 each)", nargs="+", type=_named_weight,
         metavar="NAME=WEIGHT")
-    use_ema: bool = _option(False, "keep an EMA of the LoRA weights (diffusers' EMAModel) and use it for "
+    use_ema: bool = option(False, "keep an EMA of the LoRA weights (diffusers' EMAModel) and use it for "
                                    "evaluation, sample grids and the saved LoRA")
-    ema_decay: float = _option(0.999, "highest EMA decay (diffusers ramps it up as (1 + n) / (10 + n))")
+    ema_decay: float = option(0.999, "highest EMA decay (diffusers ramps it up as (1 + n) / (10 + n))")
 
-    output_dir: str | None = _option(None, "run folder", cli=False)
-    save_every: int = _option(0, "write a resumable checkpoint every N optimizer steps (0: none)")
-    keep_checkpoints: int = _option(2, "how many of the newest checkpoints to keep")
-    resume: bool = _option(False, "continue from the newest complete checkpoint in the run folder "
+    output_dir: str | None = option(None, "run folder", cli=False)
+    save_every: int = option(0, "write a resumable checkpoint every N optimizer steps (0: none)")
+    keep_checkpoints: int = option(2, "how many of the newest checkpoints to keep")
+    resume: bool = option(False, "continue from the newest complete checkpoint in the run folder "
                                   "(a fresh start when there is none)")
-    log_with: str | None = _option(None, "accelerate tracker(s), comma-separated: tensorboard, wandb, ...")
-    tracker_project: str = _option("mst-clipiqa-finetune", "tracker project name (TensorBoard: OUT/NAME)")
-    sample_every: int = _option(0, "save (and log) a grid of sample prompts x seeds every N steps (0: never)")
-    sample_prompts: tuple[str, ...] = _option((), "prompts of the sample grids", nargs="+", metavar="PROMPT")
-    sample_seeds: tuple[int, ...] = _option((0, 1, 2, 3), "seeds of the sample grids", nargs="+", type=int)
-    save_lora: bool = _option(True, "save the LoRA at the end", flag="--no-save-lora")
-    progress_bar: bool = _option(True, "show a progress bar", flag="--quiet")
+    log_with: str | None = option(None, "accelerate tracker(s), comma-separated: tensorboard, wandb, ...")
+    tracker_project: str = option("mst-clipiqa-finetune", "tracker project name (TensorBoard: OUT/NAME)")
+    sample_every: int = option(0, "save (and log) a grid of sample prompts x seeds every N steps (0: never)")
+    sample_prompts: tuple[str, ...] = option((), "prompts of the sample grids", nargs="+", metavar="PROMPT")
+    sample_seeds: tuple[int, ...] = option((0, 1, 2, 3), "seeds of the sample grids", nargs="+", type=int)
+    save_lora: bool = option(True, "save the LoRA at the end", flag="--no-save-lora")
+    progress_bar: bool = option(True, "show a progress bar", flag="--quiet")
 
     def __post_init__(self) -> None:
         for name in ("lora_target_modules", "sample_prompts", "sample_seeds"):

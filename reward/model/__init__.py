@@ -12,8 +12,8 @@ from .adapters import (
 )
 from .checks import check_image_shape, check_prompts
 from .config import FUSION_INITS, HEAD_RANGES, VARIANT_HEADS, MSTCLIPIQAConfig
-from .loading import load_model
 from .heads import HEAD_KINDS, HeadSpec, register_head_kind
+from .loading import load_model
 from .model_configs import add_model_config
 from .mstclipiqa import BACKBONE_PREFIXES, MSTCLIPIQA, is_adapter_key, pad_states
 from .names import MODEL_NAMES

@@ -41,8 +41,8 @@ def _heads(outputs: Sequence[str] | None, variant: str | Sequence[str] | None, d
     if len(variants) == 1:
         variants = variants * len(outputs)
     if len(variants) != len(outputs) or any(v not in VARIANT_HEADS and v not in HEAD_KINDS for v in variants):
-        raise ValueError(f"variant {variant!r}: expected A or B (or a head kind: {sorted(HEAD_KINDS)}), or one "
-                         f"per output {outputs}")
+        raise ValueError(f"variant {variant!r}: expected A or B (or a head kind: {sorted(HEAD_KINDS)}), or one of "
+                         f"them per output {outputs}")
     return {o: VARIANT_HEADS.get(v, v) for o, v in zip(outputs, variants)}
 
 

@@ -3,10 +3,11 @@ progress bars, range maps. Run plumbing shared by the trainers (processes, run-f
 optimizer state) sits in :mod:`reward.utils.processes`, :mod:`reward.utils.runs` and :mod:`reward.utils.state`,
 imported from there (they load accelerate, which scoring never needs)."""
 from .files import atomic_write, jsonable, read_json, read_tensors, save_tensors, write_json
+from .options import option
 from .precision import PRECISIONS, autocast, precision_dtype
 from .progress import LineProgress, nested_bar_kwargs, progress_bar
 from .scales import UNIT, check_range, rescale
 
 __all__ = ["PRECISIONS", "UNIT", "LineProgress", "atomic_write", "autocast", "check_range", "jsonable",
-           "nested_bar_kwargs", "precision_dtype", "progress_bar", "read_json", "read_tensors", "rescale",
+           "nested_bar_kwargs", "option", "precision_dtype", "progress_bar", "read_json", "read_tensors", "rescale",
            "save_tensors", "write_json"]
