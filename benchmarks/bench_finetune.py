@@ -46,7 +46,7 @@ def worker(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     from integrations import RewardFinetuneConfig, RewardFinetuner
-    from integrations.tiny_pipelines import tiny_sd_pipeline
+    from integrations.pipelines.tiny import tiny_sd_pipeline
     from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
     device = spec["device"]
@@ -66,7 +66,7 @@ def bench_best_of_n(args: argparse.Namespace) -> list[tuple[str, dict]]:
 
     torch.set_num_threads(args.threads)
     from integrations import best_of_n
-    from integrations.tiny_pipelines import tiny_sd_pipeline
+    from integrations.pipelines.tiny import tiny_sd_pipeline
     from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
     pipe = tiny_sd_pipeline(device=args.device)

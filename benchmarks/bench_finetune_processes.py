@@ -31,7 +31,7 @@ def worker(spec: dict) -> None:
 
     torch.set_num_threads(spec["threads"])
     from integrations import RewardFinetuneConfig, RewardFinetuner
-    from integrations.tiny_pipelines import tiny_sd_pipeline
+    from integrations.pipelines.tiny import tiny_sd_pipeline
     from reward import MSTCLIPIQAReward
 
     config = RewardFinetuneConfig(num_inference_steps=spec["steps"], batch_size=spec["batch"], height=spec["size"],

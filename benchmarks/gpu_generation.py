@@ -14,8 +14,8 @@ from benchmarks.gpu_reward import with_autocast_recasts
 from benchmarks.harness.memory import PeakMemory
 from benchmarks.harness.timing import med, time_interleaved, timed
 from integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n, decode_latents, score_images
-from integrations.best_of_n import Ranking
-from integrations.lora import lora_parameters
+from integrations.inference.best_of_n import Ranking
+from integrations.pipelines.lora import lora_parameters
 from reward import MSTCLIPIQAReward
 
 PROMPT = "a lighthouse on a cliff at dusk"
@@ -28,7 +28,7 @@ def build_pipeline(plan: GpuPlan) -> Any:
         from benchmarks.sd15 import sd15_pipeline
 
         return sd15_pipeline(plan.device, torch.bfloat16)
-    from integrations.tiny_pipelines import tiny_sd_pipeline
+    from integrations.pipelines.tiny import tiny_sd_pipeline
 
     return tiny_sd_pipeline(device=plan.device)
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from integrations import PromptSampler, guided_sample, optimize_noise
-from integrations.tiny_pipelines import tiny_lcm_pipeline, tiny_sd_turbo_pipeline
+from integrations.pipelines.tiny import tiny_lcm_pipeline, tiny_sd_turbo_pipeline
 from reward import MSTCLIPIQA, ImageSpec, MSTCLIPIQAConfig, MSTCLIPIQAReward, preprocess
 
 # name -> (tiny pipeline, sampler steps, CFG scale, gradient_steps K of noise optimisation)

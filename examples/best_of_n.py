@@ -28,7 +28,7 @@ parser.add_argument("--out", default="demo_out/best_of_n")
 args = parser.parse_args()
 
 if args.tiny or not args.pipeline:
-    from integrations.tiny_pipelines import tiny_sd_pipeline
+    from integrations.pipelines.tiny import tiny_sd_pipeline
 
     pipe, steps, guidance = tiny_sd_pipeline(device=args.device), args.steps or 4, args.guidance or 3.0
 else:

@@ -58,7 +58,7 @@ if args.pipeline:
     pipe = AutoPipelineForText2Image.from_pretrained(args.pipeline).to(args.device)
     inference_steps, lr = 30, 1e-4
 else:
-    from integrations.tiny_pipelines import tiny_sd_pipeline
+    from integrations.pipelines.tiny import tiny_sd_pipeline
 
     pipe, inference_steps, lr = tiny_sd_pipeline(device=args.device), 4, 1e-2
 model = MSTCLIPIQA.from_pretrained(args.model) if args.model else MSTCLIPIQA(MSTCLIPIQAConfig.tiny())

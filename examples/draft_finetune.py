@@ -32,7 +32,7 @@ args = parser.parse_args()
 
 prompts = ["a lighthouse at dusk", "a bowl of fruit on a table", "a portrait of an old sailor", "a city street"]
 if args.tiny or not args.pipeline:
-    from integrations.tiny_pipelines import tiny_sd_pipeline
+    from integrations.pipelines.tiny import tiny_sd_pipeline
 
     pipe, inference_steps, lr = tiny_sd_pipeline(), args.inference_steps or 4, args.lr or 1e-2
 else:

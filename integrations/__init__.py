@@ -17,37 +17,56 @@ Vocabulary: the generator gets a *LoRA* (``add_lora`` / ``save_lora``, what
 ``pipe.load_lora_weights`` reads); the scorer gets *adapters* (``reward.add_adapter``).
 """
 
-from .best_of_n import Candidate, Ranking, best_of_n, generate_candidates, rank_images, regenerate, score_images
-from .checkpointing import complete_checkpoints
-from .ddpo import ddpo_reward_fn
-from .decode import decode_latents, straight_through_clamp
-from .ema import LoraEMA
-from .families import (
+from .finetune import (
+    DiffusionTrainer,
+    LoraEMA,
+    PromptSource,
+    RewardFinetuneConfig,
+    RewardFinetuner,
+    complete_checkpoints,
+)
+from .inference import (
+    Candidate,
+    GuidedSamples,
+    NoiseOptimization,
+    Ranking,
+    best_of_n,
+    chi_nll,
+    contact_sheet,
+    generate_candidates,
+    guidance_schedule,
+    guided_sample,
+    image_grid,
+    optimize_noise,
+    rank_images,
+    regenerate,
+)
+from .pipelines import (
     DenoiserFamily,
     FluxFamily,
     LCMFamily,
     PipelineFamily,
     PixArtAlphaFamily,
     PixArtSigmaFamily,
+    PromptSampler,
     SD3Family,
     SDXLFamily,
+    Trajectory,
     UNetFamily,
+    add_lora,
+    decode_latents,
+    denoise,
     denoiser_family,
+    encode_prompt,
     find_family,
+    load_lora,
     pipeline_family,
     register_family,
     registered_families,
+    save_lora,
+    straight_through_clamp,
 )
-from .finetune import RewardFinetuneConfig, RewardFinetuner
-from .grid import contact_sheet, image_grid
-from .guidance import GuidedSamples, guidance_schedule, guided_sample
-from .inference import PromptSampler
-from .lora import add_lora, load_lora, save_lora
-from .noise_optimization import NoiseOptimization, chi_nll, optimize_noise
-from .prompt_sources import PromptSource
-from .prompts import encode_prompt
-from .reward_functions import named_rewards, objective
-from .sampling import Trajectory, denoise
+from .rewards import NamedScores, ddpo_reward_fn, named_rewards, objective, score_images
 
 __all__ = [
     "Candidate", "Ranking", "best_of_n", "generate_candidates", "rank_images", "regenerate", "score_images",
@@ -58,4 +77,5 @@ __all__ = [
     "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise", "PromptSource", "LoraEMA",
     "complete_checkpoints", "GuidedSamples",
     "guidance_schedule", "guided_sample", "PromptSampler", "NoiseOptimization", "chi_nll", "optimize_noise",
+    "NamedScores", "DiffusionTrainer",
 ]

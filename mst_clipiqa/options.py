@@ -27,7 +27,6 @@ models (--model):
   --variant A|B (or one per output: A,B) and --outputs quality,correspondence shape the
   heads of tiny/paper models; for a saved model --outputs picks which of its outputs to use.
 """
-DATASET_KINDS = ("agiqa1k", "agiqa3k", "aigciqa2023", "aigiqa20k", "csv", "synthetic")
 
 
 def split_list(text: str | None) -> list[str] | None:
@@ -73,8 +72,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", required=True, help="tiny | tiny-hf | paper-A | paper-B | DIR | HUB_ID "
                                                           "(see 'models' below)")
-    group.add_argument("--variant", help="head kind for tiny/paper models: A (template) or B (prompt); "
-                                         "comma-separated for one per output")
+    group.add_argument("--variant", help="head kind for built-in models: A (template), B (prompt) or a registered "
+                                         "kind; comma-separated for one per output")
     group.add_argument("--outputs", help="comma-separated output names, e.g. quality,correspondence")
     group.add_argument("--adapter", action="append", default=[], metavar="DIR",
                        help="load a LoRA adapter (repeatable; the last one is active)")
@@ -90,8 +89,10 @@ def model_from_args(args: argparse.Namespace, seed: int = 0) -> MSTCLIPIQA:
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
+    from reward.datasets import DATASET_KINDS  # the registry, read when a data command builds its parser
+
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", required=True, choices=DATASET_KINDS,
+    group.add_argument("--dataset", required=True, choices=sorted(DATASET_KINDS),
                        help="data set kind; 'synthetic': the procedural set in --data (generated if absent)")
     group.add_argument("--data", required=True, type=Path, help="data set folder or annotation file")
     group.add_argument("--csv-columns", metavar="KEY=COLUMN,...",

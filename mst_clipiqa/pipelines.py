@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TinyPipeline:
-    """An offline pipeline of ``integrations.tiny_pipelines`` (random weights), with the sampler settings its
+    """An offline pipeline of ``integrations.pipelines.tiny`` (random weights), with the sampler settings its
     real counterpart uses (None: the command's own default) and the encoder options it needs."""
 
     builder: str
@@ -36,7 +36,7 @@ def load_pipeline(name: str, device: torch.device | str | None = None) -> tuple[
     """The pipeline ``name`` (half precision on a GPU for a downloaded one), on ``device``, and its tiny
     settings when it is a tiny one. diffusers is imported only here, never to print ``--help``."""
     if name in TINY:
-        from integrations import tiny_pipelines
+        from integrations.pipelines import tiny as tiny_pipelines
 
         tiny = TINY[name]
         return getattr(tiny_pipelines, tiny.builder)(device=device or "cpu"), tiny

@@ -16,6 +16,7 @@ from .model import (
                     active_adapter,
                     adapter_names,
                     add_adapter,
+                    add_model_config,
                     load_adapter,
                     load_model,
                     merge_adapters,
@@ -36,7 +37,7 @@ from_pretrained = MSTCLIPIQA.from_pretrained
 from_official_checkpoint = MSTCLIPIQA.from_official_checkpoint
 
 __all__ = ["IMAGE_SUFFIXES", "MODEL_NAMES", "BackboneConfig", "ImageSpec", "MSTCLIPIQA", "MSTCLIPIQAConfig",
-           "MSTCLIPIQAReward", "active_adapter", "adapter_names", "add_adapter", "as_image_list", "collect_images",
-           "from_official_checkpoint", "from_pretrained", "load_adapter", "load_image", "load_model",
+           "MSTCLIPIQAReward", "active_adapter", "adapter_names", "add_adapter", "add_model_config", "as_image_list",
+           "collect_images", "from_official_checkpoint", "from_pretrained", "load_adapter", "load_image", "load_model",
            "merge_adapters", "openai_clip_tokenizer", "preprocess", "save_adapter", "score_in_batches",
            "set_adapter", "straight_through_clamp"]

@@ -32,13 +32,33 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess:
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
 
 
+def lint_with_import(root: Path, module: str, line: str) -> subprocess.CompletedProcess:
+    """lint-imports on a copy of the packages in which ``module`` (a path below them) gained ``line``."""
+    for package in ("reward", "integrations", "mst_clipiqa"):
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", root)
+    path = root / module
+    path.write_text(path.read_text() + f"\n{line}\n")
+    return lint_imports(root)
+
+
 def test_layer_contracts_hold_and_an_upward_import_breaks_them(tmp_path):
     assert lint_imports(ROOT).returncode == 0
-    for package in ("reward", "integrations", "mst_clipiqa"):
-        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    fusion = tmp_path / "reward" / "model" / "fusion.py"
-    fusion.write_text(fusion.read_text() + "\nimport reward.training  # an upward import\n")
-    done = lint_imports(tmp_path)
+    done = lint_with_import(tmp_path, "reward/model/fusion.py", "import reward.training  # an upward import")
     assert done.returncode != 0
     assert "reward.model.fusion -> reward.training" in done.stdout
+
+
+def test_integrations_importing_reward_training_breaks_a_contract(tmp_path):
+    done = lint_with_import(tmp_path, "integrations/finetune/base.py", "import reward.training")
+    assert done.returncode != 0
+    assert "integrations does not import reward.training" in done.stdout and "BROKEN" in done.stdout
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    import grimp
+
+    graph = grimp.build_graph("reward", "integrations", "mst_clipiqa")
+    circles = [(m, n) for m in sorted(graph.modules) for n in graph.find_modules_directly_imported_by(m)
+               if graph.find_shortest_chain(importer=n, imported=m)]
+    assert circles == []

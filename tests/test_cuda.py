@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from integrations import RewardFinetuner, best_of_n, optimize_noise, score_images
-from integrations.tiny_pipelines import tiny_sd_pipeline, tiny_sd_turbo_pipeline
+from integrations.pipelines.tiny import tiny_sd_pipeline, tiny_sd_turbo_pipeline
 from reward import MSTCLIPIQAReward
-from tests.integrations.test_finetune import PROMPTS, config, make_reward
+from tests.integrations.finetune.test_finetuner import PROMPTS, config, make_reward
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")

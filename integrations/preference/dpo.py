@@ -24,9 +24,9 @@ from torch import nn
 
 from reward.utils import progress_bar
 
-from ..families import Conditioning, pipeline_family
-from ..lora import adapters_disabled, add_lora, lora_parameters, named_lora_parameters
-from ..schedulers import is_flow_scheduler
+from ..pipelines.families import Conditioning, pipeline_family
+from ..pipelines.lora import adapters_disabled, add_lora, lora_parameters, named_lora_parameters
+from ..pipelines.schedulers import is_flow_scheduler
 
 __all__ = ["BETA_DIFFUSERS", "BETA_SD15", "DPOConfig", "DiffusionDPOObjective", "dpo_loss", "image_latents",
            "pair_batch", "train_dpo"]

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 from reward.utils import atomic_write
 
-from ..best_of_n import generate_candidates, score_images
-from ..patience import MonitorPatience
-from ..reward_functions import Rewards
+from ..inference.best_of_n import generate_candidates, score_images
+from ..inference.patience import MonitorPatience
+from ..rewards import Rewards
 
 __all__ = ["HackingMonitor", "Sampler", "diversity", "image_features", "pipeline_sampler"]
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reward.training import launcher_rank, launcher_world_size
 from reward.utils import atomic_write, jsonable, write_json
+from reward.utils.processes import launcher_rank, launcher_world_size
 
-from ..best_of_n import Candidate, best_of_n
-from ..grid import to_pil
-from ..reward_functions import Rewards
+from ..inference.best_of_n import Candidate, best_of_n
+from ..inference.grid import to_pil
+from ..rewards import Rewards
 
 __all__ = ["PAIR_RULES", "PairsWritten", "load_pairs", "preference_pairs", "select_pairs", "shard_path"]
 

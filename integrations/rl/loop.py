@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from ..families import pipeline_family
-from ..lora import DEFAULT_TARGET_MODULES, add_lora, lora_parameters
-from ..reward_functions import Rewards
+from ..pipelines.families import pipeline_family
+from ..pipelines.lora import DEFAULT_TARGET_MODULES, add_lora, lora_parameters
+from ..rewards import Rewards
 from .policy import PolicyConfig, PolicyOptimizer
 
 __all__ = ["PolicyRun", "group_batch", "train_policy"]

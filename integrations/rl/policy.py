@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..lora import adapters_disabled
-from ..reward_functions import Rewards, named_rewards, objective
-from ..sampling import guided_prediction
+from ..pipelines.lora import adapters_disabled
+from ..pipelines.sampling import guided_prediction
+from ..rewards import Rewards, named_rewards, objective
 from .advantages import Advantages, PromptStatTracker, group_advantages
 from .objectives import (
     clipped_policy_loss,

@@ -42,7 +42,7 @@ HELP = "LoRA fine-tuning of a diffusers pipeline to maximise the reward (DRaFT-K
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     # its flags come from RewardFinetuneConfig, so this parser (unlike the light commands') imports torch
-    from integrations.finetune_config import CHOICES, RewardFinetuneConfig
+    from integrations.finetune.config import CHOICES, RewardFinetuneConfig
 
     parser = subparsers.add_parser(
         "finetune", help=HELP,
@@ -68,8 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def __getattr__(name: str):
-    if name == "NamedScores":  # kept here for old imports; it needs torch, so it lives in its own module
-        from ..named_scores import NamedScores
+    if name == "NamedScores":  # kept here for old imports; it is library code (and needs torch)
+        from integrations.rewards import NamedScores
 
         return NamedScores
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -77,12 +77,11 @@ def __getattr__(name: str):
 
 def run(args: argparse.Namespace) -> int:
     from integrations import RewardFinetuner
-    from integrations.finetune_config import RewardFinetuneConfig
-    from integrations.prompt_sources import read_prompt_file
+    from integrations.finetune.config import RewardFinetuneConfig
+    from integrations.finetune.prompt_sources import read_prompt_file
+    from integrations.rewards import NamedScores
     from reward import MSTCLIPIQAReward, load_model
     from reward.utils import write_json
-
-    from ..named_scores import NamedScores
 
     if args.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device {args.device}: finetune places the model with accelerate; pick a GPU with "

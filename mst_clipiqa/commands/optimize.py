@@ -83,7 +83,7 @@ def _pipeline(args: argparse.Namespace, device: torch.device) -> tuple[Any, dict
 
 def run(args: argparse.Namespace) -> int:
     from integrations import load_lora, optimize_noise
-    from integrations.noise_optimization import check_settings
+    from integrations.inference.noise_optimization import check_settings
     from reward import MSTCLIPIQAReward, load_model
 
     check_output_folder(args.out)

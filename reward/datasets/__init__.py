@@ -21,37 +21,30 @@ file as a whole (missing file, missing columns, no rows) always raise.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from .aigciqa2023 import load_aigciqa2023
 from .base import SCORE_NAMES, PathLike, QualityDataset, QualitySample, collate
-from .duplicates import merge_duplicates
+from .duplicate_annotations import merge_duplicates
+from .kinds import DATASET_KINDS, LOADERS, DatasetKind, Layout, kind_key, register_dataset_kind
 from .loaders import load_agiqa1k, load_agiqa3k, load_aigiqa20k, load_csv
 from .public_splits import load_split_folder, load_split_source, save_split_folder
 from .splits import BY_CHOICES, Split, carve_validation, load_splits, make_splits, save_splits
 from .synthetic import load_synthetic_dataset, make_synthetic_dataset
 
-LOADERS: dict[str, Callable[..., QualityDataset]] = {
-    "agiqa1k": load_agiqa1k,
-    "agiqa3k": load_agiqa3k,
-    "aigciqa2023": load_aigciqa2023,
-    "aigiqa20k": load_aigiqa20k,
-    "csv": load_csv,
-    "synthetic": load_synthetic_dataset,
-}
-
 
 def load_dataset(kind: str, path: PathLike, **kwargs: Any) -> QualityDataset:
-    """Load a dataset by kind: one of ``agiqa1k, agiqa3k, aigciqa2023, aigiqa20k, csv, synthetic``
-    (``synthetic`` generates the procedural set in ``path`` when it is not there yet)."""
-    key = kind.strip().lower().replace("-", "").replace("_", "")
-    if key not in LOADERS:
-        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {sorted(LOADERS)}")
-    return LOADERS[key](path, **kwargs)
+    """Load a dataset by kind, a key of ``DATASET_KINDS`` (built in: ``agiqa1k, agiqa3k, aigciqa2023, aigiqa20k,
+    csv, synthetic``; ``synthetic`` generates the procedural set in ``path`` when it is not there yet; add one
+    with :func:`register_dataset_kind`)."""
+    key = kind_key(kind)
+    if key not in DATASET_KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {sorted(DATASET_KINDS)}")
+    return DATASET_KINDS[key].loader(path, **kwargs)
 
 
-__all__ = ["BY_CHOICES", "LOADERS", "SCORE_NAMES", "QualityDataset", "QualitySample", "Split", "carve_validation",
-           "collate", "load_agiqa1k", "load_agiqa3k", "load_aigciqa2023", "load_aigiqa20k", "load_csv",
-           "load_dataset", "load_split_folder", "load_split_source", "load_splits", "load_synthetic_dataset",
-           "make_splits", "make_synthetic_dataset", "merge_duplicates", "save_split_folder", "save_splits"]
+__all__ = ["BY_CHOICES", "DATASET_KINDS", "LOADERS", "SCORE_NAMES", "DatasetKind", "Layout", "QualityDataset",
+           "QualitySample", "Split", "carve_validation", "collate", "kind_key", "load_agiqa1k", "load_agiqa3k",
+           "load_aigciqa2023", "load_aigiqa20k", "load_csv", "load_dataset", "load_split_folder", "load_split_source",
+           "load_splits", "load_synthetic_dataset", "make_splits", "make_synthetic_dataset", "merge_duplicates",
+           "register_dataset_kind", "save_split_folder", "save_splits"]

@@ -11,43 +11,41 @@ from __future__ import annotations
 
 import csv
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from .base import QualityDataset
+from .kinds import DATASET_KINDS, Layout
 from .splits import BY_CHOICES, Split, carve_validation, load_splits
 
 TRAIN_FILE, TEST_FILE = "train.csv", "val.csv"
 KEY_COLUMNS = ("name", "image", "image_name", "file")
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """How a data set's annotation rows are written: columns in order, which form the key, which hold scores."""
+class _Layouts(Mapping):
+    """The layouts of the registered data-set kinds that have one, by data-set name (read from ``DATASET_KINDS``)."""
 
-    columns: tuple[str, ...]
-    key: tuple[str, ...]
-    scores: dict[str, str] = field(default_factory=dict)
-    prompt: str = "prompt"
-    header: bool = True
+    def __getitem__(self, name: str) -> Layout:
+        layout = DATASET_KINDS[name].layout
+        if layout is None:
+            raise KeyError(name)
+        return layout
 
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, kind in DATASET_KINDS.items() if kind.layout is not None)
 
-LAYOUTS = {
-    "agiqa1k": _Layout(("Image", "Prompt", "MOS"), ("Image",), {"quality": "MOS"}, "Prompt"),
-    "agiqa3k": _Layout(("name", "prompt", "mos_quality", "mos_align"), ("name",),
-                       {"quality": "mos_quality", "correspondence": "mos_align"}),
-    "aigciqa2023": _Layout(("model", "image_name", "mosz1", "mosz2", "mosz3", "prompt"), ("model", "image_name"),
-                           {"quality": "mosz1", "authenticity": "mosz2", "correspondence": "mosz3"}),
-    "aigiqa20k": _Layout(("name", "prompt", "mos"), ("name",), {"quality": "mos"}, header=False),
-}
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
-def _layout(dataset: QualityDataset) -> _Layout:
+LAYOUTS = _Layouts()
+
+
+def _layout(dataset: QualityDataset) -> Layout:
     if dataset.name in LAYOUTS:
         return LAYOUTS[dataset.name]
     outputs = {o: o for o in dataset.outputs}
-    return _Layout(("image", "prompt", *outputs), ("image",), outputs)
+    return Layout(("image", "prompt", *outputs), ("image",), outputs)
 
 
 def save_split_folder(splits: Sequence[Split], dataset: QualityDataset, folder: str | Path) -> Path:
@@ -62,7 +60,7 @@ def save_split_folder(splits: Sequence[Split], dataset: QualityDataset, folder: 
     return folder
 
 
-def _write_rows(path: Path, dataset: QualityDataset, indices: Sequence[int], layout: _Layout) -> None:
+def _write_rows(path: Path, dataset: QualityDataset, indices: Sequence[int], layout: Layout) -> None:
     keys = dataset.keys()
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..scoring import IMAGE_SUFFIXES
 from .base import ON_ERROR_CHOICES, PathLike, QualityDataset, QualitySample
-from .duplicates import merge_duplicates
+from .duplicate_annotations import merge_duplicates
 
 # --------------------------------------------------------------------------- tables
 

@@ -10,12 +10,14 @@ from typing import Any, Literal, get_args
 from ..backbones import BackboneConfig, Backend
 from ..utils import check_range
 from .files import MODEL_TYPE, check_readable
+from .heads import HEAD_KINDS
 from .limits import check_config_sizes
+from .model_configs import model_spec
 
-HeadKind = Literal["template", "prompt"]
+HeadKind = str  # a key of HEAD_KINDS: "template", "prompt" or a registered kind
 
 QUALITY_LEVELS = ("bad", "poor", "fair", "good", "perfect")
-HEAD_RANGES = {"template": (1.0, 5.0), "prompt": (0.0, 5.0)}
+HEAD_RANGES = {kind: spec.score_range(len(QUALITY_LEVELS)) for kind, spec in HEAD_KINDS.items()}  # built-in kinds
 VARIANT_HEADS = {"A": "template", "B": "prompt"}
 FUSION_INITS = ("zero_shot", "random")
 
@@ -91,7 +93,7 @@ class MSTCLIPIQAConfig:
 
     @property
     def needs_prompts(self) -> bool:
-        return "prompt" in self.heads.values()
+        return any(HEAD_KINDS[kind].needs_prompt for kind in self.heads.values())
 
     @property
     def embedded_backbones(self) -> list[str]:
@@ -108,9 +110,9 @@ class MSTCLIPIQAConfig:
         """
         heads = overrides.pop("heads", {"quality": _head_kind(variant)})
         if backend == "open_clip":
-            tag = "openai" if pretrained else None
-            coarse = BackboneConfig("open_clip", "ViT-B-32", tag)
-            fine = BackboneConfig("open_clip", "ViT-B-16", tag, text=False)
+            data = model_spec("paper-A")["config"]
+            coarse, fine = (BackboneConfig(**{**data[k], "pretrained": data[k]["pretrained"] if pretrained else None})
+                            for k in ("coarse", "fine"))
         else:
             ids = ("openai/clip-vit-base-patch32", "openai/clip-vit-base-patch16")
             archs = [None, None] if pretrained else [_hf_base_arch(32), _hf_base_arch(16)]
@@ -122,12 +124,10 @@ class MSTCLIPIQAConfig:
     def tiny(cls, variant: str = "A", backend: Backend = "open_clip", **overrides: Any) -> MSTCLIPIQAConfig:
         """Same architecture, tiny random backbones (patch 32 / 16 at 64 px): offline tests and demos."""
         heads = overrides.pop("heads", {"quality": _head_kind(variant)})
-        make = _tiny_open_clip_arch if backend == "open_clip" else _tiny_hf_arch
-        coarse = BackboneConfig(backend, f"tiny-p32-{backend}", None, make(32))
-        fine = BackboneConfig(backend, f"tiny-p16-{backend}", None, make(16), text=False)
-        overrides.setdefault("fusion_hidden", 16)
-        overrides.setdefault("attention_heads", 4)
-        return cls(coarse=coarse, fine=fine, heads=heads, **overrides)
+        names = {"open_clip": "tiny", "transformers": "tiny-hf"}
+        if backend not in names:
+            raise ValueError(f"backend must be one of {list(names)}, got {backend!r}")
+        return cls(**{**model_spec(names[backend])["config"], **overrides}, heads=heads)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,11 +193,11 @@ def _backbone(name: str, value: Any) -> BackboneConfig:
 
 def _check_heads(heads: Any) -> None:
     if not isinstance(heads, dict) or not heads:
-        raise ValueError(f"config field heads must map each output name to 'template' or 'prompt', e.g. "
-                         f"{{'quality': 'template'}}; got {heads!r}")
+        raise ValueError(f"config field heads must map each output name to a head kind ({sorted(HEAD_KINDS)}), "
+                         f"e.g. {{'quality': 'template'}}; got {heads!r}")
     for name, kind in heads.items():
-        if not isinstance(name, str) or not isinstance(kind, str) or kind not in HEAD_RANGES:
-            raise ValueError(f"head {name!r} has kind {kind!r}; expected 'template' or 'prompt'")
+        if not isinstance(name, str) or not isinstance(kind, str) or kind not in HEAD_KINDS:
+            raise ValueError(f"head {name!r} has kind {kind!r}; expected one of {sorted(HEAD_KINDS)}")
 
 
 def _check_levels(levels: Any) -> tuple[str, ...]:
@@ -211,16 +211,12 @@ def _score_ranges(ranges: Any, heads: dict[str, str], levels: int) -> dict[str, 
     """Each head's default range (a template head scores in [1, number of levels]) with ``ranges`` on top."""
     if not isinstance(ranges, dict):
         raise ValueError(f"config field score_ranges must map output names to (low, high), got {ranges!r}")
-    out = {name: (1.0, float(levels)) if kind == "template" else HEAD_RANGES[kind] for name, kind in heads.items()}
+    out = {name: HEAD_KINDS[kind].score_range(levels) for name, kind in heads.items()}
     for name, bounds in ranges.items():
         if name not in heads:
             raise ValueError(f"config field score_ranges names {name!r}, which is not an output in heads "
                              f"{list(heads)}")
-        if (not isinstance(bounds, (list, tuple)) or len(bounds) != 2
-                or not all(_is_number(b) and math.isfinite(b) for b in bounds) or not bounds[0] < bounds[1]):
-            raise ValueError(f"config field score_ranges[{name!r}] must be (low, high) finite numbers with "
-                             f"low < high, got {bounds!r}")
-        out[name] = (float(bounds[0]), float(bounds[1]))
+        out[name] = check_range(bounds, f"config field score_ranges[{name!r}]")
     return out
 
 
@@ -249,25 +245,6 @@ def _head_kind(variant: str) -> HeadKind:
     if variant not in VARIANT_HEADS:
         raise ValueError(f"variant must be 'A' (template head) or 'B' (prompt head), got {variant!r}")
     return VARIANT_HEADS[variant]
-
-
-def _tiny_open_clip_arch(patch: int) -> dict[str, Any]:
-    return {
-        "embed_dim": 64,
-        "quick_gelu": True,
-        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": patch},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-    }
-
-
-def _tiny_hf_arch(patch: int) -> dict[str, Any]:
-    return {
-        "projection_dim": 64,
-        "vision_config": {"image_size": 64, "patch_size": patch, "hidden_size": 64, "intermediate_size": 128,
-                          "num_hidden_layers": 2, "num_attention_heads": 2},
-        "text_config": {"vocab_size": 49408, "hidden_size": 64, "intermediate_size": 128,
-                        "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 77},
-    }
 
 
 def _hf_base_arch(patch: int) -> dict[str, Any]:

@@ -1,5 +1,10 @@
-"""Score heads on the fused features: template (variant A) and prompt-anchored (variant B)."""
+"""Score heads on the fused features: template (variant A) and prompt-anchored (variant B), and the table of head
+kinds (``HEAD_KINDS``) that the config, the model and training read."""
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,3 +43,31 @@ class PromptHead(nn.Module):
         attended, _ = self.cross_attn(z[:, None], states, states, key_padding_mask=~mask, need_weights=False)
         z = z + self.alpha * attended[:, 0]
         return self.w_o(F.gelu(self.W_1(z)) + self.W_2(z)).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A head kind: ``build(config, coarse)`` makes the head for a model config and its coarse backbone;
+    ``score_range(levels)`` is its default output range for ``levels`` quality levels. A head that
+    ``needs_prompt`` is called as ``head(z, token_states, mask)``; any other as ``head(z, template_features)``
+    (the normalised text embeddings of the quality levels)."""
+
+    build: Callable[[Any, Any], nn.Module]
+    score_range: Callable[[int], tuple[float, float]]
+    needs_prompt: bool
+
+
+HEAD_KINDS: dict[str, HeadSpec] = {
+    "template": HeadSpec(lambda config, coarse: TemplateHead(len(config.levels), config.temperature_init),
+                         lambda levels: (1.0, float(levels)), needs_prompt=False),
+    "prompt": HeadSpec(lambda config, coarse: PromptHead(coarse.embed_dim, coarse.text_width, config.attention_heads),
+                       lambda levels: (0.0, 5.0), needs_prompt=True),
+}
+
+
+def register_head_kind(name: str, spec: HeadSpec) -> HeadSpec:
+    """Add a head kind (``MSTCLIPIQAConfig(heads={output: name})``); a name already taken raises ``ValueError``."""
+    if not isinstance(name, str) or not name or name in HEAD_KINDS:
+        raise ValueError(f"head kind {name!r} is taken or not a name; the kinds are {sorted(HEAD_KINDS)}")
+    HEAD_KINDS[name] = spec
+    return spec

@@ -18,7 +18,7 @@ from .checks import check_image_shape, check_prompts
 from .config import FUSION_INITS, MSTCLIPIQAConfig
 from .files import BACKBONES_NAME, CONFIG_NAME, WEIGHTS_NAME, read_weights, resolve_model_dir
 from .fusion import GatedFusion
-from .heads import PromptHead, TemplateHead
+from .heads import HEAD_KINDS
 from .hub import HubMixin, check_hub_kwargs, remove_stale
 from .limits import check_sizes_against_weights
 from .names import MODEL_NAMES, named_config
@@ -52,7 +52,7 @@ class MSTCLIPIQA(nn.Module, HubMixin):
         config.check_attention_heads(self.coarse.embed_dim)
         self.fusion = self._make_fusion()
         self.heads = nn.ModuleDict({name: self._make_head(kind) for name, kind in config.heads.items()})
-        if "template" in config.heads.values():
+        if not all(HEAD_KINDS[kind].needs_prompt for kind in config.heads.values()):
             self.register_buffer("template_features", self._encode_templates(), persistent=False)
         self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
@@ -74,9 +74,7 @@ class MSTCLIPIQA(nn.Module, HubMixin):
             head.load_state_dict(self._make_head(self.config.heads[name]).state_dict())
 
     def _make_head(self, kind: str) -> nn.Module:
-        if kind == "template":
-            return TemplateHead(len(self.config.levels), self.config.temperature_init)
-        return PromptHead(self.coarse.embed_dim, self.coarse.text_width, self.config.attention_heads)
+        return HEAD_KINDS[kind].build(self.config, self.coarse)
 
     @torch.no_grad()
     def _encode_templates(self) -> torch.Tensor:
@@ -143,7 +141,8 @@ class MSTCLIPIQA(nn.Module, HubMixin):
         z = self.fusion(f_coarse.to(dtype), f_fine.to(dtype))
         if self.config.needs_prompts and text is None:
             text = self.encode_prompts(check_prompts(prompts, len(z), required=True))
-        return {name: head(z, self.template_features) if isinstance(head, TemplateHead) else head(z, *text)
+        kinds = self.config.heads
+        return {name: head(z, *text) if HEAD_KINDS[kinds[name]].needs_prompt else head(z, self.template_features)
                 for name, head in self.heads.items()}
 
     def forward_features(self, f_coarse: torch.Tensor, f_fine: torch.Tensor, prompts: list[str] | None = None,
@@ -155,7 +154,11 @@ class MSTCLIPIQA(nn.Module, HubMixin):
     def forward(self, images: torch.Tensor, prompts: list[str] | None = None) -> dict[str, torch.Tensor]:
         check_image_shape(images)
         prompts = check_prompts(prompts, len(images), required=self.config.needs_prompts)
-        return self.score_features(*self.encode_images(images), prompts=prompts)
+        return self.score_features(*self.encode_images(images), text=self.prompt_text(prompts))
+
+    def prompt_text(self, prompts: list[str] | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``encode_prompts(prompts)`` for a model with a prompt head (prompts already checked), else None."""
+        return self.encode_prompts(prompts) if self.config.needs_prompts else None
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """Everything but the frozen backbones: fusion, heads, and any adapters on them."""

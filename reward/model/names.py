@@ -1,11 +1,31 @@
-"""Built-in model names: ``tiny``, ``tiny-hf`` (offline, random) and ``paper-A``, ``paper-B`` (OpenAI CLIP)."""
+"""Built-in model names: ``tiny``, ``tiny-hf`` (offline, random) and ``paper-A``, ``paper-B`` (OpenAI CLIP), each
+a JSON file in ``model_configs/``; :func:`add_model_config` registers more."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .config import VARIANT_HEADS, MSTCLIPIQAConfig
+from .heads import HEAD_KINDS
+from .model_configs import model_config_names, model_spec
 
-MODEL_NAMES = ("tiny", "tiny-hf", "paper-A", "paper-B")
+
+class _ModelNames(Sequence):
+    """The registered model names, read when used (so names added later count)."""
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return model_config_names()[index]
+
+    def __len__(self) -> int:
+        return len(model_config_names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(model_config_names())
+
+    def __repr__(self) -> str:
+        return repr(model_config_names())
+
+
+MODEL_NAMES = _ModelNames()
 
 
 def _variants(variant: str | Sequence[str] | None) -> list[str]:
@@ -20,19 +40,19 @@ def _heads(outputs: Sequence[str] | None, variant: str | Sequence[str] | None, d
     variants = _variants(variant) or [default]
     if len(variants) == 1:
         variants = variants * len(outputs)
-    if len(variants) != len(outputs) or any(v not in VARIANT_HEADS for v in variants):
-        raise ValueError(f"variant {variant!r}: expected A or B, or one of them per output {outputs}")
-    return {o: VARIANT_HEADS[v] for o, v in zip(outputs, variants)}
+    if len(variants) != len(outputs) or any(v not in VARIANT_HEADS and v not in HEAD_KINDS for v in variants):
+        raise ValueError(f"variant {variant!r}: expected A or B (or a head kind: {sorted(HEAD_KINDS)}), or one of "
+                         f"them per output {outputs}")
+    return {o: VARIANT_HEADS.get(v, v) for o, v in zip(outputs, variants)}
 
 
 def named_config(name: str, variant: str | Sequence[str] | None = None,
                  outputs: Sequence[str] | None = None) -> MSTCLIPIQAConfig:
-    """The config of a built-in model; ``variant`` (A / B, or one per output) and ``outputs`` shape its heads."""
-    if name in ("tiny", "tiny-hf"):
-        backend = "transformers" if name == "tiny-hf" else "open_clip"
-        return MSTCLIPIQAConfig.tiny(heads=_heads(outputs, variant, "A"), backend=backend)
-    if name in ("paper-A", "paper-B"):
-        if variant and set(_variants(variant)) != {name[-1]}:
-            raise ValueError(f"{name} is variant {name[-1]}; drop variant={variant!r} or pick the other model")
-        return MSTCLIPIQAConfig.paper(heads=_heads(outputs, None, name[-1]))
-    raise ValueError(f"unknown model name {name!r}; expected one of {list(MODEL_NAMES)}")
+    """The config of a registered model name; ``variant`` (A / B, or one per output) and ``outputs`` shape its
+    heads."""
+    spec = model_spec(name)
+    if spec["variant_fixed"]:
+        if variant and set(_variants(variant)) != {spec["variant"]}:
+            raise ValueError(f"{name} is variant {spec['variant']}; drop variant={variant!r} or pick another model")
+        variant = None
+    return MSTCLIPIQAConfig(**spec["config"], heads=_heads(outputs, variant, spec["variant"]))

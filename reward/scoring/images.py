@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps
 
+from ..utils import UNIT, rescale
 from .inputs import check_image_values
 
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
@@ -109,9 +110,8 @@ def _pixels(array: np.ndarray | torch.Tensor, input_range: tuple[float, float], 
                          f"(0..65535) or float in input_range {input_range}: convert with .to(torch.uint8) if "
                          "they hold 0..255, else to float")
     check_image_values(tensor, input_range, tolerance)
-    low, high = input_range
     tensor = tensor.float()
-    return tensor if (low, high) == (0.0, 1.0) else (tensor - low) / (high - low)
+    return tensor if tuple(input_range) == UNIT else rescale(tensor, input_range, UNIT)
 
 
 def _native(array: np.ndarray) -> np.ndarray:

@@ -5,16 +5,12 @@ import math
 
 import torch
 
+from ..utils import check_range
+
 
 def check_input_range(input_range: tuple[float, float], tolerance: float) -> tuple[float, float]:
     """A (low, high) pixel range of finite numbers with low < high, and a finite tolerance >= 0."""
-    try:
-        low, high = (float(v) for v in input_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"input_range must be (low, high), two numbers, got {input_range!r}") from None
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"input_range must be (low, high) finite numbers with low < high, got {input_range!r}; "
-                         "e.g. (0, 1) or (-1, 1)")
+    low, high = check_range(input_range, "input_range (the pixel range, e.g. (0, 1) or (-1, 1))")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < math.inf:
         raise ValueError(f"tolerance must be a finite number >= 0 (a fraction of the input range), got {tolerance!r}")
     return low, high

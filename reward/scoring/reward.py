@@ -14,7 +14,7 @@ from torch import nn
 from ..model import MODEL_NAMES, MSTCLIPIQA, check_image_shape, check_prompts, load_model
 from ..model.files import REWARD_CONFIG_NAME, check_readable, resolve_model_dir
 from ..model.hub import HUB_KWARGS, HubMixin
-from ..utils import autocast, write_json
+from ..utils import UNIT, autocast, rescale, write_json
 from .batching import score_in_batches
 from .images import load_image
 from .inputs import ValueCheck, check_input_range
@@ -137,8 +137,7 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
         return scores
 
     def _to_unit(self, images: torch.Tensor) -> torch.Tensor:
-        low, high = self.input_range
-        return images if (low, high) == (0.0, 1.0) else (images - low) / (high - low)
+        return images if self.input_range == UNIT else rescale(images, self.input_range, UNIT)
 
     def _scores(self, images: torch.Tensor, prompts: list[str] | None) -> dict[str, torch.Tensor]:
         """Images already in [0, 1] and checked."""
@@ -146,7 +145,7 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
         with autocast(images.device, self.dtype), model.coarse.image_weights_in(self.dtype), \
                 model.fine.image_weights_in(self.dtype):
             features = model.encode_images(images)
-        scores = self.model.score_features(*features, prompts=prompts)
+        scores = self.model.score_features(*features, text=model.prompt_text(prompts))
         return {name: self._scale(name, score) for name, score in scores.items()}
 
     def _combine(self, scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -155,8 +154,7 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
     def _scale(self, name: str, score: torch.Tensor) -> torch.Tensor:
         if not self.normalize:
             return score
-        low, high = self.model.config.score_ranges[name]
-        return (score - low) / (high - low)
+        return rescale(score, self.model.config.score_ranges[name], UNIT)
 
     def loss(self, images: torch.Tensor, prompts: Sequence[str] | None = None,
              reduction: str = "mean") -> torch.Tensor:

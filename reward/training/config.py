@@ -1,14 +1,14 @@
 """Training settings as data; each field's help lives next to it and is what ``mst-clipiqa train --help`` shows."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from ..datasets import BY_CHOICES, QualityDataset
 from ..model import FUSION_INITS
-from ..utils import PRECISIONS
+from ..utils import PRECISIONS, option
 from .metrics import krcc, plcc, srcc
 from .recipes import PURPOSE, RECIPES, SCHEDULES
 
@@ -23,10 +23,6 @@ RESUME_FREE = ("progress", "num_workers", "cache_dir", "encode_batch_size", "eva
 NOT_RECIPE = (*RESUME_FREE, "use_cache", "mixed_precision", "cpu", "outputs")
 
 
-def _option(default: Any, help: str, **metadata: Any) -> Any:
-    return field(default=default, metadata={"help": help, **metadata})
-
-
 @dataclass
 class TrainConfig:
     """Training settings. The defaults are the ``protocol`` recipe: the field's ten seeded 8:2 splits
@@ -37,40 +33,40 @@ class TrainConfig:
     field's ``help`` says what it does.
     """
 
-    recipe: str = _option("protocol", "the recipe these settings start from (see reward.training.recipes)", cli=False)
-    epochs: int = _option(60, "passes over each split's training part (the best one is kept)")
-    batch_size: int = _option(8, "images per optimisation step, per process")
-    lr: float = _option(1e-4, "peak learning rate")
-    schedule: str = _option("constant", "learning-rate schedule over the run (cosine: decays to 0)")
-    weight_decay: float = _option(1e-3, "weight decay")
-    optimizer: str = _option("adam", "optimiser")
-    init: str = _option("keep", "start the fusion and heads afresh (random: the reference's; zero_shot: identity "
+    recipe: str = option("protocol", "the recipe these settings start from (see reward.training.recipes)", cli=False)
+    epochs: int = option(60, "passes over each split's training part (the best one is kept)")
+    batch_size: int = option(8, "images per optimisation step, per process")
+    lr: float = option(1e-4, "peak learning rate")
+    schedule: str = option("constant", "learning-rate schedule over the run (cosine: decays to 0)")
+    weight_decay: float = option(1e-3, "weight decay")
+    optimizer: str = option("adam", "optimiser")
+    init: str = option("keep", "start the fusion and heads afresh (random: the reference's; zero_shot: identity "
                                 "fusion), or keep the model's weights")
-    margin: float = _option(0.1, "margin of the pairwise ranking loss")
-    rank_weight: float = _option(1.0, "weight lambda of the ranking loss next to MSE")
-    outputs: tuple[str, ...] | None = _option(
+    margin: float = option(0.1, "margin of the pairwise ranking loss")
+    rank_weight: float = option(1.0, "weight lambda of the ranking loss next to MSE")
+    outputs: tuple[str, ...] | None = option(
         None, "named outputs to train and evaluate (default: every model output the data set scores)", cli=False)
-    seed: int = _option(0, "seed of the splits, the data order and tiny models' random weights")
-    n_splits: int = _option(10, "number of seeded random splits (the field's protocol: 10)")
-    split_by: str = _option("auto", "split by image, or keep each prompt's images together (stricter); auto: as "
+    seed: int = option(0, "seed of the splits, the data order and tiny models' random weights")
+    n_splits: int = option(10, "number of seeded random splits (the field's protocol: 10)")
+    split_by: str = option("auto", "split by image, or keep each prompt's images together (stricter); auto: as "
                                     "the field splits the data set (AGIQA-3K by prompt, others by image)")
-    test_fraction: float = _option(0.2, "fraction of the data in each split's test part")
-    val_fraction: float = _option(0.1, "fraction of the data carved from training for model selection (never test)")
-    select_metric: str = _option("srcc", "validation metric that picks the best epoch")
-    use_cache: bool = _option(True, "encode each image once and train on the cached embeddings", flag="--no-cache")
-    cache_dir: str | None = _option(
+    test_fraction: float = option(0.2, "fraction of the data in each split's test part")
+    val_fraction: float = option(0.1, "fraction of the data carved from training for model selection (never test)")
+    select_metric: str = option("srcc", "validation metric that picks the best epoch")
+    use_cache: bool = option(True, "encode each image once and train on the cached embeddings", flag="--no-cache")
+    cache_dir: str | None = option(
         None, "feature cache folder (default: $MST_CLIPIQA_CACHE or ~/.cache/mst-clipiqa/features)")
-    encode_batch_size: int = _option(32, "images per encoder batch")
-    eval_batch_size: int = _option(256, "samples per evaluation batch")
-    num_workers: int = _option(0, "data-loading worker processes")
-    mixed_precision: str = _option("no", "autocast precision (accelerate)")
-    cpu: bool = _option(False, "use the CPU even if a GPU is present")
-    lora_rank: int = _option(0, "train a LoRA adapter of this rank on the fusion and heads instead of the weights")
-    lora_alpha: float = _option(16.0, "LoRA scaling alpha")
-    lora_dropout: float = _option(0.0, "LoRA dropout")
-    lora_encoders: bool = _option(False, "also adapt the vision encoders' attention (disables the feature cache)")
-    adapter_name: str = _option("default", "name of the trained adapter")
-    progress: bool = _option(True, "show progress bars", flag="--quiet")
+    encode_batch_size: int = option(32, "images per encoder batch")
+    eval_batch_size: int = option(256, "samples per evaluation batch")
+    num_workers: int = option(0, "data-loading worker processes")
+    mixed_precision: str = option("no", "autocast precision (accelerate)")
+    cpu: bool = option(False, "use the CPU even if a GPU is present")
+    lora_rank: int = option(0, "train a LoRA adapter of this rank on the fusion and heads instead of the weights")
+    lora_alpha: float = option(16.0, "LoRA scaling alpha")
+    lora_dropout: float = option(0.0, "LoRA dropout")
+    lora_encoders: bool = option(False, "also adapt the vision encoders' attention (disables the feature cache)")
+    adapter_name: str = option("default", "name of the trained adapter")
+    progress: bool = option(True, "show progress bars", flag="--quiet")
 
     def __post_init__(self) -> None:
         if self.outputs is not None:

@@ -30,11 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from ..model import MSTCLIPIQA
-from ..utils import atomic_write, precision_dtype
+from ..utils import atomic_write, precision_dtype, read_tensors, save_tensors
 from .features import CachedFeatures, encode_files, encode_prompt_states, unique_prompts
 
 CACHE_VERSION = 2  # 2: fitted images are no longer clipped to [0, 1]
@@ -89,12 +87,6 @@ def encoder_settings(model: MSTCLIPIQA, precision: str = "no") -> dict:
 def settings_key(settings: object) -> str:
     """Short hash of JSON-able settings (key order ignored)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """safetensors write to a temporary file in the same folder, then ``os.replace``."""
-    with atomic_write(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 class FeatureCache:
@@ -197,19 +189,14 @@ class FeatureCache:
 
 def save_entry(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """A cache entry with the digest of its tensors, which :func:`read_entry` checks."""
-    atomic_save(tensors, path, {"digest": state_digest(tensors)})
+    save_tensors(tensors, path, {"digest": state_digest(tensors)})
 
 
 def read_entry(path: Path, shapes: dict[str, tuple[int | None, ...]]) -> dict[str, torch.Tensor]:
     """A cache entry's tensors, checked: they load, have the expected names and shapes (None: any size
     but 0), are finite float32 and match the stored digest. A damaged entry raises ``ValueError`` naming the file."""
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            # copies, not views of the mapped file: what is checked here is what is used later
-            tensors = {k: handle.get_tensor(k).clone() for k in handle.keys()}
-            digest = (handle.metadata() or {}).get("digest")
-    except Exception as error:  # safetensors raises its own error types for damaged files
-        raise ValueError(f"{path} does not load ({type(error).__name__}: {error})") from None
+    tensors, metadata = read_tensors(path, "a feature-cache entry")
+    digest = metadata.get("digest")
     found = {k: tuple(v.shape) for k, v in tensors.items()}
     if set(found) != set(shapes) or any(not _fits(found[k], shape) for k, shape in shapes.items()):
         raise ValueError(f"{path} holds {found}; expected {shapes}")

@@ -11,30 +11,54 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from safetensors.torch import load_file
+import torch
 
-from ..datasets import Split, make_splits, save_splits
-from ..model import save_adapter
-from ..utils import progress_bar, write_json
-from .config import RESUME_FREE
+from ..datasets import QualityDataset, Split, make_splits, save_splits
+from ..model import HEAD_KINDS, MSTCLIPIQA, save_adapter
+from ..utils import progress_bar, read_tensors, write_json
+from .config import RESUME_FREE, TrainConfig
 from .distributed import on_main
 from .evaluation import dataset_paths_prompts
 from .feature_cache import settings_key, state_digest
-from .features import encode_features
+from .features import CachedFeatures, encode_features
 from .metrics import summarize
 from .probe import linear_probe
 from .report import make_plots
 from .run_folder import BEST, REPORT, RUN_FILE, SPLITS, claim_run_dir
 
-if TYPE_CHECKING:
-    from .trainer import Trainer
-
-__all__ = ["BEST", "RUN_FILE", "run_settings", "run_splits"]
+__all__ = ["BEST", "RUN_FILE", "SplitTrainer", "run_settings", "run_splits"]
 
 
-def run_splits(trainer: Trainer) -> dict[str, Any]:
+class SplitTrainer(Protocol):
+    """What the protocol needs of a trainer (``Trainer`` is one): it trains one split at a time, the protocol
+    does the rest."""
+
+    config: TrainConfig
+    dataset: QualityDataset
+    model: MSTCLIPIQA
+    splits: Sequence[Split] | None
+    resume: bool
+    show: bool
+    outputs: Sequence[str]
+    features: CachedFeatures | None
+    encoder_settings: dict[str, Any]
+    initial_state: dict[str, torch.Tensor]
+    output_dir: Path
+    timing: dict[str, float]
+    accelerator: Any
+
+    def prepare(self) -> None: ...
+
+    def fit_split(self, k: int, split: Split) -> dict[str, Any]: ...
+
+    def split_dir(self, k: int) -> Path: ...
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None: ...
+
+
+def run_splits(trainer: SplitTrainer) -> dict[str, Any]:
     """All splits, then the chosen model, ``report.json`` and plots; returns the report."""
     trainer.prepare()
     cfg, dataset = trainer.config, trainer.dataset
@@ -56,7 +80,7 @@ def run_splits(trainer: Trainer) -> dict[str, Any]:
             lock.release()
 
 
-def run_settings(trainer: Trainer, splits: Sequence[Split]) -> dict[str, Any]:
+def run_settings(trainer: SplitTrainer, splits: Sequence[Split]) -> dict[str, Any]:
     """What must not change between a run and its resumption."""
     train = {k: v for k, v in trainer.config.to_dict().items() if k not in RESUME_FREE}
     samples = [[Path(s.image).name, s.prompt, s.scores] for s in trainer.dataset.samples]
@@ -66,7 +90,7 @@ def run_settings(trainer: Trainer, splits: Sequence[Split]) -> dict[str, Any]:
             "splits": settings_key([asdict(s) for s in splits])}
 
 
-def _report(trainer: Trainer, splits: Sequence[Split], results: list[dict[str, Any]],
+def _report(trainer: SplitTrainer, splits: Sequence[Split], results: list[dict[str, Any]],
             probes: list[dict[str, Any]]) -> dict[str, Any]:
     directory, acc = trainer.output_dir, trainer.accelerator
     scores = [r["best_val_score"] if r["best_val_score"] is not None else float("-inf") for r in results]
@@ -95,13 +119,13 @@ def _report(trainer: Trainer, splits: Sequence[Split], results: list[dict[str, A
     return report
 
 
-def _probes(trainer: Trainer, splits: Sequence[Split]) -> list[dict[str, Any]]:
+def _probes(trainer: SplitTrainer, splits: Sequence[Split]) -> list[dict[str, Any]]:
     """A ridge probe on the frozen features per split (see ``probe``), the floor the trained heads should reach."""
     features, cfg = trainer.features, trainer.config
     if features is None:  # no feature cache: encode once, in memory
         features = encode_features(trainer.model, *dataset_paths_prompts(trainer.dataset), cfg.encode_batch_size,
                                    cfg.num_workers, cfg.mixed_precision, trainer.show)
-    prompt_outputs = [o for o in trainer.outputs if trainer.model.config.heads[o] == "prompt"]
+    prompt_outputs = [o for o in trainer.outputs if HEAD_KINDS[trainer.model.config.heads[o]].needs_prompt]
     return [linear_probe(features, trainer.dataset, split, trainer.outputs, prompt_outputs) for split in splits]
 
 
@@ -109,10 +133,11 @@ def _summary(outputs: Sequence[str], results: Sequence[dict], part: str) -> dict
     return {o: summarize([r[part][o] for r in results]) for o in outputs}
 
 
-def _save_model(trainer: Trainer, split_index: int) -> Path:
+def _save_model(trainer: SplitTrainer, split_index: int) -> Path:
     """The chosen split's best weights as a ``save_pretrained`` directory (``adapter/`` for LoRA)."""
     acc, cfg = trainer.accelerator, trainer.config
-    trainer.load_state({k: v.to(acc.device) for k, v in load_file(str(trainer.split_dir(split_index) / BEST)).items()})
+    best, _ = read_tensors(trainer.split_dir(split_index) / BEST, "the best epoch's weights of a finished split")
+    trainer.load_state({k: v.to(acc.device) for k, v in best.items()})
     target = trainer.output_dir / ("adapter" if cfg.lora_rank else "model")
     if acc.is_main_process:
         shutil.rmtree(target, ignore_errors=True)

@@ -5,17 +5,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure  # not pyplot: no backend to choose, no global state
 
 
 def plot_curves(results: Sequence[Mapping[str, Any]], outputs: Sequence[str], path: str | Path,
                 metric: str = "srcc") -> Path:
     """Train / validation loss and validation ``metric`` per epoch (0 = untrained), one line per split."""
-    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    loss_axis, metric_axis = figure.subplots(1, 2)
     for result in results:
         history = result["history"]
         epochs = [h["epoch"] for h in history]
@@ -39,7 +37,8 @@ def plot_curves(results: Sequence[Mapping[str, Any]], outputs: Sequence[str], pa
 
 def plot_scatter(results: Sequence[Mapping[str, Any]], output: str, path: str | Path) -> Path:
     """Test predictions against MOS, pooled over splits, coloured by split."""
-    figure, axis = plt.subplots(figsize=(5, 5))
+    figure = Figure(figsize=(5, 5))
+    axis = figure.subplots()
     for result in results:
         predictions = result["test_predictions"][output]
         axis.scatter(predictions["mos"], predictions["pred"], s=10, alpha=0.6, color=f"C{result['split'] % 10}")
@@ -61,10 +60,9 @@ def _nan(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _save(figure: plt.Figure, path: str | Path) -> Path:
+def _save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path

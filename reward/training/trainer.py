@@ -29,12 +29,12 @@ from torch.utils.data import DataLoader
 from ..backbones import fit_to_size
 from ..datasets import QualityDataset, Split, collate
 from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, trainable_state_dict
-from ..utils import progress_bar, write_json
+from ..utils import progress_bar, save_tensors, write_json
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import OPTIMIZERS, SELECT_METRICS, TrainConfig
 from .distributed import epoch_batches, gather_rows, new_accelerator
 from .evaluation import dataset_paths_prompts, predict_features, resolve_outputs
-from .feature_cache import FeatureCache, atomic_save, encoder_settings
+from .feature_cache import FeatureCache, encoder_settings
 from .features import CachedFeatures, encode_features
 from .label_units import adopt_label_ranges, head_labels, to_label_units
 from .losses import mse_rank_loss
@@ -313,7 +313,7 @@ class Trainer:
                   "untrained": progress["untrained"], "test": test, "history": progress["history"],
                   "test_predictions": predictions}
         if self.accelerator.is_main_process:
-            atomic_save(self.best_state, directory / BEST)
+            save_tensors(self.best_state, directory / BEST)
             write_json(directory / RESULT, result)
             (directory / CHECKPOINT).unlink(missing_ok=True)
         self.accelerator.wait_for_everyone()

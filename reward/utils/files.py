@@ -1,34 +1,35 @@
-"""Atomic file writes and strict JSON: a killed process never leaves a half-written file behind."""
+"""Atomic file writes, strict JSON and the one safetensors reader: a killed process never leaves a half-written
+file behind, and a damaged file is named when it is read."""
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-_UMASK = os.umask(0o022)  # read once, at import: os.umask can only be read by setting it
-os.umask(_UMASK)
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 
 @contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed.
 
-    The file gets the permissions a plain ``open(path, "w")`` would give (mkstemp's are owner-only).
+    The file gets the permissions a plain ``open(path, "w")`` would give: it is created with mode 0o666, which
+    the process umask narrows (mkstemp's files are owner-only).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -56,3 +57,33 @@ def write_json(path: str | Path, data: Any) -> Path:
     with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; a damaged file raises a ``ValueError`` that names it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is damaged ({type(error).__name__}: {error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is damaged: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` (moved to the CPU) as safetensors, atomically."""
+    with atomic_write(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def read_tensors(path: str | Path,
+                 expected: str = "a safetensors file") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors (copies, not views of the mapped file) and string metadata of a safetensors file.
+
+    A missing or damaged file raises a ``ValueError`` that names it and says what was ``expected`` there.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: handle.get_tensor(k).clone() for k in handle.keys()}, handle.metadata() or {}
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"{path} does not load ({type(error).__name__}: {error}); expected {expected}") from None

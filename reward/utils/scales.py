@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 Values = TypeVar("Values")
+UNIT = (0.0, 1.0)  # the pixel range images are passed around in
 
 
 def check_range(value: Any, what: str) -> tuple[float, float]:

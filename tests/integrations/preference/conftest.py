@@ -1,7 +1,7 @@
 import pytest
 
+from integrations.pipelines.tiny_autoencoder import with_linear_autoencoder
 from integrations.preference import load_pairs, preference_pairs
-from integrations.tiny_autoencoder import with_linear_autoencoder
 from integrations.tiny_pipelines import tiny_sd_pipeline
 
 SAMPLER = {"num_inference_steps": 4, "guidance_scale": 1.0}

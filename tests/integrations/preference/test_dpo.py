@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from integrations import generate_candidates
-from integrations.lora import add_lora, lora_parameters, named_lora_parameters
+from integrations.pipelines.lora import add_lora, lora_parameters, named_lora_parameters
+from integrations.pipelines.tiny_autoencoder import with_linear_autoencoder
 from integrations.preference import DiffusionDPOObjective, DPOConfig, dpo_loss, pair_batch, train_dpo
-from integrations.tiny_autoencoder import with_linear_autoencoder
 from integrations.tiny_pipelines import TINY_PIPELINES
 
 from .conftest import PROMPTS, SAMPLER, bright_pipe, brightness

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from integrations.lora import add_lora, lora_parameters
+from integrations.pipelines.lora import add_lora, lora_parameters
 from integrations.rl import PolicyConfig, PolicyOptimizer, PromptStatTracker, group_advantages
 from integrations.tiny_pipelines import tiny_sd3_pipeline
 

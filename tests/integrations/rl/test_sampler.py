@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from integrations.lora import adapters_disabled, add_lora
+from integrations.pipelines.lora import adapters_disabled, add_lora
 from integrations.rl import StochasticSampler, gaussian_kl
 from integrations.rl.transitions import flow_sde_mean, flow_sde_sigma, flow_sde_std
 from integrations.tiny_pipelines import (

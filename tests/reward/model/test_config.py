@@ -40,7 +40,7 @@ DELETE = object()
     ("fusion_hidden", 0, "config field fusion_hidden must be an integer >= 1, got 0"),
     ("attention_heads", 5, "attention_heads=5 does not divide the coarse embedding width 64"),
     ("attention_heads", True, "config field attention_heads must be an integer"),
-    ("score_ranges", {"quality": [5, 1]}, "score_ranges['quality'] must be (low, high)"),
+    ("score_ranges", {"quality": [5, 1]}, "score_ranges['quality'] is (5.0, 1.0); expected finite numbers"),
     ("score_ranges", {"aesthetics": [0, 1]}, "score_ranges names 'aesthetics', which is not an output"),
     ("levels", "good", "config field levels must be two or more distinct strings"),
     ("template", "a photo", "config field template must be a string with a {}"),

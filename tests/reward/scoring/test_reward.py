@@ -189,10 +189,10 @@ def test_score_and_call_apply_the_same_rules(reward_a):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"input_range": (0, float("inf"))}, r"input_range must be \(low, high\) finite numbers .*got \(0, inf\)"),
-    ({"input_range": (float("nan"), 1)}, r"finite numbers with low < high, got \(nan, 1\)"),
-    ({"input_range": (1, 0)}, r"low < high, got \(1, 0\)"),
-    ({"input_range": (0, 1, 2)}, r"two numbers, got \(0, 1, 2\)"),
+    ({"input_range": (0, float("inf"))}, r"input_range .* is \(0.0, inf\); expected finite numbers with low < high"),
+    ({"input_range": (float("nan"), 1)}, r"is \(nan, 1.0\); expected finite numbers with low < high"),
+    ({"input_range": (1, 0)}, r"is \(1.0, 0.0\); expected finite numbers with low < high"),
+    ({"input_range": (0, 1, 2)}, r"is \(0, 1, 2\); expected a \(low, high\) pair of numbers"),
     ({"tolerance": -0.1}, "tolerance must be a finite number >= 0 .*got -0.1"),
     ({"tolerance": float("nan")}, "tolerance must be a finite number >= 0 .*got nan"),
 ])

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from reward.training import distributed, new_accelerator
+from reward.utils import processes
 
 
 def test_work_on_the_main_process_returns_its_result_and_raises_its_error():
@@ -29,7 +30,7 @@ def test_a_launcher_on_a_machine_without_cuda_gets_cpu_processes_and_a_lone_proc
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(distributed, "Accelerator", accelerate_that_ignores_the_launcher)
+    monkeypatch.setattr(processes, "Accelerator", accelerate_that_ignores_the_launcher)
     with pytest.warns(UserWarning, match="WORLD_SIZE=2 but accelerate runs this as one process"):
         new_accelerator(cpu=False, mixed_precision="no")
     assert settings == [{"cpu": True, "mixed_precision": "no"}]  # what gives gloo processes under torchrun

@@ -1,11 +1,13 @@
-"""Atomic writes: all or nothing, with the permissions a plain write gives."""
+"""Atomic writes: all or nothing, with the permissions a plain write gives; the safetensors reader names a
+damaged file."""
 
 import json
 import stat
 
 import pytest
+import torch
 
-from reward.utils import atomic_write, write_json
+from reward.utils import atomic_write, files, read_tensors, save_tensors, write_json
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -24,3 +26,26 @@ def test_written_files_get_the_permissions_of_a_plain_write_not_owner_only(tmp_p
     mode = stat.S_IMODE((tmp_path / "report.json").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode), oct(mode)
     assert json.loads((tmp_path / "report.json").read_text()) == {"nan": None}
+
+
+def test_a_failed_tensor_write_leaves_no_file(tmp_path, monkeypatch):
+    target = tmp_path / "entry.safetensors"
+
+    def disk_full(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files, "save_file", disk_full)
+    with pytest.raises(OSError):
+        save_tensors({"x": torch.zeros(2)}, target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_safetensors_file_is_named_with_what_was_expected(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    save_tensors({"x": torch.arange(3.0)}, path, {"note": "kept"})
+    tensors, metadata = read_tensors(path)
+    assert torch.equal(tensors["x"], torch.arange(3.0)) and metadata == {"note": "kept"}
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(ValueError, match=rf"{path} does not load .*; expected the weights of a test"):
+        read_tensors(path, "the weights of a test")

@@ -1,0 +1,131 @@
+"""Resumable fine-tuning checkpoints: safetensors and JSON only, never a pickle.
+
+accelerate's ``save_state`` writes the optimizer, the LR scheduler and every
+process's RNG states with ``torch.save`` (pickles), and the whole denoiser rather
+than its LoRA. A checkpoint here holds the same state in safe formats:
+
+    RUN/checkpoints/step_00000010/
+        state.safetensors   LoRA weights, optimizer tensors, EMA weights (written by the main process)
+        state.json          step, log, optimizer / EMA settings, run settings, world size
+        rng_<rank>.safetensors   each process's generators (torch, CUDA, numpy, Python, the fine-tuner's)
+
+Every file is written into ``step_XXXXXXXX.tmp`` and the folder is renamed once
+all processes are done, so a killed run leaves either a complete checkpoint or
+a ``.tmp`` folder that is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from reward.utils import read_tensors, write_json
+
+__all__ = ["CHECKPOINTS", "TrainingState", "complete_checkpoints", "write_checkpoint", "read_checkpoint",
+           "remove_partial"]
+
+CHECKPOINTS = "checkpoints"
+STATE, META = "state.safetensors", "state.json"
+_PREFIX, _PARTIAL = "step_", ".tmp"
+
+
+@dataclass
+class TrainingState:
+    """One process's view of a checkpoint: the shared state and this process's generator states."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    rng_tensors: dict[str, torch.Tensor] | None = None
+    rng_meta: dict[str, Any] | None = None
+
+
+def _rng_file(rank: int) -> str:
+    return f"rng_{rank}.safetensors"
+
+
+def _step(path: Path) -> int:
+    return int(path.name[len(_PREFIX):])
+
+
+def _is_complete(path: Path) -> bool:
+    try:
+        world = json.loads((path / META).read_text())["world_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (path / STATE).is_file() and all((path / _rng_file(r)).is_file() for r in range(world))
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The complete checkpoints in ``run_dir``, oldest first (``.tmp`` and damaged folders left out)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX):].isdigit()]
+    return sorted((p for p in found if _is_complete(p)), key=_step)
+
+
+def remove_partial(run_dir: str | Path) -> None:
+    """Delete the ``.tmp`` folders a killed run left behind (main process only)."""
+    root = Path(run_dir) / CHECKPOINTS
+    for path in root.glob(f"{_PREFIX}*{_PARTIAL}") if root.is_dir() else []:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _fsync_folder(path: Path) -> None:
+    # Data on disk before the rename makes it visible, so a crash of the machine cannot publish empty files.
+    for item in [*path.iterdir(), path]:
+        handle = os.open(item, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def write_checkpoint(accelerator: Any, run_dir: str | Path, step: int, state: TrainingState, keep: int) -> Path:
+    """Write ``state`` (every process passes its own generator states) as ``step_<step>``, then keep only the
+    ``keep`` newest checkpoints. Collective: every process must call it."""
+    root = Path(run_dir) / CHECKPOINTS
+    final = root / f"{_PREFIX}{step:08d}"
+    partial = final.with_name(final.name + _PARTIAL)
+    main = accelerator.is_main_process
+    if main:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    save_file(_cpu(state.rng_tensors), str(partial / _rng_file(accelerator.process_index)),
+              metadata={"rng": json.dumps(state.rng_meta)})
+    if main:
+        save_file(_cpu(state.tensors), str(partial / STATE))
+        write_json(partial / META, {**state.meta, "world_size": accelerator.num_processes})
+    accelerator.wait_for_everyone()
+    if main:
+        _fsync_folder(partial)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+        for old in complete_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def read_checkpoint(path: str | Path, rank: int) -> TrainingState:
+    """The shared state of checkpoint ``path`` and process ``rank``'s generator states (None when the
+    checkpoint was written by fewer processes)."""
+    path = Path(path)
+    tensors, _ = read_tensors(path / STATE, "a file of a fine-tuning checkpoint")
+    meta = json.loads((path / META).read_text())
+    if rank >= meta["world_size"]:
+        return TrainingState(tensors, meta)
+    rng_tensors, rng_meta = read_tensors(path / _rng_file(rank), "a file of a fine-tuning checkpoint")
+    return TrainingState(tensors, meta, rng_tensors, json.loads(rng_meta["rng"]))

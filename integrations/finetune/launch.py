@@ -1,0 +1,35 @@
+"""The fine-tuner's Accelerator: it joins the processes ``torchrun`` / ``accelerate launch`` started, on CPU too."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from reward.utils.processes import launcher_world_size, new_accelerator
+
+from .tracking import check_trackers_installed, tracker_names
+
+__all__ = ["finetune_accelerator", "check_world_size"]
+
+
+def finetune_accelerator(config: Any) -> Any:
+    """An Accelerator for ``config`` (a ``RewardFinetuneConfig``); under a launcher without CUDA it runs on the
+    CPU (gloo) backend, as ``reward.utils.processes.new_accelerator`` arranges."""
+    names = tracker_names(config.log_with)
+    check_trackers_installed(names)
+    return new_accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision,
+                           gradient_accumulation_steps=config.gradient_accumulation_steps,
+                           log_with=names or None, project_dir=config.output_dir)
+
+
+def check_world_size(accelerator: Any) -> None:
+    """Warn when a launcher started several processes but a user-built Accelerator runs alone: each process
+    would train and write on its own."""
+    world = launcher_world_size()
+    if world > 1 and accelerator.num_processes == 1:
+        warnings.warn(f"WORLD_SIZE={world} but this Accelerator runs as one process (rank "
+                      f"{os.environ.get('RANK', '?')}): the {world} processes will train independently and write "
+                      "into the same output folder. Build the Accelerator before any other accelerate state, with "
+                      "cpu=True on a machine without a GPU, or let RewardFinetuner build it.",
+                      RuntimeWarning, stacklevel=3)

@@ -1,0 +1,319 @@
+"""Best-of-N sampling and reranking: generate N seeded candidates, score, rank."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from reward import as_image_list, load_image
+from reward.utils import nested_bar_kwargs, progress_bar
+
+from ..pipelines.families import pipeline_family
+from ..pipelines.prompts import guidance_enabled, split_prompt_kwargs, supports_prompt_embeds
+from ..rewards import Rewards, score_images
+from .grid import contact_sheet, to_pil
+from .seeds import check_seeds
+
+__all__ = ["Candidate", "Ranking", "best_of_n", "generate_candidates", "regenerate", "rank_images", "score_images"]
+
+_RESERVED = ("prompt", "num_images_per_prompt", "generator", "output_type", "latents", "return_dict")
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    """One scored image: ``seed`` regenerates it (None for reranked files, which have a ``name``).
+
+    ``batch_seeds``: the seeds generated in the same pipeline call. Regenerating
+    with them replays the same batch, which is bitwise exact also on GPUs, where
+    kernels can differ with the batch size (a lone regeneration differs there
+    by ~1e-4; on CPU by ~1e-6).
+    """
+
+    rank: int
+    score: float
+    image: torch.Tensor
+    seed: int | None = None
+    name: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    batch_seeds: tuple[int, ...] | None = None
+
+
+@dataclass
+class Ranking:
+    """Candidates ranked best first, with the top ``top_k`` as PIL images and a contact sheet."""
+
+    prompt: str | list[str] | None
+    candidates: list[Candidate]
+    top_k: int = 1
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def winner(self) -> Candidate:
+        return self.candidates[0]
+
+    @property
+    def best(self) -> list[Image.Image]:
+        return [to_pil(c.image) for c in self.candidates[: self.top_k]]
+
+    @property
+    def scores(self) -> torch.Tensor:
+        return torch.tensor([c.score for c in self.candidates])
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [c.seed for c in self.candidates]
+
+    @cached_property
+    def contact_sheet(self) -> Image.Image:
+        labels = [f"rank {c.rank}  score {c.score:.3f}\n" + (f"seed {c.seed}" if c.seed is not None else c.name or "")
+                  for c in self.candidates]
+        return contact_sheet([c.image for c in self.candidates], labels)
+
+    def records(self) -> list[dict[str, Any]]:
+        """One row per candidate: rank, score (None for NaN), then seed and/or file name, and each named
+        score when the reward has several."""
+        rows = [{"rank": c.rank, "score": _number(c.score), "seed": c.seed, "name": c.name,
+                 **({k: _number(v) for k, v in c.scores.items()} if len(c.scores) > 1 else {})}
+                for c in self.candidates]
+        for key in ("seed", "name"):
+            if all(row[key] is None for row in rows):
+                for row in rows:
+                    del row[key]
+        return rows
+
+    def save(self, directory: str | Path, csv_file: bool = True, json_file: bool = True,
+             sheet: bool = True) -> dict[str, Path]:
+        """Write the best images, and optionally ``ranking.csv``, ``ranking.json`` and ``contact_sheet.png``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        for i, image in enumerate(self.best):
+            paths[f"best_{i}"] = directory / f"best_{i}.png"
+            image.save(paths[f"best_{i}"])
+        rows = self.records()
+        if csv_file:
+            paths["csv"] = directory / "ranking.csv"
+            with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        if json_file:
+            paths["json"] = directory / "ranking.json"
+            paths["json"].write_text(json.dumps({"prompt": self.prompt, "candidates": rows, "timings": self.timings},
+                                                indent=2), encoding="utf-8")
+        if sheet:
+            paths["contact_sheet"] = directory / "contact_sheet.png"
+            self.contact_sheet.save(paths["contact_sheet"])
+        return paths
+
+
+def _number(value: float) -> float | None:
+    """NaN as null (JSON has no NaN; a CSV cell is left empty)."""
+    return None if math.isnan(value) else value
+
+
+def generate_candidates(
+    pipe: Any, prompt: str, seeds: Sequence[int], *, chunk_size: int = 4, generator_device: str = "cpu",
+    progress: bool = True, device: torch.device | str | None = "cpu", **pipe_kwargs: Any,
+) -> torch.Tensor:
+    """Generate one image per seed, ``chunk_size`` per pipeline call, as (N, 3, H, W) float32 on ``device``
+    (the CPU by default; None: where the pipeline made them, e.g. to score them there).
+
+    Each image gets its own ``torch.Generator(generator_device).manual_seed(seed)``,
+    so it does not depend on the chunking and ``regenerate`` reproduces it.
+    Pipelines of a registered family get the prompt encoded once; any other
+    pipeline is called with prompt strings (slower, same images), with a notice.
+    """
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be one string, got {type(prompt).__name__}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    reserved = sorted(set(pipe_kwargs) & set(_RESERVED))
+    if reserved:
+        raise ValueError(f"{reserved} are set by best-of-N itself; pass seeds / chunk_size instead")
+    seeds = check_seeds(seeds)
+    if not seeds:
+        raise ValueError("seeds is empty; expected at least one seed")
+    text, pipe_kwargs = _text_inputs(pipe, prompt, pipe_kwargs)
+    images = []
+    bar = progress_bar(total=len(seeds), desc="best-of-N", unit="image", disable=not progress)
+    with _inner_bars(pipe):
+        for start in range(0, len(seeds), chunk_size):
+            chunk = seeds[start : start + chunk_size]
+            generators = [torch.Generator(generator_device).manual_seed(s) for s in chunk]
+            out = pipe(**_batched(text, len(chunk)), generator=generators, output_type="pt", **pipe_kwargs)
+            batch = out.images if hasattr(out, "images") else out[0]
+            if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or batch.shape[0] != len(chunk):
+                raise ValueError(f"{type(pipe).__name__} did not return a (B, 3, H, W) tensor for output_type='pt'")
+            images.append(batch.float() if device is None else batch.float().to(device))
+            bar.update(len(chunk))
+    bar.close()
+    return torch.cat(images)
+
+
+def _text_inputs(pipe: Any, prompt: str, pipe_kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the prompt's ``__call__`` inputs, the remaining kwargs): embeddings encoded once by the pipeline's
+    family, or the prompt string for a pipeline no family covers."""
+    if not supports_prompt_embeds(pipe):
+        logger.warning("%s is not a registered pipeline family: calling it with prompt strings, which encodes "
+                       "the prompt again in every call (same images, slower); see docs/pipeline_families.md",
+                       type(pipe).__name__)
+        return {"prompt": prompt}, pipe_kwargs
+    family = pipeline_family(pipe)
+    encode_kwargs, call_kwargs = split_prompt_kwargs(pipe, pipe_kwargs)
+    embeds = family.encode(prompt, guidance=guidance_enabled(pipe, call_kwargs), **encode_kwargs)
+    return family.call_kwargs(embeds), call_kwargs
+
+
+def _batched(text: dict[str, Any], size: int) -> dict[str, Any]:
+    # Embeddings expanded to the chunk here: some pipelines (SD3, Flux) do not
+    # repeat precomputed embeddings by num_images_per_prompt themselves.
+    if "prompt" in text:
+        return {**text, "prompt": [text["prompt"]] * size}
+    return {name: t.expand(size, *t.shape[1:]) if isinstance(t, torch.Tensor) else t
+            for name, t in text.items()} | {"num_images_per_prompt": 1}
+
+
+@contextmanager
+def _inner_bars(pipe: Any) -> Iterator[None]:
+    """The pipeline's own per-call bars nested under best-of-N's: transient on a terminal, off in logs."""
+    if not callable(getattr(pipe, "set_progress_bar_config", None)):
+        yield
+        return
+    saved = dict(getattr(pipe, "_progress_bar_config", {}))
+    pipe.set_progress_bar_config(**{**nested_bar_kwargs(), **saved})
+    try:
+        yield
+    finally:
+        pipe.set_progress_bar_config(**saved)
+
+
+def regenerate(pipe: Any, prompt: str, seed: int, *, batch_seeds: Sequence[int] | None = None,
+               **pipe_kwargs: Any) -> torch.Tensor:
+    """Regenerate one candidate, (3, H, W), from its seed and the same pipeline arguments.
+
+    With ``batch_seeds`` (``Candidate.batch_seeds``) the whole original batch is
+    replayed, so the image is bitwise the same on any device.
+    """
+    (seed,) = check_seeds([seed], "seed")
+    batch = [seed] if batch_seeds is None else check_seeds(batch_seeds, "batch_seeds")
+    if seed not in batch:
+        raise ValueError(f"seed {seed} is not among batch_seeds {list(batch)}")
+    images = generate_candidates(pipe, prompt, batch, chunk_size=len(batch), progress=False, **pipe_kwargs)
+    return images[batch.index(seed)]
+
+
+def _ranking(prompt: str | Sequence[str] | None, images: torch.Tensor | list[torch.Tensor], total: torch.Tensor,
+             named: dict[str, torch.Tensor], top_k: int, seeds: Sequence[int | None], names: Sequence[str | None],
+             timings: dict[str, float], batches: Sequence[tuple[int, ...] | None] | None = None) -> Ranking:
+    nan = torch.isnan(total)
+    order = torch.argsort(torch.where(nan, -torch.inf, total), descending=True, stable=True).tolist()
+    order = [i for i in order if not nan[i]] + [i for i in order if nan[i]]
+    if nan.any():
+        labels = [seeds[i] if seeds[i] is not None else names[i] or f"#{i}" for i in range(len(total)) if nan[i]]
+        warnings.warn(f"the reward returned NaN for {len(labels)} of {len(total)} candidates "
+                      f"({'seeds' if seeds[0] is not None else 'images'} {labels}); they are ranked last",
+                      RuntimeWarning, stacklevel=3)
+    batches = batches or [None] * len(order)
+    candidates = [Candidate(rank=r + 1, score=float(total[i]), image=images[i], seed=seeds[i], name=names[i],
+                            scores={k: float(v[i]) for k, v in named.items()}, batch_seeds=batches[i])
+                  for r, i in enumerate(order)]
+    return Ranking(prompt, candidates, top_k, timings)
+
+
+def _check_top_k(top_k: int, n: int) -> None:
+    if not 1 <= top_k <= n:
+        raise ValueError(f"top_k must be in [1, {n}] (the number of candidates), got {top_k}")
+
+
+def best_of_n(
+    pipe: Any,
+    prompt: str,
+    reward: Rewards,
+    *,
+    n: int = 8,
+    seed: int = 0,
+    seeds: Sequence[int] | None = None,
+    chunk_size: int = 4,
+    score_batch_size: int = 16,
+    top_k: int = 1,
+    weights: Mapping[str, float] | None = None,
+    generator_device: str = "cpu",
+    progress: bool = True,
+    **pipe_kwargs: Any,
+) -> Ranking:
+    """Generate ``n`` candidates (seeds ``seed, seed+1, ...`` or ``seeds``) with any text-to-image
+    pipeline, score them with ``reward`` (any form :mod:`integrations.rewards` accepts) and rank them best first.
+
+    A pipeline of a registered family gets its prompt encoded once; any other
+    is called with prompt strings and one seeded generator per image, with a
+    one-line notice. ``progress``: a bar over the candidates (the pipeline's own
+    per-call bars nest under it).
+
+    ``pipe_kwargs`` go to the pipeline (``num_inference_steps``,
+    ``guidance_scale``, ``height``, ...). The candidates stay on the pipeline's device until scored
+    there (no round trip through the CPU), so that device holds all ``n`` images for a moment.
+    Winner: ``ranking.winner``; its image again:
+    ``regenerate(pipe, prompt, winner.seed, batch_seeds=winner.batch_seeds, **pipe_kwargs)``.
+    """
+    if seeds is None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer (the number of candidates to generate), got {n!r}")
+        (seed,) = check_seeds([seed], "seed")
+    seeds = list(range(seed, seed + n)) if seeds is None else check_seeds(seeds)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("seeds must be distinct; a repeated seed gives a repeated candidate")
+    _check_top_k(top_k, len(seeds))
+    start = time.perf_counter()
+    images = generate_candidates(pipe, prompt, seeds, chunk_size=chunk_size, generator_device=generator_device,
+                                 progress=progress, device=None, **pipe_kwargs)
+    _synchronize(images.device)  # the generator's queued work is generation time, not scoring time
+    generated = time.perf_counter()
+    total, named = score_images(reward, images, prompt, batch_size=score_batch_size, weights=weights)
+    scored = time.perf_counter()
+    images = images.cpu()
+    timings = {"generation_s": generated - start + time.perf_counter() - scored, "scoring_s": scored - generated}
+    batches = [tuple(seeds[i - i % chunk_size: i - i % chunk_size + chunk_size]) for i in range(len(seeds))]
+    return _ranking(prompt, images, total, named, top_k, seeds, [None] * len(seeds), timings, batches)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rank_images(
+    images: Any,
+    prompt: str | Sequence[str] | None,
+    reward: Rewards,
+    *,
+    batch_size: int = 16,
+    top_k: int = 1,
+    weights: Mapping[str, float] | None = None,
+) -> Ranking:
+    """Rank existing images (a folder, paths, PIL images, uint8 arrays or a (N, 3, H, W) tensor) for a prompt
+    (or one prompt per image), scored by :func:`score_images`."""
+    items = as_image_list(images)
+    if not items:
+        raise ValueError(f"no images to rank in {images!r}")
+    _check_top_k(top_k, len(items))
+    names = [Path(item).name if isinstance(item, (str, Path)) else None for item in items]
+    tensors = [load_image(item) for item in items]
+    start = time.perf_counter()
+    total, named = score_images(reward, tensors, prompt, batch_size=batch_size, weights=weights)
+    timings = {"scoring_s": time.perf_counter() - start}
+    return _ranking(prompt, tensors, total, named, top_k, [None] * len(tensors), names, timings)

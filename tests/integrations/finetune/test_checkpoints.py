@@ -1,0 +1,61 @@
+"""Checkpoint folders: published whole or not at all, the newest kept, damaged ones never picked."""
+
+import json
+
+import pytest
+import torch
+
+from integrations.finetune.checkpoints import (
+    CHECKPOINTS,
+    TrainingState,
+    complete_checkpoints,
+    read_checkpoint,
+    remove_partial,
+    write_checkpoint,
+)
+
+
+class OneProcess:
+    """What write_checkpoint asks of an Accelerator, for one process."""
+
+    is_main_process, process_index, num_processes = True, 0, 1
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def state(step: int) -> TrainingState:
+    return TrainingState({"lora.a": torch.full((2, 3), float(step)), "optim.0.step": torch.tensor(float(step))},
+                         {"step": step, "history": [{"step": step, "reward": 0.5}]},
+                         {"rng.torch": torch.arange(4, dtype=torch.uint8)}, {"python": [3, [1, 2], None]})
+
+
+def test_newest_checkpoints_are_kept_and_read_back(tmp_path):
+    for step in (2, 4, 6):
+        write_checkpoint(OneProcess(), tmp_path, step, state(step), keep=2)
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_00000004", "step_00000006"]
+    back = read_checkpoint(complete_checkpoints(tmp_path)[-1], rank=0)
+    assert torch.equal(back.tensors["lora.a"], torch.full((2, 3), 6.0))
+    assert back.meta == {"step": 6, "history": [{"step": 6, "reward": 0.5}], "world_size": 1}
+    assert torch.equal(back.rng_tensors["rng.torch"], torch.arange(4, dtype=torch.uint8))
+    assert back.rng_meta == {"python": [3, [1, 2], None]}
+    assert read_checkpoint(complete_checkpoints(tmp_path)[-1], rank=1).rng_tensors is None  # no such process
+
+
+def test_partial_and_damaged_folders_are_ignored_and_cleared(tmp_path):
+    write_checkpoint(OneProcess(), tmp_path, 2, state(2), keep=5)
+    root = tmp_path / CHECKPOINTS
+    (root / "step_00000009.tmp").mkdir()  # killed before publishing
+    lacking = root / "step_00000007"  # written by 2 processes, one rng file missing
+    write_checkpoint(OneProcess(), tmp_path, 7, state(7), keep=5)
+    meta = json.loads((lacking / "state.json").read_text())
+    (lacking / "state.json").write_text(json.dumps({**meta, "world_size": 2}))
+    damaged = root / "step_00000008"
+    write_checkpoint(OneProcess(), tmp_path, 8, state(8), keep=5)
+    (damaged / "state.json").write_text("{")
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_00000002"]
+    remove_partial(tmp_path)
+    assert not (root / "step_00000009.tmp").exists()
+    (tmp_path / CHECKPOINTS / "step_00000002" / "state.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="does not load"):
+        read_checkpoint(tmp_path / CHECKPOINTS / "step_00000002", rank=0)
