@@ -89,11 +89,13 @@ def model_from_args(args: argparse.Namespace, seed: int = 0) -> MSTCLIPIQA:
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
-    from reward.datasets import DATASET_KINDS  # the registry, read when a data command builds its parser
-
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", required=True, choices=sorted(DATASET_KINDS),
-                       help="data set kind; 'synthetic': the procedural set in --data (generated if absent)")
+    # no argparse choices: the kinds are a registry in reward.datasets (which needs torch, and --help must not),
+    # so an unknown kind is refused by load_dataset, naming every registered one
+    group.add_argument("--dataset", required=True, metavar="KIND",
+                       help="data set kind, e.g. agiqa3k, agiqa1k, aigciqa2023, aigiqa20k, csv (any registered "
+                            "with reward.datasets.register_dataset_kind); 'synthetic': the procedural set in --data "
+                            "(generated if absent)")
     group.add_argument("--data", required=True, type=Path, help="data set folder or annotation file")
     group.add_argument("--csv-columns", metavar="KEY=COLUMN,...",
                        help="for --dataset csv: image=..., prompt=..., group=... and score columns, "

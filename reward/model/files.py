@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..utils import check_finite_tensors
+from .model_configs import model_config_names
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -44,10 +45,10 @@ def resolve_model_dir(path: str | Path, **hub_kwargs) -> Path:
 
 
 def _builtin_hint(text: str) -> str:
-    from .names import MODEL_NAMES  # names -> config -> files: imported here, not at the top
 
-    close = difflib.get_close_matches(text, MODEL_NAMES, n=1)
-    return f"a built-in model name ({', '.join(MODEL_NAMES)})" + (f"; did you mean {close[0]!r}?" if close else "")
+    names = model_config_names()
+    close = difflib.get_close_matches(text, names, n=1)
+    return f"a built-in model name ({', '.join(names)})" + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 def _checked_model_dir(directory: Path, name: str | None = None) -> Path:
