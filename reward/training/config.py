@@ -41,6 +41,9 @@ class TrainConfig:
     epochs: int = _option(60, "passes over each split's training part (the best one is kept)")
     batch_size: int = _option(8, "images per optimisation step, per process")
     lr: float = _option(1e-4, "peak learning rate")
+    temperature_lr: float | None = _option(
+        None, "learning rate of template heads' log temperature, without weight decay (default: lr)",
+        type=float, metavar="LR")
     schedule: str = _option("constant", "learning-rate schedule over the run (cosine: decays to 0)")
     weight_decay: float = _option(1e-3, "weight decay")
     optimizer: str = _option("adam", "optimiser")
@@ -78,6 +81,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "n_splits", "encode_batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature_lr is not None and self.temperature_lr <= 0:
+            raise ValueError(f"temperature_lr must be > 0 (or None: the same as lr), got {self.temperature_lr}")
         if self.lr <= 0 or self.weight_decay < 0 or self.margin < 0 or self.rank_weight < 0:
             raise ValueError(f"lr={self.lr}, weight_decay={self.weight_decay}, margin={self.margin}, "
                              f"rank_weight={self.rank_weight}; expected lr > 0 and the others >= 0")

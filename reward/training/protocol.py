@@ -82,6 +82,7 @@ def _report(trainer: Trainer, splits: Sequence[Split], results: list[dict[str, A
                     "probe_test": {o: summarize([p[o]["test"] for p in probes]) for o in trainer.outputs}},
         "splits": [{**{k: v for k, v in r.items() if k != "test_predictions"}, "probe": p}
                    for r, p in zip(results, probes)],
+        "saturation": trainer.saturation,
         "selected_split": chosen, "model_dir": str(model_dir), "timing": trainer.timing,
     }
     if acc.is_main_process:
