@@ -29,6 +29,7 @@ from .base import SCORE_NAMES, PathLike, QualityDataset, QualitySample, collate
 from .duplicates import merge_duplicates
 from .loaders import load_agiqa1k, load_agiqa3k, load_aigiqa20k, load_csv
 from .public_splits import load_split_folder, load_split_source, save_split_folder
+from .reference_split import reference_split
 from .splits import BY_CHOICES, Split, carve_validation, load_splits, make_splits, save_splits
 from .synthetic import load_synthetic_dataset, make_synthetic_dataset
 
@@ -54,4 +55,5 @@ def load_dataset(kind: str, path: PathLike, **kwargs: Any) -> QualityDataset:
 __all__ = ["BY_CHOICES", "LOADERS", "SCORE_NAMES", "QualityDataset", "QualitySample", "Split", "carve_validation",
            "collate", "load_agiqa1k", "load_agiqa3k", "load_aigciqa2023", "load_aigiqa20k", "load_csv",
            "load_dataset", "load_split_folder", "load_split_source", "load_splits", "load_synthetic_dataset",
-           "make_splits", "make_synthetic_dataset", "merge_duplicates", "save_split_folder", "save_splits"]
+           "make_splits", "make_synthetic_dataset", "merge_duplicates", "reference_split", "save_split_folder",
+           "save_splits"]

@@ -10,13 +10,14 @@ from ..datasets import BY_CHOICES, QualityDataset
 from ..model import FUSION_INITS
 from ..utils import PRECISIONS
 from .metrics import krcc, plcc, srcc
-from .recipes import PURPOSE, RECIPES, SCHEDULES
+from .recipes import PURPOSE, RECIPES, SCHEDULES, SPLIT_METHODS
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SELECT_METRICS = {"srcc": srcc, "plcc": plcc, "krcc": krcc}
 CHOICES = {"optimizer": OPTIMIZERS, "split_by": ("auto", *BY_CHOICES), "select_metric": SELECT_METRICS,
            "mixed_precision": PRECISIONS, "init": ("keep", *FUSION_INITS), "schedule": SCHEDULES,
-           "recipe": RECIPES}
+           "recipe": RECIPES,
+           "split_method": SPLIT_METHODS}
 # Settings that may change between a run and its resumption without changing the result.
 RESUME_FREE = ("progress", "num_workers", "cache_dir", "encode_batch_size", "eval_batch_size")
 # Settings about the machine or the task, not the recipe.
@@ -55,6 +56,9 @@ class TrainConfig:
         None, "named outputs to train and evaluate (default: every model output the data set scores)", cli=False)
     seed: int = _option(0, "seed of the splits, the data order and tiny models' random weights")
     n_splits: int = _option(10, "number of seeded random splits (the field's protocol: 10)")
+    split_method: str = _option("seeded", "how splits are drawn: seeded (n_splits seeded splits by split_by), or "
+                                          "reference (the reference code's one random_split with this seed over the "
+                                          "rows in file order, int((1 - test_fraction) n) of them for training)")
     split_by: str = _option("auto", "split by image, or keep each prompt's images together (stricter); auto: as "
                                     "the field splits the data set (AGIQA-3K by prompt, others by image)")
     test_fraction: float = _option(0.2, "fraction of the data in each split's test part")

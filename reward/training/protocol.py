@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors.torch import load_file
 
-from ..datasets import Split, make_splits
+from ..datasets import Split, make_splits, reference_split
 from ..model import save_adapter
 from ..utils import progress_bar, write_json
 from .config import RESUME_FREE
@@ -38,8 +38,10 @@ def run_splits(trainer: Trainer) -> dict[str, Any]:
     """All splits, then the chosen model, ``report.json`` and plots; returns the report."""
     trainer.prepare()
     cfg, dataset = trainer.config, trainer.dataset
-    splits = trainer.splits or make_splits(dataset, cfg.n_splits, cfg.test_fraction, cfg.val_fraction,
-                                           cfg.resolved_split_by(dataset), seed=cfg.seed)
+    splits = trainer.splits or (
+        [reference_split(dataset, 1 - cfg.test_fraction, cfg.seed)] if cfg.split_method == "reference" else
+        make_splits(dataset, cfg.n_splits, cfg.test_fraction, cfg.val_fraction, cfg.resolved_split_by(dataset),
+                    seed=cfg.seed))
     wrong = [k for k, s in enumerate(splits) if s.n != len(dataset)]
     if wrong:
         raise ValueError(f"splits {wrong} are for n={splits[wrong[0]].n} samples; the data set has {len(dataset)}")
