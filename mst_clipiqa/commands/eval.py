@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from reward.training import evaluate_model
-from reward.utils import write_json
+from reward.utils import PRECISIONS, write_json
 
 from ..options import (
     EPILOG_MODELS,
@@ -34,6 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--batch-size", type=int, default=32, help="images per encoder batch (default: 32)")
     parser.add_argument("--cache-dir", type=Path, help="feature cache folder (default: ~/.cache/mst-clipiqa)")
     parser.add_argument("--no-cache", action="store_true", help="encode in memory, leave the cache alone")
+    parser.add_argument("--mixed-precision", choices=sorted(PRECISIONS), default="no",
+                        help="encoders' autocast precision; it keys the feature cache, so give what train used to "
+                             "reuse its cached features (default: no)")
     parser.set_defaults(func=run)
     return parser
 
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     splits = splits_from_args(args, dataset)
     model = model_from_args(args)
     result = evaluate_model(model, dataset, splits, split_list(args.outputs), args.cache_dir,
-                            not args.no_cache, args.batch_size)
+                            not args.no_cache, args.batch_size, mixed_precision=args.mixed_precision)
     if splits:
         print(summary_table(result["summary"], f"test parts of {len(splits)} splits"))
     else:
