@@ -19,7 +19,7 @@ CHOICES = {"optimizer": OPTIMIZERS, "split_by": ("auto", *BY_CHOICES), "select_m
            "recipe": RECIPES,
            "split_method": SPLIT_METHODS}
 # Settings that may change between a run and its resumption without changing the result.
-RESUME_FREE = ("progress", "num_workers", "cache_dir", "encode_batch_size", "eval_batch_size")
+RESUME_FREE = ("progress", "num_workers", "threads", "cache_dir", "encode_batch_size", "eval_batch_size")
 # Settings about the machine or the task, not the recipe.
 NOT_RECIPE = (*RESUME_FREE, "use_cache", "mixed_precision", "cpu", "outputs")
 
@@ -70,6 +70,9 @@ class TrainConfig:
     encode_batch_size: int = _option(32, "images per encoder batch")
     eval_batch_size: int = _option(256, "samples per evaluation batch")
     num_workers: int = _option(0, "data-loading worker processes")
+    threads: int | None = _option(
+        None, "intra-op threads for head training and evaluation on cached features (default: 1 on the CPU, "
+              "where more only wait on each other; the encoders keep torch's setting)", type=int, metavar="N")
     mixed_precision: str = _option("no", "autocast precision (accelerate)")
     cpu: bool = _option(False, "use the CPU even if a GPU is present")
     lora_rank: int = _option(0, "train a LoRA adapter of this rank on the fusion and heads instead of the weights")
@@ -82,6 +85,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.outputs is not None:
             self.outputs = (self.outputs,) if isinstance(self.outputs, str) else tuple(self.outputs)
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (or None: the default policy), got {self.threads}")
         for name in ("epochs", "batch_size", "n_splits", "encode_batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

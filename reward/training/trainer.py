@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import nullcontext
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from .param_groups import param_groups
 from .protocol import run_splits
 from .recipes import lr_factor
 from .saturation import start_check
+from .threads import head_threads
 from .run_folder import BEST, CHECKPOINT, RESULT, finished_result, read_json
 
 
@@ -167,17 +169,21 @@ class Trainer:
         batches = epoch_batches(indices, self.config.batch_size, self.config.seed, split_index, epoch,
                                 acc.process_index, acc.num_processes)
         self._set_lr(epoch / self.config.epochs)
-        for inputs, idx in self._batches(batches):
-            with acc.autocast():
-                scores = self.scorer(inputs)
-            loss = self.loss(scores, idx)
-            self.optimizer.zero_grad()
-            acc.backward(loss)
-            self.optimizer.step()
-            losses.append(loss.detach())
+        with self._cached_threads(self.trains_from_cache):
+            for inputs, idx in self._batches(batches):
+                with acc.autocast():
+                    scores = self.scorer(inputs)
+                loss = self.loss(scores, idx)
+                self.optimizer.zero_grad()
+                acc.backward(loss)
+                self.optimizer.step()
+                losses.append(loss.detach())
         if not losses:
             return float("nan")
         return float(acc.reduce(torch.stack(losses).mean(), "mean"))  # every process has as many batches
+
+    def _cached_threads(self, cached: bool):
+        return head_threads(self.config.threads, self.accelerator.device) if cached else nullcontext()
 
     def _set_lr(self, progress: float) -> None:
         """One learning rate per epoch, a function of the epoch alone: a resumed run follows the schedule exactly."""
@@ -213,7 +219,8 @@ class Trainer:
 
     def _predict(self, indices: list[int]) -> dict[str, np.ndarray]:
         if self.features is not None:
-            return predict_features(self.model, self.features, indices, self.outputs, self.config.eval_batch_size)
+            with self._cached_threads(True):
+                return predict_features(self.model, self.features, indices, self.outputs, self.config.eval_batch_size)
         paths, prompts = dataset_paths_prompts(self.dataset, indices)
         features = encode_features(self.model, paths, prompts, self.config.encode_batch_size,
                                    self.config.num_workers, self.config.mixed_precision, self.show)
