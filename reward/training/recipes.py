@@ -25,7 +25,8 @@ from typing import Any
 PAPER: dict[str, Any] = {
     "init": "random", "optimizer": "adam", "lr": 5e-6, "weight_decay": 1e-3, "schedule": "constant",
     "batch_size": 8, "epochs": 20, "margin": 0.1, "rank_weight": 1.0,
-    "n_splits": 1, "split_method": "reference", "split_by": "image", "test_fraction": 0.2, "val_fraction": 0.0, "seed": 42,
+    "n_splits": 1, "split_method": "reference", "split_by": "image", "test_fraction": 0.2, "val_fraction": 0.0,
+    "seed": 42,
 }
 RECIPES: dict[str, dict[str, Any]] = {"protocol": {}, "paper": PAPER}  # protocol: TrainConfig's defaults
 PURPOSE = {

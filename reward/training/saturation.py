@@ -59,7 +59,7 @@ def head_saturation(model: MSTCLIPIQA, inputs: dict[str, Any], targets: Mapping[
         z = model.fusion(inputs["f_coarse"].to(model.fusion.W_h.weight.dtype),
                          inputs["f_fine"].to(model.fusion.W_h.weight.dtype))
         scores = model.score_features(**inputs)
-        decay = weight_decay * float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in fusion))) if fusion else 0.0
+        decay = weight_decay * _norm([p.detach() for p in fusion])
         result = {}
         for output in outputs:
             head, entry = model.heads[output], {"kind": model.config.heads[output]}
@@ -68,11 +68,15 @@ def head_saturation(model: MSTCLIPIQA, inputs: dict[str, Any], targets: Mapping[
                 entry["saturated"] = entry["entropy"] < MIN_ENTROPY
             grads = torch.autograd.grad(loss(scores[output].float(), targets[output]), fusion,
                                         retain_graph=True, allow_unused=True) if fusion else []
-            norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))) if grads else 0.0
+            norm = _norm([g for g in grads if g is not None])
             entry.update(fusion_grad_norm=norm, weight_decay_grad_norm=decay,
                          negligible_gradient=bool(fusion) and norm < max(MIN_GRADIENT_RATIO * decay, 1e-12))
             result[output] = entry
     return result
+
+
+def _norm(tensors: list[torch.Tensor]) -> float:
+    return float(torch.sqrt(sum((t.float() ** 2).sum() for t in tensors))) if tensors else 0.0
 
 
 def warn_saturation(check: Mapping[str, Mapping[str, Any]]) -> None:
@@ -86,9 +90,11 @@ def warn_saturation(check: Mapping[str, Mapping[str, Any]]) -> None:
                             f"temperature {entry['temperature']:.1f})")
         if entry["negligible_gradient"]:
             problems.append(f"the gradient its loss sends into the fusion is negligible "
-                            f"({entry['fusion_grad_norm']:.3g}, below weight decay's {entry['weight_decay_grad_norm']:.3g})")
+                            f"({entry['fusion_grad_norm']:.3g}, below weight decay's "
+                            f"{entry['weight_decay_grad_norm']:.3g})")
         if problems:
-            warnings.warn(f"output {output!r} ({entry['kind']} head) at the start of training: {'; and '.join(problems)}. "
+            warnings.warn(f"output {output!r} ({entry['kind']} head) at the start of training: "
+                          f"{'; and '.join(problems)}. "
                           "It will barely move from its start. Lower the template head's temperature_init, "
                           "start from init='zero_shot', or check the encoder features.", stacklevel=3)
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from contextlib import nullcontext
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,9 @@ from .metrics import evaluate
 from .param_groups import param_groups
 from .protocol import run_splits
 from .recipes import lr_factor
+from .run_folder import BEST, CHECKPOINT, RESULT, finished_result, read_json
 from .saturation import start_check
 from .threads import head_threads
-from .run_folder import BEST, CHECKPOINT, RESULT, finished_result, read_json
 
 
 class _Scorer(nn.Module):

@@ -1,10 +1,14 @@
 """The two recipes: the reference implementation's setting field by field, and the protocol as the default."""
 from __future__ import annotations
 
+import copy
+import json
+
 import pytest
 
 from mst_clipiqa.cli import main
 from mst_clipiqa.commands import train as train_command
+from reward.datasets import load_agiqa3k, reference_split
 from reward.training import TrainConfig, Trainer
 from reward.training.recipes import lr_factor
 
@@ -79,10 +83,6 @@ def test_cosine_schedule_sets_one_rate_per_epoch(tmp_path):
 
 
 def test_paper_recipe_trains_on_the_reference_split_of_the_sample(sample_dir, tiny_models, tmp_path):
-    import copy
-    import json
-
-    from reward.datasets import load_agiqa3k, reference_split
     dataset = load_agiqa3k(sample_dir)
     config = TrainConfig.paper(epochs=1, cpu=True, progress=False, cache_dir=str(tmp_path / "cache"))
     Trainer(copy.deepcopy(tiny_models("A")), dataset, config, tmp_path / "run").run()

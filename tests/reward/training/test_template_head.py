@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig
+from reward.datasets import load_agiqa3k
 from reward.datasets.clip_geometry import clip_like_features
 from reward.model.heads import TemplateHead
 from reward.training import TrainConfig, Trainer
@@ -72,3 +73,29 @@ def test_temperature_learns_at_its_own_rate_without_weight_decay(clip_like):
     temperature = [g for g in groups if any(p is model.heads["quality"].log_temperature for p in g["params"])]
     assert len(temperature) == 1 and temperature[0]["lr"] == 1e-2 and temperature[0]["weight_decay"] == 0.0
     assert len(param_groups(model, 1e-4)) == 1
+
+
+def variant_a_alone(model: MSTCLIPIQA, dataset, tmp_path, features: CachedFeatures | None = None, **config) -> dict:
+    config = TrainConfig(**{"epochs": 60, "n_splits": 3, "init": "random", "outputs": ("quality",),
+                            "progress": False, "cpu": True, "cache_dir": str(tmp_path / "cache"), **config})
+    summary = Trainer(model, dataset, config, tmp_path / "run", features=features).run()["summary"]
+    return {part: summary[part]["quality"]["srcc"]["mean"] for part in ("test", "probe_test")}
+
+
+def test_variant_a_alone_reaches_its_probe_on_the_sample(sample_dir, tmp_path):
+    torch.manual_seed(0)
+    model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny("A", fusion_hidden=128))
+    srcc = variant_a_alone(model, load_agiqa3k(sample_dir), tmp_path, lr=1e-3)
+    print(srcc)  # measured: test 0.270, probe 0.280 (deterministic on the CPU)
+    assert srcc["test"] >= srcc["probe_test"] - 0.02
+
+
+@pytest.mark.xfail(strict=True, reason="not met yet: from the reference's random fusion start the template head "
+                   "alone stays below its probe on CLIP-geometry features (0.695 against 0.731 at best, "
+                   "docs/template-head.md)")
+def test_variant_a_alone_reaches_its_probe_on_clip_like_features(tmp_path):
+    data = clip_like_features(240)
+    model = head_model(data.text_features, fusion_hidden=128)
+    srcc = variant_a_alone(model, data.dataset, tmp_path, CachedFeatures(data.f_coarse, data.f_fine), lr=1e-3,
+                           temperature_lr=1e-1, epochs=30)
+    assert srcc["test"] >= srcc["probe_test"] - 0.02
