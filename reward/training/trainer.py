@@ -45,6 +45,7 @@ from .protocol import run_splits
 from .recipes import lr_factor
 from .run_folder import BEST, CHECKPOINT, RESULT, finished_result, read_json
 from .saturation import start_check
+from .selection import per_output_best
 from .threads import head_threads
 
 
@@ -325,6 +326,9 @@ class Trainer:
         test, predictions = self._test(split.test)
         result = {"split": k, "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
                   "best_epoch": progress["best"]["epoch"], "best_val_score": progress["best"]["score"],
+                  "selection": {"one_epoch_serves": list(self.outputs), "metric": self.config.select_metric,
+                                "outputs": per_output_best(progress["history"], self.outputs,
+                                                           self.config.select_metric, progress["best"]["epoch"])},
                   "untrained": progress["untrained"], "test": test, "history": progress["history"],
                   "test_predictions": predictions}
         if self.accelerator.is_main_process:
