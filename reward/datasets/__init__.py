@@ -26,6 +26,7 @@ from typing import Any
 
 from .aigciqa2023 import load_aigciqa2023
 from .base import SCORE_NAMES, PathLike, QualityDataset, QualitySample, collate
+from .clip_geometry import ClipLikeFeatures, clip_like_features
 from .duplicates import merge_duplicates
 from .loaders import load_agiqa1k, load_agiqa3k, load_aigiqa20k, load_csv
 from .public_splits import load_split_folder, load_split_source, save_split_folder
@@ -52,8 +53,10 @@ def load_dataset(kind: str, path: PathLike, **kwargs: Any) -> QualityDataset:
     return LOADERS[key](path, **kwargs)
 
 
-__all__ = ["BY_CHOICES", "LOADERS", "SCORE_NAMES", "QualityDataset", "QualitySample", "Split", "carve_validation",
-           "collate", "load_agiqa1k", "load_agiqa3k", "load_aigciqa2023", "load_aigiqa20k", "load_csv",
-           "load_dataset", "load_split_folder", "load_split_source", "load_splits", "load_synthetic_dataset",
-           "make_splits", "make_synthetic_dataset", "merge_duplicates", "reference_split", "save_split_folder",
-           "save_splits"]
+__all__ = [
+    "BY_CHOICES", "LOADERS", "SCORE_NAMES", "ClipLikeFeatures", "QualityDataset", "QualitySample", "Split",
+    "carve_validation", "clip_like_features", "collate", "load_agiqa1k", "load_agiqa3k", "load_aigciqa2023",
+    "load_aigiqa20k", "load_csv", "load_dataset", "load_split_folder", "load_split_source", "load_splits",
+    "load_synthetic_dataset", "make_splits", "make_synthetic_dataset", "merge_duplicates", "reference_split",
+    "save_split_folder", "save_splits",
+]
