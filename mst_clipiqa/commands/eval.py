@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from reward.backbones.pil_preprocess import PREPROCESS_CHOICES
 from reward.training import evaluate_model
 from reward.utils import PRECISIONS, write_json
 
@@ -37,6 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--mixed-precision", choices=sorted(PRECISIONS), default="no",
                         help="encoders' autocast precision; it keys the feature cache, so give what train used to "
                              "reuse its cached features (default: no)")
+    parser.add_argument("--preprocess", choices=PREPROCESS_CHOICES, default="tensor",
+                        help="resize and crop of the image files: tensor (differentiable, as the reward does) or pil "
+                             "(the reference's 8-bit PIL path, for parity with published numbers; default: tensor)")
     parser.set_defaults(func=run)
     return parser
 
@@ -46,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     splits = splits_from_args(args, dataset)
     model = model_from_args(args)
     result = evaluate_model(model, dataset, splits, split_list(args.outputs), args.cache_dir,
-                            not args.no_cache, args.batch_size, mixed_precision=args.mixed_precision)
+                            not args.no_cache, args.batch_size, mixed_precision=args.mixed_precision,
+                            preprocess=args.preprocess)
     if splits:
         print(summary_table(result["summary"], f"test parts of {len(splits)} splits"))
     else:
