@@ -44,6 +44,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--batch-size", type=int, default=32, help="images per encoder batch (default: 32)")
     parser.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
     parser.add_argument("--no-cache", action="store_true", help="encode in memory, leave the cache alone")
+    # the values are checked by the library when the command runs (importing its tables here would import torch)
+    parser.add_argument("--mixed-precision", default="no", metavar="{no,fp16,bf16}",
+                        help="encoders' autocast precision; it keys the feature cache, so give what train used to "
+                             "reuse its cached features (default: no)")
+    parser.add_argument("--preprocess", default="tensor", metavar="{tensor,pil}",
+                        help="resize and crop of the image files: tensor (differentiable, as the reward does) or pil "
+                             "(the reference's 8-bit PIL path, for parity with published numbers; default: tensor)")
     parser.set_defaults(func=run)
     return parser
 
@@ -66,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if run_folder is not None:
         _warn_if_trained_on(run_folder, dataset, splits)
     result = evaluate_model(model, dataset, splits, split_list(args.outputs), args.cache_dir,
-                            not args.no_cache, args.batch_size)
+                            not args.no_cache, args.batch_size, mixed_precision=args.mixed_precision,
+                            preprocess=args.preprocess)
     if splits:
         print(summary_table(result["summary"], f"test parts of {len(splits)} splits"))
     else:

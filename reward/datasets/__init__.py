@@ -25,10 +25,12 @@ from typing import Any
 
 from .aigciqa2023 import load_aigciqa2023
 from .base import SCORE_NAMES, PathLike, QualityDataset, QualitySample, collate
+from .clip_geometry import ClipLikeFeatures, clip_like_features
 from .duplicate_annotations import merge_duplicates
 from .kinds import DATASET_KINDS, LOADERS, DatasetKind, Layout, kind_key, register_dataset_kind
 from .loaders import load_agiqa1k, load_agiqa3k, load_aigiqa20k, load_csv
 from .public_splits import load_split_folder, load_split_source, save_split_folder
+from .reference_split import reference_split
 from .splits import BY_CHOICES, Split, carve_validation, load_splits, make_splits, save_splits
 from .synthetic import load_synthetic_dataset, make_synthetic_dataset
 
@@ -43,8 +45,9 @@ def load_dataset(kind: str, path: PathLike, **kwargs: Any) -> QualityDataset:
     return DATASET_KINDS[key].loader(path, **kwargs)
 
 
-__all__ = ["BY_CHOICES", "DATASET_KINDS", "LOADERS", "SCORE_NAMES", "DatasetKind", "Layout", "QualityDataset",
-           "QualitySample", "Split", "carve_validation", "collate", "kind_key", "load_agiqa1k", "load_agiqa3k",
-           "load_aigciqa2023", "load_aigiqa20k", "load_csv", "load_dataset", "load_split_folder", "load_split_source",
-           "load_splits", "load_synthetic_dataset", "make_splits", "make_synthetic_dataset", "merge_duplicates",
-           "register_dataset_kind", "save_split_folder", "save_splits"]
+__all__ = ["BY_CHOICES", "DATASET_KINDS", "LOADERS", "SCORE_NAMES", "ClipLikeFeatures", "DatasetKind", "Layout",
+           "QualityDataset", "QualitySample", "Split", "carve_validation", "clip_like_features", "collate", "kind_key",
+           "load_agiqa1k", "load_agiqa3k", "load_aigciqa2023", "load_aigiqa20k", "load_csv", "load_dataset",
+           "load_split_folder", "load_split_source", "load_splits", "load_synthetic_dataset", "make_splits",
+           "make_synthetic_dataset", "merge_duplicates", "reference_split", "register_dataset_kind",
+           "save_split_folder", "save_splits"]

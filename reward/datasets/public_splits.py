@@ -1,6 +1,6 @@
 """Published split files in IPCE's layout, so results compare with the papers that used them.
 
-IPCE's code ships ten splits per data set as ``Database/<set>/<k>/train.csv`` and
+IPCE's code ships its splits (ten per data set; eleven for AGIQA-1K) as ``Database/<set>/<k>/train.csv`` and
 ``<k>/val.csv``: rows of the annotation file, with its header (none for
 AIGIQA-20K, as its ``info_train.csv``). Its ``val.csv`` is the test part. Rows
 are matched to samples by the image's key (``QualitySample.key``: the name in

@@ -12,16 +12,40 @@ from torch import nn
 
 
 class TemplateHead(nn.Module):
-    """Softmax over scaled cosines to K quality-level text embeddings; score = sum_k k p_k in [1, K]."""
+    """Softmax over scaled cosines to K quality-level text embeddings; score = sum_k k p_k in [1, K].
+
+    The temperature ``tau`` (the paper's, initialised at 100) is learned in log space,
+    ``tau = exp(log_temperature)``, as CLIP learns its ``logit_scale``: a step changes it by a
+    fraction of itself, so at the fusion's learning rate it can move at all (a linear 100 moves
+    by 1e-4 per step), and it stays positive. State dicts holding the linear ``temperature``
+    (the reference's, and this library's before) load unchanged.
+    """
 
     def __init__(self, num_levels: int = 5, temperature: float = 100.0):
         super().__init__()
-        self.temperature = nn.Parameter(torch.tensor(float(temperature)))
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.log_temperature = nn.Parameter(torch.tensor(float(temperature)).log())
         self.register_buffer("levels", torch.arange(1, num_levels + 1, dtype=torch.float32), persistent=False)
 
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp()
+
+    def logits(self, z: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """``tau * cos(z, t_k)``, (B, K)."""
+        return self.temperature * F.normalize(z, dim=-1) @ text_features.t()
+
     def forward(self, z: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        logits = self.temperature * F.normalize(z, dim=-1) @ text_features.t()
-        return logits.softmax(dim=-1) @ self.levels
+        return self.logits(z, text_features).softmax(dim=-1) @ self.levels
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        linear = state_dict.pop(prefix + "temperature", None)
+        if linear is not None:
+            if not bool((linear > 0).all()):
+                raise ValueError(f"{prefix}temperature must be > 0 to be learned in log space, got {linear}")
+            state_dict[prefix + "log_temperature"] = linear.log()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class PromptHead(nn.Module):

@@ -35,14 +35,17 @@ from .probe import RidgeProbe, fit_ridge, linear_probe
 from .recipes import PAPER, RECIPES
 from .report import make_plots
 from .run_folder import RunLock
+from .saturation import head_saturation, start_check
+from .selection import per_output_best
 from .trainer import Trainer, train
 
 __all__ = [
     "PAPER", "RECIPES", "CachedFeatures", "Checkpoint", "FeatureCache", "MainProcessFailed", "RidgeProbe", "RunLock",
     "TrainConfig", "Trainer", "active_adapter", "adapter_names", "add_adapter", "default_cache_dir",
     "encode_features", "encoder_settings", "epoch_batches", "evaluate_model", "fit_ridge", "flatten_optimizer_state",
-    "head_labels", "launcher_rank", "launcher_world_size", "linear_probe", "load_adapter", "load_checkpoint",
-    "make_plots", "merge_adapters", "new_accelerator", "on_main", "predict_features", "resolve_outputs", "rng_state",
-    "save_adapter", "save_checkpoint", "set_adapter", "set_rng_state", "to_label_units", "train",
-    "trainable_state_dict", "unflatten_optimizer_state", "write_json",
+    "head_labels", "head_saturation", "launcher_rank", "launcher_world_size", "linear_probe", "load_adapter",
+    "load_checkpoint", "make_plots", "merge_adapters", "new_accelerator", "on_main", "per_output_best",
+    "predict_features", "resolve_outputs", "rng_state", "save_adapter", "save_checkpoint", "set_adapter",
+    "set_rng_state", "start_check", "to_label_units", "train", "trainable_state_dict", "unflatten_optimizer_state",
+    "write_json",
 ]

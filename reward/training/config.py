@@ -10,15 +10,16 @@ from ..datasets import BY_CHOICES, QualityDataset
 from ..model import FUSION_INITS
 from ..utils import PRECISIONS, option
 from .metrics import krcc, plcc, srcc
-from .recipes import PURPOSE, RECIPES, SCHEDULES
+from .recipes import PURPOSE, RECIPES, SCHEDULES, SPLIT_METHODS
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SELECT_METRICS = {"srcc": srcc, "plcc": plcc, "krcc": krcc}
 CHOICES = {"optimizer": OPTIMIZERS, "split_by": ("auto", *BY_CHOICES), "select_metric": SELECT_METRICS,
            "mixed_precision": PRECISIONS, "init": ("keep", *FUSION_INITS), "schedule": SCHEDULES,
-           "recipe": RECIPES}
+           "recipe": RECIPES,
+           "split_method": SPLIT_METHODS}
 # Settings that may change between a run and its resumption without changing the result.
-RESUME_FREE = ("progress", "num_workers", "cache_dir", "encode_batch_size", "eval_batch_size")
+RESUME_FREE = ("progress", "num_workers", "threads", "cache_dir", "encode_batch_size", "eval_batch_size")
 # Settings about the machine or the task, not the recipe.
 NOT_RECIPE = (*RESUME_FREE, "use_cache", "mixed_precision", "cpu", "outputs")
 
@@ -37,6 +38,9 @@ class TrainConfig:
     epochs: int = option(60, "passes over each split's training part (the best one is kept)")
     batch_size: int = option(8, "images per optimisation step, per process")
     lr: float = option(1e-4, "peak learning rate")
+    temperature_lr: float | None = option(
+        None, "learning rate of template heads' log temperature, without weight decay (default: lr)",
+        type=float, metavar="LR")
     schedule: str = option("constant", "learning-rate schedule over the run (cosine: decays to 0)")
     weight_decay: float = option(1e-3, "weight decay")
     optimizer: str = option("adam", "optimiser")
@@ -48,6 +52,9 @@ class TrainConfig:
         None, "named outputs to train and evaluate (default: every model output the data set scores)", cli=False)
     seed: int = option(0, "seed of the splits, the data order and tiny models' random weights")
     n_splits: int = option(10, "number of seeded random splits (the field's protocol: 10)")
+    split_method: str = option("seeded", "how splits are drawn: seeded (n_splits seeded splits by split_by), or "
+                                          "reference (the reference code's one random_split with this seed over the "
+                                          "rows in file order, int((1 - test_fraction) n) of them for training)")
     split_by: str = option("auto", "split by image, or keep each prompt's images together (stricter); auto: as "
                                     "the field splits the data set (AGIQA-3K by prompt, others by image)")
     test_fraction: float = option(0.2, "fraction of the data in each split's test part")
@@ -59,6 +66,9 @@ class TrainConfig:
     encode_batch_size: int = option(32, "images per encoder batch")
     eval_batch_size: int = option(256, "samples per evaluation batch")
     num_workers: int = option(0, "data-loading worker processes")
+    threads: int | None = option(
+        None, "intra-op threads for head training and evaluation on cached features (default: 1 on the CPU, "
+              "where more only wait on each other; the encoders keep torch's setting)", type=int, metavar="N")
     mixed_precision: str = option("no", "autocast precision (accelerate)")
     cpu: bool = option(False, "use the CPU even if a GPU is present")
     lora_rank: int = option(0, "train a LoRA adapter of this rank on the fusion and heads instead of the weights")
@@ -71,9 +81,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.outputs is not None:
             self.outputs = (self.outputs,) if isinstance(self.outputs, str) else tuple(self.outputs)
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (or None: the default policy), got {self.threads}")
         for name in ("epochs", "batch_size", "n_splits", "encode_batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature_lr is not None and self.temperature_lr <= 0:
+            raise ValueError(f"temperature_lr must be > 0 (or None: the same as lr), got {self.temperature_lr}")
         if self.lr <= 0 or self.weight_decay < 0 or self.margin < 0 or self.rank_weight < 0:
             raise ValueError(f"lr={self.lr}, weight_decay={self.weight_decay}, margin={self.margin}, "
                              f"rank_weight={self.rank_weight}; expected lr > 0 and the others >= 0")

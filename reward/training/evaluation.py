@@ -52,21 +52,28 @@ def dataset_paths_prompts(dataset: QualityDataset, indices: Sequence[int] | None
 
 def evaluate_model(model: MSTCLIPIQA, dataset: QualityDataset, splits: Sequence[Split] | None = None,
                    outputs: Sequence[str] | None = None, cache_dir: str | Path | None = None, use_cache: bool = True,
-                   batch_size: int = 32, progress: bool = True) -> dict[str, Any]:
+                   batch_size: int = 32, progress: bool = True, mixed_precision: str = "no",
+                   preprocess: str = "tensor") -> dict[str, Any]:
     """Metrics of a model on a data set: on each split's test part with their summary, or on all of it.
 
     Scores are mapped from each head's range to the data set's label units
     (``dataset.label_ranges``) first, so RMSE is in those units. Images are encoded
     once (through the feature cache unless ``use_cache=False``
-    or an adapter changes the encoders), whatever the number of splits.
+    or an adapter changes the encoders), whatever the number of splits. ``mixed_precision``
+    is the encoders' autocast precision, part of the cache key: give what ``train`` used to
+    reuse the features it cached. ``preprocess="pil"`` resizes and crops the image files
+    as the reference's 8-bit PIL path does (exact parity where both encoders take one size).
     """
     outputs = resolve_outputs(model, dataset, outputs)
     needed = sorted({i for s in splits for i in s.test}) if splits else list(range(len(dataset)))
     paths, prompts = dataset_paths_prompts(dataset, needed)
     if use_cache and not has_encoder_adapter(model):
-        features = FeatureCache(cache_dir, model, batch_size=batch_size, progress=progress).features(paths, prompts)
+        cache = FeatureCache(cache_dir, model, mixed_precision, batch_size=batch_size, progress=progress,
+                             preprocess=preprocess)
+        features = cache.features(paths, prompts)
     else:
-        features = encode_features(model, paths, prompts, batch_size, progress=progress)
+        features = encode_features(model, paths, prompts, batch_size, precision=mixed_precision, progress=progress,
+                                   preprocess=preprocess)
     predictions = predict_features(model, features.to(model.device), range(len(needed)), outputs)
     predictions = {o: to_label_units(model, dataset, o, p) for o, p in predictions.items()}
     position = {index: j for j, index in enumerate(needed)}

@@ -71,14 +71,17 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def encoder_settings(model: MSTCLIPIQA, precision: str = "no") -> dict:
+def encoder_settings(model: MSTCLIPIQA, precision: str = "no", preprocess: str = "tensor") -> dict:
     """Everything that determines the image embeddings and prompt token states."""
     precision_dtype(precision)  # rejects unknown names
+    fit = {"size": model.fit_size, "resize": "short side, bicubic, antialias", "crop": "centre"}
+    if preprocess == "pil":
+        fit = {**fit, "resize": "short side, PIL bicubic on 8-bit pixels"}
     return {
         "version": CACHE_VERSION,
         "coarse": asdict(model.config.coarse), "fine": asdict(model.config.fine),
         "coarse_spec": asdict(model.coarse.image_spec), "fine_spec": asdict(model.fine.image_spec),
-        "fit": {"size": model.fit_size, "resize": "short side, bicubic, antialias", "crop": "centre"},
+        "fit": fit,
         "precision": precision,
         "weights": {"coarse": state_digest(model.coarse.state_dict()), "fine": state_digest(model.fine.state_dict())},
     }
@@ -98,14 +101,17 @@ class FeatureCache:
     """
 
     def __init__(self, root: str | Path | None, model: MSTCLIPIQA, precision: str = "no", batch_size: int = 32,
-                 num_workers: int = 0, progress: bool = True, settings: dict | None = None):
+                 num_workers: int = 0, progress: bool = True, settings: dict | None = None,
+                 preprocess: str = "tensor"):
         self.root = Path(root) if root is not None else default_cache_dir()
         self.model = model
         self.precision = precision
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.progress = progress
-        settings = settings or encoder_settings(model, precision)  # callers that already hashed the weights pass it
+        self.preprocess = preprocess
+        # callers that already hashed the weights pass settings
+        settings = settings or encoder_settings(model, precision, preprocess)
         text_settings = {"version": CACHE_VERSION, "coarse": settings["coarse"],
                          "weights": settings["weights"]["coarse"]}
         self.image_dir = self._open(f"images-{settings_key(settings)}", settings)
@@ -137,7 +143,7 @@ class FeatureCache:
                 for (entry, _), c, f in zip(todo[start:start + len(f_c)], f_c, f_f):
                     save_entry({"coarse": c, "fine": f}, entry)
             encode_files(self.model, [p for _, p in todo], self.batch_size, self.num_workers, self.precision,
-                         self.progress, on_batch=store)
+                         self.progress, on_batch=store, preprocess=self.preprocess)
 
         shapes = {"coarse": (self.model.coarse.embed_dim,), "fine": (self.model.fine.embed_dim,)}
         loaded = self._fill(dict(zip(keys, paths)), shapes, encode, shard, barrier)

@@ -8,22 +8,29 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..backbones import fit_to_size
+from ..backbones.pil_preprocess import PREPROCESS_CHOICES, pil_fit
 from ..model import MSTCLIPIQA, pad_states
 from ..scoring import load_image
 from ..utils import autocast, precision_dtype, progress_bar
 
 
 class ImageFiles(Dataset):
-    """Image files (or other ``load_image`` inputs) as (3, S, S) tensors, resized and centre-cropped."""
+    """Image files (or other ``load_image`` inputs) as (3, S, S) tensors, resized and centre-cropped
+    (``preprocess="pil"``: files and PIL images as the reference's 8-bit PIL path does it)."""
 
-    def __init__(self, items: Sequence, size: int):
+    def __init__(self, items: Sequence, size: int, preprocess: str = "tensor"):
+        if preprocess not in PREPROCESS_CHOICES:
+            raise ValueError(f"preprocess must be one of {PREPROCESS_CHOICES}, got {preprocess!r}")
         self.items = list(items)
         self.size = size
+        self.preprocess = preprocess
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> torch.Tensor:
+        if self.preprocess == "pil":
+            return pil_fit(self.items[index], self.size)
         return fit_to_size(load_image(self.items[index]), self.size)
 
 
@@ -31,9 +38,9 @@ class ImageFiles(Dataset):
 def encode_files(model: MSTCLIPIQA, items: Sequence, batch_size: int = 32, num_workers: int = 0,
                  precision: str = "no", progress: bool = False,
                  on_batch: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 preprocess: str = "tensor") -> tuple[torch.Tensor, torch.Tensor]:
     """Stream embeddings (N, Dc), (N, Df) as float32 on the CPU; ``on_batch(start, f_c, f_f)`` sees each batch."""
-    loader = DataLoader(ImageFiles(items, model.fit_size), batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(ImageFiles(items, model.fit_size, preprocess), batch_size=batch_size, num_workers=num_workers)
     device, parts, start = model.device, [], 0
     for batch in progress_bar(loader, desc="encoding images", unit="batch", disable=not progress):
         with autocast(device, precision_dtype(precision)):
@@ -93,9 +100,9 @@ def unique_prompts(prompts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
 
 def encode_features(model: MSTCLIPIQA, items: Sequence, prompts: Sequence[str] | None = None,
                     batch_size: int = 32, num_workers: int = 0, precision: str = "no",
-                    progress: bool = False) -> CachedFeatures:
+                    progress: bool = False, preprocess: str = "tensor") -> CachedFeatures:
     """Encode in memory, no disk: the path for uncached evaluation and ``mst-clipiqa score``."""
-    f_c, f_f = encode_files(model, items, batch_size, num_workers, precision, progress)
+    f_c, f_f = encode_files(model, items, batch_size, num_workers, precision, progress, preprocess=preprocess)
     if prompts is None or not model.config.needs_prompts:
         return CachedFeatures(f_c, f_f)
     order, index = unique_prompts(prompts)

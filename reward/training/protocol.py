@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
-from ..datasets import QualityDataset, Split, make_splits, save_splits
+from ..datasets import QualityDataset, Split, make_splits, reference_split, save_splits
 from ..model import HEAD_KINDS, MSTCLIPIQA, save_adapter
 from ..utils import progress_bar, read_tensors, write_json
 from .config import RESUME_FREE, TrainConfig
@@ -62,8 +62,10 @@ def run_splits(trainer: SplitTrainer) -> dict[str, Any]:
     """All splits, then the chosen model, ``report.json`` and plots; returns the report."""
     trainer.prepare()
     cfg, dataset = trainer.config, trainer.dataset
-    splits = trainer.splits or make_splits(dataset, cfg.n_splits, cfg.test_fraction, cfg.val_fraction,
-                                           cfg.resolved_split_by(dataset), seed=cfg.seed)
+    splits = trainer.splits or (
+        [reference_split(dataset, 1 - cfg.test_fraction, cfg.seed)] if cfg.split_method == "reference" else
+        make_splits(dataset, cfg.n_splits, cfg.test_fraction, cfg.val_fraction, cfg.resolved_split_by(dataset),
+                    seed=cfg.seed))
     wrong = [k for k, s in enumerate(splits) if s.n != len(dataset)]
     if wrong:
         raise ValueError(f"splits {wrong} are for n={splits[wrong[0]].n} samples; the data set has {len(dataset)}")
@@ -106,6 +108,7 @@ def _report(trainer: SplitTrainer, splits: Sequence[Split], results: list[dict[s
                     "probe_test": {o: summarize([p[o]["test"] for p in probes]) for o in trainer.outputs}},
         "splits": [{**{k: v for k, v in r.items() if k != "test_predictions"}, "probe": p}
                    for r, p in zip(results, probes)],
+        "saturation": trainer.saturation,
         "selected_split": chosen, "model_dir": str(model_dir), "splits_file": SPLITS, "timing": trainer.timing,
     }
     if acc.is_main_process:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,13 @@ from .features import CachedFeatures, encode_features
 from .label_units import adopt_label_ranges, head_labels, to_label_units
 from .losses import mse_rank_loss
 from .metrics import evaluate
+from .param_groups import param_groups
 from .protocol import run_splits
 from .recipes import lr_factor
 from .run_folder import BEST, CHECKPOINT, RESULT, finished_result, read_json
+from .saturation import start_check
+from .selection import per_output_best
+from .threads import head_threads
 
 
 class _Scorer(nn.Module):
@@ -65,12 +70,14 @@ class Trainer:
     and ``best.safetensors``), ``model/`` (``save_pretrained`` of the split
     with the best validation score; ``adapter/`` for LoRA training),
     ``report.json`` and ``plots/*.png``. ``on_epoch_end(split, epoch, record)``
-    is called after each epoch's checkpoint is written.
+    is called after each epoch's checkpoint is written. ``features`` (encoder outputs of the
+    data set's samples, in order) replaces encoding and the feature cache.
     """
 
     def __init__(self, model: MSTCLIPIQA, dataset: QualityDataset, config: TrainConfig | None = None,
                  output_dir: str | Path | None = None, splits: Sequence[Split] | None = None, resume: bool = False,
-                 on_epoch_end: Callable[[int, int, dict], None] | None = None):
+                 on_epoch_end: Callable[[int, int, dict], None] | None = None,
+                 features: CachedFeatures | None = None):
         self.model = model
         self.dataset = dataset
         self.config = config or TrainConfig()
@@ -79,7 +86,7 @@ class Trainer:
         self.resume = resume
         self.on_epoch_end = on_epoch_end
         self.accelerator: Accelerator | None = None
-        self.features: CachedFeatures | None = None
+        self.features = features  # given: precomputed encoder outputs of the data set's samples, in order
         self.timing: dict[str, float] = {}
 
     # ------------------------------------------------------------------ setup
@@ -105,6 +112,8 @@ class Trainer:
         self._load_features()
         self.scorer = self.accelerator.prepare(_Scorer(self.model))
         self.optimizer = self._make_optimizer()
+        self.saturation = start_check(self.model, self.features, self.targets, self._output_loss,
+                                      cfg.weight_decay, self.outputs, warn=self.accelerator.is_main_process)
 
     def _select_trainable(self) -> None:
         cfg = self.config
@@ -125,6 +134,11 @@ class Trainer:
 
     def _load_features(self) -> None:
         cfg = self.config
+        if self.features is not None:
+            if len(self.features) != len(self.dataset):
+                raise ValueError(f"features has {len(self.features)} rows; the data set has {len(self.dataset)}")
+            self.features = self.features.to(self.accelerator.device)
+            return
         if not cfg.use_cache or has_encoder_adapter(self.model):
             return
         start = time.perf_counter()
@@ -137,10 +151,8 @@ class Trainer:
         self.timing["features_seconds"] = time.perf_counter() - start
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("nothing to train: every parameter is frozen")
-        optimizer = OPTIMIZERS[self.config.optimizer](params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        groups = param_groups(self.model, self.config.lr, self.config.temperature_lr)
+        optimizer = OPTIMIZERS[self.config.optimizer](groups, lr=self.config.lr, weight_decay=self.config.weight_decay)
         return self.accelerator.prepare(optimizer)
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -158,22 +170,26 @@ class Trainer:
         batches = epoch_batches(indices, self.config.batch_size, self.config.seed, split_index, epoch,
                                 acc.process_index, acc.num_processes)
         self._set_lr(epoch / self.config.epochs)
-        for inputs, idx in self._batches(batches):
-            with acc.autocast():
-                scores = self.scorer(inputs)
-            loss = self.loss(scores, idx)
-            self.optimizer.zero_grad()
-            acc.backward(loss)
-            self.optimizer.step()
-            losses.append(loss.detach())
+        with self._cached_threads(self.trains_from_cache):
+            for inputs, idx in self._batches(batches):
+                with acc.autocast():
+                    scores = self.scorer(inputs)
+                loss = self.loss(scores, idx)
+                self.optimizer.zero_grad()
+                acc.backward(loss)
+                self.optimizer.step()
+                losses.append(loss.detach())
         if not losses:
             return float("nan")
         return float(acc.reduce(torch.stack(losses).mean(), "mean"))  # every process has as many batches
 
+    def _cached_threads(self, cached: bool):
+        return head_threads(self.config.threads, self.accelerator.device) if cached else nullcontext()
+
     def _set_lr(self, progress: float) -> None:
         """One learning rate per epoch, a function of the epoch alone: a resumed run follows the schedule exactly."""
         for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr * lr_factor(self.config.schedule, progress)
+            group["lr"] = group.get("base_lr", self.config.lr) * lr_factor(self.config.schedule, progress)
 
     def _batches(self, batches: list[list[int]]):
         if self.trains_from_cache:
@@ -189,9 +205,10 @@ class Trainer:
 
     def loss(self, scores: dict[str, torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
         """Sum over outputs of MSE + ``rank_weight`` x pairwise margin ranking loss."""
-        cfg = self.config
-        return sum(mse_rank_loss(scores[o].float(), self.targets[o][indices], cfg.margin, cfg.rank_weight)
-                   for o in self.outputs)
+        return sum(self._output_loss(scores[o].float(), self.targets[o][indices]) for o in self.outputs)
+
+    def _output_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return mse_rank_loss(pred, target, self.config.margin, self.config.rank_weight)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -203,7 +220,8 @@ class Trainer:
 
     def _predict(self, indices: list[int]) -> dict[str, np.ndarray]:
         if self.features is not None:
-            return predict_features(self.model, self.features, indices, self.outputs, self.config.eval_batch_size)
+            with self._cached_threads(True):
+                return predict_features(self.model, self.features, indices, self.outputs, self.config.eval_batch_size)
         paths, prompts = dataset_paths_prompts(self.dataset, indices)
         features = encode_features(self.model, paths, prompts, self.config.encode_batch_size,
                                    self.config.num_workers, self.config.mixed_precision, self.show)
@@ -310,6 +328,9 @@ class Trainer:
         test, predictions = self._test(split.test)
         result = {"split": k, "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
                   "best_epoch": progress["best"]["epoch"], "best_val_score": progress["best"]["score"],
+                  "selection": {"one_epoch_serves": list(self.outputs), "metric": self.config.select_metric,
+                                "outputs": per_output_best(progress["history"], self.outputs,
+                                                           self.config.select_metric, progress["best"]["epoch"])},
                   "untrained": progress["untrained"], "test": test, "history": progress["history"],
                   "test_predictions": predictions}
         if self.accelerator.is_main_process:

@@ -1,10 +1,14 @@
 """The two recipes: the reference implementation's setting field by field, and the protocol as the default."""
 from __future__ import annotations
 
+import copy
+import json
+
 import pytest
 
 import reward.training
 from mst_clipiqa.cli import main
+from reward.datasets import load_agiqa3k, reference_split
 from reward.training import TrainConfig, Trainer
 from reward.training.recipes import lr_factor
 
@@ -15,7 +19,7 @@ from reward.training.recipes import lr_factor
 REFERENCE = {
     "init": "random", "optimizer": "adam", "lr": 5e-6, "schedule": "constant", "weight_decay": 1e-3,
     "batch_size": 8, "epochs": 20, "margin": 0.1, "rank_weight": 1.0, "n_splits": 1, "split_by": "image",
-    "test_fraction": 0.2, "val_fraction": 0.0, "seed": 42, "lora_rank": 0,
+    "test_fraction": 0.2, "val_fraction": 0.0, "seed": 42, "lora_rank": 0, "split_method": "reference",
 }
 
 
@@ -76,3 +80,14 @@ def test_cosine_schedule_sets_one_rate_per_epoch(tmp_path):
         rates.append(trainer.optimizer.param_groups[0]["lr"])
     assert rates == pytest.approx([1e-3 * lr_factor("cosine", e / 4) for e in range(4)])
     assert rates == pytest.approx([1e-3, 0.5e-3 * (1 + 2**-0.5), 0.5e-3, 0.5e-3 * (1 - 2**-0.5)])
+
+
+def test_paper_recipe_trains_on_the_reference_split_of_the_sample(sample_dir, tiny_models, tmp_path):
+    dataset = load_agiqa3k(sample_dir)
+    config = TrainConfig.paper(epochs=1, cpu=True, progress=False, cache_dir=str(tmp_path / "cache"))
+    Trainer(copy.deepcopy(tiny_models("A")), dataset, config, tmp_path / "run").run()
+    expected = reference_split(len(dataset))
+    result = json.loads((tmp_path / "run" / "split_00" / "result.json").read_text())
+    assert (result["n_train"], result["n_val"], result["n_test"]) == (38, 0, 10)  # int(0.8 * 48) of 48
+    mos = dataset.score_array("quality")
+    assert result["test_predictions"]["quality"]["mos"] == pytest.approx(mos[expected.test].tolist())

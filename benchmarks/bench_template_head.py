@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""Why the template head (variant A) trained alone barely moves, and what lets it learn; side by side.
+
+    python benchmarks/bench_template_head.py [--sets clip-like,tiny-sample,paper-sample] [--lrs 1e-4,1e-3]
+        [--epochs 60] [--splits 3]
+
+Variant A alone (template head, fusion from the reference's random start) trains
+with the real ``Trainer`` on cached features of
+
+- ``clip-like``: 240 synthetic embeddings with real CLIP's geometry (level texts at
+  pairwise cosine 0.9, image-text cosines differing by 0.01-0.04; see
+  ``reward.datasets.clip_geometry``), 512-d;
+- ``tiny-sample`` / ``paper-sample``: the 98-image AGIQA-3K sample through the tiny
+  random towers / the paper architecture with random weights (slow to encode: ~1 min).
+
+Per temperature option (``linear``: the old parameter ``tau`` itself, learned at the
+fusion's rate; ``log``: ``log tau`` at the fusion's rate; ``log+X``: ``log tau`` at its own
+rate X) it prints the softmax's entropy (fraction of log K) and the gradient the loss
+sends into the fusion at the start, the entropy after the first and the last epoch of
+split 0, the final ``tau``, and test SRCC next to the ridge probe on the same features.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
+from reward.datasets import load_agiqa3k  # noqa: E402
+from reward.datasets.clip_geometry import clip_like_features  # noqa: E402
+from reward.model.heads import TemplateHead  # noqa: E402
+from reward.training import TrainConfig, Trainer  # noqa: E402
+from reward.training.features import CachedFeatures, encode_files  # noqa: E402
+from reward.training.saturation import softmax_stats  # noqa: E402
+
+SAMPLE = ROOT.parent / "shared" / "data" / "agiqa3k-mini"
+OPTIONS = {"linear": None, "log": None, "log+1e-2": 1e-2, "log+1e-1": 1e-1}
+
+
+class LinearTemperatureHead(TemplateHead):
+    """The head before the change: ``tau`` itself is the parameter."""
+
+    _load_from_state_dict = nn.Module._load_from_state_dict
+
+    def __init__(self, num_levels: int = 5, temperature: float = 100.0):
+        nn.Module.__init__(self)
+        self.linear_temperature = nn.Parameter(torch.tensor(float(temperature)))
+        self.register_buffer("levels", torch.arange(1, num_levels + 1, dtype=torch.float32), persistent=False)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.linear_temperature
+
+
+def head_model(dim: int, text_features: torch.Tensor, option: str) -> MSTCLIPIQA:
+    """Fusion + template head of the paper's sizes (``dim``, hidden 128) over tiny towers that never run."""
+    config = MSTCLIPIQAConfig.tiny("A", fusion_hidden=128)
+    for backbone in (config.coarse, config.fine):
+        backbone.arch["embed_dim"] = dim
+    torch.manual_seed(0)
+    model = MSTCLIPIQA(config)
+    model.template_features = text_features
+    model.reinitialize("random")
+    if option == "linear":
+        model.heads["quality"] = LinearTemperatureHead()
+    return model
+
+
+def feature_sets(names: list[str]) -> dict:
+    sets = {}
+    if "clip-like" in names:
+        c = clip_like_features(240)
+        sets["clip-like"] = (c.dataset, CachedFeatures(c.f_coarse, c.f_fine), c.text_features)
+    for name, config in (("tiny-sample", MSTCLIPIQAConfig.tiny("A")),
+                         ("paper-sample", MSTCLIPIQAConfig.paper("A", pretrained=False))):
+        if name in names:
+            torch.manual_seed(0)
+            towers, dataset = MSTCLIPIQA(config).eval(), load_agiqa3k(SAMPLE)
+            f_c, f_f = encode_files(towers, [s.image for s in dataset.samples], batch_size=14)
+            sets[name] = (dataset, CachedFeatures(f_c, f_f), towers.template_features)
+    return sets
+
+
+def entropy(model: MSTCLIPIQA, features: CachedFeatures) -> float:
+    with torch.no_grad():
+        z = model.fusion(features.f_coarse, features.f_fine)
+        return softmax_stats(model.heads["quality"], z, model.template_features)["entropy"]
+
+
+def run(name: str, data: tuple, option: str, lr: float, epochs: int, splits: int) -> str:
+    dataset, features, text = data
+    model = head_model(features.f_coarse.shape[1], text, option)
+    curve = []
+    config = TrainConfig(epochs=epochs, n_splits=splits, lr=lr, temperature_lr=OPTIONS[option], init="keep",
+                         outputs=("quality",), progress=False, cpu=True)
+    trainer = Trainer(model, dataset, config, tempfile.mkdtemp(), features=features,
+                      on_epoch_end=lambda k, e, r: curve.append(entropy(model, features)) if k == 0 else None)
+    report = trainer.run()
+    start, s = report["saturation"]["quality"], report["summary"]
+    return (f"{name:<13} {option:<9} {lr:<7g} {start['entropy']:>6.2f} {start['fusion_grad_norm']:>9.3g} "
+            f"{curve[0]:>6.2f} {curve[-1]:>6.2f} {float(model.heads['quality'].temperature):>6.1f} "
+            f"{s['test']['quality']['srcc']['mean']:>6.3f} {s['probe_test']['quality']['srcc']['mean']:>6.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default="clip-like,tiny-sample")
+    parser.add_argument("--options", default=",".join(OPTIONS))
+    parser.add_argument("--lrs", default="1e-4,1e-3")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--splits", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    sets = feature_sets(args.sets.split(","))
+    print(f"{'set':<13} {'tau':<9} {'lr':<7} {'H0':>6} {'grad0':>9} {'H1':>6} {'Hend':>6} {'tau_end':>6} "
+          f"{'test':>6} {'probe':>6}")
+    for name, data in sets.items():
+        for option in args.options.split(","):
+            for lr in map(float, args.lrs.split(",")):
+                print(run(name, data, option, lr, args.epochs, args.splits), flush=True)
+
+
+if __name__ == "__main__":
+    main()
