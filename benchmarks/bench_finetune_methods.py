@@ -19,7 +19,7 @@ Judges, on held-out prompts the fine-tuning never saw and seeds 100, 101, ...: t
 a held-out MST model (tiny, seed 3), a CLIP score (100 x image/text cosine of a tiny random open_clip model;
 no real CLIP weights can be loaded offline) and the diversity (mean pairwise distance of the reward's unit
 CLIP image embeddings over one prompt's seeds). Mean +- standard error over the held-out images (diversity:
-over prompts).
+over prompts), and each method's paired change from the plain sample on the same images.
 
 Every model is random and tiny (the SD pipeline with an invertible linear autoencoder, so Diffusion-DPO
 can learn from encoded images): the table ranks the mechanics of the methods on one budget, not the quality
@@ -180,11 +180,20 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     return mean, statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
 
 
+def _paired(results: dict[str, dict], name: str, key: str) -> str:
+    """The mean change from the plain sample on the same held-out images, with its standard error."""
+    plain = next(iter(results.values()))[key]
+    mean, se = _mean_se([a - b for a, b in zip(results[name][key], plain)])
+    return f"{mean:+.3f} ± {se:.3f}"
+
+
 def table(results: dict[str, dict]) -> str:
-    header = ["method", "images sampled", *JUDGES, "diversity", "s"]
+    header = ["method", "images sampled", *JUDGES, "diversity", "reward change (paired)",
+              "held-out MST change (paired)", "s"]
     rows = [[name, str(r["images"]), *(f"{m:.3f} ± {se:.3f}" for m, se in (_mean_se(r[k]) for k in
                                                                          (*JUDGES, "diversity"))),
-             f"{r['seconds']:.1f}"] for name, r in results.items()]
+             _paired(results, name, "reward"), _paired(results, name, "held-out MST"), f"{r['seconds']:.1f}"]
+            for name, r in results.items()]
     return markdown_table(header, rows)
 
 
