@@ -43,15 +43,21 @@ def dpo_config(tmp_path, **overrides):
 
 
 def test_dpo_run_killed_after_a_checkpoint_resumes_bit_for_bit(tmp_path, pairs_dir):
-    straight = DPOTrainer(tiny_sd_pipeline(), pairs_dir, dpo_config(tmp_path / "straight"))
+    """With a monitor too: its records and patience continue from the checkpoint."""
+    def trainer(folder, **overrides):
+        config = dpo_config(folder, monitor_prompts=PROMPTS[:1], monitor_seeds=(7, 8), **overrides)
+        return DPOTrainer(tiny_sd_pipeline(), pairs_dir, config, reward=brightness, monitor=darkness)
+
+    straight = trainer(tmp_path / "straight", monitor_every=1)
     straight.train()
     assert straight.log.history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert straight.log.history[0]["reward"] == pytest.approx(0.0, abs=1e-6)  # the implicit reward margin
-    DPOTrainer(tiny_sd_pipeline(), pairs_dir, dpo_config(tmp_path / "resumed")).train(max_steps=2)  # "killed"
-    resumed = DPOTrainer(tiny_sd_pipeline(), pairs_dir, dpo_config(tmp_path / "resumed", resume=True))
-    assert resumed.global_step == 2
+    trainer(tmp_path / "resumed", monitor_every=1).train(max_steps=2)  # as if killed after checkpoint 2
+    resumed = trainer(tmp_path / "resumed", monitor_every=1, resume=True)
+    assert resumed.global_step == 2 and len(resumed.monitor.records) == 3
     resumed.train()
     assert resumed.log.history == straight.log.history
+    assert resumed.monitor.records == straight.monitor.records and len(straight.monitor.records) == 5
     for name, p in straight.trained_parameters().items():
         assert torch.equal(p, resumed.trained_parameters()[name])
     assert (tmp_path / "resumed" / "lora" / "pytorch_lora_weights.safetensors").exists()
