@@ -130,5 +130,6 @@ def test_finetune_methods_smoke_judges_every_method_at_the_same_budget(capsys):
         assert len(r["reward"]) == len(r["held-out MST"]) == len(r["CLIP score"]) == 2 and len(r["diversity"]) == 1
         assert all(map(math.isfinite, r["reward"] + r["held-out MST"] + r["CLIP score"] + r["diversity"]))
     best_of_n, plain = results["best-of-N (inference)"], results["plain sample (no optimisation)"]
-    assert all(b >= p for b, p in zip(best_of_n["reward"], plain["reward"]))  # candidate 0 is the plain sample
+    # candidate 0 is the plain sample (sampled in a batch of candidates: equal up to float rounding)
+    assert all(b >= p - 1e-4 for b, p in zip(best_of_n["reward"], plain["reward"]))
     assert "| DRaFT-1 | 8 |" in capsys.readouterr().out
