@@ -1,5 +1,6 @@
 """Diffusion-DPO on the shared run plumbing and the hacking monitor of every trainer (tiny pipelines, CPU)."""
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -69,7 +70,7 @@ def test_monitor_that_disagrees_stops_a_rising_run_and_keeps_its_best_lora(tmp_p
     """DRaFT-1 raises the brightness; the monitor (darkness) falls from step 0, so with patience 2 the run stops
     at step 2 and the LoRA of step 0, the monitor's best, is what the trainer and its saved LoRA hold."""
     cfg = finetune_config(max_steps=10, learning_rate=5e-2, output_dir=str(tmp_path), monitor_every=1, patience=2,
-                          monitor_prompts=PROMPTS[:2], monitor_seeds=(5, 6))
+                          monitor_prompts=PROMPTS[:2], monitor_seeds=(5, 6), save_every=2)
     trainer = RewardFinetuner(tiny_sd_pipeline(), brightness, PROMPTS, cfg, monitor=darkness)
     start = {k: v.detach().clone() for k, v in trainer.trained_parameters().items()}
     trainer.train()
@@ -84,7 +85,13 @@ def test_monitor_that_disagrees_stops_a_rising_run_and_keeps_its_best_lora(tmp_p
     assert all("monitor" in r and "diversity" in r and "monitor_reward" in r for r in history)
     assert (tmp_path / "monitor.png").exists()
     lora = load_file(tmp_path / "lora" / "pytorch_lora_weights.safetensors")
-    assert all(float(t.abs().sum()) == 0 for n, t in lora.items() if "lora_B" in n or "lora.up" in n)
+    ups = [t for n, t in lora.items() if "lora.up" in n]  # zero at initialisation, so zero in the kept LoRA
+    assert ups and all(float(t.abs().sum()) == 0 for t in ups)
+    again = RewardFinetuner(tiny_sd_pipeline(), brightness, PROMPTS, dataclasses.replace(cfg, resume=True),
+                            monitor=darkness)
+    again.train()  # the checkpoint holds the stopped monitor: no more steps, the monitor's best LoRA again
+    assert again.global_step == 2 and len(again.monitor.records) == 3
+    assert all(torch.equal(p, start[name]) for name, p in again.trained_parameters().items())
 
 
 def test_monitor_needs_its_held_out_prompts():
