@@ -5,6 +5,8 @@
 * ``best_of_n`` / ``rank_images``: N seeded candidates per prompt, scored and ranked.
 * ``RewardFinetuner``: LoRA fine-tuning of the denoiser by DRaFT-K, AlignProp or ReFL; multi-process,
   resumable (``save_every`` / ``resume``), tracked (``log_with``), with LR schedules and an EMA.
+* ``DPOTrainer`` / ``train_dpo``: Diffusion-DPO on preference pairs that ``preference_pairs`` labels by a
+  reward (``load_pairs`` reads them back); ``HackingMonitor``: held-out scorers and diversity for any trainer.
 * ``optimize_noise``: one sample's initial noise optimised for the reward (ReNO), weights untouched.
 * ``guided_sample``: reward-gradient guidance at the last sampler steps (universal guidance / DPS).
 * ``ddpo_reward_fn``: the ``reward_fn(images, prompts, prompt_metadata)`` contract of DDPO.
@@ -18,12 +20,21 @@ Vocabulary: the generator gets a *LoRA* (``add_lora`` / ``save_lora``, what
 """
 
 from .finetune import (
+    DiffusionDPOObjective,
     DiffusionTrainer,
+    DPOConfig,
+    DPOTrainer,
+    HackingMonitor,
     LoraEMA,
     PromptSource,
     RewardFinetuneConfig,
     RewardFinetuner,
+    RunConfig,
     complete_checkpoints,
+    diversity,
+    dpo_loss,
+    pipeline_sampler,
+    train_dpo,
 )
 from .inference import (
     Candidate,
@@ -37,7 +48,9 @@ from .inference import (
     guidance_schedule,
     guided_sample,
     image_grid,
+    load_pairs,
     optimize_noise,
+    preference_pairs,
     rank_images,
     regenerate,
 )
@@ -77,5 +90,6 @@ __all__ = [
     "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise", "PromptSource", "LoraEMA",
     "complete_checkpoints", "GuidedSamples",
     "guidance_schedule", "guided_sample", "PromptSampler", "NoiseOptimization", "chi_nll", "optimize_noise",
-    "NamedScores", "DiffusionTrainer",
+    "NamedScores", "DiffusionTrainer", "RunConfig", "DPOConfig", "DPOTrainer", "DiffusionDPOObjective", "dpo_loss",
+    "train_dpo", "HackingMonitor", "diversity", "pipeline_sampler", "preference_pairs", "load_pairs",
 ]

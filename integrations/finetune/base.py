@@ -26,23 +26,14 @@ from .config import RESUME_FREE, require
 from .launch import check_world_size, finetune_accelerator
 from .log import TrainingLog
 from .tracking import finish_trackers, start_trackers
+from .trainer_parts import TrainerParts, lr_schedule
 
 __all__ = ["DiffusionTrainer", "lr_schedule"]
 
 _TRAINED, _RNG = "lora.", "rng.finetuner"
 
 
-def lr_schedule(config: Any, optimizer: torch.optim.Optimizer, step: int = 0) -> Any:
-    """diffusers' schedule for ``config``, positioned after ``step`` optimizer steps. The rate is a function of
-    the step alone, so it needs no saved state, and a run resumed with another ``max_steps`` follows the
-    schedule of its new length."""
-    from diffusers.optimization import get_scheduler
-
-    return get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
-                         num_training_steps=config.max_steps, last_epoch=step - 1)
-
-
-class DiffusionTrainer:
+class DiffusionTrainer(TrainerParts):
     """Base of the diffusion trainers: what a run does that is not the algorithm.
 
     ``config`` is a dataclass with ``to_dict()`` and the run fields of
@@ -72,6 +63,15 @@ class DiffusionTrainer:
       :meth:`after_step` (called after every step and once before the first,
       e.g. to save sample grids) and :meth:`write_outputs` (the main process's
       last files, e.g. the LoRA).
+
+    Shared helpers (:class:`~.trainer_parts.TrainerParts`): :meth:`setup_lora` (a fresh fp32 LoRA on a
+    frozen pipeline, its AdamW, schedule and EMA), :meth:`record_step` (the end of an optimizer step:
+    schedule, EMA, counter, log, trackers) and :meth:`hacking_monitor`. A subclass that defines
+    :meth:`sample` gets sample grids (``sample_every``) and the hacking monitor: ``monitor=`` scorers the
+    run does not optimise, evaluated every ``monitor_every`` steps (and before the first) on
+    ``monitor_prompts`` x ``monitor_seeds``, logged to the trackers, the log (``monitor``,
+    ``monitor_reward``, ``diversity`` on the steps it ran) and ``monitor.json`` / ``monitor.png``; with
+    ``patience`` the run stops early and the LoRA the monitor preferred is put back (and saved).
     """
 
     name = "train"  # the progress bar's label
@@ -85,6 +85,7 @@ class DiffusionTrainer:
         self.accelerator = accelerator or finetune_accelerator(config)
         self.rng = torch.Generator()
         self.ema: Any = None
+        self.monitor: Any = None
         self.log = TrainingLog(config.to_dict())
         self.global_step = self.saved_step = 0
         self.run_dir = Path(config.output_dir) if config.output_dir is not None else None
@@ -115,9 +116,6 @@ class DiffusionTrainer:
     def load_extra_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned (``tensors`` holds the whole checkpoint)."""
 
-    def after_step(self, first: bool = False) -> None:
-        """Called once before the first step (``first``) and after every step."""
-
     def write_outputs(self, run_dir: Path) -> None:
         """The main process's last files of a run, after the log."""
 
@@ -147,6 +145,9 @@ class DiffusionTrainer:
             tensors.update(ema_tensors)
         if self.accelerator.scaler is not None:  # fp16: the loss scale and its growth tracker
             meta["grad_scaler"] = self.accelerator.scaler.state_dict()
+        if callable(getattr(self.monitor, "state_dict", None)):
+            monitor_tensors, meta["monitor"] = self.monitor.state_dict()
+            tensors.update(monitor_tensors)
         extra_tensors, extra_meta = self.extra_state()
         tensors.update(extra_tensors)
         if extra_meta:
@@ -174,6 +175,8 @@ class DiffusionTrainer:
             self.ema.load_state(state.tensors, state.meta["ema"])
         if acc.scaler is not None and "grad_scaler" in state.meta:
             acc.scaler.load_state_dict(state.meta["grad_scaler"])
+        if self.monitor is not None and "monitor" in state.meta:
+            self.monitor.load_state_dict(state.tensors, state.meta["monitor"])
         self.load_extra_state(state.tensors, state.meta.get("extra", {}))
         self.global_step = self.saved_step = state.meta["step"]
         self.log.history = state.meta["history"]
@@ -227,26 +230,33 @@ class DiffusionTrainer:
         start_trackers(acc, cfg.tracker_project, cfg.to_dict())
         bar = progress_bar(total=steps, initial=min(self.global_step, steps), desc=self.name, unit="step",
                            disable=not (cfg.progress_bar and acc.is_main_process))
+        stop = False
         if self.global_step == 0:
             self.after_step(first=True)
-        while self.global_step < steps:
+            stop = self._watch()
+        stop = stop or bool(getattr(self.monitor, "should_stop", False))  # a resumed run that had stopped
+        while self.global_step < steps and not stop:
             self.train_step()
             bar.set_postfix(reward=f"{self.log.smoothed_rewards()[-1]:.4f}")
             bar.update(1)
+            stop = self._watch()
             if cfg.save_every and self.global_step % cfg.save_every == 0:
                 self.save_checkpoint()
             self.after_step()
         bar.close()
-        self._finish()
+        self._finish(stopped=stop)
         return self.log
 
-    def _finish(self) -> None:
+    def _finish(self, stopped: bool = False) -> None:
         acc = self.accelerator
+        if self.run_dir is not None and self.config.save_every and self.saved_step != self.global_step:
+            self.save_checkpoint()  # the state it stopped in, so that a resumed run knows it stopped
+        if stopped:
+            self._keep_monitors_best()
         if self.run_dir is not None:
-            if self.config.save_every and self.saved_step != self.global_step:
-                self.save_checkpoint()
             if acc.is_main_process:
                 self.log.write(self.run_dir)
+                self._write_monitor(stopped)
                 self.write_outputs(self.run_dir)
             acc.wait_for_everyone()
             if self.run_lock is not None:

@@ -9,27 +9,21 @@ keeps gradients (``finetune.methods``); the settings are in ``finetune.config``;
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from reward.utils import precision_dtype
-
-from ..inference.grid import image_grid
 from ..pipelines.families import Conditioning, denoiser_family
-from ..pipelines.lora import adapters_disabled, add_lora, lora_parameters, named_lora_parameters, save_lora
+from ..pipelines.lora import adapters_disabled, named_lora_parameters, save_lora
 from ..pipelines.sampling import denoise, guided_prediction, step_kwargs
 from ..rewards import Rewards, named_rewards, objective
-from .base import DiffusionTrainer, lr_schedule
+from .base import DiffusionTrainer
 from .config import RewardFinetuneConfig, require
-from .ema import LoraEMA
-from .log import gathered_statistics
 from .methods import METHODS
+from .monitor import HackingMonitor
 from .prompt_sources import Prompts, PromptSource
-from .tracking import log_grid
 
 __all__ = ["RewardFinetuneConfig", "RewardFinetuner"]
 
@@ -51,12 +45,16 @@ class RewardFinetuner(DiffusionTrainer):
     launch`` every process draws its own prompts and noise, gradients are
     averaged, and only the main process writes. Pass ``accelerator`` to reuse one.
 
+    ``monitor``: scorers the run does not optimise (another MST model, a CLIP score, any reward form) or a
+    :class:`HackingMonitor`, watched every ``monitor_every`` steps on ``monitor_prompts`` x ``monitor_seeds``
+    (see :class:`DiffusionTrainer`); with ``patience`` the run stops early on reward hacking.
+
     The pipeline is modified in place: after training, ``pipe(...)`` samples
     from the fine-tuned model (the trained weights, not the EMA).
     """
 
     def __init__(self, pipe: Any, reward: Rewards, prompts: Prompts, config: RewardFinetuneConfig | None = None,
-                 accelerator: Any | None = None):
+                 accelerator: Any | None = None, *, monitor: Rewards | HackingMonitor | None = None):
         self.prompt_source = PromptSource(prompts)
         self.prompts = self.prompt_source.prompts
         self.pipe, self.reward = pipe, reward
@@ -66,35 +64,11 @@ class RewardFinetuner(DiffusionTrainer):
         default_height, default_width = self.family.default_size()
         self.height, self.width = config.height or default_height, config.width or default_width
         self.family.check_size(self.height, self.width)
-        self._setup_models()
+        rewards = self.reward.values() if isinstance(self.reward, Mapping) else [self.reward]
+        self.setup_lora(pipe, self.family.denoiser, rewards)
+        self.monitor = self.hacking_monitor(monitor, reward, config.reward_weights)
         self.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
         self.start_run()
-
-    def _setup_models(self) -> None:
-        config, acc = self.config, self.accelerator
-        weight_dtype = precision_dtype(acc.mixed_precision) or torch.float32
-        for module in self.pipe.components.values():
-            if isinstance(module, nn.Module):
-                module.requires_grad_(False)
-        self.pipe.to(acc.device)
-        if weight_dtype != torch.float32:  # frozen weights in half precision; LoRA cast back to fp32 below
-            self.pipe.to(dtype=weight_dtype)
-        for fn in self.reward.values() if isinstance(self.reward, Mapping) else [self.reward]:
-            if isinstance(fn, nn.Module):
-                # A fixed critic: its parameters must neither train nor pile up gradients nobody zeroes.
-                fn.requires_grad_(False).eval().to(acc.device)
-        denoiser = self.family.denoiser
-        self.lora_config = add_lora(denoiser, config.lora_rank, config.lora_alpha, config.lora_target_modules,
-                                    seed=config.seed)
-        params = lora_parameters(denoiser)
-        for p in params:  # LoRA weights stay fp32 under fp16/bf16 mixed precision
-            p.data = p.data.float()
-        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        # Stepped once per optimizer step by the fine-tuner, not by accelerate (which steps it once per process).
-        self.lr_scheduler = lr_schedule(config, optimizer)
-        self.model, self.optimizer = acc.prepare(denoiser, optimizer)
-        self.params = params
-        self.ema = LoraEMA(params, config.ema_decay) if config.use_ema else None
 
     def trained_parameters(self) -> dict[str, torch.Tensor]:
         return named_lora_parameters(self.unwrapped)
@@ -178,37 +152,9 @@ class RewardFinetuner(DiffusionTrainer):
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             stats.append(batch_stats)
-        lr = self.lr_scheduler.get_last_lr()[0]
-        if not self.optimizer.step_was_skipped:  # fp16 overflow: no step, so no schedule or EMA step either
-            self.lr_scheduler.step()
-            if self.ema is not None:
-                self.ema.step()
-        self.global_step += 1
-        record = {"step": self.global_step, **gathered_statistics(acc, stats),
-                  "grad_norm": float(grad_norm), "lr": lr}
-        self.log.append(record)
-        acc.log({k: v for k, v in record.items() if k != "step"}, step=self.global_step)
-        return record
-
-    def after_step(self, first: bool = False) -> None:
-        """Save (and log) a sample grid every ``sample_every`` steps and before the first."""
-        cfg = self.config
-        due = cfg.sample_every and (first or self.global_step % cfg.sample_every == 0)
-        if not due or self.run_dir is None or not self.accelerator.is_main_process:
-            return
-        prompts = [p for p in cfg.sample_prompts for _ in cfg.sample_seeds]
-        seeds = [s for _ in cfg.sample_prompts for s in cfg.sample_seeds]
-        grid = image_grid(list(self.sample(prompts, seeds)), columns=len(cfg.sample_seeds))
-        path = self.run_dir / "samples" / f"step_{self.global_step:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        grid.save(path)
-        log_grid(self.accelerator, "samples", grid, self.global_step)
+        return self.record_step(stats, grad_norm, self.lr_scheduler.get_last_lr()[0])
 
     # --- evaluation and saving --------------------------------------------------------------------------
-
-    def _evaluation_weights(self) -> Any:
-        """The EMA weights inside the block when ``use_ema`` is on."""
-        return self.ema.applied() if self.ema is not None else nullcontext()
 
     @torch.no_grad()
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int | None = None) -> torch.Tensor:
@@ -221,7 +167,7 @@ class RewardFinetuner(DiffusionTrainer):
         # DDP wrapper's collectives would hang.
         model = self.unwrapped.eval()
         out = []
-        with self._evaluation_weights(), self.accelerator.autocast():
+        with self.evaluation_weights(), self.accelerator.autocast():
             for i in range(0, len(prompts), size):
                 out.append(self._images(model, prompts[i: i + size], seeds[i: i + size], grad_from=None)[0].float())
         return torch.cat(out)
@@ -239,5 +185,5 @@ class RewardFinetuner(DiffusionTrainer):
     def save_lora(self, directory: str | Path) -> Path:
         """Save the LoRA (the EMA weights when ``use_ema`` is on) in diffusers format for
         ``pipe.load_lora_weights``."""
-        with self._evaluation_weights():
+        with self.evaluation_weights():
             return save_lora(self.pipe, self.unwrapped, directory, self.family.denoiser_name)

@@ -1,23 +1,26 @@
-"""Preference optimisation from a reward, and a reward-hacking monitor for any trainer.
+"""Where issue 22's preference code first lived; it now sits in the layout: the pairs in
+``integrations.inference.preference_pairs``, Diffusion-DPO in ``integrations.finetune.dpo`` (trainer) and
+``integrations.finetune.dpo_objective`` (loss), the hacking monitor in ``integrations.finetune.monitor``.
+These names still import from here."""
 
-* ``preference_pairs`` / ``load_pairs``: N seeded samples per prompt, scored by any reward, paired and
-  written as a Diffusion-DPO data set (parquet shards, resumable, split over processes).
-* ``DiffusionDPOObjective`` / ``dpo_loss`` / ``train_dpo``: Diffusion-DPO on LoRA for UNet and flow families.
-* ``HackingMonitor``: held-out scorers and sample diversity every N steps, early stop, best state kept.
-"""
-
-from .dpo import (
+from ..finetune.dpo import DPOConfig, train_dpo
+from ..finetune.dpo_objective import (
     BETA_DIFFUSERS,
     BETA_SD15,
     DiffusionDPOObjective,
-    DPOConfig,
     dpo_loss,
     image_latents,
     pair_batch,
-    train_dpo,
 )
-from .monitor import HackingMonitor, Sampler, diversity, image_features, pipeline_sampler
-from .pairs import PAIR_RULES, PairsWritten, load_pairs, preference_pairs, select_pairs, shard_path
+from ..finetune.monitor import HackingMonitor, Sampler, diversity, image_features, pipeline_sampler
+from ..inference.preference_pairs import (
+    PAIR_RULES,
+    PairsWritten,
+    load_pairs,
+    preference_pairs,
+    select_pairs,
+    shard_path,
+)
 
 __all__ = ["BETA_DIFFUSERS", "BETA_SD15", "DiffusionDPOObjective", "DPOConfig", "dpo_loss", "image_latents",
            "pair_batch", "train_dpo", "HackingMonitor", "Sampler", "diversity", "image_features", "pipeline_sampler",

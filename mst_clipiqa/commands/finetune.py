@@ -28,6 +28,12 @@ examples:
       --prompts prompts.txt --method draft --out runs/sd15 --mixed-precision bf16 --max-steps 2000 \\
       --lr-scheduler cosine --lr-warmup-steps 100 --use-ema --save-every 200 --log-with tensorboard
   tensorboard --logdir runs/sd15/mst-clipiqa-finetune
+  # Diffusion-DPO on preference pairs labelled by the reward (mst-clipiqa pairs), watched by a second model
+  # that stops the run when it stops improving while the reward still rises
+  mst-clipiqa pairs --pipeline tiny --model tiny --prompts prompts.txt --out pairs --n 8
+  mst-clipiqa finetune --method dpo --pairs pairs --pipeline tiny --model tiny --prompts prompts.txt \
+      --out runs/dpo --num-inference-steps 4 --max-steps 50 --learning-rate 1e-3 \
+      --monitor runs/other/model --monitor-every 5 --patience 3
   # continue a killed run from its newest complete checkpoint (bit for bit on CPU)
   mst-clipiqa finetune ... --out runs/sd15 --resume
   # several processes, one per GPU; on a machine without a GPU the same lines run on CPU (gloo)
@@ -37,24 +43,31 @@ examples:
 """
 
 
-HELP = "LoRA fine-tuning of a diffusers pipeline to maximise the reward (DRaFT-K, AlignProp, ReFL)"
+HELP = "LoRA fine-tuning of a diffusers pipeline to maximise the reward (DRaFT-K, AlignProp, ReFL, Diffusion-DPO)"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     # its flags come from RewardFinetuneConfig, so this parser (unlike the light commands') imports torch
     from integrations.finetune.config import CHOICES, RewardFinetuneConfig
+    from integrations.finetune.dpo import DPOConfig
+    from integrations.finetune.trainers import TRAINERS
 
     parser = subparsers.add_parser(
         "finetune", help=HELP,
         description="Fine-tune a diffusers pipeline's denoiser with LoRA to maximise an MST-CLIPIQA reward, by "
-                    "backpropagating through sampling (DRaFT-K, AlignProp or ReFL). Writes OUT/lora "
+                    "backpropagating through sampling (DRaFT-K, AlignProp or ReFL), or by Diffusion-DPO on "
+                    "preference pairs (--method dpo --pairs DIR, written by 'mst-clipiqa pairs'). Writes OUT/lora "
                     "(pipe.load_lora_weights), OUT/log.json, OUT/held_out.json (the reward before and after on "
                     "held-out prompts and seeds), OUT/reward_curve.png, OUT/samples/*.png with --sample-every, "
-                    "OUT/checkpoints with --save-every, and tracker logs with --log-with.",
+                    "OUT/checkpoints with --save-every, OUT/monitor.json and OUT/monitor.png with --monitor, "
+                    "and tracker logs with --log-with.",
         epilog=EPILOG_MODELS + "\n" + EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", required=True,
                         help=PIPELINES_HELP + " (a registered family: SD 1.x/2.x, SDXL, LCM, SD3, FLUX.1, PixArt)")
-    parser.add_argument("--prompts", required=True, type=Path, help="text file: one training prompt per line")
+    parser.add_argument("--prompts", type=Path, help="text file: one training prompt per line (required except for "
+                                                     "--method dpo, where it gives the held-out prompts)")
+    parser.add_argument("--pairs", type=Path, help="--method dpo: the preference pairs (a folder written by "
+                                                   "'mst-clipiqa pairs', or any Diffusion-DPO parquet folder)")
     parser.add_argument("--out", required=True, type=Path, help="run folder (LoRA, log, samples, checkpoints)")
     parser.add_argument("--eval-prompts", type=Path, help="text file of held-out prompts for the before / after "
                                                            "reward (default: the training prompts)")
@@ -62,7 +75,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="held-out images (prompt, seed from 10000) scored before and after training, the "
                              "same ones both times; 0: skip (default: 8)")
     add_model_options(parser)
-    add_dataclass_options(parser.add_argument_group("fine-tuning"), RewardFinetuneConfig, CHOICES)
+    monitor = parser.add_argument_group("hacking monitor")
+    monitor.add_argument("--monitor", metavar="MODEL",
+                         help="a second MST-CLIPIQA model (name or folder; a built-in name gets other random weights "
+                              "than --model) that the run does not optimise, scored with the sample diversity on "
+                              "held-out prompts and seeds every --monitor-every steps")
+    group = parser.add_argument_group("fine-tuning")
+    add_dataclass_options(group, RewardFinetuneConfig, {**CHOICES, "method": TRAINERS})
+    add_dataclass_options(group, DPOConfig, CHOICES, exclude=RewardFinetuneConfig)
     parser.set_defaults(func=run)
     return parser
 
@@ -75,33 +95,65 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def run(args: argparse.Namespace) -> int:
-    from integrations import RewardFinetuner
-    from integrations.finetune.config import RewardFinetuneConfig
-    from integrations.finetune.prompt_sources import read_prompt_file
+def _scorer(name: str, args: argparse.Namespace, seed: int):
     from integrations.rewards import NamedScores
     from reward import MSTCLIPIQAReward, load_model
+
+    model = load_model(name, variant=args.variant, outputs=split_list(args.outputs), seed=seed,
+                       adapters=args.adapter if name == args.model else [])
+    reward = MSTCLIPIQAReward(model)
+    return NamedScores(reward) if len(model.outputs) > 1 else reward
+
+
+def _prompts(args: argparse.Namespace, dpo: bool) -> tuple[list[str] | None, list[str]]:
+    """(training prompts, held-out prompts); DPO trains on its pairs and, without --prompts, holds out their
+    captions."""
+    from integrations.finetune.prompt_sources import read_prompt_file
+
+    if not dpo and args.prompts is None:
+        raise ValueError(f"--method {args.method} needs --prompts PROMPTS.txt (the training prompts)")
+    if dpo and args.pairs is None:
+        raise ValueError("--method dpo needs --pairs DIR (preference pairs written by 'mst-clipiqa pairs')")
+    if not dpo and args.pairs is not None:
+        raise ValueError(f"--pairs is for --method dpo; --method {args.method} samples its own images")
+    prompts = read_prompt_file(args.prompts) if args.prompts else None
+    if args.eval_prompts:
+        return prompts, read_prompt_file(args.eval_prompts)
+    if prompts:
+        return prompts, prompts
+    from integrations.inference.preference_pairs import load_pairs
+
+    return None, list(dict.fromkeys(load_pairs(args.pairs)["caption"]))[:8]
+
+
+def run(args: argparse.Namespace) -> int:
+    from integrations.finetune.trainers import CONFIGS, TRAINERS
     from reward.utils import write_json
 
     if args.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device {args.device}: finetune places the model with accelerate; pick a GPU with "
                          "CUDA_VISIBLE_DEVICES=N (or use auto, cpu, cuda)")
     device = resolve_device(args.device)  # a named device must exist here: never fall back to the CPU unasked
-    options = dataclass_values(args, RewardFinetuneConfig)
+    dpo = args.method == "dpo"
+    config_cls = CONFIGS[args.method]
+    options = dataclass_values(args, config_cls)
     options["cpu"] = args.cpu or device.type == "cpu"
     check_precision(options["mixed_precision"], "cpu" if options["cpu"] else device.type)
     check_output_folder(args.out, what="the run")
     if args.eval_images < 0:
         raise ValueError(f"--eval-images must be >= 0, got {args.eval_images}")
+    prompts, eval_prompts = _prompts(args, dpo)
+    if args.monitor and not options["monitor_prompts"]:
+        options["monitor_prompts"] = eval_prompts[:4]
     tiny = TINY.get(args.pipeline)
-    config = RewardFinetuneConfig(**options, output_dir=str(args.out), encode_kwargs=tiny.encode_kwargs if tiny else {})
-    prompts = read_prompt_file(args.prompts)
-    eval_prompts = read_prompt_file(args.eval_prompts) if args.eval_prompts else prompts
-    model = load_model(args.model, variant=args.variant, outputs=split_list(args.outputs), seed=config.seed,
-                       adapters=args.adapter)
-    reward = MSTCLIPIQAReward(model)
+    config = config_cls(**options, output_dir=str(args.out), encode_kwargs=tiny.encode_kwargs if tiny else {})
+    reward = _scorer(args.model, args, config.seed)
+    monitor = _scorer(args.monitor, args, config.seed + 1) if args.monitor else None
     pipe, _ = load_pipeline(args.pipeline)
-    trainer = RewardFinetuner(pipe, NamedScores(reward) if len(model.outputs) > 1 else reward, prompts, config)
+    if dpo:
+        trainer = TRAINERS["dpo"](pipe, args.pairs, config, reward=reward, monitor=monitor)
+    else:
+        trainer = TRAINERS[args.method](pipe, reward, prompts, config, monitor=monitor)
     main = trainer.accelerator.is_main_process
     if args.eval_images and main:
         held_out = before_and_after(trainer.evaluate, trainer.train, eval_prompts, args.eval_images)
@@ -109,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         trainer.train()
     if main:
-        print(f"{config.method}: {trainer.global_step} steps on {trainer.accelerator.num_processes} process(es)")
+        print(f"{args.method}: {trainer.global_step} steps on {trainer.accelerator.num_processes} process(es)")
+        if trainer.monitor is not None and trainer.monitor.should_stop:
+            print(f"stopped early by the monitor; kept the LoRA of step {trainer.monitor.best_step}")
         print(held_out.summary() if args.eval_images else "held-out reward: not measured (--eval-images 0)")
         print("wrote:\n  " + "\n  ".join(written_files(args.out)))
     return 0

@@ -53,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from integrations.finetune.prompt_sources import read_prompt_file
-    from integrations.preference import preference_pairs, select_pairs
+    from integrations.inference.preference_pairs import preference_pairs, select_pairs
     from reward import MSTCLIPIQAReward
 
     select_pairs([0.0, 1.0], args.pairs)

@@ -13,23 +13,18 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reward.utils import progress_bar
-
 from ..pipelines.families import Conditioning, pipeline_family
-from ..pipelines.lora import adapters_disabled, add_lora, lora_parameters, named_lora_parameters
+from ..pipelines.lora import adapters_disabled
 from ..pipelines.schedulers import is_flow_scheduler
 
-__all__ = ["BETA_DIFFUSERS", "BETA_SD15", "DPOConfig", "DiffusionDPOObjective", "dpo_loss", "image_latents",
-           "pair_batch", "train_dpo"]
+__all__ = ["BETA_DIFFUSERS", "BETA_SD15", "DiffusionDPOObjective", "dpo_loss", "image_latents", "pair_batch"]
 
 # SalesforceAIResearch/DiffusionDPO trains SD 1.5 with --beta_dpo 5000 (launchers/sd15.sh, the paper's
 # setting); diffusers' examples/research_projects/diffusion_dpo defaults to 2500.
@@ -40,15 +35,17 @@ BETA_DIFFUSERS = 2500.0
 def dpo_loss(errors_w: torch.Tensor, errors_l: torch.Tensor, ref_errors_w: torch.Tensor, ref_errors_l: torch.Tensor,
              beta: float = BETA_SD15) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The Diffusion-DPO loss (mean over pairs) from per-pair (B,) squared errors of the policy and the
-    reference on the winners and the losers, and detached statistics: ``implicit_accuracy`` (the share of
-    pairs where the policy's winner advantage exceeds the reference's) and the error gaps."""
+    reference on the winners and the losers, and detached statistics: ``reward_margin`` (the mean implicit
+    reward of the winner over the loser, the argument of the sigmoid; 0 at initialisation),
+    ``implicit_accuracy`` (the share of pairs where it is > 0) and the error gaps."""
     shapes = {tuple(t.shape) for t in (errors_w, errors_l, ref_errors_w, ref_errors_l)}
     if len(shapes) != 1 or len(next(iter(shapes))) != 1:
         raise ValueError(f"the four error tensors must share one (B,) shape, got {sorted(shapes)}")
     model_gap, ref_gap = errors_w - errors_l, (ref_errors_w - ref_errors_l).detach()
     inside = -0.5 * float(beta) * (model_gap - ref_gap)
     loss = -F.logsigmoid(inside).mean()
-    stats = {"loss": loss.detach(), "implicit_accuracy": (inside.detach() > 0).float().mean(),
+    stats = {"loss": loss.detach(), "reward_margin": inside.detach().mean(),
+             "implicit_accuracy": (inside.detach() > 0).float().mean(),
              "model_gap": model_gap.detach().mean(), "ref_gap": ref_gap.mean(),
              "error_w": errors_w.detach().mean(), "error_l": errors_l.detach().mean()}
     return loss, stats
@@ -168,99 +165,3 @@ def pair_batch(rows: Sequence[Mapping[str, Any]], height: int, width: int
     if tuple(images.shape[-2:]) != (height, width):
         images = F.interpolate(images, size=(height, width), mode="bilinear", antialias=True).clamp(0, 1)
     return *images.chunk(2), [str(row["caption"]) for row in rows]
-
-
-@dataclass
-class DPOConfig:
-    """Settings of :func:`train_dpo`. ``beta``: :data:`BETA_SD15` (5000, the paper's SD 1.5 run), the
-    strength of the pull back to the reference; ``batch_size``: pairs per step."""
-
-    beta: float = BETA_SD15
-    learning_rate: float = 1e-4
-    lora_rank: int = 4
-    lora_alpha: float | None = None
-    batch_size: int = 4
-    max_steps: int = 100
-    max_grad_norm: float | None = 1.0
-    guidance_scale: float = 1.0
-    height: int | None = None
-    width: int | None = None
-    seed: int = 0
-    encode_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def check(self) -> None:
-        problems = [f"{name} must be an integer >= 1, got {getattr(self, name)!r}"
-                    for name in ("lora_rank", "batch_size", "max_steps")
-                    if not isinstance(getattr(self, name), int) or getattr(self, name) < 1]
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            problems.append(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            problems.append(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-
-def _rows(pairs: Any) -> Any:
-    if isinstance(pairs, (str, Path)):
-        from .pairs import load_pairs
-
-        return load_pairs(pairs)
-    if len(pairs) == 0:
-        raise ValueError("pairs is empty; expected Diffusion-DPO rows (jpg_0, jpg_1, label_0, caption)")
-    return pairs
-
-
-def train_dpo(pipe: Any, pairs: Any, config: DPOConfig | None = None, *,
-              monitor: Callable[..., Any] | None = None, progress: bool = True) -> list[dict[str, float]]:
-    """Fine-tune ``pipe``'s denoiser with a fresh LoRA by Diffusion-DPO on ``pairs`` (a folder written by
-    ``preference_pairs``, a ``datasets.Dataset`` or a list of rows), in this process, and return one record
-    per step (loss, implicit accuracy, error gaps, gradient norm).
-
-    ``monitor``: a :class:`HackingMonitor` (or any ``monitor(step, state=...)`` with ``should_stop`` and
-    ``best_state``), called before training (step 0) and after every step with the LoRA weights; when it
-    stops the run, the LoRA weights it preferred are put back. The pipeline is changed in place: ``pipe(...)``
-    then samples the tuned model.
-    """
-    config = config or DPOConfig()
-    config.check()
-    rows = _rows(pairs)
-    objective = DiffusionDPOObjective(pipe, beta=config.beta, guidance_scale=config.guidance_scale,
-                                      height=config.height, width=config.width, encode_kwargs=config.encode_kwargs)
-    denoiser = objective.family.denoiser
-    add_lora(denoiser, config.lora_rank, config.lora_alpha, seed=config.seed)
-    params = lora_parameters(denoiser)
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
-    generator = torch.Generator().manual_seed(config.seed)
-    state = lambda: named_lora_parameters(denoiser)
-    history: list[dict[str, float]] = []
-    if monitor is not None:
-        monitor(0, state=state)
-    bar = progress_bar(total=config.max_steps, desc="diffusion-dpo", unit="step", disable=not progress)
-    for step in range(1, config.max_steps + 1):
-        picked = torch.randint(0, len(rows), (config.batch_size,), generator=generator).tolist()
-        winners, losers, prompts = pair_batch([rows[i] for i in picked], objective.height, objective.width)
-        denoiser.train()
-        loss, stats = objective.loss(winners, losers, prompts, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf"))
-        optimizer.step()
-        denoiser.eval()
-        history.append({"step": step, **{k: float(v) for k, v in stats.items()}, "grad_norm": float(grad_norm)})
-        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-        bar.update(1)
-        if monitor is not None:
-            monitor(step, state=state)
-            if monitor.should_stop:
-                _restore(state(), monitor.best_state)
-                break
-    bar.close()
-    return history
-
-
-def _restore(current: Mapping[str, nn.Parameter], best: Mapping[str, torch.Tensor] | None) -> None:
-    if best is None:
-        return
-    with torch.no_grad():
-        for name, p in current.items():
-            p.copy_(best[name].to(p))

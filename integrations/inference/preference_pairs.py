@@ -20,9 +20,9 @@ from typing import Any
 from reward.utils import atomic_write, jsonable, write_json
 from reward.utils.processes import launcher_rank, launcher_world_size
 
-from ..inference.best_of_n import Candidate, best_of_n
-from ..inference.grid import to_pil
 from ..rewards import Rewards
+from .best_of_n import Candidate, best_of_n
+from .grid import to_pil
 
 __all__ = ["PAIR_RULES", "PairsWritten", "load_pairs", "preference_pairs", "select_pairs", "shard_path"]
 

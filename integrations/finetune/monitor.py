@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = ["HackingMonitor", "Sampler", "diversity", "image_features", "pipeline
 
 Sampler = Callable[[list[str], list[int]], torch.Tensor]
 State = Mapping[str, torch.Tensor] | Callable[[], Mapping[str, torch.Tensor]]
+_STATE = "monitor.best."
 
 
 def pipeline_sampler(pipe: Any, *, chunk_size: int = 4, **pipe_kwargs: Any) -> Sampler:
@@ -161,13 +163,11 @@ class HackingMonitor:
 
     def plot(self, path: str | Path) -> Path:
         """The reward and the monitor per evaluation (the kept step marked) over the diversity, as a PNG."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # not pyplot: no backend to choose, no global state
 
         steps = [r["step"] for r in self.records]
-        fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+        fig = Figure(figsize=(6, 5))
+        top, bottom = fig.subplots(2, 1, sharex=True)
         top.plot(steps, [r["monitor"] for r in self.records], marker=".", color="tab:red", label="monitor")
         if self.best_step is not None:
             top.axvline(self.best_step, color="grey", linestyle=":", label=f"monitor's best (step {self.best_step})")
@@ -183,5 +183,20 @@ class HackingMonitor:
         fig.tight_layout()
         with atomic_write(path) as tmp:
             fig.savefig(tmp, dpi=100, format="png")
-        plt.close(fig)
         return Path(path)
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The monitor's progress for a checkpoint: the best state (tensors) and the records, the best step,
+        the patience counters and the stop flag (JSON)."""
+        tensors = {_STATE + name: t for name, t in (self.best_state or {}).items()}
+        meta = {"records": self.records, "best_step": self.best_step, "watch": asdict(self.watch),
+                "should_stop": self.should_stop, "has_state": self.best_state is not None}
+        return tensors, meta
+
+    def load_state_dict(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+        """Continue from what :meth:`state_dict` returned (``tensors`` may hold other entries too)."""
+        self.records = [dict(r) for r in meta["records"]]
+        self.best_step, self.should_stop = meta["best_step"], meta["should_stop"]
+        self.watch = MonitorPatience(**meta["watch"])
+        self.best_state = ({k[len(_STATE):]: t.clone() for k, t in tensors.items() if k.startswith(_STATE)}
+                           if meta["has_state"] else None)

@@ -1,0 +1,161 @@
+"""The parts of a diffusion trainer that its subclasses share beyond the run plumbing of ``base``: a fresh LoRA
+on a frozen pipeline with its optimizer, schedule and EMA, the end of an optimizer step, sample grids, and the
+hacking monitor (evaluated, logged, checkpointed by the base, its best LoRA put back on an early stop)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from reward.utils import precision_dtype, write_json
+
+from ..inference.grid import image_grid
+from ..pipelines.lora import add_lora, lora_parameters
+from ..rewards import Rewards
+from .config import require
+from .ema import LoraEMA
+from .log import gathered_statistics
+from .monitor import HackingMonitor
+from .tracking import log_grid
+
+__all__ = ["TrainerParts", "lr_schedule"]
+
+
+def lr_schedule(config: Any, optimizer: torch.optim.Optimizer, step: int = 0) -> Any:
+    """diffusers' schedule for ``config``, positioned after ``step`` optimizer steps. The rate is a function of
+    the step alone, so it needs no saved state, and a run resumed with another ``max_steps`` follows the
+    schedule of its new length."""
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
+                         num_training_steps=config.max_steps, last_epoch=step - 1)
+
+
+class TrainerParts:
+    """Mixed into :class:`~.base.DiffusionTrainer`; every method reads the trainer's ``config``,
+    ``accelerator``, ``log`` and the attributes :meth:`setup_lora` sets."""
+
+    def sample(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
+        """Images (N, 3, H, W) in [0, 1] of the current model (its EMA when on), one per (prompt, seed), without
+        gradients: what sample grids and the hacking monitor show."""
+        raise NotImplementedError(f"{type(self).__name__} must define sample() for sample grids and the monitor")
+
+    def setup_lora(self, pipe: Any, denoiser: nn.Module, scorers: Iterable[Any] = ()) -> None:
+        """Freeze ``pipe`` (and the ``scorers`` that are modules) on the run's device and precision, give
+        ``denoiser`` a fresh LoRA (fp32), and set ``self.model``, ``self.optimizer`` (AdamW), ``self.params``,
+        ``self.lr_scheduler`` and ``self.ema``."""
+        config, acc = self.config, self.accelerator
+        weight_dtype = precision_dtype(acc.mixed_precision) or torch.float32
+        for module in pipe.components.values():
+            if isinstance(module, nn.Module):
+                module.requires_grad_(False)
+        pipe.to(acc.device)
+        if weight_dtype != torch.float32:  # frozen weights in half precision; LoRA cast back to fp32 below
+            pipe.to(dtype=weight_dtype)
+        for fn in scorers:
+            if isinstance(fn, nn.Module):
+                # A fixed critic: its parameters must neither train nor pile up gradients nobody zeroes.
+                fn.requires_grad_(False).eval().to(acc.device)
+        self.lora_config = add_lora(denoiser, config.lora_rank, config.lora_alpha, config.lora_target_modules,
+                                    seed=config.seed)
+        params = lora_parameters(denoiser)
+        for p in params:  # LoRA weights stay fp32 under fp16/bf16 mixed precision
+            p.data = p.data.float()
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        # Stepped once per optimizer step by the trainer, not by accelerate (which steps it once per process).
+        self.lr_scheduler = lr_schedule(config, optimizer)
+        self.model, self.optimizer = acc.prepare(denoiser, optimizer)
+        self.params = params
+        self.ema = LoraEMA(params, config.ema_decay) if config.use_ema else None
+
+    def record_step(self, stats: list[dict[str, torch.Tensor]], grad_norm: Any, lr: float) -> dict[str, float]:
+        """End an optimizer step: schedule and EMA step (unless fp16 skipped it), count it, and log the
+        statistics of every micro-batch of every process (collective). Returns the record."""
+        acc = self.accelerator
+        if not self.optimizer.step_was_skipped:  # fp16 overflow: no step, so no schedule or EMA step either
+            self.lr_scheduler.step()
+            if self.ema is not None:
+                self.ema.step()
+        self.global_step += 1
+        record = {"step": self.global_step, **gathered_statistics(acc, stats), "grad_norm": float(grad_norm),
+                  "lr": lr}
+        self.log.append(record)
+        acc.log({k: v for k, v in record.items() if k != "step"}, step=self.global_step)
+        return record
+
+    def evaluation_weights(self) -> Any:
+        """The EMA weights inside the block when ``use_ema`` is on."""
+        return self.ema.applied() if self.ema is not None else nullcontext()
+
+    def hacking_monitor(self, monitor: Rewards | HackingMonitor | None, reward: Rewards | None = None,
+                        weights: Mapping[str, float] | None = None) -> HackingMonitor | None:
+        """``monitor=`` as a trainer takes it: None, a ready :class:`HackingMonitor` (or any object called as
+        ``monitor(step, state=...)`` with ``should_stop`` and ``best_state``), or scorers (any reward form)
+        watched on the config's held-out grid by this trainer's :meth:`sample`, with the optimised ``reward``
+        (weighted by ``weights``) for the patience rule."""
+        if monitor is None or hasattr(monitor, "should_stop"):
+            return monitor
+        cfg = self.config
+        require(bool(cfg.monitor_prompts), "monitor= needs monitor_prompts (the held-out prompts it samples, each "
+                                           "with every one of monitor_seeds)")
+        for fn in monitor.values() if isinstance(monitor, Mapping) else [monitor]:
+            if isinstance(fn, nn.Module):
+                fn.requires_grad_(False).eval().to(self.accelerator.device)
+        return HackingMonitor(self.sample, monitor, cfg.monitor_prompts, cfg.monitor_seeds, reward=reward,
+                              every=cfg.monitor_every, patience=cfg.patience, weights=weights,
+                              score_batch_size=cfg.batch_size)
+
+    def _monitored_state(self) -> dict[str, torch.Tensor]:
+        with self.evaluation_weights():  # the weights the monitor's samples came from
+            return {name: p.detach().cpu().clone() for name, p in self.trained_parameters().items()}
+
+    def _watch(self) -> bool:
+        """Run the monitor when it is due (every process, on the same weights and seeds); True to stop."""
+        if self.monitor is None:
+            return False
+        record = self.monitor(self.global_step, state=self._monitored_state)
+        if record:
+            named = {("monitor_reward" if k == "reward" else "monitor_reward_se" if k == "reward_se" else k): v
+                     for k, v in record.items() if k != "step"}
+            if self.log.history and self.log.history[-1]["step"] == self.global_step:
+                self.log.history[-1].update(named)
+            self.accelerator.log(named, step=self.global_step)
+        return bool(self.monitor.should_stop)
+
+    def _keep_monitors_best(self) -> None:
+        best = self.monitor.best_state
+        if best is None:
+            return
+        with torch.no_grad():
+            for name, p in self.trained_parameters().items():
+                p.copy_(best[name].to(p))
+            if self.ema is not None:  # the saved LoRA is the EMA's: it gets the monitor's best too
+                for shadow, p in zip(self.ema.weights, self.params):
+                    shadow.copy_(p)
+
+    def after_step(self, first: bool = False) -> None:
+        """Save (and log) a sample grid every ``sample_every`` steps and before the first (a subclass that
+        overrides this calls it too)."""
+        cfg = self.config
+        due = cfg.sample_every and (first or self.global_step % cfg.sample_every == 0)
+        if not due or self.run_dir is None or not self.accelerator.is_main_process:
+            return
+        prompts = [p for p in cfg.sample_prompts for _ in cfg.sample_seeds]
+        seeds = [s for _ in cfg.sample_prompts for s in cfg.sample_seeds]
+        grid = image_grid(list(self.sample(prompts, seeds)), columns=len(cfg.sample_seeds))
+        path = self.run_dir / "samples" / f"step_{self.global_step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        grid.save(path)
+        log_grid(self.accelerator, "samples", grid, self.global_step)
+
+    def _write_monitor(self, stopped: bool) -> None:
+        records = getattr(self.monitor, "records", None)
+        if not records:
+            return
+        write_json(self.run_dir / "monitor.json", {"records": records, "best_step": self.monitor.best_step,
+                                                   "stopped_early": stopped, "last_step": self.global_step})
+        self.monitor.plot(self.run_dir / "monitor.png")

@@ -1,0 +1,131 @@
+"""Diffusion-DPO on the shared run plumbing and the hacking monitor of every trainer (tiny pipelines, CPU)."""
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from integrations import DPOConfig, DPOTrainer, RewardFinetuner, preference_pairs
+from integrations.tiny_pipelines import tiny_sd_pipeline
+from mst_clipiqa.cli import main
+
+from .test_finetuner import config as finetune_config
+
+PROMPTS = ["a red car", "a cat on a sofa", "a bowl of fruit", "a city at night"]
+SAMPLER = {"num_inference_steps": 2, "guidance_scale": 1.0}
+
+
+def brightness(images):
+    return images.mean(dim=(1, 2, 3))
+
+
+def darkness(images):
+    """A monitor that disagrees with ``brightness`` on every image."""
+    return 1 - images.mean(dim=(1, 2, 3))
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("pairs")
+    preference_pairs(tiny_sd_pipeline(), PROMPTS, brightness, directory, n=3, pairs="all", progress=False, **SAMPLER)
+    return directory
+
+
+def dpo_config(tmp_path, **overrides):
+    return DPOConfig(**{"max_steps": 4, "batch_size": 2, "learning_rate": 1e-2, "num_inference_steps": 2,
+                        "progress_bar": False, "cpu": True, "output_dir": str(tmp_path), "save_every": 2,
+                        **overrides})
+
+
+def test_dpo_run_killed_after_a_checkpoint_resumes_bit_for_bit(tmp_path, pairs_dir):
+    """With a monitor too: its records and patience continue from the checkpoint."""
+    def trainer(folder, **overrides):
+        config = dpo_config(folder, monitor_prompts=PROMPTS[:1], monitor_seeds=(7, 8), **overrides)
+        return DPOTrainer(tiny_sd_pipeline(), pairs_dir, config, reward=brightness, monitor=darkness)
+
+    straight = trainer(tmp_path / "straight", monitor_every=1)
+    straight.train()
+    assert straight.log.history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert straight.log.history[0]["reward"] == pytest.approx(0.0, abs=1e-6)  # the implicit reward margin
+    trainer(tmp_path / "resumed", monitor_every=1).train(max_steps=2)  # as if killed after checkpoint 2
+    resumed = trainer(tmp_path / "resumed", monitor_every=1, resume=True)
+    assert resumed.global_step == 2 and len(resumed.monitor.records) == 3
+    resumed.train()
+    assert resumed.log.history == straight.log.history
+    assert resumed.monitor.records == straight.monitor.records and len(straight.monitor.records) == 5
+    for name, p in straight.trained_parameters().items():
+        assert torch.equal(p, resumed.trained_parameters()[name])
+    assert (tmp_path / "resumed" / "lora" / "pytorch_lora_weights.safetensors").exists()
+    with pytest.raises(ValueError, match="differ from the run that wrote it"):
+        DPOTrainer(tiny_sd_pipeline(), pairs_dir, dpo_config(tmp_path / "resumed", resume=True, beta=100.0))
+
+
+def test_monitor_that_disagrees_stops_a_rising_run_and_keeps_its_best_lora(tmp_path):
+    """DRaFT-1 raises the brightness; the monitor (darkness) falls from step 0, so with patience 2 the run stops
+    at step 2 and the LoRA of step 0, the monitor's best, is what the trainer and its saved LoRA hold."""
+    cfg = finetune_config(max_steps=10, learning_rate=5e-2, output_dir=str(tmp_path), monitor_every=1, patience=2,
+                          monitor_prompts=PROMPTS[:2], monitor_seeds=(5, 6), save_every=2)
+    trainer = RewardFinetuner(tiny_sd_pipeline(), brightness, PROMPTS, cfg, monitor=darkness)
+    start = {k: v.detach().clone() for k, v in trainer.trained_parameters().items()}
+    trainer.train()
+    records = trainer.monitor.records
+    assert trainer.global_step == 2 and trainer.monitor.should_stop and trainer.monitor.best_step == 0
+    assert records[-1]["reward"] > records[0]["reward"] and records[-1]["monitor"] < records[0]["monitor"]
+    for name, p in trainer.trained_parameters().items():
+        assert torch.equal(p, start[name]) and torch.equal(p, trainer.monitor.best_state[name])
+    saved = json.loads((tmp_path / "monitor.json").read_text())
+    assert saved["stopped_early"] and saved["best_step"] == 0 and len(saved["records"]) == 3
+    history = json.loads((tmp_path / "log.json").read_text())["history"]
+    assert all("monitor" in r and "diversity" in r and "monitor_reward" in r for r in history)
+    assert (tmp_path / "monitor.png").exists()
+    lora = load_file(tmp_path / "lora" / "pytorch_lora_weights.safetensors")
+    ups = [t for n, t in lora.items() if "lora.up" in n]  # zero at initialisation, so zero in the kept LoRA
+    assert ups and all(float(t.abs().sum()) == 0 for t in ups)
+    again = RewardFinetuner(tiny_sd_pipeline(), brightness, PROMPTS, dataclasses.replace(cfg, resume=True),
+                            monitor=darkness)
+    again.train()  # the checkpoint holds the stopped monitor: no more steps, the monitor's best LoRA again
+    assert again.global_step == 2 and len(again.monitor.records) == 3
+    assert all(torch.equal(p, start[name]) for name, p in again.trained_parameters().items())
+
+
+def test_monitor_needs_its_held_out_prompts():
+    with pytest.raises(ValueError, match="monitor_prompts"):
+        RewardFinetuner(tiny_sd_pipeline(), brightness, PROMPTS, finetune_config(), monitor=darkness)
+    with pytest.raises(ValueError, match="patience must be"):
+        DPOConfig(patience=0)
+
+
+def test_two_processes_train_one_dpo_lora_on_their_own_pairs(tmp_path, pairs_dir):
+    worker = Path(__file__).with_name("dpo_worker.py")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(worker), str(pairs_dir), str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world"] == ranks[1]["world"] == 2
+    assert set(ranks[0]["shard"]).isdisjoint(ranks[1]["shard"])
+    assert ranks[0]["lora"] == ranks[1]["lora"] and ranks[0]["moved"]
+    assert ranks[0]["history"] == ranks[1]["history"]  # the statistics are gathered over both processes
+
+
+def test_cli_dpo_with_a_monitor_writes_the_run(tmp_path, pairs_dir, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    out = tmp_path / "run"
+    code = main(["finetune", "--method", "dpo", "--pairs", str(pairs_dir), "--pipeline", "tiny", "--model", "tiny",
+                 "--prompts", str(prompts), "--out", str(out), "--num-inference-steps", "2", "--max-steps", "2",
+                 "--batch-size", "2", "--eval-images", "2", "--monitor", "tiny", "--monitor-every", "1", "--quiet",
+                 "--device", "cpu"])
+    assert code == 0
+    assert "dpo: 2 steps" in capsys.readouterr().out
+    assert {"monitor.json", "log.json", "held_out.json"} <= {p.name for p in out.iterdir()}
+    assert len(json.loads((out / "monitor.json").read_text())["records"]) == 3
+    assert main(["finetune", "--method", "dpo", "--pipeline", "tiny", "--model", "tiny", "--out",
+                 str(tmp_path / "x")]) != 0
+    assert "--method dpo needs --pairs DIR" in capsys.readouterr().err
