@@ -5,6 +5,9 @@
 * ``best_of_n`` / ``rank_images``: N seeded candidates per prompt, scored and ranked.
 * ``RewardFinetuner``: LoRA fine-tuning of the denoiser by DRaFT-K, AlignProp or ReFL; multi-process,
   resumable (``save_every`` / ``resume``), tracked (``log_with``), with LR schedules and an EMA.
+* ``PolicyTrainer``: online RL of the denoiser's LoRA by DDPO, GRPO or DiffusionNFT with any reward,
+  differentiable or not, on the same run plumbing (``PolicyFinetuneConfig``; ``TRAINERS`` maps methods to
+  trainers).
 * ``optimize_noise``: one sample's initial noise optimised for the reward (ReNO), weights untouched.
 * ``guided_sample``: reward-gradient guidance at the last sampler steps (universal guidance / DPS).
 * ``ddpo_reward_fn``: the ``reward_fn(images, prompts, prompt_metadata)`` contract of DDPO.
@@ -18,12 +21,20 @@ Vocabulary: the generator gets a *LoRA* (``add_lora`` / ``save_lora``, what
 """
 
 from .finetune import (
+    TRAINERS,
     DiffusionTrainer,
     LoraEMA,
+    PolicyConfig,
+    PolicyFinetuneConfig,
+    PolicyOptimizer,
+    PolicyTrainer,
     PromptSource,
     RewardFinetuneConfig,
     RewardFinetuner,
+    RunConfig,
     complete_checkpoints,
+    group_advantages,
+    train_policy,
 )
 from .inference import (
     Candidate,
@@ -51,6 +62,7 @@ from .pipelines import (
     PromptSampler,
     SD3Family,
     SDXLFamily,
+    StochasticSampler,
     Trajectory,
     UNetFamily,
     add_lora,
@@ -77,5 +89,6 @@ __all__ = [
     "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise", "PromptSource", "LoraEMA",
     "complete_checkpoints", "GuidedSamples",
     "guidance_schedule", "guided_sample", "PromptSampler", "NoiseOptimization", "chi_nll", "optimize_noise",
-    "NamedScores", "DiffusionTrainer",
+    "NamedScores", "DiffusionTrainer", "RunConfig", "PolicyConfig", "PolicyFinetuneConfig", "PolicyOptimizer",
+    "PolicyTrainer", "TRAINERS", "group_advantages", "train_policy", "StochasticSampler",
 ]

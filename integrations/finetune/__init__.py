@@ -1,13 +1,33 @@
-"""Reward fine-tuning of a diffusion model's denoiser: the trainer, its config and methods table, its
-checkpoints, log, trackers, EMA and prompt sources."""
+"""Fine-tuning of a diffusion model's denoiser with LoRA: the trainer base and its run plumbing (checkpoints, log,
+trackers, EMA, prompt sources), reward backpropagation (``RewardFinetuner``: DRaFT-K, AlignProp, ReFL) and online
+RL (``PolicyTrainer``: DDPO, GRPO, DiffusionNFT, with its advantages, objectives and ``PolicyOptimizer``), and
+``TRAINERS``, the trainer of each method."""
 
+from .advantages import Advantages, PromptStatTracker, gather_objects, gather_rows, group_advantages
 from .base import DiffusionTrainer
 from .checkpoints import complete_checkpoints
-from .config import RewardFinetuneConfig
+from .config import RewardFinetuneConfig, RunConfig
 from .ema import LoraEMA
 from .finetuner import RewardFinetuner
 from .methods import METHODS
+from .objectives import (
+    clipped_policy_loss,
+    forward_noised,
+    gaussian_kl,
+    nft_loss,
+    optimality_probability,
+    ratio_stats,
+)
+from .policy import METHODS as POLICY_METHODS
+from .policy import PolicyBatch, PolicyConfig, PolicyOptimizer
+from .policy_gradient import PolicyFinetuneConfig, PolicyTrainer
+from .policy_loop import PolicyRun, group_batch, train_policy
 from .prompt_sources import PromptSource
+from .trainers import TRAINERS
 
-__all__ = ["DiffusionTrainer", "complete_checkpoints", "RewardFinetuneConfig", "LoraEMA", "RewardFinetuner", "METHODS",
-           "PromptSource"]
+__all__ = ["DiffusionTrainer", "complete_checkpoints", "RewardFinetuneConfig", "RunConfig", "LoraEMA",
+           "RewardFinetuner", "METHODS", "PromptSource", "Advantages", "PromptStatTracker", "gather_objects",
+           "gather_rows", "group_advantages", "clipped_policy_loss", "forward_noised", "gaussian_kl", "nft_loss",
+           "optimality_probability", "ratio_stats", "POLICY_METHODS", "PolicyBatch", "PolicyConfig",
+           "PolicyOptimizer", "PolicyFinetuneConfig", "PolicyTrainer", "PolicyRun", "group_batch", "train_policy",
+           "TRAINERS"]

@@ -13,7 +13,7 @@ from ..pipelines.lora import DEFAULT_TARGET_MODULES
 from .methods import METHODS
 from .tracking import tracker_names
 
-__all__ = ["RewardFinetuneConfig", "LR_SCHEDULES", "CHOICES", "RESUME_FREE"]
+__all__ = ["RunConfig", "RewardFinetuneConfig", "LR_SCHEDULES", "CHOICES", "RESUME_FREE"]
 
 Method = Literal["draft", "alignprop", "refl"]
 # diffusers.optimization.get_scheduler's names (piecewise_constant needs rules, so it is left out).
@@ -36,22 +36,10 @@ def _named_weight(text: str) -> tuple[str, float]:
 
 
 @dataclass
-class RewardFinetuneConfig:
-    """Settings of a reward fine-tuning run.
-
-    Methods (``method``):
-      * ``"draft"``: DRaFT-K, gradients through the last ``draft_k`` sampling steps.
-      * ``"alignprop"``: per trajectory, gradients through the last K steps with
-        K drawn uniformly from ``alignprop_k_range`` (default: 1 to all steps);
-        every denoiser call under activation checkpointing.
-      * ``"refl"``: sampling without gradients to a random step among the last
-        ``refl_window`` (ImageReward: 10 of 40), one denoiser call with gradients,
-        decode its predicted x0.
-
-    Against reward hacking: ``kl_coeff`` > 0 adds DRaFT+'s
-    ``kl_coeff * mean((pred_lora - pred_base)^2)`` on the steps with gradients;
-    ``reward_weights`` weights named reward outputs; ``sample_every`` saves a grid
-    of ``sample_prompts`` x ``sample_seeds`` every N steps (and before training).
+class RunConfig:
+    """The settings every generator trainer shares: the denoiser's LoRA, AdamW and its schedule, processes
+    and precision, the reward's weights, the EMA, and the run folder (checkpoints, trackers, sample grids,
+    the saved LoRA). :class:`RewardFinetuneConfig` and ``PolicyFinetuneConfig`` add their method's fields.
 
     Long runs: ``lr_scheduler`` / ``lr_warmup_steps`` (diffusers' ``get_scheduler``),
     ``use_ema`` (an EMA of the LoRA weights for evaluation and the saved LoRA),
@@ -59,18 +47,9 @@ class RewardFinetuneConfig:
     ``output_dir/checkpoints``) and ``log_with`` (accelerate trackers).
     """
 
-    method: Method = option("draft", "where the sampling loop keeps gradients: draft (DRaFT-K), alignprop or refl")
-    num_inference_steps: int = option(20, "sampling steps per image")
-    draft_k: int = option(1, "DRaFT-K: the last K sampling steps keep gradients")
-    alignprop_k_range: tuple[int, int] | None = option(
-        None, "AlignProp: K drawn uniformly in LOW..HIGH per image (default: 1..all steps)", nargs=2, type=int,
-        metavar=("LOW", "HIGH"))
-    refl_window: int = option(10, "ReFL: the step with gradients is drawn among the last N steps")
-    guidance_scale: float = option(1.0, "classifier-free guidance scale (> 1: two denoiser calls per step)")
     negative_prompt: str | None = option(None, "negative prompt under classifier-free guidance")
     height: int | None = option(None, "image height in pixels (default: the pipeline's)", type=int)
     width: int | None = option(None, "image width in pixels (default: the pipeline's)", type=int)
-    eta: float = option(0.0, "DDIM eta (> 0: stochastic sampling)")
     encode_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "encode_prompt arguments",
                                                                          "cli": False})
 
@@ -83,7 +62,6 @@ class RewardFinetuneConfig:
     weight_decay: float = option(0.0, "AdamW weight decay")
     lr_scheduler: str = option("constant", "learning-rate schedule (diffusers' get_scheduler)")
     lr_warmup_steps: int = option(0, "optimizer steps of linear warm-up from 0 (schedules other than constant)")
-    batch_size: int = option(2, "images per micro-batch, per process")
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
     max_grad_norm: float | None = option(1.0, "clip the gradient norm to this (0 or None: no clipping)")
     max_steps: int = option(100, "optimizer steps in all; a resumed run continues up to this")
@@ -91,12 +69,6 @@ class RewardFinetuneConfig:
     cpu: bool = option(False, "use the CPU even if a GPU is present")
     seed: int = option(0, "seed of the LoRA initialisation and of every process's prompts and noise")
 
-    gradient_checkpointing: bool | None = option(
-        None, "checkpoint denoiser calls (default: on for alignprop only)", cli=False)
-    decode_chunk_size: int = option(1, "latents per VAE decode call")
-    decode_checkpointing: bool = option(True, "checkpoint the VAE decoder", flag="--no-decode-checkpointing")
-
-    kl_coeff: float = option(0.0, "DRaFT+ penalty on the squared distance to the base model's predictions")
     reward_weights: Mapping[str, float] | None = option(
         None, "weights of named reward outputs (default: 1 each)", nargs="+", type=_named_weight,
         metavar="NAME=WEIGHT")
@@ -120,13 +92,82 @@ class RewardFinetuneConfig:
     def __post_init__(self) -> None:
         for name in ("lora_target_modules", "sample_prompts", "sample_seeds"):
             setattr(self, name, tuple(getattr(self, name)))
-        if self.alignprop_k_range is not None:
-            self.alignprop_k_range = tuple(self.alignprop_k_range)
         if self.reward_weights is not None and not isinstance(self.reward_weights, Mapping):
             self.reward_weights = dict(self.reward_weights)  # NAME=WEIGHT pairs from the command line
-        self._check_sampling()
-        self._check_training()
+        self._check_run()
         self._check_outputs()
+
+    def _check_run(self) -> None:
+        for name in ("gradient_accumulation_steps", "lora_rank", "keep_checkpoints"):
+            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "lr_warmup_steps", "save_every", "sample_every"):
+            require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        require(0.0 <= self.ema_decay <= 1.0, f"ema_decay must be in [0, 1], got {self.ema_decay}")
+        require(self.lr_warmup_steps == 0 or self.lr_scheduler != "constant",
+                "lr_warmup_steps > 0 needs a schedule with warm-up (constant_with_warmup, linear, cosine, ...); "
+                "the constant schedule has none")
+        for name in ("mixed_precision", "lr_scheduler"):
+            require(getattr(self, name) in CHOICES[name],
+                    f"{name} must be one of {sorted(CHOICES[name])}, got {getattr(self, name)!r}")
+
+    def _check_outputs(self) -> None:
+        require(self.sample_every == 0 or bool(self.sample_prompts),
+                "sample_every > 0 needs sample_prompts (the fixed prompts whose drift is saved)")
+        tracker_names(self.log_with)
+        for name in ("save_every", "resume", "log_with"):
+            require(not getattr(self, name) or self.output_dir is not None,
+                    f"{name} needs output_dir (the run folder for checkpoints and logs)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RewardFinetuneConfig(RunConfig):
+    """Settings of a reward fine-tuning run (the run fields are :class:`RunConfig`'s).
+
+    Methods (``method``):
+      * ``"draft"``: DRaFT-K, gradients through the last ``draft_k`` sampling steps.
+      * ``"alignprop"``: per trajectory, gradients through the last K steps with
+        K drawn uniformly from ``alignprop_k_range`` (default: 1 to all steps);
+        every denoiser call under activation checkpointing.
+      * ``"refl"``: sampling without gradients to a random step among the last
+        ``refl_window`` (ImageReward: 10 of 40), one denoiser call with gradients,
+        decode its predicted x0.
+
+    Against reward hacking: ``kl_coeff`` > 0 adds DRaFT+'s
+    ``kl_coeff * mean((pred_lora - pred_base)^2)`` on the steps with gradients;
+    ``reward_weights`` weights named reward outputs; ``sample_every`` saves a grid
+    of ``sample_prompts`` x ``sample_seeds`` every N steps (and before training).
+    """
+
+    method: Method = option("draft", "draft (DRaFT-K), alignprop or refl backpropagate the reward through "
+                                     "sampling; ddpo, grpo or nft are online RL (any reward)")
+    num_inference_steps: int = option(20, "sampling steps per image")
+    draft_k: int = option(1, "DRaFT-K: the last K sampling steps keep gradients")
+    alignprop_k_range: tuple[int, int] | None = option(
+        None, "AlignProp: K drawn uniformly in LOW..HIGH per image (default: 1..all steps)", nargs=2, type=int,
+        metavar=("LOW", "HIGH"))
+    refl_window: int = option(10, "ReFL: the step with gradients is drawn among the last N steps")
+    guidance_scale: float = option(1.0, "classifier-free guidance scale (> 1: two denoiser calls per step)")
+    eta: float = option(0.0, "DDIM eta (> 0: stochastic sampling)")
+    batch_size: int = option(2, "images per micro-batch, per process")
+
+    gradient_checkpointing: bool | None = option(
+        None, "checkpoint denoiser calls (default: on for alignprop only)", cli=False)
+    decode_chunk_size: int = option(1, "latents per VAE decode call")
+    decode_checkpointing: bool = option(True, "checkpoint the VAE decoder", flag="--no-decode-checkpointing")
+
+    kl_coeff: float = option(0.0, "DRaFT+ penalty on the squared distance to the base model's predictions")
+
+    def __post_init__(self) -> None:
+        if self.alignprop_k_range is not None:
+            self.alignprop_k_range = tuple(self.alignprop_k_range)
+        super().__post_init__()
+        self._check_sampling()
+        for name in ("batch_size", "decode_chunk_size"):
+            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        require(self.kl_coeff >= 0, f"kl_coeff must be >= 0, got {self.kl_coeff}")
 
     def _check_sampling(self) -> None:
         require(self.method in METHODS, f"method must be one of {sorted(METHODS)}, got {self.method!r}")
@@ -139,37 +180,11 @@ class RewardFinetuneConfig:
                                          f"num_inference_steps={steps}, got {(lo, hi)}")
         require(self.refl_window >= 1, f"refl_window must be >= 1, got {self.refl_window}")
 
-    def _check_training(self) -> None:
-        for name in ("batch_size", "gradient_accumulation_steps", "decode_chunk_size", "lora_rank",
-                     "keep_checkpoints"):
-            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "lr_warmup_steps", "save_every", "sample_every"):
-            require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        require(self.kl_coeff >= 0, f"kl_coeff must be >= 0, got {self.kl_coeff}")
-        require(0.0 <= self.ema_decay <= 1.0, f"ema_decay must be in [0, 1], got {self.ema_decay}")
-        require(self.lr_warmup_steps == 0 or self.lr_scheduler != "constant",
-                "lr_warmup_steps > 0 needs a schedule with warm-up (constant_with_warmup, linear, cosine, ...); "
-                "the constant schedule has none")
-        for name, allowed in CHOICES.items():
-            require(getattr(self, name) in allowed,
-                    f"{name} must be one of {sorted(allowed)}, got {getattr(self, name)!r}")
-
-    def _check_outputs(self) -> None:
-        require(self.sample_every == 0 or bool(self.sample_prompts),
-                "sample_every > 0 needs sample_prompts (the fixed prompts whose drift is saved)")
-        tracker_names(self.log_with)
-        for name in ("save_every", "resume", "log_with"):
-            require(not getattr(self, name) or self.output_dir is not None,
-                    f"{name} needs output_dir (the run folder for checkpoints and logs)")
-
     @property
     def checkpoint_denoiser(self) -> bool:
         if self.gradient_checkpointing is not None:
             return self.gradient_checkpointing
         return self.method == "alignprop"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def require(condition: bool, message: str) -> None:

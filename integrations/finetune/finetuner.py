@@ -8,28 +8,23 @@ keeps gradients (``finetune.methods``); the settings are in ``finetune.config``;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from reward.utils import precision_dtype
-
-from ..inference.grid import image_grid
 from ..pipelines.families import Conditioning, denoiser_family
-from ..pipelines.lora import adapters_disabled, add_lora, lora_parameters, named_lora_parameters, save_lora
+from ..pipelines.lora import adapters_disabled, named_lora_parameters
 from ..pipelines.sampling import denoise, guided_prediction, step_kwargs
 from ..rewards import Rewards, named_rewards, objective
-from .base import DiffusionTrainer, lr_schedule
+from .base import DiffusionTrainer
 from .config import RewardFinetuneConfig, require
-from .ema import LoraEMA
 from .log import gathered_statistics
+from .lora_run import evaluation_weights, save_sample_grid, save_trainer_lora, setup_lora_training
 from .methods import METHODS
 from .prompt_sources import Prompts, PromptSource
-from .tracking import log_grid
 
 __all__ = ["RewardFinetuneConfig", "RewardFinetuner"]
 
@@ -55,6 +50,8 @@ class RewardFinetuner(DiffusionTrainer):
     from the fine-tuned model (the trained weights, not the EMA).
     """
 
+    config_class = RewardFinetuneConfig
+
     def __init__(self, pipe: Any, reward: Rewards, prompts: Prompts, config: RewardFinetuneConfig | None = None,
                  accelerator: Any | None = None):
         self.prompt_source = PromptSource(prompts)
@@ -71,30 +68,7 @@ class RewardFinetuner(DiffusionTrainer):
         self.start_run()
 
     def _setup_models(self) -> None:
-        config, acc = self.config, self.accelerator
-        weight_dtype = precision_dtype(acc.mixed_precision) or torch.float32
-        for module in self.pipe.components.values():
-            if isinstance(module, nn.Module):
-                module.requires_grad_(False)
-        self.pipe.to(acc.device)
-        if weight_dtype != torch.float32:  # frozen weights in half precision; LoRA cast back to fp32 below
-            self.pipe.to(dtype=weight_dtype)
-        for fn in self.reward.values() if isinstance(self.reward, Mapping) else [self.reward]:
-            if isinstance(fn, nn.Module):
-                # A fixed critic: its parameters must neither train nor pile up gradients nobody zeroes.
-                fn.requires_grad_(False).eval().to(acc.device)
-        denoiser = self.family.denoiser
-        self.lora_config = add_lora(denoiser, config.lora_rank, config.lora_alpha, config.lora_target_modules,
-                                    seed=config.seed)
-        params = lora_parameters(denoiser)
-        for p in params:  # LoRA weights stay fp32 under fp16/bf16 mixed precision
-            p.data = p.data.float()
-        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        # Stepped once per optimizer step by the fine-tuner, not by accelerate (which steps it once per process).
-        self.lr_scheduler = lr_schedule(config, optimizer)
-        self.model, self.optimizer = acc.prepare(denoiser, optimizer)
-        self.params = params
-        self.ema = LoraEMA(params, config.ema_decay) if config.use_ema else None
+        setup_lora_training(self)
 
     def trained_parameters(self) -> dict[str, torch.Tensor]:
         return named_lora_parameters(self.unwrapped)
@@ -192,23 +166,13 @@ class RewardFinetuner(DiffusionTrainer):
 
     def after_step(self, first: bool = False) -> None:
         """Save (and log) a sample grid every ``sample_every`` steps and before the first."""
-        cfg = self.config
-        due = cfg.sample_every and (first or self.global_step % cfg.sample_every == 0)
-        if not due or self.run_dir is None or not self.accelerator.is_main_process:
-            return
-        prompts = [p for p in cfg.sample_prompts for _ in cfg.sample_seeds]
-        seeds = [s for _ in cfg.sample_prompts for s in cfg.sample_seeds]
-        grid = image_grid(list(self.sample(prompts, seeds)), columns=len(cfg.sample_seeds))
-        path = self.run_dir / "samples" / f"step_{self.global_step:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        grid.save(path)
-        log_grid(self.accelerator, "samples", grid, self.global_step)
+        save_sample_grid(self, self.sample, first)
 
     # --- evaluation and saving --------------------------------------------------------------------------
 
     def _evaluation_weights(self) -> Any:
         """The EMA weights inside the block when ``use_ema`` is on."""
-        return self.ema.applied() if self.ema is not None else nullcontext()
+        return evaluation_weights(self.ema)
 
     @torch.no_grad()
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int | None = None) -> torch.Tensor:
@@ -239,5 +203,4 @@ class RewardFinetuner(DiffusionTrainer):
     def save_lora(self, directory: str | Path) -> Path:
         """Save the LoRA (the EMA weights when ``use_ema`` is on) in diffusers format for
         ``pipe.load_lora_weights``."""
-        with self._evaluation_weights():
-            return save_lora(self.pipe, self.unwrapped, directory, self.family.denoiser_name)
+        return save_trainer_lora(self, directory)
