@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
 from ..held_out import before_and_after
@@ -34,20 +35,27 @@ examples:
   torchrun --nproc_per_node 2 -m mst_clipiqa finetune ...
   accelerate launch --multi_gpu --num_processes 2 -m mst_clipiqa finetune ...
   (accelerate launch --cpu starts one process only: use --multi_gpu, which falls back to the CPU)
+  # online RL (no reward gradient needed): Flow-GRPO on SD3 with groups of 8, SDE on the first 2 of 10 steps
+  mst-clipiqa finetune --pipeline stabilityai/stable-diffusion-3.5-medium --model runs/agiqa3k/model \
+      --prompts prompts.txt --method grpo --group-size 8 --prompts-per-step 4 --num-steps 10 \
+      --sde-window 0 2 --clip-range 1e-4 --kl-coeff 0.04 --learning-rate 3e-4 --out runs/grpo
 """
 
 
-HELP = "LoRA fine-tuning of a diffusers pipeline to maximise the reward (DRaFT-K, AlignProp, ReFL)"
+HELP = "LoRA fine-tuning of a diffusers pipeline to maximise the reward (DRaFT-K, AlignProp, ReFL; DDPO, GRPO, NFT)"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    # its flags come from RewardFinetuneConfig, so this parser (unlike the light commands') imports torch
+    # its flags come from the trainers' configs, so this parser (unlike the light commands') imports torch
     from integrations.finetune.config import CHOICES, RewardFinetuneConfig
+    from integrations.finetune.policy_gradient import PolicyFinetuneConfig
+    from integrations.finetune.trainers import TRAINERS
 
     parser = subparsers.add_parser(
         "finetune", help=HELP,
         description="Fine-tune a diffusers pipeline's denoiser with LoRA to maximise an MST-CLIPIQA reward, by "
-                    "backpropagating through sampling (DRaFT-K, AlignProp or ReFL). Writes OUT/lora "
+                    "backpropagating through sampling (DRaFT-K, AlignProp or ReFL), or by online RL that needs no "
+                    "reward gradient (DDPO, GRPO or DiffusionNFT: --method ddpo, grpo, nft). Writes OUT/lora "
                     "(pipe.load_lora_weights), OUT/log.json, OUT/held_out.json (the reward before and after on "
                     "held-out prompts and seeds), OUT/reward_curve.png, OUT/samples/*.png with --sample-every, "
                     "OUT/checkpoints with --save-every, and tracker logs with --log-with.",
@@ -62,9 +70,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="held-out images (prompt, seed from 10000) scored before and after training, the "
                              "same ones both times; 0: skip (default: 8)")
     add_model_options(parser)
-    add_dataclass_options(parser.add_argument_group("fine-tuning"), RewardFinetuneConfig, CHOICES)
+    add_dataclass_options(parser.add_argument_group("fine-tuning"), RewardFinetuneConfig,
+                          {**CHOICES, "method": TRAINERS})
+    add_dataclass_options(parser.add_argument_group("online RL (--method ddpo, grpo, nft)"), PolicyFinetuneConfig,
+                          {"sigma_schedule": ("flow_grpo", "constant"), "nonfinite": ("raise", "skip")},
+                          exclude={f.name for f in fields(RewardFinetuneConfig)})
+    _own_defaults(parser, RewardFinetuneConfig, PolicyFinetuneConfig)
     parser.set_defaults(func=run)
     return parser
+
+
+def _own_defaults(parser: argparse.ArgumentParser, first: type, second: type) -> None:
+    """A flag both configs share but whose defaults differ is left out of the namespace when not given, so
+    each config takes its own default; its help names both."""
+    defaults = [{f.name: f.default for f in fields(cls)} for cls in (first, second)]
+    for action in parser._actions:
+        name = action.dest
+        if name != "method" and name in defaults[0] and name in defaults[1] and defaults[0][name] != defaults[1][name]:
+            action.default = argparse.SUPPRESS
+            action.help += f" (ddpo, grpo, nft: {defaults[1][name]})"
 
 
 def __getattr__(name: str):
@@ -76,9 +100,8 @@ def __getattr__(name: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from integrations import RewardFinetuner
-    from integrations.finetune.config import RewardFinetuneConfig
     from integrations.finetune.prompt_sources import read_prompt_file
+    from integrations.finetune.trainers import TRAINERS
     from integrations.rewards import NamedScores
     from reward import MSTCLIPIQAReward, load_model
     from reward.utils import write_json
@@ -87,21 +110,23 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--device {args.device}: finetune places the model with accelerate; pick a GPU with "
                          "CUDA_VISIBLE_DEVICES=N (or use auto, cpu, cuda)")
     device = resolve_device(args.device)  # a named device must exist here: never fall back to the CPU unasked
-    options = dataclass_values(args, RewardFinetuneConfig)
+    trainer_class = TRAINERS[args.method]
+    options = dataclass_values(args, trainer_class.config_class)
     options["cpu"] = args.cpu or device.type == "cpu"
     check_precision(options["mixed_precision"], "cpu" if options["cpu"] else device.type)
     check_output_folder(args.out, what="the run")
     if args.eval_images < 0:
         raise ValueError(f"--eval-images must be >= 0, got {args.eval_images}")
     tiny = TINY.get(args.pipeline)
-    config = RewardFinetuneConfig(**options, output_dir=str(args.out), encode_kwargs=tiny.encode_kwargs if tiny else {})
+    config = trainer_class.config_class(**options, output_dir=str(args.out),
+                                        encode_kwargs=tiny.encode_kwargs if tiny else {})
     prompts = read_prompt_file(args.prompts)
     eval_prompts = read_prompt_file(args.eval_prompts) if args.eval_prompts else prompts
     model = load_model(args.model, variant=args.variant, outputs=split_list(args.outputs), seed=config.seed,
                        adapters=args.adapter)
     reward = MSTCLIPIQAReward(model)
     pipe, _ = load_pipeline(args.pipeline)
-    trainer = RewardFinetuner(pipe, NamedScores(reward) if len(model.outputs) > 1 else reward, prompts, config)
+    trainer = trainer_class(pipe, NamedScores(reward) if len(model.outputs) > 1 else reward, prompts, config)
     main = trainer.accelerator.is_main_process
     if args.eval_images and main:
         held_out = before_and_after(trainer.evaluate, trainer.train, eval_prompts, args.eval_images)
