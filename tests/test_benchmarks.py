@@ -116,3 +116,16 @@ def test_reward_overhead_smoke_times_the_reward_against_its_bare_encoders(capsys
         assert row["encoders / encoders"] == 1.0
         assert row["reward s"] > 0 and row["reward, weights re-cast s"] > 0
     assert "| batch | reward / encoders |" in capsys.readouterr().out
+
+
+def test_online_rl_smoke_runs_ours_trl_and_every_grpo_variant(capsys):
+    from benchmarks.bench_online_rl import main
+
+    results = main(["--smoke"])
+    assert set(results) == {"ours: ddpo (PolicyTrainer)", "trl 0.23.1: DDPOTrainer", "grpo, SDE window 0-2",
+                            "grpo, full trajectory", "nft"}
+    for name, row in results.items():
+        assert row["epoch_s"] > 0 and row["samples"] == 4, name
+        assert row["gain_per_1k"] == 1000 * row["gain"] / row["samples"]
+    text = capsys.readouterr().out
+    assert "| ours / trl |" in text and "| grpo, SDE window 0-2 |" in text
