@@ -158,7 +158,8 @@ class RewardFinetuneConfig(RunConfig):
     decode_chunk_size: int = option(1, "latents per VAE decode call")
     decode_checkpointing: bool = option(True, "checkpoint the VAE decoder", flag="--no-decode-checkpointing")
 
-    kl_coeff: float = option(0.0, "DRaFT+ penalty on the squared distance to the base model's predictions")
+    kl_coeff: float = option(0.0, "DRaFT+ penalty on the squared distance to the base model's predictions "
+                                   "(ddpo, grpo: weight of the KL to the reference policy)")
 
     def __post_init__(self) -> None:
         if self.alignprop_k_range is not None:
