@@ -100,3 +100,21 @@ def test_two_processes_train_one_lora_with_groups_spanning_them():
     assert share0[2].tolist() == share1[2].tolist() == [0, 1]  # each prompt's group has a sample on each rank
     assert share0[0] == share1[0] and share0[1] != share1[1]  # same prompts, own seeds
     assert [r["reward"] for r in log0] == [r["reward"] for r in log1]  # rewards gathered over both ranks
+
+
+def test_a_nan_reward_raises_or_skips_its_group_and_the_checkpoint_stays_finite(tmp_path):
+    def half_nan(images):
+        values = brightness(images)
+        values[0] = np.nan
+        return values
+
+    with pytest.raises(ValueError, match="1 of 4 rewards are NaN or infinite"):
+        PolicyTrainer(tiny_sd3_pipeline(), half_nan, PROMPTS, policy_config(tmp_path / "raise", max_steps=1)).train()
+    trainer = PolicyTrainer(tiny_sd3_pipeline(), half_nan, PROMPTS,
+                            policy_config(tmp_path / "skip", max_steps=1, save_every=1, nonfinite="skip"))
+    with pytest.warns(RuntimeWarning, match=r"skipping 1 group\(s\), 2 samples"):
+        trainer.train()
+    from safetensors.torch import load_file
+
+    saved = [load_file(p) for p in (tmp_path / "skip" / "checkpoints").rglob("*.safetensors")]
+    assert saved and all(bool(torch.isfinite(t).all()) for tensors in saved for t in tensors.values())
