@@ -7,6 +7,9 @@
   resumable (``save_every`` / ``resume``), tracked (``log_with``), with LR schedules and an EMA.
 * ``DPOTrainer`` / ``train_dpo``: Diffusion-DPO on preference pairs that ``preference_pairs`` labels by a
   reward (``load_pairs`` reads them back); ``HackingMonitor``: held-out scorers and diversity for any trainer.
+* ``PolicyTrainer``: online RL of the denoiser's LoRA by DDPO, GRPO or DiffusionNFT with any reward,
+  differentiable or not, on the same run plumbing (``PolicyFinetuneConfig``; ``TRAINERS`` maps methods to
+  trainers).
 * ``optimize_noise``: one sample's initial noise optimised for the reward (ReNO), weights untouched.
 * ``guided_sample``: reward-gradient guidance at the last sampler steps (universal guidance / DPS).
 * ``ddpo_reward_fn``: the ``reward_fn(images, prompts, prompt_metadata)`` contract of DDPO.
@@ -20,12 +23,17 @@ Vocabulary: the generator gets a *LoRA* (``add_lora`` / ``save_lora``, what
 """
 
 from .finetune import (
+    TRAINERS,
     DiffusionDPOObjective,
     DiffusionTrainer,
     DPOConfig,
     DPOTrainer,
     HackingMonitor,
     LoraEMA,
+    PolicyConfig,
+    PolicyFinetuneConfig,
+    PolicyOptimizer,
+    PolicyTrainer,
     PromptSource,
     RewardFinetuneConfig,
     RewardFinetuner,
@@ -33,8 +41,10 @@ from .finetune import (
     complete_checkpoints,
     diversity,
     dpo_loss,
+    group_advantages,
     pipeline_sampler,
     train_dpo,
+    train_policy,
 )
 from .inference import (
     Candidate,
@@ -64,6 +74,7 @@ from .pipelines import (
     PromptSampler,
     SD3Family,
     SDXLFamily,
+    StochasticSampler,
     Trajectory,
     UNetFamily,
     add_lora,
@@ -92,4 +103,6 @@ __all__ = [
     "guidance_schedule", "guided_sample", "PromptSampler", "NoiseOptimization", "chi_nll", "optimize_noise",
     "NamedScores", "DiffusionTrainer", "RunConfig", "DPOConfig", "DPOTrainer", "DiffusionDPOObjective", "dpo_loss",
     "train_dpo", "HackingMonitor", "diversity", "pipeline_sampler", "preference_pairs", "load_pairs",
+    "NamedScores", "DiffusionTrainer", "RunConfig", "PolicyConfig", "PolicyFinetuneConfig", "PolicyOptimizer",
+    "PolicyTrainer", "TRAINERS", "group_advantages", "train_policy", "StochasticSampler",
 ]

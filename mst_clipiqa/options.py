@@ -6,7 +6,7 @@ argument errors) stays fast.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,19 +151,19 @@ def splits_from_args(args: argparse.Namespace, dataset: QualityDataset, val_frac
 
 
 def add_dataclass_options(group: argparse._ArgumentGroup, config_cls: type, choices: dict[str, Any],
-                          presets: Mapping[str, Mapping[str, Any]] | None = None, exclude: type | None = None) -> None:
+                          presets: Mapping[str, Mapping[str, Any]] | None = None,
+                          exclude: Collection[str] = ()) -> None:
     """One flag per field of a settings dataclass, its help taken from the field's ``help`` metadata.
 
     Booleans that default to on get a negative flag (the field's ``flag``, e.g. ``--no-cache``);
     fields with ``cli=False`` are left out. ``type``, ``nargs`` and ``metavar`` metadata go to argparse
     (e.g. for fields that default to None, or take several values). With ``presets`` (named sets of
     values, such as recipes) a flag left out is absent from the namespace, so a preset can fill it, and
-    the help names each preset's value where it differs from the default. ``exclude``: a dataclass whose
-    fields are left out (already added from it, e.g. a base class's).
+    the help names each preset's value where it differs from the default. Fields named in ``exclude`` are
+    left out too (flags another group already added).
     """
-    skip = {f.name for f in fields(exclude)} if exclude is not None else set()
     for f in fields(config_cls):
-        if not f.metadata.get("cli", True) or f.name in skip:
+        if not f.metadata.get("cli", True) or f.name in exclude:
             continue
         flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
         default = f.default if f.default is not MISSING else None

@@ -133,3 +133,16 @@ def test_finetune_methods_smoke_judges_every_method_at_the_same_budget(capsys):
     # candidate 0 is the plain sample (sampled in a batch of candidates: equal up to float rounding)
     assert all(b >= p - 1e-4 for b, p in zip(best_of_n["reward"], plain["reward"]))
     assert "| DRaFT-1 | 8 |" in capsys.readouterr().out
+
+
+def test_online_rl_smoke_runs_ours_trl_and_every_grpo_variant(capsys):
+    from benchmarks.bench_online_rl import main
+
+    results = main(["--smoke"])
+    assert set(results) == {"ours: ddpo (PolicyTrainer)", "trl 0.23.1: DDPOTrainer", "grpo, SDE window 0-2",
+                            "grpo, full trajectory", "nft"}
+    for name, row in results.items():
+        assert row["epoch_s"] > 0 and row["samples"] == (4 if "DDPO" in name or "ddpo" in name else 8), name
+        assert row["gain_per_1k"] == 1000 * row["gain"] / row["samples"]
+    text = capsys.readouterr().out
+    assert "| ours / trl |" in text and "| grpo, SDE window 0-2 |" in text

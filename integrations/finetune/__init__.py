@@ -1,7 +1,9 @@
-"""Fine-tuning of a diffusion model's denoiser: the trainer base and its run plumbing, reward fine-tuning
-(DRaFT-K, AlignProp, ReFL), Diffusion-DPO, the hacking monitor, configs, checkpoints, log, trackers, EMA and
-prompt sources."""
+"""Fine-tuning of a diffusion model's denoiser with LoRA: the trainer base and its run plumbing (checkpoints, log,
+trackers, EMA, prompt sources, the hacking monitor), reward backpropagation (``RewardFinetuner``: DRaFT-K,
+AlignProp, ReFL), online RL (``PolicyTrainer``: DDPO, GRPO, DiffusionNFT, with its advantages, objectives and
+``PolicyOptimizer``), Diffusion-DPO (``DPOTrainer``) and ``TRAINERS``, the trainer of each method."""
 
+from .advantages import Advantages, PromptStatTracker, gather_objects, gather_rows, group_advantages
 from .base import DiffusionTrainer
 from .checkpoints import complete_checkpoints
 from .config import RewardFinetuneConfig, RunConfig
@@ -11,10 +13,26 @@ from .ema import LoraEMA
 from .finetuner import RewardFinetuner
 from .methods import METHODS
 from .monitor import HackingMonitor, Sampler, diversity, image_features, pipeline_sampler
+from .objectives import (
+    clipped_policy_loss,
+    forward_noised,
+    gaussian_kl,
+    nft_loss,
+    optimality_probability,
+    ratio_stats,
+)
+from .policy import METHODS as POLICY_METHODS
+from .policy import PolicyBatch, PolicyConfig, PolicyOptimizer
+from .policy_gradient import PolicyFinetuneConfig, PolicyTrainer
+from .policy_loop import PolicyRun, group_batch, train_policy
 from .prompt_sources import PromptSource
 from .trainers import CONFIGS, TRAINERS
 
 __all__ = ["DiffusionTrainer", "complete_checkpoints", "RewardFinetuneConfig", "RunConfig", "LoraEMA",
            "RewardFinetuner", "METHODS", "PromptSource", "DPOConfig", "DPOTrainer", "train_dpo", "BETA_DIFFUSERS",
            "BETA_SD15", "DiffusionDPOObjective", "dpo_loss", "image_latents", "pair_batch", "HackingMonitor",
-           "Sampler", "diversity", "image_features", "pipeline_sampler", "CONFIGS", "TRAINERS"]
+           "Sampler", "diversity", "image_features", "pipeline_sampler", "Advantages", "PromptStatTracker",
+           "gather_objects", "gather_rows", "group_advantages", "clipped_policy_loss", "forward_noised", "gaussian_kl",
+           "nft_loss", "optimality_probability", "ratio_stats", "POLICY_METHODS", "PolicyBatch", "PolicyConfig",
+           "PolicyOptimizer", "PolicyFinetuneConfig", "PolicyTrainer", "PolicyRun", "group_batch", "train_policy",
+           "CONFIGS", "TRAINERS"]

@@ -116,9 +116,6 @@ class DiffusionTrainer(TrainerParts):
     def load_extra_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned (``tensors`` holds the whole checkpoint)."""
 
-    def write_outputs(self, run_dir: Path) -> None:
-        """The main process's last files of a run, after the log."""
-
     # --- run folder, seeds, checkpoints ------------------------------------------------------------------
 
     def start_run(self) -> None:

@@ -106,10 +106,9 @@ class RunConfig:
         require(self.lr_warmup_steps == 0 or self.lr_scheduler != "constant",
                 "lr_warmup_steps > 0 needs a schedule with warm-up (constant_with_warmup, linear, cosine, ...); "
                 "the constant schedule has none")
-        for name, allowed in CHOICES.items():
-            if hasattr(self, name):
-                require(getattr(self, name) in allowed,
-                        f"{name} must be one of {sorted(allowed)}, got {getattr(self, name)!r}")
+        for name in ("mixed_precision", "lr_scheduler"):  # a trainer's method is its own config's to check
+            require(getattr(self, name) in CHOICES[name],
+                    f"{name} must be one of {sorted(CHOICES[name])}, got {getattr(self, name)!r}")
         require(self.sample_every == 0 or bool(self.sample_prompts),
                 "sample_every > 0 needs sample_prompts (the fixed prompts whose drift is saved)")
         tracker_names(self.log_with)

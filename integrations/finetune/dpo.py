@@ -14,7 +14,7 @@ import torch
 
 from reward.utils import option
 
-from ..pipelines.lora import named_lora_parameters, save_lora
+from ..pipelines.lora import named_lora_parameters
 from ..rewards import Rewards, score_images
 from .base import DiffusionTrainer
 from .config import RunConfig, require
@@ -61,6 +61,7 @@ class DPOTrainer(DiffusionTrainer):
     """
 
     name = "dpo"
+    config_class = DPOConfig
 
     def __init__(self, pipe: Any, pairs: Any, config: DPOConfig | None = None, accelerator: Any | None = None, *,
                  reward: Rewards | None = None, monitor: Rewards | HackingMonitor | None = None):
@@ -123,16 +124,6 @@ class DPOTrainer(DiffusionTrainer):
         require(self.reward is not None, "evaluate needs the trainer's reward= (the scorer to evaluate by)")
         images = self.sample(prompts, seeds)
         return score_images(self.reward, images, list(prompts), batch_size=self.config.batch_size)[0].float().cpu()
-
-    def write_outputs(self, run_dir: Path) -> None:
-        if self.config.save_lora:
-            self.save_lora(run_dir / "lora")
-
-    def save_lora(self, directory: str | Path) -> Path:
-        """Save the LoRA (the EMA weights when ``use_ema`` is on) in diffusers format for
-        ``pipe.load_lora_weights``."""
-        with self.evaluation_weights():
-            return save_lora(self.pipe, self.unwrapped, directory, self.family.denoiser_name)
 
 
 def train_dpo(pipe: Any, pairs: Any, config: DPOConfig | None = None, *, monitor: Any = None,

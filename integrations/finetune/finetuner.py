@@ -9,14 +9,13 @@ keeps gradients (``finetune.methods``); the settings are in ``finetune.config``;
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..pipelines.families import Conditioning, denoiser_family
-from ..pipelines.lora import adapters_disabled, named_lora_parameters, save_lora
+from ..pipelines.lora import adapters_disabled, named_lora_parameters
 from ..pipelines.sampling import denoise, guided_prediction, step_kwargs
 from ..rewards import Rewards, named_rewards, objective
 from .base import DiffusionTrainer
@@ -52,6 +51,8 @@ class RewardFinetuner(DiffusionTrainer):
     The pipeline is modified in place: after training, ``pipe(...)`` samples
     from the fine-tuned model (the trained weights, not the EMA).
     """
+
+    config_class = RewardFinetuneConfig
 
     def __init__(self, pipe: Any, reward: Rewards, prompts: Prompts, config: RewardFinetuneConfig | None = None,
                  accelerator: Any | None = None, *, monitor: Rewards | HackingMonitor | None = None):
@@ -177,13 +178,3 @@ class RewardFinetuner(DiffusionTrainer):
         """Per-image objective on fixed prompts and seeds (e.g. held-out seeds), on the CPU."""
         images = self.sample(prompts, seeds)
         return self._score(images, list(prompts))[0].float().cpu()
-
-    def write_outputs(self, run_dir: Path) -> None:
-        if self.config.save_lora:
-            self.save_lora(run_dir / "lora")
-
-    def save_lora(self, directory: str | Path) -> Path:
-        """Save the LoRA (the EMA weights when ``use_ema`` is on) in diffusers format for
-        ``pipe.load_lora_weights``."""
-        with self.evaluation_weights():
-            return save_lora(self.pipe, self.unwrapped, directory, self.family.denoiser_name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 from reward.utils import precision_dtype, write_json
 
 from ..inference.grid import image_grid
-from ..pipelines.lora import add_lora, lora_parameters
+from ..pipelines.lora import add_lora, lora_parameters, save_lora
 from ..rewards import Rewards
 from .config import require
 from .ema import LoraEMA
@@ -108,6 +109,17 @@ class TrainerParts:
         return HackingMonitor(self.sample, monitor, cfg.monitor_prompts, cfg.monitor_seeds, reward=reward,
                               every=cfg.monitor_every, patience=cfg.patience, weights=weights,
                               score_batch_size=cfg.batch_size)
+
+    def write_outputs(self, run_dir: Path) -> None:
+        """The main process's last files of a run, after the log: the LoRA :meth:`setup_lora` gave (unless ``save_lora`` is off)."""
+        if self.config.save_lora and getattr(self, "lora_config", None) is not None:
+            self.save_lora(run_dir / "lora")
+
+    def save_lora(self, directory: str | Path) -> Path:
+        """Save the LoRA (the EMA weights when ``use_ema`` is on) in diffusers format for
+        ``pipe.load_lora_weights``."""
+        with self.evaluation_weights():
+            return save_lora(self.pipe, self.unwrapped, directory, self.family.denoiser_name)
 
     def _monitored_state(self) -> dict[str, torch.Tensor]:
         with self.evaluation_weights():  # the weights the monitor's samples came from

@@ -1,14 +1,22 @@
-"""Which trainer runs each fine-tuning method: ``TRAINERS[method]`` is the :class:`DiffusionTrainer` subclass
-and ``CONFIGS[method]`` its settings dataclass (what ``mst-clipiqa finetune --method`` picks from)."""
+"""Which trainer runs each fine-tuning method: ``mst-clipiqa finetune --method M`` builds
+``TRAINERS[M].config_class`` (``CONFIGS[M]``) from its flags and runs that trainer. A new trainer adds its
+methods here."""
 
 from __future__ import annotations
 
-from .config import RewardFinetuneConfig, RunConfig
-from .dpo import DPOConfig, DPOTrainer
+from .base import DiffusionTrainer
+from .config import RunConfig
+from .dpo import DPOTrainer
 from .finetuner import RewardFinetuner
 from .methods import METHODS
+from .policy import METHODS as POLICY_METHODS
+from .policy_gradient import PolicyTrainer
 
-__all__ = ["TRAINERS", "CONFIGS"]
+__all__ = ["CONFIGS", "TRAINERS"]
 
-TRAINERS: dict[str, type] = {**dict.fromkeys(METHODS, RewardFinetuner), "dpo": DPOTrainer}
-CONFIGS: dict[str, type[RunConfig]] = {**dict.fromkeys(METHODS, RewardFinetuneConfig), "dpo": DPOConfig}
+TRAINERS: dict[str, type[DiffusionTrainer]] = {
+    **{method: RewardFinetuner for method in METHODS},
+    **{method: PolicyTrainer for method in POLICY_METHODS},
+    "dpo": DPOTrainer,
+}
+CONFIGS: dict[str, type[RunConfig]] = {method: trainer.config_class for method, trainer in TRAINERS.items()}

@@ -1,15 +1,10 @@
-"""Online reinforcement learning for the generator: DDPO, (Flow-)GRPO and DiffusionNFT, with any reward.
+"""Old home of the online RL core (DDPO, GRPO, DiffusionNFT); its modules now live where they belong:
+the samplers with log-probabilities in :mod:`integrations.pipelines.stochastic` (transitions in
+``pipelines.transitions``), advantages, objectives, ``PolicyOptimizer`` and ``train_policy`` in
+:mod:`integrations.finetune`. Every name it exported still imports from here."""
 
-The algorithmic core, independent of run plumbing: the stochastic samplers with log-probabilities
-(``StochasticSampler``), advantages computed over every process (``group_advantages``,
-``PromptStatTracker``), the losses (``clipped_policy_loss``, ``gaussian_kl``, ``nft_loss``), one
-policy update per batch of rollouts (``PolicyOptimizer``) and a minimal single-process loop
-(``train_policy``). See ``docs/online_rl.md``.
-"""
-
-from .advantages import Advantages, PromptStatTracker, gather_objects, gather_rows, group_advantages
-from .loop import PolicyRun, group_batch, train_policy
-from .objectives import (
+from ..finetune.advantages import Advantages, PromptStatTracker, gather_objects, gather_rows, group_advantages
+from ..finetune.objectives import (
     clipped_policy_loss,
     forward_noised,
     gaussian_kl,
@@ -17,9 +12,17 @@ from .objectives import (
     optimality_probability,
     ratio_stats,
 )
-from .policy import METHODS, PolicyBatch, PolicyConfig, PolicyOptimizer
-from .sampler import Rollout, StepOutput, StochasticSampler, policy_scheduler, sampler_kind
-from .transitions import ddim_mean, ddim_std, flow_sde_mean, flow_sde_sigma, flow_sde_std, gaussian_log_prob
+from ..finetune.policy import METHODS, PolicyBatch, PolicyConfig, PolicyOptimizer
+from ..finetune.policy_loop import PolicyRun, group_batch, train_policy
+from ..pipelines.stochastic import Rollout, StepOutput, StochasticSampler, policy_scheduler, sampler_kind
+from ..pipelines.transitions import (
+    ddim_mean,
+    ddim_std,
+    flow_sde_mean,
+    flow_sde_sigma,
+    flow_sde_std,
+    gaussian_log_prob,
+)
 
 __all__ = [
     "Advantages", "PromptStatTracker", "gather_objects", "gather_rows", "group_advantages", "PolicyRun",

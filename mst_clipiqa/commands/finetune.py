@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
 from ..held_out import before_and_after
@@ -40,22 +41,29 @@ examples:
   torchrun --nproc_per_node 2 -m mst_clipiqa finetune ...
   accelerate launch --multi_gpu --num_processes 2 -m mst_clipiqa finetune ...
   (accelerate launch --cpu starts one process only: use --multi_gpu, which falls back to the CPU)
+  # online RL (no reward gradient needed): Flow-GRPO on SD3 with groups of 8, SDE on the first 2 of 10 steps
+  mst-clipiqa finetune --pipeline stabilityai/stable-diffusion-3.5-medium --model runs/agiqa3k/model \
+      --prompts prompts.txt --method grpo --group-size 8 --prompts-per-step 4 --num-steps 10 \
+      --sde-window 0 2 --clip-range 1e-4 --kl-coeff 0.04 --learning-rate 3e-4 --out runs/grpo
 """
 
 
-HELP = "LoRA fine-tuning of a diffusers pipeline to maximise the reward (DRaFT-K, AlignProp, ReFL, Diffusion-DPO)"
+HELP = ("LoRA fine-tuning of a diffusers pipeline to maximise the reward (DRaFT-K, AlignProp, ReFL; DDPO, GRPO, "
+        "NFT; Diffusion-DPO)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    # its flags come from RewardFinetuneConfig, so this parser (unlike the light commands') imports torch
+    # its flags come from the trainers' configs, so this parser (unlike the light commands') imports torch
     from integrations.finetune.config import CHOICES, RewardFinetuneConfig
     from integrations.finetune.dpo import DPOConfig
+    from integrations.finetune.policy_gradient import PolicyFinetuneConfig
     from integrations.finetune.trainers import TRAINERS
 
     parser = subparsers.add_parser(
         "finetune", help=HELP,
         description="Fine-tune a diffusers pipeline's denoiser with LoRA to maximise an MST-CLIPIQA reward, by "
-                    "backpropagating through sampling (DRaFT-K, AlignProp or ReFL), or by Diffusion-DPO on "
+                    "backpropagating through sampling (DRaFT-K, AlignProp or ReFL), by online RL that needs no "
+                    "reward gradient (DDPO, GRPO or DiffusionNFT: --method ddpo, grpo, nft), or by Diffusion-DPO on "
                     "preference pairs (--method dpo --pairs DIR, written by 'mst-clipiqa pairs'). Writes OUT/lora "
                     "(pipe.load_lora_weights), OUT/log.json, OUT/held_out.json (the reward before and after on "
                     "held-out prompts and seeds), OUT/reward_curve.png, OUT/samples/*.png with --sample-every, "
@@ -82,9 +90,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                               "held-out prompts and seeds every --monitor-every steps")
     group = parser.add_argument_group("fine-tuning")
     add_dataclass_options(group, RewardFinetuneConfig, {**CHOICES, "method": TRAINERS})
-    add_dataclass_options(group, DPOConfig, CHOICES, exclude=RewardFinetuneConfig)
+    add_dataclass_options(group, DPOConfig, CHOICES, exclude={f.name for f in fields(RewardFinetuneConfig)})
+    add_dataclass_options(parser.add_argument_group("online RL (--method ddpo, grpo, nft)"), PolicyFinetuneConfig,
+                          {"sigma_schedule": ("flow_grpo", "constant"), "nonfinite": ("raise", "skip")},
+                          exclude={f.name for f in fields(RewardFinetuneConfig)})
+    _own_defaults(parser, RewardFinetuneConfig, PolicyFinetuneConfig)
     parser.set_defaults(func=run)
     return parser
+
+
+def _own_defaults(parser: argparse.ArgumentParser, first: type, second: type) -> None:
+    """A flag both configs share but whose defaults differ is left out of the namespace when not given, so
+    each config takes its own default; its help names both."""
+    defaults = [{f.name: f.default for f in fields(cls)} for cls in (first, second)]
+    for action in parser._actions:
+        name = action.dest
+        if name != "method" and name in defaults[0] and name in defaults[1] and defaults[0][name] != defaults[1][name]:
+            action.default = argparse.SUPPRESS
+            action.help += f" (ddpo, grpo, nft: {defaults[1][name]})"
 
 
 def __getattr__(name: str):

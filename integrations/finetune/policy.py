@@ -15,8 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from reward.utils import option
+
 from ..pipelines.lora import adapters_disabled
 from ..pipelines.sampling import guided_prediction
+from ..pipelines.stochastic import Rollout, StochasticSampler
 from ..rewards import Rewards, named_rewards, objective
 from .advantages import Advantages, PromptStatTracker, group_advantages
 from .objectives import (
@@ -27,7 +30,6 @@ from .objectives import (
     optimality_probability,
     ratio_stats,
 )
-from .sampler import Rollout, StochasticSampler
 
 __all__ = ["METHODS", "PolicyConfig", "PolicyBatch", "PolicyOptimizer"]
 
@@ -46,30 +48,40 @@ class PolicyConfig:
     ``nonfinite``: ``"raise"`` on NaN / infinite rewards or ``"skip"`` their groups.
     """
 
-    method: str = "grpo"
-    num_steps: int = 10
-    guidance_scale: float | None = None
-    eta: float = 1.0
-    noise_level: float = 0.7
-    sigma_schedule: str = "flow_grpo"
-    sde_window: tuple[int, int] | None = None
-    inner_epochs: int = 1
-    minibatch_size: int | None = None
-    clip_range: float = 1e-4
-    adv_clip_max: float = 5.0
-    kl_coeff: float = 0.0
-    per_prompt_stats: bool = True
-    stat_buffer_size: int = 16
-    stat_min_count: int = 16
-    nft_beta: float = 1.0
-    nft_timesteps: int = 4
-    nft_stochastic_rollouts: bool = False
-    max_grad_norm: float | None = 1.0
-    nonfinite: str = "raise"
-    reward_weights: dict[str, float] | None = None
-    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
+    method: str = option("grpo", "online RL method: ddpo, grpo or nft")
+    num_steps: int = option(10, "sampling steps of the rollouts (train with fewer than you evaluate with: "
+                                "denoising reduction)")
+    guidance_scale: float | None = option(None, "classifier-free guidance in rollouts and training (default: the "
+                                                "pipeline's)", type=float)
+    eta: float = option(1.0, "DDIM eta of the rollouts on UNet families (DDPO: 1.0)")
+    noise_level: float = option(0.7, "Flow-GRPO's SDE noise level a (paper: 0.7)")
+    sigma_schedule: str = option("flow_grpo", "SDE noise schedule: flow_grpo (a sqrt(t / (1 - t))) or constant "
+                                              "(DanceGRPO's a)")
+    sde_window: tuple[int, int] | None = option(None, "only steps START..STOP-1 are stochastic and trained "
+                                                      "(MixGRPO / Flow-GRPO-Fast; default: every noisy step)",
+                                                nargs=2, type=int, metavar=("START", "STOP"))
+    inner_epochs: int = option(1, "passes over each batch of rollouts")
+    minibatch_size: int | None = option(None, "rollouts per optimizer step within a pass (default: all of a "
+                                              "process's)", type=int)
+    clip_range: float = option(1e-4, "PPO clip range of the importance ratio (trl's DDPO, Flow-GRPO)")
+    adv_clip_max: float = option(5.0, "advantages are clipped to +-this (DDPO, Flow-GRPO)")
+    kl_coeff: float = option(0.0, "weight of the KL to the reference policy (Flow-GRPO: 0.004-0.04)")
+    per_prompt_stats: bool = option(True, "ddpo: normalise by per-prompt running statistics",
+                                    flag="--no-per-prompt-stats")
+    stat_buffer_size: int = option(16, "ddpo: rewards kept per prompt")
+    stat_min_count: int = option(16, "ddpo: rewards a prompt needs before its own statistics are used")
+    nft_beta: float = option(1.0, "nft: DiffusionNFT's guidance strength beta")
+    nft_timesteps: int = option(4, "nft: forward-process times drawn per sample")
+    nft_stochastic_rollouts: bool = option(False, "nft: sample rollouts with the SDE instead of the ODE")
+    max_grad_norm: float | None = option(1.0, "clip the gradient norm to this (0 or None: no clipping)")
+    nonfinite: str = option("raise", "NaN / infinite rewards: raise, or skip their groups with a warning")
+    reward_weights: dict[str, float] | None = option(None, "weights of named reward outputs", cli=False)
+    sampler_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "StochasticSampler arguments",
+                                                                          "cli": False})
 
     def __post_init__(self) -> None:
+        if self.sde_window is not None:
+            self.sde_window = tuple(self.sde_window)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         for name in ("inner_epochs", "nft_timesteps", "num_steps"):
@@ -83,11 +95,11 @@ class PolicyConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def sampler(self, pipe: Any) -> StochasticSampler:
-        """The rollout sampler these settings describe."""
+    def sampler(self, pipe: Any, **settings: Any) -> StochasticSampler:
+        """The rollout sampler these settings describe (``settings``: more ``StochasticSampler`` arguments)."""
         return StochasticSampler(pipe, num_steps=self.num_steps, guidance_scale=self.guidance_scale, eta=self.eta,
                                  noise_level=self.noise_level, sigma_schedule=self.sigma_schedule,
-                                 sde_window=self.sde_window, **self.sampler_kwargs)
+                                 sde_window=self.sde_window, **{**self.sampler_kwargs, **settings})
 
 
 @dataclass

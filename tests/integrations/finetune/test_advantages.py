@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from integrations.finetune import PolicyConfig, PolicyOptimizer, PromptStatTracker, group_advantages
 from integrations.pipelines.lora import add_lora, lora_parameters
-from integrations.rl import PolicyConfig, PolicyOptimizer, PromptStatTracker, group_advantages
 from integrations.tiny_pipelines import tiny_sd3_pipeline
 
 REWARDS = torch.tensor([0.1, 0.5, 0.3, 0.9, 2.0, 4.0, 1.0, 3.0, 7.0, 7.5, 6.0, 8.0])

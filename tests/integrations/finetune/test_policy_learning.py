@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from integrations.rl import train_policy
-from integrations.rl.loop import group_batch
+from integrations.finetune import train_policy
+from integrations.finetune.policy_loop import group_batch
 from integrations.tiny_pipelines import tiny_sd3_pipeline, tiny_sd_pipeline
 
 PROMPTS = ["a cat", "a dog", "a red car", "a tree"]

@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
+from integrations.finetune import gaussian_kl
+from integrations.pipelines import StochasticSampler
 from integrations.pipelines.lora import adapters_disabled, add_lora
-from integrations.rl import StochasticSampler, gaussian_kl
-from integrations.rl.transitions import flow_sde_mean, flow_sde_sigma, flow_sde_std
+from integrations.pipelines.transitions import flow_sde_mean, flow_sde_sigma, flow_sde_std
 from integrations.tiny_pipelines import (
     tiny_flux_pipeline,
     tiny_lcm_pipeline,

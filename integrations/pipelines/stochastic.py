@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..pipelines.families import Conditioning, Embeddings, pipeline_family
-from ..pipelines.sampling import guided_prediction
-from ..pipelines.schedulers import is_flow_scheduler
+from .families import Conditioning, Embeddings, pipeline_family
+from .sampling import guided_prediction
+from .schedulers import is_flow_scheduler
 from .transitions import (
     ddim_mean,
     ddim_std,

@@ -1,0 +1,154 @@
+"""Online RL of a diffusers pipeline's denoiser with LoRA: DDPO, (Flow-)GRPO and DiffusionNFT, any reward.
+
+Each step samples ``prompts_per_step x group_size`` rollouts over all processes (a prompt's group may
+span them), scores them with any reward form, computes advantages over every process and updates the
+LoRA (``finetune.policy.PolicyOptimizer``); the run itself (processes, run folder, checkpoints and
+resumption, trackers, the step loop) is the base class's (``finetune.base.DiffusionTrainer``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from reward.utils import option
+
+from ..pipelines.families import denoiser_family
+from ..pipelines.lora import adapters_disabled, named_lora_parameters
+from ..rewards import Rewards
+from .base import DiffusionTrainer
+from .config import RunConfig, require
+from .policy import PolicyConfig, PolicyOptimizer
+from .prompt_sources import Prompts, PromptSource
+
+__all__ = ["PolicyFinetuneConfig", "PolicyTrainer"]
+
+
+@dataclass
+class PolicyFinetuneConfig(PolicyConfig, RunConfig):  # PolicyConfig's defaults (eta, guidance) win
+    """Settings of an online RL run: :class:`RunConfig`'s run fields, :class:`PolicyConfig`'s method
+    fields, and how many rollouts a step takes: ``prompts_per_step`` prompts (over all processes
+    together), each sampled ``group_size`` times with its own seed (Flow-GRPO's G; 12-24 in the paper)."""
+
+    group_size: int = option(8, "rollouts per prompt in a step, normalised together (GRPO's G)")
+    prompts_per_step: int = option(4, "prompts per step over all processes, each sampled --group-size times")
+
+    def __post_init__(self) -> None:
+        RunConfig.__post_init__(self)
+        PolicyConfig.__post_init__(self)
+        for name in ("group_size", "prompts_per_step"):
+            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        require(self.gradient_accumulation_steps == 1, "online RL accumulates over the recorded steps of a "
+                f"minibatch; got gradient_accumulation_steps={self.gradient_accumulation_steps}, expected 1 (set "
+                "minibatch_size for smaller optimizer steps)")
+
+    @property
+    def rollouts_per_step(self) -> int:
+        return self.group_size * self.prompts_per_step
+
+
+class PolicyTrainer(DiffusionTrainer):
+    """Fine-tune ``pipe``'s denoiser with LoRA by DDPO, GRPO or DiffusionNFT (``config.method``) to raise
+    ``reward``, which needs no gradient: any form :mod:`integrations.rewards` accepts (numpy functions,
+    trl's ``(images, prompts, metadata)``, ``no_grad`` scorers, a dict of them weighted by ``reward_weights``).
+
+    ``prompts``: a list, a ``pathlib.Path`` to a text file, or a ``prompt_fn`` (see ``PromptSource``); every
+    process takes the main process's draw, so the groups are the same everywhere. One step is one round of
+    rollouts and its ``inner_epochs`` passes of updates; the learning-rate schedule and the EMA advance once
+    per step. Checkpoints hold the LoRA, AdamW, the EMA and DDPO's per-prompt statistics and resume bit for
+    bit. The pipeline is modified in place (its scheduler is not: rollouts use the policy's own).
+    """
+
+    config_class = PolicyFinetuneConfig
+
+    def __init__(self, pipe: Any, reward: Rewards, prompts: Prompts, config: PolicyFinetuneConfig | None = None,
+                 accelerator: Any | None = None, *, monitor: Any = None):
+        self.prompt_source = PromptSource(prompts)
+        self.prompts = self.prompt_source.prompts
+        self.pipe, self.reward = pipe, reward
+        self.family = denoiser_family(pipe)
+        super().__init__(config := config or PolicyFinetuneConfig(), accelerator)
+        self.name = config.method
+        require(config.rollouts_per_step % self.num_processes == 0,
+                f"prompts_per_step x group_size = {config.rollouts_per_step} rollouts per step must divide evenly "
+                f"over {self.num_processes} processes")
+        self.setup_lora(pipe, self.family.denoiser, reward.values() if isinstance(reward, Mapping) else [reward])
+        self.monitor = self.hacking_monitor(monitor, reward, config.reward_weights)
+        self.sampler = config.sampler(pipe, height=config.height, width=config.width,
+                                      negative_prompt=config.negative_prompt, encode_kwargs=config.encode_kwargs)
+        acc = self.accelerator
+        self.policy = PolicyOptimizer(self.sampler, self.model, self.optimizer, self.params, reward, config,
+                                      reference=lambda: adapters_disabled(self.unwrapped), backward=acc.backward,
+                                      clip_grad_norm=acc.clip_grad_norm_)
+        self.start_run()
+
+    def trained_parameters(self) -> dict[str, torch.Tensor]:
+        return named_lora_parameters(self.unwrapped)
+
+    def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {}, {"policy": self.policy.state_dict()}
+
+    def load_extra_state(self, tensors: Any, meta: Any) -> None:
+        self.policy.load_state_dict(meta.get("policy", {}))
+
+    # --- one step ---------------------------------------------------------------------------------------
+
+    def rollout_batch(self) -> tuple[list[str], list[int], torch.Tensor]:
+        """This process's share of the step's rollouts: prompts, seeds and group keys (a prompt's index in
+        the step, the same on every process). The seeds come from the step number, so every process and a
+        resumed run draw the same; the prompts are the main process's."""
+        cfg, acc = self.config, self.accelerator
+        shared = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.global_step)
+        chosen = self.prompt_source.draw(cfg.prompts_per_step, self.rng)
+        if acc.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            chosen = broadcast_object_list([chosen])[0]
+        prompts = [p for p in chosen for _ in range(cfg.group_size)]
+        seeds = torch.randint(0, 2**31 - 1, (len(prompts),), generator=shared).tolist()
+        groups = torch.arange(cfg.prompts_per_step).repeat_interleave(cfg.group_size)
+        rank, world = acc.process_index, acc.num_processes
+        return prompts[rank::world], seeds[rank::world], groups[rank::world].to(acc.device)
+
+    def train_step(self) -> dict[str, float]:
+        """One round of rollouts and updates; returns its statistics: reward mean / std (per named output
+        too), advantage stats, and per method importance-ratio stats, clip fraction, approximate KL, KL and
+        loss (ddpo, grpo) or the NFT loss and optimality probability (nft), gradient norm, learning rate."""
+        acc = self.accelerator
+        prompts, seeds, groups = self.rollout_batch()
+        lr = self.lr_scheduler.get_last_lr()[0]
+        with acc.autocast():
+            stats = self.policy.step(prompts, seeds, groups, self.rng)
+        self.lr_scheduler.step()
+        if self.ema is not None:
+            self.ema.step()
+        self.global_step += 1
+        record = {"step": self.global_step, "reward": stats["reward_mean"], **stats, "lr": lr}
+        self.log.append(record)
+        acc.log({k: v for k, v in record.items() if k != "step"}, step=self.global_step)
+        return record
+
+    # --- evaluation and saving --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int | None = None) -> torch.Tensor:
+        """Images (N, 3, H, W) in [0, 1] from the current policy (its EMA when on): the rollout sampler, whose
+        seed fixes every step's noise, so the same (prompt, seed) pairs compare across steps."""
+        prompts, seeds = list(prompts), list(seeds)
+        require(len(prompts) == len(seeds), f"got {len(prompts)} prompts for {len(seeds)} seeds")
+        size = batch_size or self.config.group_size
+        model = self.unwrapped.eval()  # not the DDP wrapper: this may run on the main process alone
+        out = []
+        with self.evaluation_weights(), self.accelerator.autocast():
+            for i in range(0, len(prompts), size):
+                out.append(self.sampler.rollout(model, prompts[i: i + size], seeds[i: i + size]).images.float())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def evaluate(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
+        """Per-image objective on fixed prompts and seeds (e.g. held-out seeds), on the CPU."""
+        images = self.sample(prompts, seeds)
+        return self.policy.score(images, list(prompts))[0].float().cpu()
