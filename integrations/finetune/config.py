@@ -11,6 +11,7 @@ from reward.utils import PRECISIONS, option
 
 from ..pipelines.lora import DEFAULT_TARGET_MODULES
 from .methods import METHODS
+from .nonfinite import ON_NONFINITE
 from .tracking import tracker_names
 
 __all__ = ["RewardFinetuneConfig", "LR_SCHEDULES", "CHOICES", "RESUME_FREE"]
@@ -18,10 +19,10 @@ __all__ = ["RewardFinetuneConfig", "LR_SCHEDULES", "CHOICES", "RESUME_FREE"]
 Method = Literal["draft", "alignprop", "refl"]
 # diffusers.optimization.get_scheduler's names (piecewise_constant needs rules, so it is left out).
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
-CHOICES = {"method": METHODS, "mixed_precision": PRECISIONS, "lr_scheduler": LR_SCHEDULES}
+CHOICES = {"method": METHODS, "mixed_precision": PRECISIONS, "lr_scheduler": LR_SCHEDULES, "on_nonfinite": ON_NONFINITE}
 # Settings that may change between a run and its resumption: they change what is written, not what is trained.
 RESUME_FREE = ("max_steps", "output_dir", "save_every", "keep_checkpoints", "resume", "log_with", "tracker_project",
-               "sample_every", "sample_prompts", "sample_seeds", "save_lora", "progress_bar")
+               "sample_every", "sample_prompts", "sample_seeds", "save_lora", "progress_bar", "on_nonfinite")
 
 
 def _named_weight(text: str) -> tuple[str, float]:
@@ -90,6 +91,8 @@ class RewardFinetuneConfig:
     mixed_precision: str = option("no", "autocast precision; the LoRA weights stay fp32")
     cpu: bool = option(False, "use the CPU even if a GPU is present")
     seed: int = option(0, "seed of the LoRA initialisation and of every process's prompts and noise")
+    on_nonfinite: str = option("raise", "a NaN / inf reward, loss or gradient norm: raise (stop the run, naming "
+                                        "where) or skip (drop the batch, no optimizer step, with a warning)")
 
     gradient_checkpointing: bool | None = option(
         None, "checkpoint denoiser calls (default: on for alignprop only)", cli=False)

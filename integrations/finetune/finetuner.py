@@ -26,6 +26,7 @@ from ..rewards import Rewards, named_rewards, objective
 from .base import DiffusionTrainer, lr_schedule
 from .config import RewardFinetuneConfig, require
 from .ema import LoraEMA
+from .identity import pipeline_identity, prompts_identity, reward_identity
 from .log import gathered_statistics
 from .methods import METHODS
 from .prompt_sources import Prompts, PromptSource
@@ -99,6 +100,13 @@ class RewardFinetuner(DiffusionTrainer):
     def trained_parameters(self) -> dict[str, torch.Tensor]:
         return named_lora_parameters(self.unwrapped)
 
+    def run_identity(self) -> dict[str, str]:
+        """The reward, the pipeline, the denoiser's architecture and the prompts (see ``finetune.identity``)."""
+        source = self.prompt_source
+        return {**super().run_identity(), **reward_identity(self.reward),
+                **pipeline_identity(self.pipe, self.family, self.family.denoiser),
+                **prompts_identity(source.prompts, source.prompt_fn)}
+
     # --- one batch -------------------------------------------------------------------------------------
 
     def _conditioning(self, prompts: list[str]) -> Conditioning:
@@ -149,9 +157,17 @@ class RewardFinetuner(DiffusionTrainer):
         with self.accelerator.autocast():
             images, penalty = self._images(self.model, prompts, seeds, grad_from=grad_from, stop_at=stop_at,
                                            base=self.config.kl_coeff > 0)
+        # Images a diverged LoRA made NaN are not shown to the reward (which would blame the images): their reward
+        # is NaN, and the step's check names them (``images``: NaN per such image, in the statistics).
+        finite = torch.isfinite(images.detach()).flatten(1).all(1)
+        if not bool(finite.all()):
+            images = torch.where(finite[:, None, None, None], images, torch.zeros_like(images))
         reward, named = self._score(images, prompts)
+        nan = torch.full_like(reward, float("nan"))
+        reward = torch.where(finite, reward, nan)
         loss = -reward.mean() + self.config.kl_coeff * penalty
-        stats = {"reward": reward.detach(), "penalty": penalty.detach(), "loss": loss.detach(),
+        stats = {"images": torch.where(finite, torch.zeros_like(nan), nan), "reward": reward.detach(),
+                 "penalty": penalty.detach(), "loss": loss.detach(),
                  **{f"reward/{k}": v.detach() for k, v in named.items() if len(named) > 1}}
         return loss, stats
 
@@ -163,21 +179,33 @@ class RewardFinetuner(DiffusionTrainer):
         seeds = torch.randint(0, 2**31 - 1, (size,), generator=self.rng).tolist()
         return prompts, seeds
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, float] | None:
         """One optimizer step (``gradient_accumulation_steps`` micro-batches per process); returns the step's
         statistics over every process: reward mean / std (per named output too), penalty, loss, gradient norm
-        and learning rate."""
-        acc, cfg, stats = self.accelerator, self.config, []
+        and learning rate. None when a non-finite batch was dropped (``on_nonfinite="skip"``)."""
+        acc, cfg, stats, dropped = self.accelerator, self.config, [], False
         self.model.train()
         for _ in range(cfg.gradient_accumulation_steps):
-            with acc.accumulate(self.model):
+            with acc.accumulate(self.model):  # entered every time: it counts the micro-batches
+                if dropped:
+                    continue
                 loss, batch_stats = self.compute_loss(*self._batch())
-                acc.backward(loss)
-                if acc.sync_gradients:  # the norm before clipping; an infinite bound clips nothing
-                    grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm or float("inf"))
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                values = {k: v for k, v in batch_stats.items() if k == "images" or k.startswith("reward")}
+                dropped = self.drop_batch(**values, loss=loss)
+                batch_stats.pop("images")
+                if not dropped:
+                    acc.backward(loss)
+                    if acc.sync_gradients:  # the norm before clipping; an infinite bound clips nothing
+                        grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm or float("inf"))
+                        dropped = self.drop_batch(grad_norm=torch.as_tensor(grad_norm))
+                if not dropped:
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
             stats.append(batch_stats)
+        if dropped:  # gradients of the micro-batches before the bad one
+            for p in self.params:
+                p.grad = None
+            return None
         lr = self.lr_scheduler.get_last_lr()[0]
         if not self.optimizer.step_was_skipped:  # fp16 overflow: no step, so no schedule or EMA step either
             self.lr_scheduler.step()
