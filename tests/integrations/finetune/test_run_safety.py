@@ -276,7 +276,7 @@ def test_sigterm_on_one_process_of_two_stops_both_at_the_same_step(tmp_path, pro
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0, done.stderr[-3000:]
     assert done.stderr.count("stopped by SIGTERM at step 2") == 2, done.stderr[-3000:]
-    assert "exitcode  : 143" in done.stderr or "exit code 143" in done.stderr or "143" in done.stderr
+    assert done.stderr.count("exitcode  : 143") == 2  # torchrun reports both processes
     checkpoint = complete_checkpoints(out)[-1]
     assert checkpoint.name == "step_00000002"
     assert sorted(p.name for p in checkpoint.iterdir()) == ["rng_0.safetensors", "rng_1.safetensors", "state.json",
