@@ -20,6 +20,7 @@ Vocabulary: the generator gets a *LoRA* (``add_lora`` / ``save_lora``, what
 from .finetune import (
     DiffusionTrainer,
     LoraEMA,
+    NonFiniteError,
     PromptSource,
     RewardFinetuneConfig,
     RewardFinetuner,
@@ -77,5 +78,5 @@ __all__ = [
     "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise", "PromptSource", "LoraEMA",
     "complete_checkpoints", "GuidedSamples",
     "guidance_schedule", "guided_sample", "PromptSampler", "NoiseOptimization", "chi_nll", "optimize_noise",
-    "NamedScores", "DiffusionTrainer",
+    "NamedScores", "DiffusionTrainer", "NonFiniteError",
 ]

@@ -7,7 +7,8 @@ from .config import RewardFinetuneConfig
 from .ema import LoraEMA
 from .finetuner import RewardFinetuner
 from .methods import METHODS
+from .nonfinite import NonFiniteError
 from .prompt_sources import PromptSource
 
 __all__ = ["DiffusionTrainer", "complete_checkpoints", "RewardFinetuneConfig", "LoraEMA", "RewardFinetuner", "METHODS",
-           "PromptSource"]
+           "NonFiniteError", "PromptSource"]

@@ -23,7 +23,14 @@ from reward.utils.processes import on_main
 from reward.utils.runs import RunLock
 from reward.utils.state import flatten_optimizer_state, rng_state, set_rng_state, unflatten_optimizer_state
 
-from .checkpoints import DamagedCheckpoint, TrainingState, read_checkpoint, remove_partial, step_folders, write_checkpoint
+from .checkpoints import (
+    DamagedCheckpoint,
+    TrainingState,
+    read_checkpoint,
+    remove_partial,
+    step_folders,
+    write_checkpoint,
+)
 from .config import RESUME_FREE, require
 from .launch import check_world_size, finetune_accelerator
 from .log import TrainingLog

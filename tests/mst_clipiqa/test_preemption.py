@@ -23,7 +23,8 @@ def test_train_stopped_by_sigterm_says_how_to_resume_and_exits_143(tmp_path, mon
     capsys.readouterr()
     assert main(args) == 143
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("mst-clipiqa train: stopped by SIGTERM after epoch 1 of split 0;") and "--resume" in err[-1]
+    assert err[-1].startswith("mst-clipiqa train: stopped by SIGTERM after epoch 1 of split 0;")
+    assert "--resume" in err[-1]
     assert (tmp_path / "run" / "split_00" / "checkpoint.safetensors").is_file()
     monkeypatch.undo()
     assert main([*args, "--resume"]) == 0

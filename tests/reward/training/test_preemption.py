@@ -9,11 +9,17 @@ import signal
 import pytest
 import torch
 
+from reward.datasets.synthetic import make_synthetic_dataset
 from reward.training import TrainConfig, Trainer, load_checkpoint, train
 from reward.training import trainer as trainer_module
 from reward.utils.preemption import Preempted
 
-from .test_trainer import FAST, _weights, _without_timing, small_set, tiny  # noqa: F401 (a fixture)
+from .test_trainer import FAST, _weights, _without_timing, tiny
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), n_scenes=4)
 
 
 def signalling(monkeypatch, at: tuple[int, int], signum: int) -> None:
