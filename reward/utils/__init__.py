@@ -1,8 +1,8 @@
 """Small helpers shared by every layer: atomic writes, strict JSON, the safetensors reader, precision names,
 progress bars, range maps, NaN / inf checks of named tensors, stopping at a safe point on SIGTERM / SIGINT, and
 the rollback of a failed adapter load. Run plumbing shared by the trainers (processes, run-folder lock, generator
-and optimizer state) sits in :mod:`reward.utils.processes`, :mod:`reward.utils.runs` and :mod:`reward.utils.state`, imported from there (they
-load accelerate, which scoring never needs)."""
+and optimizer state) sits in :mod:`reward.utils.processes`, :mod:`reward.utils.runs` and :mod:`reward.utils.state`,
+imported from there (they load accelerate, which scoring never needs)."""
 from .adapter_rollback import adapter_rollback
 from .files import atomic_write, jsonable, read_json, read_tensors, save_tensors, write_json
 from .finite import check_finite_tensors, nonfinite_names
