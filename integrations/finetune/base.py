@@ -356,7 +356,8 @@ class DiffusionTrainer:
                 if cfg.save_every and self.global_step % cfg.save_every == 0:
                     self.save_checkpoint()
                 self.after_step()
-                self._stop_if_asked(signals)
+                if self.global_step < steps:  # at the end the run finishes instead
+                    self._stop_if_asked(signals)
         bar.close()
         self._finish()
         return self.log
