@@ -253,21 +253,25 @@ class DiffusionTrainer:
             raise DamagedCheckpoint(f"{path} lacks {len(missing)} tensor(s) of the trained weights, first: "
                                     f"{missing[:3]}")
 
-    def restore_state(self, path: Path, state: TrainingState | None = None) -> None:
-        """Load checkpoint ``path`` (every process loads the shared state and its own generators)."""
+    def restore_state(self, path: Path) -> None:
+        """Load checkpoint ``path`` (every process loads the shared state and its own generators); a
+        :class:`DamagedCheckpoint` names a missing, damaged or non-finite part."""
         acc = self.accelerator
-        state = state or read_checkpoint(path, acc.process_index)
-        self._check_same_run(path, state.meta)
+        state = read_checkpoint(path, acc.process_index)
         self._check_contents(path, state)
+        self._check_same_run(path, state.meta)
         for name, param in self.trained_parameters().items():
             param.data.copy_(state.tensors[_TRAINED + name])
-        self.optimizer.load_state_dict(unflatten_optimizer_state(state.tensors, state.meta["optimizer"]))
+        try:  # what is nested deeper than _check_contents looks: still named, never a bare KeyError
+            self.optimizer.load_state_dict(unflatten_optimizer_state(state.tensors, state.meta["optimizer"]))
+            if self.ema is not None:
+                self.ema.load_state(state.tensors, state.meta["ema"])
+            if acc.scaler is not None and "grad_scaler" in state.meta:
+                acc.scaler.load_state_dict(state.meta["grad_scaler"])
+            self.load_extra_state(state.tensors, state.meta.get("extra", {}))
+        except KeyError as error:
+            raise DamagedCheckpoint(f"{path} lacks {error} (optimizer, EMA or trainer state)") from None
         self.lr_scheduler = lr_schedule(self.config, self.optimizer.optimizer, state.meta["step"])
-        if self.ema is not None:
-            self.ema.load_state(state.tensors, state.meta["ema"])
-        if acc.scaler is not None and "grad_scaler" in state.meta:
-            acc.scaler.load_state_dict(state.meta["grad_scaler"])
-        self.load_extra_state(state.tensors, state.meta.get("extra", {}))
         self.global_step = self.saved_step = state.meta["step"]
         self.skipped_batches = state.meta.get("skipped_batches", 0)
         self.log.history = state.meta["history"]
@@ -306,17 +310,13 @@ class DiffusionTrainer:
         tried (every process reads every file, so all of them choose the same one)."""
         damaged = []
         for path in reversed(found):
-            try:
-                state = read_checkpoint(path, self.accelerator.process_index)
-                self._check_contents(path, state)
+            try:  # a failed restore is undone by the older one's, which sets everything again
+                return self.restore_state(path)
             except DamagedCheckpoint as error:
                 damaged.append(path.name)
                 if self.accelerator.is_main_process:
                     warnings.warn(f"checkpoint {path} is damaged ({error}); trying the next older one",
                                   RuntimeWarning, stacklevel=3)
-                continue
-            self.restore_state(path, state)
-            return
         raise ValueError(f"every checkpoint in {found[0].parent} is damaged ({', '.join(damaged)}; see the "
                          "warnings); expected at least one complete checkpoint to resume from (remove the folder "
                          "to start again)")
