@@ -52,6 +52,21 @@ def lr_schedule(config: Any, optimizer: torch.optim.Optimizer, step: int = 0) ->
                          num_training_steps=config.max_steps, last_epoch=step - 1)
 
 
+def _missing_optimizer_tensors(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> list[str]:
+    """The optimizer state is per parameter and alike for all of them (AdamW: step, exp_avg, exp_avg_sq): the
+    names some parameter lacks that another one has."""
+    names: dict[int, set[str]] = {}
+    for key in tensors:
+        if key.startswith("optim."):
+            param, name = key.removeprefix("optim.").split(".", 1)
+            names.setdefault(int(param), set()).add(name)
+    if not names:
+        return []
+    params = [p for group in meta.get("optimizer", {}).get("param_groups", []) for p in group.get("params", [])]
+    every = set().union(*names.values())
+    return [f"optim.{p}.{n}" for p in sorted(set(params) | set(names)) for n in sorted(every - names.get(p, set()))]
+
+
 class DiffusionTrainer:
     """Base of the diffusion trainers: what a run does that is not the algorithm.
 
@@ -248,10 +263,10 @@ class DiffusionTrainer:
         expected = [_TRAINED + name for name in self.trained_parameters()]
         if self.ema is not None:
             expected += list(self.ema.state()[0])
-        missing = [k for k in expected if k not in tensors]
+        missing = [k for k in expected if k not in tensors] + _missing_optimizer_tensors(tensors, state.meta)
         if missing:
-            raise DamagedCheckpoint(f"{path} lacks {len(missing)} tensor(s) of the trained weights, first: "
-                                    f"{missing[:3]}")
+            raise DamagedCheckpoint(f"{path} lacks {len(missing)} tensor(s) of the trained weights or their "
+                                    f"optimizer state, first: {missing[:3]}")
 
     def restore_state(self, path: Path) -> None:
         """Load checkpoint ``path`` (every process loads the shared state and its own generators); a

@@ -85,6 +85,18 @@ def test_resume_with_the_same_identity_and_free_settings_continues(finished, pro
                                       "pipeline_family", "denoiser", "prompts"}
 
 
+def test_a_checkpoint_lacking_part_of_the_optimizer_state_falls_back(finished, prompts, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished / "checkpoints", run / "checkpoints")
+    path = run / "checkpoints" / "step_00000002" / "state.safetensors"
+    tensors = load_file(path)
+    del tensors["optim.3.exp_avg"]
+    save_file(tensors, path)
+    with pytest.warns(RuntimeWarning, match=r"step_00000002 is damaged .*first: \['optim.3.exp_avg'\]"):
+        assert main(cli(prompts, run, "--resume")) == 0
+    assert [r["step"] for r in json.loads((run / "log.json").read_text())["history"]] == [1, 2]
+
+
 # --- damaged checkpoints --------------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -123,7 +135,8 @@ def _nan_tensor(path: Path) -> None:
     ("state.json", _truncate, "state.json cannot be read"), ("state.safetensors", _truncate, "does not load"),
     ("rng_0.safetensors", _truncate, "rng_0.safetensors does not load"),
     ("state.json", _drop_field, "lacks the field(s) ['history']"),
-    ("state.safetensors", _drop_tensor, "lacks 1 tensor(s) of the trained weights, first: ['lora.weight']"),
+    ("state.safetensors", _drop_tensor, "lacks 1 tensor(s) of the trained weights or their optimizer state, "
+                                        "first: ['lora.weight']"),
     ("state.safetensors", _nan_tensor, "NaN or inf in 1 tensor(s), first: ['lora.weight']"),
     ("rng_0.safetensors", Path.unlink, "rng_0.safetensors does not load")])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_complete_one(toy_run, name, damage, said):
