@@ -30,6 +30,7 @@ from .finetune import (
     DPOTrainer,
     HackingMonitor,
     LoraEMA,
+    NonFiniteError,
     PolicyConfig,
     PolicyFinetuneConfig,
     PolicyOptimizer,
@@ -103,6 +104,6 @@ __all__ = [
     "guidance_schedule", "guided_sample", "PromptSampler", "NoiseOptimization", "chi_nll", "optimize_noise",
     "NamedScores", "DiffusionTrainer", "RunConfig", "DPOConfig", "DPOTrainer", "DiffusionDPOObjective", "dpo_loss",
     "train_dpo", "HackingMonitor", "diversity", "pipeline_sampler", "preference_pairs", "load_pairs",
-    "NamedScores", "DiffusionTrainer", "RunConfig", "PolicyConfig", "PolicyFinetuneConfig", "PolicyOptimizer",
-    "PolicyTrainer", "TRAINERS", "group_advantages", "train_policy", "StochasticSampler",
+    "PolicyConfig", "PolicyFinetuneConfig", "PolicyOptimizer", "PolicyTrainer", "TRAINERS", "group_advantages",
+    "train_policy", "StochasticSampler", "NonFiniteError",
 ]

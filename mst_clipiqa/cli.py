@@ -7,7 +7,8 @@ add one by listing it in ``COMMANDS``. Only the command named on the command lin
 and heavy libraries (torch, diffusers, open_clip) are imported where a command runs, so ``--help`` and
 argument errors are fast.
 
-Every user error ends in one line on standard error and exit status 2; Ctrl-C in exit status 130.
+Every user error ends in one line on standard error and exit status 2; Ctrl-C in exit status 130. A training
+command stopped by SIGTERM / SIGINT checkpoints, says how to resume in one line and exits with 143 / 130.
 """
 from __future__ import annotations
 
@@ -67,6 +68,12 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def _preempted(error: Exception) -> bool:
+    """A trainer's stop at a safe point (the module is loaded only where a trainer ran: --help stays light)."""
+    module = sys.modules.get("reward.utils.preemption")
+    return module is not None and isinstance(error, module.Preempted)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``mst-clipiqa``; returns the exit status (2 for bad input, 130 when interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -81,6 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as error:  # bad input, or a file that cannot be read or written
         print(f"mst-clipiqa {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if not _preempted(error):
+            raise
+        print(f"mst-clipiqa {args.command}: {_one_line(error)}", file=sys.stderr)
+        return error.exit_status
 
 
 if __name__ == "__main__":

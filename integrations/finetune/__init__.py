@@ -13,6 +13,7 @@ from .ema import LoraEMA
 from .finetuner import RewardFinetuner
 from .methods import METHODS
 from .monitor import HackingMonitor, Sampler, diversity, image_features, pipeline_sampler
+from .nonfinite import NonFiniteError
 from .objectives import (
     clipped_policy_loss,
     forward_noised,
@@ -35,4 +36,4 @@ __all__ = ["DiffusionTrainer", "complete_checkpoints", "RewardFinetuneConfig", "
            "gather_objects", "gather_rows", "group_advantages", "clipped_policy_loss", "forward_noised", "gaussian_kl",
            "nft_loss", "optimality_probability", "ratio_stats", "POLICY_METHODS", "PolicyBatch", "PolicyConfig",
            "PolicyOptimizer", "PolicyFinetuneConfig", "PolicyTrainer", "PolicyRun", "group_batch", "train_policy",
-           "CONFIGS", "TRAINERS"]
+           "CONFIGS", "TRAINERS", "NonFiniteError"]

@@ -8,6 +8,7 @@ behind its prompts and noise (the trainer's own, torch's, numpy's, Python's, CUD
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,20 +18,44 @@ import torch
 from accelerate.utils import set_seed
 
 from reward.utils import jsonable, progress_bar
+from reward.utils.preemption import Preempted, StopSignals
 from reward.utils.processes import on_main
 from reward.utils.runs import RunLock
 from reward.utils.state import flatten_optimizer_state, rng_state, set_rng_state, unflatten_optimizer_state
 
-from .checkpoints import TrainingState, complete_checkpoints, read_checkpoint, remove_partial, write_checkpoint
+from .checkpoints import (
+    DamagedCheckpoint,
+    TrainingState,
+    read_checkpoint,
+    remove_partial,
+    step_folders,
+    write_checkpoint,
+)
 from .config import RESUME_FREE, require
 from .launch import check_world_size, finetune_accelerator
 from .log import TrainingLog
+from .nonfinite import ADVICE, SKIP_LIMIT, NonFiniteError, check_finite_weights, describe_nonfinite, nonfinite_counts
 from .tracking import finish_trackers, start_trackers
 from .trainer_parts import TrainerParts, lr_schedule
 
 __all__ = ["DiffusionTrainer", "lr_schedule"]
 
 _TRAINED, _RNG = "lora.", "rng.finetuner"
+
+
+def _missing_optimizer_tensors(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> list[str]:
+    """The optimizer state is per parameter and alike for all of them (AdamW: step, exp_avg, exp_avg_sq): the
+    names some parameter lacks that another one has."""
+    names: dict[int, set[str]] = {}
+    for key in tensors:
+        if key.startswith("optim."):
+            param, name = key.removeprefix("optim.").split(".", 1)
+            names.setdefault(int(param), set()).add(name)
+    if not names:
+        return []
+    params = [p for group in meta.get("optimizer", {}).get("param_groups", []) for p in group.get("params", [])]
+    every = set().union(*names.values())
+    return [f"optim.{p}.{n}" for p in sorted(set(params) | set(names)) for n in sorted(every - names.get(p, set()))]
 
 
 class DiffusionTrainer(TrainerParts):
@@ -62,7 +87,9 @@ class DiffusionTrainer(TrainerParts):
       its own (a reference model, a replay buffer: tensors plus JSON metadata),
       :meth:`after_step` (called after every step and once before the first,
       e.g. to save sample grids) and :meth:`write_outputs` (the main process's
-      last files, e.g. the LoRA).
+      last files, e.g. the LoRA);
+    * optionally :meth:`run_identity`: what the run trains against (models,
+      data), recorded in every checkpoint and checked on resume.
 
     Shared helpers (:class:`~.trainer_parts.TrainerParts`): :meth:`setup_lora` (a fresh fp32 LoRA on a
     frozen pipeline, its AdamW, schedule and EMA), :meth:`record_step` (the end of an optimizer step:
@@ -72,6 +99,13 @@ class DiffusionTrainer(TrainerParts):
     ``monitor_prompts`` x ``monitor_seeds``, logged to the trackers, the log (``monitor``,
     ``monitor_reward``, ``diversity`` on the steps it ran) and ``monitor.json`` / ``monitor.png``; with
     ``patience`` the run stops early and the LoRA the monitor preferred is put back (and saved).
+
+    Non-finite values: ``train`` stops when a step's record holds a NaN / inf
+    ``loss``, ``reward`` or ``grad_norm`` and never writes non-finite weights. To
+    stop (or, with ``on_nonfinite="skip"``, drop the batch) before the optimizer
+    steps, ``train_step`` calls :meth:`drop_batch` with the batch's values and
+    returns None when it says so. SIGTERM / SIGINT stop the run after the current
+    step with a checkpoint and :class:`Preempted`.
     """
 
     name = "train"  # the progress bar's label
@@ -90,6 +124,8 @@ class DiffusionTrainer(TrainerParts):
         self.global_step = self.saved_step = 0
         self.run_dir = Path(config.output_dir) if config.output_dir is not None else None
         self.run_lock: RunLock | None = None
+        self.identity: dict[str, str] = {}
+        self.skipped_batches = self._skipped_in_row = 0
 
     @property
     def num_processes(self) -> int:
@@ -116,10 +152,53 @@ class DiffusionTrainer(TrainerParts):
     def load_extra_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned (``tensors`` holds the whole checkpoint)."""
 
+    def run_identity(self) -> dict[str, str]:
+        """What the run is trained against, field by field (e.g. ``reward_model``, ``pipeline``, ``denoiser``,
+        ``prompts``: names or digests). Recorded in checkpoints; resuming against other values is refused.
+        A subclass extends its parent's dict."""
+        return {}
+
+    # --- non-finite values -------------------------------------------------------------------------------
+
+    @property
+    def on_nonfinite(self) -> str:
+        return getattr(self.config, "on_nonfinite", "raise")
+
+    def drop_batch(self, **values: torch.Tensor) -> bool:
+        """Check a batch's values (``reward`` (B,), ``loss``, ``grad_norm``, ...) for NaN / inf on every
+        process, before the optimizer step. Returns False when they are finite; otherwise raises a
+        :class:`NonFiniteError` saying where (``on_nonfinite="raise"``) or warns, counts and returns True
+        (``"skip"``): the caller then drops the batch (no optimizer step) and returns None. Collective."""
+        if self.accelerator.scaler is not None:  # fp16: an inf gradient norm is the loss scaler's overflow
+            values.pop("grad_norm", None)
+        bad = nonfinite_counts(self.accelerator, values)
+        if not bad:
+            return False
+        where = describe_nonfinite(bad, self.global_step + 1)
+        if self.on_nonfinite != "skip" or self._skipped_in_row + 1 >= SKIP_LIMIT:
+            again = f" ({SKIP_LIMIT} batches in a row)" if self.on_nonfinite == "skip" else ""
+            raise NonFiniteError(f"stopped: {where}{again}; no checkpoint holds these values "
+                                 f"(newest: step {self.saved_step}); {ADVICE}")
+        self.skipped_batches += 1
+        self._skipped_in_row += 1
+        if self.accelerator.is_main_process:
+            warnings.warn(f"dropped a batch ({where}): no optimizer step; {self.skipped_batches} batch(es) dropped "
+                          "in this run", RuntimeWarning, stacklevel=2)
+        return True
+
+    def _check_record(self, record: dict[str, float]) -> None:
+        """The step's reported values, for a ``train_step`` that does not call :meth:`drop_batch`."""
+        names = ("loss", "reward") + (("grad_norm",) if self.accelerator.scaler is None else ())
+        bad = [k for k in names if k in record and not math.isfinite(record[k])]
+        if bad:
+            raise NonFiniteError(f"stopped: {', '.join(bad)} non-finite at step {self.global_step}; no checkpoint "
+                                 f"of this step is written (newest: step {self.saved_step}); {ADVICE}")
+
     # --- run folder, seeds, checkpoints ------------------------------------------------------------------
 
     def start_run(self) -> None:
         """Seed the processes and, with ``output_dir``, open the run folder (resuming from it when asked)."""
+        self.identity = {k: str(v) for k, v in self.run_identity().items()}
         self.seed_processes(self.config.seed)
         if self.run_dir is not None:
             self.open_run_dir()
@@ -136,7 +215,7 @@ class DiffusionTrainer(TrainerParts):
         optim_tensors, optim_meta = flatten_optimizer_state(self.optimizer.state_dict())
         tensors = {**{_TRAINED + name: p for name, p in self.trained_parameters().items()}, **optim_tensors}
         meta = {"step": self.global_step, "history": self.log.history, "config": self.config.to_dict(),
-                "optimizer": optim_meta}
+                "optimizer": optim_meta, "identity": self.identity, "skipped_batches": self.skipped_batches}
         if self.ema is not None:
             ema_tensors, meta["ema"] = self.ema.state()
             tensors.update(ema_tensors)
@@ -152,30 +231,64 @@ class DiffusionTrainer(TrainerParts):
         rng_tensors, rng_meta = rng_state()
         return TrainingState(tensors, meta, {**rng_tensors, _RNG: self.rng.get_state()}, rng_meta)
 
-    def _check_same_run(self, path: Path, saved: dict[str, Any]) -> None:
-        current = jsonable(self.config.to_dict())
+    def _check_same_run(self, path: Path, meta: dict[str, Any]) -> None:
+        saved, current = meta["config"], jsonable(self.config.to_dict())
         differing = sorted(k for k in current if k not in RESUME_FREE and saved.get(k) != current[k])
         if differing:
             raise ValueError(f"cannot resume from {path}: {differing} differ from the run that wrote it; expected "
                              f"the same settings (only {', '.join(RESUME_FREE)} may change)")
+        recorded = meta.get("identity")
+        if recorded is None:
+            if self.identity and self.accelerator.is_main_process:
+                warnings.warn(f"{path} records no identity (written by an older version): the reward, pipeline "
+                              "and prompts it was trained against cannot be checked", RuntimeWarning, stacklevel=3)
+            return
+        fields = sorted(set(recorded) | set(self.identity))
+        changed = [f"{k}: {recorded.get(k)!r} in the checkpoint, {self.identity.get(k)!r} now" for k in fields
+                   if recorded.get(k) != self.identity.get(k)]
+        if changed:
+            raise ValueError(f"cannot resume from {path}: it was trained against something else ({'; '.join(changed)})"
+                             "; expected the same reward, pipeline, denoiser and prompts (or start a new run in "
+                             "another output folder)")
+
+    def _check_contents(self, path: Path, state: TrainingState) -> None:
+        """Every field and trained tensor a restore reads, named when missing (never a raw ``KeyError``)."""
+        fields = ["history", "config", "optimizer"] + (["ema"] if self.ema is not None else [])
+        missing = [k for k in fields if k not in state.meta]
+        if missing:
+            raise DamagedCheckpoint(f"{path}/state.json lacks the field(s) {missing}")
+        tensors = state.tensors
+        expected = [_TRAINED + name for name in self.trained_parameters()]
+        if self.ema is not None:
+            expected += list(self.ema.state()[0])
+        missing = [k for k in expected if k not in tensors] + _missing_optimizer_tensors(tensors, state.meta)
+        if missing:
+            raise DamagedCheckpoint(f"{path} lacks {len(missing)} tensor(s) of the trained weights or their "
+                                    f"optimizer state, first: {missing[:3]}")
 
     def restore_state(self, path: Path) -> None:
-        """Load checkpoint ``path`` (every process loads the shared state and its own generators)."""
+        """Load checkpoint ``path`` (every process loads the shared state and its own generators); a
+        :class:`DamagedCheckpoint` names a missing, damaged or non-finite part."""
         acc = self.accelerator
         state = read_checkpoint(path, acc.process_index)
-        self._check_same_run(path, state.meta["config"])
+        self._check_contents(path, state)
+        self._check_same_run(path, state.meta)
         for name, param in self.trained_parameters().items():
             param.data.copy_(state.tensors[_TRAINED + name])
-        self.optimizer.load_state_dict(unflatten_optimizer_state(state.tensors, state.meta["optimizer"]))
+        try:  # what is nested deeper than _check_contents looks: still named, never a bare KeyError
+            self.optimizer.load_state_dict(unflatten_optimizer_state(state.tensors, state.meta["optimizer"]))
+            if self.ema is not None:
+                self.ema.load_state(state.tensors, state.meta["ema"])
+            if acc.scaler is not None and "grad_scaler" in state.meta:
+                acc.scaler.load_state_dict(state.meta["grad_scaler"])
+            if self.monitor is not None and "monitor" in state.meta:
+                self.monitor.load_state_dict(state.tensors, state.meta["monitor"])
+            self.load_extra_state(state.tensors, state.meta.get("extra", {}))
+        except KeyError as error:
+            raise DamagedCheckpoint(f"{path} lacks {error} (optimizer, EMA or trainer state)") from None
         self.lr_scheduler = lr_schedule(self.config, self.optimizer.optimizer, state.meta["step"])
-        if self.ema is not None:
-            self.ema.load_state(state.tensors, state.meta["ema"])
-        if acc.scaler is not None and "grad_scaler" in state.meta:
-            acc.scaler.load_state_dict(state.meta["grad_scaler"])
-        if self.monitor is not None and "monitor" in state.meta:
-            self.monitor.load_state_dict(state.tensors, state.meta["monitor"])
-        self.load_extra_state(state.tensors, state.meta.get("extra", {}))
         self.global_step = self.saved_step = state.meta["step"]
+        self.skipped_batches = state.meta.get("skipped_batches", 0)
         self.log.history = state.meta["history"]
         saved_world = state.meta["world_size"]
         if saved_world == acc.num_processes:
@@ -193,7 +306,7 @@ class DiffusionTrainer(TrainerParts):
         all of them look before the main process changes anything."""
         acc, run_dir = self.accelerator, self.run_dir
         self.run_lock = on_main(acc, lambda: RunLock(run_dir).acquire())  # one live run per folder
-        found = complete_checkpoints(run_dir)
+        found = step_folders(run_dir)
         require(not found or self.config.resume,
                 f"{run_dir} holds checkpoints of an earlier run (newest: {found[-1].name if found else ''}); pass "
                 "resume=True (--resume) to continue it, or choose a new output directory")
@@ -202,17 +315,34 @@ class DiffusionTrainer(TrainerParts):
             run_dir.mkdir(parents=True, exist_ok=True)
             remove_partial(run_dir)
         if found:
-            self.restore_state(found[-1])
+            self._resume_newest(found)
         elif self.config.resume:
             acc.print(f"no checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
         acc.wait_for_everyone()
+
+    def _resume_newest(self, found: list[Path]) -> None:
+        """Resume from the newest usable checkpoint: a damaged one is named in a warning and the next older one
+        tried (every process reads every file, so all of them choose the same one)."""
+        damaged = []
+        for path in reversed(found):
+            try:  # a failed restore is undone by the older one's, which sets everything again
+                return self.restore_state(path)
+            except DamagedCheckpoint as error:
+                damaged.append(path.name)
+                if self.accelerator.is_main_process:
+                    warnings.warn(f"checkpoint {path} is damaged ({error}); trying the next older one",
+                                  RuntimeWarning, stacklevel=3)
+        raise ValueError(f"every checkpoint in {found[0].parent} is damaged ({', '.join(damaged)}; see the "
+                         "warnings); expected at least one complete checkpoint to resume from (remove the folder "
+                         "to start again)")
 
     def save_checkpoint(self) -> Path:
         """Write a resumable checkpoint of the current step into ``output_dir/checkpoints`` (every process must
         call this), keeping the ``keep_checkpoints`` newest."""
         require(self.run_dir is not None, "save_checkpoint needs output_dir")
-        path = write_checkpoint(self.accelerator, self.run_dir, self.global_step, self.capture_state(),
-                                self.config.keep_checkpoints)
+        state = self.capture_state()
+        check_finite_weights(state.tensors, self.global_step, f"the step-{self.global_step} checkpoint")
+        path = write_checkpoint(self.accelerator, self.run_dir, self.global_step, state, self.config.keep_checkpoints)
         self.saved_step = self.global_step
         return path
 
@@ -232,24 +362,53 @@ class DiffusionTrainer(TrainerParts):
             self.after_step(first=True)
             stop = self._watch()
         stop = stop or bool(getattr(self.monitor, "should_stop", False))  # a resumed run that had stopped
-        while self.global_step < steps and not stop:
-            self.train_step()
-            bar.set_postfix(reward=f"{self.log.smoothed_rewards()[-1]:.4f}")
-            bar.update(1)
-            stop = self._watch()
-            if cfg.save_every and self.global_step % cfg.save_every == 0:
-                self.save_checkpoint()
-            self.after_step()
+        with StopSignals() as signals:
+            while self.global_step < steps and not stop:
+                if self.train_step() is None:  # a dropped batch (on_nonfinite="skip"): no step was taken
+                    self._stop_if_asked(signals)
+                    continue
+                self._skipped_in_row = 0
+                self._check_record(self.log.history[-1])
+                bar.set_postfix(reward=f"{self.log.smoothed_rewards()[-1]:.4f}")
+                bar.update(1)
+                stop = self._watch()
+                if cfg.save_every and self.global_step % cfg.save_every == 0:
+                    self.save_checkpoint()
+                self.after_step()
+                if self.global_step < steps and not stop:  # at the end the run finishes instead
+                    self._stop_if_asked(signals)
         bar.close()
         self._finish(stopped=stop)
         return self.log
 
+    def _stop_if_asked(self, signals: StopSignals) -> None:
+        """After a step: when any process got SIGTERM / SIGINT, checkpoint and raise :class:`Preempted` on all."""
+        signum = signals.requested(self.accelerator)
+        if not signum:
+            return
+        name = StopSignals.name(signum)
+        if self.run_dir is None:
+            message = f"stopped by {name} at step {self.global_step}; nothing saved (no output_dir)"
+        else:
+            if self.saved_step != self.global_step:
+                self.save_checkpoint()
+            message = (f"stopped by {name} at step {self.global_step}; checkpoint written to {self.run_dir}; run "
+                       "the same command again with --resume (resume=True) to continue")
+        if self.run_lock is not None:
+            self.run_lock.release()
+        finish_trackers(self.accelerator)
+        raise Preempted(signum, message)
+
     def _finish(self, stopped: bool = False) -> None:
         acc = self.accelerator
-        if self.run_dir is not None and self.config.save_every and self.saved_step != self.global_step:
-            self.save_checkpoint()  # the state it stopped in, so that a resumed run knows it stopped
         if stopped:
             self._keep_monitors_best()
+        weights = dict(self.trained_parameters())
+        if self.ema is not None:
+            weights.update(self.ema.state()[0])
+        check_finite_weights(weights, self.global_step, "the run's results")
+        if self.run_dir is not None and self.config.save_every and self.saved_step != self.global_step:
+            self.save_checkpoint()  # the state it stopped in, so that a resumed run knows it stopped
         if self.run_dir is not None:
             if acc.is_main_process:
                 self.log.write(self.run_dir)

@@ -26,14 +26,19 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from reward.utils import read_tensors, write_json
+from reward.utils import nonfinite_names, read_tensors, write_json
 
-__all__ = ["CHECKPOINTS", "TrainingState", "complete_checkpoints", "write_checkpoint", "read_checkpoint",
-           "remove_partial"]
+__all__ = ["CHECKPOINTS", "DamagedCheckpoint", "TrainingState", "complete_checkpoints", "step_folders",
+           "write_checkpoint", "read_checkpoint", "remove_partial"]
 
 CHECKPOINTS = "checkpoints"
 STATE, META = "state.safetensors", "state.json"
 _PREFIX, _PARTIAL = "step_", ".tmp"
+_FIELDS = ("step", "world_size")
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint folder with a missing, truncated or inconsistent file, or NaN / inf tensors."""
 
 
 @dataclass
@@ -62,13 +67,18 @@ def _is_complete(path: Path) -> bool:
     return (path / STATE).is_file() and all((path / _rng_file(r)).is_file() for r in range(world))
 
 
-def complete_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The complete checkpoints in ``run_dir``, oldest first (``.tmp`` and damaged folders left out)."""
+def step_folders(run_dir: str | Path) -> list[Path]:
+    """Every published checkpoint folder in ``run_dir``, complete or not, oldest first (``.tmp`` left out)."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX):].isdigit()]
-    return sorted((p for p in found if _is_complete(p)), key=_step)
+    return sorted(found, key=_step)
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The complete checkpoints in ``run_dir``, oldest first (``.tmp`` and damaged folders left out)."""
+    return [p for p in step_folders(run_dir) if _is_complete(p)]
 
 
 def remove_partial(run_dir: str | Path) -> None:
@@ -119,13 +129,43 @@ def write_checkpoint(accelerator: Any, run_dir: str | Path, step: int, state: Tr
     return final
 
 
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError) as error:
+        raise DamagedCheckpoint(f"{path / META} cannot be read ({error})") from None
+    missing = [k for k in _FIELDS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise DamagedCheckpoint(f"{path / META} lacks the field(s) {missing}")
+    if meta["step"] != _step(path):
+        # a renamed or copied folder: which step it holds is not known, so it is not guessed
+        raise ValueError(f"checkpoint folder {path} is named for step {_step(path)} but records step "
+                         f"{meta['step']}; expected {_PREFIX}{meta['step']:08d} (rename it back, or remove it)")
+    return meta
+
+
+def _read(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        return read_tensors(file, "a file of a fine-tuning checkpoint")
+    except (OSError, ValueError) as error:
+        raise DamagedCheckpoint(str(error)) from None
+
+
 def read_checkpoint(path: str | Path, rank: int) -> TrainingState:
     """The shared state of checkpoint ``path`` and process ``rank``'s generator states (None when the
-    checkpoint was written by fewer processes)."""
+    checkpoint was written by fewer processes). Every process checks every file, so all of them agree on whether
+    the checkpoint is usable: a :class:`DamagedCheckpoint` names the file and what is wrong with it (a folder named
+    for another step than it records is a plain ``ValueError``)."""
     path = Path(path)
-    tensors, _ = read_tensors(path / STATE, "a file of a fine-tuning checkpoint")
-    meta = json.loads((path / META).read_text())
+    meta = _read_meta(path)
+    tensors, _ = _read(path / STATE)
+    bad = nonfinite_names(tensors)
+    if bad:
+        raise DamagedCheckpoint(f"{path / STATE} holds NaN or inf in {len(bad)} tensor(s), first: {bad[:3]}")
+    rngs = [_read(path / _rng_file(r)) for r in range(meta["world_size"])]
     if rank >= meta["world_size"]:
         return TrainingState(tensors, meta)
-    rng_tensors, rng_meta = read_tensors(path / _rng_file(rank), "a file of a fine-tuning checkpoint")
+    rng_tensors, rng_meta = rngs[rank]
+    if "rng" not in rng_meta:
+        raise DamagedCheckpoint(f"{path / _rng_file(rank)} lacks its 'rng' metadata")
     return TrainingState(tensors, meta, rng_tensors, json.loads(rng_meta["rng"]))

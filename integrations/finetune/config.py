@@ -11,6 +11,7 @@ from reward.utils import PRECISIONS, option
 
 from ..pipelines.lora import DEFAULT_TARGET_MODULES
 from .methods import METHODS
+from .nonfinite import ON_NONFINITE
 from .tracking import tracker_names
 
 __all__ = ["RunConfig", "RewardFinetuneConfig", "LR_SCHEDULES", "CHOICES", "RESUME_FREE"]
@@ -18,11 +19,12 @@ __all__ = ["RunConfig", "RewardFinetuneConfig", "LR_SCHEDULES", "CHOICES", "RESU
 Method = Literal["draft", "alignprop", "refl"]
 # diffusers.optimization.get_scheduler's names (piecewise_constant needs rules, so it is left out).
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
-CHOICES = {"method": METHODS, "mixed_precision": PRECISIONS, "lr_scheduler": LR_SCHEDULES}
+CHOICES = {"method": METHODS, "mixed_precision": PRECISIONS, "lr_scheduler": LR_SCHEDULES,
+           "on_nonfinite": ON_NONFINITE}
 # Settings that may change between a run and its resumption: they change what is written, not what is trained.
 RESUME_FREE = ("max_steps", "output_dir", "save_every", "keep_checkpoints", "resume", "log_with", "tracker_project",
                "sample_every", "sample_prompts", "sample_seeds", "save_lora", "progress_bar", "monitor_every",
-               "patience", "monitor_prompts", "monitor_seeds")
+               "patience", "monitor_prompts", "monitor_seeds", "on_nonfinite")
 
 
 def _named_weight(text: str) -> tuple[str, float]:
@@ -67,6 +69,8 @@ class RunConfig:
     mixed_precision: str = option("no", "autocast precision; the LoRA weights stay fp32")
     cpu: bool = option(False, "use the CPU even if a GPU is present")
     seed: int = option(0, "seed of the LoRA initialisation and of every process's prompts and noise")
+    on_nonfinite: str = option("raise", "a NaN / inf reward, loss or gradient norm: raise (stop the run, naming "
+                                        "where) or skip (drop the batch, no optimizer step, with a warning)")
     use_ema: bool = option(False, "keep an EMA of the LoRA weights (diffusers' EMAModel) and use it for "
                                    "evaluation, sample grids and the saved LoRA")
     ema_decay: float = option(0.999, "highest EMA decay (diffusers ramps it up as (1 + n) / (10 + n))")
@@ -106,7 +110,7 @@ class RunConfig:
         require(self.lr_warmup_steps == 0 or self.lr_scheduler != "constant",
                 "lr_warmup_steps > 0 needs a schedule with warm-up (constant_with_warmup, linear, cosine, ...); "
                 "the constant schedule has none")
-        for name in ("mixed_precision", "lr_scheduler"):  # a trainer's method is its own config's to check
+        for name in ("mixed_precision", "lr_scheduler", "on_nonfinite"):  # a trainer's method is its own to check
             require(getattr(self, name) in CHOICES[name],
                     f"{name} must be one of {sorted(CHOICES[name])}, got {getattr(self, name)!r}")
         require(self.sample_every == 0 or bool(self.sample_prompts),

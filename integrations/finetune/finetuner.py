@@ -20,6 +20,7 @@ from ..pipelines.sampling import denoise, guided_prediction, step_kwargs
 from ..rewards import Rewards, named_rewards, objective
 from .base import DiffusionTrainer
 from .config import RewardFinetuneConfig, require
+from .identity import PromptedRunIdentity
 from .methods import METHODS
 from .monitor import HackingMonitor
 from .prompt_sources import Prompts, PromptSource
@@ -27,7 +28,7 @@ from .prompt_sources import Prompts, PromptSource
 __all__ = ["RewardFinetuneConfig", "RewardFinetuner"]
 
 
-class RewardFinetuner(DiffusionTrainer):
+class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
     """Fine-tune ``pipe``'s denoiser with LoRA to maximise ``reward`` by backpropagating it through sampling.
 
     Covered: every registered pipeline family (SD 1.x/2.x, SDXL, LCM, SD3,
@@ -124,9 +125,17 @@ class RewardFinetuner(DiffusionTrainer):
         with self.accelerator.autocast():
             images, penalty = self._images(self.model, prompts, seeds, grad_from=grad_from, stop_at=stop_at,
                                            base=self.config.kl_coeff > 0)
+        # Images a diverged LoRA made NaN are not shown to the reward (which would blame the images): their reward
+        # is NaN, and the step's check names them (``images``: NaN per such image, in the statistics).
+        finite = torch.isfinite(images.detach()).flatten(1).all(1)
+        if not bool(finite.all()):
+            images = torch.where(finite[:, None, None, None], images, torch.zeros_like(images))
         reward, named = self._score(images, prompts)
+        nan = torch.full_like(reward, float("nan"))
+        reward = torch.where(finite, reward, nan)
         loss = -reward.mean() + self.config.kl_coeff * penalty
-        stats = {"reward": reward.detach(), "penalty": penalty.detach(), "loss": loss.detach(),
+        stats = {"images": torch.where(finite, torch.zeros_like(nan), nan), "reward": reward.detach(),
+                 "penalty": penalty.detach(), "loss": loss.detach(),
                  **{f"reward/{k}": v.detach() for k, v in named.items() if len(named) > 1}}
         return loss, stats
 
@@ -138,21 +147,33 @@ class RewardFinetuner(DiffusionTrainer):
         seeds = torch.randint(0, 2**31 - 1, (size,), generator=self.rng).tolist()
         return prompts, seeds
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, float] | None:
         """One optimizer step (``gradient_accumulation_steps`` micro-batches per process); returns the step's
         statistics over every process: reward mean / std (per named output too), penalty, loss, gradient norm
-        and learning rate."""
-        acc, cfg, stats = self.accelerator, self.config, []
+        and learning rate. None when a non-finite batch was dropped (``on_nonfinite="skip"``)."""
+        acc, cfg, stats, dropped = self.accelerator, self.config, [], False
         self.model.train()
         for _ in range(cfg.gradient_accumulation_steps):
-            with acc.accumulate(self.model):
+            with acc.accumulate(self.model):  # entered every time: it counts the micro-batches
+                if dropped:
+                    continue
                 loss, batch_stats = self.compute_loss(*self._batch())
-                acc.backward(loss)
-                if acc.sync_gradients:  # the norm before clipping; an infinite bound clips nothing
-                    grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm or float("inf"))
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                values = {k: v for k, v in batch_stats.items() if k == "images" or k.startswith("reward")}
+                dropped = self.drop_batch(**values, loss=loss)
+                batch_stats.pop("images")
+                if not dropped:
+                    acc.backward(loss)
+                    if acc.sync_gradients:  # the norm before clipping; an infinite bound clips nothing
+                        grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm or float("inf"))
+                        dropped = self.drop_batch(grad_norm=torch.as_tensor(grad_norm))
+                if not dropped:
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
             stats.append(batch_stats)
+        if dropped:  # gradients of the micro-batches before the bad one
+            for p in self.params:
+                p.grad = None
+            return None
         return self.record_step(stats, grad_norm, self.lr_scheduler.get_last_lr()[0])
 
     # --- evaluation and saving --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ..pipelines.lora import adapters_disabled, named_lora_parameters
 from ..rewards import Rewards
 from .base import DiffusionTrainer
 from .config import RunConfig, require
+from .identity import PromptedRunIdentity
 from .policy import PolicyConfig, PolicyOptimizer
 from .prompt_sources import Prompts, PromptSource
 
@@ -50,7 +51,7 @@ class PolicyFinetuneConfig(PolicyConfig, RunConfig):  # PolicyConfig's defaults 
         return self.group_size * self.prompts_per_step
 
 
-class PolicyTrainer(DiffusionTrainer):
+class PolicyTrainer(PromptedRunIdentity, DiffusionTrainer):
     """Fine-tune ``pipe``'s denoiser with LoRA by DDPO, GRPO or DiffusionNFT (``config.method``) to raise
     ``reward``, which needs no gradient: any form :mod:`integrations.rewards` accepts (numpy functions,
     trl's ``(images, prompts, metadata)``, ``no_grad`` scorers, a dict of them weighted by ``reward_weights``).

@@ -111,7 +111,8 @@ class TrainerParts:
                               score_batch_size=cfg.batch_size)
 
     def write_outputs(self, run_dir: Path) -> None:
-        """The main process's last files of a run, after the log: the LoRA :meth:`setup_lora` gave (unless ``save_lora`` is off)."""
+        """The main process's last files of a run, after the log: the LoRA :meth:`setup_lora` gave (unless
+        ``save_lora`` is off)."""
         if self.config.save_lora and getattr(self, "lora_config", None) is not None:
             self.save_lora(run_dir / "lora")
 

@@ -35,14 +35,14 @@ MAX_SAMPLES = 512
 def softmax_stats(head: TemplateHead, z: torch.Tensor, text_features: torch.Tensor) -> dict[str, float]:
     """Mean entropy / log K, mean largest probability, the fraction of samples whose softmax is one-hot
     (largest probability over ``ONE_HOT``) and mean logit range of a template head at ``z``."""
-    logits = head.logits(z, text_features).float()
+    logits = head.logits(z, text_features).detach().float()  # statistics only: no graph
     p = logits.softmax(dim=-1)
     entropy = -(p * p.clamp_min(1e-30).log()).sum(-1) / math.log(p.shape[-1])
     top = p.max(-1).values
     return {"entropy": float(entropy.mean()), "max_prob": float(top.mean()),
             "one_hot_fraction": float((top > ONE_HOT).float().mean()),
             "logit_range": float((logits.max(-1).values - logits.min(-1).values).mean()),
-            "temperature": float(head.temperature)}
+            "temperature": float(head.temperature.detach())}
 
 
 def head_saturation(model: MSTCLIPIQA, inputs: dict[str, Any], targets: Mapping[str, torch.Tensor],

@@ -31,6 +31,7 @@ from ..backbones import fit_to_size
 from ..datasets import QualityDataset, Split, collate
 from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, trainable_state_dict
 from ..utils import progress_bar, save_tensors, write_json
+from ..utils.preemption import Preempted, StopSignals
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import OPTIMIZERS, SELECT_METRICS, TrainConfig
 from .distributed import epoch_batches, gather_rows, new_accelerator
@@ -88,6 +89,7 @@ class Trainer:
         self.accelerator: Accelerator | None = None
         self.features = features  # given: precomputed encoder outputs of the data set's samples, in order
         self.timing: dict[str, float] = {}
+        self.signals = StopSignals()
 
     # ------------------------------------------------------------------ setup
 
@@ -270,12 +272,21 @@ class Trainer:
                 progress["best"] = {"epoch": epoch + 1, "score": score}
                 self.best_state = {n: v.detach().clone() for n, v in trainable_state_dict(self.model).items()}
             self._save_checkpoint(directory, progress)
+            self._stop_if_asked(k, epoch + 1)
             # no validation part (e.g. --recipe paper) or an undefined score: show none, not "-inf"
             shown = {"val": f"{score:.3f}"} if np.isfinite(score) else {}
             bar.set_postfix(loss=f"{record['train_loss']:.4f}", **shown)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(k, epoch, record)
         return self._finish_split(k, split, directory, progress)
+
+    def _stop_if_asked(self, k: int, epochs: int) -> None:
+        """After an epoch's checkpoint: when any process got SIGTERM / SIGINT, raise :class:`Preempted` on all."""
+        signum = self.signals.requested(self.accelerator)
+        if signum:
+            raise Preempted(signum, f"stopped by {StopSignals.name(signum)} after epoch {epochs} of split {k}; "
+                                    f"checkpoint written to {self.split_dir(k)}; run the same command again with "
+                                    "--resume (resume=True) to continue")
 
     def split_dir(self, k: int) -> Path:
         if self.output_dir is None:
@@ -341,8 +352,10 @@ class Trainer:
         return read_json(directory / RESULT)
 
     def run(self) -> dict[str, Any]:
-        """All splits, then the chosen model, ``report.json`` and plots (see ``protocol``); returns the report."""
-        return run_splits(self)
+        """All splits, then the chosen model, ``report.json`` and plots (see ``protocol``); returns the report.
+        SIGTERM / SIGINT stop it after the current epoch's checkpoint with :class:`Preempted`."""
+        with self.signals:
+            return run_splits(self)
 
 
 def train(model: MSTCLIPIQA, dataset: QualityDataset, config: TrainConfig | None = None,

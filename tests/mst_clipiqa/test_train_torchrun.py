@@ -13,7 +13,7 @@ import pytest
 
 from reward import MSTCLIPIQA, load_model
 from reward.datasets import load_dataset, make_splits
-from reward.training import FeatureCache, predict_features, to_label_units
+from reward.training import FeatureCache, load_checkpoint, predict_features, to_label_units
 from reward.training.metrics import evaluate, srcc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,3 +69,20 @@ def test_two_processes_train_one_model_and_report_once(sample_dir, tmp_path):
     untrained = predict_features(load_model("tiny", seed=0), features, split.val, ["quality"])["quality"]
     assert result["untrained"]["val"]["quality"]["srcc"] == pytest.approx(
         srcc(untrained, dataset.score_array("quality")[split.val]), abs=1e-6)
+
+
+def test_sigterm_to_one_process_stops_both_after_the_same_epoch(sample_dir, tmp_path):
+    out, probes = tmp_path / "run", tmp_path / "probes"
+    probes.mkdir()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(DRIVER),
+               str(probes), "train", "--model", "tiny", "--dataset", "agiqa3k", "--data", str(sample_dir),
+               "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--epochs", "3", "--n-splits", "1",
+               "--quiet"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "SIGTERM_RANK": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.stderr.count("exitcode  : 143") == 2, done.stderr[-4000:]  # torchrun reports both processes
+    assert "stopped by SIGTERM after epoch 1 of split 0" in done.stderr
+    ranks = [json.loads((probes / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [[e["epoch"] for e in r["epochs"]] for r in ranks] == [[0], [0]]  # both stopped after epoch 1
+    assert load_checkpoint(out / "split_00" / "checkpoint.safetensors").progress["epoch"] == 1

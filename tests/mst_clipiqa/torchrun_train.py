@@ -6,12 +6,14 @@ step, the samples it trained on in each epoch, and the exit status of a second, 
 start in the same folder once the run is done. The non-main process is held back
 for a few seconds after setting up, so the main process has claimed the run folder
 (written ``run.json``) before the other one gets there: the order in which a check
-of the folder on every process used to fail.
+of the folder on every process used to fail. With ``SIGTERM_RANK=R`` in the environment,
+process R receives SIGTERM while its first epoch starts (and no second start is tried).
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from reward.training import trainer as trainer_module
 from reward.training.feature_cache import state_digest
 
 RANK = int(os.environ["RANK"])
+SIGTERM_RANK = int(os.environ.get("SIGTERM_RANK", "-1"))
 PROBES: dict[str, list] = {"steps": [], "epochs": []}
 
 batches_of = trainer_module.epoch_batches
@@ -30,6 +33,8 @@ prepare = trainer_module.Trainer.prepare
 
 
 def recorded_batches(indices, batch_size, seed, split_index, epoch, rank=0, world=1):
+    if RANK == SIGTERM_RANK and (split_index, epoch) == (0, 0):
+        os.kill(os.getpid(), signal.SIGTERM)
     batches = batches_of(indices, batch_size, seed, split_index, epoch, rank, world)
     PROBES["epochs"].append({"split": split_index, "epoch": epoch, "world": world, "samples": sum(batches, [])})
     return batches
@@ -54,6 +59,7 @@ trainer_module.Trainer._make_optimizer = probed_optimizer
 trainer_module.Trainer.prepare = late_prepare
 
 status = main(sys.argv[2:])
-PROBES["second_start"] = main(sys.argv[2:])  # a plain second start in the finished run's folder
+if SIGTERM_RANK < 0:
+    PROBES["second_start"] = main(sys.argv[2:])  # a plain second start in the finished run's folder
 (Path(sys.argv[1]) / f"rank{RANK}.json").write_text(json.dumps(PROBES))
 sys.exit(status)

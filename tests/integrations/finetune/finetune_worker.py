@@ -1,12 +1,15 @@
 """Run ``mst-clipiqa finetune`` (the arguments after ``--``) as one process of a launch, recording what it did.
 
-    python finetune_worker.py --record DIR [--kill-in-step N] [--kill-publishing N] -- finetune ...
+    python finetune_worker.py --record DIR [--kill-in-step N] [--kill-publishing N]
+                              [--signal-in-step N --signal TERM|INT [--signal-rank R]] -- finetune ...
 
 Per process, ``DIR/rank<r>.json`` lists every optimizer step: the prompts and seeds
 it drew, its per-image rewards and a digest of the LoRA weights after the step.
 ``--kill-in-step N`` SIGKILLs the process while step N computes its loss;
 ``--kill-publishing N`` SIGKILLs it after checkpoint N is written but before it is
-published. Used by the tests under ``torchrun`` and as a subprocess.
+published. ``--signal-in-step N`` sends SIGTERM (or SIGINT) to the process of rank ``--signal-rank`` (default:
+every process) while step N computes its loss, as Slurm or Ctrl-C would. Used by the tests under ``torchrun``
+and as a subprocess.
 """
 import argparse
 import hashlib
@@ -37,10 +40,15 @@ def lora_digest(finetuner: RewardFinetuner) -> str:
 def instrument(args: argparse.Namespace, steps: list[dict]) -> None:
     compute_loss, train_step = RewardFinetuner.compute_loss, RewardFinetuner.train_step
     fsync = checkpoints._fsync_folder
+    sent: list[str] = []
 
     def recording_loss(self, prompts, seeds):
         if self.global_step + 1 == args.kill_in_step:
             os.kill(os.getpid(), signal.SIGKILL)
+        rank = int(os.environ.get("RANK", "0"))
+        if self.global_step + 1 == args.signal_in_step and args.signal_rank in (-1, rank) and not sent:
+            sent.append(args.signal)
+            os.kill(os.getpid(), getattr(signal, f"SIG{args.signal}"))
         loss, stats = compute_loss(self, prompts, seeds)
         steps.append({"prompts": list(prompts), "seeds": list(seeds), "rewards": stats["reward"].tolist()})
         return loss, stats
@@ -64,6 +72,9 @@ if __name__ == "__main__":
     parser.add_argument("--record", type=Path, required=True)
     parser.add_argument("--kill-in-step", type=int, default=-1)
     parser.add_argument("--kill-publishing", type=int, default=-1)
+    parser.add_argument("--signal-in-step", type=int, default=-1)
+    parser.add_argument("--signal", choices=("TERM", "INT"), default="TERM")
+    parser.add_argument("--signal-rank", type=int, default=-1)
     parser.add_argument("cli", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     steps: list[dict] = []

@@ -1,0 +1,85 @@
+"""What a fine-tuning run trains against, as short strings a checkpoint records and a resume compares: the reward
+(its model's config and weights, variant, outputs), the pipeline and its family, the denoiser's architecture and the
+prompts."""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from reward.utils import jsonable
+
+__all__ = ["digest", "module_digest", "pipeline_identity", "prompts_identity", "reward_identity"]
+
+
+def digest(value: Any) -> str:
+    """A short digest of JSON-able ``value``."""
+    text = json.dumps(jsonable(value), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def module_digest(module: nn.Module) -> str:
+    """A short digest of a module's tensors (names, shapes, values)."""
+    hasher = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        hasher.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        hasher.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return hasher.hexdigest()[:16]
+
+
+def _kind(obj: Any) -> str:
+    kind = obj if callable(obj) and not isinstance(obj, nn.Module) and hasattr(obj, "__qualname__") else type(obj)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def reward_identity(reward: Any, prefix: str = "reward") -> dict[str, str]:
+    """Fields naming a reward: its kind; for an MST-CLIPIQA reward its model's config, variant, outputs and output
+    weights and a digest of its weights; for another ``nn.Module`` a digest of its weights. A dict of rewards gives
+    the fields of each by name."""
+    if isinstance(reward, Mapping):
+        out = {f"{prefix}s": ", ".join(sorted(map(str, reward)))}
+        for name, fn in reward.items():
+            out.update(reward_identity(fn, f"{prefix}[{name}]"))
+        return out
+    out = {prefix: _kind(reward)}
+    inner = getattr(reward, "reward", None)  # NamedScores wraps the reward it names
+    scorer = inner if isinstance(inner, nn.Module) else reward
+    model = getattr(scorer, "model", None)
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        out[f"{prefix}_model"] = digest(config.to_dict())
+        out[f"{prefix}_variant"] = str(getattr(config, "variant", ""))
+        out[f"{prefix}_outputs"] = json.dumps(jsonable(getattr(scorer, "weights", getattr(model, "outputs", None))))
+    if isinstance(reward, nn.Module):
+        out[f"{prefix}_weights"] = module_digest(reward)
+    return out
+
+
+def pipeline_identity(pipe: Any, family: Any, denoiser: nn.Module) -> dict[str, str]:
+    """The pipeline's class and family, its scheduler's class, and the denoiser's class and config."""
+    # "_name_or_path" and the like say where it was loaded from, not what it is
+    config = {k: v for k, v in dict(getattr(denoiser, "config", None) or {}).items() if not k.startswith("_")}
+    return {"pipeline": type(pipe).__name__, "pipeline_family": type(family).__name__,
+            "scheduler": type(pipe.scheduler).__name__,
+            "denoiser": f"{type(denoiser).__name__} {digest(config)}"}
+
+
+def prompts_identity(prompts: list[str] | None, prompt_fn: Any) -> dict[str, str]:
+    """A digest of the prompt list, or the name of the ``prompt_fn``."""
+    if prompts is not None:
+        return {"prompts": f"{len(prompts)} prompt(s) {digest(prompts)}"}
+    return {"prompts": _kind(prompt_fn)}
+
+
+class PromptedRunIdentity:
+    """``run_identity`` of a trainer that samples its own images from ``prompt_source`` against ``reward``
+    (RewardFinetuner, PolicyTrainer): the reward, the pipeline, the denoiser's architecture and the prompts."""
+
+    def run_identity(self) -> dict[str, str]:
+        source = self.prompt_source
+        return {**super().run_identity(), **reward_identity(self.reward),
+                **pipeline_identity(self.pipe, self.family, self.family.denoiser),
+                **prompts_identity(source.prompts, source.prompt_fn)}

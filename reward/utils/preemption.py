@@ -1,0 +1,67 @@
+"""Stopping a run at a safe point when SIGTERM (Slurm, Kubernetes) or SIGINT (Ctrl-C) arrives.
+
+A trainer runs its loop inside :class:`StopSignals`; the handler only records the signal. At each safe point
+(after an optimizer step, or an epoch) the trainer asks :meth:`StopSignals.requested`, which agrees across every
+process of a run, writes a checkpoint and raises :class:`Preempted`. A second signal interrupts at once.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+__all__ = ["Preempted", "StopSignals"]
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Preempted(Exception):
+    """A run stopped at a safe point because of a signal; the message says how to continue it.
+    ``exit_status`` is what a shell reports for the signal (143 for SIGTERM, 130 for SIGINT)."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+class StopSignals:
+    """Context that records SIGTERM / SIGINT instead of dying, and restores the earlier handlers on exit.
+    Outside the main thread (where handlers cannot be set) it records nothing."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received:  # asked twice: stop now
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in _SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def requested(self, accelerator: Any | None = None) -> int:
+        """The signal any process received (0: none); collective when ``accelerator`` runs several processes, so
+        that every process stops after the same step."""
+        if accelerator is None or accelerator.num_processes == 1:
+            return self.received
+        import torch
+
+        flag = torch.tensor([self.received], device=accelerator.device)
+        return int(accelerator.reduce(flag, "max").item())
+
+    @staticmethod
+    def name(signum: int) -> str:
+        return signal.Signals(signum).name

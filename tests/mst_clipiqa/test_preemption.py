@@ -1,0 +1,31 @@
+"""``mst-clipiqa train`` stopped by SIGTERM: one line saying how to resume, exit status 143, and --resume finishes."""
+from __future__ import annotations
+
+import os
+import signal
+
+from mst_clipiqa.cli import main
+from reward.training import trainer as trainer_module
+from tests.conftest import SAMPLE
+
+
+def test_train_stopped_by_sigterm_says_how_to_resume_and_exits_143(tmp_path, monkeypatch, capsys):
+    args = ["train", "--model", "tiny", "--dataset", "agiqa3k", "--data", str(SAMPLE), "--out", str(tmp_path / "run"),
+            "--epochs", "2", "--n-splits", "1", "--cache-dir", str(tmp_path / "cache"), "--quiet", "--device", "cpu"]
+    original = trainer_module.epoch_batches
+
+    def batches(indices, batch_size, seed, split_index, epoch, rank=0, world=1):
+        if epoch == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(indices, batch_size, seed, split_index, epoch, rank, world)
+
+    monkeypatch.setattr(trainer_module, "epoch_batches", batches)
+    capsys.readouterr()
+    assert main(args) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mst-clipiqa train: stopped by SIGTERM after epoch 1 of split 0;")
+    assert "--resume" in err[-1]
+    assert (tmp_path / "run" / "split_00" / "checkpoint.safetensors").is_file()
+    monkeypatch.undo()
+    assert main([*args, "--resume"]) == 0
+    assert (tmp_path / "run" / "report.json").is_file()
