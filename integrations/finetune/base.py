@@ -17,13 +17,13 @@ import torch
 from accelerate.utils import set_seed
 
 from reward.utils import jsonable, progress_bar
-from reward.utils.processes import on_main
+from reward.utils.processes import on_main, run_environment
 from reward.utils.runs import RunLock
 from reward.utils.state import flatten_optimizer_state, rng_state, set_rng_state, unflatten_optimizer_state
 
 from .checkpoints import TrainingState, complete_checkpoints, read_checkpoint, remove_partial, write_checkpoint
 from .config import RESUME_FREE, require
-from .launch import check_world_size, finetune_accelerator
+from .launch import check_world_size, finetune_accelerator, resolved_config
 from .log import TrainingLog
 from .tracking import finish_trackers, start_trackers
 
@@ -83,9 +83,10 @@ class DiffusionTrainer:
         if accelerator is not None:
             check_world_size(accelerator)
         self.accelerator = accelerator or finetune_accelerator(config)
+        self.config = config = resolved_config(config, self.accelerator)
         self.rng = torch.Generator()
         self.ema: Any = None
-        self.log = TrainingLog(config.to_dict())
+        self.log = TrainingLog(config.to_dict(), run_environment(self.accelerator))
         self.global_step = self.saved_step = 0
         self.run_dir = Path(config.output_dir) if config.output_dir is not None else None
         self.run_lock: RunLock | None = None

@@ -87,7 +87,9 @@ class RewardFinetuneConfig:
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
     max_grad_norm: float | None = option(1.0, "clip the gradient norm to this (0 or None: no clipping)")
     max_steps: int = option(100, "optimizer steps in all; a resumed run continues up to this")
-    mixed_precision: str = option("no", "autocast precision; the LoRA weights stay fp32")
+    mixed_precision: str | None = option(
+        None, "autocast precision; the LoRA weights stay fp32 (default: accelerate's, from `accelerate launch "
+              "--mixed_precision`, its config file or ACCELERATE_MIXED_PRECISION, else no)", type=str)
     cpu: bool = option(False, "use the CPU even if a GPU is present")
     seed: int = option(0, "seed of the LoRA initialisation and of every process's prompts and noise")
 
@@ -151,7 +153,7 @@ class RewardFinetuneConfig:
                 "lr_warmup_steps > 0 needs a schedule with warm-up (constant_with_warmup, linear, cosine, ...); "
                 "the constant schedule has none")
         for name, allowed in CHOICES.items():
-            require(getattr(self, name) in allowed,
+            require(getattr(self, name) in allowed or (name == "mixed_precision" and self.mixed_precision is None),
                     f"{name} must be one of {sorted(allowed)}, got {getattr(self, name)!r}")
 
     def _check_outputs(self) -> None:
