@@ -68,7 +68,7 @@ def _check_launched_alone() -> None:
 def run_environment(accelerator: Accelerator) -> dict[str, object]:
     """What a run actually ran on, for its log and report: process count, device type, precision."""
     return {"world_size": accelerator.num_processes, "device": accelerator.device.type,
-            "distributed_type": str(accelerator.distributed_type), "mixed_precision": accelerator.mixed_precision}
+            "distributed_type": accelerator.distributed_type.value, "mixed_precision": accelerator.mixed_precision}
 
 
 def new_accelerator(**settings: object) -> Accelerator:
@@ -83,7 +83,8 @@ def new_accelerator(**settings: object) -> Accelerator:
     since accelerate otherwise ignores the launcher there; a launcher whose
     processes still end up alone gets a warning.
     """
-    settings["mixed_precision"] = launcher_precision(settings.get("mixed_precision"))
+    # never None: accelerate would keep the precision of an earlier Accelerator in this process
+    settings["mixed_precision"] = launcher_precision(settings.get("mixed_precision")) or "no"
     _check_launched_alone()
     world = launcher_world_size()
     if world > 1 and not torch.cuda.is_available():

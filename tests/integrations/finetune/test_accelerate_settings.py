@@ -46,13 +46,16 @@ def test_the_launchers_precision_is_used_when_the_library_leaves_it_open(monkeyp
     assert launcher_precision("fp16") == "fp16"
 
 
-def test_a_conflict_names_both_settings(monkeypatch):
+def test_a_conflict_names_both_settings(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(ENV, "bf16")
     with pytest.raises(ValueError, match=r"mixed_precision='no' \(this library's --mixed-precision.*"
                                          r"accelerate's mixed_precision='bf16' \(ACCELERATE_MIXED_PRECISION"):
         launcher_precision("no")
-    assert main(["finetune", "--pipeline", "tiny", "--model", "tiny", "--prompt", "a cat", "--max-steps", "1",
-                 "--mixed-precision", "no", "--cpu", "--quiet"]) != 0
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n")
+    assert main(["finetune", "--pipeline", "tiny", "--model", "tiny", "--prompts", str(prompts), "--max-steps", "1",
+                 "--mixed-precision", "no", "--cpu", "--quiet", "--out", str(tmp_path / "run")]) != 0
+    assert "conflicts with accelerate's" in capsys.readouterr().err
 
 
 def test_a_bf16_launcher_setting_gives_a_bf16_fine_tuning_run_recorded_in_the_log(tmp_path, monkeypatch):
@@ -125,8 +128,10 @@ def test_a_bf16_accelerate_config_gives_a_bf16_two_process_run(tmp_path):
     config = "distributed_type: MULTI_GPU\nnum_processes: 2\nnum_machines: 1\nmixed_precision: bf16\n" \
              "main_process_port: 29517\n"
     out = tmp_path / "run"
-    done = accelerate_launch(tmp_path, config, "finetune", "--pipeline", "tiny", "--model", "tiny", "--prompt",
-                             "a cat", "--out", str(out), "--num-inference-steps", "2", "--max-steps", "1",
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\na dog\n")
+    done = accelerate_launch(tmp_path, config, "finetune", "--pipeline", "tiny", "--model", "tiny", "--prompts",
+                             str(prompts), "--out", str(out), "--num-inference-steps", "2", "--max-steps", "1",
                              "--batch-size", "1", "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     log = json.loads((out / "log.json").read_text())
