@@ -1,4 +1,4 @@
-"""trl's DDPOTrainer and AlignPropTrainer with the MST-CLIPIQA reward (trl 0.8 to 0.23.1: later trl has neither).
+"""trl's DDPOTrainer and AlignPropTrainer with the MST-CLIPIQA reward (trl <= 0.23.1: later trl has neither).
 
     python examples/trl_ddpo_alignprop.py --tiny            # offline: a tiny random SD pipeline, saved to --out
     python examples/trl_ddpo_alignprop.py --pipeline stable-diffusion-v1-5/stable-diffusion-v1-5 \
