@@ -109,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         trainer.train()
     if main:
-        print(f"{config.method}: {trainer.global_step} steps on {trainer.accelerator.num_processes} process(es)")
+        acc = trainer.accelerator
+        print(f"{config.method}: {trainer.global_step} steps on {acc.num_processes} process(es) "
+              f"({acc.device.type}, mixed precision {acc.mixed_precision})")
         print(held_out.summary() if args.eval_images else "held-out reward: not measured (--eval-images 0)")
         print("wrote:\n  " + "\n  ".join(written_files(args.out)))
     return 0

@@ -138,3 +138,4 @@ def test_a_bf16_accelerate_config_gives_a_bf16_two_process_run(tmp_path):
     assert log["config"]["mixed_precision"] == "bf16"
     assert log["environment"]["mixed_precision"] == "bf16" and log["environment"]["world_size"] == 2
     assert [r["step"] for r in log["history"]] == [1]
+    assert done.stdout.count("1 steps on 2 process(es) (") == 1 and "mixed precision bf16)" in done.stdout
