@@ -139,3 +139,19 @@ def test_a_bf16_accelerate_config_gives_a_bf16_two_process_run(tmp_path):
     assert log["environment"]["mixed_precision"] == "bf16" and log["environment"]["world_size"] == 2
     assert [r["step"] for r in log["history"]] == [1]
     assert done.stdout.count("1 steps on 2 process(es) (") == 1 and "mixed precision bf16)" in done.stdout
+
+
+def test_a_real_multi_cpu_launch_without_mpi_warns(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text("from reward.utils.processes import new_accelerator\n"
+                      "acc = new_accelerator()\nprint('ran', acc.num_processes, acc.mixed_precision)\n")
+    (tmp_path / "multi_cpu.yaml").write_text("distributed_type: MULTI_CPU\nnum_processes: 2\nnum_machines: 1\n"
+                                             "mixed_precision: bf16\nuse_cpu: true\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop(ENV, None)
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(tmp_path / "multi_cpu.yaml"), str(script)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("ran 1 bf16") == 1  # one process, with the config's precision
+    assert "started one: it needs mpirun" in done.stderr and "--multi_gpu --num_processes N" in done.stderr
