@@ -8,7 +8,16 @@ many images without gradients (``score_images``) and the DDPO reward-function co
 * ``reward(images) -> (B,)`` or ``(B, 1)``: an image-only scorer;
 * the trl / DDPO form ``reward_fn(images, prompts, metadata) -> (rewards, metadata)``, rewards as
   a tensor, numpy array or list (trl's ``DDPOTrainer`` and ddpo-pytorch reward functions);
-* an ``nn.Module`` whose ``forward`` has one of these signatures.
+* an ``nn.Module`` whose ``forward`` has one of these signatures;
+* an imscore scorer (``PickScorer``, ``CLIPAestheticScorer``, ...): called through its
+  ``.score(pixels, prompts)``, which holds its preprocessing (its ``forward`` is the raw backbone);
+* a pyiqa no-reference metric (``pyiqa.create_metric(...)``): called on the images alone; one with
+  ``as_loss=True`` and a ``loss_reduction`` other than ``"none"`` is called once per image, since its
+  reduction would mix the batch into one number. A full-reference metric needs its reference: wrap it,
+  ``lambda images: metric(images, reference)``.
+
+Whatever a reward returns, one value per image, in any shape holding B values ((B,), (B, 1), or the
+0-d tensor a squeezed 1-image batch gives), becomes (B,).
 
 Images are (B, 3, H, W) float in [0, 1]; a reward that declares another ``input_range``
 (``MSTCLIPIQAReward(..., input_range=(-1, 1))``) gets them mapped onto it. A reward whose
@@ -71,8 +80,8 @@ def _rewards(name: str, value: Any, images: torch.Tensor) -> torch.Tensor:
         except (TypeError, ValueError):
             raise ValueError(f"reward {name!r} returned {type(value).__name__}; expected a float tensor, array or "
                              f"list of shape ({batch},), one reward per image") from None
-    if value.ndim == 2 and value.shape[1] == 1:
-        value = value[:, 0]
+    if value.ndim != 1 and value.numel() == batch and (value.ndim == 0 or value.shape[0] == batch):
+        value = value.reshape(batch)  # (B, 1), or the 0-d a scorer's .squeeze() leaves of a 1-image batch
     if value.shape != (batch,) or not value.is_floating_point():
         raise ValueError(f"reward {name!r} returned {tuple(value.shape)} {value.dtype}; expected a float tensor of "
                          f"shape ({batch},), one reward per image")
@@ -85,20 +94,48 @@ def _call(name: str, fn: RewardFn, images: torch.Tensor, prompts: Sequence[str] 
     if not callable(fn):
         raise ValueError(f"reward {name or 'reward'!r} is a {type(fn).__name__}; expected a callable "
                          "reward(images, prompts), reward(images) or trl's reward_fn(images, prompts, metadata)")
-    images = _in_input_range(fn, images)
-    arity = reward_arity(fn)
-    if arity == 1:
-        out = fn(images)
-    elif arity == 2:
-        out = fn(images, prompts)
-    else:
-        out = fn(images, prompts, tuple({} for _ in range(len(images))))
+    out = _invoke(fn, _in_input_range(fn, images), prompts)
     if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):
         out = out[0]  # trl / DDPO: (rewards, reward_metadata)
     sign = -1.0 if getattr(fn, "lower_better", False) else 1.0
     if isinstance(out, Mapping):
         return {f"{name}.{key}" if name else key: sign * _rewards(key, v, images) for key, v in out.items()}
     return {name or "reward": sign * _rewards(name or "reward", out, images)}
+
+
+def _library(fn: RewardFn) -> str:
+    return type(fn).__module__.partition(".")[0]
+
+
+def _invoke(fn: RewardFn, images: torch.Tensor, prompts: Sequence[str] | None) -> Any:
+    """The call that gives ``fn``'s reward: the peers' own scoring API, or by the arity of its signature."""
+    library = _library(fn)
+    if library == "imscore":
+        return fn.score(images, None if prompts is None else list(prompts))
+    if library == "pyiqa":
+        return _pyiqa_scores(fn, images)
+    arity = reward_arity(fn)
+    if arity == 1:
+        return fn(images)
+    if arity == 2:
+        return fn(images, prompts)
+    return fn(images, prompts, tuple({} for _ in range(len(images))))
+
+
+def _pyiqa_scores(metric: Any, images: torch.Tensor) -> torch.Tensor:
+    """A pyiqa metric's score of each image (its ``lower_better`` is handled by the caller)."""
+    if getattr(metric, "metric_mode", "NR") != "NR":
+        raise ValueError(f"pyiqa metric {metric.metric_name!r} is {metric.metric_mode} (full-reference): it needs a "
+                         "reference image per image; pass lambda images: metric(images, reference), or use a "
+                         "no-reference (NR) metric")
+    as_loss = getattr(metric, "as_loss", False)
+    if not as_loss and torch.is_grad_enabled() and images.requires_grad:
+        raise ValueError(f"pyiqa metric {metric.metric_name!r} was created without as_loss=True, and pyiqa then "
+                         "scores without gradients; the gradient methods need them: pyiqa.create_metric("
+                         f"{metric.metric_name!r}, as_loss=True) (its lower_better is still honoured)")
+    if as_loss and getattr(metric, "loss_reduction", "none") != "none":
+        return torch.stack([metric(image[None]).reshape(()) for image in images])
+    return metric(images)
 
 
 def _in_input_range(fn: RewardFn, images: torch.Tensor) -> torch.Tensor:
@@ -164,24 +201,47 @@ def score_images(
 DDPORewardFn = Callable[[Any, Sequence[str], Sequence[Any]], tuple[torch.Tensor, dict[str, Any]]]
 
 
-def ddpo_reward_fn(reward: Rewards, *, weights: Mapping[str, float] | None = None,
-                   batch_size: int = 32) -> DDPORewardFn:
-    """Wrap a reward for policy-gradient trainers (DDPO).
+def ddpo_reward_fn(reward: Rewards, *, weights: Mapping[str, float] | None = None, batch_size: int = 32,
+                   differentiable: bool = False) -> DDPORewardFn:
+    """Wrap a reward for trl's trainers: ``DDPOTrainer`` (policy gradients) and, with ``differentiable=True``,
+    ``AlignPropTrainer`` (backpropagation into the generator).
 
     The returned function takes images, one prompt per image and the prompts' metadata, and
-    returns ``(rewards (B,), metadata)`` with ``metadata`` holding each named output. Images
-    may be what DDPO code passes: a float tensor in [0, 1] (``output_type="pt"``), a uint8
-    tensor or numpy array (0..255), NCHW or NHWC, PIL images or a list of any of these; the
-    layout and range follow the one rule of :mod:`reward.scoring.images`, so each form gives
-    the same rewards. Policy gradients need no reward gradient, so it runs without autograd;
-    for gradient-based fine-tuning use the reward itself.
+    returns ``(rewards (B,), metadata)`` with ``metadata`` holding each named output. Policy
+    gradients need no reward gradient, so by default it runs without autograd, in batches of
+    ``batch_size``, and images may be what DDPO code passes: a float tensor in [0, 1]
+    (``output_type="pt"``), a uint8 tensor or numpy array (0..255), NCHW or NHWC, PIL images or
+    a list of any of these; the layout and range follow the one rule of
+    :mod:`reward.scoring.images`, so each form gives the same rewards. Given images that require
+    grad, that function raises a ValueError naming ``differentiable=True``. ``differentiable=True``
+    scores the (B, 3, H, W) float tensor in [0, 1] as it is, in one call, and the rewards carry its
+    gradient (the metadata's outputs are detached).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if differentiable:
+        return _differentiable_reward_fn(reward, weights)
 
     def reward_fn(images: Any, prompts: Sequence[str], prompt_metadata: Sequence[Any] | None = None
                   ) -> tuple[torch.Tensor, dict[str, Any]]:
+        if isinstance(images, torch.Tensor) and images.requires_grad and torch.is_grad_enabled():
+            raise ValueError("ddpo_reward_fn(reward) scores without gradients (what DDPO's policy gradients need), "
+                             "but these images require grad: a trainer that backpropagates the reward (trl's "
+                             "AlignPropTrainer, ...) is calling it. Use ddpo_reward_fn(reward, differentiable=True)")
         return score_images(reward, images, prompts, batch_size=batch_size, weights=weights)
+
+    return reward_fn
+
+
+def _differentiable_reward_fn(reward: Rewards, weights: Mapping[str, float] | None) -> DDPORewardFn:
+    def reward_fn(images: torch.Tensor, prompts: Sequence[str], prompt_metadata: Sequence[Any] | None = None
+                  ) -> tuple[torch.Tensor, dict[str, Any]]:
+        if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim != 4:
+            raise ValueError(f"ddpo_reward_fn(reward, differentiable=True) got {type(images).__name__} "
+                             f"{tuple(getattr(images, 'shape', ()))}; expected the (B, 3, H, W) float tensor in [0, 1] "
+                             "the trainer backpropagates through (trl's AlignPropTrainer passes it)")
+        named = named_rewards(reward, images, list(prompts))
+        return objective(named, weights), {name: value.detach() for name, value in named.items()}
 
     return reward_fn
 

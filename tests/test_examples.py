@@ -59,3 +59,12 @@ def test_combined_reward_example():
     assert [r[0] for r in rows] == sorted((r[0] for r in rows), reverse=True)
     gain, stderr = map(float, re.search(r"gain (\S+) \+- (\S+)", out).groups())
     assert gain > 0.05 and gain > 4 * stderr  # measured 0.331 +- 0.039 in 6 steps
+
+
+def test_trl_example(tmp_path):
+    pytest.importorskip("trl.trainer.alignprop_trainer", reason="trl <= 0.23.1 is a test extra")
+    out = run_example("trl_ddpo_alignprop.py", "--tiny", "--epochs", "1", "--out", str(tmp_path))
+    for trainer in ("ddpo", "alignprop"):
+        (mean,) = re.findall(rf"^{trainer}: mean reward per call (\S+)$", out, flags=re.M)
+        assert float(mean) == float(mean)  # a number, not nan: the reward scored trl's images
+    assert (tmp_path / "tiny_sd" / "model_index.json").is_file()  # the saved pipeline trl loaded

@@ -19,7 +19,7 @@ from accelerate.utils import set_seed
 
 from reward.utils import jsonable, progress_bar
 from reward.utils.preemption import Preempted, StopSignals
-from reward.utils.processes import on_main
+from reward.utils.processes import on_main, run_environment
 from reward.utils.runs import RunLock
 from reward.utils.state import flatten_optimizer_state, rng_state, set_rng_state, unflatten_optimizer_state
 
@@ -32,7 +32,7 @@ from .checkpoints import (
     write_checkpoint,
 )
 from .config import RESUME_FREE, require
-from .launch import check_world_size, finetune_accelerator
+from .launch import check_world_size, finetune_accelerator, resolved_config
 from .log import TrainingLog
 from .nonfinite import ADVICE, SKIP_LIMIT, NonFiniteError, check_finite_weights, describe_nonfinite, nonfinite_counts
 from .tracking import finish_trackers, start_trackers
@@ -117,10 +117,11 @@ class DiffusionTrainer(TrainerParts):
         if accelerator is not None:
             check_world_size(accelerator)
         self.accelerator = accelerator or finetune_accelerator(config)
+        self.config = config = resolved_config(config, self.accelerator)
         self.rng = torch.Generator()
         self.ema: Any = None
         self.monitor: Any = None
-        self.log = TrainingLog(config.to_dict())
+        self.log = TrainingLog(config.to_dict(), run_environment(self.accelerator))
         self.global_step = self.saved_step = 0
         self.run_dir = Path(config.output_dir) if config.output_dir is not None else None
         self.run_lock: RunLock | None = None

@@ -66,7 +66,9 @@ class RunConfig:
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
     max_grad_norm: float | None = option(1.0, "clip the gradient norm to this (0 or None: no clipping)")
     max_steps: int = option(100, "optimizer steps in all; a resumed run continues up to this")
-    mixed_precision: str = option("no", "autocast precision; the LoRA weights stay fp32")
+    mixed_precision: str | None = option(
+        None, "autocast precision; the LoRA weights stay fp32 (default: accelerate's, from `accelerate launch "
+              "--mixed_precision`, its config file or ACCELERATE_MIXED_PRECISION, else no)", type=str)
     cpu: bool = option(False, "use the CPU even if a GPU is present")
     seed: int = option(0, "seed of the LoRA initialisation and of every process's prompts and noise")
     on_nonfinite: str = option("raise", "a NaN / inf reward, loss or gradient norm: raise (stop the run, naming "
@@ -111,6 +113,8 @@ class RunConfig:
                 "lr_warmup_steps > 0 needs a schedule with warm-up (constant_with_warmup, linear, cosine, ...); "
                 "the constant schedule has none")
         for name in ("mixed_precision", "lr_scheduler", "on_nonfinite"):  # a trainer's method is its own to check
+            if name == "mixed_precision" and self.mixed_precision is None:  # the launcher's, read when the run starts
+                continue
             require(getattr(self, name) in CHOICES[name],
                     f"{name} must be one of {sorted(CHOICES[name])}, got {getattr(self, name)!r}")
         require(self.sample_every == 0 or bool(self.sample_prompts),

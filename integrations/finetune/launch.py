@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import replace
 from typing import Any
 
 from reward.utils.processes import launcher_world_size, new_accelerator
 
 from .tracking import check_trackers_installed, tracker_names
 
-__all__ = ["finetune_accelerator", "check_world_size"]
+__all__ = ["finetune_accelerator", "check_world_size", "resolved_config"]
 
 
 def finetune_accelerator(config: Any) -> Any:
@@ -33,3 +34,15 @@ def check_world_size(accelerator: Any) -> None:
                       "into the same output folder. Build the Accelerator before any other accelerate state, with "
                       "cpu=True on a machine without a GPU, or let RewardFinetuner build it.",
                       RuntimeWarning, stacklevel=3)
+
+
+def resolved_config(config: Any, accelerator: Any) -> Any:
+    """``config`` with the precision ``accelerator`` runs (the launcher's, when the config left it at None), so
+    that what is logged and checkpointed is what ran. A precision the config names that the Accelerator does not
+    run is an error."""
+    used, asked = accelerator.mixed_precision, config.mixed_precision
+    if asked not in (None, used):
+        raise ValueError(f"mixed_precision={asked!r} in the config, but the Accelerator passed in runs "
+                         f"mixed_precision={used!r}; leave the config's at None (it then follows the Accelerator) "
+                         "or build the Accelerator with the same precision")
+    return replace(config, mixed_precision=used)

@@ -26,10 +26,12 @@ def gathered_statistics(accelerator: Any, batches: list[dict[str, torch.Tensor]]
 
 
 class TrainingLog:
-    """Per-step records (``step``, ``reward``, ``loss``, ...) and the run's configuration."""
+    """Per-step records (``step``, ``reward``, ``loss``, ...), the run's configuration and what it ran on
+    (``environment``: process count, device type, precision)."""
 
-    def __init__(self, config: Mapping[str, Any] | None = None):
+    def __init__(self, config: Mapping[str, Any] | None = None, environment: Mapping[str, Any] | None = None):
         self.config = dict(config or {})
+        self.environment = dict(environment or {})
         self.history: list[dict[str, float]] = []
 
     def append(self, record: Mapping[str, float]) -> None:
@@ -51,7 +53,8 @@ class TrainingLog:
         """Write ``log.json`` and ``reward_curve.png`` into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        log_path = write_json(directory / "log.json", {"config": self.config, "history": self.history})
+        log_path = write_json(directory / "log.json", {"config": self.config, "environment": self.environment,
+                                                         "history": self.history})
         return log_path, self.plot(directory / "reward_curve.png")
 
     def plot(self, path: str | Path) -> Path:

@@ -184,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         trainer.train()
     if main:
-        print(f"{args.method}: {trainer.global_step} steps on {trainer.accelerator.num_processes} process(es)")
+        acc = trainer.accelerator
+        print(f"{args.method}: {trainer.global_step} steps on {acc.num_processes} process(es) "
+              f"({acc.device.type}, mixed precision {acc.mixed_precision})")
         if trainer.monitor is not None and trainer.monitor.should_stop:
             print(f"stopped early by the monitor; kept the LoRA of step {trainer.monitor.best_step}")
         print(held_out.summary() if args.eval_images else "held-out reward: not measured (--eval-images 0)")

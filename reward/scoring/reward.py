@@ -22,6 +22,12 @@ from .inputs import ValueCheck, check_input_range
 Outputs = str | Sequence[str] | Mapping[str, float] | None
 
 
+# accelerate.prepare would wrap forward in its autocast (and a reward someone unfroze in DDP), hidden from `dtype`
+_PREPARED = ("this MSTCLIPIQAReward was passed to accelerator.prepare: do not prepare a frozen reward. Move it "
+             "with reward.to(accelerator.device) and choose its precision with dtype= "
+             "(MSTCLIPIQAReward.from_pretrained(..., dtype=torch.bfloat16)); prepare only what you train")
+
+
 class MSTCLIPIQAReward(nn.Module, HubMixin):
     """A reward differentiable w.r.t. the pixels: ``reward(images, prompts) -> (B,)``, higher is better.
 
@@ -129,6 +135,8 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
 
     def named_scores(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Every output of the model, (B,) each (in [0, 1] with ``normalize``), differentiable in the pixels."""
+        if getattr(self, "_is_accelerate_prepared", False):
+            raise ValueError(_PREPARED)
         check_image_shape(images)
         values = ValueCheck(images, self.input_range, self.tolerance)
         prompts = check_prompts(prompts, len(images), required=self.model.config.needs_prompts)

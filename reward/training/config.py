@@ -69,7 +69,9 @@ class TrainConfig:
     threads: int | None = option(
         None, "intra-op threads for head training and evaluation on cached features (default: 1 on the CPU, "
               "where more only wait on each other; the encoders keep torch's setting)", type=int, metavar="N")
-    mixed_precision: str = option("no", "autocast precision (accelerate)")
+    mixed_precision: str | None = option(
+        None, "autocast precision (default: accelerate's, from `accelerate launch --mixed_precision`, its config "
+              "file or ACCELERATE_MIXED_PRECISION, else no)", type=str)
     cpu: bool = option(False, "use the CPU even if a GPU is present")
     lora_rank: int = option(0, "train a LoRA adapter of this rank on the fusion and heads instead of the weights")
     lora_alpha: float = option(16.0, "LoRA scaling alpha")
@@ -92,7 +94,7 @@ class TrainConfig:
             raise ValueError(f"lr={self.lr}, weight_decay={self.weight_decay}, margin={self.margin}, "
                              f"rank_weight={self.rank_weight}; expected lr > 0 and the others >= 0")
         for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
+            if getattr(self, name) not in allowed and not (name == "mixed_precision" and self.mixed_precision is None):
                 raise ValueError(f"{name} must be one of {sorted(allowed)}, got {getattr(self, name)!r}")
         if self.lora_rank < 0 or (self.lora_encoders and not self.lora_rank):
             raise ValueError(f"lora_rank={self.lora_rank}, lora_encoders={self.lora_encoders}; expected "

@@ -18,6 +18,7 @@ import torch
 from ..datasets import QualityDataset, Split, make_splits, reference_split, save_splits
 from ..model import HEAD_KINDS, MSTCLIPIQA, save_adapter
 from ..utils import progress_bar, read_tensors, write_json
+from ..utils.processes import run_environment
 from .config import RESUME_FREE, TrainConfig
 from .distributed import on_main
 from .evaluation import dataset_paths_prompts
@@ -110,6 +111,7 @@ def _report(trainer: SplitTrainer, splits: Sequence[Split], results: list[dict[s
                    for r, p in zip(results, probes)],
         "saturation": trainer.saturation,
         "selected_split": chosen, "model_dir": str(model_dir), "splits_file": SPLITS, "timing": trainer.timing,
+        "environment": run_environment(acc),
     }
     if acc.is_main_process:
         plots = make_plots(results, trainer.outputs, directory / "plots", trainer.config.select_metric)

@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,8 @@ class Trainer:
         cfg = self.config
         self.outputs = resolve_outputs(self.model, self.dataset, cfg.outputs)
         self.accelerator = new_accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+        # the precision actually used (the launcher's when the config left it open) is what runs and is recorded
+        self.config = cfg = replace(cfg, mixed_precision=self.accelerator.mixed_precision)
         self.show = cfg.progress and self.accelerator.is_local_main_process
         set_seed(cfg.seed)  # the initial weights of a fresh init or of LoRA
         if cfg.init != "keep":

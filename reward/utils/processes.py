@@ -12,7 +12,8 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list
 
-__all__ = ["MainProcessFailed", "launcher_rank", "launcher_world_size", "new_accelerator", "on_main"]
+__all__ = ["MainProcessFailed", "launcher_precision", "launcher_rank", "launcher_world_size", "new_accelerator",
+           "on_main", "run_environment"]
 
 T = TypeVar("T")
 
@@ -31,15 +32,60 @@ def launcher_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+_PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"  # what `accelerate launch` sets from its flag or config file
+_MPI_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def launcher_precision(asked: str | None) -> str | None:
+    """The mixed precision of a run: the library's own setting (``asked``) when given, else accelerate's
+    (``ACCELERATE_MIXED_PRECISION``, which ``accelerate launch`` sets from ``--mixed_precision`` or the accelerate
+    config file); None when neither says. ``accelerate launch`` sets ``no`` when nothing asks for more, so a
+    launcher's ``no`` never conflicts; any other launcher precision that differs from ``asked`` is an error."""
+    launched = os.environ.get(_PRECISION_ENV, "").strip().lower() or None
+    if asked is None:
+        return launched
+    if launched not in (None, "no", asked):
+        raise ValueError(f"mixed_precision={asked!r} (this library's --mixed-precision / mixed_precision setting) "
+                         f"conflicts with accelerate's mixed_precision={launched!r} ({_PRECISION_ENV}, set by "
+                         "`accelerate launch --mixed_precision` or the accelerate config file); give one of them, "
+                         "or the same value in both")
+    return asked
+
+
+def _check_launched_alone() -> None:
+    """`accelerate launch` with a MULTI_CPU config (or ``--num_processes N`` on the CPU) but no mpirun starts one
+    process; it says so nowhere."""
+    env = os.environ
+    asked_for_several = "ACCELERATE_USE_CPU" in env and "MASTER_ADDR" in env  # its simple launcher, N > 1
+    if asked_for_several and "WORLD_SIZE" not in env and not any(k in env for k in _MPI_SIZES):
+        warnings.warn("accelerate launch was asked for several processes on the CPU (a MULTI_CPU config, or "
+                      "--num_processes > 1 without --multi_gpu) but started one: it needs mpirun "
+                      "(--mpirun_hostfile) for that. This run is one process. For N processes on the CPU use "
+                      "`accelerate launch --multi_gpu --num_processes N` (on a machine without CUDA it runs on the "
+                      "CPU with gloo) or `torchrun --nproc_per_node N`", RuntimeWarning, stacklevel=3)
+
+
+def run_environment(accelerator: Accelerator) -> dict[str, object]:
+    """What a run actually ran on, for its log and report: process count, device type, precision."""
+    return {"world_size": accelerator.num_processes, "device": accelerator.device.type,
+            "distributed_type": accelerator.distributed_type.value, "mixed_precision": accelerator.mixed_precision}
+
+
 def new_accelerator(**settings: object) -> Accelerator:
     """An ``Accelerator`` with these settings, even if another one in this process chose others.
 
     accelerate keeps one process-wide state and refuses new settings; the later
-    trainer's settings win (the distributed setup itself is kept). Under a
-    launcher on a machine without CUDA it runs on the CPU (gloo), since
-    accelerate otherwise ignores the launcher there; a launcher whose processes
-    still end up alone gets a warning.
+    trainer's settings win (the distributed setup itself is kept). A
+    ``mixed_precision`` of None takes the launcher's (see
+    :func:`launcher_precision`; a conflict is an error); ``cpu`` is on when
+    either the settings or the launcher (``accelerate launch --cpu``) ask for
+    it. Under a launcher on a machine without CUDA it runs on the CPU (gloo),
+    since accelerate otherwise ignores the launcher there; a launcher whose
+    processes still end up alone gets a warning.
     """
+    # never None: accelerate would keep the precision of an earlier Accelerator in this process
+    settings["mixed_precision"] = launcher_precision(settings.get("mixed_precision")) or "no"
+    _check_launched_alone()
     world = launcher_world_size()
     if world > 1 and not torch.cuda.is_available():
         settings["cpu"] = True
