@@ -10,7 +10,8 @@ FLOORS = runpy.run_path(str(ROOT / "constraints" / "floors.py"))
 
 def test_min_constraints_are_generated_from_pyproject():
     committed = (ROOT / "constraints" / "min.txt").read_text(encoding="utf-8")
-    assert committed == FLOORS["constraints_text"](FLOORS["floors"]()), "run: python constraints/floors.py > constraints/min.txt"
+    expected = FLOORS["constraints_text"](FLOORS["floors"]())
+    assert committed == expected, "run: python3 constraints/floors.py > constraints/min.txt"
 
 
 def test_every_dependency_declares_a_floor(tmp_path):
