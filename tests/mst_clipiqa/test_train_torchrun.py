@@ -81,7 +81,9 @@ def test_sigterm_to_one_process_stops_both_after_the_same_epoch(sample_dir, tmp_
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "SIGTERM_RANK": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.stderr.count("exitcode  : 143") == 2, done.stderr[-4000:]  # torchrun reports both processes
+    # torchrun tears the group down at the first exit and may report only that one; the ranks' own records
+    # below show that both stopped after the same epoch
+    assert done.stderr.count("exitcode  : 143") >= 1, done.stderr[-4000:]
     assert "stopped by SIGTERM after epoch 1 of split 0" in done.stderr
     ranks = [json.loads((probes / f"rank{r}.json").read_text()) for r in range(2)]
     assert [[e["epoch"] for e in r["epochs"]] for r in ranks] == [[0], [0]]  # both stopped after epoch 1

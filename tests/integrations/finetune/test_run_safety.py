@@ -289,7 +289,9 @@ def test_sigterm_on_one_process_of_two_stops_both_at_the_same_step(tmp_path, pro
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0, done.stderr[-3000:]
     assert done.stderr.count("stopped by SIGTERM at step 2") == 2, done.stderr[-3000:]
-    assert done.stderr.count("exitcode  : 143") == 2  # torchrun reports both processes
+    # torchrun tears the group down at the first exit and may report only that one; each process's own line
+    # above shows that both stopped at step 2
+    assert done.stderr.count("exitcode  : 143") >= 1 and "exitcode  : 1 " not in done.stderr
     checkpoint = complete_checkpoints(out)[-1]
     assert checkpoint.name == "step_00000002"
     assert sorted(p.name for p in checkpoint.iterdir()) == ["rng_0.safetensors", "rng_1.safetensors", "state.json",
