@@ -10,7 +10,7 @@ Methods, each spending ``--budget`` sampled images:
 * fine-tuning (a LoRA, then one sample per held-out (prompt, seed)): DRaFT-1, AlignProp, ReFL
   (``RewardFinetuner``, ``budget / batch`` steps of ``batch`` images), Diffusion-DPO on best-worst pairs
   (``preference_pairs`` samples ``budget / len(train prompts)`` seeds per training prompt, ``DPOTrainer``
-  then takes as many optimizer steps as DRaFT-1), DDPO and GRPO (``integrations.rl.train_policy``, groups of
+  then takes as many optimizer steps as DRaFT-1), DDPO and GRPO (``integrations.train_policy``, groups of
   ``group`` rollouts; DiffusionNFT is for flow families and is left out on this UNet pipeline);
 * inference-time, weights untouched (the budget split over the held-out images): best-of-N and noise
   optimisation (ReNO, one step with gradients), N = ``budget / held-out images``.
@@ -108,7 +108,7 @@ def _finetuned(method: str, args: argparse.Namespace, reward, work: Path):
                            cpu=True, num_inference_steps=STEPS)
         DPOTrainer(pipe, work / "pairs", config).train()
         return pipe, n * len(prompts) if written.rows else 0
-    from integrations.rl import train_policy
+    from integrations import train_policy
 
     per_epoch = 2 * args.group
     train_policy(pipe, reward, prompts, method, epochs=args.budget // per_epoch, prompts_per_epoch=2,

@@ -82,7 +82,7 @@ prompts = [prompt, "a bowl of fruit on a table", "a portrait of an old sailor", 
 config = RewardFinetuneConfig(num_inference_steps=inference_steps, learning_rate=lr, max_steps=args.steps,
                               reward_weights=weights, max_grad_norm=None)
 trainer = RewardFinetuner(pipe, rewards, prompts, config)
-held_out = [p for p in prompts for _ in range(2)], [10_000 + i for i in range(2 * len(prompts))]
+held_out = [p for p in prompts for _ in range(4)], [10_000 + i for i in range(4 * len(prompts))]
 
 
 def held_out_scores() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

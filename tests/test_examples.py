@@ -58,7 +58,7 @@ def test_combined_reward_example():
     assert all(total == pytest.approx(quality + weight * clip, abs=2e-4) for total, quality, weight, clip in rows)
     assert [r[0] for r in rows] == sorted((r[0] for r in rows), reverse=True)
     gain, stderr = map(float, re.search(r"gain (\S+) \+- (\S+)", out).groups())
-    assert gain > 0.05 and gain > 4 * stderr  # measured 0.331 +- 0.039 in 6 steps
+    assert gain > 0.05 and gain > 4 * stderr  # measured 0.331 +- 0.024 in 6 steps (0.524 +- 0.065 on the floors)
 
 
 def test_trl_example(tmp_path):

@@ -45,7 +45,8 @@ class PolicyConfig:
     ``clip_range`` 1e-4 and ``adv_clip_max`` 5: trl's DDPO and Flow-GRPO. ``kl_coeff``: weight of the KL
     to the reference policy (LoRA disabled); Flow-GRPO uses 0.004-0.04, DDPO none. ``nft_beta`` 1.0 and
     ``nft_timesteps``: DiffusionNFT's guidance strength and the forward-process times drawn per sample.
-    ``nonfinite``: ``"raise"`` on NaN / infinite rewards or ``"skip"`` their groups.
+    ``on_nonfinite``: ``"raise"`` on NaN / infinite rewards or ``"skip"`` their groups (in a
+    :class:`PolicyFinetuneConfig` the same field also rules non-finite losses and gradients).
     """
 
     method: str = option("grpo", "online RL method: ddpo, grpo or nft")
@@ -74,7 +75,8 @@ class PolicyConfig:
     nft_timesteps: int = option(4, "nft: forward-process times drawn per sample")
     nft_stochastic_rollouts: bool = option(False, "nft: sample rollouts with the SDE instead of the ODE")
     max_grad_norm: float | None = option(1.0, "clip the gradient norm to this (0 or None: no clipping)")
-    nonfinite: str = option("raise", "NaN / infinite rewards: raise, or skip their groups with a warning")
+    on_nonfinite: str = option("raise", "a NaN / inf reward, loss or gradient norm: raise, or skip (a reward's "
+                                        "whole group, a loss's batch) with a count")
     reward_weights: dict[str, float] | None = option(None, "weights of named reward outputs", cli=False)
     sampler_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "StochasticSampler arguments",
                                                                           "cli": False})
@@ -165,10 +167,10 @@ class PolicyOptimizer:
         rewards, named = self.score(rollout.images, rollout.prompts)
         rewards = rewards.to(rollout.final.device)
         if self.tracker is not None:
-            advantages = self.tracker.update(rollout.prompts, rewards, nonfinite=cfg.nonfinite)
+            advantages = self.tracker.update(rollout.prompts, rewards, nonfinite=cfg.on_nonfinite)
         else:
             keys = torch.zeros_like(torch.as_tensor(groups)) if cfg.method == "ddpo" else groups
-            advantages = group_advantages(rewards, torch.as_tensor(keys).to(rewards.device), nonfinite=cfg.nonfinite)
+            advantages = group_advantages(rewards, torch.as_tensor(keys).to(rewards.device), nonfinite=cfg.on_nonfinite)
         return PolicyBatch(rollout, rewards, named, advantages)
 
     # --- updates -----------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """A minimal single-process online RL loop: LoRA on the denoiser, AdamW, ``epochs`` policy updates.
 
 No checkpoints, trackers or several processes: the fine-tuning trainers add those around
-:class:`~integrations.rl.policy.PolicyOptimizer`. Enough to try a method on a pipeline and a reward.
+:class:`~integrations.finetune.policy.PolicyOptimizer`. Enough to try a method on a pipeline and a reward.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_dataclass_options(group, RewardFinetuneConfig, {**CHOICES, "method": TRAINERS})
     add_dataclass_options(group, DPOConfig, CHOICES, exclude={f.name for f in fields(RewardFinetuneConfig)})
     add_dataclass_options(parser.add_argument_group("online RL (--method ddpo, grpo, nft)"), PolicyFinetuneConfig,
-                          {"sigma_schedule": ("flow_grpo", "constant"), "nonfinite": ("raise", "skip")},
+                          {"sigma_schedule": ("flow_grpo", "constant")},
                           exclude={f.name for f in fields(RewardFinetuneConfig)})
     _own_defaults(parser, RewardFinetuneConfig, PolicyFinetuneConfig)
     parser.set_defaults(func=run)

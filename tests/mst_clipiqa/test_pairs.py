@@ -1,6 +1,6 @@
 """The `pairs` command: Diffusion-DPO pairs from a tiny pipeline and the tiny reward, offline."""
 
-from integrations.preference import load_pairs
+from integrations import load_pairs
 from mst_clipiqa.cli import main
 
 

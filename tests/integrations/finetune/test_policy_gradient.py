@@ -111,7 +111,7 @@ def test_a_nan_reward_raises_or_skips_its_group_and_the_checkpoint_stays_finite(
     with pytest.raises(ValueError, match="1 of 4 rewards are NaN or infinite"):
         PolicyTrainer(tiny_sd3_pipeline(), half_nan, PROMPTS, policy_config(tmp_path / "raise", max_steps=1)).train()
     trainer = PolicyTrainer(tiny_sd3_pipeline(), half_nan, PROMPTS,
-                            policy_config(tmp_path / "skip", max_steps=1, save_every=1, nonfinite="skip"))
+                            policy_config(tmp_path / "skip", max_steps=1, save_every=1, on_nonfinite="skip"))
     with pytest.warns(RuntimeWarning, match=r"skipping 1 group\(s\), 2 samples"):
         trainer.train()
     from safetensors.torch import load_file

@@ -60,7 +60,7 @@ def test_nan_rewards_raise_or_skip_their_groups():
                      group_size=2, prompts_per_epoch=2)
     with pytest.warns(RuntimeWarning, match=r"skipping 1 group\(s\), 2 samples"):
         run = train_policy(tiny_sd3_pipeline(), flaky, PROMPTS, "grpo", epochs=1, num_steps=2,
-                           guidance_scale=1.0, group_size=2, prompts_per_epoch=2, nonfinite="skip")
+                           guidance_scale=1.0, group_size=2, prompts_per_epoch=2, on_nonfinite="skip")
     assert run.log[0]["skipped"] == 2
     assert all(torch.isfinite(p).all() for p in run.policy.params)
 

@@ -6,10 +6,10 @@ import torch
 from PIL import Image
 
 from integrations import regenerate
-from integrations.preference import load_pairs, preference_pairs, select_pairs, shard_path
+from integrations.inference.preference_pairs import load_pairs, preference_pairs, select_pairs, shard_path
 from integrations.tiny_pipelines import tiny_sd_pipeline
 
-from .conftest import PROMPTS, SAMPLER, bright_pipe, brightness
+from ..preference_data import PROMPTS, SAMPLER, bright_pipe, brightness
 
 
 def _pixels(data: bytes) -> np.ndarray:

@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from integrations import generate_candidates
+from integrations.finetune.dpo import DPOConfig, train_dpo
+from integrations.finetune.dpo_objective import DiffusionDPOObjective, dpo_loss, pair_batch
 from integrations.pipelines.lora import add_lora, lora_parameters, named_lora_parameters
 from integrations.pipelines.tiny_autoencoder import with_linear_autoencoder
-from integrations.preference import DiffusionDPOObjective, DPOConfig, dpo_loss, pair_batch, train_dpo
 from integrations.tiny_pipelines import TINY_PIPELINES
 
-from .conftest import PROMPTS, SAMPLER, bright_pipe, brightness
+from ..preference_data import PROMPTS, SAMPLER, bright_pipe, brightness
 
 ENCODE = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16}}
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from integrations import generate_candidates
-from integrations.preference import HackingMonitor, diversity, image_features, pipeline_sampler
+from integrations.finetune.monitor import HackingMonitor, diversity, image_features, pipeline_sampler
 from integrations.tiny_pipelines import tiny_sd_pipeline
 from reward import MSTCLIPIQAReward
 

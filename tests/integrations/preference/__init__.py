@@ -1,1 +1,0 @@
-"""Preference pairs, Diffusion-DPO and the hacking monitor, offline on tiny pipelines."""
