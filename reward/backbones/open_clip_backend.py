@@ -101,7 +101,7 @@ def _create(config: BackboneConfig) -> torch.nn.Module:
     if config.arch is None:
         try:
             return open_clip.create_model(config.name, pretrained=config.pretrained)
-        except RuntimeError as error:
+        except (RuntimeError, FileNotFoundError) as error:  # open_clip < 3 raises the latter
             if "download" not in str(error).lower():
                 raise
             why = "HF_HUB_OFFLINE=1 is set" if os.environ.get("HF_HUB_OFFLINE") == "1" else "the download failed"
