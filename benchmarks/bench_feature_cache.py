@@ -36,9 +36,9 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from benchmarks.harness.timing import timed  # noqa: E402
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
-from reward.datasets import load_agiqa3k  # noqa: E402
-from reward.training import TrainConfig, Trainer  # noqa: E402
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
+from mst_clipiqa.reward.datasets import load_agiqa3k  # noqa: E402
+from mst_clipiqa.reward.training import TrainConfig, Trainer  # noqa: E402
 
 SAMPLE = ROOT / "examples" / "data" / "agiqa3k-mini"
 TARGET = 50.0

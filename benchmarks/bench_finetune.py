@@ -45,9 +45,9 @@ def worker(spec: dict) -> dict:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    from integrations import RewardFinetuneConfig, RewardFinetuner
-    from integrations.pipelines.tiny import tiny_sd_pipeline
-    from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+    from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner
+    from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+    from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
     device = spec["device"]
     torch.manual_seed(0)
@@ -65,9 +65,9 @@ def bench_best_of_n(args: argparse.Namespace) -> list[tuple[str, dict]]:
     import torch
 
     torch.set_num_threads(args.threads)
-    from integrations import best_of_n
-    from integrations.pipelines.tiny import tiny_sd_pipeline
-    from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+    from mst_clipiqa.integrations import best_of_n
+    from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+    from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
     pipe = tiny_sd_pipeline(device=args.device)
     rewards = {"tiny reward": MSTCLIPIQAConfig.tiny()}

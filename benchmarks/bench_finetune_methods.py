@@ -44,7 +44,7 @@ import torch  # noqa: E402
 from benchmarks.harness.machine import device_name  # noqa: E402
 from benchmarks.harness.report import markdown_table  # noqa: E402
 from benchmarks.sampling_methods import best_of_candidates, noise_optimisation, scorers  # noqa: E402
-from integrations import (  # noqa: E402
+from mst_clipiqa.integrations import (  # noqa: E402
     DPOConfig,
     DPOTrainer,
     PromptSampler,
@@ -53,9 +53,9 @@ from integrations import (  # noqa: E402
     diversity,
     preference_pairs,
 )
-from integrations.finetune.monitor import image_features  # noqa: E402
-from integrations.pipelines.tiny import tiny_sd_pipeline  # noqa: E402
-from integrations.pipelines.tiny_autoencoder import with_linear_autoencoder  # noqa: E402
+from mst_clipiqa.integrations.finetune.monitor import image_features  # noqa: E402
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline  # noqa: E402
+from mst_clipiqa.integrations.pipelines.tiny_autoencoder import with_linear_autoencoder  # noqa: E402
 
 TRAIN_PROMPTS = ["a red car", "a cat on a sofa", "a lighthouse at dusk", "a bowl of fruit on a table",
                  "a city street at night", "a snowy mountain", "a portrait of an old sailor", "a field of flowers"]
@@ -108,7 +108,7 @@ def _finetuned(method: str, args: argparse.Namespace, reward, work: Path):
                            cpu=True, num_inference_steps=STEPS)
         DPOTrainer(pipe, work / "pairs", config).train()
         return pipe, n * len(prompts) if written.rows else 0
-    from integrations import train_policy
+    from mst_clipiqa.integrations import train_policy
 
     per_epoch = 2 * args.group
     train_policy(pipe, reward, prompts, method, epochs=args.budget // per_epoch, prompts_per_epoch=2,

@@ -30,9 +30,9 @@ def worker(spec: dict) -> None:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    from integrations import RewardFinetuneConfig, RewardFinetuner
-    from integrations.pipelines.tiny import tiny_sd_pipeline
-    from reward import MSTCLIPIQAReward
+    from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner
+    from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+    from mst_clipiqa.reward import MSTCLIPIQAReward
 
     config = RewardFinetuneConfig(num_inference_steps=spec["steps"], batch_size=spec["batch"], height=spec["size"],
                                   width=spec["size"], cpu=spec["device"] == "cpu", progress_bar=False)

@@ -41,7 +41,7 @@ from benchmarks.gpu_plan import SECTIONS, GpuPlan, plan_from_args  # noqa: E402
 from benchmarks.harness.machine import device_name  # noqa: E402
 from benchmarks.harness.memory import MALLOC_ENV  # noqa: E402
 from benchmarks.harness.timing import MatmulStep  # noqa: E402
-from reward import MSTCLIPIQAReward  # noqa: E402
+from mst_clipiqa.reward import MSTCLIPIQAReward  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -50,7 +50,7 @@ def _evaluate(pipe, model, spec: dict, **sampler) -> list[float]:
     """Each held-out sample's reward with our sampler and the model's current weights."""
     import torch
 
-    from integrations.pipelines.stochastic import StochasticSampler
+    from mst_clipiqa.integrations.pipelines.stochastic import StochasticSampler
 
     prompts, seeds = _held_out(spec)
     sampler = StochasticSampler(pipe, num_steps=spec["steps"], guidance_scale=spec["guidance"], **sampler)
@@ -75,8 +75,8 @@ def ours(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     from diffusers import DiffusionPipeline
 
-    from integrations import PolicyFinetuneConfig, PolicyTrainer
-    from integrations.pipelines.tiny import tiny_sd3_pipeline
+    from mst_clipiqa.integrations import PolicyFinetuneConfig, PolicyTrainer
+    from mst_clipiqa.integrations.pipelines.tiny import tiny_sd3_pipeline
 
     pipe = DiffusionPipeline.from_pretrained(spec["saved"]) if spec.get("saved") else tiny_sd3_pipeline()
     config = PolicyFinetuneConfig(num_steps=spec["steps"], guidance_scale=spec["guidance"], learning_rate=spec["lr"],
@@ -103,7 +103,7 @@ def trl_ddpo(spec: dict) -> dict:
         return {"skipped": f"trl's DDPOTrainer does not import here ({error}); pip install trl==0.23.1"}
     from accelerate import PartialState
 
-    from integrations import ddpo_reward_fn
+    from mst_clipiqa.integrations import ddpo_reward_fn
 
     PartialState()  # trl's pipeline logs through accelerate before its trainer builds the Accelerator
     batch = spec["config"]["prompts_per_step"]
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         args.epochs, args.batch, args.steps, args.flow_steps, args.eval = 2, 2, 2, 3, 2
     import tempfile
 
-    from integrations.pipelines.tiny import tiny_sd_pipeline
+    from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         saved = str(Path(tmp) / "tiny-sd")

@@ -52,7 +52,7 @@ from benchmarks.reward_workload import (  # noqa: E402
     own_work_steps,
     reward_step,
 )
-from reward import MSTCLIPIQAReward  # noqa: E402
+from mst_clipiqa.reward import MSTCLIPIQAReward  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

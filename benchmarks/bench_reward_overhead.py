@@ -23,7 +23,7 @@ from benchmarks.gpu_reward import encoder_inputs, with_autocast_recasts  # noqa:
 from benchmarks.harness.machine import device_name  # noqa: E402
 from benchmarks.harness.timing import med, time_interleaved  # noqa: E402
 from benchmarks.reward_workload import build_model, encoders_step, reward_step  # noqa: E402
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward  # noqa: E402
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward  # noqa: E402
 
 
 def measure(model: MSTCLIPIQA, device: torch.device, batches: list[int], repeats: int) -> dict[int, dict[str, float]]:

@@ -44,7 +44,7 @@ import torch  # noqa: E402
 from benchmarks.harness.machine import device_name  # noqa: E402
 from benchmarks.harness.report import markdown_table  # noqa: E402
 from benchmarks.sampling_methods import SAMPLERS, Selection, best_of_candidates, methods, scorers  # noqa: E402
-from integrations import PromptSampler  # noqa: E402
+from mst_clipiqa.integrations import PromptSampler  # noqa: E402
 
 PROMPTS = ["a lighthouse at dusk", "a bowl of fruit on a table", "a portrait of an old sailor"]
 HELD_OUT = 100  # first held-out seed

@@ -34,13 +34,13 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
-from reward.datasets import load_agiqa3k  # noqa: E402
-from reward.datasets.clip_geometry import clip_like_features  # noqa: E402
-from reward.model.heads import TemplateHead  # noqa: E402
-from reward.training import TrainConfig, Trainer  # noqa: E402
-from reward.training.features import CachedFeatures, encode_files  # noqa: E402
-from reward.training.saturation import softmax_stats  # noqa: E402
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
+from mst_clipiqa.reward.datasets import load_agiqa3k  # noqa: E402
+from mst_clipiqa.reward.datasets.clip_geometry import clip_like_features  # noqa: E402
+from mst_clipiqa.reward.model.heads import TemplateHead  # noqa: E402
+from mst_clipiqa.reward.training import TrainConfig, Trainer  # noqa: E402
+from mst_clipiqa.reward.training.features import CachedFeatures, encode_files  # noqa: E402
+from mst_clipiqa.reward.training.saturation import softmax_stats  # noqa: E402
 
 # the shipped 48-image sample; MST_CLIPIQA_AGIQA3K_98 names a larger one (the figures in docs came from 98 images)
 SAMPLE = Path(os.environ.get("MST_CLIPIQA_AGIQA3K_98", ROOT / "examples" / "data" / "agiqa3k-mini"))

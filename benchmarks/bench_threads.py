@@ -23,9 +23,9 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from reward.model.fusion import GatedFusion  # noqa: E402
-from reward.model.heads import PromptHead, TemplateHead  # noqa: E402
-from reward.training.losses import mse_rank_loss  # noqa: E402
+from mst_clipiqa.reward.model.fusion import GatedFusion  # noqa: E402
+from mst_clipiqa.reward.model.heads import PromptHead, TemplateHead  # noqa: E402
+from mst_clipiqa.reward.training.losses import mse_rank_loss  # noqa: E402
 
 
 def spin() -> None:

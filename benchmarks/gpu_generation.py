@@ -13,10 +13,10 @@ from benchmarks.gpu_plan import GpuPlan
 from benchmarks.gpu_reward import with_autocast_recasts
 from benchmarks.harness.memory import PeakMemory
 from benchmarks.harness.timing import med, time_interleaved, timed
-from integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n, decode_latents, score_images
-from integrations.inference.best_of_n import Ranking
-from integrations.pipelines.lora import lora_parameters
-from reward import MSTCLIPIQAReward
+from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n, decode_latents, score_images
+from mst_clipiqa.integrations.inference.best_of_n import Ranking
+from mst_clipiqa.integrations.pipelines.lora import lora_parameters
+from mst_clipiqa.reward import MSTCLIPIQAReward
 
 PROMPT = "a lighthouse on a cliff at dusk"
 PROMPTS = [PROMPT, "a bowl of fruit on a wooden table"]
@@ -28,7 +28,7 @@ def build_pipeline(plan: GpuPlan) -> Any:
         from benchmarks.sd15 import sd15_pipeline
 
         return sd15_pipeline(plan.device, torch.bfloat16)
-    from integrations.pipelines.tiny import tiny_sd_pipeline
+    from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
 
     return tiny_sd_pipeline(device=plan.device)
 

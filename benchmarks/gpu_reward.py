@@ -16,9 +16,9 @@ from benchmarks.gpu_plan import GpuPlan
 from benchmarks.harness.flops import count_flops
 from benchmarks.harness.timing import MatmulStep, med, time_interleaved
 from benchmarks.reward_workload import build_model, encoders_step, reward_step
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, preprocess
-from reward.backbones import CLIPBackbone
-from reward.backbones.preprocess import ImageSpec, center_crop, normalize
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, preprocess
+from mst_clipiqa.reward.backbones import CLIPBackbone
+from mst_clipiqa.reward.backbones.preprocess import ImageSpec, center_crop, normalize
 
 _MODEL_MODULE = importlib.import_module("reward.model.mstclipiqa")  # where encode_images looks up `preprocess`
 

@@ -10,7 +10,7 @@ from benchmarks.harness.machine import device_name
 from benchmarks.harness.profiling import print_breakdown, print_extra_ops, profile_ops, share
 from benchmarks.harness.report import fmt_bytes, fmt_spread, markdown_table, verdict
 from benchmarks.reward_workload import Plan, Workload, build_model, reward_step
-from reward import MSTCLIPIQA, MSTCLIPIQAReward
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAReward
 
 TARGETS = {"overhead": ("<=", 1.05), "flop_fraction": (">=", 0.85), "memory_ratio": ("<=", 0.5)}
 NOISY_WARNING = ("  WARNING: per-round ratios spread over more than 10 %: other processes are competing for the "

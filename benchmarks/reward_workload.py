@@ -11,8 +11,8 @@ import torch
 
 from benchmarks.harness.memory import PeakMemory
 from benchmarks.harness.timing import autocast
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, preprocess
-from reward.scoring import check_image_values
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, preprocess
+from mst_clipiqa.reward.scoring import check_image_values
 
 MEMORY_METHODS = {
     "cuda": "torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus memory_allocated before",

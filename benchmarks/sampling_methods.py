@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from integrations import PromptSampler, guided_sample, optimize_noise
-from integrations.pipelines.tiny import tiny_lcm_pipeline, tiny_sd_turbo_pipeline
-from reward import MSTCLIPIQA, ImageSpec, MSTCLIPIQAConfig, MSTCLIPIQAReward, preprocess
+from mst_clipiqa.integrations import PromptSampler, guided_sample, optimize_noise
+from mst_clipiqa.integrations.pipelines.tiny import tiny_lcm_pipeline, tiny_sd_turbo_pipeline
+from mst_clipiqa.reward import MSTCLIPIQA, ImageSpec, MSTCLIPIQAConfig, MSTCLIPIQAReward, preprocess
 
 # name -> (tiny pipeline, sampler steps, CFG scale, gradient_steps K of noise optimisation)
 SAMPLERS = {"one-step (SD-Turbo sampler)": (tiny_sd_turbo_pipeline, 1, 0.0, None),

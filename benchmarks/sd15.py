@@ -36,7 +36,7 @@ def sd15_pipeline(device: torch.device | str = "cpu", dtype: torch.dtype = torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from reward import openai_clip_tokenizer
+    from mst_clipiqa.reward import openai_clip_tokenizer
 
     torch.manual_seed(seed)
     with torch.device(device):

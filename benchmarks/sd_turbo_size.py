@@ -12,8 +12,8 @@ from benchmarks.harness.memory import PeakMemory
 from benchmarks.harness.report import fmt_bytes, markdown_table
 from benchmarks.harness.timing import timed
 from benchmarks.sampling_methods import best_of_candidates
-from integrations import PromptSampler, guided_sample, optimize_noise
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, openai_clip_tokenizer
+from mst_clipiqa.integrations import PromptSampler, guided_sample, optimize_noise
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, openai_clip_tokenizer
 
 PROMPT = "a lighthouse at dusk"
 

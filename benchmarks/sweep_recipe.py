@@ -46,10 +46,10 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
-from reward.datasets import load_agiqa3k, make_splits, make_synthetic_dataset  # noqa: E402
-from reward.training import TrainConfig, Trainer  # noqa: E402
-from reward.training.metrics import srcc  # noqa: E402
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
+from mst_clipiqa.reward.datasets import load_agiqa3k, make_splits, make_synthetic_dataset  # noqa: E402
+from mst_clipiqa.reward.training import TrainConfig, Trainer  # noqa: E402
+from mst_clipiqa.reward.training.metrics import srcc  # noqa: E402
 
 SAMPLE = ROOT / "examples" / "data" / "agiqa3k-mini"
 OUTPUTS = ("quality", "correspondence")

@@ -10,8 +10,8 @@ import argparse
 
 import torch
 
-from integrations import best_of_n, regenerate
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.integrations import best_of_n, regenerate
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--tiny", action="store_true", help="tiny random pipeline and reward (the default without "
@@ -28,7 +28,7 @@ parser.add_argument("--out", default="demo_out/best_of_n")
 args = parser.parse_args()
 
 if args.tiny or not args.pipeline:
-    from integrations.pipelines.tiny import tiny_sd_pipeline
+    from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
 
     pipe, steps, guidance = tiny_sd_pipeline(device=args.device), args.steps or 4, args.guidance or 3.0
 else:

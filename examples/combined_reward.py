@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n, score_images
-from reward import MSTCLIPIQA, ImageSpec, MSTCLIPIQAConfig, MSTCLIPIQAReward, preprocess
+from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n, score_images
+from mst_clipiqa.reward import MSTCLIPIQA, ImageSpec, MSTCLIPIQAConfig, MSTCLIPIQAReward, preprocess
 
 TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16,
                                              "patch_size": 8},
@@ -58,7 +58,7 @@ if args.pipeline:
     pipe = AutoPipelineForText2Image.from_pretrained(args.pipeline).to(args.device)
     inference_steps, lr = 30, 1e-4
 else:
-    from integrations.pipelines.tiny import tiny_sd_pipeline
+    from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
 
     pipe, inference_steps, lr = tiny_sd_pipeline(device=args.device), 4, 1e-2
 model = MSTCLIPIQA.from_pretrained(args.model) if args.model else MSTCLIPIQA(MSTCLIPIQAConfig.tiny())

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from integrations import RewardFinetuneConfig, RewardFinetuner
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--tiny", action="store_true", help="tiny random pipeline and reward (default w/o --pipeline)")
@@ -32,7 +32,7 @@ args = parser.parse_args()
 
 prompts = ["a lighthouse at dusk", "a bowl of fruit on a table", "a portrait of an old sailor", "a city street"]
 if args.tiny or not args.pipeline:
-    from integrations.pipelines.tiny import tiny_sd_pipeline
+    from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
 
     pipe, inference_steps, lr = tiny_sd_pipeline(), args.inference_steps or 4, args.lr or 1e-2
 else:

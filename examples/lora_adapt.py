@@ -14,9 +14,9 @@ With the tiny model the numbers mean nothing; the steps are the real ones.
 import argparse
 from pathlib import Path
 
-from reward import load_model
-from reward.datasets import load_agiqa3k, make_splits
-from reward.training import TrainConfig, evaluate_model, load_adapter, set_adapter, train
+from mst_clipiqa.reward import load_model
+from mst_clipiqa.reward.datasets import load_agiqa3k, make_splits
+from mst_clipiqa.reward.training import TrainConfig, evaluate_model, load_adapter, set_adapter, train
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "agiqa3k-mini"  # 48 images, shipped with the repository
 

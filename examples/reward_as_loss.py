@@ -12,7 +12,7 @@ import argparse
 import torch
 from torch import nn
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, straight_through_clamp
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, straight_through_clamp
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", help="save_pretrained directory or hub id (default: tiny offline model)")

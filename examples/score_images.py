@@ -8,7 +8,7 @@ but every step runs offline.
 import argparse
 from pathlib import Path
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, collect_images
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, collect_images
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "agiqa3k-mini" / "images"
 

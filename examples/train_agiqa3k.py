@@ -14,9 +14,9 @@ Running the same command again continues (or just re-reports) the run in
 import argparse
 from pathlib import Path
 
-from reward import load_model
-from reward.datasets import load_agiqa3k
-from reward.training import TrainConfig, train
+from mst_clipiqa.reward import load_model
+from mst_clipiqa.reward.datasets import load_agiqa3k
+from mst_clipiqa.reward.training import TrainConfig, train
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "agiqa3k-mini"  # 48 images, shipped with the repository
 

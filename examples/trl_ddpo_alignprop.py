@@ -15,8 +15,8 @@ import torch
 from accelerate import PartialState
 from trl import AlignPropConfig, AlignPropTrainer, DDPOConfig, DDPOTrainer, DefaultDDPOStableDiffusionPipeline
 
-from integrations import ddpo_reward_fn
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.integrations import ddpo_reward_fn
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 PROMPTS = ["a cat on a sofa", "a lighthouse at dusk", "a bowl of fruit", "a red car"]
 
@@ -35,7 +35,7 @@ args = parser.parse_args()
 out = Path(args.out)
 
 if args.tiny or not args.pipeline:
-    from integrations.pipelines.tiny import tiny_sd_pipeline
+    from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
 
     pipeline_path = str(out / "tiny_sd")
     tiny_sd_pipeline().save_pretrained(pipeline_path)  # trl's pipeline is built from a name or a folder

@@ -1,49 +1,34 @@
-"""MST-CLIPIQA under one collision-free name: ``from mst_clipiqa import MSTCLIPIQAReward, best_of_n, RewardFinetuner``.
+"""MST-CLIPIQA: ``from mst_clipiqa import MSTCLIPIQAReward, best_of_n, RewardFinetuner``.
 
-Every public name of ``reward`` (the scorer) and ``integrations`` (diffusion models) is re-exported here,
-as the same object; ``reward`` and ``integrations`` keep working, but those generic top-level names can
-collide with a user's own ``reward.py``. The names load lazily (a module ``__getattr__``), so
-``import mst_clipiqa`` and ``mst-clipiqa --help`` import neither torch nor diffusers until a name is used.
+Two libraries and an application under one name that no module of yours can hide:
 
-This is also the outermost layer, the ``mst-clipiqa`` application (the command line and the demo). It may
-import ``reward`` and ``integrations``; neither imports it, so the libraries stay free of argument parsing.
+* :mod:`mst_clipiqa.reward`: the scorer (model, differentiable reward, training and evaluation);
+* :mod:`mst_clipiqa.integrations`: diffusers pipelines (best-of-N, guidance, fine-tuning trainers);
+* the ``mst-clipiqa`` command line and the demo (``cli``, ``commands``, ...), which only they import.
+
+Every public name of the two libraries is re-exported here, as the same object. The names load lazily
+(a module ``__getattr__``), so ``import mst_clipiqa`` and ``mst-clipiqa --help`` import neither torch nor
+diffusers until a name is used. The first import names, ``reward`` and ``integrations``, keep working.
 """
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-SOURCES = ("reward", "integrations")  # searched in this order; integrations imports reward anyway
-HOME = Path(__file__).resolve().parent.parent  # where the library's reward and integrations live
-
-
-def _source(name: str) -> ModuleType:
-    """The library's package ``name``; another module of that name earlier on the path is named, not used."""
-    loaded = sys.modules.get(name)
-    spec = None if loaded is not None else importlib.util.find_spec(name)
-    origin = getattr(loaded, "__file__", None) if loaded is not None else spec and spec.origin
-    if origin is None or Path(origin).resolve() != HOME / name / "__init__.py":
-        raise ImportError(f"the name {name!r} is taken by {origin or 'another module'}, not MST-CLIPIQA's package "
-                          f"({HOME / name}): a module of your own shadows it. Rename your {name}.py, or run from "
-                          "a folder that does not hold it")
-    return importlib.import_module(name)
+SOURCES = ("mst_clipiqa.reward", "mst_clipiqa.integrations")  # searched in this order
 
 
 def __getattr__(name: str) -> Any:
     if name == "__all__":
-        return sorted({n for source in SOURCES for n in _source(source).__all__})
+        return sorted({n for source in SOURCES for n in importlib.import_module(source).__all__})
     if not name.startswith("_"):
         for source in SOURCES:
-            module = _source(source)
+            module = importlib.import_module(source)
             if name in module.__all__:
                 value = globals()[name] = getattr(module, name)
                 return value
-    raise AttributeError(f"module 'mst_clipiqa' has no attribute {name!r}; its names are those of reward and "
-                         "integrations (see mst_clipiqa.__all__)")
+    raise AttributeError(f"module 'mst_clipiqa' has no attribute {name!r}; its names are those of "
+                         "mst_clipiqa.reward and mst_clipiqa.integrations (see mst_clipiqa.__all__)")
 
 
 def __dir__() -> list[str]:

@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n, contact_sheet, rank_images
-from reward import MSTCLIPIQAReward, load_model
-from reward.datasets import QualityDataset, load_dataset, make_synthetic_dataset
-from reward.training import TrainConfig, train
-from reward.training.metrics import srcc
-from reward.utils import write_json
+from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n, contact_sheet, rank_images
+from mst_clipiqa.reward import MSTCLIPIQAReward, load_model
+from mst_clipiqa.reward.datasets import QualityDataset, load_dataset, make_synthetic_dataset
+from mst_clipiqa.reward.training import TrainConfig, train
+from mst_clipiqa.reward.training.metrics import srcc
+from mst_clipiqa.reward.utils import write_json
 
 from .held_out import before_and_after
 from .pipelines import load_pipeline

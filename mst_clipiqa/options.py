@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from reward import MSTCLIPIQA
-    from reward.datasets import QualityDataset, Split
+    from mst_clipiqa.reward import MSTCLIPIQA
+    from mst_clipiqa.reward.datasets import QualityDataset, Split
 
 EPILOG_MODELS = """\
 models (--model):
@@ -82,7 +82,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def model_from_args(args: argparse.Namespace, seed: int = 0) -> MSTCLIPIQA:
     """The model the model options name, on their device, in eval mode."""
-    from reward import load_model
+    from mst_clipiqa.reward import load_model
 
     return load_model(args.model, variant=args.variant, outputs=split_list(args.outputs), seed=seed,
                       adapters=args.adapter, device=resolve_device(args.device))
@@ -122,7 +122,7 @@ def _csv_kwargs(spec: str | None) -> dict[str, Any]:
 
 def data_from_args(args: argparse.Namespace) -> QualityDataset:
     """The data set the data options name."""
-    from reward.datasets import load_dataset
+    from mst_clipiqa.reward.datasets import load_dataset
 
     extra = _csv_kwargs(args.csv_columns)
     if args.label_range:
@@ -145,7 +145,7 @@ def splits_from_args(args: argparse.Namespace, dataset: QualityDataset, val_frac
     """The splits ``--split-file`` names (a validation part of ``val_fraction`` carved from published ones)."""
     if args.split_file is None:
         return None
-    from reward.datasets import load_split_source
+    from mst_clipiqa.reward.datasets import load_split_source
 
     return load_split_source(args.split_file, dataset, val_fraction, by, seed)
 

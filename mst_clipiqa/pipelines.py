@@ -36,7 +36,7 @@ def load_pipeline(name: str, device: torch.device | str | None = None) -> tuple[
     """The pipeline ``name`` (half precision on a GPU for a downloaded one), on ``device``, and its tiny
     settings when it is a tiny one. diffusers is imported only here, never to print ``--help``."""
     if name in TINY:
-        from integrations.pipelines import tiny as tiny_pipelines
+        from mst_clipiqa.integrations.pipelines import tiny as tiny_pipelines
 
         tiny = TINY[name]
         return getattr(tiny_pipelines, tiny.builder)(device=device or "cpu"), tiny

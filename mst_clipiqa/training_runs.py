@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from reward.datasets import QualityDataset, Split
+    from mst_clipiqa.reward.datasets import QualityDataset, Split
 
 SPLITS, REPORT, MODEL = "splits.json", "report.json", "model"  # reward.training.run_folder's names
 
@@ -26,7 +26,7 @@ class TrainingRun:
         return self.folder / MODEL
 
     def splits(self, dataset: QualityDataset) -> list[Split]:
-        from reward.datasets import load_splits
+        from mst_clipiqa.reward.datasets import load_splits
 
         return load_splits(self.folder / SPLITS, n=len(dataset), groups=dataset.groups())
 

@@ -56,8 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from reward.training import evaluate_model
-    from reward.utils import write_json
+    from mst_clipiqa.reward.training import evaluate_model
+    from mst_clipiqa.reward.utils import write_json
 
     check_output_file(args.json_out, "--json-out")
     dataset = data_from_args(args)

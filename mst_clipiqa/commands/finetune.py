@@ -54,10 +54,10 @@ HELP = ("LoRA fine-tuning of a diffusers pipeline to maximise the reward (DRaFT-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     # its flags come from the trainers' configs, so this parser (unlike the light commands') imports torch
-    from integrations.finetune.config import CHOICES, RewardFinetuneConfig
-    from integrations.finetune.dpo import DPOConfig
-    from integrations.finetune.policy_gradient import PolicyFinetuneConfig
-    from integrations.finetune.trainers import TRAINERS
+    from mst_clipiqa.integrations.finetune.config import CHOICES, RewardFinetuneConfig
+    from mst_clipiqa.integrations.finetune.dpo import DPOConfig
+    from mst_clipiqa.integrations.finetune.policy_gradient import PolicyFinetuneConfig
+    from mst_clipiqa.integrations.finetune.trainers import TRAINERS
 
     parser = subparsers.add_parser(
         "finetune", help=HELP,
@@ -112,15 +112,15 @@ def _own_defaults(parser: argparse.ArgumentParser, first: type, second: type) ->
 
 def __getattr__(name: str):
     if name == "NamedScores":  # kept here for old imports; it is library code (and needs torch)
-        from integrations.rewards import NamedScores
+        from mst_clipiqa.integrations.rewards import NamedScores
 
         return NamedScores
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _scorer(name: str, args: argparse.Namespace, seed: int):
-    from integrations.rewards import NamedScores
-    from reward import MSTCLIPIQAReward, load_model
+    from mst_clipiqa.integrations.rewards import NamedScores
+    from mst_clipiqa.reward import MSTCLIPIQAReward, load_model
 
     model = load_model(name, variant=args.variant, outputs=split_list(args.outputs), seed=seed,
                        adapters=args.adapter if name == args.model else [])
@@ -131,7 +131,7 @@ def _scorer(name: str, args: argparse.Namespace, seed: int):
 def _prompts(args: argparse.Namespace, dpo: bool) -> tuple[list[str] | None, list[str]]:
     """(training prompts, held-out prompts); DPO trains on its pairs and, without --prompts, holds out their
     captions."""
-    from integrations.finetune.prompt_sources import read_prompt_file
+    from mst_clipiqa.integrations.finetune.prompt_sources import read_prompt_file
 
     if not dpo and args.prompts is None:
         raise ValueError(f"--method {args.method} needs --prompts PROMPTS.txt (the training prompts)")
@@ -144,14 +144,14 @@ def _prompts(args: argparse.Namespace, dpo: bool) -> tuple[list[str] | None, lis
         return prompts, read_prompt_file(args.eval_prompts)
     if prompts:
         return prompts, prompts
-    from integrations.inference.preference_pairs import load_pairs
+    from mst_clipiqa.integrations.inference.preference_pairs import load_pairs
 
     return None, list(dict.fromkeys(load_pairs(args.pairs)["caption"]))[:8]
 
 
 def run(args: argparse.Namespace) -> int:
-    from integrations.finetune.trainers import CONFIGS, TRAINERS
-    from reward.utils import write_json
+    from mst_clipiqa.integrations.finetune.trainers import CONFIGS, TRAINERS
+    from mst_clipiqa.reward.utils import write_json
 
     if args.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device {args.device}: finetune places the model with accelerate; pick a GPU with "

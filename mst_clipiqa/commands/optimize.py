@@ -82,9 +82,9 @@ def _pipeline(args: argparse.Namespace, device: torch.device) -> tuple[Any, dict
 
 
 def run(args: argparse.Namespace) -> int:
-    from integrations import load_lora, optimize_noise
-    from integrations.inference.noise_optimization import check_settings
-    from reward import MSTCLIPIQAReward, load_model
+    from mst_clipiqa.integrations import load_lora, optimize_noise
+    from mst_clipiqa.integrations.inference.noise_optimization import check_settings
+    from mst_clipiqa.reward import MSTCLIPIQAReward, load_model
 
     check_output_folder(args.out)
     if not args.prompt.strip():

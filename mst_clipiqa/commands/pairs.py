@@ -52,9 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from integrations.finetune.prompt_sources import read_prompt_file
-    from integrations.inference.preference_pairs import preference_pairs, select_pairs
-    from reward import MSTCLIPIQAReward
+    from mst_clipiqa.integrations.finetune.prompt_sources import read_prompt_file
+    from mst_clipiqa.integrations.inference.preference_pairs import preference_pairs, select_pairs
+    from mst_clipiqa.reward import MSTCLIPIQAReward
 
     select_pairs([0.0, 1.0], args.pairs)
     if args.out.exists() and not args.out.is_dir():

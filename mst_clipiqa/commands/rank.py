@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--top must be >= 1, got {args.top}")
     check_output_folder(args.out, what="the ranking")
     check_output_file(args.output)
-    from integrations import rank_images
-    from reward import MSTCLIPIQAReward, collect_images
+    from mst_clipiqa.integrations import rank_images
+    from mst_clipiqa.reward import MSTCLIPIQAReward, collect_images
 
     model = model_from_args(args)
     paths = collect_images(args.images)

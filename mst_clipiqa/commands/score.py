@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     check_output_file(args.output)  # before the slow part, not after it
-    from reward import MSTCLIPIQAReward, collect_images
+    from mst_clipiqa.reward import MSTCLIPIQAReward, collect_images
 
     model = model_from_args(args)
     paths = collect_images(args.images)

@@ -48,8 +48,8 @@ HELP = "train on a data set over repeated splits; writes the model, a report and
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     # its flags come from TrainConfig, so this parser (unlike the light commands') imports torch
-    from reward.training import RECIPES, TrainConfig
-    from reward.training.config import CHOICES
+    from mst_clipiqa.reward.training import RECIPES, TrainConfig
+    from mst_clipiqa.reward.training.config import CHOICES
 
     parser = subparsers.add_parser(
         "train", help=HELP,
@@ -76,8 +76,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from reward import load_model
-    from reward.training import MainProcessFailed, TrainConfig, Trainer, launcher_rank
+    from mst_clipiqa.reward import load_model
+    from mst_clipiqa.reward.training import MainProcessFailed, TrainConfig, Trainer, launcher_rank
 
     if launcher_rank() != 0:  # under a launcher the main process reports, warns and prints the errors
         warnings.simplefilter("ignore")

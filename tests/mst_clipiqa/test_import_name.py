@@ -1,4 +1,4 @@
-"""``mst_clipiqa`` re-exports reward's and integrations' public API, lazily, as the same objects."""
+"""``mst_clipiqa`` re-exports the libraries' public API, lazily, as the same objects; the old names alias it."""
 from __future__ import annotations
 
 import subprocess
@@ -34,13 +34,35 @@ def _fresh(code: str) -> str:
 
 
 def test_importing_the_package_imports_nothing_heavy():
-    out = _fresh("import sys, mst_clipiqa\nprint(*(m in sys.modules for m in ('torch', 'reward', 'integrations')))")
-    assert out.split() == ["False", "False", "False"]
+    code = "import sys, mst_clipiqa\nprint(*(m in sys.modules for m in ('torch', 'mst_clipiqa.reward', 'reward')))"
+    assert _fresh(code).split() == ["False", "False", "False"]
 
 
-def test_a_users_own_reward_module_is_named_not_used(tmp_path):
-    (tmp_path / "reward.py").write_text("SCORE = 1\n")  # a user's project with its own reward.py, first on the path
+def test_the_old_names_are_the_same_modules():
+    import integrations.finetune.base
+    import mst_clipiqa.integrations.finetune.base
+    import mst_clipiqa.reward.model.heads
+    import reward.model.heads
+    from reward.model import heads
+
+    assert reward.model.heads is heads is mst_clipiqa.reward.model.heads
+    assert integrations.finetune.base is mst_clipiqa.integrations.finetune.base
+    assert heads.__spec__.name == heads.__name__ == "mst_clipiqa.reward.model.heads"  # its own spec, not the alias's
+    with pytest.raises(ModuleNotFoundError, match="reward.no_such_module"):
+        import reward.no_such_module  # noqa: F401
+
+
+def test_a_users_own_reward_and_integrations_modules_hide_nothing(tmp_path):
+    """A project with its own reward.py and integrations.py, first on the path, uses both and the library."""
+    (tmp_path / "reward.py").write_text("SCORE = 1\n")
+    (tmp_path / "integrations.py").write_text("NAME = 'mine'\n")
     code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
-            "try:\n    from mst_clipiqa import MSTCLIPIQAReward\nexcept ImportError as error:\n    print(error)")
-    out = _fresh(code)
-    assert f"the name 'reward' is taken by {tmp_path / 'reward.py'}" in out and "Rename your reward.py" in out
+            "import torch\n"
+            "from mst_clipiqa import MSTCLIPIQAReward, best_of_n\n"
+            "from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline\n"
+            "import reward, integrations\n"
+            "scores = MSTCLIPIQAReward.from_pretrained('tiny')(torch.rand(2, 3, 32, 32), ['a cat', 'a dog'])\n"
+            "ranked = best_of_n(tiny_sd_pipeline(), 'a cat', MSTCLIPIQAReward.from_pretrained('tiny'), n=2,\n"
+            "                   num_inference_steps=2)\n"
+            "print(reward.SCORE, integrations.NAME, tuple(scores.shape), len(ranked.candidates))")
+    assert _fresh(code).split() == ["1", "mine", "(2,)", "2"]

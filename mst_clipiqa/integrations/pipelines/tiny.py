@@ -13,7 +13,7 @@ import functools
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from reward import openai_clip_tokenizer
+from mst_clipiqa.reward import openai_clip_tokenizer
 
 __all__ = ["tiny_sd_pipeline", "tiny_sd_turbo_pipeline", "tiny_sdxl_pipeline", "tiny_sd3_pipeline",
            "tiny_flux_pipeline", "tiny_pixart_pipeline", "tiny_lcm_pipeline", "TINY_PIPELINES"]

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reward.utils import check_finite_tensors
+from mst_clipiqa.reward.utils import check_finite_tensors
 
 PEFT_PREFIX = "base_model.model."  # how peft's own format names the adapted model's modules
 # diffusers' and kohya-converted spellings of the two LoRA matrices, as peft names them

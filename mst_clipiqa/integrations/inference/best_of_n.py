@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from reward import as_image_list, load_image
-from reward.utils import nested_bar_kwargs, progress_bar
+from mst_clipiqa.reward import as_image_list, load_image
+from mst_clipiqa.reward.utils import nested_bar_kwargs, progress_bar
 
 from ..pipelines.families import pipeline_family
 from ..pipelines.prompts import guidance_enabled, split_prompt_kwargs, supports_prompt_embeds

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from reward.utils import option
+from mst_clipiqa.reward.utils import option
 
 from ..pipelines.lora import named_lora_parameters
 from ..rewards import Rewards, score_images

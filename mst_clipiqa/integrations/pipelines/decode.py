@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from reward import straight_through_clamp
+from mst_clipiqa.reward import straight_through_clamp
 
 __all__ = ["straight_through_clamp", "unscale_latents", "decode_latents"]
 

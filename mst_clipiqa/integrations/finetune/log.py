@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from reward.utils import write_json
+from mst_clipiqa.reward.utils import write_json
 
 __all__ = ["TrainingLog", "gathered_statistics"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reward.utils import option
+from mst_clipiqa.reward.utils import option
 
 from ..pipelines.lora import adapters_disabled
 from ..pipelines.sampling import guided_prediction

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reward.utils import adapter_rollback
+from mst_clipiqa.reward.utils import adapter_rollback
 
 from .families import pipeline_family
 from .lora_checks import PEFT_PREFIX as _PEFT_PREFIX

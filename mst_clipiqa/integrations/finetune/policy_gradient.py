@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from reward.utils import option
+from mst_clipiqa.reward.utils import option
 
 from ..pipelines.families import denoiser_family
 from ..pipelines.lora import adapters_disabled, named_lora_parameters

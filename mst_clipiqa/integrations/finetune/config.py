@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from reward.utils import PRECISIONS, option
+from mst_clipiqa.reward.utils import PRECISIONS, option
 
 from ..pipelines.lora import DEFAULT_TARGET_MODULES
 from .methods import METHODS

@@ -142,7 +142,7 @@ class DiffusionDPOObjective:
 def _image(data: bytes | Any) -> torch.Tensor:
     from PIL import Image
 
-    from reward import load_image
+    from mst_clipiqa.reward import load_image
 
     image = Image.open(io.BytesIO(data)) if isinstance(data, (bytes, bytearray)) else data
     return load_image(image.convert("RGB"))

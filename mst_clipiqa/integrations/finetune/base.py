@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 
-from reward.utils import jsonable, progress_bar
-from reward.utils.preemption import Preempted, StopSignals
-from reward.utils.processes import on_main, run_environment
-from reward.utils.runs import RunLock
-from reward.utils.state import flatten_optimizer_state, rng_state, set_rng_state, unflatten_optimizer_state
+from mst_clipiqa.reward.utils import jsonable, progress_bar
+from mst_clipiqa.reward.utils.preemption import Preempted, StopSignals
+from mst_clipiqa.reward.utils.processes import on_main, run_environment
+from mst_clipiqa.reward.utils.runs import RunLock
+from mst_clipiqa.reward.utils.state import flatten_optimizer_state, rng_state, set_rng_state, unflatten_optimizer_state
 
 from .checkpoints import (
     DamagedCheckpoint,

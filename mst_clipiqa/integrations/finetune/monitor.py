@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from reward.utils import atomic_write
+from mst_clipiqa.reward.utils import atomic_write
 
 from ..inference.best_of_n import generate_candidates, score_images
 from ..inference.patience import MonitorPatience

@@ -7,7 +7,7 @@ import warnings
 from dataclasses import replace
 from typing import Any
 
-from reward.utils.processes import launcher_world_size, new_accelerator
+from mst_clipiqa.reward.utils.processes import launcher_world_size, new_accelerator
 
 from .tracking import check_trackers_installed, tracker_names
 

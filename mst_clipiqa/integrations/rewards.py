@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from reward import score_in_batches
-from reward.utils import UNIT, rescale
+from mst_clipiqa.reward import score_in_batches
+from mst_clipiqa.reward.utils import UNIT, rescale
 
 __all__ = ["DDPORewardFn", "NamedScores", "RewardFn", "Rewards", "ddpo_reward_fn", "named_rewards", "objective",
            "reward_arity", "score_images"]

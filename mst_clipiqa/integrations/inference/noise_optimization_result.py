@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from reward.utils import atomic_write, write_json
+from mst_clipiqa.reward.utils import atomic_write, write_json
 
 from .grid import to_pil
 

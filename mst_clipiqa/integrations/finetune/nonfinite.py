@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from reward.utils import nonfinite_names
+from mst_clipiqa.reward.utils import nonfinite_names
 
 __all__ = ["NonFiniteError", "ON_NONFINITE", "SKIP_LIMIT", "nonfinite_counts", "describe_nonfinite",
            "check_finite_weights"]

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reward.utils import precision_dtype, write_json
+from mst_clipiqa.reward.utils import precision_dtype, write_json
 
 from ..inference.grid import image_grid
 from ..pipelines.lora import add_lora, lora_parameters, save_lora

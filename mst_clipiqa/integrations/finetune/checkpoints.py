@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from reward.utils import nonfinite_names, read_tensors, write_json
+from mst_clipiqa.reward.utils import nonfinite_names, read_tensors, write_json
 
 __all__ = ["CHECKPOINTS", "DamagedCheckpoint", "TrainingState", "complete_checkpoints", "step_folders",
            "write_checkpoint", "read_checkpoint", "remove_partial"]

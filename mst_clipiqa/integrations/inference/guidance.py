@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from reward.utils import progress_bar
+from mst_clipiqa.reward.utils import progress_bar
 
 from ..pipelines.prompt_sampler import PromptSampler, frozen_weights, scored
 from ..rewards import Rewards

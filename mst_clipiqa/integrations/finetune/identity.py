@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from reward.utils import jsonable
+from mst_clipiqa.reward.utils import jsonable
 
 __all__ = ["digest", "module_digest", "pipeline_identity", "prompts_identity", "reward_identity"]
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reward.utils import atomic_write, jsonable, write_json
-from reward.utils.processes import launcher_rank, launcher_world_size
+from mst_clipiqa.reward.utils import atomic_write, jsonable, write_json
+from mst_clipiqa.reward.utils.processes import launcher_rank, launcher_world_size
 
 from ..rewards import Rewards
 from .best_of_n import Candidate, best_of_n

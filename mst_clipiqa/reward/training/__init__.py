@@ -1,7 +1,7 @@
 """Training and evaluation of MST-CLIPIQA: recipes, feature cache, the trainer, the field's split protocol,
 metrics and a linear probe.
 
-    from reward.training import TrainConfig, train
+    from mst_clipiqa.reward.training import TrainConfig, train
     report = train(model, dataset, TrainConfig(), output_dir="runs/agiqa3k")          # the protocol recipe
     report = train(model, dataset, TrainConfig.paper(), output_dir="runs/paper")     # the reference's setting
 """

@@ -1,0 +1,109 @@
+"""Adapters that connect the MST-CLIPIQA reward (or any differentiable reward) to diffusers pipelines.
+
+    from mst_clipiqa.integrations import best_of_n, RewardFinetuner, RewardFinetuneConfig, ddpo_reward_fn
+
+* ``best_of_n`` / ``rank_images``: N seeded candidates per prompt, scored and ranked.
+* ``RewardFinetuner``: LoRA fine-tuning of the denoiser by DRaFT-K, AlignProp or ReFL; multi-process,
+  resumable (``save_every`` / ``resume``), tracked (``log_with``), with LR schedules and an EMA.
+* ``DPOTrainer`` / ``train_dpo``: Diffusion-DPO on preference pairs that ``preference_pairs`` labels by a
+  reward (``load_pairs`` reads them back); ``HackingMonitor``: held-out scorers and diversity for any trainer.
+* ``PolicyTrainer``: online RL of the denoiser's LoRA by DDPO, GRPO or DiffusionNFT with any reward,
+  differentiable or not, on the same run plumbing (``PolicyFinetuneConfig``; ``TRAINERS`` maps methods to
+  trainers).
+* ``optimize_noise``: one sample's initial noise optimised for the reward (ReNO), weights untouched.
+* ``guided_sample``: reward-gradient guidance at the last sampler steps (universal guidance / DPS).
+* ``ddpo_reward_fn``: the ``reward_fn(images, prompts, prompt_metadata)`` contract of DDPO.
+* ``register_family`` / ``PipelineFamily``: the pipeline families the loop and best-of-N drive
+  (SD 1.x/2.x, SDXL, LCM, SD3, FLUX.1, PixArt-alpha/sigma built in).
+* Rewards: any ``reward(images, prompts)`` returning (B,) or named (B,) tensors, a trl / DDPO
+  ``(images, prompts, metadata) -> (rewards, metadata)`` function, an ``nn.Module``, or a dict of them.
+
+Vocabulary: the generator gets a *LoRA* (``add_lora`` / ``save_lora``, what
+``pipe.load_lora_weights`` reads); the scorer gets *adapters* (``reward.add_adapter``).
+"""
+
+from .finetune import (
+    TRAINERS,
+    DiffusionDPOObjective,
+    DiffusionTrainer,
+    DPOConfig,
+    DPOTrainer,
+    HackingMonitor,
+    LoraEMA,
+    NonFiniteError,
+    PolicyConfig,
+    PolicyFinetuneConfig,
+    PolicyOptimizer,
+    PolicyTrainer,
+    PromptSource,
+    RewardFinetuneConfig,
+    RewardFinetuner,
+    RunConfig,
+    complete_checkpoints,
+    diversity,
+    dpo_loss,
+    group_advantages,
+    pipeline_sampler,
+    train_dpo,
+    train_policy,
+)
+from .inference import (
+    Candidate,
+    GuidedSamples,
+    NoiseOptimization,
+    Ranking,
+    best_of_n,
+    chi_nll,
+    contact_sheet,
+    generate_candidates,
+    guidance_schedule,
+    guided_sample,
+    image_grid,
+    load_pairs,
+    optimize_noise,
+    preference_pairs,
+    rank_images,
+    regenerate,
+)
+from .pipelines import (
+    DenoiserFamily,
+    FluxFamily,
+    LCMFamily,
+    PipelineFamily,
+    PixArtAlphaFamily,
+    PixArtSigmaFamily,
+    PromptSampler,
+    SD3Family,
+    SDXLFamily,
+    StochasticSampler,
+    Trajectory,
+    UNetFamily,
+    add_lora,
+    decode_latents,
+    denoise,
+    denoiser_family,
+    encode_prompt,
+    find_family,
+    load_lora,
+    pipeline_family,
+    register_family,
+    registered_families,
+    save_lora,
+    straight_through_clamp,
+)
+from .rewards import NamedScores, ddpo_reward_fn, named_rewards, objective, score_images
+
+__all__ = [
+    "Candidate", "Ranking", "best_of_n", "generate_candidates", "rank_images", "regenerate", "score_images",
+    "ddpo_reward_fn", "decode_latents", "straight_through_clamp", "DenoiserFamily", "FluxFamily", "LCMFamily",
+    "PipelineFamily", "PixArtAlphaFamily", "PixArtSigmaFamily", "SD3Family", "SDXLFamily", "UNetFamily",
+    "denoiser_family", "find_family", "pipeline_family", "register_family", "registered_families",
+    "RewardFinetuneConfig", "RewardFinetuner", "contact_sheet", "image_grid", "add_lora", "load_lora", "save_lora",
+    "encode_prompt", "named_rewards", "objective", "Trajectory", "denoise", "PromptSource", "LoraEMA",
+    "complete_checkpoints", "GuidedSamples",
+    "guidance_schedule", "guided_sample", "PromptSampler", "NoiseOptimization", "chi_nll", "optimize_noise",
+    "NamedScores", "DiffusionTrainer", "RunConfig", "DPOConfig", "DPOTrainer", "DiffusionDPOObjective", "dpo_loss",
+    "train_dpo", "HackingMonitor", "diversity", "pipeline_sampler", "preference_pairs", "load_pairs",
+    "PolicyConfig", "PolicyFinetuneConfig", "PolicyOptimizer", "PolicyTrainer", "TRAINERS", "group_advantages",
+    "train_policy", "StochasticSampler", "NonFiniteError",
+]
