@@ -99,19 +99,20 @@ def entropy(model: MSTCLIPIQA, features: CachedFeatures) -> float:
 
 
 def run(name: str, data: tuple, option: str, lr: float, epochs: int, splits: int, ema: float = 0.0,
-        weight_decay: float = 1e-3, init: str = "random", seed: int = 0) -> str:
+        weight_decay: float = 1e-3, init: str = "random", seed: int = 0, schedule: str = "constant") -> str:
     dataset, features, text = data
     model = head_model(features.f_coarse.shape[1], text, option, init)
     curve = []
     config = TrainConfig(epochs=epochs, n_splits=splits, lr=lr, temperature_lr=OPTIONS[option], init="keep",
-                         ema_decay=ema, weight_decay=weight_decay, seed=seed, outputs=("quality",),
+                         ema_decay=ema, weight_decay=weight_decay, seed=seed, schedule=schedule, outputs=("quality",),
                          progress=False, cpu=True)
     trainer = Trainer(model, dataset, config, tempfile.mkdtemp(), features=features,
                       on_epoch_end=lambda k, e, r: curve.append(entropy(model, features)) if k == 0 else None)
     report = trainer.run()
     start, s = report["saturation"]["quality"], report["summary"]
     epochs_kept = ",".join(str(r["best_epoch"]) for r in report["splits"])
-    return (f"{name:<13} {option:<9} {lr:<7g} {ema:<6g} {weight_decay:<6g} {init:<9} {seed:<4} {epochs_kept:<9} "
+    return (f"{name:<13} {option:<9} {lr:<7g} {ema:<6g} {weight_decay:<6g} {init:<9} {schedule:<8} {seed:<4} "
+            f"{epochs_kept:<9} "
             f"{start['entropy']:>6.2f} {start['fusion_grad_norm']:>9.3g} "
             f"{curve[0]:>6.2f} {curve[-1]:>6.2f} {float(model.heads['quality'].temperature):>6.1f} "
             f"{s['test']['quality']['srcc']['mean']:>6.3f} {s['probe_test']['quality']['srcc']['mean']:>6.3f}")
@@ -126,20 +127,22 @@ def main() -> None:
     parser.add_argument("--wds", default="1e-3", help="weight decays")
     parser.add_argument("--inits", default="random", help="fusion starts: random (the reference's), zero_shot")
     parser.add_argument("--seeds", default="0", help="split / data-order seeds")
+    parser.add_argument("--schedules", default="constant", help="learning-rate schedules: constant, cosine")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--splits", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
     sets = feature_sets(args.sets.split(","))
-    print(f"{'set':<13} {'tau':<9} {'lr':<7} {'ema':<6} {'wd':<6} {'init':<9} {'seed':<4} {'epochs':<9} "
+    print(f"{'set':<13} {'tau':<9} {'lr':<7} {'ema':<6} {'wd':<6} {'init':<9} {'schedule':<8} {'seed':<4} "
+          f"{'epochs':<9} "
           f"{'H0':>6} {'grad0':>9} {'H1':>6} {'Hend':>6} {'tau_end':>6} "
           f"{'test':>6} {'probe':>6}")
     for name, data in sets.items():
         for option in args.options.split(","):
-            for lr, ema, wd, init, seed in itertools.product(
-                    map(float, args.lrs.split(",")), map(float, args.emas.split(",")),
-                    map(float, args.wds.split(",")), args.inits.split(","), map(int, args.seeds.split(","))):
-                print(run(name, data, option, lr, args.epochs, args.splits, ema, wd, init, seed), flush=True)
+            for lr, ema, wd, init, schedule, seed in itertools.product(
+                    map(float, args.lrs.split(",")), map(float, args.emas.split(",")), map(float, args.wds.split(",")),
+                    args.inits.split(","), args.schedules.split(","), map(int, args.seeds.split(","))):
+                print(run(name, data, option, lr, args.epochs, args.splits, ema, wd, init, seed, schedule), flush=True)
 
 
 if __name__ == "__main__":

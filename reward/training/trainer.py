@@ -356,6 +356,7 @@ class Trainer:
         result = {"split": k, "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
                   "best_epoch": progress["best"]["epoch"], "best_val_score": progress["best"]["score"],
                   "selection": {"one_epoch_serves": list(self.outputs), "metric": self.config.select_metric,
+                                "ema_decay": self.config.ema_decay,
                                 "outputs": per_output_best(progress["history"], self.outputs,
                                                            self.config.select_metric, progress["best"]["epoch"])},
                   "untrained": progress["untrained"], "test": test, "history": progress["history"],
