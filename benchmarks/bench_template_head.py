@@ -2,7 +2,12 @@
 """Why the template head (variant A) trained alone barely moves, and what lets it learn; side by side.
 
     python benchmarks/bench_template_head.py [--sets clip-like,tiny-sample,paper-sample] [--lrs 1e-4,1e-3]
-        [--epochs 60] [--splits 3]
+        [--options linear,log,log+1e-1] [--emas 0,0.99] [--wds 1e-3,1e-1] [--inits random,zero_shot]
+        [--schedules constant,cosine] [--seeds 0,1,2] [--epochs 60] [--splits 3]
+
+    # the selection table of docs/template-head.md (raw weights against their EMA, two weight decays):
+    python benchmarks/bench_template_head.py --sets clip-like --options log+1e-1 --lrs 1e-3 --epochs 30 \
+        --emas 0,0.99 --wds 1e-3,1e-1 --seeds 0,1,2
 
 Variant A alone (template head, fusion from the reference's random start) trains
 with the real ``Trainer`` on cached features of
@@ -15,9 +20,12 @@ with the real ``Trainer`` on cached features of
 
 Per temperature option (``linear``: the old parameter ``tau`` itself, learned at the
 fusion's rate; ``log``: ``log tau`` at the fusion's rate; ``log+X``: ``log tau`` at its own
-rate X) it prints the softmax's entropy (fraction of log K) and the gradient the loss
-sends into the fusion at the start, the entropy after the first and the last epoch of
-split 0, the final ``tau``, and test SRCC next to the ridge probe on the same features.
+rate X), learning rate, EMA decay of the weights (0: the raw weights are validated and
+kept), weight decay, fusion start, schedule and seed (of the splits, the data order and
+the initial weights, as in the tests) it prints the epoch kept per split, the softmax's
+entropy (fraction of log K) and the gradient the loss sends into the fusion at the start,
+the entropy after the first and the last epoch of split 0, the final ``tau``, and test
+SRCC next to the ridge probe on the same features and their difference.
 """
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from accelerate.utils import set_seed  # noqa: E402
 from torch import nn  # noqa: E402
 
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
@@ -63,14 +72,16 @@ class LinearTemperatureHead(TemplateHead):
         return self.linear_temperature
 
 
-def head_model(dim: int, text_features: torch.Tensor, option: str, init: str = "random") -> MSTCLIPIQA:
-    """Fusion + template head of the paper's sizes (``dim``, hidden 128) over tiny towers that never run."""
+def head_model(dim: int, text_features: torch.Tensor, option: str, init: str = "random", seed: int = 0) -> MSTCLIPIQA:
+    """Fusion + template head of the paper's sizes (``dim``, hidden 128) over tiny towers that never run, started
+    as ``Trainer(init=init, seed=seed)`` starts it (the tests' weights)."""
     config = MSTCLIPIQAConfig.tiny("A", fusion_hidden=128)
     for backbone in (config.coarse, config.fine):
         backbone.arch["embed_dim"] = dim
     torch.manual_seed(0)
     model = MSTCLIPIQA(config)
     model.template_features = text_features
+    set_seed(seed)
     model.reinitialize(init)
     if option == "linear":
         model.heads["quality"] = LinearTemperatureHead()
@@ -101,7 +112,7 @@ def entropy(model: MSTCLIPIQA, features: CachedFeatures) -> float:
 def run(name: str, data: tuple, option: str, lr: float, epochs: int, splits: int, ema: float = 0.0,
         weight_decay: float = 1e-3, init: str = "random", seed: int = 0, schedule: str = "constant") -> str:
     dataset, features, text = data
-    model = head_model(features.f_coarse.shape[1], text, option, init)
+    model = head_model(features.f_coarse.shape[1], text, option, init, seed)
     curve = []
     config = TrainConfig(epochs=epochs, n_splits=splits, lr=lr, temperature_lr=OPTIONS[option], init="keep",
                          ema_decay=ema, weight_decay=weight_decay, seed=seed, schedule=schedule, outputs=("quality",),
@@ -110,12 +121,13 @@ def run(name: str, data: tuple, option: str, lr: float, epochs: int, splits: int
                       on_epoch_end=lambda k, e, r: curve.append(entropy(model, features)) if k == 0 else None)
     report = trainer.run()
     start, s = report["saturation"]["quality"], report["summary"]
+    test, probe = s["test"]["quality"]["srcc"]["mean"], s["probe_test"]["quality"]["srcc"]["mean"]
     epochs_kept = ",".join(str(r["best_epoch"]) for r in report["splits"])
     return (f"{name:<13} {option:<9} {lr:<7g} {ema:<6g} {weight_decay:<6g} {init:<9} {schedule:<8} {seed:<4} "
             f"{epochs_kept:<9} "
             f"{start['entropy']:>6.2f} {start['fusion_grad_norm']:>9.3g} "
             f"{curve[0]:>6.2f} {curve[-1]:>6.2f} {float(model.heads['quality'].temperature):>6.1f} "
-            f"{s['test']['quality']['srcc']['mean']:>6.3f} {s['probe_test']['quality']['srcc']['mean']:>6.3f}")
+            f"{test:>6.3f} {probe:>6.3f} {test - probe:>+6.3f}")
 
 
 def main() -> None:
@@ -136,7 +148,7 @@ def main() -> None:
     print(f"{'set':<13} {'tau':<9} {'lr':<7} {'ema':<6} {'wd':<6} {'init':<9} {'schedule':<8} {'seed':<4} "
           f"{'epochs':<9} "
           f"{'H0':>6} {'grad0':>9} {'H1':>6} {'Hend':>6} {'tau_end':>6} "
-          f"{'test':>6} {'probe':>6}")
+          f"{'test':>6} {'probe':>6} {'gap':>6}")
     for name, data in sets.items():
         for option in args.options.split(","):
             for lr, ema, wd, init, schedule, seed in itertools.product(
