@@ -2,7 +2,12 @@
 """Why the template head (variant A) trained alone barely moves, and what lets it learn; side by side.
 
     python benchmarks/bench_template_head.py [--sets clip-like,tiny-sample,paper-sample] [--lrs 1e-4,1e-3]
-        [--epochs 60] [--splits 3]
+        [--options linear,log,log+1e-1] [--emas 0,0.99] [--wds 1e-3,1e-1] [--inits random,zero_shot]
+        [--schedules constant,cosine] [--seeds 0,1,2] [--epochs 60] [--splits 3]
+
+    # the selection table of docs/template-head.md (raw weights against their EMA, two weight decays):
+    python benchmarks/bench_template_head.py --sets clip-like --options log+1e-1 --lrs 1e-3 --epochs 30 \
+        --emas 0,0.99 --wds 1e-3,1e-1 --seeds 0,1,2
 
 Variant A alone (template head, fusion from the reference's random start) trains
 with the real ``Trainer`` on cached features of
@@ -15,13 +20,17 @@ with the real ``Trainer`` on cached features of
 
 Per temperature option (``linear``: the old parameter ``tau`` itself, learned at the
 fusion's rate; ``log``: ``log tau`` at the fusion's rate; ``log+X``: ``log tau`` at its own
-rate X) it prints the softmax's entropy (fraction of log K) and the gradient the loss
-sends into the fusion at the start, the entropy after the first and the last epoch of
-split 0, the final ``tau``, and test SRCC next to the ridge probe on the same features.
+rate X), learning rate, EMA decay of the weights (0: the raw weights are validated and
+kept), weight decay, fusion start, schedule and seed (of the splits, the data order and
+the initial weights, as in the tests) it prints the epoch kept per split, the softmax's
+entropy (fraction of log K) and the gradient the loss sends into the fusion at the start,
+the entropy after the first and the last epoch of split 0, the final ``tau``, and test
+SRCC next to the ridge probe on the same features and their difference.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -32,6 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from accelerate.utils import set_seed  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
@@ -62,15 +72,17 @@ class LinearTemperatureHead(TemplateHead):
         return self.linear_temperature
 
 
-def head_model(dim: int, text_features: torch.Tensor, option: str) -> MSTCLIPIQA:
-    """Fusion + template head of the paper's sizes (``dim``, hidden 128) over tiny towers that never run."""
+def head_model(dim: int, text_features: torch.Tensor, option: str, init: str = "random", seed: int = 0) -> MSTCLIPIQA:
+    """Fusion + template head of the paper's sizes (``dim``, hidden 128) over tiny towers that never run, started
+    as ``Trainer(init=init, seed=seed)`` starts it (the tests' weights)."""
     config = MSTCLIPIQAConfig.tiny("A", fusion_hidden=128)
     for backbone in (config.coarse, config.fine):
         backbone.arch["embed_dim"] = dim
     torch.manual_seed(0)
     model = MSTCLIPIQA(config)
     model.template_features = text_features
-    model.reinitialize("random")
+    set_seed(seed)
+    model.reinitialize(init)
     if option == "linear":
         model.heads["quality"] = LinearTemperatureHead()
     return model
@@ -97,19 +109,25 @@ def entropy(model: MSTCLIPIQA, features: CachedFeatures) -> float:
         return softmax_stats(model.heads["quality"], z, model.template_features)["entropy"]
 
 
-def run(name: str, data: tuple, option: str, lr: float, epochs: int, splits: int) -> str:
+def run(name: str, data: tuple, option: str, lr: float, epochs: int, splits: int, ema: float = 0.0,
+        weight_decay: float = 1e-3, init: str = "random", seed: int = 0, schedule: str = "constant") -> str:
     dataset, features, text = data
-    model = head_model(features.f_coarse.shape[1], text, option)
+    model = head_model(features.f_coarse.shape[1], text, option, init, seed)
     curve = []
     config = TrainConfig(epochs=epochs, n_splits=splits, lr=lr, temperature_lr=OPTIONS[option], init="keep",
-                         outputs=("quality",), progress=False, cpu=True)
+                         ema_decay=ema, weight_decay=weight_decay, seed=seed, schedule=schedule, outputs=("quality",),
+                         progress=False, cpu=True)
     trainer = Trainer(model, dataset, config, tempfile.mkdtemp(), features=features,
                       on_epoch_end=lambda k, e, r: curve.append(entropy(model, features)) if k == 0 else None)
     report = trainer.run()
     start, s = report["saturation"]["quality"], report["summary"]
-    return (f"{name:<13} {option:<9} {lr:<7g} {start['entropy']:>6.2f} {start['fusion_grad_norm']:>9.3g} "
+    test, probe = s["test"]["quality"]["srcc"]["mean"], s["probe_test"]["quality"]["srcc"]["mean"]
+    epochs_kept = ",".join(str(r["best_epoch"]) for r in report["splits"])
+    return (f"{name:<13} {option:<9} {lr:<7g} {ema:<6g} {weight_decay:<6g} {init:<9} {schedule:<8} {seed:<4} "
+            f"{epochs_kept:<9} "
+            f"{start['entropy']:>6.2f} {start['fusion_grad_norm']:>9.3g} "
             f"{curve[0]:>6.2f} {curve[-1]:>6.2f} {float(model.heads['quality'].temperature):>6.1f} "
-            f"{s['test']['quality']['srcc']['mean']:>6.3f} {s['probe_test']['quality']['srcc']['mean']:>6.3f}")
+            f"{test:>6.3f} {probe:>6.3f} {test - probe:>+6.3f}")
 
 
 def main() -> None:
@@ -117,17 +135,26 @@ def main() -> None:
     parser.add_argument("--sets", default="clip-like,tiny-sample")
     parser.add_argument("--options", default=",".join(OPTIONS))
     parser.add_argument("--lrs", default="1e-4,1e-3")
+    parser.add_argument("--emas", default="0", help="EMA decays of the trained weights (0: raw weights)")
+    parser.add_argument("--wds", default="1e-3", help="weight decays")
+    parser.add_argument("--inits", default="random", help="fusion starts: random (the reference's), zero_shot")
+    parser.add_argument("--seeds", default="0", help="split / data-order seeds")
+    parser.add_argument("--schedules", default="constant", help="learning-rate schedules: constant, cosine")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--splits", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
     sets = feature_sets(args.sets.split(","))
-    print(f"{'set':<13} {'tau':<9} {'lr':<7} {'H0':>6} {'grad0':>9} {'H1':>6} {'Hend':>6} {'tau_end':>6} "
-          f"{'test':>6} {'probe':>6}")
+    print(f"{'set':<13} {'tau':<9} {'lr':<7} {'ema':<6} {'wd':<6} {'init':<9} {'schedule':<8} {'seed':<4} "
+          f"{'epochs':<9} "
+          f"{'H0':>6} {'grad0':>9} {'H1':>6} {'Hend':>6} {'tau_end':>6} "
+          f"{'test':>6} {'probe':>6} {'gap':>6}")
     for name, data in sets.items():
         for option in args.options.split(","):
-            for lr in map(float, args.lrs.split(",")):
-                print(run(name, data, option, lr, args.epochs, args.splits), flush=True)
+            for lr, ema, wd, init, schedule, seed in itertools.product(
+                    map(float, args.lrs.split(",")), map(float, args.emas.split(",")), map(float, args.wds.split(",")),
+                    args.inits.split(","), args.schedules.split(","), map(int, args.seeds.split(","))):
+                print(run(name, data, option, lr, args.epochs, args.splits, ema, wd, init, seed, schedule), flush=True)
 
 
 if __name__ == "__main__":

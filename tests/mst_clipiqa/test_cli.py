@@ -48,7 +48,8 @@ def test_help_names_every_command_and_the_model_choices(capsys):
     assert list(COMMANDS) == ["train", "eval", "score", "rank", "finetune", "optimize", "pairs", "demo"]
     for word in ("train", "eval", "score", "rank", "finetune", "optimize", "tiny-hf", "paper-A", "save_pretrained"):
         assert word in text
-    for command, words in {"train": ("--resume", "--lora-rank", "--split-by", "--no-cache", "accelerate launch",
+    for command, words in {"train": ("--resume", "--lora-rank", "--split-by", "--no-cache", "--ema-decay",
+                                     "--temperature-lr", "accelerate launch",
                                      "torchrun --nproc_per_node 2"),
                            "eval": ("--split-file", "--json-out"), "score": ("--prompts", "--format"),
                            "finetune": ("--pipeline", "--method", "--resume", "--log-with", "--save-every",
@@ -244,3 +245,13 @@ def test_every_tiny_pipeline_name_builds_offline():
         assert tiny is settings and callable(pipe), name
     with pytest.raises(ValueError, match="--pipeline nowhere/none: cannot load it"):
         load_pipeline("nowhere/none")
+
+
+def test_train_maps_ema_decay_onto_the_config():
+    from mst_clipiqa.cli import build_parser
+    from mst_clipiqa.options import dataclass_values
+    from reward.training import TrainConfig
+
+    args = build_parser(["train"]).parse_args(["train", "--model", "tiny", "--dataset", "synthetic", "--data", "d",
+                                               "--out", "o", "--ema-decay", "0.99"])
+    assert TrainConfig.from_recipe(args.recipe, **dataclass_values(args, TrainConfig)).ema_decay == 0.99

@@ -1,8 +1,9 @@
 """Per-epoch training checkpoints: one safetensors file, written atomically, no pickle.
 
 Tensors: ``model.*`` (trained weights), ``best.*`` (weights of the best epoch
-so far), ``optim.<param>.<name>`` (optimizer state) and ``rng.*`` (torch, CUDA
-and numpy generator states). JSON metadata: ``progress`` (epoch, history,
+so far), ``ema.*`` (the average of the trained weights, when one is kept),
+``optim.<param>.<name>`` (optimizer state) and ``rng.*`` (torch, CUDA and numpy
+generator states). JSON metadata: ``progress`` (epoch, history,
 anything the trainer needs), ``optim`` (param groups and scalar state) and
 ``rng`` (numpy position and Python's ``random`` state).
 """
@@ -31,6 +32,7 @@ class Checkpoint:
     optimizer_state: dict[str, Any]
     progress: dict[str, Any]
     rng: tuple[dict[str, torch.Tensor], dict[str, Any]]
+    ema_state: dict[str, torch.Tensor]
 
 
 def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -42,11 +44,13 @@ def _strip(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], best_state: dict[str, torch.Tensor],
-                    optimizer: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
+                    optimizer: torch.optim.Optimizer, progress: dict[str, Any],
+                    ema_state: dict[str, torch.Tensor] | None = None) -> None:
     """Write the whole training state to ``path`` atomically (temporary file, then ``os.replace``)."""
     optim_tensors, optim_meta = flatten_optimizer_state(optimizer.state_dict())
     rng_tensors, rng_meta = rng_state()
-    tensors = {**_prefixed("model", model_state), **_prefixed("best", best_state), **optim_tensors, **rng_tensors}
+    tensors = {**_prefixed("model", model_state), **_prefixed("best", best_state),
+               **_prefixed("ema", ema_state or {}), **optim_tensors, **rng_tensors}
     metadata = {"progress": json.dumps(progress), "optim": json.dumps(optim_meta), "rng": json.dumps(rng_meta)}
     save_tensors(tensors, path, metadata)
 
@@ -61,4 +65,4 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     rng = ({k: v for k, v in tensors.items() if k.startswith("rng.")}, json.loads(metadata["rng"]))
     return Checkpoint(_strip("model", tensors), _strip("best", tensors),
                       unflatten_optimizer_state(tensors, json.loads(metadata["optim"])),
-                      json.loads(metadata["progress"]), rng)
+                      json.loads(metadata["progress"]), rng, _strip("ema", tensors))

@@ -60,6 +60,9 @@ class TrainConfig:
     test_fraction: float = option(0.2, "fraction of the data in each split's test part")
     val_fraction: float = option(0.1, "fraction of the data carved from training for model selection (never test)")
     select_metric: str = option("srcc", "validation metric that picks the best epoch")
+    ema_decay: float = option(0.0, "per-step decay of an exponential moving average of the trained weights, "
+                                   "which is then what each epoch is validated with, what selection keeps and "
+                                   "what is saved (0: the raw weights)")
     use_cache: bool = option(True, "encode each image once and train on the cached embeddings", flag="--no-cache")
     cache_dir: str | None = option(
         None, "feature cache folder (default: $MST_CLIPIQA_CACHE or ~/.cache/mst-clipiqa/features)")
@@ -90,6 +93,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature_lr is not None and self.temperature_lr <= 0:
             raise ValueError(f"temperature_lr must be > 0 (or None: the same as lr), got {self.temperature_lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no average), got {self.ema_decay}")
         if self.lr <= 0 or self.weight_decay < 0 or self.margin < 0 or self.rank_weight < 0:
             raise ValueError(f"lr={self.lr}, weight_decay={self.weight_decay}, margin={self.margin}, "
                              f"rank_weight={self.rank_weight}; expected lr > 0 and the others >= 0")

@@ -3,7 +3,8 @@
 ``paper`` reproduces the reference code's hyper-parameters field by field:
 random fusion and head initialisation, Adam at lr 5e-6 with weight decay 1e-3,
 batch 8, 20 epochs, the reference's one 8:2 split by image (``random_split``
-with seed 42 over the rows in file order), and the last epoch's model. The
+with seed 42 over the rows in file order), and the last epoch's raw weights (no
+average of them). The
 reference seeds neither its initialisation nor its data order, so those match
 it in distribution only. The reference picks its best epoch on the test split; that is not
 copied (with no validation part the last epoch is used). Its defects that
@@ -26,7 +27,7 @@ PAPER: dict[str, Any] = {
     "init": "random", "optimizer": "adam", "lr": 5e-6, "weight_decay": 1e-3, "schedule": "constant",
     "batch_size": 8, "epochs": 20, "margin": 0.1, "rank_weight": 1.0,
     "n_splits": 1, "split_method": "reference", "split_by": "image", "test_fraction": 0.2, "val_fraction": 0.0,
-    "seed": 42,
+    "seed": 42, "ema_decay": 0.0,  # the reference keeps its raw weights
 }
 RECIPES: dict[str, dict[str, Any]] = {"protocol": {}, "paper": PAPER}  # protocol: TrainConfig's defaults
 PURPOSE = {

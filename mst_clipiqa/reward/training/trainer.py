@@ -36,6 +36,7 @@ from ..utils.preemption import Preempted, StopSignals
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import OPTIMIZERS, SELECT_METRICS, TrainConfig
 from .distributed import epoch_batches, gather_rows, new_accelerator
+from .ema import WeightEMA
 from .evaluation import dataset_paths_prompts, predict_features, resolve_outputs
 from .feature_cache import FeatureCache, encoder_settings
 from .features import CachedFeatures, encode_features
@@ -91,6 +92,7 @@ class Trainer:
         self.features = features  # given: precomputed encoder outputs of the data set's samples, in order
         self.timing: dict[str, float] = {}
         self.signals = StopSignals()
+        self.ema: WeightEMA | None = None  # each split's average of the trained weights (config.ema_decay > 0)
 
     # ------------------------------------------------------------------ setup
 
@@ -183,6 +185,8 @@ class Trainer:
                 self.optimizer.zero_grad()
                 acc.backward(loss)
                 self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update()
                 losses.append(loss.detach())
         if not losses:
             return float("nan")
@@ -273,7 +277,8 @@ class Trainer:
             score = self._selection_score(record)
             if progress["best"] is None or score > progress["best"]["score"] or not split.val:
                 progress["best"] = {"epoch": epoch + 1, "score": score}
-                self.best_state = {n: v.detach().clone() for n, v in trainable_state_dict(self.model).items()}
+                with self._averaged():
+                    self.best_state = {n: v.detach().clone() for n, v in trainable_state_dict(self.model).items()}
             self._save_checkpoint(directory, progress)
             self._stop_if_asked(k, epoch + 1)
             # no validation part (e.g. --recipe paper) or an undefined score: show none, not "-inf"
@@ -282,6 +287,10 @@ class Trainer:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(k, epoch, record)
         return self._finish_split(k, split, directory, progress)
+
+    def _averaged(self):
+        """The weights that are validated, selected and saved: the average when one is kept, else the model's."""
+        return self.ema.applied() if self.ema is not None else nullcontext()
 
     def _stop_if_asked(self, k: int, epochs: int) -> None:
         """After an epoch's checkpoint: when any process got SIGTERM / SIGINT, raise :class:`Preempted` on all."""
@@ -299,6 +308,7 @@ class Trainer:
     def _start_split(self, k: int, split: Split, directory: Path) -> dict[str, Any]:
         self.load_state(self.initial_state)
         self.optimizer = self._make_optimizer()
+        self.ema = WeightEMA(self.model, self.config.ema_decay) if self.config.ema_decay else None
         set_seed(self.config.seed + k)
         path = directory / CHECKPOINT
         checkpoint = self._recover(lambda: load_checkpoint(path) if path.exists() else None,
@@ -307,6 +317,8 @@ class Trainer:
             self.load_state(checkpoint.model_state)
             self.best_state = checkpoint.best_state
             self.optimizer.load_state_dict(checkpoint.optimizer_state)
+            if self.ema is not None:
+                self.ema.load_state_dict(checkpoint.ema_state)
             set_rng_state(*checkpoint.rng)
             return checkpoint.progress
         self.best_state = dict(self.initial_state)
@@ -327,14 +339,15 @@ class Trainer:
         start = time.perf_counter()
         train_loss = self.train_epoch(split.train, epoch, k)
         middle = time.perf_counter()
-        record = {"epoch": epoch + 1, "train_loss": train_loss, **self._validate(split.val)}
+        with self._averaged():
+            record = {"epoch": epoch + 1, "train_loss": train_loss, **self._validate(split.val)}
         record.update(train_seconds=middle - start, eval_seconds=time.perf_counter() - middle)
         return record
 
     def _save_checkpoint(self, directory: Path, progress: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
             save_checkpoint(directory / CHECKPOINT, trainable_state_dict(self.model), self.best_state,
-                            self.optimizer, progress)
+                            self.optimizer, progress, self.ema.state_dict() if self.ema is not None else None)
         self.accelerator.wait_for_everyone()
 
     def _finish_split(self, k: int, split: Split, directory: Path, progress: dict[str, Any]) -> dict[str, Any]:
@@ -343,6 +356,7 @@ class Trainer:
         result = {"split": k, "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
                   "best_epoch": progress["best"]["epoch"], "best_val_score": progress["best"]["score"],
                   "selection": {"one_epoch_serves": list(self.outputs), "metric": self.config.select_metric,
+                                "ema_decay": self.config.ema_decay,
                                 "outputs": per_output_best(progress["history"], self.outputs,
                                                            self.config.select_metric, progress["best"]["epoch"])},
                   "untrained": progress["untrained"], "test": test, "history": progress["history"],

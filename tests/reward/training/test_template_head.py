@@ -100,12 +100,13 @@ def test_variant_a_alone_reaches_its_probe_on_the_sample(tmp_path):
     assert srcc["test"] >= srcc["probe_test"] - 0.02
 
 
-@pytest.mark.xfail(strict=True, reason="not met yet: from the reference's random fusion start the template head "
-                   "alone stays below its probe on CLIP-geometry features (0.695 against 0.731 at best, "
-                   "docs/template-head.md)")
 def test_variant_a_alone_reaches_its_probe_on_clip_like_features(tmp_path):
+    # From the reference's random fusion start: weight decay 0.1 pulls the random part of the 512 x 512 maps (which
+    # ~170 training samples do not constrain) away, and the average of the weights (EMA 0.99) smooths the noisy path
+    # it leaves; that average is what is validated and kept. test - probe with seeds 0, 1, 2: -0.002, -0.004, -0.007
+    # (raw weights at the same decay: -0.091, -0.050, -0.013; docs/template-head.md).
     data = clip_like_features(240)
     model = head_model(data.text_features, fusion_hidden=128)
     srcc = variant_a_alone(model, data.dataset, tmp_path, CachedFeatures(data.f_coarse, data.f_fine), lr=1e-3,
-                           temperature_lr=1e-1, epochs=30)
+                           temperature_lr=1e-1, weight_decay=0.1, ema_decay=0.99, epochs=30)
     assert srcc["test"] >= srcc["probe_test"] - 0.02

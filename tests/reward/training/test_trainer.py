@@ -103,8 +103,9 @@ def _without_timing(report: dict) -> list[list[dict]]:
             for r in report["splits"]]
 
 
-def test_kill_and_resume_gives_the_same_weights(small_set, tmp_path, monkeypatch):
-    config = TrainConfig(**{**FAST, "epochs": 4}, cache_dir=str(tmp_path / "cache"))
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])  # an average of the weights travels in the checkpoint too
+def test_kill_and_resume_gives_the_same_weights(small_set, tmp_path, monkeypatch, ema_decay):
+    config = TrainConfig(**{**FAST, "epochs": 4}, cache_dir=str(tmp_path / "cache"), ema_decay=ema_decay)
     straight = train(tiny(), small_set, config, tmp_path / "straight")
 
     original = trainer_module.epoch_batches
@@ -188,6 +189,7 @@ def test_epoch_batches_are_seeded_and_shard_evenly():
     ({"optimizer": "sgd"}, "optimizer must be one of"),
     ({"mixed_precision": "fp8"}, "mixed_precision must be one of"),
     ({"lora_encoders": True}, "lora_rank >= 1"),
+    ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
 ])
 def test_train_config_rejects_bad_values(bad, message):
     with pytest.raises(ValueError, match=message):

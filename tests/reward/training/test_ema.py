@@ -1,0 +1,65 @@
+"""The average of the trained weights: torch's EMA update, what is validated is what is saved, and the checkpoint."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from reward import MSTCLIPIQA, MSTCLIPIQAConfig
+from reward.datasets.clip_geometry import clip_like_features
+from reward.datasets.splits import make_splits
+from reward.training import TrainConfig, Trainer, load_checkpoint
+from reward.training.ema import WeightEMA
+from reward.training.features import CachedFeatures
+from reward.training.metrics import srcc
+from reward.utils import read_tensors
+
+
+def test_the_average_follows_the_weights_and_leaves_them_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
+    model[1].requires_grad_(False)
+    ema = WeightEMA(model, 0.9)
+    assert set(ema.state_dict()) == {"0.weight", "0.bias"}  # frozen weights never change: not averaged
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    ema.update()
+    assert torch.allclose(ema.state_dict()["0.weight"], start + 0.1)
+    with ema.applied():
+        assert torch.allclose(model[0].weight, start + 0.1)
+    assert torch.equal(model[0].weight, start + 1.0)
+    with pytest.raises(ValueError, match="ema decay must be in"):
+        WeightEMA(model, 1.0)
+
+
+def test_the_averaged_weights_are_validated_selected_saved_and_checkpointed(tmp_path):
+    data = clip_like_features(64, dim=32)
+    torch.manual_seed(0)
+    config = MSTCLIPIQAConfig.tiny("A")
+    for backbone in (config.coarse, config.fine):
+        backbone.arch["embed_dim"] = 32
+    model = MSTCLIPIQA(config)
+    model.template_features = data.text_features
+    checkpoints, split = [], make_splits(data.dataset, 1, 0.2, 0.25, "prompt", seed=0)[0]
+    trainer = Trainer(model, data.dataset, TrainConfig(epochs=3, lr=1e-3, ema_decay=0.9, init="random",
+                                                       progress=False, cpu=True), tmp_path / "run", [split],
+                      features=CachedFeatures(data.f_coarse, data.f_fine),
+                      on_epoch_end=lambda k, e, r: checkpoints.append(
+                          load_checkpoint(tmp_path / "run" / "split_00" / "checkpoint.safetensors")))
+    report = trainer.run()
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all(set(c.ema_state) == trained for c in checkpoints)
+    assert not torch.equal(checkpoints[-1].ema_state["fusion.W_c.weight"],
+                           checkpoints[-1].model_state["fusion.W_c.weight"])
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["settings"]["train"]["ema_decay"] == 0.9
+
+    result = report["splits"][0]
+    best, _ = read_tensors(tmp_path / "run" / "split_00" / "best.safetensors")
+    assert torch.equal(best["fusion.W_c.weight"], checkpoints[result["best_epoch"] - 1].ema_state["fusion.W_c.weight"])
+    trainer.load_state(best)
+    predicted = trainer.predict(split.val)["quality"]
+    recorded = result["history"][result["best_epoch"] - 1]["val"]["quality"]["srcc"]
+    assert srcc(predicted, data.dataset.score_array("quality")[list(split.val)]) == pytest.approx(recorded)
