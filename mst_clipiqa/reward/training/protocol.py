@@ -71,7 +71,8 @@ def run_splits(trainer: SplitTrainer) -> dict[str, Any]:
     if wrong:
         raise ValueError(f"splits {wrong} are for n={splits[wrong[0]].n} samples; the data set has {len(dataset)}")
     acc, directory = trainer.accelerator, trainer.split_dir(0).parent
-    lock = on_main(acc, lambda: claim_run_dir(directory, run_settings(trainer, splits), trainer.resume))
+    defaults = {"train": type(trainer.config)().to_dict()}  # what a run.json from before an option existed means
+    lock = on_main(acc, lambda: claim_run_dir(directory, run_settings(trainer, splits), trainer.resume, defaults))
     try:
         probes = _probes(trainer, splits)  # before training: with encoder adapters the features must be the frozen ones
         bar = progress_bar(list(enumerate(splits)), desc="splits", unit="split",

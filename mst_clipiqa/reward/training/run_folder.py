@@ -42,22 +42,26 @@ def holds_finished_work(directory: Path) -> bool:
         any(directory.glob(f"split_*/{name}")) for name in (CHECKPOINT, RESULT))
 
 
-def claim_run_dir(directory: Path, settings: dict[str, Any], resume: bool) -> RunLock:
+def claim_run_dir(directory: Path, settings: dict[str, Any], resume: bool,
+                  implied: dict[str, dict[str, Any]] | None = None) -> RunLock:
     """Lock the folder and record (or, on resume, check) the run's settings; returns the held lock.
 
     Raises ``ValueError`` if another run holds the folder, if it holds finished
-    work and ``resume`` is off, or if resuming with other settings.
+    work and ``resume`` is off, or if resuming with other settings. ``implied``: per group of settings, the
+    value a folder written before a setting existed stands for (its default), so a new option at its default
+    does not make older runs unresumable.
     """
     lock = RunLock(directory).acquire()
     try:
-        _check_or_write(directory / RUN_FILE, json.loads(json.dumps(settings)), resume)
+        _check_or_write(directory / RUN_FILE, json.loads(json.dumps(settings)), resume,
+                        json.loads(json.dumps(implied or {})))
     except BaseException:
         lock.release()
         raise
     return lock
 
 
-def _check_or_write(path: Path, settings: dict[str, Any], resume: bool) -> None:
+def _check_or_write(path: Path, settings: dict[str, Any], resume: bool, implied: dict[str, dict[str, Any]]) -> None:
     if not path.exists():
         write_json(path, settings)
         return
@@ -78,6 +82,9 @@ def _check_or_write(path: Path, settings: dict[str, Any], resume: bool) -> None:
     except ValueError as error:
         raise ValueError(f"cannot resume: {error}. It records the settings the finished epochs were trained "
                          "with; restore it, or start afresh in a new output directory") from None
+    for group, values in implied.items():
+        if isinstance(saved.get(group), dict) and isinstance(settings.get(group), dict):
+            saved[group] = {**{k: v for k, v in values.items() if k in settings[group]}, **saved[group]}
     differing = sorted(k for k in settings if saved.get(k) != settings[k])
     if differing:
         raise ValueError(f"cannot resume {path.parent}: {differing} differ from the interrupted run; "

@@ -170,6 +170,20 @@ def test_resume_checks_settings_and_fresh_runs_refuse_old_folders(small_set, tmp
         train(tiny(seed=1), small_set, config, tmp_path / "run", resume=True)
 
 
+def test_a_run_from_before_an_option_existed_resumes_at_its_default(small_set, tmp_path):
+    config = TrainConfig(**{**FAST, "n_splits": 1, "epochs": 1}, cache_dir=str(tmp_path / "cache"))
+    train(tiny(), small_set, config, tmp_path / "run")
+    run_json = tmp_path / "run" / "run.json"
+    saved = json.loads(run_json.read_text())
+    del saved["train"]["ema_decay"]  # written before ema_decay existed
+    run_json.write_text(json.dumps(saved))
+    again = train(tiny(), small_set, config, tmp_path / "run", resume=True)
+    assert again["settings"]["train"]["ema_decay"] == 0.0
+    with_ema = TrainConfig(**{**FAST, "n_splits": 1, "epochs": 1, "ema_decay": 0.9}, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=r"\['train'\] differ"):
+        train(tiny(), small_set, with_ema, tmp_path / "run", resume=True)
+
+
 def test_epoch_batches_are_seeded_and_shard_evenly():
     indices = list(range(10, 31))
     batches = epoch_batches(indices, 4, seed=0, split_index=0, epoch=0)
