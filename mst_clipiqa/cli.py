@@ -13,6 +13,7 @@ command stopped by SIGTERM / SIGINT checkpoints, says how to resume in one line 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Collection, Sequence
 
@@ -65,7 +66,10 @@ def _command(argv: Sequence[str]) -> str | None:
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
+    line = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        line += " (the disk is full: free some space, or write somewhere else)"
+    return line
 
 
 def _preempted(error: Exception) -> bool:

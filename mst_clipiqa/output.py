@@ -43,9 +43,11 @@ def emit(text: str, path: Path | None) -> None:
     if path is None:
         sys.stdout.write(text)
         return
+    from mst_clipiqa.reward.utils import atomic_write  # the library (and torch) only once there is output
+
     check_output_file(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def check_output_file(path: Path | None, flag: str = "--output") -> None:

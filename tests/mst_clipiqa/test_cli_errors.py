@@ -2,6 +2,7 @@
 line naming --resume, exit status 130; --help without torch."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -147,6 +148,22 @@ def test_an_output_file_that_cannot_be_written_is_refused_first(name, option, wh
     target = paths["TMP"] if where == "folder" else paths["FILE"] + "/scores.csv"
     line = fails_in_one_line(command_line(name, paths, option, target), capsys)
     assert f"{option} {target}" in line and ("is a folder" if where == "folder" else "is a file") in line
+
+
+def test_a_full_disk_is_one_line_naming_the_file(paths, capsys, monkeypatch):
+    output = Path(paths["TMP"]) / "scores.csv"
+    output.write_text("earlier scores")
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.parent == output.parent and self.name.startswith(f".{output.name}."):  # atomic_write's temporary
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    line = fails_in_one_line(command_line("score", paths, "--output", str(output)), capsys)
+    assert "No space left on device" in line and str(output) in line and "free some space" in line, line
+    assert output.read_text() == "earlier scores" and sorted(p.name for p in output.parent.glob(".scores*")) == []
 
 
 @pytest.mark.parametrize("name, target", [("train", "reward.training.Trainer.run"),

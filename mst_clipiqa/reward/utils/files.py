@@ -22,7 +22,8 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed.
 
     The file gets the permissions a plain ``open(path, "w")`` would give: it is created with mode 0o666, which
-    the process umask narrows (mkstemp's files are owner-only).
+    the process umask narrows (mkstemp's files are owner-only). An ``OSError`` that names no file (a full disk
+    says only "No space left on device") is given ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,8 +32,10 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename in (None, str(tmp), tmp):
+            error.filename = str(path)
         raise
 
 

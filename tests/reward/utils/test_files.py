@@ -1,8 +1,10 @@
 """Atomic writes: all or nothing, with the permissions a plain write gives; the safetensors reader names a
 damaged file."""
 
+import errno
 import json
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +20,21 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         raise RuntimeError("killed")
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    path = tmp_path / "report.json"
+    write_json(path, {"a": 1})
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")  # what a write to a full disk raises: no file named
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        write_json(path, {"a": 2})
+    assert caught.value.filename == str(path) and str(path) in str(caught.value)
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
 def test_written_files_get_the_permissions_of_a_plain_write_not_owner_only(tmp_path):
