@@ -32,7 +32,9 @@ def module_digest(module: nn.Module) -> str:
 
 def _kind(obj: Any) -> str:
     kind = obj if callable(obj) and not isinstance(obj, nn.Module) and hasattr(obj, "__qualname__") else type(obj)
-    return f"{kind.__module__}.{kind.__qualname__}"
+    # the library's own kinds by their first import names: checkpoints written before reward/ and integrations/
+    # moved into mst_clipiqa/ recorded those, and the class is the same
+    return f"{kind.__module__.removeprefix('mst_clipiqa.')}.{kind.__qualname__}"
 
 
 def reward_identity(reward: Any, prefix: str = "reward") -> dict[str, str]:

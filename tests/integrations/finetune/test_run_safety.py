@@ -81,6 +81,8 @@ def test_resume_with_the_same_identity_and_free_settings_continues(finished, pro
     assert main(cli(prompts, run, "--resume", "--max-steps", "3", "--save-every", "3", "--on-nonfinite", "skip")) == 0
     state = json.loads((complete_checkpoints(run)[-1] / "state.json").read_text())
     assert state["step"] == 3 and state["identity"]["reward_variant"] == "A"
+    # the library's classes go by their first import names, as in checkpoints from before mst_clipiqa/ held them
+    assert state["identity"]["reward"].startswith(("reward.", "integrations.")), state["identity"]["reward"]
     assert set(state["identity"]) >= {"reward", "reward_model", "reward_outputs", "reward_weights", "pipeline",
                                       "pipeline_family", "denoiser", "prompts"}
 
