@@ -34,8 +34,8 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.filename in (None, str(tmp), tmp):
-            error.filename = str(path)
+        if isinstance(error, OSError) and error.strerror is not None and error.filename in (None, str(tmp), tmp):
+            error.filename = str(path)  # "[Errno 28] No space left on device: 'path'"
         raise
 
 
