@@ -2,6 +2,8 @@
 what the main process alone does. Shared by the IQA trainer and the diffusion fine-tuners."""
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import warnings
 from collections.abc import Callable
@@ -98,7 +100,22 @@ def new_accelerator(**settings: object) -> Accelerator:
         warnings.warn(f"WORLD_SIZE={world} but accelerate runs this as one process "
                       f"({accelerator.distributed_type}): each of the {world} processes does the whole job alone",
                       stacklevel=2)
+    if accelerator.num_processes > 1:
+        _end_process_group_at_exit()
     return accelerator
+
+
+@functools.cache
+def _end_process_group_at_exit() -> None:
+    atexit.register(end_process_group)
+
+
+def end_process_group() -> None:
+    """Destroy the default process group, if any. At exit the library does it for the groups its Accelerators
+    joined: gloo threads still running while the interpreter shuts down abort the process ("terminate called
+    without an active exception", exit status -6) after work that succeeded."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def on_main(accelerator: Accelerator, work: Callable[[], T]) -> T | None:
