@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from ..backbones import fit_to_size
 from ..datasets import QualityDataset, Split, collate
 from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, trainable_state_dict
-from ..utils import progress_bar, save_tensors, write_json
+from ..utils import nonfinite_names, progress_bar, save_tensors, write_json
 from ..utils.preemption import Preempted, StopSignals
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import OPTIMIZERS, SELECT_METRICS, TrainConfig
@@ -338,11 +338,21 @@ class Trainer:
     def _run_epoch(self, k: int, epoch: int, split: Split) -> dict[str, Any]:
         start = time.perf_counter()
         train_loss = self.train_epoch(split.train, epoch, k)
+        self._check_finite(k, epoch)
         middle = time.perf_counter()
         with self._averaged():
             record = {"epoch": epoch + 1, "train_loss": train_loss, **self._validate(split.val)}
         record.update(train_seconds=middle - start, eval_seconds=time.perf_counter() - middle)
         return record
+
+    def _check_finite(self, k: int, epoch: int) -> None:
+        """Diverged weights stop the run here, before they are validated, selected or checkpointed: the last
+        checkpoint (an epoch earlier) stays the finite one a resume starts from."""
+        bad = nonfinite_names(trainable_state_dict(self.model))
+        if bad:
+            raise ValueError(f"training diverged in split {k}, epoch {epoch + 1}: {len(bad)} trained tensor(s) hold "
+                             f"NaN or inf (first: {bad[:3]}); nothing of this epoch was written. Try a lower lr "
+                             f"(now {self.config.lr:g}) or full precision (mixed_precision 'no')")
 
     def _save_checkpoint(self, directory: Path, progress: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:

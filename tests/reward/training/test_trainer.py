@@ -170,6 +170,15 @@ def test_resume_checks_settings_and_fresh_runs_refuse_old_folders(small_set, tmp
         train(tiny(seed=1), small_set, config, tmp_path / "run", resume=True)
 
 
+@pytest.mark.parametrize("recipe", ["protocol", "paper"])  # paper: no validation part, so nothing else would stop it
+def test_diverged_weights_stop_the_run_and_are_never_checkpointed(small_set, tmp_path, recipe):
+    config = TrainConfig.from_recipe(recipe, **{**FAST, "n_splits": 1, "lr": 1e30, "split_by": "image"},
+                                     cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=r"training diverged in split 0, epoch 1: .* NaN or inf .* lower lr"):
+        train(tiny(), small_set, config, tmp_path / "run")
+    assert list((tmp_path / "run").rglob("*.safetensors")) == []  # the first epoch diverged: nothing to keep
+
+
 def test_a_run_from_before_an_option_existed_resumes_at_its_default(small_set, tmp_path):
     config = TrainConfig(**{**FAST, "n_splits": 1, "epochs": 1}, cache_dir=str(tmp_path / "cache"))
     train(tiny(), small_set, config, tmp_path / "run")
