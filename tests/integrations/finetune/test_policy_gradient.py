@@ -22,7 +22,8 @@ def brightness(images):
 def policy_config(out, **overrides):
     settings = dict(method="grpo", num_steps=2, guidance_scale=1.0, group_size=2, prompts_per_step=2,
                     learning_rate=1e-2, max_steps=4, save_every=2, lora_rank=2, kl_coeff=0.04, inner_epochs=2,
-                    minibatch_size=2, lr_scheduler="linear", use_ema=True, output_dir=out and str(out), progress_bar=False)
+                    minibatch_size=2, lr_scheduler="linear", use_ema=True, progress_bar=False,
+                    output_dir=None if out is None else str(out))
     return PolicyFinetuneConfig(**{**settings, **overrides})
 
 
