@@ -46,14 +46,16 @@ def worker(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner
+    from mst_clipiqa.integrations.finetune.config import from_flat_settings
     from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
     from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
     device = spec["device"]
     torch.manual_seed(0)
     reward = MSTCLIPIQAReward(MSTCLIPIQA(MSTCLIPIQAConfig.tiny()).eval()).to(device)
-    config = RewardFinetuneConfig(num_inference_steps=spec["steps"], batch_size=spec["batch"], height=spec["size"],
-                                  width=spec["size"], progress_bar=False, max_grad_norm=None, **spec["config"])
+    config = from_flat_settings(RewardFinetuneConfig, {
+        "num_inference_steps": spec["steps"], "batch_size": spec["batch"], "height": spec["size"],
+        "width": spec["size"], "progress_bar": False, "max_grad_norm": None, **spec["config"]})
     trainer = RewardFinetuner(tiny_sd_pipeline(device=device), reward, PROMPTS, config)
     trainer.evaluate(PROMPTS * (spec["batch"] // 2 or 1), list(range(max(spec["batch"], 2))))  # no-grad baseline
     with PeakMemory(device, reset_rss=False) as memory:  # on CPU: the growth of ru_maxrss

@@ -50,6 +50,7 @@ from mst_clipiqa.integrations import (  # noqa: E402
     PromptSampler,
     RewardFinetuneConfig,
     RewardFinetuner,
+    RunConfig,
     diversity,
     preference_pairs,
 )
@@ -96,23 +97,25 @@ def _finetuned(method: str, args: argparse.Namespace, reward, work: Path):
     pipe, prompts = _pipe(), TRAIN_PROMPTS[: args.train_prompts]
     steps = args.budget // args.batch
     if method in ("draft", "alignprop", "refl"):
-        config = RewardFinetuneConfig(method=method, num_inference_steps=STEPS, refl_window=2, batch_size=args.batch,
-                                      max_steps=steps, learning_rate=args.lr, progress_bar=False, cpu=True)
+        config = RewardFinetuneConfig(method=method, num_inference_steps=STEPS, refl_window=2,
+                                      run=RunConfig(batch_size=args.batch, max_steps=steps, learning_rate=args.lr,
+                                                    progress_bar=False, cpu=True))
         RewardFinetuner(pipe, reward, prompts, config).train()
         return pipe, steps * args.batch
     if method == "dpo":
         n = args.budget // len(prompts)
         written = preference_pairs(_pipe(), prompts, reward, work / "pairs", n=n, pairs="best-worst", progress=False,
                                    num_inference_steps=STEPS, guidance_scale=1.0)
-        config = DPOConfig(batch_size=args.batch, max_steps=steps, learning_rate=args.dpo_lr, progress_bar=False,
-                           cpu=True, num_inference_steps=STEPS)
+        config = DPOConfig(num_inference_steps=STEPS,
+                           run=RunConfig(batch_size=args.batch, max_steps=steps, learning_rate=args.dpo_lr,
+                                         progress_bar=False, cpu=True))
         DPOTrainer(pipe, work / "pairs", config).train()
         return pipe, n * len(prompts) if written.rows else 0
     from mst_clipiqa.integrations import train_policy
 
     per_epoch = 2 * args.group
     train_policy(pipe, reward, prompts, method, epochs=args.budget // per_epoch, prompts_per_epoch=2,
-                 group_size=args.group, learning_rate=args.lr, num_steps=STEPS)
+                 group_size=args.group, learning_rate=args.lr, num_inference_steps=STEPS)
     return pipe, args.budget // per_epoch * per_epoch
 
 

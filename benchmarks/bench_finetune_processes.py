@@ -30,12 +30,13 @@ def worker(spec: dict) -> None:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner
+    from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig
     from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
     from mst_clipiqa.reward import MSTCLIPIQAReward
 
-    config = RewardFinetuneConfig(num_inference_steps=spec["steps"], batch_size=spec["batch"], height=spec["size"],
-                                  width=spec["size"], cpu=spec["device"] == "cpu", progress_bar=False)
+    config = RewardFinetuneConfig(num_inference_steps=spec["steps"],
+                                  run=RunConfig(batch_size=spec["batch"], height=spec["size"], width=spec["size"],
+                                                cpu=spec["device"] == "cpu", progress_bar=False))
     trainer = RewardFinetuner(tiny_sd_pipeline(), MSTCLIPIQAReward.from_pretrained("tiny"), PROMPTS, config)
     acc, times = trainer.accelerator, []
     for _ in range(spec["repeats"] + 1):

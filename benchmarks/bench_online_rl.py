@@ -76,11 +76,13 @@ def ours(spec: dict) -> dict:
     from diffusers import DiffusionPipeline
 
     from mst_clipiqa.integrations import PolicyFinetuneConfig, PolicyTrainer
+    from mst_clipiqa.integrations.finetune.config import from_flat_settings
     from mst_clipiqa.integrations.pipelines.tiny import tiny_sd3_pipeline
 
     pipe = DiffusionPipeline.from_pretrained(spec["saved"]) if spec.get("saved") else tiny_sd3_pipeline()
-    config = PolicyFinetuneConfig(num_steps=spec["steps"], guidance_scale=spec["guidance"], learning_rate=spec["lr"],
-                                  max_steps=spec["epochs"], progress_bar=False, seed=0, **spec["config"])
+    config = from_flat_settings(PolicyFinetuneConfig, {
+        "num_inference_steps": spec["steps"], "guidance_scale": spec["guidance"], "learning_rate": spec["lr"],
+        "max_steps": spec["epochs"], "progress_bar": False, "seed": 0, **spec["config"]})
     trainer = PolicyTrainer(pipe, brightness, PROMPTS, config)
     before = trainer.evaluate(*_held_out(spec)).tolist()
     times = []

@@ -14,6 +14,7 @@ from benchmarks.gpu_reward import with_autocast_recasts
 from benchmarks.harness.memory import PeakMemory
 from benchmarks.harness.timing import med, time_interleaved, timed
 from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n, decode_latents, score_images
+from mst_clipiqa.integrations.finetune.config import from_flat_settings
 from mst_clipiqa.integrations.inference.best_of_n import Ranking
 from mst_clipiqa.integrations.pipelines.lora import lora_parameters
 from mst_clipiqa.reward import MSTCLIPIQAReward
@@ -111,9 +112,10 @@ def measure_finetune_case(plan: GpuPlan, reward: MSTCLIPIQAReward, pipe: Any, se
                           unet_calls: int | None) -> dict:
     """Step time (median after one warm-up step) and peak memory above the trained state; with ``unet_calls``
     also the parts, and the step over ``sampling + unet_calls x UNet + decode + reward``."""
-    config = RewardFinetuneConfig(num_inference_steps=plan.steps, guidance_scale=plan.guidance,
-                                  batch_size=plan.train_batch, lora_rank=plan.lora_rank, mixed_precision="bf16",
-                                  height=plan.image_size, width=plan.image_size, progress_bar=False, **settings)
+    config = from_flat_settings(RewardFinetuneConfig, {
+        "num_inference_steps": plan.steps, "guidance_scale": plan.guidance, "batch_size": plan.train_batch,
+        "lora_rank": plan.lora_rank, "mixed_precision": "bf16", "height": plan.image_size, "width": plan.image_size,
+        "progress_bar": False, **settings})
     trainer = RewardFinetuner(pipe, reward, PROMPTS, config)
     trainer.train_step()  # warm-up: optimizer state, kernel choices
     with PeakMemory(plan.device) as memory:

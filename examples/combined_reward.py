@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n, score_images
+from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig, best_of_n, score_images
 from mst_clipiqa.reward import MSTCLIPIQA, ImageSpec, MSTCLIPIQAConfig, MSTCLIPIQAReward, preprocess
 
 TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16,
@@ -79,8 +79,8 @@ for c in ranking.candidates:
           f"+ {args.clip_weight} x clip {c.scores['clip']:.4f}")
 
 prompts = [prompt, "a bowl of fruit on a table", "a portrait of an old sailor", "a city street at night"]
-config = RewardFinetuneConfig(num_inference_steps=inference_steps, learning_rate=lr, max_steps=args.steps,
-                              reward_weights=weights, max_grad_norm=None)
+config = RewardFinetuneConfig(num_inference_steps=inference_steps, reward_weights=weights,
+                              run=RunConfig(learning_rate=lr, max_steps=args.steps, max_grad_norm=None))
 trainer = RewardFinetuner(pipe, rewards, prompts, config)
 held_out = [p for p in prompts for _ in range(4)], [10_000 + i for i in range(4 * len(prompts))]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner
+from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig
 from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,11 +44,11 @@ torch.manual_seed(0)
 model = MSTCLIPIQA.from_pretrained(args.model) if args.model else MSTCLIPIQA(MSTCLIPIQAConfig.tiny())
 reward = MSTCLIPIQAReward(model.eval())
 
-config = RewardFinetuneConfig(
-    method=args.method, num_inference_steps=inference_steps, draft_k=args.k, learning_rate=lr,
-    max_steps=args.steps, kl_coeff=args.kl_coeff, mixed_precision=args.mixed_precision, refl_window=2,
-    output_dir=args.out, sample_every=max(args.steps // 2, 1), sample_prompts=tuple(prompts[:2]),
-)
+config = RewardFinetuneConfig(method=args.method, num_inference_steps=inference_steps, draft_k=args.k,
+                              base_distance_coeff=args.kl_coeff, refl_window=2,
+                              run=RunConfig(learning_rate=lr, max_steps=args.steps,
+                                            mixed_precision=args.mixed_precision, output_dir=args.out,
+                                            sample_every=max(args.steps // 2, 1), sample_prompts=tuple(prompts[:2])))
 trainer = RewardFinetuner(pipe, reward, prompts, config)
 held_out = [p for p in prompts for _ in range(2)], [10_000 + i % 2 for i in range(2 * len(prompts))]
 before = trainer.evaluate(*held_out).mean().item()

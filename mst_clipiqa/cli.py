@@ -74,7 +74,7 @@ def _one_line(error: BaseException) -> str:
 
 def _preempted(error: Exception) -> bool:
     """A trainer's stop at a safe point (the module is loaded only where a trainer ran: --help stays light)."""
-    module = sys.modules.get("mst_clipiqa.reward.utils.preemption")
+    module = sys.modules.get("mst_clipiqa.runtime.preemption")
     return module is not None and isinstance(error, module.Preempted)
 
 

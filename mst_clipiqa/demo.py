@@ -13,7 +13,14 @@ from typing import Any
 
 import torch
 
-from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n, contact_sheet, rank_images
+from mst_clipiqa.integrations import (
+    RewardFinetuneConfig,
+    RewardFinetuner,
+    RunConfig,
+    best_of_n,
+    contact_sheet,
+    rank_images,
+)
 from mst_clipiqa.reward import MSTCLIPIQAReward, load_model
 from mst_clipiqa.reward.datasets import QualityDataset, load_dataset, make_synthetic_dataset
 from mst_clipiqa.reward.training import TrainConfig, train
@@ -215,9 +222,10 @@ def _best_of_n_step(args, pipe, steps: int, reward: MSTCLIPIQAReward, report: Re
 
 def _finetune_step(args, pipe, steps: int, reward: MSTCLIPIQAReward, report: Report, figures: dict[str, Any]) -> None:
     max_steps = 4 if args.fast else 12
-    config = RewardFinetuneConfig(method="draft", draft_k=1, num_inference_steps=steps, max_steps=max_steps,
-                                  learning_rate=1e-2 if args.pipeline is None else 1e-4,
-                                  output_dir=str(args.out / "finetune"))
+    config = RewardFinetuneConfig(method="draft", draft_k=1, num_inference_steps=steps,
+                                  run=RunConfig(max_steps=max_steps,
+                                                learning_rate=1e-2 if args.pipeline is None else 1e-4,
+                                                output_dir=str(args.out / "finetune")))
     trainer = RewardFinetuner(pipe, reward, list(PROMPTS), config)
     images: list[torch.Tensor] = []
 

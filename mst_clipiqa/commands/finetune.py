@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+from collections.abc import Mapping
+from dataclasses import Field, fields
 from pathlib import Path
+from typing import Any
 
 from ..held_out import before_and_after
 from ..options import (
@@ -54,9 +56,7 @@ HELP = ("LoRA fine-tuning of a diffusers pipeline to maximise the reward (DRaFT-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     # its flags come from the trainers' configs, so this parser (unlike the light commands') imports torch
-    from mst_clipiqa.integrations.finetune.config import CHOICES, RewardFinetuneConfig
-    from mst_clipiqa.integrations.finetune.dpo import DPOConfig
-    from mst_clipiqa.integrations.finetune.policy_gradient import PolicyFinetuneConfig
+    from mst_clipiqa.integrations.finetune.config import CHOICES, RunConfig
     from mst_clipiqa.integrations.finetune.trainers import TRAINERS
 
     parser = subparsers.add_parser(
@@ -88,26 +88,63 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                          help="a second MST-CLIPIQA model (name or folder; a built-in name gets other random weights "
                               "than --model) that the run does not optimise, scored with the sample diversity on "
                               "held-out prompts and seeds every --monitor-every steps")
-    group = parser.add_argument_group("fine-tuning")
-    add_dataclass_options(group, RewardFinetuneConfig, {**CHOICES, "method": TRAINERS})
-    add_dataclass_options(group, DPOConfig, CHOICES, exclude={f.name for f in fields(RewardFinetuneConfig)})
-    add_dataclass_options(parser.add_argument_group("online RL (--method ddpo, grpo, nft)"), PolicyFinetuneConfig,
-                          {"sigma_schedule": ("flow_grpo", "constant")},
-                          exclude={f.name for f in fields(RewardFinetuneConfig)})
-    _own_defaults(parser, RewardFinetuneConfig, PolicyFinetuneConfig)
+    parser.add_argument("--method", choices=sorted(TRAINERS), default="draft",
+                        help="the training method: draft, alignprop, refl (reward backpropagation), ddpo, grpo, nft "
+                             "(online RL), dpo (Diffusion-DPO on --pairs) (default: draft)")
+    add_dataclass_options(parser.add_argument_group("run (every method)"), RunConfig, CHOICES)
+    _add_method_options(parser, TRAINERS, {**CHOICES, "sigma_schedule": ("flow_grpo", "constant")})
     parser.set_defaults(func=run)
     return parser
 
 
-def _own_defaults(parser: argparse.ArgumentParser, first: type, second: type) -> None:
-    """A flag both configs share but whose defaults differ is left out of the namespace when not given, so
-    each config takes its own default; its help names both."""
-    defaults = [{f.name: f.default for f in fields(cls)} for cls in (first, second)]
-    for action in parser._actions:
-        name = action.dest
-        if name != "method" and name in defaults[0] and name in defaults[1] and defaults[0][name] != defaults[1][name]:
-            action.default = argparse.SUPPRESS
-            action.help += f" (ddpo, grpo, nft: {defaults[1][name]})"
+def _method_configs(trainers: Mapping[str, type]) -> dict[type, list[str]]:
+    """Each method config and the methods that read it, in the order of ``trainers``."""
+    configs: dict[type, list[str]] = {}
+    for method, trainer in trainers.items():
+        configs.setdefault(trainer.config_class, []).append(method)
+    return configs
+
+
+def _method_fields(config_cls: type) -> dict[str, Field]:
+    return {f.name: f for f in fields(config_cls) if f.name not in ("method", "run") and f.metadata.get("cli", True)}
+
+
+def _add_method_options(parser: argparse.ArgumentParser, trainers: Mapping[str, type],
+                        choices: Mapping[str, Any]) -> None:
+    """One group per method config with the flags only it has; a flag several configs have (sampling steps,
+    guidance) in one group whose help gives each method's meaning and default. A flag left out is absent from
+    the namespace, so the chosen method's config takes its own default."""
+    configs = _method_configs(trainers)
+    owners: dict[str, list[tuple[list[str], Field]]] = {}
+    for config_cls, methods in configs.items():
+        for name, f in _method_fields(config_cls).items():
+            owners.setdefault(name, []).append((methods, f))
+    shared = {name for name, found in owners.items() if len(found) > 1}
+    group = parser.add_argument_group("sampling (per method)")
+    for name in sorted(shared, key=list(owners).index):
+        meanings = "; ".join(f"{', '.join(methods)}: {f.metadata['help']}"
+                             + ("" if f.default is None else f" (default: {f.default})") for methods, f in owners[name])
+        first = owners[name][0][1]
+        kind = next((type(f.default) for _, f in owners[name] if f.default is not None), str)
+        group.add_argument("--" + name.replace("_", "-"), dest=name, type=first.metadata.get("type", kind),
+                           default=argparse.SUPPRESS, help=meanings)
+    for config_cls, methods in configs.items():
+        add_dataclass_options(parser.add_argument_group(f"--method {', '.join(methods)}"), config_cls, dict(choices),
+                              presets={}, exclude=shared | {"method", "run"})
+
+
+def _method_options(args: argparse.Namespace, config_cls: type, trainers: Mapping[str, type]) -> dict[str, Any]:
+    """The method flags given, for ``config_cls``; one that another method's config reads alone is an error."""
+    own, renamed = _method_fields(config_cls), getattr(config_cls, "renamed", {})
+    for other, methods in _method_configs(trainers).items():
+        for name in _method_fields(other).keys() - own.keys():
+            if hasattr(args, name) and name in renamed:
+                raise ValueError(f"--{name.replace('_', '-')} is --{renamed[name].replace('_', '-')} for --method "
+                                 f"{args.method} now ({name} means another thing for --method {', '.join(methods)})")
+            if hasattr(args, name):
+                raise ValueError(f"--{name.replace('_', '-')} applies to --method {', '.join(methods)}, not "
+                                 f"--method {args.method}; leave it out (see finetune --help for each method's flags)")
+    return {name: getattr(args, name) for name in own if hasattr(args, name)}
 
 
 def __getattr__(name: str):
@@ -150,6 +187,7 @@ def _prompts(args: argparse.Namespace, dpo: bool) -> tuple[list[str] | None, lis
 
 
 def run(args: argparse.Namespace) -> int:
+    from mst_clipiqa.integrations.finetune.config import RunConfig
     from mst_clipiqa.integrations.finetune.trainers import CONFIGS, TRAINERS
     from mst_clipiqa.reward.utils import write_json
 
@@ -159,19 +197,23 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)  # a named device must exist here: never fall back to the CPU unasked
     dpo = args.method == "dpo"
     config_cls = CONFIGS[args.method]
-    options = dataclass_values(args, config_cls)
-    options["cpu"] = args.cpu or device.type == "cpu"
-    check_precision(options["mixed_precision"], "cpu" if options["cpu"] else device.type)
+    options = _method_options(args, config_cls, TRAINERS)
+    if "method" in {f.name for f in fields(config_cls)}:
+        options["method"] = args.method
+    run_options = dataclass_values(args, RunConfig)
+    run_options["cpu"] = args.cpu or device.type == "cpu"
+    check_precision(run_options["mixed_precision"], "cpu" if run_options["cpu"] else device.type)
     check_output_folder(args.out, what="the run")
     if args.eval_images < 0:
         raise ValueError(f"--eval-images must be >= 0, got {args.eval_images}")
     prompts, eval_prompts = _prompts(args, dpo)
-    if args.monitor and not options["monitor_prompts"]:
-        options["monitor_prompts"] = eval_prompts[:4]
+    if args.monitor and not run_options["monitor_prompts"]:
+        run_options["monitor_prompts"] = eval_prompts[:4]
     tiny = TINY.get(args.pipeline)
-    config = config_cls(**options, output_dir=str(args.out), encode_kwargs=tiny.encode_kwargs if tiny else {})
-    reward = _scorer(args.model, args, config.seed)
-    monitor = _scorer(args.monitor, args, config.seed + 1) if args.monitor else None
+    run_config = RunConfig(**run_options, output_dir=str(args.out), encode_kwargs=tiny.encode_kwargs if tiny else {})
+    config = config_cls(**options, run=run_config)
+    reward = _scorer(args.model, args, run_config.seed)
+    monitor = _scorer(args.monitor, args, run_config.seed + 1) if args.monitor else None
     pipe, _ = load_pipeline(args.pipeline)
     if dpo:
         trainer = TRAINERS["dpo"](pipe, args.pairs, config, reward=reward, monitor=monitor)

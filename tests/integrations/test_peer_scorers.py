@@ -6,7 +6,7 @@ import torch
 import transformers
 from torch import nn
 
-from integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n, named_rewards
+from integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig, best_of_n, named_rewards
 from integrations.pipelines.tiny import tiny_sd_pipeline
 from reward import openai_clip_tokenizer
 
@@ -111,8 +111,9 @@ def test_peers_rank_through_best_of_n_as_their_own_api_scores(tiny_clip):
 def test_peers_fine_tune_through_reward_finetuner(tiny_clip, peer):
     torch.manual_seed(0)
     scorer = CLIPAestheticScorer(tiny_clip) if peer == "imscore" else pyiqa_metric("cnniqa", as_loss=True)
-    config = RewardFinetuneConfig(num_inference_steps=2, max_steps=2, batch_size=2, cpu=True, progress_bar=False,
-                                  learning_rate=1e-2)
+    config = RewardFinetuneConfig(num_inference_steps=2,
+                                  run=RunConfig(max_steps=2, batch_size=2, cpu=True, progress_bar=False,
+                                                learning_rate=1e-2))
     finetuner = RewardFinetuner(tiny_sd_pipeline(), scorer, PROMPTS, config)
     before = {k: v.clone() for k, v in finetuner.trained_parameters().items()}
     log = finetuner.train()

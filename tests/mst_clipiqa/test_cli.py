@@ -227,6 +227,8 @@ def test_examples_run_offline(tmp_path, capsys):
     (["--log-with", "tensorbored"], "unknown tracker"),
     (["--prompts", "/no/such/prompts.txt"], "does not exist"),
     (["--device", "cuda:1"], "CUDA_VISIBLE_DEVICES"),
+    (["--group-size", "4"], "--group-size applies to --method ddpo, grpo, nft, not --method draft"),
+    (["--kl-coeff", "0.1"], "--kl-coeff is --base-distance-coeff for --method draft now"),
 ])
 def test_finetune_bad_input_exits_2_before_loading_anything(extra, message, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
@@ -235,6 +237,16 @@ def test_finetune_bad_input_exits_2_before_loading_anything(extra, message, tmp_
                           "--out", tmp_path / "run", *extra], capsys)
     assert status == 2 and message in err
     assert not (tmp_path / "run").exists()
+
+
+def test_finetune_help_shows_each_methods_options_under_it(capsys):
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    groups = {part.split(":\n", 1)[0]: part for part in capsys.readouterr().out.split("\n\n")}
+    draft, policy = groups["--method draft, alignprop, refl"], groups["--method ddpo, grpo, nft"]
+    assert "--kl-coeff" in policy and "--kl-coeff" not in draft and "--base-distance-coeff" in draft
+    assert "--beta" in groups["--method dpo"]
+    assert "ddpo, grpo, nft: sampling steps of the rollouts" in " ".join(groups["sampling (per method)"].split())
 
 
 def test_every_tiny_pipeline_name_builds_offline():

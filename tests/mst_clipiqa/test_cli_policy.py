@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from mst_clipiqa.cli import main
 
 
@@ -12,10 +14,10 @@ def test_finetune_method_grpo_on_tiny_sd3_for_two_steps(tmp_path, capsys):
     prompts.write_text("a red circle\na blue square\n")
     out = tmp_path / "run"
     status = main(["finetune", "--method", "grpo", "--pipeline", "tiny-sd3", "--model", "tiny", "--prompts",
-                   str(prompts), "--out", str(out), "--num-steps", "3", "--sde-window", "0", "2", "--group-size", "2",
-                   "--prompts-per-step", "2", "--inner-epochs", "2", "--clip-range", "1e-3", "--kl-coeff", "0.01",
-                   "--noise-level", "0.8", "--guidance-scale", "1", "--max-steps", "2", "--learning-rate", "1e-2",
-                   "--save-every", "1", "--eval-images", "2", "--quiet", "--device", "cpu"])
+                   str(prompts), "--out", str(out), "--num-inference-steps", "3", "--sde-window", "0", "2",
+                   "--group-size", "2", "--prompts-per-step", "2", "--inner-epochs", "2", "--clip-range", "1e-3",
+                   "--kl-coeff", "0.01", "--noise-level", "0.8", "--guidance-scale", "1", "--max-steps", "2",
+                   "--learning-rate", "1e-2", "--save-every", "1", "--eval-images", "2", "--quiet", "--device", "cpu"])
     text = capsys.readouterr().out
     assert status == 0 and "grpo: 2 steps on 1 process(es)" in text
     log = json.loads((out / "log.json").read_text())
@@ -24,6 +26,8 @@ def test_finetune_method_grpo_on_tiny_sd3_for_two_steps(tmp_path, capsys):
                                                                                                        2, 2)
     assert (config["clip_range"], config["kl_coeff"], config["noise_level"]) == (1e-3, 0.01, 0.8)
     assert config["eta"] == 1.0  # the policy's default, not DRaFT's eta = 0 (which has no noisy DDIM step)
+    assert (config["num_inference_steps"], config["run"]["max_steps"]) == (3, 2)
+    assert yaml.safe_load((out / "config.yaml").read_text()) == config  # the resolved config, as a recipe is written
     assert [r["step"] for r in history] == [1, 2] and all("clip_fraction" in r and "kl" in r for r in history)
     assert (out / "lora" / "pytorch_lora_weights.safetensors").exists()
     assert sorted(p.name for p in (out / "checkpoints").iterdir())[-1] == "step_00000002"

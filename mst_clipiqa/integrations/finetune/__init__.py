@@ -3,9 +3,10 @@ trackers, EMA, prompt sources, the hacking monitor), reward backpropagation (``R
 AlignProp, ReFL), online RL (``PolicyTrainer``: DDPO, GRPO, DiffusionNFT, with its advantages, objectives and
 ``PolicyOptimizer``), Diffusion-DPO (``DPOTrainer``) and ``TRAINERS``, the trainer of each method."""
 
+from mst_clipiqa.runtime.checkpoints import complete_checkpoints
+
 from .advantages import Advantages, PromptStatTracker, gather_objects, gather_rows, group_advantages
 from .base import DiffusionTrainer
-from .checkpoints import complete_checkpoints
 from .config import RewardFinetuneConfig, RunConfig
 from .dpo import DPOConfig, DPOTrainer, train_dpo
 from .dpo_objective import BETA_DIFFUSERS, BETA_SD15, DiffusionDPOObjective, dpo_loss, image_latents, pair_batch

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,8 @@ import torch
 from accelerate.utils import set_seed
 
 from mst_clipiqa.reward.utils import jsonable, progress_bar
-from mst_clipiqa.reward.utils.preemption import Preempted, StopSignals
-from mst_clipiqa.reward.utils.processes import on_main, run_environment
-from mst_clipiqa.reward.utils.runs import RunLock
-from mst_clipiqa.reward.utils.state import flatten_optimizer_state, rng_state, set_rng_state, unflatten_optimizer_state
-
-from .checkpoints import (
+from mst_clipiqa.runtime import write_yaml
+from mst_clipiqa.runtime.checkpoints import (
     DamagedCheckpoint,
     TrainingState,
     read_checkpoint,
@@ -31,7 +28,14 @@ from .checkpoints import (
     step_folders,
     write_checkpoint,
 )
-from .config import RESUME_FREE, require
+from mst_clipiqa.runtime.preemption import Preempted, StopSignals
+from mst_clipiqa.runtime.processes import on_main, run_environment
+from mst_clipiqa.runtime.resume import check_same_run, missing_optimizer_tensors, resume_newest
+from mst_clipiqa.runtime.runs import RunLock
+from mst_clipiqa.runtime.state import flatten_optimizer_state, rng_state, set_rng_state, unflatten_optimizer_state
+
+from .config import RESUME_FREE, TrainerConfig, flat_settings, require
+from .ema import LoraEMA
 from .launch import check_world_size, finetune_accelerator, resolved_config
 from .log import TrainingLog
 from .nonfinite import ADVICE, SKIP_LIMIT, NonFiniteError, check_finite_weights, describe_nonfinite, nonfinite_counts
@@ -41,55 +45,36 @@ from .trainer_parts import TrainerParts, lr_schedule
 __all__ = ["DiffusionTrainer", "lr_schedule"]
 
 _TRAINED, _RNG = "lora.", "rng.finetuner"
+CONFIG_FILE = "config.yaml"
 
 
-def _missing_optimizer_tensors(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> list[str]:
-    """The optimizer state is per parameter and alike for all of them (AdamW: step, exp_avg, exp_avg_sq): the
-    names some parameter lacks that another one has."""
-    names: dict[int, set[str]] = {}
-    for key in tensors:
-        if key.startswith("optim."):
-            param, name = key.removeprefix("optim.").split(".", 1)
-            names.setdefault(int(param), set()).add(name)
-    if not names:
-        return []
-    params = [p for group in meta.get("optimizer", {}).get("param_groups", []) for p in group.get("params", [])]
-    every = set().union(*names.values())
-    return [f"optim.{p}.{n}" for p in sorted(set(params) | set(names)) for n in sorted(every - names.get(p, set()))]
-
-
-class DiffusionTrainer(TrainerParts):
+class DiffusionTrainer(TrainerParts, ABC):
     """Base of the diffusion trainers: what a run does that is not the algorithm.
 
-    ``config`` is a dataclass with ``to_dict()`` and the run fields of
-    :class:`RewardFinetuneConfig` (``seed``, ``max_steps``, ``output_dir``,
-    ``resume``, ``save_every``, ``keep_checkpoints``, ``log_with``,
-    ``tracker_project``, ``progress_bar``, ``cpu``, ``mixed_precision``,
-    ``gradient_accumulation_steps`` and the ``lr_*`` schedule fields).
+    ``config`` is a method's config (a dataclass with ``to_dict()``) whose ``run`` is a :class:`RunConfig`:
+    ``seed``, ``max_steps``, ``output_dir``, ``resume``, ``save_every``, ``keep_checkpoints``, ``log_with``,
+    ``tracker_project``, ``progress_bar``, ``cpu``, ``mixed_precision``, ``gradient_accumulation_steps``, the
+    ``lr_*`` schedule fields, ...
 
     A subclass, in its ``__init__``:
 
-    1. calls ``super().__init__(config, accelerator)`` (builds or checks the
-       Accelerator, the trainer's generator ``self.rng``, ``self.log``);
-    2. builds its models and sets ``self.model`` (prepared by accelerate),
-       ``self.optimizer``, ``self.lr_scheduler`` (:func:`lr_schedule`) and
-       ``self.ema`` (a ``LoraEMA`` or None);
-    3. calls :meth:`start_run`, which seeds the processes and opens (or resumes)
-       the run folder.
+    1. calls ``super().__init__(config, accelerator)`` (builds or checks the Accelerator, the trainer's
+       generator ``self.rng``, ``self.log``);
+    2. builds its models and sets ``self.model`` (prepared by accelerate), ``self.optimizer``,
+       ``self.lr_scheduler`` (:func:`lr_schedule`) and ``self.ema`` (a ``LoraEMA`` or None);
+    3. calls :meth:`start_run`, which seeds the processes and opens (or resumes) the run folder.
 
-    and implements:
+    and implements (abstract here):
 
-    * :meth:`train_step` -> the step's statistics; it increments
-      ``self.global_step`` and appends the record to ``self.log``;
-    * :meth:`trained_parameters` -> the named tensors it trains (checkpointed
-      and restored in place);
-    * optionally :meth:`extra_state` / :meth:`load_extra_state` for state of
-      its own (a reference model, a replay buffer: tensors plus JSON metadata),
-      :meth:`after_step` (called after every step and once before the first,
-      e.g. to save sample grids) and :meth:`write_outputs` (the main process's
-      last files, e.g. the LoRA);
-    * optionally :meth:`run_identity`: what the run trains against (models,
-      data), recorded in every checkpoint and checked on resume.
+    * :meth:`train_step` -> the step's statistics; it increments ``self.global_step`` and appends the record
+      to ``self.log``;
+    * :meth:`trained_parameters` -> the named tensors it trains (checkpointed and restored in place);
+    * optionally :meth:`extra_state` / :meth:`load_extra_state` for state of its own (a reference model, a
+      replay buffer: tensors plus JSON metadata), :meth:`after_step` (called after every step and once before
+      the first, e.g. to save sample grids) and :meth:`write_outputs` (the main process's last files, e.g. the
+      LoRA);
+    * optionally :meth:`run_identity`: what the run trains against (models, data), recorded in every
+      checkpoint and checked on resume.
 
     Shared helpers (:class:`~.trainer_parts.TrainerParts`): :meth:`setup_lora` (a fresh fp32 LoRA on a
     frozen pipeline, its AdamW, schedule and EMA), :meth:`record_step` (the end of an optimizer step:
@@ -100,30 +85,33 @@ class DiffusionTrainer(TrainerParts):
     ``monitor_reward``, ``diversity`` on the steps it ran) and ``monitor.json`` / ``monitor.png``; with
     ``patience`` the run stops early and the LoRA the monitor preferred is put back (and saved).
 
-    Non-finite values: ``train`` stops when a step's record holds a NaN / inf
-    ``loss``, ``reward`` or ``grad_norm`` and never writes non-finite weights. To
-    stop (or, with ``on_nonfinite="skip"``, drop the batch) before the optimizer
-    steps, ``train_step`` calls :meth:`drop_batch` with the batch's values and
-    returns None when it says so. SIGTERM / SIGINT stop the run after the current
-    step with a checkpoint and :class:`Preempted`.
+    Non-finite values: ``train`` stops when a step's record holds a NaN / inf ``loss``, ``reward`` or
+    ``grad_norm`` and never writes non-finite weights. To stop (or, with ``on_nonfinite="skip"``, drop the
+    batch) before the optimizer steps, ``train_step`` calls :meth:`drop_batch` with the batch's values and
+    returns None when it says so. SIGTERM / SIGINT stop the run after the current step with a checkpoint and
+    :class:`Preempted`; whatever ``train`` raises, it releases the run folder first.
     """
 
     name = "train"  # the progress bar's label
+    config: TrainerConfig
+    model: torch.nn.Module  # prepared by accelerate
+    optimizer: Any  # accelerate's wrapper of a torch optimizer
+    lr_scheduler: Any
+    ema: LoraEMA | None
 
-    def __init__(self, config: Any, accelerator: Any | None = None):
-        self.config = config
-        require(accelerator is None or not config.log_with,
+    def __init__(self, config: TrainerConfig, accelerator: Any | None = None):
+        require(accelerator is None or not config.run.log_with,
                 "log_with configures the Accelerator the fine-tuner builds; pass log_with to your own Accelerator")
         if accelerator is not None:
             check_world_size(accelerator)
         self.accelerator = accelerator or finetune_accelerator(config)
         self.config = config = resolved_config(config, self.accelerator)
         self.rng = torch.Generator()
-        self.ema: Any = None
+        self.ema = None
         self.monitor: Any = None
         self.log = TrainingLog(config.to_dict(), run_environment(self.accelerator))
         self.global_step = self.saved_step = 0
-        self.run_dir = Path(config.output_dir) if config.output_dir is not None else None
+        self.run_dir = Path(config.run.output_dir) if config.run.output_dir is not None else None
         self.run_lock: RunLock | None = None
         self.identity: dict[str, str] = {}
         self.skipped_batches = self._skipped_in_row = 0
@@ -138,13 +126,13 @@ class DiffusionTrainer(TrainerParts):
 
     # --- what a subclass implements ----------------------------------------------------------------------
 
-    def train_step(self) -> dict[str, float]:
-        """One optimizer step; returns its statistics (a record of ``self.log``)."""
-        raise NotImplementedError(f"{type(self).__name__} must define train_step()")
+    @abstractmethod
+    def train_step(self) -> dict[str, float] | None:
+        """One optimizer step; returns its statistics (a record of ``self.log``), or None for a dropped batch."""
 
+    @abstractmethod
     def trained_parameters(self) -> Mapping[str, torch.Tensor]:
         """The trained tensors by name; checkpoints save them and resumption copies into them."""
-        raise NotImplementedError(f"{type(self).__name__} must define trained_parameters()")
 
     def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Shared state of the subclass's own to checkpoint: tensors (names must not clash) and JSON metadata."""
@@ -161,10 +149,6 @@ class DiffusionTrainer(TrainerParts):
 
     # --- non-finite values -------------------------------------------------------------------------------
 
-    @property
-    def on_nonfinite(self) -> str:
-        return getattr(self.config, "on_nonfinite", "raise")
-
     def drop_batch(self, **values: torch.Tensor) -> bool:
         """Check a batch's values (``reward`` (B,), ``loss``, ``grad_norm``, ...) for NaN / inf on every
         process, before the optimizer step. Returns False when they are finite; otherwise raises a
@@ -175,9 +159,9 @@ class DiffusionTrainer(TrainerParts):
         bad = nonfinite_counts(self.accelerator, values)
         if not bad:
             return False
-        where = describe_nonfinite(bad, self.global_step + 1)
-        if self.on_nonfinite != "skip" or self._skipped_in_row + 1 >= SKIP_LIMIT:
-            again = f" ({SKIP_LIMIT} batches in a row)" if self.on_nonfinite == "skip" else ""
+        where, skip = describe_nonfinite(bad, self.global_step + 1), self.config.run.on_nonfinite == "skip"
+        if not skip or self._skipped_in_row + 1 >= SKIP_LIMIT:
+            again = f" ({SKIP_LIMIT} batches in a row)" if skip else ""
             raise NonFiniteError(f"stopped: {where}{again}; no checkpoint holds these values "
                                  f"(newest: step {self.saved_step}); {ADVICE}")
         self.skipped_batches += 1
@@ -199,9 +183,9 @@ class DiffusionTrainer(TrainerParts):
 
     def start_run(self) -> None:
         """Seed the processes and, with ``output_dir``, open the run folder (resuming from it when asked)."""
-        self.identity = {k: str(v) for k, v in self.run_identity().items()}
-        self.seed_processes(self.config.seed)
-        if self.run_dir is not None:
+        self.seed_processes(self.config.run.seed)
+        if self.run_dir is not None:  # the identity is what checkpoints record (a data set digest may take a while)
+            self.identity = {k: str(v) for k, v in self.run_identity().items()}
             self.open_run_dir()
 
     def seed_processes(self, seed: int) -> None:
@@ -233,24 +217,13 @@ class DiffusionTrainer(TrainerParts):
         return TrainingState(tensors, meta, {**rng_tensors, _RNG: self.rng.get_state()}, rng_meta)
 
     def _check_same_run(self, path: Path, meta: dict[str, Any]) -> None:
-        saved, current = meta["config"], jsonable(self.config.to_dict())
-        differing = sorted(k for k in current if k not in RESUME_FREE and saved.get(k) != current[k])
-        if differing:
-            raise ValueError(f"cannot resume from {path}: {differing} differ from the run that wrote it; expected "
-                             f"the same settings (only {', '.join(RESUME_FREE)} may change)")
-        recorded = meta.get("identity")
-        if recorded is None:
-            if self.identity and self.accelerator.is_main_process:
-                warnings.warn(f"{path} records no identity (written by an older version): the reward, pipeline "
-                              "and prompts it was trained against cannot be checked", RuntimeWarning, stacklevel=3)
-            return
-        fields = sorted(set(recorded) | set(self.identity))
-        changed = [f"{k}: {recorded.get(k)!r} in the checkpoint, {self.identity.get(k)!r} now" for k in fields
-                   if recorded.get(k) != self.identity.get(k)]
-        if changed:
-            raise ValueError(f"cannot resume from {path}: it was trained against something else ({'; '.join(changed)})"
-                             "; expected the same reward, pipeline, denoiser and prompts (or start a new run in "
-                             "another output folder)")
+        if "config" not in meta:  # damaged: an older checkpoint may still do
+            raise DamagedCheckpoint(f"{path}/state.json lacks the field(s) ['config']")
+        renamed = getattr(type(self.config), "renamed", {})  # a run written before the config was composed
+        saved = flat_settings(meta["config"], renamed)
+        current = flat_settings(jsonable(self.config.to_dict()))
+        check_same_run(path, (saved, current), (meta.get("identity"), self.identity), RESUME_FREE,
+                       warn=self.accelerator.is_main_process)
 
     def _check_contents(self, path: Path, state: TrainingState) -> None:
         """Every field and trained tensor a restore reads, named when missing (never a raw ``KeyError``)."""
@@ -262,7 +235,7 @@ class DiffusionTrainer(TrainerParts):
         expected = [_TRAINED + name for name in self.trained_parameters()]
         if self.ema is not None:
             expected += list(self.ema.state()[0])
-        missing = [k for k in expected if k not in tensors] + _missing_optimizer_tensors(tensors, state.meta)
+        missing = [k for k in expected if k not in tensors] + missing_optimizer_tensors(tensors, state.meta)
         if missing:
             raise DamagedCheckpoint(f"{path} lacks {len(missing)} tensor(s) of the trained weights or their "
                                     f"optimizer state, first: {missing[:3]}")
@@ -272,8 +245,8 @@ class DiffusionTrainer(TrainerParts):
         :class:`DamagedCheckpoint` names a missing, damaged or non-finite part."""
         acc = self.accelerator
         state = read_checkpoint(path, acc.process_index)
+        self._check_same_run(path, state.meta)  # first: another pipeline's LoRA is not a damaged checkpoint
         self._check_contents(path, state)
-        self._check_same_run(path, state.meta)
         for name, param in self.trained_parameters().items():
             param.data.copy_(state.tensors[_TRAINED + name])
         try:  # what is nested deeper than _check_contents looks: still named, never a bare KeyError
@@ -300,15 +273,28 @@ class DiffusionTrainer(TrainerParts):
                 warnings.warn(f"{path} was written by {saved_world} process(es) and is resumed by "
                               f"{acc.num_processes}: weights, optimizer, schedule and step continue, but prompts and "
                               "noise come from new random streams (seeded by the step)", RuntimeWarning, stacklevel=2)
-            self.seed_processes(self.config.seed + 7919 * (self.global_step + 1))
+            self.seed_processes(self.config.run.seed + 7919 * (self.global_step + 1))
 
     def open_run_dir(self) -> None:
         """Refuse to mix with an earlier run, resume one, or start one. Every process decides from the same files:
         all of them look before the main process changes anything."""
         acc, run_dir = self.accelerator, self.run_dir
         self.run_lock = on_main(acc, lambda: RunLock(run_dir).acquire())  # one live run per folder
+        try:
+            self._open_locked_run_dir()
+        except BaseException:  # a refused resume leaves the folder free for the next try in this process
+            self.release_run_dir()
+            raise
+
+    def release_run_dir(self) -> None:
+        """Let another run (in this process too) open the run folder; the run's state stays as it is."""
+        if self.run_lock is not None:
+            self.run_lock.release()
+
+    def _open_locked_run_dir(self) -> None:
+        acc, run_dir = self.accelerator, self.run_dir
         found = step_folders(run_dir)
-        require(not found or self.config.resume,
+        require(not found or self.config.run.resume,
                 f"{run_dir} holds checkpoints of an earlier run (newest: {found[-1].name if found else ''}); pass "
                 "resume=True (--resume) to continue it, or choose a new output directory")
         acc.wait_for_everyone()
@@ -316,26 +302,12 @@ class DiffusionTrainer(TrainerParts):
             run_dir.mkdir(parents=True, exist_ok=True)
             remove_partial(run_dir)
         if found:
-            self._resume_newest(found)
-        elif self.config.resume:
+            resume_newest(found, self.restore_state, warn=acc.is_main_process)
+        elif self.config.run.resume:
             acc.print(f"no checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
+        if acc.is_main_process:
+            write_yaml(run_dir / CONFIG_FILE, self.config.to_dict())  # what this run (or resumption) runs with
         acc.wait_for_everyone()
-
-    def _resume_newest(self, found: list[Path]) -> None:
-        """Resume from the newest usable checkpoint: a damaged one is named in a warning and the next older one
-        tried (every process reads every file, so all of them choose the same one)."""
-        damaged = []
-        for path in reversed(found):
-            try:  # a failed restore is undone by the older one's, which sets everything again
-                return self.restore_state(path)
-            except DamagedCheckpoint as error:
-                damaged.append(path.name)
-                if self.accelerator.is_main_process:
-                    warnings.warn(f"checkpoint {path} is damaged ({error}); trying the next older one",
-                                  RuntimeWarning, stacklevel=3)
-        raise ValueError(f"every checkpoint in {found[0].parent} is damaged ({', '.join(damaged)}; see the "
-                         "warnings); expected at least one complete checkpoint to resume from (remove the folder "
-                         "to start again)")
 
     def save_checkpoint(self) -> Path:
         """Write a resumable checkpoint of the current step into ``output_dir/checkpoints`` (every process must
@@ -343,7 +315,8 @@ class DiffusionTrainer(TrainerParts):
         require(self.run_dir is not None, "save_checkpoint needs output_dir")
         state = self.capture_state()
         check_finite_weights(state.tensors, self.global_step, f"the step-{self.global_step} checkpoint")
-        path = write_checkpoint(self.accelerator, self.run_dir, self.global_step, state, self.config.keep_checkpoints)
+        path = write_checkpoint(self.accelerator, self.run_dir, self.global_step, state,
+                                self.config.run.keep_checkpoints)
         self.saved_step = self.global_step
         return path
 
@@ -352,12 +325,20 @@ class DiffusionTrainer(TrainerParts):
     def train(self, max_steps: int | None = None) -> TrainingLog:
         """Train until the step counter reaches ``max_steps`` (default: the config's; a resumed run continues
         from its checkpoint), then write the log, what the subclass writes and a last checkpoint into
-        ``output_dir`` (when set). Returns the log."""
+        ``output_dir`` (when set). Returns the log. Whatever it raises, the run folder is released first, so a
+        new trainer in this process can resume it."""
+        try:
+            return self._train(max_steps)
+        except BaseException:
+            self.release_run_dir()
+            raise
+
+    def _train(self, max_steps: int | None) -> TrainingLog:
         cfg, acc = self.config, self.accelerator
-        steps = cfg.max_steps if max_steps is None else max_steps
-        start_trackers(acc, cfg.tracker_project, cfg.to_dict())
+        steps = cfg.run.max_steps if max_steps is None else max_steps
+        start_trackers(acc, cfg.run.tracker_project, flat_settings(cfg.to_dict()))
         bar = progress_bar(total=steps, initial=min(self.global_step, steps), desc=self.name, unit="step",
-                           disable=not (cfg.progress_bar and acc.is_main_process))
+                           disable=not (cfg.run.progress_bar and acc.is_main_process))
         stop = False
         if self.global_step == 0:
             self.after_step(first=True)
@@ -373,7 +354,7 @@ class DiffusionTrainer(TrainerParts):
                 bar.set_postfix(reward=f"{self.log.smoothed_rewards()[-1]:.4f}")
                 bar.update(1)
                 stop = self._watch()
-                if cfg.save_every and self.global_step % cfg.save_every == 0:
+                if cfg.run.save_every and self.global_step % cfg.run.save_every == 0:
                     self.save_checkpoint()
                 self.after_step()
                 if self.global_step < steps and not stop:  # at the end the run finishes instead
@@ -395,8 +376,7 @@ class DiffusionTrainer(TrainerParts):
                 self.save_checkpoint()
             message = (f"stopped by {name} at step {self.global_step}; checkpoint written to {self.run_dir}; run "
                        "the same command again with --resume (resume=True) to continue")
-        if self.run_lock is not None:
-            self.run_lock.release()
+        self.release_run_dir()
         finish_trackers(self.accelerator)
         raise Preempted(signum, message)
 
@@ -408,7 +388,7 @@ class DiffusionTrainer(TrainerParts):
         if self.ema is not None:
             weights.update(self.ema.state()[0])
         check_finite_weights(weights, self.global_step, "the run's results")
-        if self.run_dir is not None and self.config.save_every and self.saved_step != self.global_step:
+        if self.run_dir is not None and self.config.run.save_every and self.saved_step != self.global_step:
             self.save_checkpoint()  # the state it stopped in, so that a resumed run knows it stopped
         if self.run_dir is not None:
             if acc.is_main_process:
@@ -416,6 +396,5 @@ class DiffusionTrainer(TrainerParts):
                 self._write_monitor(stopped)
                 self.write_outputs(self.run_dir)
             acc.wait_for_everyone()
-            if self.run_lock is not None:
-                self.run_lock.release()
+            self.release_run_dir()
         finish_trackers(acc)

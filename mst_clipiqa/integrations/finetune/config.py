@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, ClassVar, Literal, Protocol
 
 from mst_clipiqa.reward.utils import PRECISIONS, option
 
 from ..pipelines.lora import DEFAULT_TARGET_MODULES
-from .methods import METHODS
 from .nonfinite import ON_NONFINITE
 from .tracking import tracker_names
 
-__all__ = ["RunConfig", "RewardFinetuneConfig", "LR_SCHEDULES", "CHOICES", "RESUME_FREE"]
+__all__ = ["RunConfig", "RewardFinetuneConfig", "LR_SCHEDULES", "CHOICES", "RESUME_FREE", "composed",
+           "flat_settings", "from_flat_settings", "renamed_fields", "TrainerConfig"]
 
 Method = Literal["draft", "alignprop", "refl"]
+METHODS = ("draft", "alignprop", "refl")  # finetune.methods holds where each keeps gradients
 # diffusers.optimization.get_scheduler's names (piecewise_constant needs rules, so it is left out).
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 CHOICES = {"method": METHODS, "mixed_precision": PRECISIONS, "lr_scheduler": LR_SCHEDULES,
@@ -43,15 +46,12 @@ class RunConfig:
     """The settings every diffusion trainer shares: sampling (for sample grids and the monitor), the LoRA, the
     optimizer and its schedule, precision, processes, the run folder and checkpoints, trackers, the EMA and the
     hacking monitor (``monitor_every``, ``patience``, ``monitor_prompts`` x ``monitor_seeds``; the scorers are the
-    trainer's ``monitor=``). A trainer's config subclasses it with the fields of its algorithm.
+    trainer's ``monitor=``). A trainer's config holds one as ``run``, beside the fields of its method.
     """
 
-    num_inference_steps: int = option(20, "sampling steps per image")
-    guidance_scale: float = option(1.0, "classifier-free guidance scale (> 1: two denoiser calls per step)")
     negative_prompt: str | None = option(None, "negative prompt under classifier-free guidance")
     height: int | None = option(None, "image height in pixels (default: the pipeline's)", type=int)
     width: int | None = option(None, "image width in pixels (default: the pipeline's)", type=int)
-    eta: float = option(0.0, "DDIM eta (> 0: stochastic sampling)")
     encode_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "encode_prompt arguments",
                                                                          "cli": False})
     lora_rank: int = option(4, "rank of the denoiser's LoRA")
@@ -102,7 +102,6 @@ class RunConfig:
         self._check_run()
 
     def _check_run(self) -> None:
-        require(self.num_inference_steps >= 1, f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
         for name in ("batch_size", "gradient_accumulation_steps", "lora_rank", "keep_checkpoints", "monitor_every"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "lr_warmup_steps", "save_every", "sample_every"):
@@ -128,9 +127,105 @@ class RunConfig:
         return asdict(self)
 
 
+class TrainerConfig(Protocol):
+    """What a trainer reads of its config: the shared run settings as ``run``, and ``to_dict()`` (what the log,
+    the checkpoints and ``config.yaml`` record)."""
+
+    run: RunConfig
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def _warn_renamed(cls: type, kwargs: dict[str, Any]) -> None:
+    renamed: Mapping[str, str] = getattr(cls, "renamed", {})
+    for old in set(kwargs) & set(renamed):
+        warnings.warn(f"{cls.__name__}({old}=...) is {renamed[old]}=... now", DeprecationWarning, stacklevel=3)
+        kwargs[renamed[old]] = kwargs.pop(old)
+
+
+def renamed_fields(cls: type) -> type:
+    """Let a config take the old names of renamed fields (``cls.renamed``: old -> new), with a
+    DeprecationWarning."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        _warn_renamed(cls, kwargs)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+def composed(cls: type) -> type:
+    """Let a method's config (a dataclass with a ``run: RunConfig`` field) take the run settings flat, as before
+    they were composed: ``RewardFinetuneConfig(max_steps=3)`` is ``RewardFinetuneConfig(run=RunConfig(
+    max_steps=3))`` and ``config.max_steps`` reads ``config.run.max_steps``, each with a DeprecationWarning.
+    ``cls.renamed`` maps old field names to new ones (taken and read with a DeprecationWarning too)."""
+    init, own = cls.__init__, {f.name for f in fields(cls)}
+    run_names = {f.name for f in fields(RunConfig)} - own
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        _warn_renamed(cls, kwargs)
+        flat = {name: kwargs.pop(name) for name in list(kwargs) if name in run_names}
+        if flat:
+            warnings.warn(f"{cls.__name__}({', '.join(sorted(flat))}=...): run settings are composed now; pass "
+                          f"run=RunConfig({', '.join(sorted(flat))}=...)", DeprecationWarning, stacklevel=2)
+            kwargs["run"] = replace(kwargs["run"], **flat) if "run" in kwargs else RunConfig(**flat)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    for name in run_names:
+        setattr(cls, name, _Moved(name, f"run.{name}"))
+    for old, new in getattr(cls, "renamed", {}).items():
+        setattr(cls, old, _Moved(old, new))
+    return cls
+
+
+class _Moved:
+    """The old place of a setting (``config.max_steps``, now ``config.run.max_steps``): reads it there, with a
+    DeprecationWarning; on the class, the default."""
+
+    def __init__(self, old: str, path: str):
+        self.old, self.path = old, path
+
+    def __get__(self, config: Any, owner: type) -> Any:
+        *parents, name = self.path.split(".")
+        if config is None:
+            return getattr(RunConfig if parents else owner, name, None)
+        warnings.warn(f"config.{self.old} is config.{self.path} now", DeprecationWarning, stacklevel=2)
+        for part in parents:
+            config = getattr(config, part)
+        return getattr(config, name)
+
+
+def flat_settings(config: Mapping[str, Any], renamed: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A config's settings in one flat dict (the run settings beside the method's), from ``to_dict()`` or from
+    what a run folder recorded: a run written before configs were composed stored them flat, under the old
+    names ``renamed`` maps."""
+    config = dict(config)
+    if isinstance(config.get("run"), Mapping):
+        return {**config.pop("run"), **config}
+    renamed = renamed or {}
+    out = {k: v for k, v in config.items() if k not in renamed}
+    out.update({new: config[old] for old, new in renamed.items() if old in config})
+    return out
+
+
+def from_flat_settings(config_cls: type, settings: Mapping[str, Any]) -> Any:
+    """A method config from one flat mapping of settings (its own fields and :class:`RunConfig`'s, as
+    :func:`flat_settings` gives them or as command-line flags come): the run settings go into ``run``."""
+    run_names = {f.name for f in fields(RunConfig)}
+    own = {k: v for k, v in settings.items() if k not in run_names}
+    return config_cls(**own, run=RunConfig(**{k: v for k, v in settings.items() if k in run_names}))
+
+
+@composed
 @dataclass
-class RewardFinetuneConfig(RunConfig):
-    """Settings of a reward fine-tuning run.
+class RewardFinetuneConfig:
+    """Settings of a reward fine-tuning run: the method's fields, and the shared run settings as ``run``
+    (a :class:`RunConfig`).
 
     Methods (``method``):
       * ``"draft"``: DRaFT-K, gradients through the last ``draft_k`` sampling steps.
@@ -141,18 +236,16 @@ class RewardFinetuneConfig(RunConfig):
         ``refl_window`` (ImageReward: 10 of 40), one denoiser call with gradients,
         decode its predicted x0.
 
-    Against reward hacking: ``kl_coeff`` > 0 adds DRaFT+'s
-    ``kl_coeff * mean((pred_lora - pred_base)^2)`` on the steps with gradients;
-    ``reward_weights`` weights named reward outputs; ``sample_every`` saves a grid
-    of ``sample_prompts`` x ``sample_seeds`` every N steps (and before training).
-
-    Long runs: ``lr_scheduler`` / ``lr_warmup_steps`` (diffusers' ``get_scheduler``),
-    ``use_ema`` (an EMA of the LoRA weights for evaluation and the saved LoRA),
-    ``save_every`` / ``keep_checkpoints`` / ``resume`` (resumable checkpoints in
-    ``output_dir/checkpoints``) and ``log_with`` (accelerate trackers).
+    Against reward hacking: ``base_distance_coeff`` > 0 adds DRaFT+'s
+    ``base_distance_coeff * mean((pred_lora - pred_base)^2)`` on the steps with gradients;
+    ``reward_weights`` weights named reward outputs; ``run.sample_every`` saves a grid
+    of ``run.sample_prompts`` x ``run.sample_seeds`` every N steps (and before training).
     """
 
     method: Method = option("draft", "where the sampling loop keeps gradients: draft (DRaFT-K), alignprop or refl")
+    num_inference_steps: int = option(20, "sampling steps per image")
+    guidance_scale: float = option(1.0, "classifier-free guidance scale (> 1: two denoiser calls per step)")
+    eta: float = option(0.0, "DDIM eta (> 0: stochastic sampling)")
     draft_k: int = option(1, "DRaFT-K: the last K sampling steps keep gradients")
     alignprop_k_range: tuple[int, int] | None = option(
         None, "AlignProp: K drawn uniformly in LOW..HIGH per image (default: 1..all steps)", nargs=2, type=int,
@@ -162,20 +255,23 @@ class RewardFinetuneConfig(RunConfig):
         None, "checkpoint denoiser calls (default: on for alignprop only)", cli=False)
     decode_chunk_size: int = option(1, "latents per VAE decode call")
     decode_checkpointing: bool = option(True, "checkpoint the VAE decoder", flag="--no-decode-checkpointing")
-    kl_coeff: float = option(0.0, "DRaFT+ penalty on the squared distance to the base model's predictions")
+    base_distance_coeff: float = option(0.0, "DRaFT+: weight of the squared distance between the LoRA's and the "
+                                             "base model's predictions on the steps with gradients")
     reward_weights: Mapping[str, float] | None = option(
         None, "weights of named reward outputs (default: 1 each)", nargs="+", type=_named_weight,
         metavar="NAME=WEIGHT")
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "the shared run settings", "cli": False})
+    renamed: ClassVar[dict[str, str]] = {"kl_coeff": "base_distance_coeff"}  # DRaFT+'s, named apart from the KL
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.alignprop_k_range is not None:
             self.alignprop_k_range = tuple(self.alignprop_k_range)
         if self.reward_weights is not None and not isinstance(self.reward_weights, Mapping):
             self.reward_weights = dict(self.reward_weights)  # NAME=WEIGHT pairs from the command line
+        require(self.num_inference_steps >= 1, f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
         self._check_sampling()
         require(self.decode_chunk_size >= 1, f"decode_chunk_size must be >= 1, got {self.decode_chunk_size}")
-        require(self.kl_coeff >= 0, f"kl_coeff must be >= 0, got {self.kl_coeff}")
+        require(self.base_distance_coeff >= 0, f"base_distance_coeff must be >= 0, got {self.base_distance_coeff}")
 
     def _check_sampling(self) -> None:
         require(self.method in METHODS, f"method must be one of {sorted(METHODS)}, got {self.method!r}")
@@ -192,6 +288,9 @@ class RewardFinetuneConfig(RunConfig):
         if self.gradient_checkpointing is not None:
             return self.gradient_checkpointing
         return self.method == "alignprop"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def require(condition: bool, message: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,25 +17,35 @@ from mst_clipiqa.reward.utils import option
 from ..pipelines.lora import named_lora_parameters
 from ..rewards import Rewards, score_images
 from .base import DiffusionTrainer
-from .config import RunConfig, require
+from .config import RunConfig, composed, require
 from .dpo_objective import BETA_SD15, DiffusionDPOObjective, pair_batch
+from .identity import pairs_identity, pipeline_identity, reward_identity
 from .monitor import HackingMonitor, pipeline_sampler
 
 __all__ = ["DPOConfig", "DPOTrainer", "train_dpo"]
 
 
+@composed
 @dataclass
-class DPOConfig(RunConfig):
-    """Settings of a Diffusion-DPO run: the run fields of :class:`RunConfig` (shared with
-    :class:`RewardFinetuneConfig`; ``batch_size`` counts pairs per micro-batch and process) and ``beta``,
-    :data:`BETA_SD15` (5000, the paper's SD 1.5 run), the strength of the pull back to the reference."""
+class DPOConfig:
+    """Settings of a Diffusion-DPO run: ``beta``, :data:`BETA_SD15` (5000, the paper's SD 1.5 run), the
+    strength of the pull back to the reference; the sampling settings of its sample grids and monitor; and
+    the shared run settings as ``run`` (a :class:`RunConfig`; ``run.batch_size`` counts pairs per
+    micro-batch and process)."""
 
     beta: float = option(BETA_SD15, "Diffusion-DPO: strength of the pull to the reference (the paper's SD 1.5 "
                                     "run: 5000; diffusers' example: 2500)")
+    num_inference_steps: int = option(20, "sampling steps per image of the sample grids and the monitor")
+    guidance_scale: float = option(1.0, "classifier-free guidance scale of the loss's noise predictions and of "
+                                        "the samples")
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "the shared run settings", "cli": False})
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        require(self.num_inference_steps >= 1, f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
         require(self.beta > 0 and self.beta != float("inf"), f"beta must be a finite number > 0, got {self.beta!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _rows(pairs: Any) -> Any:
@@ -72,12 +82,12 @@ class DPOTrainer(DiffusionTrainer):
         require(bool(self.shard), f"{len(self.rows)} pairs for {acc.num_processes} processes; expected at least "
                                   "one pair per process")
         self.objective = DiffusionDPOObjective(pipe, beta=config.beta, guidance_scale=config.guidance_scale,
-                                               height=config.height, width=config.width,
-                                               encode_kwargs=config.encode_kwargs)
+                                               height=config.run.height, width=config.run.width,
+                                               encode_kwargs=config.run.encode_kwargs)
         self.family = self.objective.family
         self.setup_lora(pipe, self.family.denoiser, [reward] if reward is not None else [])
         self.monitor = self.hacking_monitor(monitor, reward)
-        self._sampler = pipeline_sampler(pipe, chunk_size=config.batch_size,
+        self._sampler = pipeline_sampler(pipe, chunk_size=config.run.batch_size,
                                          num_inference_steps=config.num_inference_steps,
                                          guidance_scale=config.guidance_scale, height=self.objective.height,
                                          width=self.objective.width)
@@ -86,8 +96,14 @@ class DPOTrainer(DiffusionTrainer):
     def trained_parameters(self) -> dict[str, torch.Tensor]:
         return named_lora_parameters(self.unwrapped)
 
+    def run_identity(self) -> dict[str, str]:
+        """The pairs (by content), the reward (when given), the pipeline and the denoiser's architecture."""
+        reward = reward_identity(self.reward) if self.reward is not None else {"reward": "none"}
+        return {**super().run_identity(), **pairs_identity(self.rows), **reward,
+                **pipeline_identity(self.pipe, self.family, self.family.denoiser)}
+
     def _pairs(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        picked = torch.randint(0, len(self.shard), (self.config.batch_size,), generator=self.rng).tolist()
+        picked = torch.randint(0, len(self.shard), (self.config.run.batch_size,), generator=self.rng).tolist()
         winners, losers, prompts = pair_batch([self.rows[self.shard[i]] for i in picked], self.objective.height,
                                               self.objective.width)
         device = self.accelerator.device
@@ -98,13 +114,13 @@ class DPOTrainer(DiffusionTrainer):
         statistics over every process."""
         acc, cfg, stats = self.accelerator, self.config, []
         self.model.train()
-        for _ in range(cfg.gradient_accumulation_steps):
+        for _ in range(cfg.run.gradient_accumulation_steps):
             with acc.accumulate(self.model):
                 with acc.autocast():
                     loss, batch_stats = self.objective.loss(*self._pairs(), self.rng, denoiser=self.model)
                 acc.backward(loss)
                 if acc.sync_gradients:  # the norm before clipping; an infinite bound clips nothing
-                    grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm or float("inf"))
+                    grad_norm = acc.clip_grad_norm_(self.params, cfg.run.max_grad_norm or float("inf"))
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             stats.append({"reward": batch_stats["reward_margin"], **batch_stats})
@@ -123,7 +139,7 @@ class DPOTrainer(DiffusionTrainer):
         """Per-image ``reward`` on fixed prompts and seeds (e.g. held-out seeds), on the CPU."""
         require(self.reward is not None, "evaluate needs the trainer's reward= (the scorer to evaluate by)")
         images = self.sample(prompts, seeds)
-        return score_images(self.reward, images, list(prompts), batch_size=self.config.batch_size)[0].float().cpu()
+        return score_images(self.reward, images, list(prompts), batch_size=self.config.run.batch_size)[0].float().cpu()
 
 
 def train_dpo(pipe: Any, pairs: Any, config: DPOConfig | None = None, *, monitor: Any = None,
@@ -132,5 +148,6 @@ def train_dpo(pipe: Any, pairs: Any, config: DPOConfig | None = None, *, monitor
     accuracy and reward margin, error gaps, gradient norm). ``monitor``: a :class:`HackingMonitor` (or any
     ``monitor(step, state=...)`` with ``should_stop`` and ``best_state``), called before training and after
     every step; when it stops the run, the LoRA weights it preferred are put back."""
-    config = dataclasses.replace(config or DPOConfig(), progress_bar=progress)
+    config = config or DPOConfig()
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, progress_bar=progress))
     return DPOTrainer(pipe, pairs, config, monitor=monitor).train().history

@@ -64,7 +64,7 @@ class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
         super().__init__(config := config or RewardFinetuneConfig(), accelerator)
         self.name = config.method
         default_height, default_width = self.family.default_size()
-        self.height, self.width = config.height or default_height, config.width or default_width
+        self.height, self.width = config.run.height or default_height, config.run.width or default_width
         self.family.check_size(self.height, self.width)
         rewards = self.reward.values() if isinstance(self.reward, Mapping) else [self.reward]
         self.setup_lora(pipe, self.family.denoiser, rewards)
@@ -80,7 +80,7 @@ class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
     def _conditioning(self, prompts: list[str]) -> Conditioning:
         scale = self.config.guidance_scale
         embeds = self.family.encode(prompts, guidance=self.family.uses_cfg(scale),
-                                    negative_prompt=self.config.negative_prompt, **self.config.encode_kwargs)
+                                    negative_prompt=self.config.run.negative_prompt, **self.config.run.encode_kwargs)
         return self.family.conditioning(embeds, scale, self.height, self.width)
 
     def _gradient_window(self, batch: int) -> tuple[torch.Tensor, int | None]:
@@ -124,7 +124,7 @@ class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
         grad_from, stop_at = self._gradient_window(len(prompts))
         with self.accelerator.autocast():
             images, penalty = self._images(self.model, prompts, seeds, grad_from=grad_from, stop_at=stop_at,
-                                           base=self.config.kl_coeff > 0)
+                                           base=self.config.base_distance_coeff > 0)
         # Images a diverged LoRA made NaN are not shown to the reward (which would blame the images): their reward
         # is NaN, and the step's check names them (``images``: NaN per such image, in the statistics).
         finite = torch.isfinite(images.detach()).flatten(1).all(1)
@@ -133,7 +133,7 @@ class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
         reward, named = self._score(images, prompts)
         nan = torch.full_like(reward, float("nan"))
         reward = torch.where(finite, reward, nan)
-        loss = -reward.mean() + self.config.kl_coeff * penalty
+        loss = -reward.mean() + self.config.base_distance_coeff * penalty
         stats = {"images": torch.where(finite, torch.zeros_like(nan), nan), "reward": reward.detach(),
                  "penalty": penalty.detach(), "loss": loss.detach(),
                  **{f"reward/{k}": v.detach() for k, v in named.items() if len(named) > 1}}
@@ -142,7 +142,7 @@ class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
     # --- training ---------------------------------------------------------------------------------------
 
     def _batch(self) -> tuple[list[str], list[int]]:
-        size = self.config.batch_size
+        size = self.config.run.batch_size
         prompts = self.prompt_source.draw(size, self.rng)
         seeds = torch.randint(0, 2**31 - 1, (size,), generator=self.rng).tolist()
         return prompts, seeds
@@ -153,7 +153,7 @@ class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
         and learning rate. None when a non-finite batch was dropped (``on_nonfinite="skip"``)."""
         acc, cfg, stats, dropped = self.accelerator, self.config, [], False
         self.model.train()
-        for _ in range(cfg.gradient_accumulation_steps):
+        for _ in range(cfg.run.gradient_accumulation_steps):
             with acc.accumulate(self.model):  # entered every time: it counts the micro-batches
                 if dropped:
                     continue
@@ -164,7 +164,7 @@ class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
                 if not dropped:
                     acc.backward(loss)
                     if acc.sync_gradients:  # the norm before clipping; an infinite bound clips nothing
-                        grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm or float("inf"))
+                        grad_norm = acc.clip_grad_norm_(self.params, cfg.run.max_grad_norm or float("inf"))
                         dropped = self.drop_batch(grad_norm=torch.as_tensor(grad_norm))
                 if not dropped:
                     self.optimizer.step()
@@ -184,7 +184,7 @@ class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
         no gradients."""
         prompts, seeds = list(prompts), list(seeds)
         require(len(prompts) == len(seeds), f"got {len(prompts)} prompts for {len(seeds)} seeds")
-        size = batch_size or self.config.batch_size
+        size = batch_size or self.config.run.batch_size
         # The unwrapped model: this may run on the main process alone, where a
         # DDP wrapper's collectives would hang.
         model = self.unwrapped.eval()

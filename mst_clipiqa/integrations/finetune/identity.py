@@ -12,7 +12,7 @@ from torch import nn
 
 from mst_clipiqa.reward.utils import jsonable
 
-__all__ = ["digest", "module_digest", "pipeline_identity", "prompts_identity", "reward_identity"]
+__all__ = ["digest", "module_digest", "pairs_identity", "pipeline_identity", "prompts_identity", "reward_identity"]
 
 
 def digest(value: Any) -> str:
@@ -74,6 +74,25 @@ def prompts_identity(prompts: list[str] | None, prompt_fn: Any) -> dict[str, str
     if prompts is not None:
         return {"prompts": f"{len(prompts)} prompt(s) {digest(prompts)}"}
     return {"prompts": _kind(prompt_fn)}
+
+
+def _image_bytes(image: Any) -> bytes:
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image)
+    if isinstance(image, Mapping) and "bytes" in image:  # a datasets Image feature left undecoded
+        return bytes(image["bytes"] or b"")
+    return f"{image.mode}{image.size}".encode() + image.tobytes()  # a PIL image
+
+
+def pairs_identity(rows: Any) -> dict[str, str]:
+    """A digest of preference pairs' content (both images, the label and the caption of every row, in order):
+    the same pairs saved elsewhere match, other pairs do not."""
+    hasher = hashlib.sha256()
+    for row in rows:
+        for key in ("jpg_0", "jpg_1"):
+            hasher.update(hashlib.sha256(_image_bytes(row[key])).digest())
+        hasher.update(json.dumps([repr(row["label_0"]), str(row["caption"])]).encode())
+    return {"pairs": f"{len(rows)} pair(s) {hasher.hexdigest()[:16]}"}
 
 
 class PromptedRunIdentity:

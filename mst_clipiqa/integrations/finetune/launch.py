@@ -7,7 +7,7 @@ import warnings
 from dataclasses import replace
 from typing import Any
 
-from mst_clipiqa.reward.utils.processes import launcher_world_size, new_accelerator
+from mst_clipiqa.runtime.processes import launcher_world_size, new_accelerator
 
 from .tracking import check_trackers_installed, tracker_names
 
@@ -16,12 +16,12 @@ __all__ = ["finetune_accelerator", "check_world_size", "resolved_config"]
 
 def finetune_accelerator(config: Any) -> Any:
     """An Accelerator for ``config`` (a ``RewardFinetuneConfig``); under a launcher without CUDA it runs on the
-    CPU (gloo) backend, as ``reward.utils.processes.new_accelerator`` arranges."""
-    names = tracker_names(config.log_with)
+    CPU (gloo) backend, as ``mst_clipiqa.runtime.processes.new_accelerator`` arranges."""
+    names = tracker_names(config.run.log_with)
     check_trackers_installed(names)
-    return new_accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision,
-                           gradient_accumulation_steps=config.gradient_accumulation_steps,
-                           log_with=names or None, project_dir=config.output_dir)
+    return new_accelerator(cpu=config.run.cpu, mixed_precision=config.run.mixed_precision,
+                           gradient_accumulation_steps=config.run.gradient_accumulation_steps,
+                           log_with=names or None, project_dir=config.run.output_dir)
 
 
 def check_world_size(accelerator: Any) -> None:
@@ -40,9 +40,9 @@ def resolved_config(config: Any, accelerator: Any) -> Any:
     """``config`` with the precision ``accelerator`` runs (the launcher's, when the config left it at None), so
     that what is logged and checkpointed is what ran. A precision the config names that the Accelerator does not
     run is an error."""
-    used, asked = accelerator.mixed_precision, config.mixed_precision
+    used, asked = accelerator.mixed_precision, config.run.mixed_precision
     if asked not in (None, used):
         raise ValueError(f"mixed_precision={asked!r} in the config, but the Accelerator passed in runs "
                          f"mixed_precision={used!r}; leave the config's at None (it then follows the Accelerator) "
                          "or build the Accelerator with the same precision")
-    return replace(config, mixed_precision=used)
+    return replace(config, run=replace(config.run, mixed_precision=used))

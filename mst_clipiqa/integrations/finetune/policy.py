@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ from ..pipelines.sampling import guided_prediction
 from ..pipelines.stochastic import Rollout, StochasticSampler
 from ..rewards import Rewards, named_rewards, objective
 from .advantages import Advantages, PromptStatTracker, group_advantages
+from .config import renamed_fields
 from .objectives import (
     clipped_policy_loss,
     forward_noised,
@@ -36,6 +37,7 @@ __all__ = ["METHODS", "PolicyConfig", "PolicyBatch", "PolicyOptimizer"]
 METHODS = ("ddpo", "grpo", "nft")
 
 
+@renamed_fields
 @dataclass
 class PolicyConfig:
     """Settings of the online RL methods; defaults from the papers' code where one exists (docs/online_rl.md).
@@ -45,12 +47,10 @@ class PolicyConfig:
     ``clip_range`` 1e-4 and ``adv_clip_max`` 5: trl's DDPO and Flow-GRPO. ``kl_coeff``: weight of the KL
     to the reference policy (LoRA disabled); Flow-GRPO uses 0.004-0.04, DDPO none. ``nft_beta`` 1.0 and
     ``nft_timesteps``: DiffusionNFT's guidance strength and the forward-process times drawn per sample.
-    ``on_nonfinite``: ``"raise"`` on NaN / infinite rewards or ``"skip"`` their groups (in a
-    :class:`PolicyFinetuneConfig` the same field also rules non-finite losses and gradients).
     """
 
     method: str = option("grpo", "online RL method: ddpo, grpo or nft")
-    num_steps: int = option(10, "sampling steps of the rollouts (train with fewer than you evaluate with: "
+    num_inference_steps: int = option(10, "sampling steps of the rollouts (train with fewer than you evaluate with: "
                                 "denoising reduction)")
     guidance_scale: float | None = option(None, "classifier-free guidance in rollouts and training (default: the "
                                                 "pipeline's)", type=float)
@@ -74,19 +74,17 @@ class PolicyConfig:
     nft_beta: float = option(1.0, "nft: DiffusionNFT's guidance strength beta")
     nft_timesteps: int = option(4, "nft: forward-process times drawn per sample")
     nft_stochastic_rollouts: bool = option(False, "nft: sample rollouts with the SDE instead of the ODE")
-    max_grad_norm: float | None = option(1.0, "clip the gradient norm to this (0 or None: no clipping)")
-    on_nonfinite: str = option("raise", "a NaN / inf reward, loss or gradient norm: raise, or skip (a reward's "
-                                        "whole group, a loss's batch) with a count")
     reward_weights: dict[str, float] | None = option(None, "weights of named reward outputs", cli=False)
     sampler_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "StochasticSampler arguments",
                                                                           "cli": False})
+    renamed: ClassVar[dict[str, str]] = {"num_steps": "num_inference_steps"}  # one name for sampling steps
 
     def __post_init__(self) -> None:
         if self.sde_window is not None:
             self.sde_window = tuple(self.sde_window)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        for name in ("inner_epochs", "nft_timesteps", "num_steps"):
+        for name in ("inner_epochs", "nft_timesteps", "num_inference_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.minibatch_size is not None and self.minibatch_size < 1:
@@ -99,8 +97,8 @@ class PolicyConfig:
 
     def sampler(self, pipe: Any, **settings: Any) -> StochasticSampler:
         """The rollout sampler these settings describe (``settings``: more ``StochasticSampler`` arguments)."""
-        return StochasticSampler(pipe, num_steps=self.num_steps, guidance_scale=self.guidance_scale, eta=self.eta,
-                                 noise_level=self.noise_level, sigma_schedule=self.sigma_schedule,
+        return StochasticSampler(pipe, num_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
+                                 eta=self.eta, noise_level=self.noise_level, sigma_schedule=self.sigma_schedule,
                                  sde_window=self.sde_window, **{**self.sampler_kwargs, **settings})
 
 
@@ -119,7 +117,9 @@ class PolicyOptimizer:
     DDP wrapper) by ``optimizer`` over ``params``.
 
     ``reference()``: a context in which ``model`` is the reference policy (default: its LoRA disabled),
-    for the KL term. ``backward(loss)``: how to backpropagate (default ``loss.backward()``; a trainer
+    for the KL term. ``max_grad_norm``: clip the gradient norm to this (0 or None: no clipping).
+    ``on_nonfinite``: ``"raise"`` on NaN / infinite rewards or ``"skip"`` their groups.
+    ``backward(loss)``: how to backpropagate (default ``loss.backward()``; a trainer
     passes ``accelerator.backward``). ``clip_grad_norm(params, max_norm)``: likewise.
     """
 
@@ -127,8 +127,10 @@ class PolicyOptimizer:
                  params: Sequence[nn.Parameter], reward: Rewards, config: PolicyConfig, *,
                  reference: Callable[[], AbstractContextManager] | None = None,
                  backward: Callable[[torch.Tensor], None] | None = None,
-                 clip_grad_norm: Callable[..., Any] | None = None):
+                 clip_grad_norm: Callable[..., Any] | None = None, max_grad_norm: float | None = 1.0,
+                 on_nonfinite: str = "raise"):
         self.sampler, self.model, self.optimizer = sampler, model, optimizer
+        self.max_grad_norm, self.on_nonfinite = max_grad_norm, on_nonfinite
         self.params, self.reward, self.config = list(params), reward, config
         if config.method == "nft" and sampler.kind != "flow":
             raise ValueError(f"method 'nft' (DiffusionNFT) trains flow-matching models (SD3, FLUX.1); this pipeline "
@@ -167,10 +169,11 @@ class PolicyOptimizer:
         rewards, named = self.score(rollout.images, rollout.prompts)
         rewards = rewards.to(rollout.final.device)
         if self.tracker is not None:
-            advantages = self.tracker.update(rollout.prompts, rewards, nonfinite=cfg.on_nonfinite)
+            advantages = self.tracker.update(rollout.prompts, rewards, nonfinite=self.on_nonfinite)
         else:
             keys = torch.zeros_like(torch.as_tensor(groups)) if cfg.method == "ddpo" else groups
-            advantages = group_advantages(rewards, torch.as_tensor(keys).to(rewards.device), nonfinite=cfg.on_nonfinite)
+            advantages = group_advantages(rewards, torch.as_tensor(keys).to(rewards.device),
+                                          nonfinite=self.on_nonfinite)
         return PolicyBatch(rollout, rewards, named, advantages)
 
     # --- updates -----------------------------------------------------------------------------------------
@@ -181,7 +184,7 @@ class PolicyOptimizer:
         return list(order.split(chunk))
 
     def _optimizer_step(self) -> float:
-        norm = self.clip_grad_norm(self.params, self.config.max_grad_norm or float("inf"))
+        norm = self.clip_grad_norm(self.params, self.max_grad_norm or float("inf"))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm)

@@ -9,7 +9,7 @@ resumption, trackers, the step loop) is the base class's (``finetune.base.Diffus
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,7 +20,7 @@ from ..pipelines.families import denoiser_family
 from ..pipelines.lora import adapters_disabled, named_lora_parameters
 from ..rewards import Rewards
 from .base import DiffusionTrainer
-from .config import RunConfig, require
+from .config import RunConfig, composed, require
 from .identity import PromptedRunIdentity
 from .policy import PolicyConfig, PolicyOptimizer
 from .prompt_sources import Prompts, PromptSource
@@ -28,23 +28,26 @@ from .prompt_sources import Prompts, PromptSource
 __all__ = ["PolicyFinetuneConfig", "PolicyTrainer"]
 
 
+@composed
 @dataclass
-class PolicyFinetuneConfig(PolicyConfig, RunConfig):  # PolicyConfig's defaults (eta, guidance) win
-    """Settings of an online RL run: :class:`RunConfig`'s run fields, :class:`PolicyConfig`'s method
-    fields, and how many rollouts a step takes: ``prompts_per_step`` prompts (over all processes
-    together), each sampled ``group_size`` times with its own seed (Flow-GRPO's G; 12-24 in the paper)."""
+class PolicyFinetuneConfig(PolicyConfig):
+    """Settings of an online RL run: :class:`PolicyConfig`'s method fields, how many rollouts a step takes
+    (``prompts_per_step`` prompts over all processes together, each sampled ``group_size`` times with its own
+    seed: Flow-GRPO's G, 12-24 in the paper) and the shared run settings as ``run`` (a :class:`RunConfig`,
+    whose ``max_grad_norm`` and ``on_nonfinite`` rule the updates too)."""
 
     group_size: int = option(8, "rollouts per prompt in a step, normalised together (GRPO's G)")
     prompts_per_step: int = option(4, "prompts per step over all processes, each sampled --group-size times")
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "the shared run settings", "cli": False})
 
     def __post_init__(self) -> None:
-        RunConfig.__post_init__(self)
-        PolicyConfig.__post_init__(self)
+        super().__post_init__()
         for name in ("group_size", "prompts_per_step"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        require(self.gradient_accumulation_steps == 1, "online RL accumulates over the recorded steps of a "
-                f"minibatch; got gradient_accumulation_steps={self.gradient_accumulation_steps}, expected 1 (set "
-                "minibatch_size for smaller optimizer steps)")
+        accumulation = self.run.gradient_accumulation_steps
+        require(accumulation == 1, "online RL accumulates over the recorded steps of a minibatch; got "
+                f"gradient_accumulation_steps={accumulation}, expected 1 (set minibatch_size for smaller optimizer "
+                "steps)")
 
     @property
     def rollouts_per_step(self) -> int:
@@ -78,12 +81,14 @@ class PolicyTrainer(PromptedRunIdentity, DiffusionTrainer):
                 f"over {self.num_processes} processes")
         self.setup_lora(pipe, self.family.denoiser, reward.values() if isinstance(reward, Mapping) else [reward])
         self.monitor = self.hacking_monitor(monitor, reward, config.reward_weights)
-        self.sampler = config.sampler(pipe, height=config.height, width=config.width,
-                                      negative_prompt=config.negative_prompt, encode_kwargs=config.encode_kwargs)
+        run = config.run
+        self.sampler = config.sampler(pipe, height=run.height, width=run.width, negative_prompt=run.negative_prompt,
+                                      encode_kwargs=run.encode_kwargs)
         acc = self.accelerator
         self.policy = PolicyOptimizer(self.sampler, self.model, self.optimizer, self.params, reward, config,
                                       reference=lambda: adapters_disabled(self.unwrapped), backward=acc.backward,
-                                      clip_grad_norm=acc.clip_grad_norm_)
+                                      clip_grad_norm=acc.clip_grad_norm_, max_grad_norm=config.run.max_grad_norm,
+                                      on_nonfinite=config.run.on_nonfinite)
         self.start_run()
 
     def trained_parameters(self) -> dict[str, torch.Tensor]:
@@ -102,7 +107,7 @@ class PolicyTrainer(PromptedRunIdentity, DiffusionTrainer):
         the step, the same on every process). The seeds come from the step number, so every process and a
         resumed run draw the same; the prompts are the main process's."""
         cfg, acc = self.config, self.accelerator
-        shared = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.global_step)
+        shared = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + self.global_step)
         chosen = self.prompt_source.draw(cfg.prompts_per_step, self.rng)
         if acc.num_processes > 1:
             from accelerate.utils import broadcast_object_list

@@ -54,13 +54,15 @@ def group_batch(prompts: Sequence[str], prompts_per_epoch: int, group_size: int,
 def train_policy(pipe: Any, reward: Rewards, prompts: Sequence[str], method: str = "grpo", *, epochs: int = 10,
                  prompts_per_epoch: int = 4, group_size: int = 8, learning_rate: float = 3e-4,
                  lora_rank: int = 4, lora_target_modules: Sequence[str] = DEFAULT_TARGET_MODULES, seed: int = 0,
-                 config: PolicyConfig | None = None, **settings: Any) -> PolicyRun:
+                 max_grad_norm: float | None = 1.0, on_nonfinite: str = "raise", config: PolicyConfig | None = None,
+                 **settings: Any) -> PolicyRun:
     """Fine-tune ``pipe``'s denoiser with a LoRA by ``method`` (``"ddpo"``, ``"grpo"`` or ``"nft"``) for
     ``epochs`` rounds of ``prompts_per_epoch x group_size`` rollouts, in place.
 
     ``reward``: any form the reward boundary takes, differentiable or not (numpy, trl-style, ``no_grad``
-    scorers, a dict of several with ``reward_weights``). ``settings``: :class:`PolicyConfig` fields
-    (``num_steps``, ``clip_range``, ``kl_coeff``, ``sde_window``, ...) overriding ``config``.
+    scorers, a dict of several with ``reward_weights``). ``max_grad_norm`` and ``on_nonfinite`` as for
+    :class:`PolicyOptimizer`. ``settings``: :class:`PolicyConfig` fields
+    (``num_inference_steps``, ``clip_range``, ``kl_coeff``, ``sde_window``, ...) overriding ``config``.
     """
     config = replace(config or PolicyConfig(), method=method, **settings)
     family = pipeline_family(pipe)
@@ -71,7 +73,8 @@ def train_policy(pipe: Any, reward: Rewards, prompts: Sequence[str], method: str
     add_lora(denoiser, lora_rank, target_modules=lora_target_modules, seed=seed)
     params = lora_parameters(denoiser)
     optimizer = torch.optim.AdamW(params, lr=learning_rate)
-    policy = PolicyOptimizer(config.sampler(pipe), denoiser, optimizer, params, reward, config)
+    policy = PolicyOptimizer(config.sampler(pipe), denoiser, optimizer, params, reward, config,
+                             max_grad_norm=max_grad_norm, on_nonfinite=on_nonfinite)
     run = PolicyRun(policy)
     generator = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):

@@ -15,11 +15,12 @@ from torch import nn
 from mst_clipiqa.reward.utils import precision_dtype, write_json
 
 from ..inference.grid import image_grid
+from ..pipelines.families import PipelineFamily
 from ..pipelines.lora import add_lora, lora_parameters, save_lora
 from ..rewards import Rewards
-from .config import require
+from .config import TrainerConfig, require
 from .ema import LoraEMA
-from .log import gathered_statistics
+from .log import TrainingLog, gathered_statistics
 from .monitor import HackingMonitor
 from .tracking import log_grid
 
@@ -32,13 +33,29 @@ def lr_schedule(config: Any, optimizer: torch.optim.Optimizer, step: int = 0) ->
     schedule of its new length."""
     from diffusers.optimization import get_scheduler
 
-    return get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
-                         num_training_steps=config.max_steps, last_epoch=step - 1)
+    return get_scheduler(config.run.lr_scheduler, optimizer, num_warmup_steps=config.run.lr_warmup_steps,
+                         num_training_steps=config.run.max_steps, last_epoch=step - 1)
 
 
 class TrainerParts:
-    """Mixed into :class:`~.base.DiffusionTrainer`; every method reads the trainer's ``config``,
-    ``accelerator``, ``log`` and the attributes :meth:`setup_lora` sets."""
+    """Mixed into :class:`~.base.DiffusionTrainer`: what its methods read, declared below; the base sets the
+    run's part, :meth:`setup_lora` the LoRA's, a subclass ``pipe`` and ``family``."""
+
+    config: TrainerConfig
+    accelerator: Any
+    log: TrainingLog
+    global_step: int
+    run_dir: Path | None
+    monitor: HackingMonitor | Any | None  # any object with should_stop / best_state (see hacking_monitor)
+    pipe: Any  # the diffusers pipeline being tuned
+    family: PipelineFamily
+    model: nn.Module  # the denoiser, prepared by accelerate
+    optimizer: Any
+    lr_scheduler: Any
+    params: list[nn.Parameter]  # the LoRA's
+    lora_config: Any = None
+    ema: LoraEMA | None = None
+    unwrapped: nn.Module
 
     def sample(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
         """Images (N, 3, H, W) in [0, 1] of the current model (its EMA when on), one per (prompt, seed), without
@@ -49,7 +66,7 @@ class TrainerParts:
         """Freeze ``pipe`` (and the ``scorers`` that are modules) on the run's device and precision, give
         ``denoiser`` a fresh LoRA (fp32), and set ``self.model``, ``self.optimizer`` (AdamW), ``self.params``,
         ``self.lr_scheduler`` and ``self.ema``."""
-        config, acc = self.config, self.accelerator
+        config, acc = self.config.run, self.accelerator
         weight_dtype = precision_dtype(acc.mixed_precision) or torch.float32
         for module in pipe.components.values():
             if isinstance(module, nn.Module):
@@ -68,7 +85,7 @@ class TrainerParts:
             p.data = p.data.float()
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
         # Stepped once per optimizer step by the trainer, not by accelerate (which steps it once per process).
-        self.lr_scheduler = lr_schedule(config, optimizer)
+        self.lr_scheduler = lr_schedule(self.config, optimizer)
         self.model, self.optimizer = acc.prepare(denoiser, optimizer)
         self.params = params
         self.ema = LoraEMA(params, config.ema_decay) if config.use_ema else None
@@ -101,19 +118,19 @@ class TrainerParts:
         if monitor is None or hasattr(monitor, "should_stop"):
             return monitor
         cfg = self.config
-        require(bool(cfg.monitor_prompts), "monitor= needs monitor_prompts (the held-out prompts it samples, each "
+        require(bool(cfg.run.monitor_prompts), "monitor= needs monitor_prompts (the held-out prompts it samples, each "
                                            "with every one of monitor_seeds)")
         for fn in monitor.values() if isinstance(monitor, Mapping) else [monitor]:
             if isinstance(fn, nn.Module):
                 fn.requires_grad_(False).eval().to(self.accelerator.device)
-        return HackingMonitor(self.sample, monitor, cfg.monitor_prompts, cfg.monitor_seeds, reward=reward,
-                              every=cfg.monitor_every, patience=cfg.patience, weights=weights,
-                              score_batch_size=cfg.batch_size)
+        return HackingMonitor(self.sample, monitor, cfg.run.monitor_prompts, cfg.run.monitor_seeds, reward=reward,
+                              every=cfg.run.monitor_every, patience=cfg.run.patience, weights=weights,
+                              score_batch_size=cfg.run.batch_size)
 
     def write_outputs(self, run_dir: Path) -> None:
         """The main process's last files of a run, after the log: the LoRA :meth:`setup_lora` gave (unless
         ``save_lora`` is off)."""
-        if self.config.save_lora and getattr(self, "lora_config", None) is not None:
+        if self.config.run.save_lora and self.lora_config is not None:
             self.save_lora(run_dir / "lora")
 
     def save_lora(self, directory: str | Path) -> Path:
@@ -154,12 +171,12 @@ class TrainerParts:
         """Save (and log) a sample grid every ``sample_every`` steps and before the first (a subclass that
         overrides this calls it too)."""
         cfg = self.config
-        due = cfg.sample_every and (first or self.global_step % cfg.sample_every == 0)
+        due = cfg.run.sample_every and (first or self.global_step % cfg.run.sample_every == 0)
         if not due or self.run_dir is None or not self.accelerator.is_main_process:
             return
-        prompts = [p for p in cfg.sample_prompts for _ in cfg.sample_seeds]
-        seeds = [s for _ in cfg.sample_prompts for s in cfg.sample_seeds]
-        grid = image_grid(list(self.sample(prompts, seeds)), columns=len(cfg.sample_seeds))
+        prompts = [p for p in cfg.run.sample_prompts for _ in cfg.run.sample_seeds]
+        seeds = [s for _ in cfg.run.sample_prompts for s in cfg.run.sample_seeds]
+        grid = image_grid(list(self.sample(prompts, seeds)), columns=len(cfg.run.sample_seeds))
         path = self.run_dir / "samples" / f"step_{self.global_step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         grid.save(path)

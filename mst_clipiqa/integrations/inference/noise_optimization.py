@@ -47,7 +47,7 @@ class _Options:
     grad_clip: float | None
     gradient_steps: int | None
     patience: int
-    kl_coeff: float
+    base_distance_coeff: float
     gradient_checkpointing: bool
     progress: bool
 
@@ -70,8 +70,8 @@ class _Options:
                             f"(all steps), got {k!r}")
         if not isinstance(self.patience, int) or self.patience < 1:
             problems.append(f"patience must be an integer >= 1, got {self.patience!r}")
-        if not (math.isfinite(self.kl_coeff) and self.kl_coeff >= 0):
-            problems.append(f"kl_coeff must be a finite number >= 0, got {self.kl_coeff!r}")
+        if not (math.isfinite(self.base_distance_coeff) and self.base_distance_coeff >= 0):
+            problems.append(f"base_distance_coeff must be a finite number >= 0, got {self.base_distance_coeff!r}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -87,15 +87,15 @@ class _Best:
     scores: dict[str, float] = field(default_factory=dict)
 
 
-def _base_prediction(sampler: PromptSampler, kl_coeff: float) -> BasePrediction | None:
+def _base_prediction(sampler: PromptSampler, base_distance_coeff: float) -> BasePrediction | None:
     """The DRaFT+ reference: the same denoiser with its LoRA switched off."""
-    if kl_coeff == 0:
+    if base_distance_coeff == 0:
         return None
     denoiser = sampler.family.denoiser
     if not getattr(denoiser, "peft_config", None):
-        raise ValueError("kl_coeff > 0 penalises the distance between a LoRA-tuned denoiser's predictions and its "
-                         f"base model's, but {type(denoiser).__name__} has no LoRA; load one (load_lora) or leave "
-                         "kl_coeff at 0")
+        raise ValueError("base_distance_coeff > 0 penalises the distance between a LoRA-tuned denoiser's predictions "
+                         f"and its base model's, but {type(denoiser).__name__} has no LoRA; load one (load_lora) or "
+                         "leave base_distance_coeff at 0")
     cond = sampler.conditioning(1)
 
     def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -136,7 +136,7 @@ def optimize_noise(
     monitor: Rewards | None = None,
     monitor_weights: Mapping[str, float] | None = None,
     patience: int = 5,
-    kl_coeff: float = 0.0,
+    base_distance_coeff: float = 0.0,
     height: int | None = None,
     width: int | None = None,
     progress: bool = True,
@@ -164,7 +164,7 @@ def optimize_noise(
     - Guard rails against reward hacking: ``regularization`` (ReNO: 0.01);
       ``monitor``, an independent scorer: the run stops when it has not improved
       for ``patience`` iterations, and the kept iterate is the best by reward
-      among those up to the monitor's best; ``kl_coeff`` (LoRA-tuned
+      among those up to the monitor's best; ``base_distance_coeff`` (LoRA-tuned
       pipelines): the DRaFT+ penalty on the distance between the tuned and the
       base denoiser's predictions along the steps with gradients.
     - ``num_inference_steps``, ``guidance_scale``, ``height``, ``width``: the
@@ -175,17 +175,20 @@ def optimize_noise(
     the start image, the per-iteration history; ``result.save(dir)`` writes
     them, ``pipe(prompt, **result.pipe_kwargs())`` regenerates the best image.
     """
+    if "kl_coeff" in encode_kwargs:  # its name before it was told apart from the policy trainers' KL
+        warnings.warn("optimize_noise(kl_coeff=...) is base_distance_coeff=... now", DeprecationWarning, stacklevel=2)
+        base_distance_coeff = encode_kwargs.pop("kl_coeff")
     (seed,) = check_seeds([seed], "seed")
     sampler = PromptSampler(pipe, prompt, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                             height=height, width=width, **encode_kwargs)
     options = _Options(steps, float(lr), float(momentum), float(regularization),
-                       None if grad_clip is None else float(grad_clip), gradient_steps, patience, float(kl_coeff),
-                       gradient_checkpointing, progress)
+                       None if grad_clip is None else float(grad_clip), gradient_steps, patience,
+                       float(base_distance_coeff), gradient_checkpointing, progress)
     options.check(sampler.num_inference_steps)
     start = sampler.noise([seed]) if noise is None else noise
     sampler.check_noise(start, 1)
     start = start.detach().float().to(sampler.family.pipe._execution_device)
-    base = _base_prediction(sampler, options.kl_coeff)
+    base = _base_prediction(sampler, options.base_distance_coeff)
     began = time.perf_counter()
     with frozen_weights(pipe, reward, monitor), torch.enable_grad():
         history, kept, initial, stopped = _ascend(sampler, reward, weights, monitor, monitor_weights, options, start,
@@ -198,7 +201,7 @@ def optimize_noise(
         settings={**sampler.settings, "steps": options.steps, "lr": options.lr, "momentum": options.momentum,
                   "regularization": options.regularization, "grad_clip": options.grad_clip,
                   "gradient_steps": options.gradient_steps, "patience": options.patience if monitor else None,
-                  "kl_coeff": options.kl_coeff},
+                  "base_distance_coeff": options.base_distance_coeff},
         timings={"total_s": time.perf_counter() - began})
 
 
@@ -242,7 +245,8 @@ def _ascend(sampler: PromptSampler, reward: Rewards, weights: Mapping[str, float
         stopped = monitor is not None and watch.exhausted
         if stopped or it == options.steps - 1:
             break
-        loss = -total.sum() + options.regularization * chi_nll(noise).sum() + options.kl_coeff * trajectory.penalty
+        penalty = options.base_distance_coeff * trajectory.penalty
+        loss = -total.sum() + options.regularization * chi_nll(noise).sum() + penalty
         (noise.grad,) = torch.autograd.grad(loss, noise)
         if not _finite(noise.grad, "the gradient of the objective", it, best):
             stopped = True

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mst_clipiqa.reward.utils import atomic_write, jsonable, write_json
-from mst_clipiqa.reward.utils.processes import launcher_rank, launcher_world_size
+from mst_clipiqa.runtime.processes import launcher_rank, launcher_world_size
 
 from ..rewards import Rewards
 from .best_of_n import Candidate, best_of_n

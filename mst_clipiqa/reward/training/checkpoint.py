@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
+from mst_clipiqa.runtime.state import flatten_optimizer_state, rng_state, set_rng_state, unflatten_optimizer_state
+
 from ..utils import read_tensors, save_tensors
-from ..utils.state import flatten_optimizer_state, rng_state, set_rng_state, unflatten_optimizer_state
 
 __all__ = ["Checkpoint", "flatten_optimizer_state", "load_checkpoint", "rng_state", "save_checkpoint",
            "set_rng_state", "unflatten_optimizer_state"]

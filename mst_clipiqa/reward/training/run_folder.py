@@ -1,7 +1,7 @@
 """Who may work in a run folder, and what its files say about the run in it.
 
 One live run per folder: the main process holds the folder's
-:class:`~reward.utils.runs.RunLock` for as long as the run works there, and
+:class:`~mst_clipiqa.runtime.runs.RunLock` for as long as the run works there, and
 only while holding it does it read or write ``run.json``. ``run.json`` blocks a fresh start only when the folder
 holds finished work (an epoch checkpoint, a finished split or a report): a run
 that failed before its first epoch has nothing to lose.
@@ -13,8 +13,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from mst_clipiqa.runtime.runs import LOCK_FILE, RunLock
+
 from ..utils import read_json, read_tensors, write_json
-from ..utils.runs import LOCK_FILE, RunLock
 
 __all__ = ["BEST", "CHECKPOINT", "LOCK_FILE", "REPORT", "RESULT", "RUN_FILE", "RunLock", "claim_run_dir",
            "finished_result", "holds_finished_work", "read_json"]

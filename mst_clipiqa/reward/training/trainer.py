@@ -28,15 +28,16 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mst_clipiqa.runtime.ema import EMA
+from mst_clipiqa.runtime.preemption import Preempted, StopSignals
+
 from ..backbones import fit_to_size
 from ..datasets import QualityDataset, Split, collate
 from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, trainable_state_dict
 from ..utils import nonfinite_names, progress_bar, save_tensors, write_json
-from ..utils.preemption import Preempted, StopSignals
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import OPTIMIZERS, SELECT_METRICS, TrainConfig
 from .distributed import epoch_batches, gather_rows, new_accelerator
-from .ema import WeightEMA
 from .evaluation import dataset_paths_prompts, predict_features, resolve_outputs
 from .feature_cache import FeatureCache, encoder_settings
 from .features import CachedFeatures, encode_features
@@ -92,7 +93,7 @@ class Trainer:
         self.features = features  # given: precomputed encoder outputs of the data set's samples, in order
         self.timing: dict[str, float] = {}
         self.signals = StopSignals()
-        self.ema: WeightEMA | None = None  # each split's average of the trained weights (config.ema_decay > 0)
+        self.ema: EMA | None = None  # each split's average of the trained weights (config.ema_decay > 0)
 
     # ------------------------------------------------------------------ setup
 
@@ -186,7 +187,7 @@ class Trainer:
                 acc.backward(loss)
                 self.optimizer.step()
                 if self.ema is not None:
-                    self.ema.update()
+                    self.ema.step()
                 losses.append(loss.detach())
         if not losses:
             return float("nan")
@@ -308,7 +309,8 @@ class Trainer:
     def _start_split(self, k: int, split: Split, directory: Path) -> dict[str, Any]:
         self.load_state(self.initial_state)
         self.optimizer = self._make_optimizer()
-        self.ema = WeightEMA(self.model, self.config.ema_decay) if self.config.ema_decay else None
+        trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        self.ema = EMA(trainable, self.config.ema_decay) if self.config.ema_decay else None
         set_seed(self.config.seed + k)
         path = directory / CHECKPOINT
         checkpoint = self._recover(lambda: load_checkpoint(path) if path.exists() else None,

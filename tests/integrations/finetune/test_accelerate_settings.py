@@ -12,13 +12,14 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from integrations import RewardFinetuneConfig, RewardFinetuner
+from integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig
+from integrations.finetune.config import from_flat_settings
 from integrations.pipelines.tiny import tiny_sd_pipeline
 from mst_clipiqa.cli import main
+from mst_clipiqa.runtime.processes import launcher_precision, new_accelerator
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 from reward.datasets.synthetic import make_synthetic_dataset
 from reward.training import TrainConfig, train
-from reward.utils.processes import launcher_precision, new_accelerator
 
 ROOT = Path(__file__).resolve().parents[3]
 WORKER = Path(__file__).with_name("finetune_worker.py")
@@ -31,8 +32,9 @@ def tiny_reward() -> MSTCLIPIQAReward:
 
 
 def finetune(tmp_path: Path, **settings) -> dict:
-    config = RewardFinetuneConfig(num_inference_steps=2, max_steps=1, batch_size=1, cpu=True,
-                                  output_dir=str(tmp_path / "run"), progress_bar=False, **settings)
+    config = from_flat_settings(RewardFinetuneConfig, {"num_inference_steps": 2, "max_steps": 1, "batch_size": 1,
+                                                       "cpu": True, "output_dir": str(tmp_path / "run"),
+                                                       "progress_bar": False, **settings})
     RewardFinetuner(tiny_sd_pipeline(), tiny_reward(), ["a cat"], config).train()
     return json.loads((tmp_path / "run" / "log.json").read_text())
 
@@ -61,7 +63,7 @@ def test_a_conflict_names_both_settings(tmp_path, monkeypatch, capsys):
 def test_a_bf16_launcher_setting_gives_a_bf16_fine_tuning_run_recorded_in_the_log(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV, "bf16")
     log = finetune(tmp_path)
-    assert log["config"]["mixed_precision"] == "bf16"
+    assert log["config"]["run"]["mixed_precision"] == "bf16"
     assert log["environment"] == {"world_size": 1, "device": "cpu", "distributed_type": "NO",
                                   "mixed_precision": "bf16"}
 
@@ -69,13 +71,14 @@ def test_a_bf16_launcher_setting_gives_a_bf16_fine_tuning_run_recorded_in_the_lo
 def test_without_any_setting_the_run_is_fp32_and_says_so(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
     log = finetune(tmp_path)
-    assert log["config"]["mixed_precision"] == log["environment"]["mixed_precision"] == "no"
+    assert log["config"]["run"]["mixed_precision"] == log["environment"]["mixed_precision"] == "no"
 
 
 def test_a_config_precision_the_passed_accelerator_does_not_run_is_an_error(monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
     accelerator = new_accelerator(cpu=True, mixed_precision="no")
-    config = RewardFinetuneConfig(num_inference_steps=2, mixed_precision="bf16", cpu=True, progress_bar=False)
+    config = RewardFinetuneConfig(num_inference_steps=2,
+                                  run=RunConfig(mixed_precision="bf16", cpu=True, progress_bar=False))
     with pytest.raises(ValueError, match="mixed_precision='bf16' in the config, but the Accelerator passed in runs "
                                          "mixed_precision='no'"):
         RewardFinetuner(tiny_sd_pipeline(), tiny_reward(), ["a cat"], config, accelerator=accelerator)
@@ -135,7 +138,7 @@ def test_a_bf16_accelerate_config_gives_a_bf16_two_process_run(tmp_path):
                              "--batch-size", "1", "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     log = json.loads((out / "log.json").read_text())
-    assert log["config"]["mixed_precision"] == "bf16"
+    assert log["config"]["run"]["mixed_precision"] == "bf16"
     assert log["environment"]["mixed_precision"] == "bf16" and log["environment"]["world_size"] == 2
     assert [r["step"] for r in log["history"]] == [1]
     assert done.stdout.count("1 steps on 2 process(es) (") == 1 and "mixed precision bf16)" in done.stdout
@@ -143,7 +146,7 @@ def test_a_bf16_accelerate_config_gives_a_bf16_two_process_run(tmp_path):
 
 def test_a_real_multi_cpu_launch_without_mpi_warns(tmp_path):
     script = tmp_path / "script.py"
-    script.write_text("from reward.utils.processes import new_accelerator\n"
+    script.write_text("from mst_clipiqa.runtime.processes import new_accelerator\n"
                       "acc = new_accelerator()\nprint('ran', acc.num_processes, acc.mixed_precision)\n")
     (tmp_path / "multi_cpu.yaml").write_text("distributed_type: MULTI_CPU\nnum_processes: 2\nnum_machines: 1\n"
                                              "mixed_precision: bf16\nuse_cpu: true\n")

@@ -67,7 +67,7 @@ def _brightness(images):
 def _ddp_lora_in_sync(rank: int) -> list[bool]:
     """Two GRPO steps of a DDP-wrapped denoiser, each prompt's group split over both ranks; after each,
     whether every LoRA weight equals rank 0's."""
-    config = PolicyConfig(method="grpo", num_steps=2, guidance_scale=1.0, kl_coeff=0.04)
+    config = PolicyConfig(method="grpo", num_inference_steps=2, guidance_scale=1.0, kl_coeff=0.04)
     pipe = tiny_sd3_pipeline()
     denoiser = pipe.transformer
     add_lora(denoiser, rank=2, seed=0)

@@ -1,12 +1,18 @@
 """The trainer base: a new trainer gets run folder, checkpoints, bit-exact resumption and its own checkpointed
 state by implementing the documented hooks; the fine-tuner decodes through its pipeline family."""
 
+import shutil
+from pathlib import Path
+
+import pytest
 import torch
 from torch import nn
 
 from integrations import RewardFinetuneConfig, RewardFinetuner
 from integrations.finetune.base import DiffusionTrainer, lr_schedule
+from integrations.finetune.config import from_flat_settings
 from integrations.pipelines.tiny import tiny_sd_pipeline
+from reward import MSTCLIPIQAReward
 
 from .test_finetuner import PROMPTS, config, make_reward
 
@@ -20,7 +26,7 @@ class ToyTrainer(DiffusionTrainer):
         super().__init__(config, accelerator)
         weights = nn.Linear(4, 1, bias=False)
         nn.init.zeros_(weights.weight)
-        optimizer = torch.optim.AdamW(weights.parameters(), lr=config.learning_rate)
+        optimizer = torch.optim.AdamW(weights.parameters(), lr=config.run.learning_rate)
         self.lr_scheduler = lr_schedule(config, optimizer)
         self.model, self.optimizer = self.accelerator.prepare(weights, optimizer)
         self.visits = torch.zeros(1)
@@ -51,8 +57,9 @@ class ToyTrainer(DiffusionTrainer):
 
 
 def toy_config(tmp_path, **overrides):
-    return RewardFinetuneConfig(**{"output_dir": str(tmp_path), "max_steps": 4, "save_every": 2, "learning_rate": 0.1,
-                                   "progress_bar": False, "cpu": True, **overrides})
+    return from_flat_settings(RewardFinetuneConfig, {"output_dir": str(tmp_path), "max_steps": 4, "save_every": 2,
+                                                     "learning_rate": 0.1, "progress_bar": False, "cpu": True,
+                                                     **overrides})
 
 
 def test_a_new_trainer_resumes_bit_for_bit_with_its_own_state(tmp_path):
@@ -80,3 +87,40 @@ def test_finetuning_decodes_through_the_pipeline_family():
     loss.backward()
     assert len(calls) == 1 and calls[0][0] == len(PROMPTS)
     assert sum(p.grad.abs().sum() for p in trainer.params if p.grad is not None) > 0  # LoRA B starts at 0
+
+
+class FailingToy(ToyTrainer):
+    def train_step(self):
+        if self.global_step == 1:
+            raise RuntimeError("the second step failed")
+        return super().train_step()
+
+
+def test_a_trainer_whose_train_raises_releases_its_run_folder(tmp_path):
+    failed = FailingToy(toy_config(tmp_path, save_every=1))
+    with pytest.raises(RuntimeError, match="the second step failed"):
+        failed.train()
+    retry = ToyTrainer(toy_config(tmp_path, save_every=1, resume=True))  # `failed` is still alive
+    assert retry.global_step == 1
+    assert retry.train().history[-1]["step"] == 4
+
+
+OLD_RUN = Path(__file__).with_name("data") / "run_0e0797a_checkpoints"  # data/make_run_0e0797a.py, release 0e0797a
+
+
+def old_run_config(tmp_path, **overrides):
+    """The settings of the old run (written flat, with DRaFT+'s penalty as ``kl_coeff``), composed."""
+    settings = {"num_inference_steps": 2, "max_steps": 2, "batch_size": 1, "learning_rate": 1e-2, "lora_rank": 2,
+                "save_every": 1, "cpu": True, "progress_bar": False, "output_dir": str(tmp_path),
+                "base_distance_coeff": 0.1, "resume": True, **overrides}
+    return from_flat_settings(RewardFinetuneConfig, settings)
+
+
+def test_a_checkpoint_of_the_flat_config_release_resumes_or_is_refused_naming_the_field(tmp_path):
+    shutil.copytree(OLD_RUN, tmp_path / "checkpoints")
+    trainer = RewardFinetuner(tiny_sd_pipeline(), MSTCLIPIQAReward.from_pretrained("tiny"), ["a red car", "a cat"],
+                              old_run_config(tmp_path))
+    assert trainer.global_step == 1 and trainer.train().history[-1]["step"] == 2
+    with pytest.raises(ValueError, match=r"\['base_distance_coeff'\] differ from the run that wrote it"):
+        RewardFinetuner(tiny_sd_pipeline(), MSTCLIPIQAReward.from_pretrained("tiny"), ["a red car", "a cat"],
+                        old_run_config(tmp_path, base_distance_coeff=0.2, max_steps=3))

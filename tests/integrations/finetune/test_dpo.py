@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from integrations import generate_candidates
+from integrations.finetune.config import RunConfig
 from integrations.finetune.dpo import DPOConfig, train_dpo
 from integrations.finetune.dpo_objective import DiffusionDPOObjective, dpo_loss, pair_batch
 from integrations.pipelines.lora import add_lora, lora_parameters, named_lora_parameters
@@ -74,7 +75,7 @@ def test_dpo_on_brightness_pairs_makes_held_out_samples_brighter(pairs):
     """Trained on pairs labelled by brightness, the samples of held-out seeds get brighter than the base
     model's, and brighter than after the same run on the labels flipped (so the labels, not the drift of
     any LoRA update, move them)."""
-    config = DPOConfig(learning_rate=2e-3, max_steps=40, batch_size=8)
+    config = DPOConfig(run=RunConfig(learning_rate=2e-3, max_steps=40, batch_size=8))
     base = _held_out(bright_pipe())
     tuned, flipped = bright_pipe(), bright_pipe()
     history = train_dpo(tuned, pairs, config, progress=False)
@@ -103,19 +104,20 @@ class StopAfter:
 
 def test_train_dpo_stops_with_the_monitor_and_restores_its_best_state(pairs):
     pipe, monitor = bright_pipe(), StopAfter(2)
-    history = train_dpo(pipe, list(pairs.select(range(8))), DPOConfig(max_steps=5, batch_size=2,
-                        learning_rate=1e-2), monitor=monitor, progress=False)
+    history = train_dpo(pipe, list(pairs.select(range(8))),
+                        DPOConfig(run=RunConfig(max_steps=5, batch_size=2, learning_rate=1e-2)), monitor=monitor,
+                        progress=False)
     assert monitor.steps == [0, 1, 2] and len(history) == 2
     for name, p in named_lora_parameters(pipe.unet).items():
         assert torch.equal(p.detach(), monitor.best_state[name])
     with pytest.raises(ValueError, match="batch_size must be"):
-        train_dpo(bright_pipe(), pairs, DPOConfig(batch_size=0))
+        train_dpo(bright_pipe(), pairs, DPOConfig(run=RunConfig(batch_size=0)))
 
 
 @pytest.mark.parametrize("name", ["sd3", "flux"])
 def test_train_dpo_moves_the_lora_of_flow_families(name, pairs):
     pipe = with_linear_autoencoder(TINY_PIPELINES[name]())
-    config = DPOConfig(max_steps=2, batch_size=2, learning_rate=1e-2, encode_kwargs=ENCODE[name])
+    config = DPOConfig(run=RunConfig(max_steps=2, batch_size=2, learning_rate=1e-2, encode_kwargs=ENCODE[name]))
     history = train_dpo(pipe, list(pairs.select(range(4))), config, progress=False)
     assert len(history) == 2 and history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert any(p.abs().sum() > 0 for n, p in named_lora_parameters(pipe.transformer).items() if "lora_B" in n)

@@ -11,8 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from integrations import DPOConfig, DPOTrainer, RewardFinetuner, preference_pairs
-from integrations.tiny_pipelines import tiny_sd_pipeline
+from integrations import DPOConfig, DPOTrainer, RewardFinetuner, RunConfig, preference_pairs
+from integrations.finetune.config import from_flat_settings
+from integrations.inference.preference_pairs import load_pairs
+from integrations.pipelines.tiny import tiny_lcm_pipeline, tiny_sd_pipeline
 from mst_clipiqa.cli import main
 
 from .test_finetuner import config as finetune_config
@@ -38,9 +40,9 @@ def pairs_dir(tmp_path_factory):
 
 
 def dpo_config(tmp_path, **overrides):
-    return DPOConfig(**{"max_steps": 4, "batch_size": 2, "learning_rate": 1e-2, "num_inference_steps": 2,
-                        "progress_bar": False, "cpu": True, "output_dir": str(tmp_path), "save_every": 2,
-                        **overrides})
+    return from_flat_settings(DPOConfig, {"max_steps": 4, "batch_size": 2, "learning_rate": 1e-2,
+                                          "num_inference_steps": 2, "progress_bar": False, "cpu": True,
+                                          "output_dir": str(tmp_path), "save_every": 2, **overrides})
 
 
 def test_dpo_run_killed_after_a_checkpoint_resumes_bit_for_bit(tmp_path, pairs_dir):
@@ -66,6 +68,27 @@ def test_dpo_run_killed_after_a_checkpoint_resumes_bit_for_bit(tmp_path, pairs_d
         DPOTrainer(tiny_sd_pipeline(), pairs_dir, dpo_config(tmp_path / "resumed", resume=True, beta=100.0))
 
 
+@pytest.fixture(scope="module")
+def dpo_run(tmp_path_factory, pairs_dir):
+    out = tmp_path_factory.mktemp("dpo") / "run"
+    DPOTrainer(tiny_sd_pipeline(), pairs_dir, dpo_config(out, max_steps=2, save_every=1), reward=brightness).train()
+    return out
+
+
+@pytest.mark.parametrize("change, field", [("pairs", "pairs"), ("reward", "reward"), ("pipeline", "pipeline")])
+def test_dpo_resume_against_other_pairs_reward_or_pipeline_is_refused(dpo_run, pairs_dir, change, field):
+    """One line naming each difference; the refused trainer releases the folder, so the right resume follows."""
+    pairs = load_pairs(pairs_dir).select(range(4)) if change == "pairs" else pairs_dir
+    pipe = tiny_lcm_pipeline() if change == "pipeline" else tiny_sd_pipeline()
+    reward = darkness if change == "reward" else brightness
+    config = dpo_config(dpo_run, max_steps=3, resume=True)
+    with pytest.raises(ValueError, match=rf"trained against something else \([^)]*\b{field}: '[^']*' in the "
+                                         rf"checkpoint, '[^']*' now") as refused:
+        DPOTrainer(pipe, pairs, config, reward=reward)
+    assert "\n" not in str(refused.value) and "remove" not in str(refused.value)
+    assert DPOTrainer(tiny_sd_pipeline(), pairs_dir, config, reward=brightness).global_step == 2
+
+
 def test_monitor_that_disagrees_stops_a_rising_run_and_keeps_its_best_lora(tmp_path):
     """DRaFT-1 raises the brightness; the monitor (darkness) falls from step 0, so with patience 2 the run stops
     at step 2 and the LoRA of step 0, the monitor's best, is what the trainer and its saved LoRA hold."""
@@ -87,8 +110,8 @@ def test_monitor_that_disagrees_stops_a_rising_run_and_keeps_its_best_lora(tmp_p
     lora = load_file(tmp_path / "lora" / "pytorch_lora_weights.safetensors")
     ups = [t for n, t in lora.items() if "lora.up" in n]  # zero at initialisation, so zero in the kept LoRA
     assert ups and all(float(t.abs().sum()) == 0 for t in ups)
-    again = RewardFinetuner(tiny_sd_pipeline(), brightness, PROMPTS, dataclasses.replace(cfg, resume=True),
-                            monitor=darkness)
+    again = RewardFinetuner(tiny_sd_pipeline(), brightness, PROMPTS,
+                            dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, resume=True)), monitor=darkness)
     again.train()  # the checkpoint holds the stopped monitor: no more steps, the monitor's best LoRA again
     assert again.global_step == 2 and len(again.monitor.records) == 3
     assert all(torch.equal(p, start[name]) for name, p in again.trained_parameters().items())
@@ -98,7 +121,7 @@ def test_monitor_needs_its_held_out_prompts():
     with pytest.raises(ValueError, match="monitor_prompts"):
         RewardFinetuner(tiny_sd_pipeline(), brightness, PROMPTS, finetune_config(), monitor=darkness)
     with pytest.raises(ValueError, match="patience must be"):
-        DPOConfig(patience=0)
+        DPOConfig(run=RunConfig(patience=0))
 
 
 def test_two_processes_train_one_dpo_lora_on_their_own_pairs(tmp_path, pairs_dir):

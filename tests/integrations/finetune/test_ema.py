@@ -2,7 +2,7 @@
 
 import torch
 
-from integrations import RewardFinetuneConfig, RewardFinetuner
+from integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig
 from integrations.pipelines.tiny import tiny_sd_pipeline
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
@@ -19,8 +19,9 @@ def test_ema_averages_each_step_and_serves_evaluation_and_the_saved_lora(tmp_pat
     torch.manual_seed(0)
     reward = MSTCLIPIQAReward(MSTCLIPIQA(MSTCLIPIQAConfig.tiny()))
     pipe = tiny_sd_pipeline()
-    config = RewardFinetuneConfig(num_inference_steps=STEPS, learning_rate=1e-2, use_ema=True, ema_decay=0.6,
-                                  max_grad_norm=None, progress_bar=False)
+    config = RewardFinetuneConfig(num_inference_steps=STEPS,
+                                  run=RunConfig(learning_rate=1e-2, use_ema=True, ema_decay=0.6, max_grad_norm=None,
+                                                progress_bar=False))
     trainer = RewardFinetuner(pipe, reward, ["a red car", "a cat on a sofa"], config)
     expected = [p.detach().clone() for p in trainer.params]
     for step in range(1, 6):

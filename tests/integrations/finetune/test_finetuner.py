@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from integrations import RewardFinetuneConfig, RewardFinetuner, load_lora
+from integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig, load_lora
+from integrations.finetune.config import from_flat_settings
 from integrations.pipelines.tiny import TINY_PIPELINES, tiny_sd_pipeline
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
@@ -45,7 +46,7 @@ def assert_clearly_higher(before: torch.Tensor, after: torch.Tensor, margin: flo
 def config(method="draft", family="sd", **overrides) -> RewardFinetuneConfig:
     base = dict(method=method, num_inference_steps=STEPS, learning_rate=1e-2, batch_size=2, max_steps=10,
                 refl_window=2, max_grad_norm=None, progress_bar=False, encode_kwargs=EXTRA.get(family, {}))
-    return RewardFinetuneConfig(**{**base, **overrides})
+    return from_flat_settings(RewardFinetuneConfig, {**base, **overrides})
 
 
 @pytest.mark.parametrize("method", ["draft", "alignprop", "refl"])
@@ -73,7 +74,7 @@ def test_sdxl_sd3_and_flux_denoisers_are_covered(family):
 @pytest.mark.parametrize("method", ["draft", "alignprop", "refl"])
 def test_gradients_reach_only_lora_weights(method):
     pipe, reward = tiny_sd_pipeline(), make_reward()
-    trainer = RewardFinetuner(pipe, reward, PROMPTS, config(method, kl_coeff=0.1))
+    trainer = RewardFinetuner(pipe, reward, PROMPTS, config(method, base_distance_coeff=0.1))
     loss, stats = trainer.compute_loss(PROMPTS, [3, 4])
     loss.backward()
     modules = {name: m for name, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
@@ -114,7 +115,7 @@ def test_saved_lora_loads_into_fresh_pipeline_and_reproduces_outputs(tmp_path, f
 
 def test_kl_penalty_is_zero_at_start_and_grows_with_training():
     pipe, reward = tiny_sd_pipeline(), make_reward()
-    trainer = RewardFinetuner(pipe, reward, PROMPTS, config(kl_coeff=1.0, max_steps=3))
+    trainer = RewardFinetuner(pipe, reward, PROMPTS, config(base_distance_coeff=1.0, max_steps=3))
     _, stats = trainer.compute_loss(PROMPTS, [1, 2])
     assert stats["penalty"].item() == 0.0  # LoRA B starts at zero: the model is the base model
     trainer.train()
@@ -150,11 +151,12 @@ def test_bad_reward_output_is_a_clear_value_error():
 
 
 def test_finetuners_with_different_precisions_can_follow_each_other():
-    first = RewardFinetuner(tiny_sd_pipeline(), make_reward(), ["a cat"], RewardFinetuneConfig(max_steps=1))
+    first = RewardFinetuner(tiny_sd_pipeline(), make_reward(), ["a cat"],
+                            RewardFinetuneConfig(run=RunConfig(max_steps=1)))
     assert first.accelerator.mixed_precision == "no"
     # accelerate keeps one state per process: the later run's settings win instead of raising
     second = RewardFinetuner(tiny_sd_pipeline(), make_reward(), ["a cat"],
-                             RewardFinetuneConfig(max_steps=1, mixed_precision="bf16"))
+                             RewardFinetuneConfig(run=RunConfig(max_steps=1, mixed_precision="bf16")))
     assert second.accelerator.mixed_precision == "bf16"
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from integrations import PolicyFinetuneConfig, PolicyTrainer
+from integrations.finetune.config import from_flat_settings
 from integrations.tiny_pipelines import tiny_sd3_pipeline, tiny_sd_pipeline
 
 PROMPTS = ["a cat", "a dog", "a red car"]
@@ -20,11 +21,11 @@ def brightness(images):
 
 
 def policy_config(out, **overrides):
-    settings = dict(method="grpo", num_steps=2, guidance_scale=1.0, group_size=2, prompts_per_step=2,
+    settings = dict(method="grpo", num_inference_steps=2, guidance_scale=1.0, group_size=2, prompts_per_step=2,
                     learning_rate=1e-2, max_steps=4, save_every=2, lora_rank=2, kl_coeff=0.04, inner_epochs=2,
                     minibatch_size=2, lr_scheduler="linear", use_ema=True, progress_bar=False,
                     output_dir=None if out is None else str(out))
-    return PolicyFinetuneConfig(**{**settings, **overrides})
+    return from_flat_settings(PolicyFinetuneConfig, {**settings, **overrides})
 
 
 def lora_of(trainer):

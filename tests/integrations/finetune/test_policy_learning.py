@@ -29,7 +29,7 @@ CASES = {  # method: (pipeline, learning rate, epochs, sampling steps)
 @pytest.mark.parametrize("method", list(CASES))
 def test_method_raises_a_numpy_reward_on_held_out_prompts_and_seeds(method):
     make, lr, epochs, steps = CASES[method]
-    run = train_policy(make(), brightness, PROMPTS, method, epochs=0, learning_rate=lr, num_steps=steps,
+    run = train_policy(make(), brightness, PROMPTS, method, epochs=0, learning_rate=lr, num_inference_steps=steps,
                        guidance_scale=1.0, group_size=4, prompts_per_epoch=4, per_prompt_stats=False)
     before = run.evaluate(HELD_OUT, HELD_OUT_SEEDS)
     generator = torch.Generator().manual_seed(0)
@@ -42,7 +42,7 @@ def test_method_raises_a_numpy_reward_on_held_out_prompts_and_seeds(method):
 
 
 def test_first_update_has_ratio_one_and_zero_kl():
-    run = train_policy(tiny_sd3_pipeline(), brightness, PROMPTS, "grpo", epochs=1, num_steps=2,
+    run = train_policy(tiny_sd3_pipeline(), brightness, PROMPTS, "grpo", epochs=1, num_inference_steps=2,
                        guidance_scale=2.0, group_size=2, prompts_per_epoch=2, kl_coeff=0.04)
     stats = run.log[0]
     assert stats["ratio_min"] == stats["ratio_max"] == 1.0
@@ -56,10 +56,10 @@ def test_nan_rewards_raise_or_skip_their_groups():
         return out
 
     with pytest.raises(ValueError, match="1 of 4 rewards are NaN"):
-        train_policy(tiny_sd3_pipeline(), flaky, PROMPTS, "grpo", epochs=1, num_steps=2, guidance_scale=1.0,
+        train_policy(tiny_sd3_pipeline(), flaky, PROMPTS, "grpo", epochs=1, num_inference_steps=2, guidance_scale=1.0,
                      group_size=2, prompts_per_epoch=2)
     with pytest.warns(RuntimeWarning, match=r"skipping 1 group\(s\), 2 samples"):
-        run = train_policy(tiny_sd3_pipeline(), flaky, PROMPTS, "grpo", epochs=1, num_steps=2,
+        run = train_policy(tiny_sd3_pipeline(), flaky, PROMPTS, "grpo", epochs=1, num_inference_steps=2,
                            guidance_scale=1.0, group_size=2, prompts_per_epoch=2, on_nonfinite="skip")
     assert run.log[0]["skipped"] == 2
     assert all(torch.isfinite(p).all() for p in run.policy.params)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from integrations import RewardFinetuneConfig, RewardFinetuner
+from integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig
 from integrations.pipelines.tiny import tiny_sd_pipeline
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
@@ -15,10 +15,11 @@ def test_tensorboard_event_file_holds_the_logged_scalars_and_grids(tmp_path):
     torch.manual_seed(0)
     rewards = {"quality": MSTCLIPIQAReward(MSTCLIPIQA(MSTCLIPIQAConfig.tiny(variant="A"))),
                "alignment": MSTCLIPIQAReward(MSTCLIPIQA(MSTCLIPIQAConfig.tiny(variant="B")))}
-    config = RewardFinetuneConfig(num_inference_steps=3, max_steps=3, learning_rate=1e-2, kl_coeff=0.1,
-                                  reward_weights={"quality": 1.0, "alignment": 0.5}, output_dir=str(tmp_path),
-                                  log_with="tensorboard", tracker_project="tb", sample_every=2,
-                                  sample_prompts=("a cat",), sample_seeds=(0, 1), progress_bar=False)
+    config = RewardFinetuneConfig(num_inference_steps=3, base_distance_coeff=0.1,
+                                  reward_weights={"quality": 1.0, "alignment": 0.5},
+                                  run=RunConfig(max_steps=3, learning_rate=1e-2, output_dir=str(tmp_path),
+                                                log_with="tensorboard", tracker_project="tb", sample_every=2,
+                                                sample_prompts=("a cat",), sample_seeds=(0, 1), progress_bar=False))
     RewardFinetuner(tiny_sd_pipeline(), rewards, ["a red car", "a cat on a sofa"], config).train()
 
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
@@ -37,12 +38,12 @@ def test_tensorboard_event_file_holds_the_logged_scalars_and_grids(tmp_path):
 
 def test_unknown_or_missing_trackers_are_clear_errors(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="unknown tracker"):
-        RewardFinetuneConfig(log_with="tensorbored", output_dir=str(tmp_path))
+        RewardFinetuneConfig(run=RunConfig(log_with="tensorbored", output_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="log_with needs output_dir"):
-        RewardFinetuneConfig(log_with="tensorboard")
+        RewardFinetuneConfig(run=RunConfig(log_with="tensorboard"))
     import accelerate.tracking
 
     monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: [])
-    config = RewardFinetuneConfig(log_with="tensorboard", output_dir=str(tmp_path))
+    config = RewardFinetuneConfig(run=RunConfig(log_with="tensorboard", output_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="pip install tensorboard"):
         RewardFinetuner(tiny_sd_pipeline(), MSTCLIPIQAReward(MSTCLIPIQA(MSTCLIPIQAConfig.tiny())), ["a cat"], config)

@@ -141,13 +141,13 @@ def test_weighted_named_outputs_and_a_trl_reward():
 def test_draft_plus_penalty_needs_a_lora_and_is_recorded():
     reward = make_reward()
     with pytest.raises(ValueError, match="has no LoRA"):
-        run("turbo", reward, steps=2, kl_coeff=1.0)
+        run("turbo", reward, steps=2, base_distance_coeff=1.0)
     pipe = tiny_sd_turbo_pipeline()
     add_lora(pipe.unet)
     for name, p in pipe.unet.named_parameters():
         if "lora_B" in name:
             p.data.normal_(0, 0.05)
-    result = run("turbo", reward, pipe=pipe, steps=2, kl_coeff=1.0)
+    result = run("turbo", reward, pipe=pipe, steps=2, base_distance_coeff=1.0)
     assert all(r["penalty"] > 0 for r in result.history)
 
 
@@ -160,7 +160,7 @@ def test_draft_plus_penalty_needs_a_lora_and_is_recorded():
     ({"grad_clip": 0.0}, "grad_clip must be a number > 0 or None"),
     ({"gradient_steps": 2}, r"gradient_steps must be in \[1, num_inference_steps=1\]"),
     ({"patience": 0}, "patience must be"),
-    ({"kl_coeff": -1.0}, "kl_coeff must be"),
+    ({"base_distance_coeff": -1.0}, "base_distance_coeff must be"),
     ({"num_inference_steps": 0}, "num_inference_steps must be an integer >= 1"),
     ({"noise": torch.randn(1, 4, 8, 8)}, r"noise must be a tensor of shape \(1, 4, 16, 16\)"),
     ({"noise": torch.full((1, 4, 16, 16), float("nan"))}, "NaN or inf"),

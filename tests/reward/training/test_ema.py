@@ -1,38 +1,18 @@
-"""The average of the trained weights: torch's EMA update, what is validated is what is saved, and the checkpoint."""
+"""The IQA trainer's average of the trained weights: what is validated is what is saved, and the checkpoint."""
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
-from torch import nn
 
 from reward import MSTCLIPIQA, MSTCLIPIQAConfig
 from reward.datasets.clip_geometry import clip_like_features
 from reward.datasets.splits import make_splits
 from reward.training import TrainConfig, Trainer, load_checkpoint
-from reward.training.ema import WeightEMA
 from reward.training.features import CachedFeatures
 from reward.training.metrics import srcc
 from reward.utils import read_tensors
-
-
-def test_the_average_follows_the_weights_and_leaves_them_alone():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
-    model[1].requires_grad_(False)
-    ema = WeightEMA(model, 0.9)
-    assert set(ema.state_dict()) == {"0.weight", "0.bias"}  # frozen weights never change: not averaged
-    start = model[0].weight.detach().clone()
-    with torch.no_grad():
-        model[0].weight.add_(1.0)
-    ema.update()
-    assert torch.allclose(ema.state_dict()["0.weight"], start + 0.1)
-    with ema.applied():
-        assert torch.allclose(model[0].weight, start + 0.1)
-    assert torch.equal(model[0].weight, start + 1.0)
-    with pytest.raises(ValueError, match="ema decay must be in"):
-        WeightEMA(model, 1.0)
 
 
 def test_the_averaged_weights_are_validated_selected_saved_and_checkpointed(tmp_path):

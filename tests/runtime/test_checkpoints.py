@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from integrations.finetune.checkpoints import (
+from mst_clipiqa.runtime.checkpoints import (
     CHECKPOINTS,
     TrainingState,
     complete_checkpoints,

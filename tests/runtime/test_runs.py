@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from reward.utils import runs
-from reward.utils.runs import RunLock
+from mst_clipiqa.runtime import runs
+from mst_clipiqa.runtime.runs import RunLock
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _one_holder_at_a_time(directory: Path) -> None:
@@ -36,7 +36,7 @@ def test_without_an_os_lock_an_exclusive_file_admits_one_holder_and_names_itself
 
 def test_integrations_import_where_fcntl_is_missing():
     code = ("import sys; sys.modules['fcntl'] = None\n"
-            "import integrations\nfrom reward.utils import runs\nprint(runs.fcntl)")
+            "import integrations\nfrom mst_clipiqa.runtime import runs\nprint(runs.fcntl)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,7 +1,7 @@
 """The process group a run joined is ended at exit, not left to the interpreter's teardown."""
 import torch.distributed as dist
 
-from reward.utils import processes
+from mst_clipiqa.runtime import processes
 
 
 def test_end_process_group_destroys_the_default_group_and_is_safe_without_one(tmp_path):
