@@ -238,7 +238,7 @@ def test_finetune_bad_input_exits_2_before_loading_anything(extra, message, tmp_
 
 
 def test_every_tiny_pipeline_name_builds_offline():
-    from mst_clipiqa.pipelines import TINY, load_pipeline
+    from mst_clipiqa.cli.pipeline_loading import TINY, load_pipeline
 
     for name, settings in TINY.items():
         pipe, tiny = load_pipeline(name)
@@ -249,7 +249,7 @@ def test_every_tiny_pipeline_name_builds_offline():
 
 def test_train_maps_ema_decay_onto_the_config():
     from mst_clipiqa.cli import build_parser
-    from mst_clipiqa.options import dataclass_values
+    from mst_clipiqa.cli.options import dataclass_values
     from reward.training import TrainConfig
 
     args = build_parser(["train"]).parse_args(["train", "--model", "tiny", "--dataset", "synthetic", "--data", "d",

@@ -16,8 +16,8 @@ from ..options import (
     split_list,
 )
 from ..output import check_output_folder, written_files
-from ..pipelines import HELP as PIPELINES_HELP
-from ..pipelines import TINY, load_pipeline
+from ..pipeline_loading import HELP as PIPELINES_HELP
+from ..pipeline_loading import TINY, load_pipeline
 
 EXAMPLES = """\
 examples:

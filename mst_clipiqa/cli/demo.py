@@ -21,7 +21,7 @@ from mst_clipiqa.reward.training.metrics import srcc
 from mst_clipiqa.reward.utils import write_json
 
 from .held_out import before_and_after
-from .pipelines import load_pipeline
+from .pipeline_loading import load_pipeline
 from .report import Report
 
 PAPER_STREAMS = ("ViT-B-32", "ViT-B-16")

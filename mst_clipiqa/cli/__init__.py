@@ -2,7 +2,7 @@
 
 The console script lives here, in the outermost layer, rather than in ``reward``: a command such as
 ``demo`` needs diffusers through ``integrations``, and ``reward`` must not import upward. Each command
-is a module of ``mst_clipiqa.commands`` with ``HELP``, ``add_parser(subparsers)`` and a ``run`` function;
+is a module of ``mst_clipiqa.cli.commands`` with ``HELP``, ``add_parser(subparsers)`` and a ``run`` function;
 add one by listing it in ``COMMANDS``. Only the command named on the command line builds its full parser,
 and heavy libraries (torch, diffusers, open_clip) are imported where a command runs, so ``--help`` and
 argument errors are fast.
@@ -98,6 +98,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mst-clipiqa {args.command}: {_one_line(error)}", file=sys.stderr)
         return error.exit_status
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
