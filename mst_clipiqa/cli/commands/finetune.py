@@ -110,14 +110,6 @@ def _own_defaults(parser: argparse.ArgumentParser, first: type, second: type) ->
             action.help += f" (ddpo, grpo, nft: {defaults[1][name]})"
 
 
-def __getattr__(name: str):
-    if name == "NamedScores":  # kept here for old imports; it is library code (and needs torch)
-        from mst_clipiqa.integrations.rewards import NamedScores
-
-        return NamedScores
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _scorer(name: str, args: argparse.Namespace, seed: int):
     from mst_clipiqa.integrations.rewards import NamedScores
     from mst_clipiqa.reward import MSTCLIPIQAReward, load_model

@@ -13,7 +13,7 @@ import torch
 torch.set_num_threads(1)
 
 from integrations import DPOConfig, DPOTrainer  # noqa: E402
-from integrations.tiny_pipelines import tiny_sd_pipeline  # noqa: E402
+from integrations.pipelines.tiny import tiny_sd_pipeline  # noqa: E402
 
 pairs, out = Path(sys.argv[1]), Path(sys.argv[2])
 config = DPOConfig(max_steps=3, batch_size=2, learning_rate=1e-2, num_inference_steps=2, progress_bar=False,

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from integrations import DPOConfig, DPOTrainer, RewardFinetuner, preference_pairs
-from integrations.tiny_pipelines import tiny_sd_pipeline
+from integrations.pipelines.tiny import tiny_sd_pipeline
 from mst_clipiqa.cli import main
 
 from .test_finetuner import config as finetune_config

@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from integrations import PolicyFinetuneConfig, PolicyTrainer
-from integrations.tiny_pipelines import tiny_sd3_pipeline, tiny_sd_pipeline
+from integrations.pipelines.tiny import tiny_sd3_pipeline, tiny_sd_pipeline
 
 PROMPTS = ["a cat", "a dog", "a red car"]
 
