@@ -4,7 +4,7 @@ Two libraries and an application under one name that no module of yours can hide
 
 * :mod:`mst_clipiqa.reward`: the scorer (model, differentiable reward, training and evaluation);
 * :mod:`mst_clipiqa.integrations`: diffusers pipelines (best-of-N, guidance, fine-tuning trainers);
-* the ``mst-clipiqa`` command line and the demo (``cli``, ``commands``, ...), which only they import.
+* :mod:`mst_clipiqa.cli`: the ``mst-clipiqa`` command line and the demo, which the libraries never import.
 
 Every public name of the two libraries is re-exported here, as the same object. The names load lazily
 (a module ``__getattr__``), so ``import mst_clipiqa`` and ``mst-clipiqa --help`` import neither torch nor

@@ -15,83 +15,89 @@
 * ``ddpo_reward_fn``: the ``reward_fn(images, prompts, prompt_metadata)`` contract of DDPO.
 * ``register_family`` / ``PipelineFamily``: the pipeline families the loop and best-of-N drive
   (SD 1.x/2.x, SDXL, LCM, SD3, FLUX.1, PixArt-alpha/sigma built in).
-* Rewards: any ``reward(images, prompts)`` returning (B,) or named (B,) tensors, a trl / DDPO
-  ``(images, prompts, metadata) -> (rewards, metadata)`` function, an ``nn.Module``, or a dict of them.
+* Rewards: any ``reward(images, prompts)`` or ``reward(images)`` returning (B,) or named (B,) tensors, an
+  ``nn.Module``, other libraries' forms through ``from_trl`` / ``from_imscore`` / ``from_pyiqa``, or a dict of them.
 
 Vocabulary: the generator gets a *LoRA* (``add_lora`` / ``save_lora``, what
 ``pipe.load_lora_weights`` reads); the scorer gets *adapters* (``reward.add_adapter``).
 """
 
-from .finetune import (
-    TRAINERS,
-    DiffusionDPOObjective,
-    DiffusionTrainer,
-    DPOConfig,
-    DPOTrainer,
-    HackingMonitor,
-    LoraEMA,
-    NonFiniteError,
-    PolicyConfig,
-    PolicyFinetuneConfig,
-    PolicyOptimizer,
-    PolicyTrainer,
-    PromptSource,
-    RewardFinetuneConfig,
-    RewardFinetuner,
-    RunConfig,
-    complete_checkpoints,
-    diversity,
-    dpo_loss,
-    group_advantages,
-    pipeline_sampler,
-    train_dpo,
-    train_policy,
-)
-from .inference import (
-    Candidate,
-    GuidedSamples,
-    NoiseOptimization,
-    Ranking,
-    best_of_n,
-    chi_nll,
-    contact_sheet,
-    generate_candidates,
-    guidance_schedule,
-    guided_sample,
-    image_grid,
-    load_pairs,
-    optimize_noise,
-    preference_pairs,
-    rank_images,
-    regenerate,
-)
-from .pipelines import (
-    DenoiserFamily,
-    FluxFamily,
-    LCMFamily,
-    PipelineFamily,
-    PixArtAlphaFamily,
-    PixArtSigmaFamily,
-    PromptSampler,
-    SD3Family,
-    SDXLFamily,
-    StochasticSampler,
-    Trajectory,
-    UNetFamily,
-    add_lora,
-    decode_latents,
-    denoise,
-    denoiser_family,
-    encode_prompt,
-    find_family,
-    load_lora,
-    pipeline_family,
-    register_family,
-    registered_families,
-    save_lora,
-    straight_through_clamp,
-)
-from .rewards import NamedScores, ddpo_reward_fn, named_rewards, objective, score_images
+from typing import TYPE_CHECKING
+
+from mst_clipiqa.reward.utils.lazy import load_lazily
+
+if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first read (load_lazily)
+    from .finetune import (
+        TRAINERS,
+        DiffusionDPOObjective,
+        DiffusionTrainer,
+        DPOConfig,
+        DPOTrainer,
+        HackingMonitor,
+        LoraEMA,
+        NonFiniteError,
+        PolicyConfig,
+        PolicyFinetuneConfig,
+        PolicyOptimizer,
+        PolicyTrainer,
+        PromptSource,
+        RewardFinetuneConfig,
+        RewardFinetuner,
+        RunConfig,
+        complete_checkpoints,
+        diversity,
+        dpo_loss,
+        group_advantages,
+        pipeline_sampler,
+        train_dpo,
+        train_policy,
+    )
+    from .inference import (
+        Candidate,
+        GuidedSamples,
+        NoiseOptimization,
+        Ranking,
+        best_of_n,
+        chi_nll,
+        contact_sheet,
+        generate_candidates,
+        guidance_schedule,
+        guided_sample,
+        image_grid,
+        load_pairs,
+        optimize_noise,
+        preference_pairs,
+        rank_images,
+        regenerate,
+    )
+    from .pipelines import (
+        DenoiserFamily,
+        FluxFamily,
+        LCMFamily,
+        PipelineFamily,
+        PixArtAlphaFamily,
+        PixArtSigmaFamily,
+        PromptSampler,
+        SD3Family,
+        SDXLFamily,
+        StochasticSampler,
+        Trajectory,
+        UNetFamily,
+        add_lora,
+        decode_latents,
+        denoise,
+        denoiser_family,
+        encode_prompt,
+        find_family,
+        load_lora,
+        pipeline_family,
+        register_family,
+        registered_families,
+        save_lora,
+        straight_through_clamp,
+    )
+    from .reward_adapters import RewardAdapter, from_imscore, from_pyiqa, from_trl
+    from .rewards import NamedScores, ddpo_reward_fn, named_rewards, objective, score_images
 
 __all__ = [
     "Candidate", "Ranking", "best_of_n", "generate_candidates", "rank_images", "regenerate", "score_images",
@@ -105,5 +111,7 @@ __all__ = [
     "NamedScores", "DiffusionTrainer", "RunConfig", "DPOConfig", "DPOTrainer", "DiffusionDPOObjective", "dpo_loss",
     "train_dpo", "HackingMonitor", "diversity", "pipeline_sampler", "preference_pairs", "load_pairs",
     "PolicyConfig", "PolicyFinetuneConfig", "PolicyOptimizer", "PolicyTrainer", "TRAINERS", "group_advantages",
-    "train_policy", "StochasticSampler", "NonFiniteError",
+    "train_policy", "StochasticSampler", "NonFiniteError", "RewardAdapter", "from_imscore", "from_pyiqa", "from_trl",
 ]
+
+load_lazily(__name__)

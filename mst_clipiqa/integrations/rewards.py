@@ -6,15 +6,11 @@ many images without gradients (``score_images``) and the DDPO reward-function co
 
 * ``reward(images, prompts) -> (B,)``, or a mapping of named (B,) outputs (``MSTCLIPIQAReward``);
 * ``reward(images) -> (B,)`` or ``(B, 1)``: an image-only scorer;
-* the trl / DDPO form ``reward_fn(images, prompts, metadata) -> (rewards, metadata)``, rewards as
-  a tensor, numpy array or list (trl's ``DDPOTrainer`` and ddpo-pytorch reward functions);
-* an ``nn.Module`` whose ``forward`` has one of these signatures;
-* an imscore scorer (``PickScorer``, ``CLIPAestheticScorer``, ...): called through its
-  ``.score(pixels, prompts)``, which holds its preprocessing (its ``forward`` is the raw backbone);
-* a pyiqa no-reference metric (``pyiqa.create_metric(...)``): called on the images alone; one with
-  ``as_loss=True`` and a ``loss_reduction`` other than ``"none"`` is called once per image, since its
-  reduction would mix the batch into one number. A full-reference metric needs its reference: wrap it,
-  ``lambda images: metric(images, reference)``.
+* an ``nn.Module`` whose ``forward`` has one of these signatures (a callable's signature says which);
+* another library's form through its adapter (:mod:`.reward_adapters`): ``from_trl(reward_fn)`` (trl / DDPO
+  ``reward_fn(images, prompts, metadata) -> (rewards, metadata)``), ``from_imscore(scorer)``,
+  ``from_pyiqa(metric)``. Passed as they are, these are still recognised (trl's by its three arguments, the
+  peers' by their package) with a ``DeprecationWarning`` naming the adapter.
 
 Whatever a reward returns, one value per image, in any shape holding B values ((B,), (B, 1), or the
 0-d tensor a squeezed 1-image batch gives), becomes (B,).
@@ -26,10 +22,10 @@ The gradient methods (fine-tuning, noise optimisation, guidance) need rewards
 that are differentiable in the images; one that returns no gradient there gets
 a ValueError saying how to fix it.
 """
-
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -39,6 +35,8 @@ from torch import nn
 
 from mst_clipiqa.reward import score_in_batches
 from mst_clipiqa.reward.utils import UNIT, rescale
+
+from .reward_adapters import from_imscore, from_pyiqa, from_trl
 
 __all__ = ["DDPORewardFn", "NamedScores", "RewardFn", "Rewards", "ddpo_reward_fn", "named_rewards", "objective",
            "reward_arity", "score_images"]
@@ -93,49 +91,32 @@ def _rewards(name: str, value: Any, images: torch.Tensor) -> torch.Tensor:
 def _call(name: str, fn: RewardFn, images: torch.Tensor, prompts: Sequence[str] | None) -> dict[str, torch.Tensor]:
     if not callable(fn):
         raise ValueError(f"reward {name or 'reward'!r} is a {type(fn).__name__}; expected a callable "
-                         "reward(images, prompts), reward(images) or trl's reward_fn(images, prompts, metadata)")
-    out = _invoke(fn, _in_input_range(fn, images), prompts)
-    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):
-        out = out[0]  # trl / DDPO: (rewards, reward_metadata)
+                         "reward(images, prompts) or reward(images), or an adapted one (from_trl, from_imscore, "
+                         "from_pyiqa)")
+    fn = _adapted(name, fn)
+    images = _in_input_range(fn, images)
+    out = fn(images) if reward_arity(fn) == 1 else fn(images, prompts)
     sign = -1.0 if getattr(fn, "lower_better", False) else 1.0
     if isinstance(out, Mapping):
         return {f"{name}.{key}" if name else key: sign * _rewards(key, v, images) for key, v in out.items()}
     return {name or "reward": sign * _rewards(name or "reward", out, images)}
 
 
-def _library(fn: RewardFn) -> str:
-    return type(fn).__module__.partition(".")[0]
+_PEER_ADAPTERS = {"imscore": from_imscore, "pyiqa": from_pyiqa}
 
 
-def _invoke(fn: RewardFn, images: torch.Tensor, prompts: Sequence[str] | None) -> Any:
-    """The call that gives ``fn``'s reward: the peers' own scoring API, or by the arity of its signature."""
-    library = _library(fn)
-    if library == "imscore":
-        return fn.score(images, None if prompts is None else list(prompts))
-    if library == "pyiqa":
-        return _pyiqa_scores(fn, images)
-    arity = reward_arity(fn)
-    if arity == 1:
-        return fn(images)
-    if arity == 2:
-        return fn(images, prompts)
-    return fn(images, prompts, tuple({} for _ in range(len(images))))
-
-
-def _pyiqa_scores(metric: Any, images: torch.Tensor) -> torch.Tensor:
-    """A pyiqa metric's score of each image (its ``lower_better`` is handled by the caller)."""
-    if getattr(metric, "metric_mode", "NR") != "NR":
-        raise ValueError(f"pyiqa metric {metric.metric_name!r} is {metric.metric_mode} (full-reference): it needs a "
-                         "reference image per image; pass lambda images: metric(images, reference), or use a "
-                         "no-reference (NR) metric")
-    as_loss = getattr(metric, "as_loss", False)
-    if not as_loss and torch.is_grad_enabled() and images.requires_grad:
-        raise ValueError(f"pyiqa metric {metric.metric_name!r} was created without as_loss=True, and pyiqa then "
-                         "scores without gradients; the gradient methods need them: pyiqa.create_metric("
-                         f"{metric.metric_name!r}, as_loss=True) (its lower_better is still honoured)")
-    if as_loss and getattr(metric, "loss_reduction", "none") != "none":
-        return torch.stack([metric(image[None]).reshape(()) for image in images])
-    return metric(images)
+def _adapted(name: str, fn: RewardFn) -> RewardFn:
+    """A trl function or a peer's scorer passed as it is: adapted as its adapter would, with a DeprecationWarning
+    (the form was guessed from the signature or the package; the adapters say it)."""
+    adapter = _PEER_ADAPTERS.get(type(fn).__module__.partition(".")[0])
+    if adapter is None and reward_arity(fn) == 3:
+        adapter = from_trl
+    if adapter is None:
+        return fn
+    warnings.warn(f"reward {name or 'reward'!r} is a {type(fn).__name__} whose form was guessed; pass "
+                  f"{adapter.__name__}(reward) instead (the guess will go in a later release)", DeprecationWarning,
+                  stacklevel=4)
+    return adapter(fn)
 
 
 def _in_input_range(fn: RewardFn, images: torch.Tensor) -> torch.Tensor:

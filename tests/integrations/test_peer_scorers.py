@@ -1,12 +1,21 @@
-"""Scorers of other libraries as they are (imscore, pyiqa; random weights, offline): the reward boundary calls
-each through its own scoring API, gives (B,) for every batch size, ranks and fine-tunes with them."""
+"""Scorers of other libraries as they are (imscore, pyiqa; random weights, offline): their adapters
+(``from_imscore``, ``from_pyiqa``) call each through its own scoring API, give (B,) for every batch size, rank
+and fine-tune with them."""
 
 import pytest
 import torch
 import transformers
 from torch import nn
 
-from integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig, best_of_n, named_rewards
+from integrations import (
+    RewardFinetuneConfig,
+    RewardFinetuner,
+    RunConfig,
+    best_of_n,
+    from_imscore,
+    from_pyiqa,
+    named_rewards,
+)
 from integrations.pipelines.tiny import tiny_sd_pipeline
 from reward import openai_clip_tokenizer
 
@@ -46,7 +55,7 @@ def test_imscore_scorers_are_called_through_their_score(tiny_clip, batch):
     torch.manual_seed(0)
     aesthetic = CLIPAestheticScorer(tiny_clip).eval()
     for scorer in (DummyReward(), aesthetic):
-        got = scores(scorer, images, PROMPTS[:batch])
+        got = scores(from_imscore(scorer), images, PROMPTS[:batch])
         assert got.shape == (batch,)  # CLIPAestheticScorer.score gives a 0-d tensor for one image
         torch.testing.assert_close(got, scorer.score(images, PROMPTS[:batch]).reshape(batch))
     # its forward is the raw vision tower, without the preprocessing .score applies
@@ -61,7 +70,7 @@ def test_imscore_pickscorer_ranks_through_best_of_n(tiny_clip, monkeypatch):
     load = transformers.AutoProcessor.from_pretrained  # its processor is a hard-coded Hub id: the tiny one offline
     monkeypatch.setattr(pickscore.AutoProcessor, "from_pretrained", lambda name, *a, **k: load(tiny_clip))
     scorer = pickscore.PickScorer(tiny_clip)
-    best_of_n(tiny_sd_pipeline(), "a cat", scorer, n=2, num_inference_steps=1, progress=False)
+    best_of_n(tiny_sd_pipeline(), "a cat", from_imscore(scorer), n=2, num_inference_steps=1, progress=False)
 
 
 def pyiqa_metric(name: str, **options) -> nn.Module:
@@ -77,11 +86,11 @@ def test_pyiqa_metrics_score_each_image_higher_is_better(name, batch):
     metric = pyiqa_metric(name)
     sign = -1.0 if metric.lower_better else 1.0  # piqe: lower is better
     expected = sign * metric(images).reshape(batch)
-    torch.testing.assert_close(scores(metric, images), expected)
+    torch.testing.assert_close(scores(from_pyiqa(metric), images), expected)
     for reduction in ("mean", "sum", "none"):  # as a loss: still one score per image, with gradients
         loss = pyiqa_metric(name, as_loss=True, loss_reduction=reduction)
         pixels = images.clone().requires_grad_(True)
-        got = scores(loss, pixels)
+        got = scores(from_pyiqa(loss), pixels)
         torch.testing.assert_close(got.detach(), expected, rtol=1e-4, atol=1e-4)
         (grad,) = torch.autograd.grad(got.sum(), pixels)
         assert torch.isfinite(grad).all() and (name == "piqe" or grad.abs().sum() > 0)  # piqe: flat on noise
@@ -90,15 +99,23 @@ def test_pyiqa_metrics_score_each_image_higher_is_better(name, batch):
 def test_pyiqa_without_as_loss_or_with_a_reference_is_refused_with_the_fix():
     pixels = torch.rand(2, 3, 64, 64, requires_grad=True)
     with pytest.raises(ValueError, match=r"without as_loss=True.*create_metric\('piqe', as_loss=True\)"):
-        scores(pyiqa_metric("piqe"), pixels)
+        scores(from_pyiqa(pyiqa_metric("piqe")), pixels)
     with pytest.raises(ValueError, match=r"'psnr' is FR .*lambda images: metric\(images, reference\)"):
-        scores(pyiqa_metric("psnr"), pixels.detach())
+        from_pyiqa(pyiqa_metric("psnr"))
+
+
+def test_a_peer_passed_as_it_is_still_scores_with_a_deprecation_naming_its_adapter():
+    images = torch.rand(2, 3, 64, 64)
+    for scorer, adapter in ((pyiqa_metric("cnniqa"), from_pyiqa), (DummyReward(), from_imscore)):
+        with pytest.warns(DeprecationWarning, match=f"pass {adapter.__name__}"):
+            guessed = scores(scorer, images, PROMPTS[:2])
+        torch.testing.assert_close(guessed, scores(adapter(scorer), images, PROMPTS[:2]))
 
 
 def test_peers_rank_through_best_of_n_as_their_own_api_scores(tiny_clip):
     torch.manual_seed(0)
     metric, aesthetic = pyiqa_metric("piqe"), CLIPAestheticScorer(tiny_clip).eval()
-    for scorer, own in ((metric, lambda x: -metric(x)), (aesthetic, lambda x: aesthetic.score(x))):
+    for scorer, own in ((from_pyiqa(metric), lambda x: -metric(x)), (from_imscore(aesthetic), aesthetic.score)):
         ranking = best_of_n(tiny_sd_pipeline(), "a cat", scorer, n=3, chunk_size=1, num_inference_steps=1,
                             progress=False)
         images = torch.stack([c.image for c in ranking.candidates])
@@ -114,7 +131,8 @@ def test_peers_fine_tune_through_reward_finetuner(tiny_clip, peer):
     config = RewardFinetuneConfig(num_inference_steps=2,
                                   run=RunConfig(max_steps=2, batch_size=2, cpu=True, progress_bar=False,
                                                 learning_rate=1e-2))
-    finetuner = RewardFinetuner(tiny_sd_pipeline(), scorer, PROMPTS, config)
+    adapted = from_imscore(scorer) if peer == "imscore" else from_pyiqa(scorer)
+    finetuner = RewardFinetuner(tiny_sd_pipeline(), adapted, PROMPTS, config)
     before = {k: v.clone() for k, v in finetuner.trained_parameters().items()}
     log = finetuner.train()
     assert [r["step"] for r in log.history] == [1, 2]

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from integrations import named_rewards, objective
+from integrations import from_trl, named_rewards, objective
 from integrations.rewards import reward_arity
 
 
@@ -34,12 +34,12 @@ def trl_numpy(images, prompts, metadata):  # ddpo-pytorch reward functions retur
     return score(images).detach().numpy(), {"note": "numpy"}
 
 
-FORMS = {"plain": lambda images, prompts: score(images), "image_only": ImageOnly(), "trl": trl_tensor,
-         "trl_numpy": trl_numpy, "list": lambda images, prompts: score(images).tolist()}
+FORMS = {"plain": lambda images, prompts: score(images), "image_only": ImageOnly(), "trl": from_trl(trl_tensor),
+         "trl_numpy": from_trl(trl_numpy), "list": lambda images, prompts: score(images).tolist()}
 
 
 def test_arity_is_read_from_the_signature():
-    assert [reward_arity(FORMS[k]) for k in ("plain", "image_only", "trl")] == [2, 1, 3]
+    assert [reward_arity(f) for f in (FORMS["plain"], FORMS["image_only"], trl_tensor, FORMS["trl"])] == [2, 1, 3, 2]
     assert reward_arity(WithPrompts()) == 2 and reward_arity(lambda *args: None) == 2
 
 
@@ -55,13 +55,25 @@ def test_every_form_gives_the_same_rewards(batch, form, seed):
 
 def test_dict_of_forms_names_outputs_and_keeps_gradients():
     images = torch.rand(2, 3, 8, 8, requires_grad=True)
-    rewards = {"a": ImageOnly(), "b": WithPrompts(), "c": trl_tensor}
+    rewards = {"a": ImageOnly(), "b": WithPrompts(), "c": from_trl(trl_tensor)}
     out = named_rewards(rewards, images, ["a cat", "a big dog"])
     assert sorted(out) == ["a", "b.length", "b.quality", "c"]
     assert out["b.length"].tolist() == [5.0, 9.0]
     total = objective(out, {"a": 1.0, "b.quality": 0.5, "c": 2.0})
     (grad,) = torch.autograd.grad(total.sum(), images)
     assert torch.isfinite(grad).all() and grad.abs().max() > 0
+
+
+def test_a_trl_function_passed_as_it_is_still_scores_with_a_deprecation_naming_its_adapter():
+    images = torch.rand(2, 3, 8, 8)
+    with pytest.warns(DeprecationWarning, match=r"'c' is a function whose form was guessed; pass from_trl\(reward\)"):
+        out = named_rewards({"c": trl_numpy}, images, ["a", "b"])
+    torch.testing.assert_close(out["c"], score(images))
+
+
+def test_a_trl_adapter_refuses_what_is_not_the_trl_return():
+    with pytest.raises(ValueError, match="trl reward_fn returned Tensor; expected \\(rewards, metadata dict\\)"):
+        named_rewards(from_trl(lambda images, prompts, metadata: score(images)), torch.rand(1, 3, 8, 8), ["a"])
 
 
 def test_lower_better_rewards_are_negated():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mst_clipiqa.cli import COMMANDS, main
+from mst_clipiqa.cli import COMMANDS, build_parser, main
 from reward.datasets import save_split_folder
 from reward.datasets.splits import make_splits, save_splits
 from reward.datasets.synthetic import make_synthetic_dataset
@@ -70,6 +70,25 @@ def test_train_writes_model_report_and_plots(trained, capsys):
     assert run(["train", "--model", "tiny", "--variant", "B", "--dataset", "synthetic", "--data", trained["data"],
                 "--out", out, "--epochs", "2", "--n-splits", "2", "--lr", "1e-3", "--cache-dir", trained["cache"],
                 "--quiet", "--device", "cpu", "--resume"], capsys)[0] == 0
+
+
+def test_a_train_run_records_the_settings_that_start_it_again(trained):
+    from mst_clipiqa.cli.config_file import with_config
+    from mst_clipiqa.cli.options import dataclass_values
+    from mst_clipiqa.reward.utils.config_files import read_config
+    from reward.training import TrainConfig
+
+    written = trained["out"] / "config.yaml"
+    recorded = read_config(written)
+    assert (recorded["variant"], recorded["epochs"], recorded["quiet"], recorded["data"]) == (
+        "B", 2, True, str(trained["data"]))
+    assert "out" not in recorded and "resume" not in recorded
+    parser = build_parser(["train"])
+    args = parser.parse_args(with_config(["train", "--config", str(written), "--out", "x"], "train",
+                                         parser.command_parsers["train"]))
+    again = TrainConfig.from_recipe(args.recipe, **dataclass_values(args, TrainConfig))
+    ran = json.loads((trained["out"] / "report.json").read_text())["settings"]["train"]
+    assert {**again.to_dict(), "mixed_precision": ran["mixed_precision"]} == ran  # accelerate names "no"
 
 
 def test_eval_reproduces_the_selected_split(trained, capsys):
@@ -250,7 +269,7 @@ def test_finetune_help_shows_each_methods_options_under_it(capsys):
 
 
 def test_every_tiny_pipeline_name_builds_offline():
-    from mst_clipiqa.pipelines import TINY, load_pipeline
+    from mst_clipiqa.cli.pipeline_loading import TINY, load_pipeline
 
     for name, settings in TINY.items():
         pipe, tiny = load_pipeline(name)
@@ -261,7 +280,7 @@ def test_every_tiny_pipeline_name_builds_offline():
 
 def test_train_maps_ema_decay_onto_the_config():
     from mst_clipiqa.cli import build_parser
-    from mst_clipiqa.options import dataclass_values
+    from mst_clipiqa.cli.options import dataclass_values
     from reward.training import TrainConfig
 
     args = build_parser(["train"]).parse_args(["train", "--model", "tiny", "--dataset", "synthetic", "--data", "d",

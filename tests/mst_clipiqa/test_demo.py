@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mst_clipiqa.cli import main
-from mst_clipiqa.demo import real_weights_status
+from mst_clipiqa.cli.demo import real_weights_status
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,21 @@
 """Reward at inference time, generator weights untouched: best-of-N ranking, noise optimisation (ReNO),
 reward-gradient guidance, the image grids they save, and preference pairs labelled by a reward."""
 
-from ..pipelines.prompt_sampler import PromptSampler
-from .best_of_n import Candidate, Ranking, best_of_n, generate_candidates, rank_images, regenerate, score_images
-from .grid import contact_sheet, image_grid, to_pil
-from .guidance import GuidedSamples, guidance_schedule, guided_sample
-from .noise_optimization import NoiseOptimization, check_settings, chi_nll, optimize_noise
-from .preference_pairs import PAIR_RULES, PairsWritten, load_pairs, preference_pairs, select_pairs
+from typing import TYPE_CHECKING
+
+from mst_clipiqa.reward.utils.lazy import load_lazily
+
+if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first read (load_lazily)
+    from ..pipelines.prompt_sampler import PromptSampler
+    from .best_of_n import Candidate, Ranking, best_of_n, generate_candidates, rank_images, regenerate, score_images
+    from .grid import contact_sheet, image_grid, to_pil
+    from .guidance import GuidedSamples, guidance_schedule, guided_sample
+    from .noise_optimization import NoiseOptimization, check_settings, chi_nll, optimize_noise
+    from .preference_pairs import PAIR_RULES, PairsWritten, load_pairs, preference_pairs, select_pairs
 
 __all__ = ["PromptSampler", "Candidate", "Ranking", "best_of_n", "generate_candidates", "rank_images", "regenerate",
            "score_images", "contact_sheet", "image_grid", "to_pil", "GuidedSamples", "guidance_schedule",
            "guided_sample", "NoiseOptimization", "check_settings", "chi_nll", "optimize_noise", "PAIR_RULES",
            "PairsWritten", "load_pairs", "preference_pairs", "select_pairs"]
+
+load_lazily(__name__)

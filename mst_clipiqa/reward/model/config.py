@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args
 from ..backbones import BackboneConfig, Backend
 from ..utils import check_range
 from .files import MODEL_TYPE, check_readable
+from .fusion_inits import FUSION_INITS
 from .heads import HEAD_KINDS
 from .limits import check_config_sizes
 from .model_configs import model_spec
@@ -19,7 +20,6 @@ HeadKind = str  # a key of HEAD_KINDS: "template", "prompt" or a registered kind
 QUALITY_LEVELS = ("bad", "poor", "fair", "good", "perfect")
 HEAD_RANGES = {kind: spec.score_range(len(QUALITY_LEVELS)) for kind, spec in HEAD_KINDS.items()}  # built-in kinds
 VARIANT_HEADS = {"A": "template", "B": "prompt"}
-FUSION_INITS = ("zero_shot", "random")
 
 
 @dataclass

@@ -272,6 +272,10 @@ class MSTCLIPIQA(nn.Module, HubMixin):
             self.template_features = self._encode_templates().to(self.template_features)
 
 
+from_pretrained = MSTCLIPIQA.from_pretrained  # reward.from_pretrained, as open_clip offers its loaders as functions
+from_official_checkpoint = MSTCLIPIQA.from_official_checkpoint
+
+
 def _build_backbone(which: str, config: BackboneConfig) -> CLIPBackbone:
     try:
         return build_backbone(config)

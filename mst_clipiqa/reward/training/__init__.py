@@ -5,39 +5,51 @@ metrics and a linear probe.
     report = train(model, dataset, TrainConfig(), output_dir="runs/agiqa3k")          # the protocol recipe
     report = train(model, dataset, TrainConfig.paper(), output_dir="runs/paper")     # the reference's setting
 """
-from ..model import (
-                     active_adapter,
-                     adapter_names,
-                     add_adapter,
-                     load_adapter,
-                     merge_adapters,
-                     save_adapter,
-                     set_adapter,
-                     trainable_state_dict,
-)
-from ..utils import write_json
-from .checkpoint import (
-    Checkpoint,
-    flatten_optimizer_state,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    unflatten_optimizer_state,
-)
-from .config import TrainConfig
-from .distributed import MainProcessFailed, epoch_batches, launcher_rank, launcher_world_size, new_accelerator, on_main
-from .evaluation import evaluate_model, predict_features, resolve_outputs
-from .feature_cache import FeatureCache, default_cache_dir, encoder_settings
-from .features import CachedFeatures, encode_features
-from .label_units import head_labels, to_label_units
-from .probe import RidgeProbe, fit_ridge, linear_probe
-from .recipes import PAPER, RECIPES
-from .report import make_plots
-from .run_folder import RunLock
-from .saturation import head_saturation, start_check
-from .selection import per_output_best
-from .trainer import Trainer, train
+from typing import TYPE_CHECKING
+
+from mst_clipiqa.reward.utils.lazy import load_lazily
+
+if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first read (load_lazily)
+    from ..model import (
+        active_adapter,
+        adapter_names,
+        add_adapter,
+        load_adapter,
+        merge_adapters,
+        save_adapter,
+        set_adapter,
+        trainable_state_dict,
+    )
+    from ..utils import write_json
+    from .checkpoint import (
+        Checkpoint,
+        flatten_optimizer_state,
+        load_checkpoint,
+        rng_state,
+        save_checkpoint,
+        set_rng_state,
+        unflatten_optimizer_state,
+    )
+    from .config import TrainConfig
+    from .distributed import (
+        MainProcessFailed,
+        epoch_batches,
+        launcher_rank,
+        launcher_world_size,
+        new_accelerator,
+        on_main,
+    )
+    from .evaluation import evaluate_model, predict_features, resolve_outputs
+    from .feature_cache import FeatureCache, default_cache_dir, encoder_settings
+    from .features import CachedFeatures, encode_features
+    from .label_units import head_labels, to_label_units
+    from .probe import RidgeProbe, fit_ridge, linear_probe
+    from .recipes import PAPER, RECIPES
+    from .report import make_plots
+    from .run_folder import RunLock
+    from .saturation import head_saturation, start_check
+    from .selection import per_output_best
+    from .trainer import Trainer, train
 
 __all__ = [
     "PAPER", "RECIPES", "CachedFeatures", "Checkpoint", "FeatureCache", "MainProcessFailed", "RidgeProbe", "RunLock",
@@ -49,3 +61,5 @@ __all__ = [
     "set_rng_state", "start_check", "to_label_units", "train", "trainable_state_dict", "unflatten_optimizer_state",
     "write_json",
 ]
+
+load_lazily(__name__)

@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ..datasets import BY_CHOICES, QualityDataset
-from ..model import FUSION_INITS
-from ..utils import PRECISIONS, option
-from .metrics import krcc, plcc, srcc
+from ..datasets.splits import BY_CHOICES
+from ..model.fusion_inits import FUSION_INITS
+from ..utils.options import option
+from ..utils.precision import PRECISIONS
 from .recipes import PURPOSE, RECIPES, SCHEDULES, SPLIT_METHODS
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-SELECT_METRICS = {"srcc": srcc, "plcc": plcc, "krcc": krcc}
-CHOICES = {"optimizer": OPTIMIZERS, "split_by": ("auto", *BY_CHOICES), "select_metric": SELECT_METRICS,
+if TYPE_CHECKING:
+    from ..datasets import QualityDataset
+
+# names only (the trainer maps them to torch's optimizers and the metrics): mst-clipiqa train --help needs no torch
+OPTIMIZER_NAMES = ("adam", "adamw")
+SELECT_METRIC_NAMES = ("srcc", "plcc", "krcc")
+CHOICES = {"optimizer": OPTIMIZER_NAMES, "split_by": ("auto", *BY_CHOICES), "select_metric": SELECT_METRIC_NAMES,
            "mixed_precision": PRECISIONS, "init": ("keep", *FUSION_INITS), "schedule": SCHEDULES,
            "recipe": RECIPES,
            "split_method": SPLIT_METHODS}

@@ -36,14 +36,14 @@ from ..datasets import QualityDataset, Split, collate
 from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, trainable_state_dict
 from ..utils import nonfinite_names, progress_bar, save_tensors, write_json
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from .config import OPTIMIZERS, SELECT_METRICS, TrainConfig
+from .config import TrainConfig
 from .distributed import epoch_batches, gather_rows, new_accelerator
 from .evaluation import dataset_paths_prompts, predict_features, resolve_outputs
 from .feature_cache import FeatureCache, encoder_settings
 from .features import CachedFeatures, encode_features
 from .label_units import adopt_label_ranges, head_labels, to_label_units
 from .losses import mse_rank_loss
-from .metrics import evaluate
+from .metrics import evaluate, krcc, plcc, srcc
 from .param_groups import param_groups
 from .protocol import run_splits
 from .recipes import lr_factor
@@ -51,6 +51,9 @@ from .run_folder import BEST, CHECKPOINT, RESULT, finished_result, read_json
 from .saturation import start_check
 from .selection import per_output_best
 from .threads import head_threads
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}  # config.OPTIMIZER_NAMES
+SELECT_METRICS = {"srcc": srcc, "plcc": plcc, "krcc": krcc}  # config.SELECT_METRIC_NAMES
 
 
 class _Scorer(nn.Module):

@@ -9,12 +9,13 @@ import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+
+if TYPE_CHECKING:  # torch loads where tensors are written (the JSON helpers serve torch-free config modules)
+    import torch
 
 
 @contextmanager
@@ -75,6 +76,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Write ``tensors`` (moved to the CPU) as safetensors, atomically."""
+    from safetensors.torch import save_file
+
     with atomic_write(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 

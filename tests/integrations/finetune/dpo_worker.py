@@ -13,7 +13,7 @@ import torch
 torch.set_num_threads(1)
 
 from integrations import DPOConfig, DPOTrainer, RunConfig  # noqa: E402
-from integrations.tiny_pipelines import tiny_sd_pipeline  # noqa: E402
+from integrations.pipelines.tiny import tiny_sd_pipeline  # noqa: E402
 
 pairs, out = Path(sys.argv[1]), Path(sys.argv[2])
 config = DPOConfig(num_inference_steps=2,

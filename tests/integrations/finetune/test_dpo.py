@@ -8,8 +8,8 @@ from integrations.finetune.config import RunConfig
 from integrations.finetune.dpo import DPOConfig, train_dpo
 from integrations.finetune.dpo_objective import DiffusionDPOObjective, dpo_loss, pair_batch
 from integrations.pipelines.lora import add_lora, lora_parameters, named_lora_parameters
+from integrations.pipelines.tiny import TINY_PIPELINES
 from integrations.pipelines.tiny_autoencoder import with_linear_autoencoder
-from integrations.tiny_pipelines import TINY_PIPELINES
 
 from ..preference_data import PROMPTS, SAMPLER, bright_pipe, brightness
 

@@ -3,7 +3,7 @@ import torch
 
 from integrations import generate_candidates
 from integrations.finetune.monitor import HackingMonitor, diversity, image_features, pipeline_sampler
-from integrations.tiny_pipelines import tiny_sd_pipeline
+from integrations.pipelines.tiny import tiny_sd_pipeline
 from reward import MSTCLIPIQAReward
 
 

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from integrations import PolicyFinetuneConfig, PolicyTrainer
 from integrations.finetune.config import from_flat_settings
-from integrations.tiny_pipelines import tiny_sd3_pipeline, tiny_sd_pipeline
+from integrations.pipelines.tiny import tiny_sd3_pipeline, tiny_sd_pipeline
 
 PROMPTS = ["a cat", "a dog", "a red car"]
 

@@ -7,7 +7,7 @@ import torch
 
 from integrations.finetune import train_policy
 from integrations.finetune.policy_loop import group_batch
-from integrations.tiny_pipelines import tiny_sd3_pipeline, tiny_sd_pipeline
+from integrations.pipelines.tiny import tiny_sd3_pipeline, tiny_sd_pipeline
 
 PROMPTS = ["a cat", "a dog", "a red car", "a tree"]
 HELD_OUT = ["a house", "a boat"] * 6

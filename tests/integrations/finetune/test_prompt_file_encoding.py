@@ -4,7 +4,7 @@ import argparse
 import pytest
 
 from integrations.finetune.prompt_sources import read_prompt_file
-from mst_clipiqa.scoring_options import prompts_from_args
+from mst_clipiqa.cli.scoring_options import prompts_from_args
 
 
 def test_bom_is_not_part_of_the_first_prompt(tmp_path):

@@ -7,7 +7,7 @@ from PIL import Image
 
 from integrations import regenerate
 from integrations.inference.preference_pairs import load_pairs, preference_pairs, select_pairs, shard_path
-from integrations.tiny_pipelines import tiny_sd_pipeline
+from integrations.pipelines.tiny import tiny_sd_pipeline
 
 from ..preference_data import PROMPTS, SAMPLER, bright_pipe, brightness
 

@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from integrations import add_lora, load_lora, save_lora
-from integrations.tiny_pipelines import tiny_pixart_pipeline, tiny_sd_pipeline
+from integrations.pipelines.tiny import tiny_pixart_pipeline, tiny_sd_pipeline
 
 FORMATS = {"sd": (tiny_sd_pipeline, "unet", "pytorch_lora_weights.safetensors"),
            "pixart": (tiny_pixart_pipeline, "transformer", "adapter_model.safetensors")}

@@ -9,14 +9,14 @@ import torch
 from integrations.finetune import gaussian_kl
 from integrations.pipelines import StochasticSampler
 from integrations.pipelines.lora import adapters_disabled, add_lora
-from integrations.pipelines.transitions import flow_sde_mean, flow_sde_sigma, flow_sde_std
-from integrations.tiny_pipelines import (
+from integrations.pipelines.tiny import (
     tiny_flux_pipeline,
     tiny_lcm_pipeline,
     tiny_sd3_pipeline,
     tiny_sd_pipeline,
     tiny_sdxl_pipeline,
 )
+from integrations.pipelines.transitions import flow_sde_mean, flow_sde_sigma, flow_sde_std
 
 PROMPTS, SEEDS = ["a cat", "a red car"], [3, 11]
 

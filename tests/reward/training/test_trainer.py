@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from safetensors.torch import load_file
 
@@ -18,7 +19,6 @@ from reward.scoring.images import load_image
 from reward.training import TrainConfig, Trainer, epoch_batches, evaluate_model, load_checkpoint, train
 from reward.training import trainer as trainer_module
 from reward.training.metrics import srcc
-from reward.utils import files
 
 FAST = dict(epochs=3, lr=1e-3, batch_size=16, n_splits=2, progress=False, cpu=True)  # CPU: bitwise reproducible
 
@@ -143,7 +143,7 @@ def _die_after(batches, n):
 def test_checkpoint_write_is_atomic(small_set, tmp_path, monkeypatch):
     config = TrainConfig(**{**FAST, "n_splits": 1, "epochs": 3}, cache_dir=str(tmp_path / "cache"))
     folder = tmp_path / "run" / "split_00"
-    original = files.save_file
+    original = safetensors.torch.save_file
 
     def disk_full_on_second_checkpoint(tensors, filename, metadata=None):
         if "checkpoint" in Path(filename).name and (folder / "checkpoint.safetensors").exists():
@@ -151,7 +151,7 @@ def test_checkpoint_write_is_atomic(small_set, tmp_path, monkeypatch):
             raise OSError("disk full")
         return original(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(files, "save_file", disk_full_on_second_checkpoint)
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full_on_second_checkpoint)  # what save_tensors calls
     with pytest.raises(OSError, match="disk full"):
         train(tiny(), small_set, config, tmp_path / "run")
     assert [p.name for p in folder.iterdir()] == ["checkpoint.safetensors"]  # no temporary left behind

@@ -28,11 +28,11 @@ from mst_clipiqa.reward.training.metrics import srcc
 from mst_clipiqa.reward.utils import write_json
 
 from .held_out import before_and_after
-from .pipelines import load_pipeline
+from .pipeline_loading import load_pipeline
 from .report import Report
 
 PAPER_STREAMS = ("ViT-B-32", "ViT-B-16")
-SAMPLE_DATA = Path(__file__).resolve().parents[1] / "examples" / "data" / "agiqa3k-mini"
+SAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "data" / "agiqa3k-mini"
 PROMPTS = ("a red circle above a blue square", "a yellow triangle on a striped background",
            "a green square left of a purple circle", "a blue circle on a checkered background")
 # The demo recipe: few splits and epochs, so that the whole demo takes about three minutes on two CPU cores.

@@ -191,3 +191,17 @@ def dataclass_values(args: argparse.Namespace, config_cls: type) -> dict[str, An
     """The values of the flags ``add_dataclass_options`` added (only those given, when it had presets)."""
     return {f.name: getattr(args, f.name) for f in fields(config_cls)
             if f.metadata.get("cli", True) and hasattr(args, f.name)}
+
+
+def resolved_options(args: argparse.Namespace, config: Any, leave_out: Collection[str] = ("out", "resume")) -> dict:
+    """The options a run used, as a ``--config`` file names them (``reward.utils.config_files``): the command's
+    own flags and the settings dataclass ``config`` resolved (recipe, defaults and flags together); what names
+    this one run (its folder, ``--resume``) left out, so that the file starts the same run elsewhere."""
+    from mst_clipiqa.reward.utils.config_files import option_name, option_values
+
+    resolved = option_values(config)
+    covered = {f.name for f in fields(config) if f.metadata.get("cli", True)}
+    own = {option_name(k): v for k, v in vars(args).items()
+           if k not in covered and k not in {"func", "command", "config", *leave_out}}
+    return {**own, **resolved}
+

@@ -18,8 +18,8 @@ from ..options import (
     split_list,
 )
 from ..output import check_output_folder, written_files
-from ..pipelines import HELP as PIPELINES_HELP
-from ..pipelines import TINY, load_pipeline
+from ..pipeline_loading import HELP as PIPELINES_HELP
+from ..pipeline_loading import TINY, load_pipeline
 
 EXAMPLES = """\
 examples:
@@ -145,14 +145,6 @@ def _method_options(args: argparse.Namespace, config_cls: type, trainers: Mappin
                 raise ValueError(f"--{name.replace('_', '-')} applies to --method {', '.join(methods)}, not "
                                  f"--method {args.method}; leave it out (see finetune --help for each method's flags)")
     return {name: getattr(args, name) for name in own if hasattr(args, name)}
-
-
-def __getattr__(name: str):
-    if name == "NamedScores":  # kept here for old imports; it is library code (and needs torch)
-        from mst_clipiqa.integrations.rewards import NamedScores
-
-        return NamedScores
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _scorer(name: str, args: argparse.Namespace, seed: int):

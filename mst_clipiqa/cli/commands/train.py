@@ -15,6 +15,7 @@ from ..options import (
     data_from_args,
     dataclass_values,
     resolve_device,
+    resolved_options,
     split_list,
     splits_from_args,
 )
@@ -78,6 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from mst_clipiqa.reward import load_model
     from mst_clipiqa.reward.training import MainProcessFailed, TrainConfig, Trainer, launcher_rank
+    from mst_clipiqa.reward.utils.config_files import CONFIG_NAME, write_config
 
     if launcher_rank() != 0:  # under a launcher the main process reports, warns and prints the errors
         warnings.simplefilter("ignore")
@@ -104,11 +106,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not trainer.accelerator.is_main_process:
         return 0
+    # the settings, as --config reads them; written once the run owns the folder and has finished in it
+    write_config(args.out / CONFIG_NAME, resolved_options(args, config))
     summary = report["summary"]
     print(comparison_table({"trained": summary["test"], "linear probe": summary["probe_test"],
                             "untrained": summary["untrained_test"]},
                            f"test, mean (std) over {len(report['splits'])} split(s), in {dataset.name}'s units"))
     print(f"\nmodel: {report['model_dir']} (split {report['selected_split']}'s; evaluate it on that split's test part: "
           f"mst-clipiqa eval --model {args.out} ...)\nsplits: {args.out / report['splits_file']}\n"
-          f"report: {args.out / 'report.json'}")
+          f"report: {args.out / 'report.json'}\nsettings: {args.out / CONFIG_NAME} (--config reads it)")
     return 0

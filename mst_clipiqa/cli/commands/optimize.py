@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, resolve_device, split_list
 from ..output import check_output_folder
-from ..pipelines import HELP as PIPELINES_HELP
-from ..pipelines import TINY, load_pipeline
+from ..pipeline_loading import HELP as PIPELINES_HELP
+from ..pipeline_loading import TINY, load_pipeline
 
 if TYPE_CHECKING:
     import torch

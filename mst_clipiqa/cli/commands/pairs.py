@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, resolve_device, split_list
-from ..pipelines import HELP as PIPELINE_HELP
-from ..pipelines import TINY, load_pipeline
+from ..pipeline_loading import HELP as PIPELINE_HELP
+from ..pipeline_loading import TINY, load_pipeline
 
 HELP = "sample N seeds per prompt, score them, write preference pairs for Diffusion-DPO"
 

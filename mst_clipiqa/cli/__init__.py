@@ -2,10 +2,10 @@
 
 The console script lives here, in the outermost layer, rather than in ``reward``: a command such as
 ``demo`` needs diffusers through ``integrations``, and ``reward`` must not import upward. Each command
-is a module of ``mst_clipiqa.commands`` with ``HELP``, ``add_parser(subparsers)`` and a ``run`` function;
-add one by listing it in ``COMMANDS``. Only the command named on the command line builds its full parser,
-and heavy libraries (torch, diffusers, open_clip) are imported where a command runs, so ``--help`` and
-argument errors are fast.
+is a module of ``mst_clipiqa.cli.commands`` with ``HELP``, ``add_parser(subparsers)`` and a ``run`` function;
+add one by listing it in ``COMMANDS`` (and in ``CONFIG_COMMANDS`` for ``--config FILE.yaml``). Only the
+command named on the command line builds its full parser, and heavy libraries (torch, diffusers, open_clip)
+are imported where a command runs, so ``--help`` and argument errors are fast.
 
 Every user error ends in one line on standard error and exit status 2; Ctrl-C in exit status 130. A training
 command stopped by SIGTERM / SIGINT checkpoints, says how to resume in one line and exits with 143 / 130.
@@ -18,15 +18,19 @@ import sys
 from collections.abc import Collection, Sequence
 
 from .commands import demo, eval, finetune, optimize, pairs, rank, score, train
+from .config_file import add_config_option, with_config
 from .options import EPILOG_MODELS
 
 COMMANDS = {"train": train, "eval": eval, "score": score, "rank": rank, "finetune": finetune, "optimize": optimize,
             "pairs": pairs, "demo": demo}
+CONFIG_COMMANDS = ("train", "finetune", "optimize", "pairs")  # those that read --config FILE.yaml
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 class Parser(argparse.ArgumentParser):
     """argparse, with a usage error in one line that says where the usage is, instead of the usage itself."""
+
+    command_parsers: dict[str, argparse.ArgumentParser]  # build_parser's full parsers, by command
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -51,9 +55,12 @@ def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentPa
                     "Run 'mst-clipiqa COMMAND --help' for each command.",
         epilog=EPILOG_MODELS, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.command_parsers = {}
     for name, module in COMMANDS.items():
         if commands is None or name in commands:
-            module.add_parser(subparsers)
+            parser.command_parsers[name] = module.add_parser(subparsers)
+            if name in CONFIG_COMMANDS:
+                add_config_option(parser.command_parsers[name])
         else:
             subparsers.add_parser(name, help=module.HELP)
     return parser
@@ -82,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``mst-clipiqa``; returns the exit status (2 for bad input, 130 when interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command(argv)
-    args = build_parser([command] if command else []).parse_args(argv)
+    parser = build_parser([command] if command else [])
+    if command in CONFIG_COMMANDS:
+        argv = with_config(argv, command, parser.command_parsers[command])
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -98,6 +108,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mst-clipiqa {args.command}: {_one_line(error)}", file=sys.stderr)
         return error.exit_status
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
