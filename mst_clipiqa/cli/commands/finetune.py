@@ -55,9 +55,9 @@ HELP = ("LoRA fine-tuning of a diffusers pipeline to maximise the reward (DRaFT-
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    # its flags come from the trainers' configs, so this parser (unlike the light commands') imports torch
+    # its flags come from the trainers' configs, modules without torch
     from mst_clipiqa.integrations.finetune.config import CHOICES, RunConfig
-    from mst_clipiqa.integrations.finetune.trainers import TRAINERS
+    from mst_clipiqa.integrations.finetune.method_configs import CONFIGS
 
     parser = subparsers.add_parser(
         "finetune", help=HELP,
@@ -88,35 +88,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                          help="a second MST-CLIPIQA model (name or folder; a built-in name gets other random weights "
                               "than --model) that the run does not optimise, scored with the sample diversity on "
                               "held-out prompts and seeds every --monitor-every steps")
-    parser.add_argument("--method", choices=sorted(TRAINERS), default="draft",
+    parser.add_argument("--method", choices=sorted(CONFIGS), default="draft",
                         help="the training method: draft, alignprop, refl (reward backpropagation), ddpo, grpo, nft "
                              "(online RL), dpo (Diffusion-DPO on --pairs) (default: draft)")
     add_dataclass_options(parser.add_argument_group("run (every method)"), RunConfig, CHOICES)
-    _add_method_options(parser, TRAINERS, {**CHOICES, "sigma_schedule": ("flow_grpo", "constant")})
+    _add_method_options(parser, CONFIGS, {**CHOICES, "sigma_schedule": ("flow_grpo", "constant")})
     parser.set_defaults(func=run)
     return parser
 
 
-def _method_configs(trainers: Mapping[str, type]) -> dict[type, list[str]]:
-    """Each method config and the methods that read it, in the order of ``trainers``."""
-    configs: dict[type, list[str]] = {}
-    for method, trainer in trainers.items():
-        configs.setdefault(trainer.config_class, []).append(method)
-    return configs
+def _method_configs(configs: Mapping[str, type]) -> dict[type, list[str]]:
+    """Each method config and the methods that read it, in the order of ``configs`` (method -> config)."""
+    methods: dict[type, list[str]] = {}
+    for method, config_cls in configs.items():
+        methods.setdefault(config_cls, []).append(method)
+    return methods
 
 
 def _method_fields(config_cls: type) -> dict[str, Field]:
     return {f.name: f for f in fields(config_cls) if f.name not in ("method", "run") and f.metadata.get("cli", True)}
 
 
-def _add_method_options(parser: argparse.ArgumentParser, trainers: Mapping[str, type],
+def _add_method_options(parser: argparse.ArgumentParser, configs: Mapping[str, type],
                         choices: Mapping[str, Any]) -> None:
     """One group per method config with the flags only it has; a flag several configs have (sampling steps,
     guidance) in one group whose help gives each method's meaning and default. A flag left out is absent from
     the namespace, so the chosen method's config takes its own default."""
-    configs = _method_configs(trainers)
     owners: dict[str, list[tuple[list[str], Field]]] = {}
-    for config_cls, methods in configs.items():
+    for config_cls, methods in _method_configs(configs).items():
         for name, f in _method_fields(config_cls).items():
             owners.setdefault(name, []).append((methods, f))
     shared = {name for name, found in owners.items() if len(found) > 1}
@@ -128,15 +127,15 @@ def _add_method_options(parser: argparse.ArgumentParser, trainers: Mapping[str, 
         kind = next((type(f.default) for _, f in owners[name] if f.default is not None), str)
         group.add_argument("--" + name.replace("_", "-"), dest=name, type=first.metadata.get("type", kind),
                            default=argparse.SUPPRESS, help=meanings)
-    for config_cls, methods in configs.items():
+    for config_cls, methods in _method_configs(configs).items():
         add_dataclass_options(parser.add_argument_group(f"--method {', '.join(methods)}"), config_cls, dict(choices),
                               presets={}, exclude=shared | {"method", "run"})
 
 
-def _method_options(args: argparse.Namespace, config_cls: type, trainers: Mapping[str, type]) -> dict[str, Any]:
+def _method_options(args: argparse.Namespace, config_cls: type, configs: Mapping[str, type]) -> dict[str, Any]:
     """The method flags given, for ``config_cls``; one that another method's config reads alone is an error."""
     own, renamed = _method_fields(config_cls), getattr(config_cls, "renamed", {})
-    for other, methods in _method_configs(trainers).items():
+    for other, methods in _method_configs(configs).items():
         for name in _method_fields(other).keys() - own.keys():
             if hasattr(args, name) and name in renamed:
                 raise ValueError(f"--{name.replace('_', '-')} is --{renamed[name].replace('_', '-')} for --method "
@@ -189,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)  # a named device must exist here: never fall back to the CPU unasked
     dpo = args.method == "dpo"
     config_cls = CONFIGS[args.method]
-    options = _method_options(args, config_cls, TRAINERS)
+    options = _method_options(args, config_cls, CONFIGS)
     if "method" in {f.name for f in fields(config_cls)}:
         options["method"] = args.method
     run_options = dataclass_values(args, RunConfig)

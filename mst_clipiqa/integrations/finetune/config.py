@@ -9,10 +9,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal, Protocol
 
-from mst_clipiqa.reward.utils import PRECISIONS, option
+from mst_clipiqa.reward.utils.options import option
 
-from ..pipelines.lora import DEFAULT_TARGET_MODULES
-from .nonfinite import ON_NONFINITE
+from ..pipelines.lora_targets import DEFAULT_TARGET_MODULES
 from .tracking import tracker_names
 
 __all__ = ["RunConfig", "RewardFinetuneConfig", "LR_SCHEDULES", "CHOICES", "RESUME_FREE", "composed",
@@ -20,6 +19,8 @@ __all__ = ["RunConfig", "RewardFinetuneConfig", "LR_SCHEDULES", "CHOICES", "RESU
 
 Method = Literal["draft", "alignprop", "refl"]
 METHODS = ("draft", "alignprop", "refl")  # finetune.methods holds where each keeps gradients
+PRECISIONS = ("no", "fp16", "bf16")  # accelerate's names; reward.utils.PRECISIONS maps them to dtypes
+ON_NONFINITE = ("raise", "skip")
 # diffusers.optimization.get_scheduler's names (piecewise_constant needs rules, so it is left out).
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 CHOICES = {"method": METHODS, "mixed_precision": PRECISIONS, "lr_scheduler": LR_SCHEDULES,

@@ -6,46 +6,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mst_clipiqa.reward.utils import option
-
 from ..pipelines.lora import named_lora_parameters
 from ..rewards import Rewards, score_images
 from .base import DiffusionTrainer
-from .config import RunConfig, composed, require
-from .dpo_objective import BETA_SD15, DiffusionDPOObjective, pair_batch
+from .config import require
+from .dpo_config import DPOConfig
+from .dpo_objective import DiffusionDPOObjective, pair_batch
 from .identity import pairs_identity, pipeline_identity, reward_identity
 from .monitor import HackingMonitor, pipeline_sampler
 
 __all__ = ["DPOConfig", "DPOTrainer", "train_dpo"]
-
-
-@composed
-@dataclass
-class DPOConfig:
-    """Settings of a Diffusion-DPO run: ``beta``, :data:`BETA_SD15` (5000, the paper's SD 1.5 run), the
-    strength of the pull back to the reference; the sampling settings of its sample grids and monitor; and
-    the shared run settings as ``run`` (a :class:`RunConfig`; ``run.batch_size`` counts pairs per
-    micro-batch and process)."""
-
-    beta: float = option(BETA_SD15, "Diffusion-DPO: strength of the pull to the reference (the paper's SD 1.5 "
-                                    "run: 5000; diffusers' example: 2500)")
-    num_inference_steps: int = option(20, "sampling steps per image of the sample grids and the monitor")
-    guidance_scale: float = option(1.0, "classifier-free guidance scale of the loss's noise predictions and of "
-                                        "the samples")
-    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "the shared run settings", "cli": False})
-
-    def __post_init__(self) -> None:
-        require(self.num_inference_steps >= 1, f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
-        require(self.beta > 0 and self.beta != float("inf"), f"beta must be a finite number > 0, got {self.beta!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _rows(pairs: Any) -> Any:

@@ -23,13 +23,10 @@ from torch import nn
 from ..pipelines.families import Conditioning, pipeline_family
 from ..pipelines.lora import adapters_disabled
 from ..pipelines.schedulers import is_flow_scheduler
+from .dpo_config import BETA_DIFFUSERS, BETA_SD15
 
 __all__ = ["BETA_DIFFUSERS", "BETA_SD15", "DiffusionDPOObjective", "dpo_loss", "image_latents", "pair_batch"]
 
-# SalesforceAIResearch/DiffusionDPO trains SD 1.5 with --beta_dpo 5000 (launchers/sd15.sh, the paper's
-# setting); diffusers' examples/research_projects/diffusion_dpo defaults to 2500.
-BETA_SD15 = 5000.0
-BETA_DIFFUSERS = 2500.0
 
 
 def dpo_loss(errors_w: torch.Tensor, errors_l: torch.Tensor, ref_errors_w: torch.Tensor, ref_errors_l: torch.Tensor,

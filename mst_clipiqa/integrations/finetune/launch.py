@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from mst_clipiqa.runtime.processes import launcher_world_size, new_accelerator
 
+from .config import TrainerConfig
 from .tracking import check_trackers_installed, tracker_names
+
+T = TypeVar("T", bound=TrainerConfig)
 
 __all__ = ["finetune_accelerator", "check_world_size", "resolved_config"]
 
 
-def finetune_accelerator(config: Any) -> Any:
+def finetune_accelerator(config: TrainerConfig) -> Any:
     """An Accelerator for ``config`` (a ``RewardFinetuneConfig``); under a launcher without CUDA it runs on the
     CPU (gloo) backend, as ``mst_clipiqa.runtime.processes.new_accelerator`` arranges."""
     names = tracker_names(config.run.log_with)
@@ -36,7 +39,7 @@ def check_world_size(accelerator: Any) -> None:
                       RuntimeWarning, stacklevel=3)
 
 
-def resolved_config(config: Any, accelerator: Any) -> Any:
+def resolved_config(config: T, accelerator: Any) -> T:
     """``config`` with the precision ``accelerator`` runs (the launcher's, when the config left it at None), so
     that what is logged and checkpointed is what ran. A precision the config names that the Accelerator does not
     run is an error."""

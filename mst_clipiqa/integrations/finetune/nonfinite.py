@@ -9,10 +9,11 @@ import torch
 
 from mst_clipiqa.reward.utils import nonfinite_names
 
+from .config import ON_NONFINITE
+
 __all__ = ["NonFiniteError", "ON_NONFINITE", "SKIP_LIMIT", "nonfinite_counts", "describe_nonfinite",
            "check_finite_weights"]
 
-ON_NONFINITE = ("raise", "skip")
 SKIP_LIMIT = 10  # batches dropped in a row before a skipping run gives up: the weights no longer give numbers
 
 ADVICE = ("try a lower learning_rate (--learning-rate) or max_grad_norm, a reward that is finite on these images, "

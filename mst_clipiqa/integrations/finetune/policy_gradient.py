@@ -9,49 +9,21 @@ resumption, trackers, the step loop) is the base class's (``finetune.base.Diffus
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
-from mst_clipiqa.reward.utils import option
 
 from ..pipelines.families import denoiser_family
 from ..pipelines.lora import adapters_disabled, named_lora_parameters
 from ..rewards import Rewards
 from .base import DiffusionTrainer
-from .config import RunConfig, composed, require
+from .config import require
 from .identity import PromptedRunIdentity
-from .policy import PolicyConfig, PolicyOptimizer
+from .policy import PolicyOptimizer
+from .policy_config import PolicyFinetuneConfig
 from .prompt_sources import Prompts, PromptSource
 
 __all__ = ["PolicyFinetuneConfig", "PolicyTrainer"]
-
-
-@composed
-@dataclass
-class PolicyFinetuneConfig(PolicyConfig):
-    """Settings of an online RL run: :class:`PolicyConfig`'s method fields, how many rollouts a step takes
-    (``prompts_per_step`` prompts over all processes together, each sampled ``group_size`` times with its own
-    seed: Flow-GRPO's G, 12-24 in the paper) and the shared run settings as ``run`` (a :class:`RunConfig`,
-    whose ``max_grad_norm`` and ``on_nonfinite`` rule the updates too)."""
-
-    group_size: int = option(8, "rollouts per prompt in a step, normalised together (GRPO's G)")
-    prompts_per_step: int = option(4, "prompts per step over all processes, each sampled --group-size times")
-    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "the shared run settings", "cli": False})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("group_size", "prompts_per_step"):
-            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        accumulation = self.run.gradient_accumulation_steps
-        require(accumulation == 1, "online RL accumulates over the recorded steps of a minibatch; got "
-                f"gradient_accumulation_steps={accumulation}, expected 1 (set minibatch_size for smaller optimizer "
-                "steps)")
-
-    @property
-    def rollouts_per_step(self) -> int:
-        return self.group_size * self.prompts_per_step
 
 
 class PolicyTrainer(PromptedRunIdentity, DiffusionTrainer):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from PIL import Image
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["tracker_names", "check_trackers_installed", "start_trackers", "log_grid", "finish_trackers"]
 
@@ -52,6 +52,8 @@ def log_grid(accelerator: Any, name: str, grid: Image.Image, step: int) -> None:
         if log_images is None:
             continue
         if tracker.name == "tensorboard":
+            import numpy as np
+
             log_images({name: np.asarray(grid)[None]}, step=step, dataformats="NHWC")
         else:
             log_images({name: [grid]}, step=step)

@@ -27,7 +27,7 @@ from .tracking import log_grid
 __all__ = ["TrainerParts", "lr_schedule"]
 
 
-def lr_schedule(config: Any, optimizer: torch.optim.Optimizer, step: int = 0) -> Any:
+def lr_schedule(config: TrainerConfig, optimizer: torch.optim.Optimizer, step: int = 0) -> Any:
     """diffusers' schedule for ``config``, positioned after ``step`` optimizer steps. The rate is a function of
     the step alone, so it needs no saved state, and a run resumed with another ``max_steps`` follows the
     schedule of its new length."""

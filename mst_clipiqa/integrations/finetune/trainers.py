@@ -1,22 +1,16 @@
-"""Which trainer runs each fine-tuning method: ``mst-clipiqa finetune --method M`` builds
-``TRAINERS[M].config_class`` (``CONFIGS[M]``) from its flags and runs that trainer. A new trainer adds its
-methods here."""
+"""Which trainer runs each fine-tuning method: ``mst-clipiqa finetune --method M`` builds ``CONFIGS[M]``
+(``method_configs``, ``TRAINERS[M].config_class``) from its flags and runs that trainer. A new trainer adds its
+methods here and in ``method_configs``."""
 
 from __future__ import annotations
 
 from .base import DiffusionTrainer
-from .config import RunConfig
 from .dpo import DPOTrainer
 from .finetuner import RewardFinetuner
-from .methods import METHODS
-from .policy import METHODS as POLICY_METHODS
+from .method_configs import CONFIGS
 from .policy_gradient import PolicyTrainer
 
 __all__ = ["CONFIGS", "TRAINERS"]
 
-TRAINERS: dict[str, type[DiffusionTrainer]] = {
-    **{method: RewardFinetuner for method in METHODS},
-    **{method: PolicyTrainer for method in POLICY_METHODS},
-    "dpo": DPOTrainer,
-}
-CONFIGS: dict[str, type[RunConfig]] = {method: trainer.config_class for method, trainer in TRAINERS.items()}
+_BY_CONFIG = {trainer.config_class: trainer for trainer in (RewardFinetuner, PolicyTrainer, DPOTrainer)}
+TRAINERS: dict[str, type[DiffusionTrainer]] = {method: _BY_CONFIG[config] for method, config in CONFIGS.items()}

@@ -25,11 +25,11 @@ from mst_clipiqa.reward.utils import adapter_rollback
 from .families import pipeline_family
 from .lora_checks import PEFT_PREFIX as _PEFT_PREFIX
 from .lora_checks import injected_tensors, lora_problems, lora_tensors, targeted_modules, unmatched_targets
+from .lora_targets import DEFAULT_TARGET_MODULES
 
 __all__ = ["DEFAULT_TARGET_MODULES", "add_lora", "lora_parameters", "named_lora_parameters", "adapters_disabled",
            "save_lora", "load_lora"]
 
-DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 _PEFT_WEIGHTS = "adapter_model.safetensors"
 
 

@@ -1,0 +1,40 @@
+"""Settings of a Diffusion-DPO run, as data: no torch here, so ``mst-clipiqa finetune --help`` needs none."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mst_clipiqa.reward.utils.options import option
+
+from .config import RunConfig, composed, require
+
+__all__ = ["BETA_DIFFUSERS", "BETA_SD15", "DPOConfig"]
+
+# SalesforceAIResearch/DiffusionDPO trains SD 1.5 with --beta_dpo 5000 (launchers/sd15.sh, the paper's
+# setting); diffusers' examples/research_projects/diffusion_dpo defaults to 2500.
+BETA_SD15 = 5000.0
+BETA_DIFFUSERS = 2500.0
+
+
+@composed
+@dataclass
+class DPOConfig:
+    """Settings of a Diffusion-DPO run: ``beta``, :data:`BETA_SD15` (5000, the paper's SD 1.5 run), the
+    strength of the pull back to the reference; the sampling settings of its sample grids and monitor; and
+    the shared run settings as ``run`` (a :class:`RunConfig`; ``run.batch_size`` counts pairs per
+    micro-batch and process)."""
+
+    beta: float = option(BETA_SD15, "Diffusion-DPO: strength of the pull to the reference (the paper's SD 1.5 "
+                                    "run: 5000; diffusers' example: 2500)")
+    num_inference_steps: int = option(20, "sampling steps per image of the sample grids and the monitor")
+    guidance_scale: float = option(1.0, "classifier-free guidance scale of the loss's noise predictions and of "
+                                        "the samples")
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "the shared run settings", "cli": False})
+
+    def __post_init__(self) -> None:
+        require(self.num_inference_steps >= 1, f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        require(self.beta > 0 and self.beta != float("inf"), f"beta must be a finite number > 0, got {self.beta!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,111 @@
+"""Settings of the online RL methods (DDPO, GRPO, DiffusionNFT) and of a run of ``PolicyTrainer``, as data: no
+torch here, so ``mst-clipiqa finetune --help`` needs none."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mst_clipiqa.reward.utils.options import option
+
+from .config import RunConfig, composed, renamed_fields, require
+
+if TYPE_CHECKING:
+    from ..pipelines.stochastic import StochasticSampler
+
+__all__ = ["METHODS", "PolicyConfig", "PolicyFinetuneConfig"]
+
+METHODS = ("ddpo", "grpo", "nft")
+
+
+@renamed_fields
+@dataclass
+class PolicyConfig:
+    """Settings of the online RL methods; defaults from the papers' code where one exists (docs/online_rl.md).
+
+    ``method``: ``"ddpo"`` (per-prompt running statistics when ``per_prompt_stats``, else the batch's),
+    ``"grpo"`` (normalised within each prompt's group) or ``"nft"`` (DiffusionNFT, flow families).
+    ``clip_range`` 1e-4 and ``adv_clip_max`` 5: trl's DDPO and Flow-GRPO. ``kl_coeff``: weight of the KL
+    to the reference policy (LoRA disabled); Flow-GRPO uses 0.004-0.04, DDPO none. ``nft_beta`` 1.0 and
+    ``nft_timesteps``: DiffusionNFT's guidance strength and the forward-process times drawn per sample.
+    """
+
+    method: str = option("grpo", "online RL method: ddpo, grpo or nft")
+    num_inference_steps: int = option(10, "sampling steps of the rollouts (train with fewer than you evaluate with: "
+                                "denoising reduction)")
+    guidance_scale: float | None = option(None, "classifier-free guidance in rollouts and training (default: the "
+                                                "pipeline's)", type=float)
+    eta: float = option(1.0, "DDIM eta of the rollouts on UNet families (DDPO: 1.0)")
+    noise_level: float = option(0.7, "Flow-GRPO's SDE noise level a (paper: 0.7)")
+    sigma_schedule: str = option("flow_grpo", "SDE noise schedule: flow_grpo (a sqrt(t / (1 - t))) or constant "
+                                              "(DanceGRPO's a)")
+    sde_window: tuple[int, int] | None = option(None, "only steps START..STOP-1 are stochastic and trained "
+                                                      "(MixGRPO / Flow-GRPO-Fast; default: every noisy step)",
+                                                nargs=2, type=int, metavar=("START", "STOP"))
+    inner_epochs: int = option(1, "passes over each batch of rollouts")
+    minibatch_size: int | None = option(None, "rollouts per optimizer step within a pass (default: all of a "
+                                              "process's)", type=int)
+    clip_range: float = option(1e-4, "PPO clip range of the importance ratio (trl's DDPO, Flow-GRPO)")
+    adv_clip_max: float = option(5.0, "advantages are clipped to +-this (DDPO, Flow-GRPO)")
+    kl_coeff: float = option(0.0, "weight of the KL to the reference policy (Flow-GRPO: 0.004-0.04)")
+    per_prompt_stats: bool = option(True, "ddpo: normalise by per-prompt running statistics",
+                                    flag="--no-per-prompt-stats")
+    stat_buffer_size: int = option(16, "ddpo: rewards kept per prompt")
+    stat_min_count: int = option(16, "ddpo: rewards a prompt needs before its own statistics are used")
+    nft_beta: float = option(1.0, "nft: DiffusionNFT's guidance strength beta")
+    nft_timesteps: int = option(4, "nft: forward-process times drawn per sample")
+    nft_stochastic_rollouts: bool = option(False, "nft: sample rollouts with the SDE instead of the ODE")
+    reward_weights: dict[str, float] | None = option(None, "weights of named reward outputs", cli=False)
+    sampler_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "StochasticSampler arguments",
+                                                                          "cli": False})
+    renamed: ClassVar[dict[str, str]] = {"num_steps": "num_inference_steps"}  # one name for sampling steps
+
+    def __post_init__(self) -> None:
+        if self.sde_window is not None:
+            self.sde_window = tuple(self.sde_window)
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        for name in ("inner_epochs", "nft_timesteps", "num_inference_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.minibatch_size is not None and self.minibatch_size < 1:
+            raise ValueError(f"minibatch_size must be >= 1 or None, got {self.minibatch_size}")
+        if self.kl_coeff < 0:
+            raise ValueError(f"kl_coeff must be >= 0, got {self.kl_coeff}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def sampler(self, pipe: Any, **settings: Any) -> StochasticSampler:
+        """The rollout sampler these settings describe (``settings``: more ``StochasticSampler`` arguments)."""
+        from ..pipelines.stochastic import StochasticSampler
+
+        return StochasticSampler(pipe, num_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
+                                 eta=self.eta, noise_level=self.noise_level, sigma_schedule=self.sigma_schedule,
+                                 sde_window=self.sde_window, **{**self.sampler_kwargs, **settings})
+
+
+@composed
+@dataclass
+class PolicyFinetuneConfig(PolicyConfig):
+    """Settings of an online RL run: :class:`PolicyConfig`'s method fields, how many rollouts a step takes
+    (``prompts_per_step`` prompts over all processes together, each sampled ``group_size`` times with its own
+    seed: Flow-GRPO's G, 12-24 in the paper) and the shared run settings as ``run`` (a :class:`RunConfig`,
+    whose ``max_grad_norm`` and ``on_nonfinite`` rule the updates too)."""
+
+    group_size: int = option(8, "rollouts per prompt in a step, normalised together (GRPO's G)")
+    prompts_per_step: int = option(4, "prompts per step over all processes, each sampled --group-size times")
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "the shared run settings", "cli": False})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("group_size", "prompts_per_step"):
+            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        accumulation = self.run.gradient_accumulation_steps
+        require(accumulation == 1, "online RL accumulates over the recorded steps of a minibatch; got "
+                f"gradient_accumulation_steps={accumulation}, expected 1 (set minibatch_size for smaller optimizer "
+                "steps)")
+
+    @property
+    def rollouts_per_step(self) -> int:
+        return self.group_size * self.prompts_per_step
