@@ -64,9 +64,9 @@ def _words(name: str, value: Any, arity: int | None) -> list[str]:
         return [flag]
     if isinstance(value, list):
         if arity == 1:  # a repeatable option (--adapter): once per value
-            return [word for item in value for word in (flag, str(item))]
+            return [f"{flag}={item}" for item in value]
         return [flag, *map(str, value)]
-    return [flag, str(value)]
+    return [f"{flag}={value}"]  # one word: a value that starts with "-" stays a value
 
 
 def with_config(argv: list[str], command: str, parser: argparse.ArgumentParser) -> list[str]:

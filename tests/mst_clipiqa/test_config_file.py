@@ -25,6 +25,14 @@ def test_file_options_reach_the_command_and_flags_override_them(tmp_path):
     assert args.adapter == ["a", "b", "c"]  # a repeatable option: the file's, then the command line's
 
 
+def test_a_value_that_starts_with_a_dash_stays_a_value(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("negative-prompt: -blurry, low quality\n")
+    args = parse(["optimize", "--config", str(recipe), "--pipeline", "tiny", "--model", "tiny", "--prompt", "a",
+                  "--out", "o"])
+    assert args.negative_prompt == "-blurry, low quality"
+
+
 def test_lists_fill_options_of_several_values(tmp_path):
     recipe = tmp_path / "grpo.yaml"
     recipe.write_text("method: grpo\nsde_window: [0, 2]\nsample-seeds: [5, 6, 7]\n")

@@ -9,7 +9,7 @@ Keys may use dashes or underscores; a null value means "the default"."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,16 @@ def option_name(key: str) -> str:
 def option_values(config: Any) -> dict[str, Any]:
     """A settings dataclass (fields made with :func:`~.options.option`) as its command-line options and values:
     each field under its flag's name; a boolean whose flag switches it off (``--no-cache`` for ``use_cache``)
-    as that flag, true when the setting is off. Fields without a flag (``cli=False``) are left out."""
+    as that flag, true when the setting is off. Fields without a flag (``cli=False``) are left out; a field
+    holding settings of its own (``config.run``) adds their options."""
     values = {}
     for f in fields(config):
+        value = getattr(config, f.name)
+        if is_dataclass(value):  # settings composed of settings (config.run): their options, flat
+            values.update(option_values(value))
+            continue
         if not f.metadata.get("cli", True):
             continue
-        value = getattr(config, f.name)
         negative = isinstance(f.default, bool) and f.default  # its flag turns it off (as the CLI builds it)
         values[option_name(f.metadata.get("flag", f.name))] = (not value) if negative else value
     return values

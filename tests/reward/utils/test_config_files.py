@@ -25,6 +25,16 @@ def test_fields_go_under_their_flags_and_off_switches_say_whether_they_are_on(tm
     assert read_config(tmp_path / "config.yaml") == {**values, "seeds": [0, 1], "data": "/d"}
 
 
+@dataclass
+class Composed:
+    run: Settings
+    beta: float = option(0.1, "strength")
+
+
+def test_composed_settings_give_their_options_flat():
+    assert option_values(Composed(Settings(cpu=True))) == {**option_values(Settings(cpu=True)), "beta": 0.1}
+
+
 def test_keys_with_underscores_or_dashes_read_alike(tmp_path):
     (tmp_path / "a.yaml").write_text("--learning_rate: 0.5\nno-cache: true\n")
     assert read_config(tmp_path / "a.yaml") == {"learning-rate": 0.5, "no-cache": True}
