@@ -20,6 +20,7 @@ from .base import DiffusionTrainer
 from .config import RunConfig, require
 from .dpo_objective import BETA_SD15, DiffusionDPOObjective, pair_batch
 from .monitor import HackingMonitor, pipeline_sampler
+from .pair_rows import check_pairs
 
 __all__ = ["DPOConfig", "DPOTrainer", "train_dpo"]
 
@@ -28,24 +29,27 @@ __all__ = ["DPOConfig", "DPOTrainer", "train_dpo"]
 class DPOConfig(RunConfig):
     """Settings of a Diffusion-DPO run: the run fields of :class:`RunConfig` (shared with
     :class:`RewardFinetuneConfig`; ``batch_size`` counts pairs per micro-batch and process) and ``beta``,
-    :data:`BETA_SD15` (5000, the paper's SD 1.5 run), the strength of the pull back to the reference."""
+    :data:`BETA_SD15` (5000, the paper's SD 1.5 run), the strength of the pull back to the reference.
+    Every pair is checked before training (``pair_rows.check_pairs``); ``drop_invalid`` / ``drop_ties`` drop
+    malformed rows / ties instead of refusing them."""
 
     beta: float = option(BETA_SD15, "Diffusion-DPO: strength of the pull to the reference (the paper's SD 1.5 "
                                     "run: 5000; diffusers' example: 2500)")
+    drop_invalid: bool = option(False, "Diffusion-DPO: drop malformed pairs (a label other than 0 / 1, a missing "
+                                       "value, an unreadable or repeated image) with a count, instead of refusing")
+    drop_ties: bool = option(False, "Diffusion-DPO: drop ties (label_0 = 0.5) with a count, instead of refusing")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.beta > 0 and self.beta != float("inf"), f"beta must be a finite number > 0, got {self.beta!r}")
 
 
-def _rows(pairs: Any) -> Any:
+def _rows(pairs: Any, config: DPOConfig) -> Any:
     if isinstance(pairs, (str, Path)):
         from ..inference.preference_pairs import load_pairs
 
-        return load_pairs(pairs)
-    if len(pairs) == 0:
-        raise ValueError("pairs is empty; expected Diffusion-DPO rows (jpg_0, jpg_1, label_0, caption)")
-    return pairs
+        pairs = load_pairs(pairs)
+    return check_pairs(pairs, drop_invalid=config.drop_invalid, drop_ties=config.drop_ties)
 
 
 class DPOTrainer(DiffusionTrainer):
@@ -66,7 +70,7 @@ class DPOTrainer(DiffusionTrainer):
     def __init__(self, pipe: Any, pairs: Any, config: DPOConfig | None = None, accelerator: Any | None = None, *,
                  reward: Rewards | None = None, monitor: Rewards | HackingMonitor | None = None):
         super().__init__(config := config or DPOConfig(), accelerator)
-        self.pipe, self.reward, self.rows = pipe, reward, _rows(pairs)
+        self.pipe, self.reward, self.rows = pipe, reward, _rows(pairs, config)
         acc = self.accelerator
         self.shard = list(range(acc.process_index, len(self.rows), acc.num_processes))
         require(bool(self.shard), f"{len(self.rows)} pairs for {acc.num_processes} processes; expected at least "
@@ -88,8 +92,9 @@ class DPOTrainer(DiffusionTrainer):
 
     def _pairs(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         picked = torch.randint(0, len(self.shard), (self.config.batch_size,), generator=self.rng).tolist()
-        winners, losers, prompts = pair_batch([self.rows[self.shard[i]] for i in picked], self.objective.height,
-                                              self.objective.width)
+        ids = [self.shard[i] for i in picked]
+        winners, losers, prompts = pair_batch([self.rows[i] for i in ids], self.objective.height,
+                                              self.objective.width, row_ids=ids)
         device = self.accelerator.device
         return winners.to(device), losers.to(device), prompts
 
