@@ -71,8 +71,9 @@ class RunConfig:
               "--mixed_precision`, its config file or ACCELERATE_MIXED_PRECISION, else no)", type=str)
     cpu: bool = option(False, "use the CPU even if a GPU is present")
     seed: int = option(0, "seed of the LoRA initialisation and of every process's prompts and noise")
-    on_nonfinite: str = option("raise", "a NaN / inf reward, loss or gradient norm: raise (stop the run, naming "
-                                        "where) or skip (drop the batch, no optimizer step, with a warning)")
+    on_nonfinite: str = option("raise", "a NaN / inf reward, loss or gradient norm, or a monitor that cannot score: "
+                                        "raise (stop the run, naming where) or skip (drop the batch, no optimizer "
+                                        "step, or the evaluation, with a warning)")
     use_ema: bool = option(False, "keep an EMA of the LoRA weights (diffusers' EMAModel) and use it for "
                                    "evaluation, sample grids and the saved LoRA")
     ema_decay: float = option(0.999, "highest EMA decay (diffusers ramps it up as (1 + n) / (10 + n))")
@@ -108,6 +109,7 @@ class RunConfig:
         for name in ("max_steps", "lr_warmup_steps", "save_every", "sample_every"):
             require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         require(self.patience is None or self.patience >= 1, f"patience must be >= 1 or None, got {self.patience}")
+        require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}: the LoRA would not move")
         require(0.0 <= self.ema_decay <= 1.0, f"ema_decay must be in [0, 1], got {self.ema_decay}")
         require(self.lr_warmup_steps == 0 or self.lr_scheduler != "constant",
                 "lr_warmup_steps > 0 needs a schedule with warm-up (constant_with_warmup, linear, cosine, ...); "

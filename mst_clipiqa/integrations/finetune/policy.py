@@ -34,6 +34,9 @@ from .objectives import (
 __all__ = ["METHODS", "PolicyConfig", "PolicyBatch", "PolicyOptimizer"]
 
 METHODS = ("ddpo", "grpo", "nft")
+_NO_OP = {"adv_clip_max": "advantages clipped to 0 make every update a no-op (DDPO and Flow-GRPO use 5)",
+          "clip_range": "an importance ratio clipped to 1 gives no gradient (trl's DDPO uses 1e-4)",
+          "nft_beta": "the implicit policies would equal the old one (DiffusionNFT uses 1.0)"}
 
 
 @dataclass
@@ -93,6 +96,28 @@ class PolicyConfig:
             raise ValueError(f"minibatch_size must be >= 1 or None, got {self.minibatch_size}")
         if self.kl_coeff < 0:
             raise ValueError(f"kl_coeff must be >= 0, got {self.kl_coeff}")
+        self._check_update()
+
+    def _check_update(self) -> None:
+        """Refuse settings under which an update changes nothing (or trains without the reward)."""
+        for name in ("adv_clip_max", "clip_range", "nft_beta"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}: "
+                                 + _NO_OP.get(name, "every update would be a no-op"))
+        if self.eta < 0 or self.noise_level < 0:
+            raise ValueError(f"eta and noise_level must be >= 0, got {self.eta}, {self.noise_level}")
+        if self.method != "nft" or self.nft_stochastic_rollouts:
+            if self.eta == 0 and self.noise_level == 0:
+                raise ValueError(f"{self.method} needs stochastic rollouts, but eta = 0 (UNet families) and "
+                                 "noise_level = 0 (flow families) leave no step with noise: raise one of them")
+        if self.sde_window is not None and not 0 <= self.sde_window[0] < self.sde_window[1] <= self.num_steps:
+            raise ValueError(f"sde_window must be (start, stop) with 0 <= start < stop <= num_steps "
+                             f"({self.num_steps}), got {self.sde_window}: no step of it would be stochastic "
+                             "and trained")
+        if self.method == "ddpo" and self.per_prompt_stats and self.stat_min_count > self.stat_buffer_size:
+            raise ValueError(f"stat_min_count ({self.stat_min_count}) must be <= stat_buffer_size "
+                             f"({self.stat_buffer_size}): a prompt would never collect enough rewards for its own "
+                             "statistics")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -42,6 +42,12 @@ class PolicyFinetuneConfig(PolicyConfig, RunConfig):  # PolicyConfig's defaults 
         PolicyConfig.__post_init__(self)
         for name in ("group_size", "prompts_per_step"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        require(self.group_size >= 2 or self.method == "ddpo",
+                f"--method {self.method} normalises each reward within its prompt's group: group_size must be >= 2, "
+                f"got {self.group_size} (a group of one has advantage 0, so nothing would be trained)")
+        require(self.rollouts_per_step >= 2 or self.method != "ddpo" or self.per_prompt_stats,
+                "ddpo without per-prompt statistics normalises over the step's rollouts: prompts_per_step x "
+                "group_size must be >= 2, got 1 (one rollout has advantage 0, so nothing would be trained)")
         require(self.gradient_accumulation_steps == 1, "online RL accumulates over the recorded steps of a "
                 f"minibatch; got gradient_accumulation_steps={self.gradient_accumulation_steps}, expected 1 (set "
                 "minibatch_size for smaller optimizer steps)")
@@ -102,7 +108,8 @@ class PolicyTrainer(PromptedRunIdentity, DiffusionTrainer):
         the step, the same on every process). The seeds come from the step number, so every process and a
         resumed run draw the same; the prompts are the main process's."""
         cfg, acc = self.config, self.accelerator
-        shared = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.global_step)
+        # a dropped batch (on_nonfinite="skip") moves the seeds on, so the step is not retried on the same ones
+        shared = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.global_step + 7919 * self.skipped_batches)
         chosen = self.prompt_source.draw(cfg.prompts_per_step, self.rng)
         if acc.num_processes > 1:
             from accelerate.utils import broadcast_object_list
@@ -114,15 +121,19 @@ class PolicyTrainer(PromptedRunIdentity, DiffusionTrainer):
         rank, world = acc.process_index, acc.num_processes
         return prompts[rank::world], seeds[rank::world], groups[rank::world].to(acc.device)
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, float] | None:
         """One round of rollouts and updates; returns its statistics: reward mean / std (per named output
         too), advantage stats, and per method importance-ratio stats, clip fraction, approximate KL, KL and
-        loss (ddpo, grpo) or the NFT loss and optimality probability (nft), gradient norm, learning rate."""
+        loss (ddpo, grpo) or the NFT loss and optimality probability (nft), gradient norm, learning rate.
+        None when every group was skipped for non-finite rewards (``on_nonfinite="skip"``): no update."""
         acc = self.accelerator
         prompts, seeds, groups = self.rollout_batch()
         lr = self.lr_scheduler.get_last_lr()[0]
         with acc.autocast():
-            stats = self.policy.step(prompts, seeds, groups, self.rng)
+            batch = self.policy.collect(prompts, seeds, groups)
+            if "advantage_mean" not in batch.advantages.stats and self.drop_batch(reward=batch.rewards):
+                return None  # no group had finite rewards: skipped and counted like any dropped batch
+            stats = self.policy.update(batch, self.rng)
         self.lr_scheduler.step()
         if self.ema is not None:
             self.ema.step()

@@ -4,6 +4,7 @@ hacking monitor (evaluated, logged, checkpointed by the base, its best LoRA put 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -20,7 +21,8 @@ from ..rewards import Rewards
 from .config import require
 from .ema import LoraEMA
 from .log import gathered_statistics
-from .monitor import HackingMonitor
+from .monitor import HackingMonitor, MonitorError
+from .nonfinite import NonFiniteError
 from .tracking import log_grid
 
 __all__ = ["TrainerParts", "lr_schedule"]
@@ -130,7 +132,10 @@ class TrainerParts:
         """Run the monitor when it is due (every process, on the same weights and seeds); True to stop."""
         if self.monitor is None:
             return False
-        record = self.monitor(self.global_step, state=self._monitored_state)
+        try:
+            record = self.monitor(self.global_step, state=self._monitored_state)
+        except MonitorError as error:
+            return self._monitor_failed(error)
         if record:
             named = {("monitor_reward" if k == "reward" else "monitor_reward_se" if k == "reward_se" else k): v
                      for k, v in record.items() if k != "step"}
@@ -138,6 +143,24 @@ class TrainerParts:
                 self.log.history[-1].update(named)
             self.accelerator.log(named, step=self.global_step)
         return bool(self.monitor.should_stop)
+
+    def _monitor_failed(self, error: MonitorError) -> bool:
+        """A monitor that cannot score: with ``on_nonfinite="skip"`` a warning and training goes on; else the
+        work is checkpointed and a one-line :class:`NonFiniteError` stops the run."""
+        if self.on_nonfinite == "skip":
+            warnings.warn(f"{error}; skipping this evaluation, training goes on (on_nonfinite='skip')",
+                          RuntimeWarning, stacklevel=3)
+            return False
+        if self.global_step == 0:
+            kept = "no step was trained; fix the monitor and start again"
+        elif self.run_dir is None:
+            kept = "nothing saved (no output_dir)"
+        else:
+            if self.saved_step != self.global_step:
+                self.save_checkpoint()
+            kept = (f"step {self.global_step} is checkpointed in {self.run_dir}: fix the monitor and run again "
+                    "with --resume (resume=True), or pass --on-nonfinite skip to train without its evaluations")
+        raise NonFiniteError(f"stopped: {error}; {kept}")
 
     def _keep_monitors_best(self) -> None:
         best = self.monitor.best_state
