@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mst_clipiqa.reward.utils import atomic_write, jsonable, write_json
+from mst_clipiqa.reward.utils.preemption import Preempted, StopSignals
 from mst_clipiqa.reward.utils.processes import launcher_rank, launcher_world_size
 
 from ..rewards import Rewards
@@ -101,7 +102,8 @@ def preference_pairs(
     (``best_of_n.regenerate``; bitwise with PNG). A rerun skips finished shards and refuses other
     settings. Process ``rank`` of ``world_size`` (default: the launcher's ``RANK`` / ``WORLD_SIZE``)
     takes prompts ``rank::world_size``. ``image_format``: ``"png"`` (lossless) or ``"jpeg"`` (smaller).
-    ``pipe_kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``, ...).
+    ``pipe_kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``, ...). SIGTERM / SIGINT
+    stop it after the prompt in hand with ``Preempted``, the finished shards kept (a second signal at once).
     """
     prompts = _check_prompts(prompts)
     select_pairs([0.0, 1.0], pairs)  # a bad rule fails before any generation
@@ -119,25 +121,39 @@ def preference_pairs(
                 "prompts": prompts}
     _check_settings(directory, jsonable(settings))
     result = PairsWritten(directory)
-    for index in range(rank, len(prompts), world_size):
-        path = shard_path(directory, index)
-        if path.is_file() or _no_pairs_path(path).is_file():
-            result.skipped.append(path if path.is_file() else _no_pairs_path(path))
-            continue
-        seeds = [seed + index * n + k for k in range(n)]
-        ranking = best_of_n(pipe, prompts[index], reward, seeds=seeds, chunk_size=chunk_size,
-                            score_batch_size=score_batch_size, weights=weights, progress=progress, **pipe_kwargs)
-        rows = _rows(index, prompts[index], sorted(ranking.candidates, key=lambda c: seeds.index(c.seed)), pairs,
-                     IMAGE_FORMATS[image_format.lower()])
-        if not rows:  # an empty shard would stop load_pairs; the marker says the prompt is done
-            write_json(_no_pairs_path(path), {"prompt_index": index, "scores": [c.score for c in ranking.candidates],
-                                              "reason": "every candidate tied or scored NaN / inf: no pair"})
-            result.no_pairs.append(_no_pairs_path(path))
-            continue
-        _write_shard(path, rows, list(ranking.winner.scores))
-        result.written.append(path)
-        result.rows += len(rows)
+    mine = range(rank, len(prompts), world_size)
+    with StopSignals() as signals:
+        for done, index in enumerate(mine):
+            if signals.received:  # between prompts: every finished shard is kept
+                raise Preempted(signals.received, f"stopped by {StopSignals.name(signals.received)} after {done} of "
+                                                  f"{len(mine)} prompts; the finished ones are in {directory}; run "
+                                                  "the same command again to continue (they are skipped)")
+            _prompt_pairs(pipe, prompts, index, reward, result, settings, score_batch_size, progress)
     return result
+
+
+def _prompt_pairs(pipe: Any, prompts: list[str], index: int, reward: Rewards, result: PairsWritten,
+                  settings: dict[str, Any], score_batch_size: int, progress: bool) -> None:
+    """Sample, score and write the pairs of prompt ``index`` (or skip it when done)."""
+    path = shard_path(result.directory, index)
+    if path.is_file() or _no_pairs_path(path).is_file():
+        result.skipped.append(path if path.is_file() else _no_pairs_path(path))
+        return
+    n, seed = settings["n"], settings["seed"]
+    seeds = [seed + index * n + k for k in range(n)]
+    ranking = best_of_n(pipe, prompts[index], reward, seeds=seeds, chunk_size=settings["chunk_size"],
+                        score_batch_size=score_batch_size, weights=settings["weights"], progress=progress,
+                        **settings["pipe_kwargs"])
+    rows = _rows(index, prompts[index], sorted(ranking.candidates, key=lambda c: seeds.index(c.seed)),
+                 settings["pairs"], IMAGE_FORMATS[settings["image_format"]])
+    if not rows:  # an empty shard would stop load_pairs; the marker says the prompt is done
+        write_json(_no_pairs_path(path), {"prompt_index": index, "scores": [c.score for c in ranking.candidates],
+                                          "reason": "every candidate tied or scored NaN / inf: no pair"})
+        result.no_pairs.append(_no_pairs_path(path))
+        return
+    _write_shard(path, rows, list(ranking.winner.scores))
+    result.written.append(path)
+    result.rows += len(rows)
 
 
 def _check_prompts(prompts: Sequence[str]) -> list[str]:

@@ -2,7 +2,9 @@
 
 A trainer runs its loop inside :class:`StopSignals`; the handler only records the signal. At each safe point
 (after an optimizer step, or an epoch) the trainer asks :meth:`StopSignals.requested`, which agrees across every
-process of a run, writes a checkpoint and raises :class:`Preempted`. A second signal interrupts at once.
+process of a run, writes a checkpoint and raises :class:`Preempted`. A second signal interrupts at once. Long
+phases between safe points (encoding a feature cache, exporting pairs) ask :func:`stop_requested` after each unit
+of kept work and stop there, in this process.
 """
 from __future__ import annotations
 
@@ -11,9 +13,15 @@ import threading
 from types import FrameType
 from typing import Any
 
-__all__ = ["Preempted", "StopSignals"]
+__all__ = ["Preempted", "StopSignals", "stop_requested"]
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_ACTIVE: list[StopSignals] = []  # the contexts entered in this process, innermost last
+
+
+def stop_requested() -> int:
+    """The signal the innermost active :class:`StopSignals` of this process received (0: none, or no context)."""
+    return _ACTIVE[-1].received if _ACTIVE else 0
 
 
 class Preempted(Exception):
@@ -45,9 +53,12 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in _SIGNALS}
+        _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous = {}

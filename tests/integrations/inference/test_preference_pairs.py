@@ -166,3 +166,24 @@ def test_empty_and_truncated_shards_are_handled_by_name(tmp_path):
     shard_path(tmp_path, 0).unlink()
     with pytest.raises(ValueError, match="hold no pairs"):
         load_pairs(tmp_path)
+
+
+def test_a_stop_request_ends_the_export_after_the_prompt_in_hand(tmp_path):
+    import os
+    import signal
+
+    from reward.utils import Preempted
+
+    def stop_at_first(images):
+        if not shard_path(tmp_path, 0).exists():
+            os.kill(os.getpid(), signal.SIGTERM)
+        return brightness(images)
+
+    kwargs = dict(n=2, progress=False, num_inference_steps=1)
+    message = r"stopped by SIGTERM after 1 of 3 prompts; .*run the same command again"
+    with pytest.raises(Preempted, match=message) as stop:
+        preference_pairs(tiny_sd_pipeline(), ["a", "b", "c"], stop_at_first, tmp_path, **kwargs)
+    assert stop.value.exit_status == 143
+    assert shard_path(tmp_path, 0).is_file() and not shard_path(tmp_path, 1).exists()
+    again = preference_pairs(tiny_sd_pipeline(), ["a", "b", "c"], stop_at_first, tmp_path, **kwargs)
+    assert len(again.written) == 2 and again.skipped == [shard_path(tmp_path, 0)]
