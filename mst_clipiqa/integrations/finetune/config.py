@@ -103,7 +103,8 @@ class RunConfig:
         self._check_run()
 
     def _check_run(self) -> None:
-        require(self.num_inference_steps >= 1, f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        require(1 <= self.num_inference_steps <= 1000, "num_inference_steps must be in [1, 1000] (a UNet's training "
+                f"schedule has 1000 timesteps), got {self.num_inference_steps}")
         for name in ("batch_size", "gradient_accumulation_steps", "lora_rank", "keep_checkpoints", "monitor_every"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "lr_warmup_steps", "save_every", "sample_every"):

@@ -34,6 +34,7 @@ from .objectives import (
 __all__ = ["METHODS", "PolicyConfig", "PolicyBatch", "PolicyOptimizer"]
 
 METHODS = ("ddpo", "grpo", "nft")
+MAX_SAMPLING_STEPS = 1000  # a UNet's training schedule has 1000 timesteps; more would only run without end
 _NO_OP = {"adv_clip_max": "advantages clipped to 0 make every update a no-op (DDPO and Flow-GRPO use 5)",
           "clip_range": "an importance ratio clipped to 1 gives no gradient (trl's DDPO uses 1e-4)",
           "nft_beta": "the implicit policies would equal the old one (DiffusionNFT uses 1.0)"}
@@ -92,6 +93,9 @@ class PolicyConfig:
         for name in ("inner_epochs", "nft_timesteps", "num_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_steps > MAX_SAMPLING_STEPS:
+            raise ValueError(f"num_steps must be <= {MAX_SAMPLING_STEPS} (sampling steps per rollout; the papers use "
+                             f"10-50), got {self.num_steps}")
         if self.minibatch_size is not None and self.minibatch_size < 1:
             raise ValueError(f"minibatch_size must be >= 1 or None, got {self.minibatch_size}")
         if self.kl_coeff < 0:
