@@ -9,11 +9,12 @@ of kept work and stop there, in this process.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Any
 
-__all__ = ["Preempted", "StopSignals", "stop_requested"]
+__all__ = ["Preempted", "StopSignals", "stop_requested", "stop_with_parent"]
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _ACTIVE: list[StopSignals] = []  # the contexts entered in this process, innermost last
@@ -76,3 +77,15 @@ class StopSignals:
     @staticmethod
     def name(signum: int) -> str:
         return signal.Signals(signum).name
+
+
+def stop_with_parent(signum: int = signal.SIGTERM) -> bool:
+    """Have Linux send this process ``signum`` when its parent dies (``PR_SET_PDEATHSIG``); returns whether it
+    could. torchrun's workers run in sessions of their own, so a SIGKILL to torchrun's process group missed them
+    and they trained on alone; now they get SIGTERM and stop at their next safe point, with a checkpoint."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    return ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signum), 0, 0, 0) == 0
