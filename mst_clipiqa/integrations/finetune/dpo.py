@@ -98,21 +98,32 @@ class DPOTrainer(DiffusionTrainer):
         device = self.accelerator.device
         return winners.to(device), losers.to(device), prompts
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, float] | None:
         """One optimizer step on ``batch_size`` pairs per micro-batch and process; returns the step's
-        statistics over every process."""
-        acc, cfg, stats = self.accelerator, self.config, []
+        statistics over every process. None when a non-finite loss or gradient norm dropped the batch
+        (``on_nonfinite="skip"``)."""
+        acc, cfg, stats, dropped = self.accelerator, self.config, [], False
         self.model.train()
         for _ in range(cfg.gradient_accumulation_steps):
-            with acc.accumulate(self.model):
+            with acc.accumulate(self.model):  # entered every time: it counts the micro-batches
+                if dropped:
+                    continue
                 with acc.autocast():
                     loss, batch_stats = self.objective.loss(*self._pairs(), self.rng, denoiser=self.model)
-                acc.backward(loss)
-                if acc.sync_gradients:  # the norm before clipping; an infinite bound clips nothing
-                    grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm or float("inf"))
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                dropped = self.drop_batch(loss=loss)
+                if not dropped:
+                    acc.backward(loss)
+                    if acc.sync_gradients:  # the norm before clipping; an infinite bound clips nothing
+                        grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm or float("inf"))
+                        dropped = self.drop_batch(grad_norm=torch.as_tensor(grad_norm))
+                if not dropped:
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
             stats.append({"reward": batch_stats["reward_margin"], **batch_stats})
+        if dropped:  # gradients of the micro-batches before the bad one
+            for p in self.params:
+                p.grad = None
+            return None
         return self.record_step(stats, grad_norm, self.lr_scheduler.get_last_lr()[0])
 
     @torch.no_grad()

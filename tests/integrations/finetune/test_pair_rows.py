@@ -84,3 +84,20 @@ def test_the_trainer_refuses_bad_pairs_before_anything_runs(tmp_path):
     with pytest.warns(UserWarning, match="dropped 1 of 3"):
         trainer = DPOTrainer(bright_pipe(), rows, DPOConfig(max_steps=1, drop_ties=True, progress_bar=False))
     assert len(trainer.rows) == 2
+
+
+def test_dpo_skip_drops_a_non_finite_batch_and_trains_on():
+    rows = [_row(), _row(0.0, jpg_0=_png(32, 90))]
+    trainer = DPOTrainer(bright_pipe(), rows, DPOConfig(max_steps=2, batch_size=1, on_nonfinite="skip",
+                                                        progress_bar=False))
+    real, calls = trainer.objective.loss, []
+
+    def nan_once(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        calls.append(0)
+        return (loss * float("nan"), stats) if len(calls) == 1 else (loss, stats)
+
+    trainer.objective.loss = nan_once
+    with pytest.warns(RuntimeWarning, match=r"dropped a batch \(loss non-finite"):
+        log = trainer.train()  # raised NonFiniteError advising --on-nonfinite skip, which was set
+    assert trainer.global_step == 2 and trainer.skipped_batches == 1 and len(log.history) == 2
