@@ -111,6 +111,10 @@ class RunConfig:
             require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         require(self.patience is None or self.patience >= 1, f"patience must be >= 1 or None, got {self.patience}")
         require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}: the LoRA would not move")
+        require(self.lora_alpha is None or self.lora_alpha > 0,
+                f"lora_alpha must be > 0 or None, got {self.lora_alpha}: the LoRA's scale alpha / rank would be 0")
+        require(self.max_grad_norm is None or self.max_grad_norm >= 0, f"max_grad_norm must be >= 0 or None (0: no "
+                f"clipping), got {self.max_grad_norm}: a negative bound would reverse the gradients")
         require(0.0 <= self.ema_decay <= 1.0, f"ema_decay must be in [0, 1], got {self.ema_decay}")
         require(self.lr_warmup_steps == 0 or self.lr_scheduler != "constant",
                 "lr_warmup_steps > 0 needs a schedule with warm-up (constant_with_warmup, linear, cosine, ...); "

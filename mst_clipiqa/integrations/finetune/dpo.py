@@ -110,21 +110,9 @@ class DPOTrainer(DiffusionTrainer):
                     continue
                 with acc.autocast():
                     loss, batch_stats = self.objective.loss(*self._pairs(), self.rng, denoiser=self.model)
-                dropped = self.drop_batch(loss=loss)
-                if not dropped:
-                    acc.backward(loss)
-                    if acc.sync_gradients:  # the norm before clipping; an infinite bound clips nothing
-                        grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm or float("inf"))
-                        dropped = self.drop_batch(grad_norm=torch.as_tensor(grad_norm))
-                if not dropped:
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
+                dropped = self.backward_and_step(loss)
             stats.append({"reward": batch_stats["reward_margin"], **batch_stats})
-        if dropped:  # gradients of the micro-batches before the bad one
-            for p in self.params:
-                p.grad = None
-            return None
-        return self.record_step(stats, grad_norm, self.lr_scheduler.get_last_lr()[0])
+        return None if dropped else self.record_step(stats, self.grad_norm, self.lr_scheduler.get_last_lr()[0])
 
     @torch.no_grad()
     def sample(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:

@@ -108,6 +108,9 @@ class PolicyConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}: "
                                  + _NO_OP.get(name, "every update would be a no-op"))
+        if self.max_grad_norm is not None and self.max_grad_norm < 0:
+            raise ValueError(f"max_grad_norm must be >= 0 or None (0: no clipping), got {self.max_grad_norm}: a "
+                             "negative bound would reverse the gradients")
         if self.eta < 0 or self.noise_level < 0:
             raise ValueError(f"eta and noise_level must be >= 0, got {self.eta}, {self.noise_level}")
         if self.method != "nft" or self.nft_stochastic_rollouts:

@@ -75,6 +75,26 @@ class TrainerParts:
         self.params = params
         self.ema = LoraEMA(params, config.ema_decay) if config.use_ema else None
 
+    def backward_and_step(self, loss: torch.Tensor, **checked: torch.Tensor) -> bool:
+        """One micro-batch's backward pass and (accelerate's) optimizer step, after :meth:`drop_batch` checked
+        ``loss`` and the ``checked`` values (rewards, images); when the gradients sync, their norm before
+        clipping is kept in ``grad_norm`` and checked too. True when the batch is dropped: no step, and the
+        gradients of the step's earlier micro-batches discarded."""
+        acc = self.accelerator
+        dropped = self.drop_batch(**checked, loss=loss)
+        if not dropped:
+            acc.backward(loss)
+            if acc.sync_gradients:  # an infinite bound clips nothing
+                self.grad_norm = acc.clip_grad_norm_(self.params, self.config.max_grad_norm or float("inf"))
+                dropped = self.drop_batch(grad_norm=torch.as_tensor(self.grad_norm))
+        if dropped:
+            for p in self.params:
+                p.grad = None
+            return True
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return False
+
     def record_step(self, stats: list[dict[str, torch.Tensor]], grad_norm: Any, lr: float) -> dict[str, float]:
         """End an optimizer step: schedule and EMA step (unless fp16 skipped it), count it, and log the
         statistics of every micro-batch of every process (collective). Returns the record."""

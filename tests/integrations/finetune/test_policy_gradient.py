@@ -89,6 +89,8 @@ DEGENERATE = {  # each setting trained nothing and reported success
     "window past the end": (dict(sde_window=(1, 5)), r"sde_window must be .*num_steps \(2\)"),
     "per-prompt statistics never used": (dict(method="ddpo", stat_min_count=20), "stat_min_count .* <= "),
     "learning rate 0": (dict(learning_rate=0.0), "learning_rate must be > 0"),
+    "LoRA scale 0": (dict(lora_alpha=0.0), "lora_alpha must be > 0"),
+    "reversed gradients": (dict(max_grad_norm=-1.0), "max_grad_norm must be >= 0"),
 }
 
 
