@@ -156,7 +156,8 @@ def test_skip_skips_a_batch_whose_rewards_are_all_nan_and_the_run_goes_on(tmp_pa
         return values * np.nan if len(calls) == 1 else values
 
     trainer = PolicyTrainer(tiny_sd3_pipeline(), nan_once, PROMPTS,
-                            policy_config(tmp_path, max_steps=2, save_every=0, on_nonfinite="skip"))
+                            policy_config(tmp_path, max_steps=2, save_every=0, on_nonfinite="skip", inner_epochs=1,
+                                          kl_coeff=0.0, use_ema=False))
     before = lora_of(trainer)
     with pytest.warns(RuntimeWarning, match=r"dropped a batch \(reward returned NaN or inf for 4 of 4"):
         log = trainer.train()
