@@ -5,4 +5,13 @@ called ``integrations`` would hide this one, never the other.
 """
 from mst_clipiqa._aliases import alias
 
-alias(__name__, "mst_clipiqa.integrations")
+# the flat modules of the first layout, moved into pipelines/, inference/ and finetune/
+MOVED = {"checkpointing": "finetune.checkpoints", "finetune_config": "finetune.config", "ema": "finetune.ema",
+         "launch": "finetune.launch", "training_log": "finetune.log", "methods": "finetune.methods",
+         "prompt_sources": "finetune.prompt_sources", "finetune_state": "finetune.state",
+         "tracking": "finetune.tracking", "best_of_n": "inference.best_of_n", "grid": "inference.grid",
+         "guidance": "inference.guidance", "noise_optimization": "inference.noise_optimization",
+         "decode": "pipelines.decode", "lora": "pipelines.lora", "prompts": "pipelines.prompts",
+         "sampling": "pipelines.sampling", "schedulers": "pipelines.schedulers", "reward_functions": "rewards"}
+
+alias(__name__, "mst_clipiqa.integrations", MOVED)

@@ -11,20 +11,33 @@ from types import ModuleType
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports ``old.x.y`` as the module ``new.x.y`` already is (or becomes)."""
+    """Imports ``old.x.y`` as the module ``new.x.y`` already is (or becomes); ``moved`` maps old submodule
+    paths (``lora``) to where they went (``pipelines.lora``)."""
 
-    def __init__(self, old: str, new: str):
-        self.old, self.new = old, new
+    def __init__(self, old: str, new: str, moved: dict[str, str] | None = None):
+        self.old, self.new, self.moved = old, new, dict(moved or {})
         self._specs: dict[str, importlib.machinery.ModuleSpec] = {}
 
     def _target(self, name: str) -> str | None:
-        return self.new + name[len(self.old):] if name.startswith(self.old + ".") else None
+        if not name.startswith(self.old + "."):
+            return None
+        rest = name[len(self.old) + 1:]
+        head, dot, tail = rest.partition(".")
+        return f"{self.new}.{self.moved.get(head, head)}{dot}{tail}"
+
+    def _real_spec(self, name: str) -> importlib.machinery.ModuleSpec | None:
+        real = self._target(name)
+        return None if real is None else importlib.util.find_spec(real)
 
     def find_spec(self, name: str, path=None, target=None) -> importlib.machinery.ModuleSpec | None:
-        real = self._target(name)
-        if real is None or importlib.util.find_spec(real) is None:
+        real = self._real_spec(name)
+        if real is None:
             return None
-        return importlib.machinery.ModuleSpec(name, self)
+        return importlib.machinery.ModuleSpec(name, self, is_package=real.submodule_search_locations is not None)
+
+    def get_code(self, name: str):  # runpy.run_module runs the real module's code under the old name
+        real = self._real_spec(name)
+        return real.loader.get_code(real.name)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         module = importlib.import_module(self._target(spec.name))
@@ -36,8 +49,9 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         module.__spec__ = self._specs.pop(module.__name__)
 
 
-def alias(old: str, new: str) -> None:
-    """Make ``old`` (the package being imported) and every ``old.sub`` the modules of ``new``."""
+def alias(old: str, new: str, moved: dict[str, str] | None = None) -> None:
+    """Make ``old`` (the package being imported) and every ``old.sub`` the modules of ``new`` (``moved``: old
+    submodule names and where they are now)."""
     if not any(isinstance(f, _AliasFinder) and f.old == old for f in sys.meta_path):
-        sys.meta_path.insert(0, _AliasFinder(old, new))
+        sys.meta_path.insert(0, _AliasFinder(old, new, moved))
     sys.modules[old] = importlib.import_module(new)

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from mst_clipiqa.reward.utils import nonfinite_names, read_tensors, write_json
+from mst_clipiqa.reward.utils.files import write_safetensors
 
 __all__ = ["CHECKPOINTS", "DamagedCheckpoint", "TrainingState", "complete_checkpoints", "step_folders",
            "write_checkpoint", "read_checkpoint", "remove_partial"]
@@ -98,10 +98,6 @@ def _fsync_folder(path: Path) -> None:
             os.close(handle)
 
 
-def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-
-
 def write_checkpoint(accelerator: Any, run_dir: str | Path, step: int, state: TrainingState, keep: int) -> Path:
     """Write ``state`` (every process passes its own generator states) as ``step_<step>``, then keep only the
     ``keep`` newest checkpoints. Collective: every process must call it."""
@@ -113,10 +109,10 @@ def write_checkpoint(accelerator: Any, run_dir: str | Path, step: int, state: Tr
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    save_file(_cpu(state.rng_tensors), str(partial / _rng_file(accelerator.process_index)),
-              metadata={"rng": json.dumps(state.rng_meta)})
+    write_safetensors(state.rng_tensors, partial / _rng_file(accelerator.process_index),
+                      metadata={"rng": json.dumps(state.rng_meta)})
     if main:
-        save_file(_cpu(state.tensors), str(partial / STATE))
+        write_safetensors(state.tensors, partial / STATE)
         write_json(partial / META, {**state.meta, "world_size": accelerator.num_processes})
     accelerator.wait_for_everyone()
     if main:

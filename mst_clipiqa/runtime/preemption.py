@@ -2,18 +2,27 @@
 
 A trainer runs its loop inside :class:`StopSignals`; the handler only records the signal. At each safe point
 (after an optimizer step, or an epoch) the trainer asks :meth:`StopSignals.requested`, which agrees across every
-process of a run, writes a checkpoint and raises :class:`Preempted`. A second signal interrupts at once.
+process of a run, writes a checkpoint and raises :class:`Preempted`. A second signal interrupts at once. Long
+phases between safe points (encoding a feature cache, exporting pairs) ask :func:`stop_requested` after each unit
+of kept work and stop there, in this process.
 """
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Any
 
-__all__ = ["Preempted", "StopSignals"]
+__all__ = ["Preempted", "StopSignals", "stop_requested", "stop_with_parent"]
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_ACTIVE: list[StopSignals] = []  # the contexts entered in this process, innermost last
+
+
+def stop_requested() -> int:
+    """The signal the innermost active :class:`StopSignals` of this process received (0: none, or no context)."""
+    return _ACTIVE[-1].received if _ACTIVE else 0
 
 
 class Preempted(Exception):
@@ -45,9 +54,12 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in _SIGNALS}
+        _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous = {}
@@ -65,3 +77,15 @@ class StopSignals:
     @staticmethod
     def name(signum: int) -> str:
         return signal.Signals(signum).name
+
+
+def stop_with_parent(signum: int = signal.SIGTERM) -> bool:
+    """Have Linux send this process ``signum`` when its parent dies (``PR_SET_PDEATHSIG``); returns whether it
+    could. torchrun's workers run in sessions of their own, so a SIGKILL to torchrun's process group missed them
+    and they trained on alone; now they get SIGTERM and stop at their next safe point, with a checkpoint."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    return ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signum), 0, 0, 0) == 0

@@ -14,6 +14,8 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list
 
+from .preemption import stop_with_parent
+
 __all__ = ["MainProcessFailed", "launcher_precision", "launcher_rank", "launcher_world_size", "new_accelerator",
            "on_main", "run_environment"]
 
@@ -85,6 +87,8 @@ def new_accelerator(**settings: object) -> Accelerator:
     since accelerate otherwise ignores the launcher there; a launcher whose
     processes still end up alone gets a warning.
     """
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun starts its workers in sessions of their own
+        stop_with_parent()
     # never None: accelerate would keep the precision of an earlier Accelerator in this process
     settings["mixed_precision"] = launcher_precision(settings.get("mixed_precision")) or "no"
     _check_launched_alone()

@@ -32,3 +32,20 @@ def test_finetune_method_grpo_on_tiny_sd3_for_two_steps(tmp_path, capsys):
     assert (out / "lora" / "pytorch_lora_weights.safetensors").exists()
     assert sorted(p.name for p in (out / "checkpoints").iterdir())[-1] == "step_00000002"
     assert len(json.loads((out / "held_out.json").read_text())["before"]) == 2
+
+
+def _grpo(tmp_path, *extra):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    return ["finetune", "--method", "grpo", "--pipeline", "tiny-sd3", "--model", "tiny", "--prompts", str(prompts),
+            "--out", str(tmp_path / "run"), "--group-size", "2", "--prompts-per-step", "2", "--max-steps", "1",
+            "--eval-images", "0", "--quiet", "--device", "cpu", *extra]
+
+
+def test_unbounded_sampling_steps_are_refused_in_one_line(tmp_path, capsys):
+    for steps in ("1000000", str(10**12)):
+        assert main(_grpo(tmp_path, "--num-steps", steps)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"num_steps must be <= 1000 (sampling steps per rollout; the papers use 10-50), " \
+                                  f"got {steps}" in err[0], err
+

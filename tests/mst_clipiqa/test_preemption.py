@@ -29,3 +29,30 @@ def test_train_stopped_by_sigterm_says_how_to_resume_and_exits_143(tmp_path, mon
     monkeypatch.undo()
     assert main([*args, "--resume"]) == 0
     assert (tmp_path / "run" / "report.json").is_file()
+
+
+def test_train_stopped_while_encoding_features_stops_after_the_batch_and_keeps_the_cache(tmp_path, monkeypatch,
+                                                                                         capsys):
+    from reward.training import feature_cache
+
+    args = ["train", "--model", "tiny", "--dataset", "agiqa3k", "--data", str(SAMPLE), "--out", str(tmp_path / "run"),
+            "--epochs", "1", "--n-splits", "1", "--cache-dir", str(tmp_path / "cache"), "--quiet", "--device", "cpu",
+            "--encode-batch-size", "4"]
+    original, saved = feature_cache.save_entry, []
+
+    def save_entry(tensors, path):
+        if not saved:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the first batch is being stored
+        saved.append(path)
+        original(tensors, path)
+
+    monkeypatch.setattr(feature_cache, "save_entry", save_entry)
+    capsys.readouterr()
+    assert main(args) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mst-clipiqa train: stopped by SIGTERM while encoding features: 4 of ")
+    assert "--resume" in err[-1] and len(saved) == 4  # the batch in hand is stored, no further one is encoded
+    assert all(p.is_file() for p in saved)
+    monkeypatch.undo()
+    assert main([*args, "--resume"]) == 0
+    assert (tmp_path / "run" / "report.json").is_file()

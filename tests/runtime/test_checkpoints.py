@@ -59,3 +59,24 @@ def test_partial_and_damaged_folders_are_ignored_and_cleared(tmp_path):
     (tmp_path / CHECKPOINTS / "step_00000002" / "state.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="does not load"):
         read_checkpoint(tmp_path / CHECKPOINTS / "step_00000002", rank=0)
+
+
+def test_a_full_disk_during_a_checkpoint_is_an_oserror_naming_the_file(tmp_path, monkeypatch):
+    """The CLI prints such an OSError as one line and exits 2; safetensors' own error type came through raw."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    from reward.utils import files
+
+    from .test_base import ToyTrainer, toy_config
+
+    def full(tensors, filename, metadata=None):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space '
+                              'left on device" })')
+
+    trainer = ToyTrainer(toy_config(tmp_path))
+    monkeypatch.setattr(files, "save_file", full)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        trainer.train()
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename.endswith(".safetensors")

@@ -10,3 +10,42 @@ def test_end_process_group_destroys_the_default_group_and_is_safe_without_one(tm
     processes.end_process_group()
     assert not dist.is_initialized()
     processes.end_process_group()  # nothing to end: no error
+
+
+def test_a_worker_in_its_own_session_gets_sigterm_when_its_launcher_is_killed(tmp_path):
+    """torchrun starts workers with start_new_session: SIGKILL to torchrun's group used to leave them running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from reward.utils import preemption
+
+    marker = tmp_path / "stopped"
+    module = Path(preemption.__file__)  # loaded alone: the worker starts in a moment, without torch
+    worker = ("import importlib.util, pathlib, signal, sys, time\n"
+              f"spec = importlib.util.spec_from_file_location('preemption', {str(module)!r})\n"
+              "preemption = importlib.util.module_from_spec(spec)\n"
+              "spec.loader.exec_module(preemption)\n"
+              f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(marker)!r}).write_text('TERM'), "
+              "sys.exit(143)))\n"
+              "assert preemption.stop_with_parent()\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(60)\n")
+    launcher = ("import subprocess, sys, time\n"
+                f"child = subprocess.Popen([sys.executable, '-c', {worker!r}], start_new_session=True, "
+                "stdout=subprocess.PIPE, text=True)\n"
+                "print(child.stdout.readline().strip(), child.pid, flush=True)\n"
+                "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    ready, child_pid = parent.stdout.readline().split()
+    assert ready == "ready"
+    os.killpg(os.getpgid(parent.pid), signal.SIGKILL)  # the launcher's group; the worker is not in it
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.read_text() == "TERM"

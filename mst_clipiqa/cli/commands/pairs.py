@@ -72,5 +72,6 @@ def run(args: argparse.Namespace) -> int:
                               image_format=args.image_format,
                               **{k: v for k, v in settings.items() if v is not None})
     print(f"wrote {len(result.written)} prompt shards ({result.rows} pairs), skipped {len(result.skipped)} "
-          f"finished ones, into {args.out}")
+          f"finished ones, into {args.out}" + (f"; {len(result.no_pairs)} prompt(s) gave no pair (their samples "
+                                               "tied or scored NaN)" if result.no_pairs else ""))
     return 0

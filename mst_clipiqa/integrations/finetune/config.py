@@ -72,8 +72,9 @@ class RunConfig:
               "--mixed_precision`, its config file or ACCELERATE_MIXED_PRECISION, else no)", type=str)
     cpu: bool = option(False, "use the CPU even if a GPU is present")
     seed: int = option(0, "seed of the LoRA initialisation and of every process's prompts and noise")
-    on_nonfinite: str = option("raise", "a NaN / inf reward, loss or gradient norm: raise (stop the run, naming "
-                                        "where) or skip (drop the batch, no optimizer step, with a warning)")
+    on_nonfinite: str = option("raise", "a NaN / inf reward, loss or gradient norm, or a monitor that cannot score: "
+                                        "raise (stop the run, naming where) or skip (drop the batch, no optimizer "
+                                        "step, or the evaluation, with a warning)")
     use_ema: bool = option(False, "keep an EMA of the LoRA weights (diffusers' EMAModel) and use it for "
                                    "evaluation, sample grids and the saved LoRA")
     ema_decay: float = option(0.999, "highest EMA decay (diffusers ramps it up as (1 + n) / (10 + n))")
@@ -108,6 +109,11 @@ class RunConfig:
         for name in ("max_steps", "lr_warmup_steps", "save_every", "sample_every"):
             require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         require(self.patience is None or self.patience >= 1, f"patience must be >= 1 or None, got {self.patience}")
+        require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}: the LoRA would not move")
+        require(self.lora_alpha is None or self.lora_alpha > 0,
+                f"lora_alpha must be > 0 or None, got {self.lora_alpha}: the LoRA's scale alpha / rank would be 0")
+        require(self.max_grad_norm is None or self.max_grad_norm >= 0, f"max_grad_norm must be >= 0 or None (0: no "
+                f"clipping), got {self.max_grad_norm}: a negative bound would reverse the gradients")
         require(0.0 <= self.ema_decay <= 1.0, f"ema_decay must be in [0, 1], got {self.ema_decay}")
         require(self.lr_warmup_steps == 0 or self.lr_scheduler != "constant",
                 "lr_warmup_steps > 0 needs a schedule with warm-up (constant_with_warmup, linear, cosine, ...); "
@@ -269,7 +275,8 @@ class RewardFinetuneConfig:
             self.alignprop_k_range = tuple(self.alignprop_k_range)
         if self.reward_weights is not None and not isinstance(self.reward_weights, Mapping):
             self.reward_weights = dict(self.reward_weights)  # NAME=WEIGHT pairs from the command line
-        require(self.num_inference_steps >= 1, f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        require(1 <= self.num_inference_steps <= 1000, "num_inference_steps must be in [1, 1000] (a UNet's training "
+                f"schedule has 1000 timesteps), got {self.num_inference_steps}")
         self._check_sampling()
         require(self.decode_chunk_size >= 1, f"decode_chunk_size must be >= 1, got {self.decode_chunk_size}")
         require(self.base_distance_coeff >= 0, f"base_distance_coeff must be >= 0, got {self.base_distance_coeff}")

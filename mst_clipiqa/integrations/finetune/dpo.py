@@ -19,18 +19,17 @@ from .dpo_config import DPOConfig
 from .dpo_objective import DiffusionDPOObjective, pair_batch
 from .identity import pairs_identity, pipeline_identity, reward_identity
 from .monitor import HackingMonitor, pipeline_sampler
+from .pair_rows import check_pairs
 
 __all__ = ["DPOConfig", "DPOTrainer", "train_dpo"]
 
 
-def _rows(pairs: Any) -> Any:
+def _rows(pairs: Any, config: DPOConfig) -> Any:
     if isinstance(pairs, (str, Path)):
         from ..inference.preference_pairs import load_pairs
 
-        return load_pairs(pairs)
-    if len(pairs) == 0:
-        raise ValueError("pairs is empty; expected Diffusion-DPO rows (jpg_0, jpg_1, label_0, caption)")
-    return pairs
+        pairs = load_pairs(pairs)
+    return check_pairs(pairs, drop_invalid=config.drop_invalid, drop_ties=config.drop_ties)
 
 
 class DPOTrainer(DiffusionTrainer):
@@ -51,7 +50,7 @@ class DPOTrainer(DiffusionTrainer):
     def __init__(self, pipe: Any, pairs: Any, config: DPOConfig | None = None, accelerator: Any | None = None, *,
                  reward: Rewards | None = None, monitor: Rewards | HackingMonitor | None = None):
         super().__init__(config := config or DPOConfig(), accelerator)
-        self.pipe, self.reward, self.rows = pipe, reward, _rows(pairs)
+        self.pipe, self.reward, self.rows = pipe, reward, _rows(pairs, config)
         acc = self.accelerator
         self.shard = list(range(acc.process_index, len(self.rows), acc.num_processes))
         require(bool(self.shard), f"{len(self.rows)} pairs for {acc.num_processes} processes; expected at least "
@@ -79,27 +78,27 @@ class DPOTrainer(DiffusionTrainer):
 
     def _pairs(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         picked = torch.randint(0, len(self.shard), (self.config.run.batch_size,), generator=self.rng).tolist()
-        winners, losers, prompts = pair_batch([self.rows[self.shard[i]] for i in picked], self.objective.height,
-                                              self.objective.width)
+        ids = [self.shard[i] for i in picked]
+        winners, losers, prompts = pair_batch([self.rows[i] for i in ids], self.objective.height,
+                                              self.objective.width, row_ids=ids)
         device = self.accelerator.device
         return winners.to(device), losers.to(device), prompts
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, float] | None:
         """One optimizer step on ``batch_size`` pairs per micro-batch and process; returns the step's
-        statistics over every process."""
-        acc, cfg, stats = self.accelerator, self.config, []
+        statistics over every process. None when a non-finite loss or gradient norm dropped the batch
+        (``on_nonfinite="skip"``)."""
+        acc, cfg, stats, dropped = self.accelerator, self.config, [], False
         self.model.train()
         for _ in range(cfg.run.gradient_accumulation_steps):
-            with acc.accumulate(self.model):
+            with acc.accumulate(self.model):  # entered every time: it counts the micro-batches
+                if dropped:
+                    continue
                 with acc.autocast():
                     loss, batch_stats = self.objective.loss(*self._pairs(), self.rng, denoiser=self.model)
-                acc.backward(loss)
-                if acc.sync_gradients:  # the norm before clipping; an infinite bound clips nothing
-                    grad_norm = acc.clip_grad_norm_(self.params, cfg.run.max_grad_norm or float("inf"))
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                dropped = self.backward_and_step(loss)
             stats.append({"reward": batch_stats["reward_margin"], **batch_stats})
-        return self.record_step(stats, grad_norm, self.lr_scheduler.get_last_lr()[0])
+        return None if dropped else self.record_step(stats, self.grad_norm, self.lr_scheduler.get_last_lr()[0])
 
     @torch.no_grad()
     def sample(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:

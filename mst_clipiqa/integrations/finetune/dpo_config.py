@@ -23,10 +23,14 @@ class DPOConfig:
     """Settings of a Diffusion-DPO run: ``beta``, :data:`BETA_SD15` (5000, the paper's SD 1.5 run), the
     strength of the pull back to the reference; the sampling settings of its sample grids and monitor; and
     the shared run settings as ``run`` (a :class:`RunConfig`; ``run.batch_size`` counts pairs per
-    micro-batch and process)."""
+    micro-batch and process). Every pair is checked before training (``pair_rows.check_pairs``);
+    ``drop_invalid`` / ``drop_ties`` drop malformed rows / ties instead of refusing them."""
 
     beta: float = option(BETA_SD15, "Diffusion-DPO: strength of the pull to the reference (the paper's SD 1.5 "
                                     "run: 5000; diffusers' example: 2500)")
+    drop_invalid: bool = option(False, "Diffusion-DPO: drop malformed pairs (a label other than 0 / 1, a missing "
+                                       "value, an unreadable or repeated image) with a count, instead of refusing")
+    drop_ties: bool = option(False, "Diffusion-DPO: drop ties (label_0 = 0.5) with a count, instead of refusing")
     num_inference_steps: int = option(20, "sampling steps per image of the sample grids and the monitor")
     guidance_scale: float = option(1.0, "classifier-free guidance scale of the loss's noise predictions and of "
                                         "the samples")

@@ -24,6 +24,7 @@ from ..pipelines.families import Conditioning, pipeline_family
 from ..pipelines.lora import adapters_disabled
 from ..pipelines.schedulers import is_flow_scheduler
 from .dpo_config import BETA_DIFFUSERS, BETA_SD15
+from .pair_rows import TIE, row_problem
 
 __all__ = ["BETA_DIFFUSERS", "BETA_SD15", "DiffusionDPOObjective", "dpo_loss", "image_latents", "pair_batch"]
 
@@ -136,29 +137,37 @@ class DiffusionDPOObjective:
         return dpo_loss(*errors.chunk(2), *ref_errors.chunk(2), beta=self.beta)
 
 
-def _image(data: bytes | Any) -> torch.Tensor:
+def _image(data: bytes | Any, height: int, width: int, where: str) -> torch.Tensor:
     from PIL import Image
 
     from mst_clipiqa.reward import load_image
 
-    image = Image.open(io.BytesIO(data)) if isinstance(data, (bytes, bytearray)) else data
-    return load_image(image.convert("RGB"))
+    try:
+        image = Image.open(io.BytesIO(data)) if isinstance(data, (bytes, bytearray)) else data
+        pixels = load_image(image.convert("RGB"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{where} is not a decodable image ({error})") from None
+    if tuple(pixels.shape[-2:]) != (height, width):
+        pixels = F.interpolate(pixels[None], size=(height, width), mode="bilinear", antialias=True)[0].clamp(0, 1)
+    return pixels
 
 
-def pair_batch(rows: Sequence[Mapping[str, Any]], height: int, width: int
+def pair_batch(rows: Sequence[Mapping[str, Any]], height: int, width: int, row_ids: Sequence[int] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(winners, losers, captions) of Diffusion-DPO rows (``jpg_0``, ``jpg_1`` as encoded bytes or PIL images,
-    ``label_0`` 1 when ``jpg_0`` is preferred, ``caption``), each image resized to ``height`` x ``width``."""
+    ``label_0`` 1 when ``jpg_0`` is preferred and 0 when ``jpg_1`` is, ``caption``), each image resized to
+    ``height`` x ``width``. A bad row is a ``ValueError`` naming it (by ``row_ids``, default its position)."""
     winners, losers = [], []
-    for row in rows:
-        if float(row["label_0"]) == 0.5:
-            raise ValueError("a row with label_0 = 0.5 is a tie and states no preference; drop ties first "
-                             "(dataset.filter(lambda r: r['label_0'] != 0.5))")
-        first, second = _image(row["jpg_0"]), _image(row["jpg_1"])
-        win, lose = (first, second) if float(row["label_0"]) > 0.5 else (second, first)
+    for k, row in enumerate(rows):
+        where = f"pair row {k if row_ids is None else row_ids[k]}"
+        problem = row_problem(row)
+        if problem == TIE:
+            raise ValueError(f"{where} has label_0 = 0.5: a tie states no preference; drop ties first "
+                             "(--drop-ties, or dataset.filter(lambda r: r['label_0'] != 0.5))")
+        if problem is not None:
+            raise ValueError(f"{where}: {problem}")
+        first, second = (_image(row[c], height, width, f"{where}: {c}") for c in ("jpg_0", "jpg_1"))
+        win, lose = (first, second) if row["label_0"] == 1 else (second, first)
         winners.append(win)
         losers.append(lose)
-    images = torch.stack(winners + losers)
-    if tuple(images.shape[-2:]) != (height, width):
-        images = F.interpolate(images, size=(height, width), mode="bilinear", antialias=True).clamp(0, 1)
-    return *images.chunk(2), [str(row["caption"]) for row in rows]
+    return torch.stack(winners), torch.stack(losers), [row["caption"] for row in rows]

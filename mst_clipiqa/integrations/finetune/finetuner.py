@@ -159,22 +159,10 @@ class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
                     continue
                 loss, batch_stats = self.compute_loss(*self._batch())
                 values = {k: v for k, v in batch_stats.items() if k == "images" or k.startswith("reward")}
-                dropped = self.drop_batch(**values, loss=loss)
+                dropped = self.backward_and_step(loss, **values)
                 batch_stats.pop("images")
-                if not dropped:
-                    acc.backward(loss)
-                    if acc.sync_gradients:  # the norm before clipping; an infinite bound clips nothing
-                        grad_norm = acc.clip_grad_norm_(self.params, cfg.run.max_grad_norm or float("inf"))
-                        dropped = self.drop_batch(grad_norm=torch.as_tensor(grad_norm))
-                if not dropped:
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
             stats.append(batch_stats)
-        if dropped:  # gradients of the micro-batches before the bad one
-            for p in self.params:
-                p.grad = None
-            return None
-        return self.record_step(stats, grad_norm, self.lr_scheduler.get_last_lr()[0])
+        return None if dropped else self.record_step(stats, self.grad_norm, self.lr_scheduler.get_last_lr()[0])
 
     # --- evaluation and saving --------------------------------------------------------------------------
 

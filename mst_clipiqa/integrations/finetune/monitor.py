@@ -4,6 +4,7 @@ on fixed held-out prompts and seeds, with early stopping when the monitor stalls
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..inference.best_of_n import generate_candidates, score_images
 from ..inference.patience import MonitorPatience
 from ..rewards import Rewards
 
-__all__ = ["HackingMonitor", "Sampler", "diversity", "image_features", "pipeline_sampler"]
+__all__ = ["HackingMonitor", "MonitorError", "Sampler", "diversity", "image_features", "pipeline_sampler"]
 
 Sampler = Callable[[list[str], list[int]], torch.Tensor]
 State = Mapping[str, torch.Tensor] | Callable[[], Mapping[str, torch.Tensor]]
@@ -68,6 +69,22 @@ def diversity(features: torch.Tensor) -> float:
     if features.ndim != 2 or len(features) < 2:
         raise ValueError(f"diversity needs (N, D) features of N >= 2 samples, got shape {tuple(features.shape)}")
     return float(torch.pdist(features.float()).mean())
+
+
+class MonitorError(ValueError):
+    """The monitor's scorers gave no finite score on the held-out grid: the monitor cannot watch the run."""
+
+
+def _finite_scores(total: torch.Tensor, step: int) -> torch.Tensor:
+    finite = torch.isfinite(total.float())
+    if not bool(finite.any()):
+        raise MonitorError(f"the hacking monitor cannot score: it returned NaN or inf for all {len(total)} held-out "
+                           f"images at step {step} (check the monitor model, --monitor)")
+    if not bool(finite.all()):
+        warnings.warn(f"the hacking monitor returned NaN or inf for {int((~finite).sum())} of {len(total)} held-out "
+                      f"images at step {step}; its record averages the other {int(finite.sum())}", RuntimeWarning,
+                      stacklevel=3)
+    return total[finite]
 
 
 def _snapshot(state: State | None) -> dict[str, torch.Tensor] | None:
@@ -134,10 +151,13 @@ class HackingMonitor:
 
     @torch.no_grad()
     def evaluate(self, step: int, state: State | None = None) -> dict[str, float]:
-        """Sample, score and measure the held-out grid now; update the best state and ``should_stop``."""
+        """Sample, score and measure the held-out grid now; update the best state and ``should_stop``. A
+        :class:`MonitorError` when the monitor scores no image (NaN / inf for all); images it cannot score are
+        left out of the record's mean, with a warning."""
         images = self.sample(list(self.prompts), list(self.seeds)).float()
         total, named = score_images(self.monitor, images, self.prompts, batch_size=self.score_batch_size,
                                     weights=self.monitor_weights)
+        total = _finite_scores(total, step)
         record = {"step": step, **dict(zip(("monitor", "monitor_se"), _mean_se(total)))}
         if len(named) > 1:
             record.update({f"monitor/{name}": float(v.float().mean()) for name, v in named.items()})
@@ -158,6 +178,8 @@ class HackingMonitor:
     def _reward_rose(self, record: dict[str, float]) -> bool:
         if "reward" not in record:
             return True
+        if self.best_step is None:  # no evaluation was ever the best: nothing to compare the reward with
+            return False
         best = next(r for r in self.records if r["step"] == self.best_step)
         return record["reward"] > best["reward"]
 

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 __all__ = ["METHODS", "PolicyConfig", "PolicyFinetuneConfig"]
 
 METHODS = ("ddpo", "grpo", "nft")
+MAX_SAMPLING_STEPS = 1000  # a UNet's training schedule has 1000 timesteps; more would only run without end
+_NO_OP = {"adv_clip_max": "advantages clipped to 0 make every update a no-op (DDPO and Flow-GRPO use 5)",
+          "clip_range": "an importance ratio clipped to 1 gives no gradient (trl's DDPO uses 1e-4)",
+          "nft_beta": "the implicit policies would equal the old one (DiffusionNFT uses 1.0)"}
 
 
 @renamed_fields
@@ -68,10 +72,35 @@ class PolicyConfig:
         for name in ("inner_epochs", "nft_timesteps", "num_inference_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_inference_steps > MAX_SAMPLING_STEPS:
+            raise ValueError(f"num_inference_steps must be <= {MAX_SAMPLING_STEPS} (sampling steps per rollout; the "
+                             f"papers use 10-50), got {self.num_inference_steps}")
         if self.minibatch_size is not None and self.minibatch_size < 1:
             raise ValueError(f"minibatch_size must be >= 1 or None, got {self.minibatch_size}")
         if self.kl_coeff < 0:
             raise ValueError(f"kl_coeff must be >= 0, got {self.kl_coeff}")
+        self._check_update()
+
+    def _check_update(self) -> None:
+        """Refuse settings under which an update changes nothing (or trains without the reward)."""
+        for name in ("adv_clip_max", "clip_range", "nft_beta"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}: "
+                                 + _NO_OP.get(name, "every update would be a no-op"))
+        if self.eta < 0 or self.noise_level < 0:
+            raise ValueError(f"eta and noise_level must be >= 0, got {self.eta}, {self.noise_level}")
+        if self.method != "nft" or self.nft_stochastic_rollouts:
+            if self.eta == 0 and self.noise_level == 0:
+                raise ValueError(f"{self.method} needs stochastic rollouts, but eta = 0 (UNet families) and "
+                                 "noise_level = 0 (flow families) leave no step with noise: raise one of them")
+        steps = self.num_inference_steps
+        if self.sde_window is not None and not 0 <= self.sde_window[0] < self.sde_window[1] <= steps:
+            raise ValueError(f"sde_window must be (start, stop) with 0 <= start < stop <= num_inference_steps "
+                             f"({steps}), got {self.sde_window}: no step of it would be stochastic and trained")
+        if self.method == "ddpo" and self.per_prompt_stats and self.stat_min_count > self.stat_buffer_size:
+            raise ValueError(f"stat_min_count ({self.stat_min_count}) must be <= stat_buffer_size "
+                             f"({self.stat_buffer_size}): a prompt would never collect enough rewards for its own "
+                             "statistics")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +130,12 @@ class PolicyFinetuneConfig(PolicyConfig):
         super().__post_init__()
         for name in ("group_size", "prompts_per_step"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        require(self.group_size >= 2 or self.method == "ddpo",
+                f"--method {self.method} normalises each reward within its prompt's group: group_size must be >= 2, "
+                f"got {self.group_size} (a group of one has advantage 0, so nothing would be trained)")
+        require(self.rollouts_per_step >= 2 or self.method != "ddpo" or self.per_prompt_stats,
+                "ddpo without per-prompt statistics normalises over the step's rollouts: prompts_per_step x "
+                "group_size must be >= 2, got 1 (one rollout has advantage 0, so nothing would be trained)")
         accumulation = self.run.gradient_accumulation_steps
         require(accumulation == 1, "online RL accumulates over the recorded steps of a minibatch; got "
                 f"gradient_accumulation_steps={accumulation}, expected 1 (set minibatch_size for smaller optimizer "

@@ -79,7 +79,9 @@ class PolicyTrainer(PromptedRunIdentity, DiffusionTrainer):
         the step, the same on every process). The seeds come from the step number, so every process and a
         resumed run draw the same; the prompts are the main process's."""
         cfg, acc = self.config, self.accelerator
-        shared = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + self.global_step)
+        # a dropped batch (on_nonfinite="skip") moves the seeds on, so the step is not retried on the same ones
+        shared = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + self.global_step
+                                               + 7919 * self.skipped_batches)
         chosen = self.prompt_source.draw(cfg.prompts_per_step, self.rng)
         if acc.num_processes > 1:
             from accelerate.utils import broadcast_object_list
@@ -91,15 +93,19 @@ class PolicyTrainer(PromptedRunIdentity, DiffusionTrainer):
         rank, world = acc.process_index, acc.num_processes
         return prompts[rank::world], seeds[rank::world], groups[rank::world].to(acc.device)
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, float] | None:
         """One round of rollouts and updates; returns its statistics: reward mean / std (per named output
         too), advantage stats, and per method importance-ratio stats, clip fraction, approximate KL, KL and
-        loss (ddpo, grpo) or the NFT loss and optimality probability (nft), gradient norm, learning rate."""
+        loss (ddpo, grpo) or the NFT loss and optimality probability (nft), gradient norm, learning rate.
+        None when every group was skipped for non-finite rewards (``on_nonfinite="skip"``): no update."""
         acc = self.accelerator
         prompts, seeds, groups = self.rollout_batch()
         lr = self.lr_scheduler.get_last_lr()[0]
         with acc.autocast():
-            stats = self.policy.step(prompts, seeds, groups, self.rng)
+            batch = self.policy.collect(prompts, seeds, groups)
+            if "advantage_mean" not in batch.advantages.stats and self.drop_batch(reward=batch.rewards):
+                return None  # no group had finite rewards: skipped and counted like any dropped batch
+            stats = self.policy.update(batch, self.rng)
         self.lr_scheduler.step()
         if self.ema is not None:
             self.ema.step()

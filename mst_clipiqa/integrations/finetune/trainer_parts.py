@@ -4,6 +4,7 @@ hacking monitor (evaluated, logged, checkpointed by the base, its best LoRA put 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -21,7 +22,8 @@ from ..rewards import Rewards
 from .config import TrainerConfig, require
 from .ema import LoraEMA
 from .log import TrainingLog, gathered_statistics
-from .monitor import HackingMonitor
+from .monitor import HackingMonitor, MonitorError
+from .nonfinite import NonFiniteError
 from .tracking import log_grid
 
 __all__ = ["TrainerParts", "lr_schedule"]
@@ -90,6 +92,26 @@ class TrainerParts:
         self.params = params
         self.ema = LoraEMA(params, config.ema_decay) if config.use_ema else None
 
+    def backward_and_step(self, loss: torch.Tensor, **checked: torch.Tensor) -> bool:
+        """One micro-batch's backward pass and (accelerate's) optimizer step, after :meth:`drop_batch` checked
+        ``loss`` and the ``checked`` values (rewards, images); when the gradients sync, their norm before
+        clipping is kept in ``grad_norm`` and checked too. True when the batch is dropped: no step, and the
+        gradients of the step's earlier micro-batches discarded."""
+        acc = self.accelerator
+        dropped = self.drop_batch(**checked, loss=loss)
+        if not dropped:
+            acc.backward(loss)
+            if acc.sync_gradients:  # an infinite bound clips nothing
+                self.grad_norm = acc.clip_grad_norm_(self.params, self.config.run.max_grad_norm or float("inf"))
+                dropped = self.drop_batch(grad_norm=torch.as_tensor(self.grad_norm))
+        if dropped:
+            for p in self.params:
+                p.grad = None
+            return True
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return False
+
     def record_step(self, stats: list[dict[str, torch.Tensor]], grad_norm: Any, lr: float) -> dict[str, float]:
         """End an optimizer step: schedule and EMA step (unless fp16 skipped it), count it, and log the
         statistics of every micro-batch of every process (collective). Returns the record."""
@@ -147,7 +169,10 @@ class TrainerParts:
         """Run the monitor when it is due (every process, on the same weights and seeds); True to stop."""
         if self.monitor is None:
             return False
-        record = self.monitor(self.global_step, state=self._monitored_state)
+        try:
+            record = self.monitor(self.global_step, state=self._monitored_state)
+        except MonitorError as error:
+            return self._monitor_failed(error)
         if record:
             named = {("monitor_reward" if k == "reward" else "monitor_reward_se" if k == "reward_se" else k): v
                      for k, v in record.items() if k != "step"}
@@ -155,6 +180,24 @@ class TrainerParts:
                 self.log.history[-1].update(named)
             self.accelerator.log(named, step=self.global_step)
         return bool(self.monitor.should_stop)
+
+    def _monitor_failed(self, error: MonitorError) -> bool:
+        """A monitor that cannot score: with ``on_nonfinite="skip"`` a warning and training goes on; else the
+        work is checkpointed and a one-line :class:`NonFiniteError` stops the run."""
+        if self.on_nonfinite == "skip":
+            warnings.warn(f"{error}; skipping this evaluation, training goes on (on_nonfinite='skip')",
+                          RuntimeWarning, stacklevel=3)
+            return False
+        if self.global_step == 0:
+            kept = "no step was trained; fix the monitor and start again"
+        elif self.run_dir is None:
+            kept = "nothing saved (no output_dir)"
+        else:
+            if self.saved_step != self.global_step:
+                self.save_checkpoint()
+            kept = (f"step {self.global_step} is checkpointed in {self.run_dir}: fix the monitor and run again "
+                    "with --resume (resume=True), or pass --on-nonfinite skip to train without its evaluations")
+        raise NonFiniteError(f"stopped: {error}; {kept}")
 
     def _keep_monitors_best(self) -> None:
         best = self.monitor.best_state

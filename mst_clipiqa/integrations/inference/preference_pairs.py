@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mst_clipiqa.reward.utils import atomic_write, jsonable, write_json
+from mst_clipiqa.runtime.preemption import Preempted, StopSignals
 from mst_clipiqa.runtime.processes import launcher_rank, launcher_world_size
 
 from ..rewards import Rewards
@@ -35,15 +36,17 @@ _MARGIN = re.compile(r"^margin>([0-9.eE+-]+)$")
 def select_pairs(scores: Sequence[float], rule: str) -> list[tuple[int, int]]:
     """Index pairs ``(i, j)``, ``i < j``, of the candidates to compare: ``"best-worst"`` (the highest and
     the lowest score), ``"all"`` (every pair) or ``"margin>X"`` (every pair whose scores differ by more
-    than X). Tied scores are never paired: a tie states no preference."""
+    than X). Tied scores are never paired (a tie states no preference), nor NaN or infinite ones (they
+    rank nothing)."""
     scores = [float(s) for s in scores]
+    finite = [i for i, s in enumerate(scores) if math.isfinite(s)]
     if rule == "best-worst":
-        best = max(range(len(scores)), key=scores.__getitem__)
-        worst = min(range(len(scores)), key=scores.__getitem__)
+        if not finite:
+            return []
+        best, worst = max(finite, key=scores.__getitem__), min(finite, key=scores.__getitem__)
         return [] if scores[best] == scores[worst] else [tuple(sorted((best, worst)))]
     margin = _margin(rule)
-    return [(i, j) for i in range(len(scores)) for j in range(i + 1, len(scores))
-            if abs(scores[i] - scores[j]) > margin]
+    return [(i, j) for i in finite for j in finite if i < j and abs(scores[i] - scores[j]) > margin]
 
 
 def _margin(rule: str) -> float:
@@ -62,11 +65,13 @@ def _margin(rule: str) -> float:
 
 @dataclass
 class PairsWritten:
-    """What one process wrote: the data set folder, the shards it wrote and those it found finished."""
+    """What one process wrote: the data set folder, the shards it wrote, those it found finished, and the
+    markers of prompts with no pair (every candidate tied or scored NaN / inf), which have no shard."""
 
     directory: Path
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    no_pairs: list[Path] = field(default_factory=list)
     rows: int = 0
 
 
@@ -97,7 +102,8 @@ def preference_pairs(
     (``best_of_n.regenerate``; bitwise with PNG). A rerun skips finished shards and refuses other
     settings. Process ``rank`` of ``world_size`` (default: the launcher's ``RANK`` / ``WORLD_SIZE``)
     takes prompts ``rank::world_size``. ``image_format``: ``"png"`` (lossless) or ``"jpeg"`` (smaller).
-    ``pipe_kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``, ...).
+    ``pipe_kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``, ...). SIGTERM / SIGINT
+    stop it after the prompt in hand with ``Preempted``, the finished shards kept (a second signal at once).
     """
     prompts = _check_prompts(prompts)
     select_pairs([0.0, 1.0], pairs)  # a bad rule fails before any generation
@@ -115,20 +121,39 @@ def preference_pairs(
                 "prompts": prompts}
     _check_settings(directory, jsonable(settings))
     result = PairsWritten(directory)
-    for index in range(rank, len(prompts), world_size):
-        path = shard_path(directory, index)
-        if path.is_file():
-            result.skipped.append(path)
-            continue
-        seeds = [seed + index * n + k for k in range(n)]
-        ranking = best_of_n(pipe, prompts[index], reward, seeds=seeds, chunk_size=chunk_size,
-                            score_batch_size=score_batch_size, weights=weights, progress=progress, **pipe_kwargs)
-        rows = _rows(index, prompts[index], sorted(ranking.candidates, key=lambda c: seeds.index(c.seed)), pairs,
-                     IMAGE_FORMATS[image_format.lower()])
-        _write_shard(path, rows, list(ranking.winner.scores))
-        result.written.append(path)
-        result.rows += len(rows)
+    mine = range(rank, len(prompts), world_size)
+    with StopSignals() as signals:
+        for done, index in enumerate(mine):
+            if signals.received:  # between prompts: every finished shard is kept
+                raise Preempted(signals.received, f"stopped by {StopSignals.name(signals.received)} after {done} of "
+                                                  f"{len(mine)} prompts; the finished ones are in {directory}; run "
+                                                  "the same command again to continue (they are skipped)")
+            _prompt_pairs(pipe, prompts, index, reward, result, settings, score_batch_size, progress)
     return result
+
+
+def _prompt_pairs(pipe: Any, prompts: list[str], index: int, reward: Rewards, result: PairsWritten,
+                  settings: dict[str, Any], score_batch_size: int, progress: bool) -> None:
+    """Sample, score and write the pairs of prompt ``index`` (or skip it when done)."""
+    path = shard_path(result.directory, index)
+    if path.is_file() or _no_pairs_path(path).is_file():
+        result.skipped.append(path if path.is_file() else _no_pairs_path(path))
+        return
+    n, seed = settings["n"], settings["seed"]
+    seeds = [seed + index * n + k for k in range(n)]
+    ranking = best_of_n(pipe, prompts[index], reward, seeds=seeds, chunk_size=settings["chunk_size"],
+                        score_batch_size=score_batch_size, weights=settings["weights"], progress=progress,
+                        **settings["pipe_kwargs"])
+    rows = _rows(index, prompts[index], sorted(ranking.candidates, key=lambda c: seeds.index(c.seed)),
+                 settings["pairs"], IMAGE_FORMATS[settings["image_format"]])
+    if not rows:  # an empty shard would stop load_pairs; the marker says the prompt is done
+        write_json(_no_pairs_path(path), {"prompt_index": index, "scores": [c.score for c in ranking.candidates],
+                                          "reason": "every candidate tied or scored NaN / inf: no pair"})
+        result.no_pairs.append(_no_pairs_path(path))
+        return
+    _write_shard(path, rows, list(ranking.winner.scores))
+    result.written.append(path)
+    result.rows += len(rows)
 
 
 def _check_prompts(prompts: Sequence[str]) -> list[str]:
@@ -155,6 +180,10 @@ def _check_settings(directory: Path, settings: dict[str, Any]) -> None:
 def shard_path(directory: str | Path, index: int) -> Path:
     """The shard of prompt number ``index``."""
     return Path(directory) / SHARDS / f"prompt-{index:06d}.parquet"
+
+
+def _no_pairs_path(shard: Path) -> Path:
+    return shard.with_suffix(".no-pairs.json")
 
 
 def _encoded(candidate: Candidate, image_format: str) -> bytes:
@@ -198,14 +227,28 @@ def _write_shard(path: Path, rows: list[dict[str, Any]], score_names: list[str])
         pq.write_table(table, str(tmp))
 
 
+def _shard_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"{path} is not a readable parquet shard ({error}); delete it and run the same "
+                         "'mst-clipiqa pairs' command again to rewrite it") from None
+
+
 def load_pairs(directory: str | Path, cache_dir: str | Path | None = None) -> Any:
     """The pairs in ``directory`` (every finished shard) as a ``datasets.Dataset``, read by
     ``datasets.load_dataset("parquet", ...)``; prompts whose candidates all tied have no rows."""
     from datasets import load_dataset
 
-    shards = sorted(str(p) for p in (Path(directory) / SHARDS).glob("prompt-*.parquet"))
-    if not shards:
+    found = sorted((Path(directory) / SHARDS).glob("prompt-*.parquet"))
+    if not found:
         raise ValueError(f"{directory} holds no pair shards ({SHARDS}/prompt-*.parquet); write them with "
                          "preference_pairs")
+    shards = [str(p) for p in found if _shard_rows(p) > 0]  # older versions wrote empty shards for ties
+    if not shards:
+        raise ValueError(f"the {len(found)} shard(s) in {directory / SHARDS} hold no pairs (every prompt's "
+                         "candidates tied); sample more per prompt (n) or use another reward")
     return load_dataset("parquet", data_files=shards, split="train",
                         cache_dir=None if cache_dir is None else str(cache_dir))

@@ -33,6 +33,7 @@ import torch
 
 from ..model import MSTCLIPIQA
 from ..utils import atomic_write, precision_dtype, read_tensors, save_tensors
+from ..utils.preemption import Preempted, StopSignals, stop_requested
 from .features import CachedFeatures, encode_files, encode_prompt_states, unique_prompts
 
 CACHE_VERSION = 2  # 2: fitted images are no longer clipped to [0, 1]
@@ -142,6 +143,7 @@ class FeatureCache:
             def store(start: int, f_c: torch.Tensor, f_f: torch.Tensor) -> None:
                 for (entry, _), c, f in zip(todo[start:start + len(f_c)], f_c, f_f):
                     save_entry({"coarse": c, "fine": f}, entry)
+                _stop_if_asked(start + len(f_c), len(todo), self.image_dir)
             encode_files(self.model, [p for _, p in todo], self.batch_size, self.num_workers, self.precision,
                          self.progress, on_batch=store, preprocess=self.preprocess)
 
@@ -191,6 +193,15 @@ class FeatureCache:
             barrier()
         loaded.update({entry: read_entry(entry, shapes) for entry, _ in todo})
         return loaded
+
+
+def _stop_if_asked(done: int, total: int, where: Path) -> None:
+    """Between batches of a long encoding (a trainer's StopSignals active): stop, keeping the entries written."""
+    signum = stop_requested()
+    if signum and done < total:
+        raise Preempted(signum, f"stopped by {StopSignals.name(signum)} while encoding features: {done} of {total} "
+                                f"images are cached in {where}; run the same command again with --resume to "
+                                "continue from them")
 
 
 def save_entry(tensors: dict[str, torch.Tensor], path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -74,12 +75,26 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` (moved to the CPU) as safetensors, atomically."""
+def write_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path,
+                      metadata: dict[str, str] | None = None) -> None:
+    """safetensors' ``save_file`` (``tensors`` moved to the CPU); a failed write (a full disk) is an ``OSError``
+    naming ``path``, not safetensors' own error type."""
     from safetensors.torch import save_file
 
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    except Exception as error:
+        code = re.search(r"IoError\(Os \{ code: (\d+)", str(error))
+        if type(error).__name__ != "SafetensorError" or code is None:
+            raise
+        number = int(code.group(1))
+        raise OSError(number, os.strerror(number), str(path)) from None
+
+
+def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` (moved to the CPU) as safetensors, atomically."""
     with atomic_write(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        write_safetensors(tensors, tmp, metadata)
 
 
 def read_tensors(path: str | Path,

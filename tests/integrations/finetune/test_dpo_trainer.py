@@ -152,3 +152,25 @@ def test_cli_dpo_with_a_monitor_writes_the_run(tmp_path, pairs_dir, capsys):
     assert main(["finetune", "--method", "dpo", "--pipeline", "tiny", "--model", "tiny", "--out",
                  str(tmp_path / "x")]) != 0
     assert "--method dpo needs --pairs DIR" in capsys.readouterr().err
+
+
+def test_a_monitor_that_cannot_score_checkpoints_and_stops_or_is_skipped(tmp_path):
+    calls = []
+
+    def blind(images):  # scores before training, then never again
+        calls.append(0)
+        return images.mean(dim=(1, 2, 3)) * (1.0 if len(calls) in (1, 3) else float("nan"))
+
+    cfg = finetune_config(max_steps=3, learning_rate=1e-2, output_dir=str(tmp_path), monitor_every=2, patience=2,
+                          monitor_prompts=PROMPTS[:1], monitor_seeds=(5, 6))
+    trainer = RewardFinetuner(tiny_sd_pipeline(), brightness, PROMPTS, cfg, monitor=blind)
+    with pytest.raises(ValueError, match=r"stopped: the hacking monitor cannot score.*at step 2 \(check.*; "
+                                         r"step 2 is checkpointed in .*--resume") as stopped:
+        trainer.train()
+    assert "\n" not in str(stopped.value) and (tmp_path / "checkpoints" / "step_00000002").is_dir()
+    skip = dataclasses.replace(cfg, output_dir=str(tmp_path / "skip"), on_nonfinite="skip", max_steps=2)
+    trainer = RewardFinetuner(tiny_sd_pipeline(), brightness, PROMPTS, skip, monitor=blind)
+    with pytest.warns(RuntimeWarning, match="cannot score.*skipping this evaluation, training goes on"):
+        trainer.train()
+    assert trainer.global_step == 2 and [r["step"] for r in trainer.monitor.records] == [0]
+    assert all(math.isfinite(r.get("monitor", 0.0)) for r in trainer.log.history)  # no NaN records logged

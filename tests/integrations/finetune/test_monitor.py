@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -109,3 +111,24 @@ def test_bad_settings_are_named():
         HackingMonitor(sample, brightness, ["a"], [0, 1], patience=0)
     with pytest.raises(ValueError, match="N >= 2"):
         diversity(torch.zeros(1, 4))
+
+
+def test_a_monitor_that_cannot_score_says_so_and_one_that_partly_can_warns():
+    from integrations.finetune.monitor import MonitorError
+
+    run = LevelRun()
+    never = HackingMonitor(run.sample, lambda images: brightness(images) * float("nan"), ["a"], [0, 1],
+                           reward=brightness, every=1, patience=2)
+    with pytest.raises(MonitorError, match=r"cannot score: it returned NaN or inf for all 2 held-out images at step 0"):
+        _run(run, never)  # was a bare StopIteration once patience ran out
+    assert never.records == []
+
+    def half(images):
+        scores = brightness(images).clone()
+        scores[0] = float("nan")
+        return scores
+
+    partly = HackingMonitor(run.sample, half, ["a"], [0, 1, 2], reward=brightness, every=1, patience=2)
+    with pytest.warns(RuntimeWarning, match="NaN or inf for 1 of 3 held-out images at step 0; its record averages"):
+        record = partly(0, state=run.state)
+    assert math.isfinite(record["monitor"])

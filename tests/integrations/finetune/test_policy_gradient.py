@@ -76,6 +76,32 @@ def test_nft_needs_a_flow_pipeline_and_bad_settings_are_clear_errors(tmp_path):
         policy_config(tmp_path, group_size=0)
 
 
+DEGENERATE = {  # each setting trained nothing and reported success
+    "grpo group of one": (dict(group_size=1), "group_size must be >= 2.*advantage 0"),
+    "nft group of one": (dict(method="nft", group_size=1), "group_size must be >= 2"),
+    "ddpo batch of one": (dict(method="ddpo", per_prompt_stats=False, group_size=1, prompts_per_step=1),
+                          "prompts_per_step x group_size must be >= 2"),
+    "advantages clipped to 0": (dict(adv_clip_max=0.0), "adv_clip_max must be > 0.*no-op"),
+    "nft advantages clipped to 0": (dict(method="nft", adv_clip_max=0.0), "adv_clip_max must be > 0"),
+    "ratio clipped to 1": (dict(clip_range=0.0), "clip_range must be > 0"),
+    "nft beta 0": (dict(method="nft", nft_beta=0.0), "nft_beta must be > 0"),
+    "no noise": (dict(eta=0.0, noise_level=0.0), "no step with noise"),
+    "empty window": (dict(sde_window=(1, 1)), "sde_window must be .*no step of it"),
+    "window past the end": (dict(sde_window=(1, 5)), r"sde_window must be .*num_steps \(2\)"),
+    "per-prompt statistics never used": (dict(method="ddpo", stat_min_count=20), "stat_min_count .* <= "),
+    "learning rate 0": (dict(learning_rate=0.0), "learning_rate must be > 0"),
+    "LoRA scale 0": (dict(lora_alpha=0.0), "lora_alpha must be > 0"),
+    "reversed gradients": (dict(max_grad_norm=-1.0), "max_grad_norm must be >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEGENERATE))
+def test_settings_that_make_an_update_a_no_op_are_refused_at_config_time(case):
+    overrides, message = DEGENERATE[case]
+    with pytest.raises(ValueError, match=message):
+        policy_config(None, **{"save_every": 0, **overrides})
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -120,3 +146,22 @@ def test_a_nan_reward_raises_or_skips_its_group_and_the_checkpoint_stays_finite(
 
     saved = [load_file(p) for p in (tmp_path / "skip" / "checkpoints").rglob("*.safetensors")]
     assert saved and all(bool(torch.isfinite(t).all()) for tensors in saved for t in tensors.values())
+
+
+def test_skip_skips_a_batch_whose_rewards_are_all_nan_and_the_run_goes_on(tmp_path):
+    calls = []
+
+    def nan_once(images):
+        calls.append(len(images))
+        values = brightness(images)
+        return values * np.nan if len(calls) == 1 else values
+
+    trainer = PolicyTrainer(tiny_sd3_pipeline(), nan_once, PROMPTS,
+                            policy_config(tmp_path, max_steps=2, save_every=0, on_nonfinite="skip", inner_epochs=1,
+                                          kl_coeff=0.0, use_ema=False))
+    before = lora_of(trainer)
+    with pytest.warns(RuntimeWarning, match=r"dropped a batch \(reward returned NaN or inf for 4 of 4"):
+        log = trainer.train()
+    assert trainer.global_step == 2 and len(log.history) == 2 and trainer.skipped_batches == 1
+    assert all(np.isfinite(r["reward"]) for r in log.history)
+    assert any(not torch.equal(before[k], v) for k, v in lora_of(trainer).items())

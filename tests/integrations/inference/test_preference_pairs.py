@@ -113,3 +113,77 @@ def test_bad_inputs_are_named(tmp_path):
         preference_pairs(pipe, ["a"], brightness, tmp_path, rank=2, world_size=2)
     with pytest.raises(ValueError, match="holds no pair shards"):
         load_pairs(tmp_path)
+
+
+def test_non_finite_scores_are_never_paired_and_never_self_paired():
+    nan, inf = float("nan"), float("inf")
+    assert select_pairs([nan, 0.2, 0.5], "best-worst") == [(1, 2)]
+    assert select_pairs([nan, 0.3], "best-worst") == [] and select_pairs([nan, nan], "best-worst") == []
+    assert select_pairs([inf, 0.1, -inf, 0.4], "all") == [(1, 3)]
+
+
+def test_a_nan_score_gives_no_row_and_a_tied_prompt_no_shard(tmp_path):
+    def first_is_nan(images):
+        scores = torch.as_tensor(brightness(images)).clone()
+        scores[0] = float("nan")
+        return scores
+
+    kwargs = dict(n=3, progress=False, num_inference_steps=1)
+    with pytest.warns(RuntimeWarning, match="NaN for 1 of 3"):
+        preference_pairs(tiny_sd_pipeline(), ["a"], first_is_nan, tmp_path / "nan", **kwargs)
+    for row in load_pairs(tmp_path / "nan", cache_dir=tmp_path / "cache"):
+        assert row["seed_0"] != row["seed_1"] and row["jpg_0"] != row["jpg_1"]
+        assert np.isfinite([row["score_0"], row["score_1"]]).all()
+
+    calls = []
+
+    def flat_for_b(images):  # prompt "b" (the second pipeline call) scores every candidate the same
+        calls.append(len(images))
+        scores = torch.as_tensor(brightness(images))
+        return scores if len(calls) == 1 else torch.zeros_like(scores)
+
+    out = tmp_path / "ties"
+    written = preference_pairs(tiny_sd_pipeline(), ["a", "b"], flat_for_b, out, **kwargs)
+    assert written.written == [shard_path(out, 0)] and not shard_path(out, 1).exists()
+    assert [p.name for p in written.no_pairs] == ["prompt-000001.no-pairs.json"]
+    assert len(load_pairs(out, cache_dir=tmp_path / "cache")) == 1
+    again = preference_pairs(tiny_sd_pipeline(), ["a", "b"], flat_for_b, out, **kwargs)
+    assert again.written == [] and len(again.skipped) == 2  # the tied prompt is done, not redone
+
+
+def test_empty_and_truncated_shards_are_handled_by_name(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    preference_pairs(tiny_sd_pipeline(), ["a"], brightness, tmp_path, n=2, progress=False, num_inference_steps=1)
+    empty = shard_path(tmp_path, 1)
+    pq.write_table(pa.Table.from_pylist([], schema=pq.read_schema(shard_path(tmp_path, 0))), str(empty))
+    assert len(load_pairs(tmp_path, cache_dir=tmp_path / "cache")) == 1  # an older version's empty shard
+    data = shard_path(tmp_path, 0).read_bytes()
+    shard_path(tmp_path, 0).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"prompt-000000.parquet is not a readable parquet shard .*run the same"):
+        load_pairs(tmp_path)
+    shard_path(tmp_path, 0).unlink()
+    with pytest.raises(ValueError, match="hold no pairs"):
+        load_pairs(tmp_path)
+
+
+def test_a_stop_request_ends_the_export_after_the_prompt_in_hand(tmp_path):
+    import os
+    import signal
+
+    from reward.utils import Preempted
+
+    def stop_at_first(images):
+        if not shard_path(tmp_path, 0).exists():
+            os.kill(os.getpid(), signal.SIGTERM)
+        return brightness(images)
+
+    kwargs = dict(n=2, progress=False, num_inference_steps=1)
+    message = r"stopped by SIGTERM after 1 of 3 prompts; .*run the same command again"
+    with pytest.raises(Preempted, match=message) as stop:
+        preference_pairs(tiny_sd_pipeline(), ["a", "b", "c"], stop_at_first, tmp_path, **kwargs)
+    assert stop.value.exit_status == 143
+    assert shard_path(tmp_path, 0).is_file() and not shard_path(tmp_path, 1).exists()
+    again = preference_pairs(tiny_sd_pipeline(), ["a", "b", "c"], stop_at_first, tmp_path, **kwargs)
+    assert len(again.written) == 2 and again.skipped == [shard_path(tmp_path, 0)]

@@ -1,0 +1,103 @@
+import io
+
+import pytest
+from PIL import Image
+
+from integrations.finetune.dpo import DPOConfig, DPOTrainer
+from integrations.finetune.dpo_objective import pair_batch
+from integrations.finetune.pair_rows import check_pairs, row_problem
+
+from ..preference_data import bright_pipe
+
+
+def _png(size, value=0):
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (value, value, value)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _row(label=1.0, size=32, **changes):
+    return {"caption": "a cat", "jpg_0": _png(size, 200), "jpg_1": _png(size, 50), "label_0": label, **changes}
+
+
+BAD = {
+    "nan label": _row(float("nan")),
+    "label 2": _row(2.0),
+    "label -1": _row(-1),
+    "soft label": _row(0.7),
+    "label None": _row(None),
+    "no label": {k: v for k, v in _row().items() if k != "label_0"},
+    "text label": _row("1"),
+    "not an image": _row(jpg_0=b"definitely not a png"),
+    "same image": _row(jpg_1=_png(32, 200)),
+    "caption None": _row(caption=None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_each_malformed_row_is_named(case):
+    rows = [_row(), _row(0.0), BAD[case]]
+    with pytest.raises(ValueError, match=r"1 of 3 pairs are invalid \(row 2: .*--drop-invalid"):
+        check_pairs(rows)
+    with pytest.raises(ValueError, match="pair row 0: "):
+        pair_batch([BAD[case]], 16, 16)  # the API checks the rows it is given, too
+
+
+def test_ties_are_found_before_training_and_dropped_on_request():
+    rows = [_row(), _row(0.5), _row(0.0), _row(0.5)]
+    with pytest.raises(ValueError, match=r"2 of 4 pairs are ties \(label_0 = 0.5.*rows 1, 3\).*--drop-ties"):
+        check_pairs(rows)
+    with pytest.warns(UserWarning, match=r"dropped 2 of 4 pairs \(0 invalid, 2 ties\); training on 2"):
+        kept = check_pairs(rows, drop_ties=True)
+    assert [r["label_0"] for r in kept] == [1.0, 0.0]
+    with pytest.raises(ValueError, match="nothing to train on"):
+        check_pairs([_row(0.5)], drop_ties=True)
+
+
+def test_a_dataset_is_checked_by_columns_and_dropped_rows_counted():
+    import datasets
+
+    table = datasets.Dataset.from_list([_row(), _row(float("nan")), _row(0.0), _row(jpg_0=b"xx")])
+    with pytest.warns(UserWarning, match=r"dropped 2 of 4 pairs \(2 invalid, 0 ties; row 1: label_0 is nan"):
+        kept = check_pairs(table, drop_invalid=True)
+    assert isinstance(kept, datasets.Dataset) and kept["label_0"] == [1.0, 0.0]
+    with pytest.raises(ValueError, match=r"lack the column\(s\) \['label_0'\]"):
+        check_pairs(table.remove_columns("label_0"))
+    streaming = table.to_iterable_dataset()
+    with pytest.raises(ValueError, match="streaming datasets.IterableDataset.*without streaming=True"):
+        check_pairs(streaming)
+    assert row_problem(_row()) is None
+
+
+def test_pairs_of_different_sizes_are_resized_one_by_one():
+    winners, losers, captions = pair_batch([_row(size=32), _row(0.0, size=64, jpg_1=_png(48, 9))], 16, 16)
+    assert winners.shape == losers.shape == (2, 3, 16, 16) and captions == ["a cat", "a cat"]
+    assert float(winners[0].mean()) == pytest.approx(200 / 255, abs=1e-3)  # label 1: jpg_0 wins
+    assert float(winners[1].mean()) == pytest.approx(9 / 255, abs=1e-3)  # label 0: jpg_1 wins
+
+
+def test_the_trainer_refuses_bad_pairs_before_anything_runs(tmp_path):
+    rows = [_row(), _row(0.5), _row(0.0)]
+    with pytest.raises(ValueError, match="1 of 3 pairs are ties"):
+        DPOTrainer(bright_pipe(), rows, DPOConfig(max_steps=1, output_dir=str(tmp_path / "a")))
+    assert not (tmp_path / "a").exists()
+    with pytest.warns(UserWarning, match="dropped 1 of 3"):
+        trainer = DPOTrainer(bright_pipe(), rows, DPOConfig(max_steps=1, drop_ties=True, progress_bar=False))
+    assert len(trainer.rows) == 2
+
+
+def test_dpo_skip_drops_a_non_finite_batch_and_trains_on():
+    rows = [_row(), _row(0.0, jpg_0=_png(32, 90))]
+    trainer = DPOTrainer(bright_pipe(), rows, DPOConfig(max_steps=2, batch_size=1, on_nonfinite="skip",
+                                                        progress_bar=False))
+    real, calls = trainer.objective.loss, []
+
+    def nan_once(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        calls.append(0)
+        return (loss * float("nan"), stats) if len(calls) == 1 else (loss, stats)
+
+    trainer.objective.loss = nan_once
+    with pytest.warns(RuntimeWarning, match=r"dropped a batch \(loss non-finite"):
+        log = trainer.train()  # raised NonFiniteError advising --on-nonfinite skip, which was set
+    assert trainer.global_step == 2 and trainer.skipped_batches == 1 and len(log.history) == 2
