@@ -31,9 +31,10 @@ from typing import Any
 
 import torch
 
+from mst_clipiqa.runtime.preemption import Preempted, StopSignals, stop_requested
+
 from ..model import MSTCLIPIQA
 from ..utils import atomic_write, precision_dtype, read_tensors, save_tensors
-from ..utils.preemption import Preempted, StopSignals, stop_requested
 from .features import CachedFeatures, encode_files, encode_prompt_states, unique_prompts
 
 CACHE_VERSION = 2  # 2: fitted images are no longer clipped to [0, 1]

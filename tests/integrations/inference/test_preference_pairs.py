@@ -172,7 +172,7 @@ def test_a_stop_request_ends_the_export_after_the_prompt_in_hand(tmp_path):
     import os
     import signal
 
-    from reward.utils import Preempted
+    from mst_clipiqa.runtime.preemption import Preempted
 
     def stop_at_first(images):
         if not shard_path(tmp_path, 0).exists():
