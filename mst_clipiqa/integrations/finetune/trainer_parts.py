@@ -184,7 +184,7 @@ class TrainerParts:
     def _monitor_failed(self, error: MonitorError) -> bool:
         """A monitor that cannot score: with ``on_nonfinite="skip"`` a warning and training goes on; else the
         work is checkpointed and a one-line :class:`NonFiniteError` stops the run."""
-        if self.on_nonfinite == "skip":
+        if self.config.run.on_nonfinite == "skip":
             warnings.warn(f"{error}; skipping this evaluation, training goes on (on_nonfinite='skip')",
                           RuntimeWarning, stacklevel=3)
             return False
