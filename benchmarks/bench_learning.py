@@ -1,7 +1,7 @@
 """Does every generator trainer learn? Held-out reward gain per 1,000 training samples and per CPU-second, over
 seeds, for every trainer on the tiny pipelines, with trl 0.23.1's ``DDPOTrainer`` on the same problem as ours.
 
-    python benchmarks/bench_learning.py                          # every row, seeds 0 1 2 (about 10 CPU-minutes)
+    python benchmarks/bench_learning.py                          # every row, seeds 0 1 2 (about 6 CPU-minutes)
     python benchmarks/bench_learning.py --seeds 0 1 2 3 4 --rows ddpo "trl ddpo"
     python benchmarks/bench_learning.py --smoke                  # 2 seeds, 2 steps each: every row runs
 
