@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import torch
@@ -136,18 +137,37 @@ def test_finetune_methods_smoke_judges_every_method_at_the_same_budget(capsys):
     assert "| DRaFT-1 | 8 |" in capsys.readouterr().out
 
 
-def test_online_rl_smoke_runs_ours_trl_and_every_grpo_variant(capsys):
-    from benchmarks.bench_online_rl import main
+def test_learning_smoke_reports_every_row_over_seeds_with_trl_beside_ours(capsys):
+    from benchmarks.bench_learning import main
 
-    results = main(["--smoke"])
-    names = {"ours: ddpo (PolicyTrainer)", "trl 0.23.1: DDPOTrainer", "grpo, SDE window 0-2", "grpo, full trajectory",
-             "nft"}
-    assert set(results) == names
+    summaries = main(["--smoke", "--rows", "draft", "ddpo", "trl ddpo"])
     with_trl = importlib.util.find_spec("trl") is not None  # the peers extra, left out on the floors (make test-min)
     if not with_trl:
-        assert "pip install trl==0.23.1" in results.pop("trl 0.23.1: DDPOTrainer")["skipped"]
-    for name, row in results.items():
-        assert row["epoch_s"] > 0 and row["samples"] == (4 if "DDPO" in name or "ddpo" in name else 8), name
-        assert row["gain_per_1k"] == 1000 * row["gain"] / row["samples"]
+        assert "pip install trl==0.23.1" in summaries.pop("trl ddpo")["skipped"]
+    for name, row in summaries.items():
+        assert row["seeds"] == [0, 1] and row["samples"] == 8, name
+        (mean, se), (per_s, _) = row["per_1k"], row["per_cpu_s"]
+        assert math.isfinite(mean) and se > 0 and row["cpu_s"] > 0 and row["wall_s"] > 0
+        assert per_s == per_s and (per_s > 0) == (mean > 0)
     text = capsys.readouterr().out
-    assert ("| ours / trl |" in text) == with_trl and "| grpo, SDE window 0-2 |" in text
+    assert "| draft | 8 |" in text and ("| ddpo / trl ddpo (this run) |" in text) == with_trl
+
+
+def test_rows_run_round_robin_by_seed_with_cpu_and_wall_time():
+    from benchmarks.harness.seeds import across_seeds, fmt_mean_se, mean_se, run_interleaved
+
+    calls = []
+    def row(seed, name):
+        calls.append((seed, name))
+        if name == "c":
+            time.sleep(0.02)
+        return {"gain": seed + (name == "b")}
+
+    rows = {name: (lambda seed, name=name: row(seed, name)) for name in ("a", "b", "c")}
+    results = run_interleaved(rows, [0, 1, 2])
+    assert [seed for seed, _ in calls] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert [name for _, name in calls] != ["a", "b", "c"] * 3  # shuffled within a seed
+    assert [r["seed"] for r in results["b"]] == [0, 1, 2]
+    assert all(r["wall_s"] >= 0.02 and r["cpu_s"] < 0.02 for r in results["c"])  # asleep: wall time, no CPU time
+    assert across_seeds(results["b"], "gain") == (2.0, 1 / 3 ** 0.5) == mean_se([1, 2, 3])
+    assert fmt_mean_se(2.0, 0.5) == "2 +- 0.5 (t = 4.0)"
