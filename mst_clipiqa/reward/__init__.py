@@ -26,6 +26,7 @@ from .model import (
 from .scoring import (
                     IMAGE_SUFFIXES,
                     MSTCLIPIQAReward,
+                    ScoresWithUncertainty,
                     as_image_list,
                     collect_images,
                     load_image,
@@ -37,7 +38,7 @@ from_pretrained = MSTCLIPIQA.from_pretrained
 from_official_checkpoint = MSTCLIPIQA.from_official_checkpoint
 
 __all__ = ["IMAGE_SUFFIXES", "MODEL_NAMES", "BackboneConfig", "ImageSpec", "MSTCLIPIQA", "MSTCLIPIQAConfig",
-           "MSTCLIPIQAReward", "active_adapter", "adapter_names", "add_adapter", "add_model_config", "as_image_list",
-           "collect_images", "from_official_checkpoint", "from_pretrained", "load_adapter", "load_image", "load_model",
-           "merge_adapters", "openai_clip_tokenizer", "preprocess", "save_adapter", "score_in_batches",
-           "set_adapter", "straight_through_clamp"]
+           "MSTCLIPIQAReward", "ScoresWithUncertainty", "active_adapter", "adapter_names", "add_adapter",
+           "add_model_config", "as_image_list", "collect_images", "from_official_checkpoint", "from_pretrained",
+           "load_adapter", "load_image", "load_model", "merge_adapters", "openai_clip_tokenizer", "preprocess",
+           "save_adapter", "score_in_batches", "set_adapter", "straight_through_clamp"]
