@@ -1,7 +1,9 @@
 """Ensemble members (a fusion with its heads) over one pair of frozen encoders, and reading them all at once."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,3 +42,15 @@ def read_members(parts: Sequence[tuple[GatedFusion, nn.ModuleDict]], kinds: Mapp
             scores.setdefault(name, []).append(score)
     return ({name: torch.stack(values) for name, values in scores.items()},
             {name: torch.stack(values) for name, values in spreads.items()})
+
+
+def set_ensemble(model: Any, k: int) -> None:
+    """Make an ``MSTCLIPIQA`` an ensemble of ``k`` members in place (``config.ensemble = k``): members beyond
+    the ones it has start as copies of member 0 (training on bootstrap resamples sets them apart); extra
+    members are dropped. The encoders are shared, never copied."""
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"ensemble must be an integer >= 1, got {k!r}")
+    members = list(model.members)[: k - 1]
+    members += [Member(copy.deepcopy(model.fusion), copy.deepcopy(model.heads)) for _ in range(k - 1 - len(members))]
+    model.members = nn.ModuleList(members)
+    model.config.ensemble = k

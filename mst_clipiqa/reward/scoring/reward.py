@@ -11,12 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..backbones import fit_to_size
 from ..model import MODEL_NAMES, MSTCLIPIQA, check_image_shape, check_prompts, load_model
 from ..model.files import REWARD_CONFIG_NAME, check_readable, resolve_model_dir
 from ..model.hub import HUB_KWARGS, HubMixin
 from ..utils import UNIT, autocast, rescale, write_json
 from .batching import score_in_batches
-from .images import load_image
+from .images import as_image_list, load_image
 from .inputs import ValueCheck, check_input_range
 from .uncertainty import ScoresWithUncertainty, assemble, uncertainty_parts
 
@@ -234,6 +235,16 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
                       batch_size: int = 32) -> dict[str, torch.Tensor]:
         """Like :meth:`score`, but every output of the model, (N,) each."""
         return self._in_batches(self._scores, images, prompts, batch_size)
+
+    @torch.no_grad()
+    def score_maps(self, images: Any, prompts: Sequence[str] | str | None = None) -> torch.Tensor:
+        """:meth:`quality_map` of images read as :meth:`score` reads them, one at a time, not differentiable:
+        (N, h, w) on the CPU."""
+        items = as_image_list(images)
+        prompts = check_prompts(prompts, len(items), required=self.model.config.needs_prompts)
+        return torch.stack([self._map(fit_to_size(self._load(item), self.fit_size)[None].to(self.model.device),
+                                      None if prompts is None else [prompts[i]])[0].float().cpu()
+                            for i, item in enumerate(items)])
 
     def _in_batches(self, fn, images: Any, prompts: Sequence[str] | str | None, batch_size: int):
         return score_in_batches(fn, images, prompts, batch_size=batch_size, fit_size=self.fit_size,

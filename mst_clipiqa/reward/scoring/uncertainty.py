@@ -18,8 +18,9 @@ class ScoresWithUncertainty:
 
     ``scores`` (B,) is what the reward returns; ``sigma`` (B,) the square root of the sum of the sources'
     variances (``sources``: each source's sigma alone, (B,)); ``outputs`` / ``output_sigma`` hold the same
-    per named output of the model. Outputs are combined as the reward combines them (weights ``w_o``),
-    treated as independent: ``sigma^2 = sum_o w_o^2 sigma_o^2``. Differentiable where the scores are.
+    per named output of the model, and ``output_sources`` each output's sigma per source. Outputs are
+    combined as the reward combines them (weights ``w_o``), treated as independent:
+    ``sigma^2 = sum_o w_o^2 sigma_o^2``. Differentiable where the scores are.
     """
 
     scores: torch.Tensor
@@ -27,6 +28,7 @@ class ScoresWithUncertainty:
     sources: dict[str, torch.Tensor]
     outputs: dict[str, torch.Tensor]
     output_sigma: dict[str, torch.Tensor]
+    output_sources: dict[str, dict[str, torch.Tensor]]
 
 
 def uncertainty_parts(model: MSTCLIPIQA, f_coarse: torch.Tensor, f_fine: torch.Tensor,
@@ -65,7 +67,8 @@ def assemble(parts: Mapping[str, torch.Tensor], weights: Mapping[str, float],
         scores=sum(w * outputs[n] for n, w in weights.items()),
         sigma=safe_sqrt(sum(combined.values())),
         sources={source: safe_sqrt(v) for source, v in combined.items()},
-        outputs=outputs, output_sigma={n: safe_sqrt(sum(v.values())) for n, v in variances.items()})
+        outputs=outputs, output_sigma={n: safe_sqrt(sum(v.values())) for n, v in variances.items()},
+        output_sources={n: {source: safe_sqrt(var) for source, var in v.items()} for n, v in variances.items()})
 
 
 def safe_sqrt(variance: torch.Tensor) -> torch.Tensor:

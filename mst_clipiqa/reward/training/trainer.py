@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from ..backbones import fit_to_size
 from ..datasets import QualityDataset, Split, collate
-from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, trainable_state_dict
+from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, set_ensemble, trainable_state_dict
 from ..utils import nonfinite_names, progress_bar, save_tensors, write_json
 from ..utils.preemption import Preempted, StopSignals
 from .bootstrap import bootstrap_counts
@@ -95,6 +95,8 @@ class Trainer:
         self.config = cfg = replace(cfg, mixed_precision=self.accelerator.mixed_precision)
         self.show = cfg.progress and self.accelerator.is_local_main_process
         set_seed(cfg.seed)  # the initial weights of a fresh init or of LoRA
+        if cfg.ensemble > 1:
+            set_ensemble(self.model, cfg.ensemble)
         if cfg.init != "keep":
             self.model.reinitialize(cfg.init)
         self._select_trainable()
@@ -116,8 +118,8 @@ class Trainer:
             raise ValueError(f"the model carries adapters {adapter_names(self.model)}: train a new adapter on top "
                              "(lora_rank > 0), or merge them first with reward.training.merge_adapters")
         if cfg.lora_rank and self.model.config.ensemble > 1:
-            raise ValueError(f"LoRA training adapts one fusion; this model is an ensemble of "
-                             f"{self.model.config.ensemble}: train it without lora_rank")
+            raise ValueError(f"lora_rank={cfg.lora_rank}: an adapter adapts one fusion, and this model is an "
+                             f"ensemble of {self.model.config.ensemble}; train it without LoRA")
         if cfg.lora_rank:
             add_adapter(self.model, cfg.adapter_name, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout,
                         cfg.lora_encoders)
