@@ -21,7 +21,13 @@ from ..pipelines.lora import adapters_disabled
 from ..pipelines.sampling import guided_prediction
 from ..pipelines.stochastic import Rollout, StochasticSampler
 from ..rewards import Rewards, named_rewards, objective
-from .advantages import Advantages, PromptStatTracker, group_advantages
+from .advantages import (
+    Advantages,
+    PromptStatTracker,
+    decoupled_advantages,
+    group_advantages,
+    shrink_by_uncertainty,
+)
 from .objectives import (
     clipped_policy_loss,
     forward_noised,
@@ -30,10 +36,13 @@ from .objectives import (
     optimality_probability,
     ratio_stats,
 )
+from .uncertainty import kl_weights, rollout_sigma, uncertainty_reward
 
 __all__ = ["METHODS", "PolicyConfig", "PolicyBatch", "PolicyOptimizer"]
 
 METHODS = ("ddpo", "grpo", "nft")
+AGGREGATIONS = ("sum", "gdpo")
+UNCERTAINTY = ("none", "shrink", "kl")
 
 
 @dataclass
@@ -78,6 +87,13 @@ class PolicyConfig:
     on_nonfinite: str = option("raise", "a NaN / inf reward, loss or gradient norm: raise, or skip (a reward's "
                                         "whole group, a loss's batch) with a count")
     reward_weights: dict[str, float] | None = option(None, "weights of named reward outputs", cli=False)
+    reward_aggregation: str = option("sum", "how named rewards combine into advantages: sum (their weighted sum, "
+                                            "normalised as one) or gdpo (each normalised within its group first, "
+                                            "GDPO arXiv 2601.05242)")
+    uncertainty: str = option("none", "use the reward's uncertainty (an MSTCLIPIQAReward's sigma), after GARDO "
+                                      "(arXiv 2512.24138): shrink (advantages / (1 + sigma / uncertainty_scale)) "
+                                      "or kl (each sample's KL weighted by sigma / the batch's mean sigma)")
+    uncertainty_scale: float = option(0.25, "shrink: the sigma, in the reward's units, that halves an advantage")
     sampler_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "StochasticSampler arguments",
                                                                           "cli": False})
 
@@ -93,6 +109,7 @@ class PolicyConfig:
             raise ValueError(f"minibatch_size must be >= 1 or None, got {self.minibatch_size}")
         if self.kl_coeff < 0:
             raise ValueError(f"kl_coeff must be >= 0, got {self.kl_coeff}")
+        check_uncertainty_options(self)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,14 +121,30 @@ class PolicyConfig:
                                  sde_window=self.sde_window, **{**self.sampler_kwargs, **settings})
 
 
+def check_uncertainty_options(config: PolicyConfig) -> None:
+    """The choices of ``reward_aggregation`` and ``uncertainty``, and what each needs."""
+    if config.reward_aggregation not in AGGREGATIONS:
+        raise ValueError(f"reward_aggregation must be one of {AGGREGATIONS}, got {config.reward_aggregation!r}")
+    if config.reward_aggregation == "gdpo" and config.method == "ddpo" and config.per_prompt_stats:
+        raise ValueError("reward_aggregation='gdpo' normalises each reward within its group: use method 'grpo', "
+                         "or 'ddpo' with per_prompt_stats=False (the batch is the group)")
+    if config.uncertainty not in UNCERTAINTY:
+        raise ValueError(f"uncertainty must be one of {UNCERTAINTY}, got {config.uncertainty!r}")
+    if config.uncertainty == "kl" and not config.kl_coeff > 0:
+        raise ValueError("uncertainty='kl' weights the KL to the reference by each sample's sigma: set kl_coeff > 0")
+    if not config.uncertainty_scale > 0:
+        raise ValueError(f"uncertainty_scale must be > 0, got {config.uncertainty_scale}")
+
+
 @dataclass
 class PolicyBatch:
-    """Rollouts with their rewards (B,), named reward outputs and advantages."""
+    """Rollouts with their rewards (B,), named reward outputs, advantages and (with ``uncertainty``) sigma."""
 
     rollout: Rollout
     rewards: torch.Tensor
     named: dict[str, torch.Tensor]
     advantages: Advantages
+    sigma: torch.Tensor | None = None
 
 
 class PolicyOptimizer:
@@ -139,6 +172,7 @@ class PolicyOptimizer:
         self.clip_grad_norm = clip_grad_norm or torch.nn.utils.clip_grad_norm_
         self.tracker = (PromptStatTracker(config.stat_buffer_size, config.stat_min_count)
                         if config.method == "ddpo" and config.per_prompt_stats else None)
+        self.judge = uncertainty_reward(reward) if config.uncertainty != "none" else None
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs besides the LoRA and optimizer: DDPO's per-prompt statistics."""
@@ -170,8 +204,17 @@ class PolicyOptimizer:
             advantages = self.tracker.update(rollout.prompts, rewards, nonfinite=cfg.on_nonfinite)
         else:
             keys = torch.zeros_like(torch.as_tensor(groups)) if cfg.method == "ddpo" else groups
-            advantages = group_advantages(rewards, torch.as_tensor(keys).to(rewards.device), nonfinite=cfg.on_nonfinite)
-        return PolicyBatch(rollout, rewards, named, advantages)
+            keys = torch.as_tensor(keys).to(rewards.device)
+            advantages = (decoupled_advantages(named, keys, cfg.reward_weights, nonfinite=cfg.on_nonfinite)
+                          if cfg.reward_aggregation == "gdpo" else
+                          group_advantages(rewards, keys, nonfinite=cfg.on_nonfinite))
+        sigma = None
+        if self.judge is not None:
+            sigma = rollout_sigma(self.judge, rollout.images, rollout.prompts).to(rewards.device)
+            advantages.stats["sigma_mean"] = float(sigma.mean())
+            if cfg.uncertainty == "shrink":
+                advantages = shrink_by_uncertainty(advantages, sigma, cfg.uncertainty_scale)
+        return PolicyBatch(rollout, rewards, named, advantages, sigma)
 
     # --- updates -----------------------------------------------------------------------------------------
 
@@ -220,7 +263,8 @@ class PolicyOptimizer:
                     if cfg.kl_coeff > 0:
                         with torch.no_grad(), self.reference():
                             ref = self.sampler.step_output(self.model, part, k)
-                        kl = (gaussian_kl(out.mean, ref.mean, out.std) * mask).sum() / mask.sum().clamp(min=1)
+                        weight = mask * kl_weights(batch.sigma, index) if cfg.uncertainty == "kl" else mask
+                        kl = (gaussian_kl(out.mean, ref.mean, out.std) * weight).sum() / mask.sum().clamp(min=1)
                         loss = loss + cfg.kl_coeff * kl
                         stats["kl"] = float(kl.detach())
                     self.backward(loss / steps)
