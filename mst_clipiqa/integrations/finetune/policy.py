@@ -36,7 +36,7 @@ from .objectives import (
     optimality_probability,
     ratio_stats,
 )
-from .uncertainty import kl_weights, rollout_sigma, uncertainty_reward
+from .uncertainty import SigmaWatch, kl_weights, rollout_sigma, uncertainty_reward
 
 __all__ = ["METHODS", "PolicyConfig", "PolicyBatch", "PolicyOptimizer"]
 
@@ -173,14 +173,18 @@ class PolicyOptimizer:
         self.tracker = (PromptStatTracker(config.stat_buffer_size, config.stat_min_count)
                         if config.method == "ddpo" and config.per_prompt_stats else None)
         self.judge = uncertainty_reward(reward) if config.uncertainty != "none" else None
+        self.watch = SigmaWatch() if self.judge is not None else None
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs besides the LoRA and optimizer: DDPO's per-prompt statistics."""
-        return {"tracker": self.tracker.state_dict() if self.tracker is not None else None}
+        return {"tracker": self.tracker.state_dict() if self.tracker is not None else None,
+                **({"sigma_watch": self.watch.state_dict()} if self.watch is not None else {})}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if self.tracker is not None and state.get("tracker") is not None:
             self.tracker.load_state_dict(state["tracker"])
+        if self.watch is not None and state.get("sigma_watch") is not None:
+            self.watch.load_state_dict(state["sigma_watch"])
 
     # --- rollouts, rewards, advantages -----------------------------------------------------------------
 
@@ -212,6 +216,8 @@ class PolicyOptimizer:
         if self.judge is not None:
             sigma = rollout_sigma(self.judge, rollout.images, rollout.prompts).to(rewards.device)
             advantages.stats["sigma_mean"] = float(sigma.mean())
+            rising = self.watch.update(float(rewards[torch.isfinite(rewards)].mean()), float(sigma.mean()))
+            advantages.stats["sigma_rising"] = float(rising)
             if cfg.uncertainty == "shrink":
                 advantages = shrink_by_uncertainty(advantages, sigma, cfg.uncertainty_scale)
         return PolicyBatch(rollout, rewards, named, advantages, sigma)

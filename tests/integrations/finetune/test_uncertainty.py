@@ -64,3 +64,20 @@ def test_grpo_with_two_rewards_gdpo_and_uncertainty_through_the_cli_resumes_bit_
     assert clean[0] == clean[1]
     lora = [load_file(run / "lora" / "pytorch_lora_weights.safetensors") for run in (straight, resumed)]
     assert lora[0].keys() == lora[1].keys() and all(torch.equal(lora[0][k], lora[1][k]) for k in lora[0])
+
+
+def test_the_watch_warns_when_sigma_rises_with_the_reward_and_only_then():
+    from integrations.finetune.uncertainty import SigmaWatch
+
+    def run(rows):
+        watch = SigmaWatch(window=4, rise=0.1)
+        return [watch.update(r, s) for r, s in rows], watch
+
+    with pytest.warns(RuntimeWarning, match="uncertainty rose from 0.1 to 0.2"):
+        flags, watch = run([(1.0, 0.1), (1.0, 0.1), (2.0, 0.2), (2.0, 0.2)])
+    assert flags == [False, False, False, True]
+    assert run([(1.0, 0.1), (1.0, 0.1), (2.0, 0.105), (2.0, 0.105)])[0][-1] is False  # sigma within 10%
+    assert run([(2.0, 0.1), (2.0, 0.1), (1.0, 0.2), (1.0, 0.2)])[0][-1] is False  # the reward fell
+    resumed = SigmaWatch(window=4, rise=0.1)
+    resumed.load_state_dict(json.loads(json.dumps(watch.state_dict())))
+    assert resumed.history == watch.history
