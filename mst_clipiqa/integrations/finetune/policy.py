@@ -25,9 +25,11 @@ from .advantages import (
     Advantages,
     PromptStatTracker,
     decoupled_advantages,
+    gather_rows,
     group_advantages,
     shrink_by_uncertainty,
 )
+from .mixing import QuantileMixer
 from .objectives import (
     clipped_policy_loss,
     forward_noised,
@@ -41,7 +43,7 @@ from .uncertainty import SigmaWatch, kl_weights, rollout_sigma, uncertainty_rewa
 __all__ = ["METHODS", "PolicyConfig", "PolicyBatch", "PolicyOptimizer"]
 
 METHODS = ("ddpo", "grpo", "nft")
-AGGREGATIONS = ("sum", "gdpo")
+AGGREGATIONS = ("sum", "gdpo", "quantile")
 UNCERTAINTY = ("none", "shrink", "kl")
 
 
@@ -88,8 +90,9 @@ class PolicyConfig:
                                         "whole group, a loss's batch) with a count")
     reward_weights: dict[str, float] | None = option(None, "weights of named reward outputs", cli=False)
     reward_aggregation: str = option("sum", "how named rewards combine into advantages: sum (their weighted sum, "
-                                            "normalised as one) or gdpo (each normalised within its group first, "
-                                            "GDPO arXiv 2601.05242)")
+                                            "normalised as one), gdpo (each normalised within its group first, "
+                                            "GDPO arXiv 2601.05242) or quantile (each mapped through its own "
+                                            "running quantiles, then weighted)")
     uncertainty: str = option("none", "use the reward's uncertainty (an MSTCLIPIQAReward's sigma), after GARDO "
                                       "(arXiv 2512.24138): shrink (advantages / (1 + sigma / uncertainty_scale)) "
                                       "or kl (each sample's KL weighted by sigma / the batch's mean sigma)")
@@ -174,17 +177,21 @@ class PolicyOptimizer:
                         if config.method == "ddpo" and config.per_prompt_stats else None)
         self.judge = uncertainty_reward(reward) if config.uncertainty != "none" else None
         self.watch = SigmaWatch() if self.judge is not None else None
+        self.mixer = QuantileMixer() if config.reward_aggregation == "quantile" else None
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs besides the LoRA and optimizer: DDPO's per-prompt statistics."""
         return {"tracker": self.tracker.state_dict() if self.tracker is not None else None,
-                **({"sigma_watch": self.watch.state_dict()} if self.watch is not None else {})}
+                **({"sigma_watch": self.watch.state_dict()} if self.watch is not None else {}),
+                **({"quantiles": self.mixer.state_dict()} if self.mixer is not None else {})}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if self.tracker is not None and state.get("tracker") is not None:
             self.tracker.load_state_dict(state["tracker"])
         if self.watch is not None and state.get("sigma_watch") is not None:
             self.watch.load_state_dict(state["sigma_watch"])
+        if self.mixer is not None and state.get("quantiles") is not None:
+            self.mixer.load_state_dict(state["quantiles"])
 
     # --- rollouts, rewards, advantages -----------------------------------------------------------------
 
@@ -204,23 +211,35 @@ class PolicyOptimizer:
         rollout = self.sampler.rollout(self.model, prompts, seeds, stochastic=stochastic)
         rewards, named = self.score(rollout.images, rollout.prompts)
         rewards = rewards.to(rollout.final.device)
-        if self.tracker is not None:
-            advantages = self.tracker.update(rollout.prompts, rewards, nonfinite=cfg.on_nonfinite)
-        else:
-            keys = torch.zeros_like(torch.as_tensor(groups)) if cfg.method == "ddpo" else groups
-            keys = torch.as_tensor(keys).to(rewards.device)
-            advantages = (decoupled_advantages(named, keys, cfg.reward_weights, nonfinite=cfg.on_nonfinite)
-                          if cfg.reward_aggregation == "gdpo" else
-                          group_advantages(rewards, keys, nonfinite=cfg.on_nonfinite))
+        advantages = self._advantages(rollout.prompts, rewards, named, groups)
         sigma = None
         if self.judge is not None:
             sigma = rollout_sigma(self.judge, rollout.images, rollout.prompts).to(rewards.device)
-            advantages.stats["sigma_mean"] = float(sigma.mean())
             rising = self.watch.update(float(rewards[torch.isfinite(rewards)].mean()), float(sigma.mean()))
-            advantages.stats["sigma_rising"] = float(rising)
+            advantages.stats.update(sigma_mean=float(sigma.mean()), sigma_rising=float(rising))
             if cfg.uncertainty == "shrink":
                 advantages = shrink_by_uncertainty(advantages, sigma, cfg.uncertainty_scale)
         return PolicyBatch(rollout, rewards, named, advantages, sigma)
+
+    def _advantages(self, prompts: Sequence[str], rewards: torch.Tensor, named: Mapping[str, torch.Tensor],
+                    groups: torch.Tensor) -> Advantages:
+        """Per the method and ``reward_aggregation``: of the objective, of each reward (gdpo), or of the rewards'
+        running quantiles (quantile; the log still shows the objective's mean)."""
+        cfg = self.config
+        signal = self.mixer(named, cfg.reward_weights).to(rewards.device) if self.mixer is not None else rewards
+        if self.tracker is not None:
+            advantages = self.tracker.update(prompts, signal, nonfinite=cfg.on_nonfinite)
+        else:
+            keys = torch.zeros_like(torch.as_tensor(groups)) if cfg.method == "ddpo" else groups
+            keys = torch.as_tensor(keys).to(rewards.device)
+            if cfg.reward_aggregation == "gdpo":
+                return decoupled_advantages(named, keys, cfg.reward_weights, nonfinite=cfg.on_nonfinite)
+            advantages = group_advantages(signal, keys, nonfinite=cfg.on_nonfinite)
+        if self.mixer is not None:
+            every, _ = gather_rows(rewards.detach().float())
+            advantages.stats.update(quantile_mean=advantages.stats["reward_mean"],
+                                    reward_mean=float(every[torch.isfinite(every)].mean()))
+        return advantages
 
     # --- updates -----------------------------------------------------------------------------------------
 

@@ -40,24 +40,25 @@ def _finetune(out, *extra):
     prompts.write_text("a red circle\na blue square\n")
     return main(["finetune", "--method", "grpo", "--pipeline", "tiny-sd3", "--model", "tiny", "--outputs",
                  "quality,correspondence", "--prompts", str(prompts), "--out", str(out), "--num-steps", "2",
-                 "--group-size", "2", "--prompts-per-step", "2", "--kl-coeff", "0.01", "--reward-aggregation", "gdpo",
-                 "--uncertainty", "kl", "--guidance-scale", "1", "--learning-rate", "1e-2", "--save-every", "1",
+                 "--group-size", "2", "--prompts-per-step", "2", "--kl-coeff", "0.01", "--guidance-scale", "1",
+                 "--learning-rate", "1e-2", "--save-every", "1",
                  "--eval-images", "0", "--quiet", "--device", "cpu", *extra])
 
 
-@pytest.mark.parametrize("uncertainty", ["kl", "shrink"])
-def test_grpo_with_two_rewards_gdpo_and_uncertainty_through_the_cli_resumes_bit_for_bit(tmp_path, capsys,
-                                                                                        uncertainty):
+@pytest.mark.parametrize(("aggregation", "uncertainty"), [("gdpo", "kl"), ("quantile", "shrink")])
+def test_grpo_with_two_rewards_and_every_option_through_the_cli_resumes_bit_for_bit(tmp_path, capsys, aggregation,
+                                                                                   uncertainty):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert _finetune(straight, "--max-steps", "2", "--uncertainty", uncertainty) == 0
-    assert _finetune(resumed, "--max-steps", "1", "--uncertainty", uncertainty) == 0
-    assert _finetune(resumed, "--max-steps", "2", "--uncertainty", uncertainty, "--resume") == 0
+    options = ["--reward-aggregation", aggregation, "--uncertainty", uncertainty]
+    assert _finetune(straight, "--max-steps", "2", *options) == 0
+    assert _finetune(resumed, "--max-steps", "1", *options) == 0
+    assert _finetune(resumed, "--max-steps", "2", "--resume", *options) == 0
     capsys.readouterr()
     logs = [json.loads((run / "log.json").read_text()) for run in (straight, resumed)]
-    assert logs[0]["config"]["reward_aggregation"] == "gdpo" and logs[0]["config"]["uncertainty"] == uncertainty
+    assert (logs[0]["config"]["reward_aggregation"], logs[0]["config"]["uncertainty"]) == (aggregation, uncertainty)
     history = logs[0]["history"]
-    assert all("reward_mean/quality" in r and "reward_mean/correspondence" in r and r["sigma_mean"] > 0
-               for r in history)
+    per_reward = "reward_mean/quality" if aggregation == "gdpo" else "quantile_mean"
+    assert all(per_reward in r and "reward/correspondence" in r and r["sigma_mean"] > 0 for r in history)
     assert all(("kl" in r) and (("shrink_mean" in r) == (uncertainty == "shrink")) for r in history)
     drop = ("seconds", "time")
     clean = [[{k: v for k, v in r.items() if not any(d in k for d in drop)} for r in log["history"]] for log in logs]
