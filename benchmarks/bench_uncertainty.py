@@ -5,7 +5,7 @@
         [--epochs 30] [--seeds 0,1,2]
 
 Per seed: one 8:2 split of the AGIQA-3K annotation in ``--data`` (grouped by prompt, as the field splits
-AGIQA-3K; the shipped 98-image sample by default, the full set when pointed at it), an ensemble of
+AGIQA-3K; the shipped 48-image sample by default, the full set when pointed at it), an ensemble of
 ``--ensemble`` fusion+head members trained on bootstrap resamples of the training part (the real Trainer),
 then on the test part, in MOS units, per source (head spread, stream disagreement, ensemble spread, their
 total): the Spearman correlation of sigma with |score - MOS| and the coverage of score +- 2 sigma (a
