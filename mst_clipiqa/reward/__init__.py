@@ -40,9 +40,9 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
     )
 
 __all__ = ["IMAGE_SUFFIXES", "MODEL_NAMES", "BackboneConfig", "ImageSpec", "MSTCLIPIQA", "MSTCLIPIQAConfig",
-           "MSTCLIPIQAReward", "active_adapter", "adapter_names", "add_adapter", "add_model_config", "as_image_list",
-           "collect_images", "from_official_checkpoint", "from_pretrained", "load_adapter", "load_image", "load_model",
-           "merge_adapters", "openai_clip_tokenizer", "preprocess", "save_adapter", "score_in_batches",
-           "set_adapter", "straight_through_clamp"]
+           "MSTCLIPIQAReward", "ScoresWithUncertainty", "active_adapter", "adapter_names", "add_adapter",
+           "add_model_config", "as_image_list", "collect_images", "from_official_checkpoint", "from_pretrained",
+           "load_adapter", "load_image", "load_model", "merge_adapters", "openai_clip_tokenizer", "preprocess",
+           "save_adapter", "score_in_batches", "set_adapter", "straight_through_clamp"]
 
 load_lazily(__name__)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, split_list
 from ..output import check_output_file, emit, format_rows
@@ -20,6 +21,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                "--format json\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_scoring_options(parser)
+    group = parser.add_argument_group("uncertainty and quality maps")
+    group.add_argument("--uncertainty", action="store_true",
+                       help="add OUTPUT_sigma and one OUTPUT_sigma_SOURCE column per source (head, streams, "
+                            "ensemble; docs/uncertainty.md)")
+    group.add_argument("--maps", type=Path, metavar="DIR",
+                       help="write each image's quality map to DIR/NAME_map.png (grey: the reward's range, "
+                            "black low, white high; one square per fine-stream patch)")
     add_model_options(parser)
     parser.set_defaults(func=run)
     return parser
@@ -33,7 +41,30 @@ def run(args: argparse.Namespace) -> int:
     paths = collect_images(args.images)
     prompts = prompts_from_args(args, len(paths), required=model.config.needs_prompts)
     outputs = split_list(args.outputs) or list(model.outputs)
-    scores = MSTCLIPIQAReward(model).score_outputs(paths, prompts, args.batch_size)
-    rows = [{"image": str(p), **{o: float(scores[o][i]) for o in outputs}} for i, p in enumerate(paths)]
-    emit(format_rows(rows, ["image", *outputs], args.format), args.output)
+    reward = MSTCLIPIQAReward(model, outputs=outputs)
+    columns = {o: o for o in outputs}
+    if args.uncertainty:
+        result = reward.score(paths, prompts, args.batch_size, return_uncertainty=True)
+        scores = {**result.outputs, **{f"{o}_sigma": result.output_sigma[o] for o in outputs},
+                  **{f"{o}_sigma_{s}": v for o in outputs for s, v in result.output_sources[o].items()}}
+        columns = {c: c for c in scores}
+    else:
+        scores = reward.score_outputs(paths, prompts, args.batch_size)
+    rows = [{"image": str(p), **{c: float(scores[c][i]) for c in columns}} for i, p in enumerate(paths)]
+    emit(format_rows(rows, ["image", *columns], args.format), args.output)
+    if args.maps is not None:
+        write_maps(reward, paths, prompts, args.maps)
     return 0
+
+
+def write_maps(reward, paths: list[Path], prompts: list[str] | None, folder: Path) -> None:
+    """One grey PNG per image: its quality map over the reward's range, each region a 16-pixel square."""
+    import torch
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    low, high = reward.score_range
+    for path, values in zip(paths, reward.score_maps(paths, prompts)):
+        grey = ((values - low) / (high - low)).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
+        Image.fromarray(grey, "L").resize((16 * grey.shape[1], 16 * grey.shape[0]), Image.NEAREST).save(
+            folder / f"{path.stem}_map.png")

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Advantages", "group_advantages", "PromptStatTracker", "gather_rows", "gather_objects"]
+__all__ = ["Advantages", "decoupled_advantages", "group_advantages", "PromptStatTracker", "gather_rows",
+           "gather_objects", "shrink_by_uncertainty"]
 
 
 def _distributed() -> bool:
@@ -112,6 +113,41 @@ def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, *, eps: float 
     advantages = torch.where(valid, (clean - mean[index]) / (std[index] + eps), torch.zeros_like(clean)).float()
     rows = slice(offset, offset + len(rewards))
     return Advantages(advantages[rows], valid[rows], _stats(all_rewards, advantages, valid))
+
+
+def decoupled_advantages(named: Mapping[str, torch.Tensor], groups: torch.Tensor,
+                         weights: Mapping[str, float] | None = None, *, eps: float = 1e-4,
+                         nonfinite: str = "raise") -> Advantages:
+    """GDPO (arXiv 2601.05242): each named reward normalised within its group first, then the weighted sum
+    ``sum_k w_k (r_k - mean_group) / (std_group + eps)``, so a reward with a wide spread cannot drown another
+    (a plain sum normalises only the total). One reward of weight 1: exactly :func:`group_advantages`.
+    Statistics: the combined advantages', and each reward's ``reward_mean/NAME``."""
+    weights = {name: 1.0 for name in named} if weights is None else dict(weights)
+    unknown = sorted(set(weights) - set(named))
+    if unknown:
+        raise ValueError(f"reward weights name {unknown}, but the rewards are {sorted(named)}")
+    parts = {name: group_advantages(named[name], groups, eps=eps, nonfinite=nonfinite) for name in weights}
+    values = sum(w * parts[name].values for name, w in weights.items())
+    valid = torch.stack([part.valid for part in parts.values()]).all(0)
+    values = torch.where(valid, values, torch.zeros_like(values))
+    total = sum(w * named[name].detach().float().flatten() for name, w in weights.items())
+    all_total, _ = gather_rows(total)
+    all_values, _ = gather_rows(values)
+    all_valid, _ = gather_rows(valid)
+    stats = _stats(all_total, all_values, all_valid)
+    stats.update({f"reward_mean/{name}": part.stats["reward_mean"] for name, part in parts.items()})
+    return Advantages(values, valid, stats)
+
+
+def shrink_by_uncertainty(advantages: Advantages, sigma: torch.Tensor, scale: float) -> Advantages:
+    """Advantages of uncertain samples shrunk, ``A / (1 + sigma / scale)`` (GARDO, arXiv 2512.24138, acts on the
+    samples the reward is unsure of): a sample the reward cannot judge pushes the policy less. ``scale``: the
+    sigma (in the reward's units) at which an advantage is halved."""
+    if not scale > 0:
+        raise ValueError(f"uncertainty scale must be > 0, got {scale}")
+    factor = 1.0 / (1.0 + sigma.detach().float().to(advantages.values.device) / scale)
+    stats = {**advantages.stats, "sigma_mean": float(sigma.mean()), "shrink_mean": float(factor.mean())}
+    return Advantages(advantages.values * factor, advantages.valid, stats)
 
 
 class PromptStatTracker:

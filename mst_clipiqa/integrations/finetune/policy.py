@@ -19,7 +19,15 @@ from ..pipelines.lora import adapters_disabled
 from ..pipelines.sampling import guided_prediction
 from ..pipelines.stochastic import Rollout, StochasticSampler
 from ..rewards import Rewards, named_rewards, objective
-from .advantages import Advantages, PromptStatTracker, group_advantages
+from .advantages import (
+    Advantages,
+    PromptStatTracker,
+    decoupled_advantages,
+    gather_rows,
+    group_advantages,
+    shrink_by_uncertainty,
+)
+from .mixing import QuantileMixer
 from .objectives import (
     clipped_policy_loss,
     forward_noised,
@@ -29,16 +37,18 @@ from .objectives import (
     ratio_stats,
 )
 from .policy_config import METHODS, PolicyConfig
+from .uncertainty import SigmaWatch, kl_weights, rollout_sigma, uncertainty_reward
 
 __all__ = ["METHODS", "PolicyConfig", "PolicyBatch", "PolicyOptimizer"]
 @dataclass
 class PolicyBatch:
-    """Rollouts with their rewards (B,), named reward outputs and advantages."""
+    """Rollouts with their rewards (B,), named reward outputs, advantages and (with ``uncertainty``) sigma."""
 
     rollout: Rollout
     rewards: torch.Tensor
     named: dict[str, torch.Tensor]
     advantages: Advantages
+    sigma: torch.Tensor | None = None
 
 
 class PolicyOptimizer:
@@ -70,14 +80,23 @@ class PolicyOptimizer:
         self.clip_grad_norm = clip_grad_norm or torch.nn.utils.clip_grad_norm_
         self.tracker = (PromptStatTracker(config.stat_buffer_size, config.stat_min_count)
                         if config.method == "ddpo" and config.per_prompt_stats else None)
+        self.judge = uncertainty_reward(reward) if config.uncertainty != "none" else None
+        self.watch = SigmaWatch() if self.judge is not None else None
+        self.mixer = QuantileMixer() if config.reward_aggregation == "quantile" else None
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs besides the LoRA and optimizer: DDPO's per-prompt statistics."""
-        return {"tracker": self.tracker.state_dict() if self.tracker is not None else None}
+        return {"tracker": self.tracker.state_dict() if self.tracker is not None else None,
+                **({"sigma_watch": self.watch.state_dict()} if self.watch is not None else {}),
+                **({"quantiles": self.mixer.state_dict()} if self.mixer is not None else {})}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if self.tracker is not None and state.get("tracker") is not None:
             self.tracker.load_state_dict(state["tracker"])
+        if self.watch is not None and state.get("sigma_watch") is not None:
+            self.watch.load_state_dict(state["sigma_watch"])
+        if self.mixer is not None and state.get("quantiles") is not None:
+            self.mixer.load_state_dict(state["quantiles"])
 
     # --- rollouts, rewards, advantages -----------------------------------------------------------------
 
@@ -97,13 +116,35 @@ class PolicyOptimizer:
         rollout = self.sampler.rollout(self.model, prompts, seeds, stochastic=stochastic)
         rewards, named = self.score(rollout.images, rollout.prompts)
         rewards = rewards.to(rollout.final.device)
+        advantages = self._advantages(rollout.prompts, rewards, named, groups)
+        sigma = None
+        if self.judge is not None:
+            sigma = rollout_sigma(self.judge, rollout.images, rollout.prompts).to(rewards.device)
+            rising = self.watch.update(float(rewards[torch.isfinite(rewards)].mean()), float(sigma.mean()))
+            advantages.stats.update(sigma_mean=float(sigma.mean()), sigma_rising=float(rising))
+            if cfg.uncertainty == "shrink":
+                advantages = shrink_by_uncertainty(advantages, sigma, cfg.uncertainty_scale)
+        return PolicyBatch(rollout, rewards, named, advantages, sigma)
+
+    def _advantages(self, prompts: Sequence[str], rewards: torch.Tensor, named: Mapping[str, torch.Tensor],
+                    groups: torch.Tensor) -> Advantages:
+        """Per the method and ``reward_aggregation``: of the objective, of each reward (gdpo), or of the rewards'
+        running quantiles (quantile; the log still shows the objective's mean)."""
+        cfg = self.config
+        signal = self.mixer(named, cfg.reward_weights).to(rewards.device) if self.mixer is not None else rewards
         if self.tracker is not None:
-            advantages = self.tracker.update(rollout.prompts, rewards, nonfinite=self.on_nonfinite)
+            advantages = self.tracker.update(prompts, signal, nonfinite=self.on_nonfinite)
         else:
             keys = torch.zeros_like(torch.as_tensor(groups)) if cfg.method == "ddpo" else groups
-            advantages = group_advantages(rewards, torch.as_tensor(keys).to(rewards.device),
-                                          nonfinite=self.on_nonfinite)
-        return PolicyBatch(rollout, rewards, named, advantages)
+            keys = torch.as_tensor(keys).to(rewards.device)
+            if cfg.reward_aggregation == "gdpo":
+                return decoupled_advantages(named, keys, cfg.reward_weights, nonfinite=self.on_nonfinite)
+            advantages = group_advantages(signal, keys, nonfinite=self.on_nonfinite)
+        if self.mixer is not None:
+            every, _ = gather_rows(rewards.detach().float())
+            advantages.stats.update(quantile_mean=advantages.stats["reward_mean"],
+                                    reward_mean=float(every[torch.isfinite(every)].mean()))
+        return advantages
 
     # --- updates -----------------------------------------------------------------------------------------
 
@@ -152,7 +193,8 @@ class PolicyOptimizer:
                     if cfg.kl_coeff > 0:
                         with torch.no_grad(), self.reference():
                             ref = self.sampler.step_output(self.model, part, k)
-                        kl = (gaussian_kl(out.mean, ref.mean, out.std) * mask).sum() / mask.sum().clamp(min=1)
+                        weight = mask * kl_weights(batch.sigma, index) if cfg.uncertainty == "kl" else mask
+                        kl = (gaussian_kl(out.mean, ref.mean, out.std) * weight).sum() / mask.sum().clamp(min=1)
                         loss = loss + cfg.kl_coeff * kl
                         stats["kl"] = float(kl.detach())
                     self.backward(loss / steps)

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 __all__ = ["METHODS", "PolicyConfig", "PolicyFinetuneConfig"]
 
 METHODS = ("ddpo", "grpo", "nft")
+AGGREGATIONS = ("sum", "gdpo", "quantile")
+UNCERTAINTY = ("none", "shrink", "kl")
 MAX_SAMPLING_STEPS = 1000  # a UNet's training schedule has 1000 timesteps; more would only run without end
 _NO_OP = {"adv_clip_max": "advantages clipped to 0 make every update a no-op (DDPO and Flow-GRPO use 5)",
           "clip_range": "an importance ratio clipped to 1 gives no gradient (trl's DDPO uses 1e-4)",
@@ -60,6 +62,14 @@ class PolicyConfig:
     nft_timesteps: int = option(4, "nft: forward-process times drawn per sample")
     nft_stochastic_rollouts: bool = option(False, "nft: sample rollouts with the SDE instead of the ODE")
     reward_weights: dict[str, float] | None = option(None, "weights of named reward outputs", cli=False)
+    reward_aggregation: str = option("sum", "how named rewards combine into advantages: sum (their weighted sum, "
+                                            "normalised as one), gdpo (each normalised within its group first, "
+                                            "GDPO arXiv 2601.05242) or quantile (each mapped through its own "
+                                            "running quantiles, then weighted)")
+    uncertainty: str = option("none", "use the reward's uncertainty (an MSTCLIPIQAReward's sigma), after GARDO "
+                                      "(arXiv 2512.24138): shrink (advantages / (1 + sigma / uncertainty_scale)) "
+                                      "or kl (each sample's KL weighted by sigma / the batch's mean sigma)")
+    uncertainty_scale: float = option(0.25, "shrink: the sigma, in the reward's units, that halves an advantage")
     sampler_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "StochasticSampler arguments",
                                                                           "cli": False})
     renamed: ClassVar[dict[str, str]] = {"num_steps": "num_inference_steps"}  # one name for sampling steps
@@ -80,6 +90,7 @@ class PolicyConfig:
         if self.kl_coeff < 0:
             raise ValueError(f"kl_coeff must be >= 0, got {self.kl_coeff}")
         self._check_update()
+        check_uncertainty_options(self)
 
     def _check_update(self) -> None:
         """Refuse settings under which an update changes nothing (or trains without the reward)."""
@@ -112,6 +123,21 @@ class PolicyConfig:
         return StochasticSampler(pipe, num_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
                                  eta=self.eta, noise_level=self.noise_level, sigma_schedule=self.sigma_schedule,
                                  sde_window=self.sde_window, **{**self.sampler_kwargs, **settings})
+
+
+def check_uncertainty_options(config: PolicyConfig) -> None:
+    """The choices of ``reward_aggregation`` and ``uncertainty``, and what each needs."""
+    if config.reward_aggregation not in AGGREGATIONS:
+        raise ValueError(f"reward_aggregation must be one of {AGGREGATIONS}, got {config.reward_aggregation!r}")
+    if config.reward_aggregation == "gdpo" and config.method == "ddpo" and config.per_prompt_stats:
+        raise ValueError("reward_aggregation='gdpo' normalises each reward within its group: use method 'grpo', "
+                         "or 'ddpo' with per_prompt_stats=False (the batch is the group)")
+    if config.uncertainty not in UNCERTAINTY:
+        raise ValueError(f"uncertainty must be one of {UNCERTAINTY}, got {config.uncertainty!r}")
+    if config.uncertainty == "kl" and not config.kl_coeff > 0:
+        raise ValueError("uncertainty='kl' weights the KL to the reference by each sample's sigma: set kl_coeff > 0")
+    if not config.uncertainty_scale > 0:
+        raise ValueError(f"uncertainty_scale must be > 0, got {config.uncertainty_scale}")
 
 
 @composed

@@ -53,6 +53,11 @@ class CLIPBackbone(nn.Module):
         """(B, 3, S, S) normalised pixels -> (B, embed_dim) projected embedding."""
         raise NotImplementedError
 
+    def encode_image_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass: the projected embedding (B, embed_dim), as ``encode_image``, and each patch token through the
+        same final norm and visual projection, (B, grid, grid, embed_dim) in row-major patch order."""
+        raise NotImplementedError
+
     def image_weights_in(self, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
         """Inside the block, the image tower's matmul weights are ``dtype`` copies cast once and cached
         (see :mod:`.casting`): under autocast to ``dtype`` the same results, without re-casting every
@@ -85,6 +90,14 @@ class CLIPBackbone(nn.Module):
     def _require_text(self) -> None:
         if not self.has_text:
             raise ValueError("this backbone was built without its text tower (text=False)")
+
+
+def patch_grid(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, N, D) patch tokens of a square image -> (B, sqrt(N), sqrt(N), D)."""
+    side = round(tokens.shape[1] ** 0.5)
+    if side * side != tokens.shape[1]:
+        raise ValueError(f"{tokens.shape[1]} patch tokens do not form a square grid")
+    return tokens.reshape(tokens.shape[0], side, side, tokens.shape[2])
 
 
 def checkpoint_layers(layers: Iterable[nn.Module], enable: bool) -> None:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.tokenizer import SimpleTokenizer
 
-from .base import CLIPBackbone
+from .base import CLIPBackbone, patch_grid
 from .config import BackboneConfig
 from .preprocess import ImageSpec
 
@@ -50,6 +50,15 @@ class OpenCLIPBackbone(CLIPBackbone):
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)
+
+    def encode_image_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        visual = self.model.visual
+        if visual.attn_pool is not None or visual.pool_type != "tok":
+            raise ValueError(f"quality maps need a class-token vision tower; this one pools by {visual.pool_type!r}")
+        pooled, tokens = visual._pool(visual.transformer(visual._embeds(pixels)))
+        if visual.final_ln_after_pool:
+            tokens = visual.ln_post(tokens)
+        return pooled @ visual.proj, patch_grid(tokens @ visual.proj)
 
     def text_parameters(self):
         return (p for name, p in self.model.named_parameters() if not name.startswith("visual."))

@@ -7,7 +7,7 @@ import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModelWithProjection
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from .base import CLIPBackbone, checkpoint_layers
+from .base import CLIPBackbone, checkpoint_layers, patch_grid
 from .config import BackboneConfig
 from .preprocess import ImageSpec
 from .tokenizer import openai_clip_tokenizer
@@ -37,6 +37,12 @@ class HFCLIPBackbone(CLIPBackbone):
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         pooled = self.model.vision_model(pixel_values=pixels).pooler_output
         return self.model.visual_projection(pooled)
+
+    def encode_image_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        vision = self.model.vision_model
+        out = vision(pixel_values=pixels)
+        tokens = vision.post_layernorm(out.last_hidden_state[:, 1:])
+        return self.model.visual_projection(out.pooler_output), patch_grid(self.model.visual_projection(tokens))
 
     def text_parameters(self):
         return (p for name, p in self.model.named_parameters()

@@ -261,6 +261,6 @@ def merge_adapters(model: MSTCLIPIQA, name: str | None = None) -> MSTCLIPIQA:
     del model.peft_config
     model.coarse.requires_grad_(False)
     model.fine.requires_grad_(False)
-    for param in [*model.fusion.parameters(), *model.heads.parameters()]:
+    for param in [*model.fusion.parameters(), *model.heads.parameters(), *model.members.parameters()]:
         param.requires_grad_(not frozen)
     return given

@@ -33,7 +33,9 @@ class MSTCLIPIQAConfig:
     of the data it was trained on: training maps those labels affinely onto the
     head's score range, so scores of models trained on different data sets are
     on one scale, and ``reward.utils.rescale(score, score_ranges[o], label_range(o))``
-    gives a score in the training data's units.
+    gives a score in the training data's units. ``ensemble`` = K > 1 holds K fusions with their heads
+    over the one pair of frozen encoders (trained on bootstrap resamples); the score is their mean and
+    their spread an uncertainty (``docs/uncertainty.md``).
     """
 
     coarse: BackboneConfig
@@ -49,6 +51,7 @@ class MSTCLIPIQAConfig:
     init: Literal["zero_shot", "random"] = "zero_shot"
     gate_init_bias: float = 2.0
     prompt_cache_size: int = 1024
+    ensemble: int = 1
 
     def __post_init__(self) -> None:
         self.coarse = _backbone("coarse", self.coarse)
@@ -60,7 +63,8 @@ class MSTCLIPIQAConfig:
         if not isinstance(self.template, str) or "{}" not in self.template:
             raise ValueError(f"config field template must be a string with a {{}} for the level, got {self.template!r}")
         self.score_ranges = _score_ranges(self.score_ranges, self.heads, len(self.levels))
-        for name, minimum in (("fusion_hidden", 1), ("attention_heads", 1), ("prompt_cache_size", 0)):
+        for name, minimum in (("fusion_hidden", 1), ("attention_heads", 1), ("prompt_cache_size", 0),
+                              ("ensemble", 1)):
             _check_int(name, getattr(self, name), minimum)
         for name in ("temperature_init", "gate_init_bias"):
             _check_number(name, getattr(self, name))

@@ -29,7 +29,11 @@ class GatedFusion(nn.Module):
             nn.init.zeros_(self.W_g.weight)  # the gate starts input-independent: a deterministic scorer
             nn.init.constant_(self.W_g.bias, gate_bias)
 
-    def forward(self, f_c: torch.Tensor, f_f: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.W_h(torch.cat([f_c, f_f], dim=-1)))
-        g = torch.sigmoid(self.W_g(h))
+    def forward(self, f_c: torch.Tensor, f_f: torch.Tensor, gate: float | None = None) -> torch.Tensor:
+        """``gate`` forces g (1: the coarse stream alone, 0: the fine stream alone) instead of computing it."""
+        if gate is None:
+            h = torch.relu(self.W_h(torch.cat([f_c, f_f], dim=-1)))
+            g = torch.sigmoid(self.W_g(h))
+        else:
+            g = gate
         return g * self.W_c(f_c) + (1 - g) * self.W_f(f_f)

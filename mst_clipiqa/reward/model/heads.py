@@ -39,6 +39,12 @@ class TemplateHead(nn.Module):
     def forward(self, z: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         return self.logits(z, text_features).softmax(dim=-1) @ self.levels
 
+    def moments(self, z: torch.Tensor, text_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The score and the spread of the level distribution, ``sum_k p_k (k - score)^2``."""
+        p = self.logits(z, text_features).softmax(dim=-1)
+        score = p @ self.levels
+        return score, (p * (self.levels - score[..., None]) ** 2).sum(-1)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         linear = state_dict.pop(prefix + "temperature", None)
         if linear is not None:

@@ -16,6 +16,7 @@ from torch.nn.utils.rnn import pad_sequence
 from ..backbones import BackboneConfig, CLIPBackbone, build_backbone, preprocess
 from .checks import check_image_shape, check_prompts
 from .config import FUSION_INITS, MSTCLIPIQAConfig
+from .ensemble import Member, read_members
 from .files import BACKBONES_NAME, CONFIG_NAME, WEIGHTS_NAME, read_weights, resolve_model_dir
 from .fusion import GatedFusion
 from .heads import HEAD_KINDS
@@ -51,7 +52,10 @@ class MSTCLIPIQA(nn.Module, HubMixin):
         self.fine = _build_backbone("fine", config.fine)
         config.check_attention_heads(self.coarse.embed_dim)
         self.fusion = self._make_fusion()
-        self.heads = nn.ModuleDict({name: self._make_head(kind) for name, kind in config.heads.items()})
+        self.heads = self._make_heads()
+        # members 1..K-1 of an ensemble (member 0 is fusion / heads above): one encoder pass serves them all
+        self.members = nn.ModuleList(Member(self._make_fusion(), self._make_heads())
+                                     for _ in range(config.ensemble - 1))
         if not all(HEAD_KINDS[kind].needs_prompt for kind in config.heads.values()):
             self.register_buffer("template_features", self._encode_templates(), persistent=False)
         self._prompt_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -69,12 +73,17 @@ class MSTCLIPIQA(nn.Module, HubMixin):
         if init not in FUSION_INITS:
             raise ValueError(f"init must be one of {FUSION_INITS}, got {init!r}")
         self.config.init = init
-        self.fusion.load_state_dict(self._make_fusion().state_dict())
-        for name, head in self.heads.items():
-            head.load_state_dict(self._make_head(self.config.heads[name]).state_dict())
+        for fusion, heads in self.member_parts():
+            fusion.load_state_dict(self._make_fusion().state_dict())
+            heads.load_state_dict(self._make_heads().state_dict())
 
-    def _make_head(self, kind: str) -> nn.Module:
-        return HEAD_KINDS[kind].build(self.config, self.coarse)
+    def _make_heads(self) -> nn.ModuleDict:
+        return nn.ModuleDict({name: HEAD_KINDS[kind].build(self.config, self.coarse)
+                              for name, kind in self.config.heads.items()})
+
+    def member_parts(self) -> list[tuple[GatedFusion, nn.ModuleDict]]:
+        """(fusion, heads) of each ensemble member; one pair without an ensemble."""
+        return [(self.fusion, self.heads), *((m.fusion, m.heads) for m in self.members)]
 
     @torch.no_grad()
     def _encode_templates(self) -> torch.Tensor:
@@ -95,13 +104,27 @@ class MSTCLIPIQA(nn.Module, HubMixin):
         self._prompt_cache.clear()  # cached states would be on the old device / dtype
         return super()._apply(fn, recurse)
 
-    def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, H, W) in [0, 1] -> projected embeddings of the coarse and fine streams."""
+    def encode_images(self, images: torch.Tensor, tokens: bool = False) -> tuple[torch.Tensor, ...]:
+        """(B, 3, H, W) in [0, 1] -> projected embeddings of the coarse and fine streams; with ``tokens``
+        also the fine stream's projected patch tokens, (B, h, w, D), from the same pass."""
         x_coarse = preprocess(images, self.coarse.image_spec)
         same = self.fine.image_spec == self.coarse.image_spec
-        x_fine = x_coarse if same else preprocess(images, self.fine.image_spec)
-        return (self.coarse.encode_image(x_coarse.to(self.coarse.dtype)),
-                self.fine.encode_image(x_fine.to(self.fine.dtype)))
+        x_fine = (x_coarse if same else preprocess(images, self.fine.image_spec)).to(self.fine.dtype)
+        f_coarse = self.coarse.encode_image(x_coarse.to(self.coarse.dtype))
+        if tokens:
+            return (f_coarse, *self.fine.encode_image_tokens(x_fine))
+        return f_coarse, self.fine.encode_image(x_fine)
+
+    def region_scores(self, f_coarse: torch.Tensor, tokens: torch.Tensor,
+                      text: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """(B, h, w) scores per output: each fine-stream patch token (B, h, w, D) read in place of the fine
+        embedding, fused with its image's coarse embedding (``text``: the images' prompt states and mask)."""
+        b, h, w, d = tokens.shape
+        f_c = f_coarse[:, None].expand(b, h * w, f_coarse.shape[-1]).reshape(b * h * w, -1)
+        if text is not None:
+            text = tuple(t.repeat_interleave(h * w, dim=0) for t in text)
+        scores = self.member_scores(f_c, tokens.reshape(b * h * w, d), text=text)[0]
+        return {name: s.mean(0).reshape(b, h, w) for name, s in scores.items()}
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token states (B, L, W) and mask (B, L); each distinct prompt is encoded once and cached."""
@@ -136,14 +159,20 @@ class MSTCLIPIQA(nn.Module, HubMixin):
 
     def score_features(self, f_coarse: torch.Tensor, f_fine: torch.Tensor, prompts: list[str] | None = None,
                          text: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """Scores from stream embeddings; ``text`` = precomputed (states, mask) instead of ``prompts``."""
+        """Scores from stream embeddings (an ensemble's: the members' mean); ``text`` = precomputed
+        (states, mask) instead of ``prompts``."""
+        return {name: scores.mean(0) for name, scores in self.member_scores(f_coarse, f_fine, prompts, text)[0].items()}
+
+    def member_scores(self, f_coarse: torch.Tensor, f_fine: torch.Tensor, prompts: list[str] | None = None,
+                      text: tuple[torch.Tensor, torch.Tensor] | None = None, gate: float | None = None,
+                      spread: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Each ensemble member's scores, (K, B) per output (K = ``config.ensemble``), and with ``spread``
+        the template heads' level variances; ``gate`` forces the fusion gate (1: coarse stream, 0: fine)."""
         dtype = self.fusion.W_h.weight.dtype  # fp32 heads under autocast, or a model cast as a whole
-        z = self.fusion(f_coarse.to(dtype), f_fine.to(dtype))
         if self.config.needs_prompts and text is None:
-            text = self.encode_prompts(check_prompts(prompts, len(z), required=True))
-        kinds = self.config.heads
-        return {name: head(z, *text) if HEAD_KINDS[kinds[name]].needs_prompt else head(z, self.template_features)
-                for name, head in self.heads.items()}
+            text = self.encode_prompts(check_prompts(prompts, len(f_coarse), required=True))
+        return read_members(self.member_parts(), self.config.heads, f_coarse.to(dtype), f_fine.to(dtype), text,
+                            getattr(self, "template_features", None), gate, spread)
 
     def forward_features(self, f_coarse: torch.Tensor, f_fine: torch.Tensor, prompts: list[str] | None = None,
                          text: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:

@@ -8,8 +8,9 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
     from .images import IMAGE_SUFFIXES, as_image_list, collect_images, list_images, load_image
     from .inputs import check_image_values, straight_through_clamp
     from .reward import MSTCLIPIQAReward
+    from .uncertainty import ScoresWithUncertainty
 
-__all__ = ["IMAGE_SUFFIXES", "MSTCLIPIQAReward", "as_image_list", "check_image_values", "collect_images",
-           "list_images", "load_image", "score_in_batches", "straight_through_clamp"]
+__all__ = ["IMAGE_SUFFIXES", "MSTCLIPIQAReward", "ScoresWithUncertainty", "as_image_list", "check_image_values",
+           "collect_images", "list_images", "load_image", "score_in_batches", "straight_through_clamp"]
 
 load_lazily(__name__)

@@ -11,13 +11,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..backbones import fit_to_size
 from ..model import MODEL_NAMES, MSTCLIPIQA, check_image_shape, check_prompts, load_model
 from ..model.files import REWARD_CONFIG_NAME, check_readable, resolve_model_dir
 from ..model.hub import HUB_KWARGS, HubMixin
 from ..utils import UNIT, autocast, rescale, write_json
 from .batching import score_in_batches
-from .images import load_image
+from .images import as_image_list, load_image
 from .inputs import ValueCheck, check_input_range
+from .uncertainty import ScoresWithUncertainty, assemble, uncertainty_parts
 
 Outputs = str | Sequence[str] | Mapping[str, float] | None
 
@@ -130,31 +132,72 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
         """Images may be resized and centre-cropped to this square first without changing their scores."""
         return self.model.fit_size
 
-    def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None,
+                return_uncertainty: bool = False) -> torch.Tensor | ScoresWithUncertainty:
+        """(B,) rewards; with ``return_uncertainty`` a :class:`ScoresWithUncertainty` (``.scores``, ``.sigma``)."""
+        if return_uncertainty:
+            return self._uncertain(self._checked(self._parts, images, prompts))
         return self._combine(self.named_scores(images, prompts))
 
     def named_scores(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Every output of the model, (B,) each (in [0, 1] with ``normalize``), differentiable in the pixels."""
+        return self._checked(self._scores, images, prompts)
+
+    def _checked(self, fn, images: torch.Tensor, prompts: Sequence[str] | None) -> Any:
+        """``fn(images in [0, 1], prompts)`` after the input checks."""
         if getattr(self, "_is_accelerate_prepared", False):
             raise ValueError(_PREPARED)
         check_image_shape(images)
         values = ValueCheck(images, self.input_range, self.tolerance)
         prompts = check_prompts(prompts, len(images), required=self.model.config.needs_prompts)
-        scores = self._scores(self._to_unit(images), prompts)
+        result = fn(self._to_unit(images), prompts)
         values.verify()  # after the forward pass is queued: on a GPU the check has finished by then
-        return scores
+        return result
 
     def _to_unit(self, images: torch.Tensor) -> torch.Tensor:
         return images if self.input_range == UNIT else rescale(images, self.input_range, UNIT)
 
     def _scores(self, images: torch.Tensor, prompts: list[str] | None) -> dict[str, torch.Tensor]:
         """Images already in [0, 1] and checked."""
+        scores = self.model.score_features(*self._encode(images), text=self.model.prompt_text(prompts))
+        return {name: self._scale(name, score) for name, score in scores.items()}
+
+    def _encode(self, images: torch.Tensor, tokens: bool = False) -> tuple[torch.Tensor, ...]:
         model = self.model
         with autocast(images.device, self.dtype), model.coarse.image_weights_in(self.dtype), \
                 model.fine.image_weights_in(self.dtype):
-            features = model.encode_images(images)
-        scores = self.model.score_features(*features, text=model.prompt_text(prompts))
-        return {name: self._scale(name, score) for name, score in scores.items()}
+            return model.encode_images(images, tokens)
+
+    def _parts(self, images: torch.Tensor, prompts: list[str] | None) -> dict[str, torch.Tensor]:
+        """Scores and uncertainty variances in the model's units (see ``uncertainty_parts``)."""
+        return uncertainty_parts(self.model, *self._encode(images), self.model.prompt_text(prompts))
+
+    def _uncertain(self, parts: Mapping[str, torch.Tensor]) -> ScoresWithUncertainty:
+        return assemble(parts, self.weights, self._scale)
+
+    def quality_map(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        """(B, h, w) per-region rewards, differentiable in the pixels; (h, w) is the fine stream's patch grid
+        over the centre crop it sees (14 x 14 for ViT-B/16 at 224 px). Region r is scored as the image is,
+        with the fine stream's embedding replaced by patch token r through the same final norm and visual
+        projection: the same gate, heads, output weights and units. Its mean over regions is not the score
+        (the class token that makes the score attends to every patch); ``docs/uncertainty.md`` states the
+        relation that is tested."""
+        return self._checked(self._map, images, prompts)
+
+    def _map(self, images: torch.Tensor, prompts: list[str] | None) -> torch.Tensor:
+        f_coarse, _, tokens = self._encode(images, tokens=True)
+        scores = self.model.region_scores(f_coarse, tokens, self.model.prompt_text(prompts))
+        return self._combine({name: self._scale(name, score) for name, score in scores.items()})
+
+    def region_score(self, images: torch.Tensor, prompts: Sequence[str] | None = None, *,
+                     temperature: float = 0.25) -> torch.Tensor:
+        """(B,) a soft minimum of :meth:`quality_map` over regions, ``-t log mean_r exp(-m_r / t)``: near the
+        worst region's value for a small ``temperature`` t, the mean for a large one. A reward form (images,
+        prompts) -> (B,) for DRaFT, ReFL and noise optimisation that a single bad region cannot hide in."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        regions = self.quality_map(images, prompts).flatten(1)
+        return -temperature * (torch.logsumexp(-regions / temperature, dim=1) - math.log(regions.shape[1]))
 
     def _combine(self, scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return sum(w * scores[n] for n, w in self.weights.items())
@@ -174,20 +217,37 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
             raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
         return loss.mean()
 
-    def score(self, images: Any, prompts: Sequence[str] | str | None = None, batch_size: int = 32) -> torch.Tensor:
+    def score(self, images: Any, prompts: Sequence[str] | str | None = None, batch_size: int = 32,
+              return_uncertainty: bool = False) -> torch.Tensor | ScoresWithUncertainty:
         """Convenience scoring, not differentiable: paths, a folder, PIL images, arrays or tensors.
 
         One image, a list, or a batch (NCHW or NHWC). Files and PIL images are read by their mode
         (16-bit by its range, EXIF orientation applied, transparency on white); uint8 arrays and
         tensors as 0..255, uint16 as 0..65535, float ones in ``input_range`` (the rule of
-        :mod:`reward.scoring.images`). A single prompt string applies to every image. Returns a (N,) CPU tensor.
+        :mod:`reward.scoring.images`). A single prompt string applies to every image. Returns a (N,) CPU tensor,
+        or with ``return_uncertainty`` a :class:`ScoresWithUncertainty` of them.
         """
+        if return_uncertainty:
+            return self._uncertain(self._in_batches(self._parts, images, prompts, batch_size))
         return self._combine(self.score_outputs(images, prompts, batch_size))
 
     def score_outputs(self, images: Any, prompts: Sequence[str] | str | None = None,
                       batch_size: int = 32) -> dict[str, torch.Tensor]:
         """Like :meth:`score`, but every output of the model, (N,) each."""
-        return score_in_batches(self._scores, images, prompts, batch_size=batch_size, fit_size=self.fit_size,
+        return self._in_batches(self._scores, images, prompts, batch_size)
+
+    @torch.no_grad()
+    def score_maps(self, images: Any, prompts: Sequence[str] | str | None = None) -> torch.Tensor:
+        """:meth:`quality_map` of images read as :meth:`score` reads them, one at a time, not differentiable:
+        (N, h, w) on the CPU."""
+        items = as_image_list(images)
+        prompts = check_prompts(prompts, len(items), required=self.model.config.needs_prompts)
+        return torch.stack([self._map(fit_to_size(self._load(item), self.fit_size)[None].to(self.model.device),
+                                      None if prompts is None else [prompts[i]])[0].float().cpu()
+                            for i, item in enumerate(items)])
+
+    def _in_batches(self, fn, images: Any, prompts: Sequence[str] | str | None, batch_size: int):
+        return score_in_batches(fn, images, prompts, batch_size=batch_size, fit_size=self.fit_size,
                                 device=self.model.device, load=self._load,
                                 require_prompts=self.model.config.needs_prompts)
 

@@ -78,6 +78,10 @@ class TrainConfig:
         None, "autocast precision (default: accelerate's, from `accelerate launch --mixed_precision`, its config "
               "file or ACCELERATE_MIXED_PRECISION, else no)", type=str)
     cpu: bool = option(False, "use the CPU even if a GPU is present")
+    ensemble: int = option(1, "train an ensemble of K fusions with their heads, each on its own bootstrap resample "
+                              "of the training part, over one encoder pass: the model scores with their mean and "
+                              "reports their spread as uncertainty (1: one; a model that is an ensemble stays one)",
+                           metavar="K")
     lora_rank: int = option(0, "train a LoRA adapter of this rank on the fusion and heads instead of the weights")
     lora_alpha: float = option(16.0, "LoRA scaling alpha")
     lora_dropout: float = option(0.0, "LoRA dropout")
@@ -90,7 +94,10 @@ class TrainConfig:
             self.outputs = (self.outputs,) if isinstance(self.outputs, str) else tuple(self.outputs)
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 (or None: the default policy), got {self.threads}")
-        for name in ("epochs", "batch_size", "n_splits", "encode_batch_size", "eval_batch_size"):
+        if self.ensemble > 1 and self.lora_rank:
+            raise ValueError(f"ensemble={self.ensemble} with lora_rank={self.lora_rank}: an adapter adapts one fusion; "
+                             "train an ensemble without LoRA")
+        for name in ("epochs", "batch_size", "n_splits", "encode_batch_size", "eval_batch_size", "ensemble"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature_lr is not None and self.temperature_lr <= 0:

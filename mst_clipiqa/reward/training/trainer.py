@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch import nn
 from torch.utils.data import DataLoader
 
 from mst_clipiqa.runtime.ema import EMA
@@ -33,8 +32,9 @@ from mst_clipiqa.runtime.preemption import Preempted, StopSignals
 
 from ..backbones import fit_to_size
 from ..datasets import QualityDataset, Split, collate
-from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, trainable_state_dict
+from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, set_ensemble, trainable_state_dict
 from ..utils import nonfinite_names, progress_bar, save_tensors, write_json
+from .bootstrap import bootstrap_counts
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .distributed import epoch_batches, gather_rows, new_accelerator
@@ -49,24 +49,12 @@ from .protocol import run_splits
 from .recipes import lr_factor
 from .run_folder import BEST, CHECKPOINT, RESULT, finished_result, read_json
 from .saturation import start_check
+from .scorer import Scorer
 from .selection import per_output_best
 from .threads import head_threads
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}  # config.OPTIMIZER_NAMES
 SELECT_METRICS = {"srcc": srcc, "plcc": plcc, "krcc": krcc}  # config.SELECT_METRIC_NAMES
-
-
-class _Scorer(nn.Module):
-    """One forward for accelerate / DDP: images (encoders run) or cached encoder outputs."""
-
-    def __init__(self, model: MSTCLIPIQA):
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-        if "images" in inputs:
-            return self.model(inputs["images"], inputs["prompts"])
-        return self.model.score_features(**inputs)
 
 
 class Trainer:
@@ -111,6 +99,8 @@ class Trainer:
         self.config = cfg = replace(cfg, mixed_precision=self.accelerator.mixed_precision)
         self.show = cfg.progress and self.accelerator.is_local_main_process
         set_seed(cfg.seed)  # the initial weights of a fresh init or of LoRA
+        if cfg.ensemble > 1:
+            set_ensemble(self.model, cfg.ensemble)
         if cfg.init != "keep":
             self.model.reinitialize(cfg.init)
         self._select_trainable()
@@ -121,7 +111,7 @@ class Trainer:
                                         device=self.accelerator.device) for o in self.outputs}
         self.encoder_settings = encoder_settings(self.model, cfg.mixed_precision)
         self._load_features()
-        self.scorer = self.accelerator.prepare(_Scorer(self.model))
+        self.scorer = self.accelerator.prepare(Scorer(self.model))
         self.optimizer = self._make_optimizer()
         self.saturation = start_check(self.model, self.features, self.targets, self._output_loss,
                                       cfg.weight_decay, self.outputs, warn=self.accelerator.is_main_process)
@@ -131,12 +121,17 @@ class Trainer:
         if adapter_names(self.model) and not cfg.lora_rank:
             raise ValueError(f"the model carries adapters {adapter_names(self.model)}: train a new adapter on top "
                              "(lora_rank > 0), or merge them first with reward.training.merge_adapters")
+        if cfg.lora_rank and self.model.config.ensemble > 1:
+            raise ValueError(f"lora_rank={cfg.lora_rank}: an adapter adapts one fusion, and this model is an "
+                             f"ensemble of {self.model.config.ensemble}; train it without LoRA")
         if cfg.lora_rank:
             add_adapter(self.model, cfg.adapter_name, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout,
                         cfg.lora_encoders)
             return
-        for name, module in (("fusion", self.model.fusion), *self.model.heads.items()):
-            module.requires_grad_(name == "fusion" or name in self.outputs)
+        for fusion, heads in self.model.member_parts():
+            fusion.requires_grad_(True)
+            for name, head in heads.items():
+                head.requires_grad_(name in self.outputs)
 
     @property
     def trains_from_cache(self) -> bool:
@@ -180,6 +175,9 @@ class Trainer:
         acc, losses = self.accelerator, []
         batches = epoch_batches(indices, self.config.batch_size, self.config.seed, split_index, epoch,
                                 acc.process_index, acc.num_processes)
+        if self.model.config.ensemble > 1:
+            self.counts = bootstrap_counts(indices, len(self.dataset), self.model.config.ensemble,
+                                           self.config.seed, split_index).to(acc.device)
         self._set_lr(epoch / self.config.epochs)
         with self._cached_threads(self.trains_from_cache):
             for inputs, idx in self._batches(batches):
@@ -217,11 +215,17 @@ class Trainer:
             yield {"images": images, "prompts": batch["prompts"]}, batch["indices"].to(device)
 
     def loss(self, scores: dict[str, torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
-        """Sum over outputs of MSE + ``rank_weight`` x pairwise margin ranking loss."""
-        return sum(self._output_loss(scores[o].float(), self.targets[o][indices]) for o in self.outputs)
+        """Sum over outputs of MSE + ``rank_weight`` x pairwise margin ranking loss; for an ensemble's (K, B)
+        scores, the sum over members of each one's loss on its bootstrap resample of the training part."""
+        return sum(self._output_loss(scores[o].float(), self.targets[o][indices])
+                   if scores[o].dim() == 1 else
+                   sum(self._output_loss(member, self.targets[o][indices], counts[indices])
+                       for member, counts in zip(scores[o].float(), self.counts))
+                   for o in self.outputs)
 
-    def _output_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return mse_rank_loss(pred, target, self.config.margin, self.config.rank_weight)
+    def _output_loss(self, pred: torch.Tensor, target: torch.Tensor,
+                     weights: torch.Tensor | None = None) -> torch.Tensor:
+        return mse_rank_loss(pred, target, self.config.margin, self.config.rank_weight, weights)
 
     # ------------------------------------------------------------------ evaluation
 

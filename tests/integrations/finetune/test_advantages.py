@@ -111,3 +111,39 @@ def test_two_processes_match_one_and_keep_the_lora_in_sync():
     torch.testing.assert_close(tracked, single.update([f"p{g}" for g in GROUPS.tolist()], REWARDS).values)
     assert out[0][2] == out[1][2] == single.state_dict()
     assert out[0][3] == out[1][3] == [True, True]
+
+
+def test_gdpo_normalises_each_reward_within_its_group_before_the_weighted_sum():
+    from mst_clipiqa.integrations.finetune.advantages import decoupled_advantages
+
+    generator = torch.Generator().manual_seed(0)
+    groups = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    named = {"wide": 100 * torch.randn(8, generator=generator), "narrow": 0.01 * torch.randn(8, generator=generator)}
+    weights = {"wide": 0.5, "narrow": 2.0}
+    result = decoupled_advantages(named, groups, weights)
+    parts = {name: group_advantages(values, groups).values for name, values in named.items()}
+    for values in parts.values():  # each reward's advantages: zero mean in every group
+        for g in range(3):
+            assert abs(float(values[groups == g].mean())) < 1e-5
+    torch.testing.assert_close(result.values, 0.5 * parts["wide"] + 2.0 * parts["narrow"])
+    summed = group_advantages(0.5 * named["wide"] + 2.0 * named["narrow"], groups).values
+    assert (result.values - summed).abs().max() > 0.5  # the plain sum is the wide reward's alone
+    assert set(result.stats) >= {"reward_mean/wide", "reward_mean/narrow", "advantage_mean"}
+
+
+def test_gdpo_with_one_reward_is_plain_grpo():
+    from mst_clipiqa.integrations.finetune.advantages import decoupled_advantages
+
+    rewards, groups = torch.randn(6, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 0, 1, 1, 2, 2])
+    one, plain = decoupled_advantages({"quality": rewards}, groups), group_advantages(rewards, groups)
+    assert torch.equal(one.values, plain.values) and torch.equal(one.valid, plain.valid)
+
+
+def test_uncertain_samples_get_shrunk_advantages():
+    from mst_clipiqa.integrations.finetune.advantages import shrink_by_uncertainty
+
+    advantages = group_advantages(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([0, 0, 0, 0]))
+    shrunk = shrink_by_uncertainty(advantages, torch.tensor([0.0, 0.5, 0.5, 1.5]), scale=0.5)
+    torch.testing.assert_close(shrunk.values, advantages.values * torch.tensor([1.0, 0.5, 0.5, 0.25]))
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        shrink_by_uncertainty(advantages, torch.zeros(4), scale=0.0)

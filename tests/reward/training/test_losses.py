@@ -68,3 +68,11 @@ def test_shapes_and_dtypes():
         mse_rank_loss(torch.zeros(3), torch.zeros(2))
     with pytest.raises(ValueError, match="empty batch"):
         mse_rank_loss(torch.zeros(0), torch.zeros(0))
+
+
+def test_weights_count_each_sample_that_many_times():
+    """Bootstrap counts as weights equal the loss over the resample written out (0 drops a sample)."""
+    pred, target = torch.tensor([1.0, 2.5, 2.0, 4.0]), torch.tensor([1.5, 2.0, 3.0, 3.5])
+    counts = torch.tensor([2, 0, 1, 3])
+    torch.testing.assert_close(mse_rank_loss(pred, target, weights=counts.float()),
+                               mse_rank_loss(pred.repeat_interleave(counts), target.repeat_interleave(counts)))

@@ -1,0 +1,39 @@
+"""``mst-clipiqa train --ensemble K`` and ``score --uncertainty --maps DIR``."""
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mst_clipiqa.cli import main
+from reward import MSTCLIPIQAReward
+from reward.datasets.synthetic import make_synthetic_dataset
+
+
+def test_an_ensemble_trained_by_the_cli_scores_with_sigma_columns_and_writes_maps(tmp_path, capsys):
+    data, out = tmp_path / "synthetic", tmp_path / "run"
+    make_synthetic_dataset(data, n_scenes=3, levels=(0.5, 1.0))
+    assert main(["train", "--model", "tiny", "--dataset", "synthetic", "--data", str(data), "--out", str(out),
+                 "--epochs", "1", "--n-splits", "1", "--lr", "1e-3", "--ensemble", "3", "--cache-dir",
+                 str(tmp_path / "cache"), "--quiet", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    images = sorted(data.rglob("*.png"))[:3]
+    maps = tmp_path / "maps"
+    assert main(["score", "--model", str(out / "model"), *map(str, images), "--uncertainty", "--maps", str(maps),
+                 "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert list(rows[0]) == ["image", "quality", "quality_sigma", "quality_sigma_head", "quality_sigma_streams",
+                             "quality_sigma_ensemble"]
+    reward = MSTCLIPIQAReward.from_pretrained(out / "model")
+    expected = reward.score(images, return_uncertainty=True)
+    for row, score, sigma in zip(rows, expected.scores, expected.sigma):
+        assert abs(float(row["quality"]) - float(score)) < 1e-5
+        assert abs(float(row["quality_sigma"]) - float(sigma)) < 1e-5
+        assert float(row["quality_sigma_ensemble"]) > 0
+    for path, values in zip(images, reward.score_maps(images)):
+        grey = torch.from_numpy(np.asarray(Image.open(maps / f"{path.stem}_map.png")).copy())
+        expected_grey = ((values - 1) / 4).clamp(0, 1).mul(255).round()
+        assert torch.equal(grey[::16, ::16].float(), expected_grey)  # one 16-pixel square per region
