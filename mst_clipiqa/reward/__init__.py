@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
     from .scoring import (
         IMAGE_SUFFIXES,
         MSTCLIPIQAReward,
+        ScoresWithUncertainty,
         as_image_list,
         collect_images,
         load_image,
