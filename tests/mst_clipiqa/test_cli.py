@@ -6,6 +6,8 @@ import importlib.util
 import io
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +61,20 @@ def test_help_names_every_command_and_the_model_choices(capsys):
             main([command, "--help"])
         text = capsys.readouterr().out
         assert all(word in text for word in words), command
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_help_examples_keep_their_line_breaks_and_parse(command):
+    """An example's continued line (a backslash in a non-raw string) joins two lines; every example must parse."""
+    from mst_clipiqa.cli import build_parser
+
+    epilog = build_parser([command])._subparsers._group_actions[0].choices[command].epilog or ""
+    assert not re.search(r"\S {4,}--", epilog), "an example lost a line break (write \\\\ for a continued line)"
+    for line in re.split(r"(?<!\\)\n", epilog):
+        if not line.strip().startswith("mst-clipiqa ") or "..." in line:
+            continue
+        argv = shlex.split(line.replace("\\\n", " "), comments=True)
+        assert build_parser([argv[1]]).parse_args(argv[1:]).command == argv[1], line
 
 
 def test_train_writes_model_report_and_plots(trained, capsys):
