@@ -1,0 +1,44 @@
+"""Other libraries' messages that repeat our own line are held back; everything else still gets through."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_a_root_log_line_of_one_package_is_dropped_and_installs_no_handler(tmp_path):
+    """``logging.error`` in a library prints ``ERROR:root:...`` through a handler it installs; neither happens."""
+    (tmp_path / "noisy").mkdir()
+    (tmp_path / "noisy" / "__init__.py").write_text(textwrap.dedent("""\
+        import logging
+        def fail():
+            logging.error("Failed to download weights for tag 'openai'")
+            logging.error("something else")
+        """))
+    code = textwrap.dedent("""\
+        import logging, noisy
+        from mst_clipiqa.reward.utils.quiet import root_log_dropped
+        with root_log_dropped(noisy, "Failed to download"):
+            noisy.fail()
+        print(len(logging.getLogger().handlers), len(logging.getLogger().filters))
+        """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "0"]  # nothing left behind
+    assert done.stderr == "ERROR:root:something else\n"
+
+
+def test_quiet_loggers_pass_errors_only_and_are_restored(caplog):
+    logger = logging.getLogger("diffusers.pipelines.pipeline_utils")
+    from mst_clipiqa.reward.utils.quiet import loggers_quiet
+
+    with caplog.at_level(logging.INFO), loggers_quiet("diffusers"):
+        logger.warning("Couldn't connect to the Hub")
+        logger.error("a real error")
+    assert [r.getMessage() for r in caplog.records] == ["a real error"]
+    assert logging.getLogger("diffusers").level == logging.NOTSET
