@@ -19,6 +19,7 @@ from typing import Any
 
 from mst_clipiqa.reward.utils import atomic_write, jsonable, write_json
 from mst_clipiqa.reward.utils.processes import launcher_rank, launcher_world_size
+from mst_clipiqa.reward.utils.quiet import datasets_bars_hidden
 
 from ..rewards import Rewards
 from .best_of_n import Candidate, best_of_n
@@ -207,5 +208,6 @@ def load_pairs(directory: str | Path, cache_dir: str | Path | None = None) -> An
     if not shards:
         raise ValueError(f"{directory} holds no pair shards ({SHARDS}/prompt-*.parquet); write them with "
                          "preference_pairs")
-    return load_dataset("parquet", data_files=shards, split="train",
-                        cache_dir=None if cache_dir is None else str(cache_dir))
+    with datasets_bars_hidden():  # reading a few local shards: a bar of datasets' own would sit inside the trainer's
+        return load_dataset("parquet", data_files=shards, split="train",
+                            cache_dir=None if cache_dir is None else str(cache_dir))

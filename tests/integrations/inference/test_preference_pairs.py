@@ -113,3 +113,11 @@ def test_bad_inputs_are_named(tmp_path):
         preference_pairs(pipe, ["a"], brightness, tmp_path, rank=2, world_size=2)
     with pytest.raises(ValueError, match="holds no pair shards"):
         load_pairs(tmp_path)
+
+
+def test_loading_pairs_draws_no_progress_bar_of_datasets(pairs_dir, tmp_path, capfd):
+    from datasets.utils.logging import is_progress_bar_enabled
+
+    capfd.readouterr()
+    assert len(load_pairs(pairs_dir, cache_dir=tmp_path / "fresh-cache")) > 0  # a fresh cache: datasets generates
+    assert "Generating" not in capfd.readouterr().err and is_progress_bar_enabled()

@@ -21,8 +21,8 @@ def test_a_root_log_line_of_one_package_is_dropped_and_installs_no_handler(tmp_p
         """))
     code = textwrap.dedent("""\
         import logging, noisy
-        from mst_clipiqa.reward.utils.quiet import root_log_dropped
-        with root_log_dropped(noisy, "Failed to download"):
+        from mst_clipiqa.reward.utils.quiet import log_dropped
+        with log_dropped("Failed to download", module=noisy):
             noisy.fail()
         print(len(logging.getLogger().handlers), len(logging.getLogger().filters))
         """)
