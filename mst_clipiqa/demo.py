@@ -21,6 +21,7 @@ from mst_clipiqa.reward.training.metrics import srcc
 from mst_clipiqa.reward.utils import write_json
 
 from .held_out import before_and_after
+from .output import print_written, written_files
 from .pipelines import load_pipeline
 from .report import Report
 
@@ -77,6 +78,7 @@ def run_demo(args: argparse.Namespace) -> int:
     write_json(args.out / "figures.json", figures)
     md, page = report.write()
     print(f"[report] {page} and {md.name} ({figures['seconds']} s)", flush=True)
+    print_written(written_files(args.out))
     return 0
 
 

@@ -15,7 +15,7 @@ from ..options import (
     resolve_device,
     split_list,
 )
-from ..output import check_output_folder, written_files
+from ..output import check_output_folder, print_written, written_files
 from ..pipelines import HELP as PIPELINES_HELP
 from ..pipelines import TINY, load_pipeline
 
@@ -190,5 +190,5 @@ def run(args: argparse.Namespace) -> int:
         if trainer.monitor is not None and trainer.monitor.should_stop:
             print(f"stopped early by the monitor; kept the LoRA of step {trainer.monitor.best_step}")
         print(held_out.summary() if args.eval_images else "held-out reward: not measured (--eval-images 0)")
-        print("wrote:\n  " + "\n  ".join(written_files(args.out)))
+        print_written(written_files(args.out))
     return 0

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, resolve_device, split_list
+from ..output import print_written, written_files
 from ..pipelines import HELP as PIPELINE_HELP
 from ..pipelines import TINY, load_pipeline
 
@@ -73,4 +74,5 @@ def run(args: argparse.Namespace) -> int:
                               **{k: v for k, v in settings.items() if v is not None})
     print(f"wrote {len(result.written)} prompt shards ({result.rows} pairs), skipped {len(result.skipped)} "
           f"finished ones, into {args.out}")
+    print_written(written_files(args.out))
     return 0

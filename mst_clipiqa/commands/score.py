@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, split_list
-from ..output import check_output_file, emit, format_rows
-from ..scoring_options import add_scoring_options, prompts_from_args
+from ..output import check_output_file, emit, format_rows, print_written
+from ..scoring_options import add_scoring_options, prompts_from_args, readable_images, report_skipped
 
 HELP = "score image files or folders"
 
@@ -32,8 +32,12 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     paths = collect_images(args.images)
     prompts = prompts_from_args(args, len(paths), required=model.config.needs_prompts)
+    skipped = []
+    if args.skip_unreadable:
+        paths, prompts, skipped = readable_images(paths, prompts)
     outputs = split_list(args.outputs) or list(model.outputs)
     scores = MSTCLIPIQAReward(model).score_outputs(paths, prompts, args.batch_size)
     rows = [{"image": str(p), **{o: float(scores[o][i]) for o in outputs}} for i, p in enumerate(paths)]
     emit(format_rows(rows, ["image", *outputs], args.format), args.output)
-    return 0
+    print_written([args.output] if args.output else [])
+    return report_skipped("score", skipped)

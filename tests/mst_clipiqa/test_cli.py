@@ -271,3 +271,41 @@ def test_train_maps_ema_decay_onto_the_config():
     args = build_parser(["train"]).parse_args(["train", "--model", "tiny", "--dataset", "synthetic", "--data", "d",
                                                "--out", "o", "--ema-decay", "0.99"])
     assert TrainConfig.from_recipe(args.recipe, **dataclass_values(args, TrainConfig)).ema_decay == 0.99
+
+
+@pytest.fixture
+def images_with_bad_ones(tmp_path):
+    from tests.conftest import SAMPLE
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    good = sorted((SAMPLE / "images").glob("*.jpg"))[:2]
+    for path in good:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.png").write_bytes(b"not an image")
+    (folder / "truncated.jpg").write_bytes(good[0].read_bytes()[:300])
+    return folder, [p.name for p in good]
+
+
+def test_score_skips_unreadable_images_names_them_and_says_so_in_its_status(images_with_bad_ones, capsys):
+    folder, good = images_with_bad_ones
+    status, out, err = run(["score", folder, "--model", "tiny", "--skip-unreadable", "--format", "csv"], capsys)
+    assert status == 3
+    assert [Path(r["image"]).name for r in csv.DictReader(io.StringIO(out))] == good
+    assert err.startswith("mst-clipiqa score: skipped 2 unreadable image(s):") and "broken.png" in err
+    assert "truncated.jpg" in err
+    status, _, err = run(["score", folder, "--model", "tiny"], capsys)  # without the flag: stops, in one line
+    assert status == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_rank_ends_with_what_it_wrote_out_of_the_way_of_its_data(images_with_bad_ones, tmp_path, capsys):
+    folder, good = images_with_bad_ones
+    for name in ("broken.png", "truncated.jpg"):
+        (folder / name).unlink()
+    status, out, err = run(["rank", folder, "--model", "tiny", "--out", tmp_path / "ranked", "--format", "json"],
+                           capsys)
+    assert status == 0 and len(json.loads(out)) == len(good)  # stdout stays JSON
+    listed = err.split("wrote:")[1].split()
+    assert str(tmp_path / "ranked" / "ranking.csv") in listed and all(Path(p).is_file() for p in listed)
+    status, out, _ = run(["rank", folder, "--model", "tiny", "--output", tmp_path / "r.csv"], capsys)
+    assert status == 0 and out.split("wrote:")[1].split() == [str(tmp_path / "r.csv")]
