@@ -110,6 +110,11 @@ class DiffusionTrainer(TrainerParts):
 
     name = "train"  # the progress bar's label
 
+    def progress_key(self) -> str:
+        """The name of the progress bar's number (each step's reward, smoothed), with the scale it is on."""
+        scale = getattr(getattr(self, "reward", None), "score_range", None)
+        return f"reward ({scale[0]:g}-{scale[1]:g})" if scale else "reward"
+
     def __init__(self, config: Any, accelerator: Any | None = None):
         self.config = config
         require(accelerator is None or not config.log_with,
@@ -370,7 +375,7 @@ class DiffusionTrainer(TrainerParts):
                     continue
                 self._skipped_in_row = 0
                 self._check_record(self.log.history[-1])
-                bar.set_postfix(reward=f"{self.log.smoothed_rewards()[-1]:.4f}")
+                bar.set_postfix({self.progress_key(): f"{self.log.smoothed_rewards()[-1]:.4f}"})
                 bar.update(1)
                 stop = self._watch()
                 if cfg.save_every and self.global_step % cfg.save_every == 0:

@@ -80,3 +80,17 @@ def test_finetuning_decodes_through_the_pipeline_family():
     loss.backward()
     assert len(calls) == 1 and calls[0][0] == len(PROMPTS)
     assert sum(p.grad.abs().sum() for p in trainer.params if p.grad is not None) > 0  # LoRA B starts at 0
+
+
+def test_the_progress_bar_names_its_number_and_scale():
+    """The reward trainers' number is the reward on its scale; DPO's is not a reward at all, and says so."""
+    from integrations import DPOTrainer, RewardFinetuner
+    from reward import MSTCLIPIQAReward
+
+    finetuner = object.__new__(RewardFinetuner)  # only the label is under test: no pipeline, no run
+    finetuner.reward = MSTCLIPIQAReward.from_pretrained("tiny")
+    low, high = finetuner.reward.score_range
+    assert finetuner.progress_key() == f"reward ({low:g}-{high:g})"
+    finetuner.reward = MSTCLIPIQAReward.from_pretrained("tiny", normalize=True)
+    assert finetuner.progress_key() == "reward (0-1)"
+    assert object.__new__(DPOTrainer).progress_key() == "implicit margin (log-ratio)"
