@@ -111,7 +111,9 @@ def test_eval_of_one_split_has_no_nan_spread(trained, capsys):
                              trained["data"], "--split-file", root / "one.json", "--json-out", root / "one-eval.json",
                              "--cache-dir", trained["cache"], "--device", "cpu"], capsys)
     assert status == 0 and "nan" not in text.lower() and "test parts of 1 splits" in text, err
-    assert all(line.split()[-1] == "-" for line in text.splitlines()[2:])  # the std column
+    table, written = text.split("wrote:\n")
+    assert all(line.split()[-1] == "-" for line in table.splitlines()[2:])  # the std column
+    assert written.split() == [str(root / "one-eval.json")]
     summary = json.loads((root / "one-eval.json").read_text())["summary"]
     assert summary["quality"]["srcc"]["std"] is None and summary["quality"]["srcc"]["count"] == 1
 
