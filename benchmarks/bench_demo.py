@@ -12,16 +12,18 @@ on an idle 2-core machine.
 
 ``--fresh-clone`` clones this repository into DIR (which must not exist), then
 times ``make demo`` in two phases: the install (a new ``.venv`` with the library
-alone, pip's cache a new empty folder, so every package is downloaded: its size
-is the download size) and the run (``make demo`` once the install is done). It
-reports wall and CPU time of each phase, the download and ``.venv`` sizes and the
-load average, and writes them to DIR/bench_demo.json.
+alone, pip's cache a new empty folder, so every package is fetched; the download
+size is read from pip's output) and the run (``make demo`` once the install is
+done). It reports wall and CPU time of each phase, the download and ``.venv``
+sizes and the load average, writes them to DIR/bench_demo.json and each phase's
+output to DIR/install.log and DIR/demo.log.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -68,14 +70,24 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def _timed(command: list[str], cwd: Path, env: dict[str, str]) -> dict:
-    """Wall and CPU time (this process's children) and load average around one command."""
+def _timed(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> dict:
+    """Wall and CPU time (this process's children) and load average around one command, its output in ``log``."""
     cpu_before, load_before = resource.getrusage(resource.RUSAGE_CHILDREN), os.getloadavg()[0]
     start = time.perf_counter()
-    subprocess.run(command, cwd=cwd, env=env, check=True, timeout=7200)
+    with log.open("w") as out:
+        subprocess.run(command, cwd=cwd, env=env, check=True, timeout=7200, stdout=out, stderr=subprocess.STDOUT)
     wall, cpu_after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "load": [load_before, os.getloadavg()[0]]}
+
+
+def downloaded_mb(pip_output: str) -> float:
+    """What pip fetched, from its output: wheels it downloaded (their sizes as it prints them) or took from a local
+    file index (their files' sizes; what a machine on PyPI would download)."""
+    units = {"kB": 1 / 1024, "MB": 1.0, "GB": 1024.0}
+    fetched = sum(float(n) * units[u] for n, u in re.findall(r"Downloading \S+ \(([\d.]+) (kB|MB|GB)\)", pip_output))
+    local = set(re.findall(r"Processing (/\S+\.(?:whl|tar\.gz))", pip_output))
+    return round(fetched + sum(Path(p).stat().st_size for p in local if Path(p).is_file()) / 2**20, 1)
 
 
 def fresh_clone(folder: Path) -> dict:
@@ -86,9 +98,10 @@ def fresh_clone(folder: Path) -> dict:
     cache = folder / ".bench-pip-cache"  # empty: every package is downloaded, and this is what was
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PIP_CACHE_DIR"] = str(cache)
-    install = _timed(["make", ".venv/.installed-base"], folder, env)
-    run = _timed(["make", "demo"], folder, env)
-    result = {"install": {**install, "download_mb": round(_size(cache) / 2**20),
+    install = _timed(["make", ".venv/.installed-base"], folder, env, folder / "install.log")
+    run = _timed(["make", "demo"], folder, env, folder / "demo.log")
+    pip_output = (folder / "install.log").read_text()
+    result = {"install": {**install, "download_mb": downloaded_mb(pip_output),
                           "venv_mb": round(_size(folder / ".venv") / 2**20)},
               "run": run, "cpus": os.cpu_count()}
     (folder / "bench_demo.json").write_text(json.dumps(result, indent=1))
