@@ -33,12 +33,18 @@ def test_a_root_log_line_of_one_package_is_dropped_and_installs_no_handler(tmp_p
     assert done.stderr == "ERROR:root:something else\n"
 
 
-def test_quiet_loggers_pass_errors_only_and_are_restored(caplog):
-    logger = logging.getLogger("diffusers.pipelines.pipeline_utils")
+def test_quiet_loggers_pass_errors_only_and_are_restored():
     from mst_clipiqa.reward.utils.quiet import loggers_quiet
 
-    with caplog.at_level(logging.INFO), loggers_quiet("diffusers"):
-        logger.warning("Couldn't connect to the Hub")
-        logger.error("a real error")
-    assert [r.getMessage() for r in caplog.records] == ["a real error"]
-    assert logging.getLogger("diffusers").level == logging.NOTSET
+    library, logger = logging.getLogger("diffusers"), logging.getLogger("diffusers.pipelines.pipeline_utils")
+    level, records = library.level, []
+    handler = logging.Handler()
+    handler.emit = records.append
+    library.addHandler(handler)  # diffusers' own loggers may not propagate to the root
+    try:
+        with loggers_quiet("diffusers"):
+            logger.warning("Couldn't connect to the Hub")
+            logger.error("a real error")
+    finally:
+        library.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["a real error"] and library.level == level
