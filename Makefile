@@ -1,26 +1,39 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip install --progress-bar on
+# one stamp per install, so `make demo` installs the library alone and `make test` / `make docs` add their extras
+BASE_STAMP := $(VENV)/.installed-base
+STAMP := $(VENV)/.installed-test
+DOCS_STAMP := $(VENV)/.installed-docs
 
 .PHONY: setup test test-min docs demo bench clean
 
-$(STAMP): pyproject.toml
+$(BASE_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first, pinned to the builds served locally; the project range admits them
-	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q -e ".[test,peers,docs]"
+	$(PIP) "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) -e .
+	touch $@
+
+$(STAMP): $(BASE_STAMP)
+	$(PIP) -e ".[test,peers]"
 	# pyiqa (the peers extra) pulls bitsandbytes, which it never imports; peft does, and on a CPU machine it prints a
 	# "kernels" notice on every import that would end up in the command-line tests' one-line error output
-	$(PY) -m pip uninstall -q -y bitsandbytes
-	touch $(STAMP)
+	$(PY) -m pip uninstall -y bitsandbytes
+	touch $@
 
-setup: $(STAMP)
+$(DOCS_STAMP): $(BASE_STAMP)
+	$(PIP) -e ".[docs]"
+	touch $@
 
-test: $(STAMP)
+setup: $(STAMP) $(DOCS_STAMP)
+
+# the site is built first, once: tests/test_site.py opens that build (MST_CLIPIQA_SITE) rather than a second one
+test: $(STAMP) $(DOCS_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 	$(MAKE) docs
+	MST_CLIPIQA_SITE=$(CURDIR)/site HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 # the suite on the declared floors: a fresh $(VENV_MIN) with every direct dependency pinned to its floor
 # (constraints/min.txt, from pyproject.toml); slow (~10 min on 2 cores), so not part of `make test` or CI
@@ -33,8 +46,8 @@ constraints/min.txt: pyproject.toml constraints/floors.py
 $(MIN_STAMP): constraints/min.txt
 	rm -rf $(VENV_MIN)
 	python3 -m venv $(VENV_MIN)
-	$(VENV_MIN)/bin/python -m pip install -q -c constraints/min.txt torch torchvision
-	$(VENV_MIN)/bin/python -m pip install -q -c constraints/min.txt -e ".[test]"
+	$(VENV_MIN)/bin/python -m pip install --progress-bar on -c constraints/min.txt torch torchvision
+	$(VENV_MIN)/bin/python -m pip install --progress-bar on -c constraints/min.txt -e ".[test]"
 	$(VENV_MIN)/bin/python constraints/floors.py --check
 	touch $(MIN_STAMP)
 
@@ -43,10 +56,11 @@ test-min: $(MIN_STAMP)
 	HF_HUB_OFFLINE=1 $(VENV_MIN)/bin/python -m pytest -q
 
 # the documentation site, into site/; --strict fails on broken links and missing API references
-docs: $(STAMP)
+docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
-demo: $(STAMP)
+# the library alone (no test, peers or docs extras): what the demo needs
+demo: $(BASE_STAMP)
 	$(VENV)/bin/mst-clipiqa demo
 
 bench: $(STAMP)

@@ -1,6 +1,6 @@
 """``mst-clipiqa demo``: the whole library end to end, offline by default, with real weights when it can.
 
-The steps (see ``mst_clipiqa.commands.demo`` for the user's view) each print a line, add a section to the report
+The steps (see ``mst_clipiqa.cli.commands.demo`` for the user's view) each print a line, add a section to the report
 and record their figures in ``OUT/figures.json``.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ from mst_clipiqa.reward.training.metrics import srcc
 from mst_clipiqa.reward.utils import write_json
 
 from .held_out import before_and_after
+from .output import print_written, written_files
 from .pipeline_loading import load_pipeline
 from .report import Report
 
@@ -84,6 +85,7 @@ def run_demo(args: argparse.Namespace) -> int:
     write_json(args.out / "figures.json", figures)
     md, page = report.write()
     print(f"[report] {page} and {md.name} ({figures['seconds']} s)", flush=True)
+    print_written(written_files(args.out))
     return 0
 
 

@@ -95,6 +95,13 @@ def written_files(folder: Path, limit: int = 4) -> list[str]:
     return lines
 
 
+def print_written(paths: Sequence[Path | str], data_on_stdout: bool = False) -> None:
+    """End a command with the list of what it wrote (on standard error where standard output carries CSV or
+    JSON data, so that it stays readable by a program)."""
+    if paths:
+        print("wrote:\n  " + "\n  ".join(str(p) for p in paths), file=sys.stderr if data_on_stdout else sys.stdout)
+
+
 def summary_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]], title: str) -> str:
     """Mean, median and spread per output and metric; the spread of a single split prints as ``-``."""
     lines = [title, f"{'output':<16}{'metric':<15}{'mean':>8}{'median':>8}{'std':>8}"]

@@ -42,11 +42,34 @@ def load_pipeline(name: str, device: torch.device | str | None = None) -> tuple[
         return getattr(tiny_pipelines, tiny.builder)(device=device or "cpu"), tiny
     import torch
     from diffusers import DiffusionPipeline
+    from diffusers.utils import deprecation_utils
 
+    from mst_clipiqa.reward.utils.quiet import loggers_quiet
+
+    _check_cached_when_offline(name)
     device = torch.device(device or "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
+    dtype_key = "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
     try:
-        pipe = DiffusionPipeline.from_pretrained(name, torch_dtype=dtype)
+        with loggers_quiet("diffusers", "transformers"):  # "Couldn't connect to the Hub", weight-loading notices
+            pipe = DiffusionPipeline.from_pretrained(name, **{dtype_key: dtype})
     except (OSError, ValueError) as error:
         raise ValueError(f"--pipeline {name}: cannot load it ({error}); expected {HELP}") from None
     return pipe.to(device), None
+
+
+def _check_cached_when_offline(name: str) -> None:
+    """Offline, a Hub id that is not cached is named in one line before diffusers tries and explains at length."""
+    from pathlib import Path
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if Path(name).exists() or not constants.HF_HUB_OFFLINE:
+        return
+    try:
+        cached = try_to_load_from_cache(name, "model_index.json")
+    except ValueError:  # not a Hub id: diffusers names what is wrong with it
+        return
+    if not isinstance(cached, str):
+        raise ValueError(f"--pipeline {name}: not in the local Hugging Face cache and HF_HUB_OFFLINE=1 is set; "
+                         f"download it once with network access, or use an offline one ({', '.join(TINY)})")

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .output import FORMATS
+
+SKIPPED = 3  # exit status: done, but some images could not be read (--skip-unreadable)
 
 
 def add_scoring_options(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +21,35 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--output", "-o", type=Path, help="write the table / CSV / JSON to this file "
                                                          "instead of standard output")
     group.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    group.add_argument("--skip-unreadable", action="store_true",
+                       help=f"leave out images that cannot be read instead of stopping at the first: they are named "
+                            f"at the end and the exit status is {SKIPPED}")
+
+
+def readable_images(paths: list[Path], prompts: list[str] | None) -> tuple[list[Path], list[str] | None, list[str]]:
+    """The images that open and decode, their prompts, and one line per image that does not."""
+    from PIL import Image
+
+    keep, skipped = [], []
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as image:
+                image.load()
+            keep.append(i)
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            skipped.append(f"{path}: {' '.join(str(error).split()) or type(error).__name__}")
+    if not keep:
+        raise ValueError(f"none of the {len(paths)} images can be read (first: {skipped[0]})")
+    return [paths[i] for i in keep], prompts and [prompts[i] for i in keep], skipped
+
+
+def report_skipped(command: str, skipped: list[str]) -> int:
+    """Name the images left out, on standard error; the exit status (0, or SKIPPED when some were)."""
+    if not skipped:
+        return 0
+    print(f"mst-clipiqa {command}: skipped {len(skipped)} unreadable image(s):\n  " + "\n  ".join(skipped),
+          file=sys.stderr)
+    return SKIPPED
 
 
 def prompts_from_args(args: argparse.Namespace, n: int, required: bool) -> list[str] | None:

@@ -6,6 +6,8 @@ import importlib.util
 import io
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +63,20 @@ def test_help_names_every_command_and_the_model_choices(capsys):
         assert all(word in text for word in words), command
 
 
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_help_examples_keep_their_line_breaks_and_parse(command):
+    """An example's continued line (a backslash in a non-raw string) joins two lines; every example must parse."""
+    from mst_clipiqa.cli import build_parser
+
+    epilog = build_parser([command])._subparsers._group_actions[0].choices[command].epilog or ""
+    assert not re.search(r"\S {4,}--", epilog), "an example lost a line break (write \\\\ for a continued line)"
+    for line in re.split(r"(?<!\\)\n", epilog):
+        if not line.strip().startswith("mst-clipiqa ") or "..." in line:
+            continue
+        argv = shlex.split(line.replace("\\\n", " "), comments=True)
+        assert build_parser([argv[1]]).parse_args(argv[1:]).command == argv[1], line
+
+
 def test_train_writes_model_report_and_plots(trained, capsys):
     out = trained["out"]
     report = json.loads((out / "report.json").read_text())
@@ -114,7 +130,9 @@ def test_eval_of_one_split_has_no_nan_spread(trained, capsys):
                              trained["data"], "--split-file", root / "one.json", "--json-out", root / "one-eval.json",
                              "--cache-dir", trained["cache"], "--device", "cpu"], capsys)
     assert status == 0 and "nan" not in text.lower() and "test parts of 1 splits" in text, err
-    assert all(line.split()[-1] == "-" for line in text.splitlines()[2:])  # the std column
+    table, written = text.split("wrote:\n")
+    assert all(line.split()[-1] == "-" for line in table.splitlines()[2:])  # the std column
+    assert written.split() == [str(root / "one-eval.json")]
     summary = json.loads((root / "one-eval.json").read_text())["summary"]
     assert summary["quality"]["srcc"]["std"] is None and summary["quality"]["srcc"]["count"] == 1
 
@@ -274,7 +292,7 @@ def test_every_tiny_pipeline_name_builds_offline():
     for name, settings in TINY.items():
         pipe, tiny = load_pipeline(name)
         assert tiny is settings and callable(pipe), name
-    with pytest.raises(ValueError, match="--pipeline nowhere/none: cannot load it"):
+    with pytest.raises(ValueError, match="--pipeline nowhere/none: (cannot load it|not in the local Hugging Face)"):
         load_pipeline("nowhere/none")
 
 
@@ -286,3 +304,41 @@ def test_train_maps_ema_decay_onto_the_config():
     args = build_parser(["train"]).parse_args(["train", "--model", "tiny", "--dataset", "synthetic", "--data", "d",
                                                "--out", "o", "--ema-decay", "0.99"])
     assert TrainConfig.from_recipe(args.recipe, **dataclass_values(args, TrainConfig)).ema_decay == 0.99
+
+
+@pytest.fixture
+def images_with_bad_ones(tmp_path):
+    from tests.conftest import SAMPLE
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    good = sorted((SAMPLE / "images").glob("*.jpg"))[:2]
+    for path in good:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.png").write_bytes(b"not an image")
+    (folder / "truncated.jpg").write_bytes(good[0].read_bytes()[:300])
+    return folder, [p.name for p in good]
+
+
+def test_score_skips_unreadable_images_names_them_and_says_so_in_its_status(images_with_bad_ones, capsys):
+    folder, good = images_with_bad_ones
+    status, out, err = run(["score", folder, "--model", "tiny", "--skip-unreadable", "--format", "csv"], capsys)
+    assert status == 3
+    assert [Path(r["image"]).name for r in csv.DictReader(io.StringIO(out))] == good
+    assert err.startswith("mst-clipiqa score: skipped 2 unreadable image(s):") and "broken.png" in err
+    assert "truncated.jpg" in err
+    status, _, err = run(["score", folder, "--model", "tiny"], capsys)  # without the flag: stops, in one line
+    assert status == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_rank_ends_with_what_it_wrote_out_of_the_way_of_its_data(images_with_bad_ones, tmp_path, capsys):
+    folder, good = images_with_bad_ones
+    for name in ("broken.png", "truncated.jpg"):
+        (folder / name).unlink()
+    status, out, err = run(["rank", folder, "--model", "tiny", "--out", tmp_path / "ranked", "--format", "json"],
+                           capsys)
+    assert status == 0 and len(json.loads(out)) == len(good)  # stdout stays JSON
+    listed = err.split("wrote:")[1].split()
+    assert str(tmp_path / "ranked" / "ranking.csv") in listed and all(Path(p).is_file() for p in listed)
+    status, out, _ = run(["rank", folder, "--model", "tiny", "--output", tmp_path / "r.csv"], capsys)
+    assert status == 0 and out.split("wrote:")[1].split() == [str(tmp_path / "r.csv")]

@@ -99,6 +99,16 @@ def test_missing_weights_offline_say_so_and_how_to_go_on(name, paths, capsys, mo
     assert "not in the local cache and HF_HUB_OFFLINE=1 is set" in line and "'tiny'" in line
 
 
+def test_missing_weights_offline_print_our_line_only(tmp_path):
+    """open_clip logs 'ERROR:root:Failed to download weights' before it raises; a fresh process shows only ours."""
+    done = subprocess.run([sys.executable, "-m", "mst_clipiqa", "score", str(IMAGE), "--model", "paper-A"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
+                               "HF_HOME": str(tmp_path / "empty-cache")})
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("mst-clipiqa score: error: ") and "HF_HUB_OFFLINE=1" in done.stderr
+
+
 @pytest.mark.parametrize("name", WITH_DEVICE)
 def test_a_gpu_flag_without_a_gpu_fails_instead_of_running_on_the_cpu(name, paths, capsys, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)

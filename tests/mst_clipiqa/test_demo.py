@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from mst_clipiqa.cli import main
+from mst_clipiqa.cli import COMMANDS, main
 from mst_clipiqa.cli.demo import real_weights_status
 
 
@@ -30,6 +30,9 @@ def test_demo_runs_every_step_offline_and_records_its_figures(demo_out):
     assert "[weights] tiny: offline" in printed
     steps = ["[1/5 data]", "[2/5 train]", "[3/5 rank]", "[4/5 best-of-N]", "[5/5 DRaFT-K]", "[report]"]
     assert [printed.index(s) for s in steps] == sorted(printed.index(s) for s in steps)
+    numbered = re.findall(r"^\d+\. ", COMMANDS["demo"].DESCRIPTION, re.M)  # the steps its --help lists, + the report
+    headers = re.findall(r"^\[(\d+)/(\d+) ", printed, re.M)
+    assert [(int(k), int(n)) for k, n in headers] == [(k, len(numbered) - 1) for k in range(1, len(numbered))]
     figures = json.loads((out / "figures.json").read_text())
     assert figures["weights"] == "tiny-random" and figures["data"]["images"] == 48  # the shipped AGIQA-3K sample
     assert figures["training"]["splits"] == 2 and -1 <= figures["training"]["srcc"]["trained"] <= 1

@@ -1,4 +1,4 @@
-"""``mst-clipiqa demo``: the whole library end to end (see ``mst_clipiqa.demo``)."""
+"""``mst-clipiqa demo``: the whole library end to end (see ``mst_clipiqa.cli.demo``)."""
 from __future__ import annotations
 
 import argparse

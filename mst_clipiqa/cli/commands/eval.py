@@ -15,7 +15,7 @@ from ..options import (
     split_list,
     splits_from_args,
 )
-from ..output import check_output_file, summary_table
+from ..output import check_output_file, print_written, summary_table
 from ..training_runs import SPLITS, TrainingRun, training_run
 
 HELP = "evaluate a model on a data set (per split and summarised, or on all of it)"
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
                              for o, ms in result["all"].items()}, f"all {len(dataset)} images"))
     if args.json_out:
         write_json(args.json_out, result)
+        print_written([args.json_out])
     return 0
 
 

@@ -17,7 +17,7 @@ from ..options import (
     resolve_device,
     split_list,
 )
-from ..output import check_output_folder, written_files
+from ..output import check_output_folder, print_written, written_files
 from ..pipeline_loading import HELP as PIPELINES_HELP
 from ..pipeline_loading import TINY, load_pipeline
 
@@ -34,8 +34,8 @@ examples:
   # Diffusion-DPO on preference pairs labelled by the reward (mst-clipiqa pairs), watched by a second model
   # that stops the run when it stops improving while the reward still rises
   mst-clipiqa pairs --pipeline tiny --model tiny --prompts prompts.txt --out pairs --n 8
-  mst-clipiqa finetune --method dpo --pairs pairs --pipeline tiny --model tiny --prompts prompts.txt \
-      --out runs/dpo --num-inference-steps 4 --max-steps 50 --learning-rate 1e-3 \
+  mst-clipiqa finetune --method dpo --pairs pairs --pipeline tiny --model tiny --prompts prompts.txt \\
+      --out runs/dpo --num-inference-steps 4 --max-steps 50 --learning-rate 1e-3 \\
       --monitor runs/other/model --monitor-every 5 --patience 3
   # continue a killed run from its newest complete checkpoint (bit for bit on CPU)
   mst-clipiqa finetune ... --out runs/sd15 --resume
@@ -44,8 +44,8 @@ examples:
   accelerate launch --multi_gpu --num_processes 2 -m mst_clipiqa finetune ...
   (accelerate launch --cpu starts one process only: use --multi_gpu, which falls back to the CPU)
   # online RL (no reward gradient needed): Flow-GRPO on SD3 with groups of 8, SDE on the first 2 of 10 steps
-  mst-clipiqa finetune --pipeline stabilityai/stable-diffusion-3.5-medium --model runs/agiqa3k/model \
-      --prompts prompts.txt --method grpo --group-size 8 --prompts-per-step 4 --num-steps 10 \
+  mst-clipiqa finetune --pipeline stabilityai/stable-diffusion-3.5-medium --model runs/agiqa3k/model \\
+      --prompts prompts.txt --method grpo --group-size 8 --prompts-per-step 4 --num-steps 10 \\
       --sde-window 0 2 --clip-range 1e-4 --kl-coeff 0.04 --learning-rate 3e-4 --out runs/grpo
 """
 
@@ -223,5 +223,5 @@ def run(args: argparse.Namespace) -> int:
         if trainer.monitor is not None and trainer.monitor.should_stop:
             print(f"stopped early by the monitor; kept the LoRA of step {trainer.monitor.best_step}")
         print(held_out.summary() if args.eval_images else "held-out reward: not measured (--eval-images 0)")
-        print("wrote:\n  " + "\n  ".join(written_files(args.out)))
+        print_written(written_files(args.out))
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, resolve_device, split_list
-from ..output import check_output_folder
+from ..output import check_output_folder, print_written
 from ..pipeline_loading import HELP as PIPELINES_HELP
 from ..pipeline_loading import TINY, load_pipeline
 
@@ -110,5 +110,5 @@ def run(args: argparse.Namespace) -> int:
     stop = ", stopped early by the monitor" if result.stopped_early else ""
     print(f"reward {result.initial_reward:.4f} -> {result.reward:.4f}: kept iteration {result.iteration}, "
           f"{len(result.history)} reward evaluations{stop}")
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    print_written(list(paths.values()))
     return 0

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, resolve_device, split_list
+from ..output import print_written, written_files
 from ..pipeline_loading import HELP as PIPELINE_HELP
 from ..pipeline_loading import TINY, load_pipeline
 
@@ -74,4 +75,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(result.written)} prompt shards ({result.rows} pairs), skipped {len(result.skipped)} "
           f"finished ones, into {args.out}" + (f"; {len(result.no_pairs)} prompt(s) gave no pair (their samples "
                                                "tied or scored NaN)" if result.no_pairs else ""))
+    print_written(written_files(args.out))
     return 0

@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, split_list
-from ..output import check_output_file, check_output_folder, emit, format_rows
-from ..scoring_options import add_scoring_options, prompts_from_args
+from ..output import check_output_file, check_output_folder, emit, format_rows, print_written, written_files
+from ..scoring_options import add_scoring_options, prompts_from_args, readable_images, report_skipped
 
 HELP = "rank images (files or folders) by MST-CLIPIQA score"
 
@@ -39,10 +39,15 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     paths = collect_images(args.images)
     prompts = prompts_from_args(args, len(paths), required=model.config.needs_prompts)
+    skipped = []
+    if args.skip_unreadable:
+        paths, prompts, skipped = readable_images(paths, prompts)
     reward = MSTCLIPIQAReward(model, outputs=split_list(args.outputs))
     ranking = rank_images(paths, prompts, reward, batch_size=args.batch_size, top_k=min(args.top or 1, len(paths)))
     rows = [{"image" if k == "name" else k: v for k, v in row.items()} for row in ranking.records()[: args.top]]
     emit(format_rows(rows, list(rows[0]), args.format), args.output)
     if args.out:
         ranking.save(args.out)
-    return 0
+    written = ([args.output] if args.output else []) + (written_files(args.out) if args.out else [])
+    print_written(written, data_on_stdout=args.format != "table" and not args.output)
+    return report_skipped("rank", skipped)

@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from ..options import EPILOG_MODELS, add_model_options, model_from_args, split_list
-from ..output import check_output_file, emit, format_rows
-from ..scoring_options import add_scoring_options, prompts_from_args
+from ..output import check_output_file, emit, format_rows, print_written
+from ..scoring_options import add_scoring_options, prompts_from_args, readable_images, report_skipped
 
 HELP = "score image files or folders"
 
@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     paths = collect_images(args.images)
     prompts = prompts_from_args(args, len(paths), required=model.config.needs_prompts)
+    skipped = []
+    if args.skip_unreadable:
+        paths, prompts, skipped = readable_images(paths, prompts)
     outputs = split_list(args.outputs) or list(model.outputs)
     reward = MSTCLIPIQAReward(model, outputs=outputs)
     columns = {o: o for o in outputs}
@@ -52,19 +55,25 @@ def run(args: argparse.Namespace) -> int:
         scores = reward.score_outputs(paths, prompts, args.batch_size)
     rows = [{"image": str(p), **{c: float(scores[c][i]) for c in columns}} for i, p in enumerate(paths)]
     emit(format_rows(rows, ["image", *columns], args.format), args.output)
+    written = [args.output] if args.output else []
     if args.maps is not None:
-        write_maps(reward, paths, prompts, args.maps)
-    return 0
+        written += write_maps(reward, paths, prompts, args.maps)
+    print_written(written)
+    return report_skipped("score", skipped)
 
 
-def write_maps(reward, paths: list[Path], prompts: list[str] | None, folder: Path) -> None:
-    """One grey PNG per image: its quality map over the reward's range, each region a 16-pixel square."""
+def write_maps(reward, paths: list[Path], prompts: list[str] | None, folder: Path) -> list[Path]:
+    """One grey PNG per image: its quality map over the reward's range, each region a 16-pixel square; returns
+    the files written."""
     import torch
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
     low, high = reward.score_range
+    written = []
     for path, values in zip(paths, reward.score_maps(paths, prompts)):
         grey = ((values - low) / (high - low)).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
-        Image.fromarray(grey, "L").resize((16 * grey.shape[1], 16 * grey.shape[0]), Image.NEAREST).save(
-            folder / f"{path.stem}_map.png")
+        target = folder / f"{path.stem}_map.png"
+        Image.fromarray(grey, "L").resize((16 * grey.shape[1], 16 * grey.shape[0]), Image.NEAREST).save(target)
+        written.append(target)
+    return written

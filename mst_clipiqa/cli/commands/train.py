@@ -19,7 +19,7 @@ from ..options import (
     split_list,
     splits_from_args,
 )
-from ..output import check_output_folder, comparison_table
+from ..output import check_output_folder, comparison_table, print_written, written_files
 
 EXAMPLES = """\
 examples:
@@ -115,4 +115,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nmodel: {report['model_dir']} (split {report['selected_split']}'s; evaluate it on that split's test part: "
           f"mst-clipiqa eval --model {args.out} ...)\nsplits: {args.out / report['splits_file']}\n"
           f"report: {args.out / 'report.json'}\nsettings: {args.out / CONFIG_NAME} (--config reads it)")
+    print_written(written_files(args.out))
     return 0

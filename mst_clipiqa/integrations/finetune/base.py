@@ -99,6 +99,11 @@ class DiffusionTrainer(TrainerParts, ABC):
     lr_scheduler: Any
     ema: LoraEMA | None
 
+    def progress_key(self) -> str:
+        """The name of the progress bar's number (each step's reward, smoothed), with the scale it is on."""
+        scale = getattr(getattr(self, "reward", None), "score_range", None)
+        return f"reward ({scale[0]:g}-{scale[1]:g})" if scale else "reward"
+
     def __init__(self, config: TrainerConfig, accelerator: Any | None = None):
         require(accelerator is None or not config.run.log_with,
                 "log_with configures the Accelerator the fine-tuner builds; pass log_with to your own Accelerator")
@@ -351,7 +356,7 @@ class DiffusionTrainer(TrainerParts, ABC):
                     continue
                 self._skipped_in_row = 0
                 self._check_record(self.log.history[-1])
-                bar.set_postfix(reward=f"{self.log.smoothed_rewards()[-1]:.4f}")
+                bar.set_postfix({self.progress_key(): f"{self.log.smoothed_rewards()[-1]:.4f}"})
                 bar.update(1)
                 stop = self._watch()
                 if cfg.run.save_every and self.global_step % cfg.run.save_every == 0:

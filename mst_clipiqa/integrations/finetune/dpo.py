@@ -47,6 +47,10 @@ class DPOTrainer(DiffusionTrainer):
     name = "dpo"
     config_class = DPOConfig
 
+    def progress_key(self) -> str:
+        """Not the reward's scale: DPO's number is the implicit reward margin, a difference of log-likelihood ratios."""
+        return "implicit margin (log-ratio)"
+
     def __init__(self, pipe: Any, pairs: Any, config: DPOConfig | None = None, accelerator: Any | None = None, *,
                  reward: Rewards | None = None, monitor: Rewards | HackingMonitor | None = None):
         super().__init__(config := config or DPOConfig(), accelerator)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mst_clipiqa.reward.utils import atomic_write, jsonable, write_json
+from mst_clipiqa.reward.utils.quiet import datasets_bars_hidden
 from mst_clipiqa.runtime.preemption import Preempted, StopSignals
 from mst_clipiqa.runtime.processes import launcher_rank, launcher_world_size
 
@@ -248,7 +249,8 @@ def load_pairs(directory: str | Path, cache_dir: str | Path | None = None) -> An
                          "preference_pairs")
     shards = [str(p) for p in found if _shard_rows(p) > 0]  # older versions wrote empty shards for ties
     if not shards:
-        raise ValueError(f"the {len(found)} shard(s) in {directory / SHARDS} hold no pairs (every prompt's "
+        raise ValueError(f"the {len(found)} shard(s) in {Path(directory) / SHARDS} hold no pairs (every prompt's "
                          "candidates tied); sample more per prompt (n) or use another reward")
-    return load_dataset("parquet", data_files=shards, split="train",
-                        cache_dir=None if cache_dir is None else str(cache_dir))
+    with datasets_bars_hidden():  # reading a few local shards: a bar of datasets' own would sit inside the trainer's
+        return load_dataset("parquet", data_files=shards, split="train",
+                            cache_dir=None if cache_dir is None else str(cache_dir))

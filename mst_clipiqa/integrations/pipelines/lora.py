@@ -3,9 +3,10 @@
 Denoisers with diffusers' adapter support (UNets, SD3, Flux) get it through
 ``add_adapter``, and their LoRA is saved in diffusers format for
 ``pipe.load_lora_weights``. Those without (PixArt's transformer, whose pipeline
-has no LoRA loader) get peft's layers directly, saved in peft's own format
-(``adapter_config.json`` + ``adapter_model.safetensors``, what
-``peft.PeftModel.from_pretrained`` reads); :func:`load_lora` loads either.
+has no LoRA loader) get peft's layers directly. Every LoRA is also saved in
+peft's own format (``adapter_config.json`` + ``adapter_model.safetensors``, what
+``peft.PeftModel.from_pretrained(denoiser, folder)`` reads); :func:`load_lora`
+loads either, and a folder that holds peft's format alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from mst_clipiqa.reward.utils import adapter_rollback
+from mst_clipiqa.reward.utils.quiet import log_dropped
 
 from .families import pipeline_family
 from .lora_checks import PEFT_PREFIX as _PEFT_PREFIX
@@ -31,6 +33,7 @@ __all__ = ["DEFAULT_TARGET_MODULES", "add_lora", "lora_parameters", "named_lora_
            "save_lora", "load_lora"]
 
 _PEFT_WEIGHTS = "adapter_model.safetensors"
+_DIFFUSERS_LORA_LOGGERS = ("diffusers.loaders.lora_base", "diffusers.loaders.lora_pipeline", "diffusers.loaders.peft")
 
 
 def add_lora(denoiser: nn.Module, rank: int = 4, alpha: float | None = None,
@@ -94,22 +97,22 @@ def adapters_disabled(denoiser: nn.Module) -> Iterator[None]:
 
 def save_lora(pipe: Any, denoiser: nn.Module, directory: str | Path, denoiser_name: str = "unet") -> Path:
     """Save the denoiser's LoRA so that :func:`load_lora` (``pipe.load_lora_weights`` where the pipeline
-    has it) restores it: diffusers format with the adapter config as metadata, or peft's format.
+    has it) restores it: peft's format (``adapter_config.json``, ``adapter_model.safetensors``), and beside it,
+    where the pipeline has a LoRA loader, diffusers' format with the adapter config as metadata.
 
     ``denoiser`` must be unwrapped (``accelerator.unwrap_model``), not a DDP wrapper.
     """
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
 
     directory = Path(directory)
     state = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(denoiser).items()}
     config = denoiser.peft_config["default"]
+    directory.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(directory))  # peft's format, always: PeftModel.from_pretrained(denoiser, directory)
+    save_file({_PEFT_PREFIX + k: v for k, v in state.items()}, str(directory / _PEFT_WEIGHTS))
     if not hasattr(type(pipe), "save_lora_weights"):
-        from safetensors.torch import save_file
-
-        directory.mkdir(parents=True, exist_ok=True)
-        config.save_pretrained(str(directory))
-        save_file({_PEFT_PREFIX + k: v for k, v in state.items()}, str(directory / _PEFT_WEIGHTS))
         return directory
     kwargs: dict[str, Any] = {f"{denoiser_name}_lora_layers": convert_state_dict_to_diffusers(state)}
     accepted = inspect.signature(type(pipe).save_lora_weights).parameters
@@ -121,7 +124,8 @@ def save_lora(pipe: Any, denoiser: nn.Module, directory: str | Path, denoiser_na
 
 def load_lora(pipe: Any, directory: str | Path) -> None:
     """Load a LoRA written by :func:`save_lora` (or ``RewardFinetuner``) into ``pipe``'s denoiser:
-    ``pipe.load_lora_weights`` where the pipeline has it, else peft's format.
+    ``pipe.load_lora_weights`` where the pipeline has it and the folder holds diffusers' file, else peft's format
+    (a ``PeftModel.save_pretrained`` folder of this denoiser loads too).
 
     Strict: a LoRA that lacks tensors its config names, holds tensors for modules the denoiser lacks (or its
     config names such modules), has tensors of the wrong shape or NaN / inf values is a ``ValueError``
@@ -131,14 +135,15 @@ def load_lora(pipe: Any, directory: str | Path) -> None:
     denoiser = pipeline_family(pipe).denoiser
     before = set(getattr(denoiser, "peft_config", None) or {})
     targeted: set[str] = set()
-    if hasattr(pipe, "load_lora_weights"):
+    if hasattr(pipe, "load_lora_weights") and not _peft_only(directory):
         source, state, targeted = _diffusers_state(pipe, denoiser, directory)
         load = functools.partial(pipe.load_lora_weights, str(source.parent), weight_name=source.name)
     else:
         source, state, load = _peft_load(denoiser, directory)
     with adapter_rollback(denoiser):
         try:
-            load()
+            with log_dropped("No LoRA keys associated to", *_DIFFUSERS_LORA_LOGGERS):  # the text encoders': none
+                load()
         except (RuntimeError, ValueError) as error:  # tensors of the wrong shape, or no module matched
             raise ValueError(f"the LoRA in {source} does not fit {type(denoiser).__name__}: {error}") from error
         added = set(getattr(denoiser, "peft_config", None) or {}) - before
@@ -153,6 +158,12 @@ def load_lora(pipe: Any, directory: str | Path) -> None:
                              "denoiser (save_lora)")
 
 
+def _peft_only(directory: Path) -> bool:
+    """A folder in peft's format alone (``PeftModel.save_pretrained``), without diffusers' LoRA file."""
+    return (directory / "adapter_config.json").is_file() and not any(
+        f.name != _PEFT_WEIGHTS for f in directory.glob("*.safetensors"))
+
+
 def _diffusers_state(pipe: Any, denoiser: nn.Module, directory: Path
                      ) -> tuple[Path, dict[str, torch.Tensor], set[str]]:
     """The weight file diffusers reads, its denoiser tensors (read and checked before anything loads) and
@@ -160,8 +171,9 @@ def _diffusers_state(pipe: Any, denoiser: nn.Module, directory: Path
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    files = [directory] if directory.is_file() else sorted(directory.glob("*.safetensors"), key=lambda f: (
-        f.name != "pytorch_lora_weights.safetensors", f.name)) if directory.is_dir() else []
+    files = [directory] if directory.is_file() else sorted(
+        (f for f in directory.glob("*.safetensors") if f.name != _PEFT_WEIGHTS),
+        key=lambda f: (f.name != "pytorch_lora_weights.safetensors", f.name)) if directory.is_dir() else []
     if not files:
         raise ValueError(f"{directory} holds no LoRA weights (*.safetensors); expected a folder written by "
                          "save_lora")

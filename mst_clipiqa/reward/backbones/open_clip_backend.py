@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.tokenizer import SimpleTokenizer
 
+from ..utils.quiet import log_dropped
 from .base import CLIPBackbone, patch_grid
 from .config import BackboneConfig
 from .preprocess import ImageSpec
@@ -109,7 +110,8 @@ def _self_attention(block, q_x: torch.Tensor, k_x=None, v_x=None, attn_mask=None
 def _create(config: BackboneConfig) -> torch.nn.Module:
     if config.arch is None:
         try:
-            return open_clip.create_model(config.name, pretrained=config.pretrained)
+            with log_dropped("Failed to download", module=open_clip):  # the error below says it, in our line
+                return open_clip.create_model(config.name, pretrained=config.pretrained)
         except (RuntimeError, FileNotFoundError) as error:  # open_clip < 3 raises the latter
             if "download" not in str(error).lower():
                 raise

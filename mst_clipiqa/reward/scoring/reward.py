@@ -132,6 +132,12 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
         """Images may be resized and centre-cropped to this square first without changing their scores."""
         return self.model.fit_size
 
+    @property
+    def _ddp_params_and_buffers_to_ignore(self):
+        # DistributedDataParallel reads this before it wraps a module (accelerator.prepare on several processes
+        # does, even with nothing to train, on the CPU): the library's line then, rather than torch's
+        raise ValueError(_PREPARED)
+
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None,
                 return_uncertainty: bool = False) -> torch.Tensor | ScoresWithUncertainty:
         """(B,) rewards; with ``return_uncertainty`` a :class:`ScoresWithUncertainty` (``.scores``, ``.sigma``)."""

@@ -124,3 +124,17 @@ def test_a_checkpoint_of_the_flat_config_release_resumes_or_is_refused_naming_th
     with pytest.raises(ValueError, match=r"\['base_distance_coeff'\] differ from the run that wrote it"):
         RewardFinetuner(tiny_sd_pipeline(), MSTCLIPIQAReward.from_pretrained("tiny"), ["a red car", "a cat"],
                         old_run_config(tmp_path, base_distance_coeff=0.2, max_steps=3))
+
+
+def test_the_progress_bar_names_its_number_and_scale():
+    """The reward trainers' number is the reward on its scale; DPO's is not a reward at all, and says so."""
+    from integrations import DPOTrainer, RewardFinetuner
+    from reward import MSTCLIPIQAReward
+
+    finetuner = object.__new__(RewardFinetuner)  # only the label is under test: no pipeline, no run
+    finetuner.reward = MSTCLIPIQAReward.from_pretrained("tiny")
+    low, high = finetuner.reward.score_range
+    assert finetuner.progress_key() == f"reward ({low:g}-{high:g})"
+    finetuner.reward = MSTCLIPIQAReward.from_pretrained("tiny", normalize=True)
+    assert finetuner.progress_key() == "reward (0-1)"
+    assert object.__new__(DPOTrainer).progress_key() == "implicit margin (log-ratio)"

@@ -187,3 +187,11 @@ def test_a_stop_request_ends_the_export_after_the_prompt_in_hand(tmp_path):
     assert shard_path(tmp_path, 0).is_file() and not shard_path(tmp_path, 1).exists()
     again = preference_pairs(tiny_sd_pipeline(), ["a", "b", "c"], stop_at_first, tmp_path, **kwargs)
     assert len(again.written) == 2 and again.skipped == [shard_path(tmp_path, 0)]
+
+
+def test_loading_pairs_draws_no_progress_bar_of_datasets(pairs_dir, tmp_path, capfd):
+    from datasets.utils.logging import is_progress_bar_enabled
+
+    capfd.readouterr()
+    assert len(load_pairs(pairs_dir, cache_dir=tmp_path / "fresh-cache")) > 0  # a fresh cache: datasets generates
+    assert "Generating" not in capfd.readouterr().err and is_progress_bar_enabled()
