@@ -39,7 +39,7 @@ def _finetune(out, *extra):
     prompts = out.parent / "prompts.txt"
     prompts.write_text("a red circle\na blue square\n")
     return main(["finetune", "--method", "grpo", "--pipeline", "tiny-sd3", "--model", "tiny", "--outputs",
-                 "quality,correspondence", "--prompts", str(prompts), "--out", str(out), "--num-steps", "2",
+                 "quality,correspondence", "--prompts", str(prompts), "--out", str(out), "--num-inference-steps", "2",
                  "--group-size", "2", "--prompts-per-step", "2", "--kl-coeff", "0.01", "--guidance-scale", "1",
                  "--learning-rate", "1e-2", "--save-every", "1",
                  "--eval-images", "0", "--quiet", "--device", "cpu", *extra])
