@@ -46,6 +46,6 @@ def test_unbounded_sampling_steps_are_refused_in_one_line(tmp_path, capsys):
     for steps in ("1000000", str(10**12)):
         assert main(_grpo(tmp_path, "--num-inference-steps", steps)) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and f"num_steps must be <= 1000 (sampling steps per rollout; the papers use 10-50), " \
-                                  f"got {steps}" in err[0], err
+        assert len(err) == 1 and f"num_inference_steps must be <= 1000 (sampling steps per rollout; the papers use " \
+                                  f"10-50), got {steps}" in err[0], err
 
