@@ -16,8 +16,8 @@ from ..options import (
     split_list,
 )
 from ..output import check_output_folder, written_files
+from ..pipelines import DTYPES, TINY, add_pipeline_options, load_pipeline, options_from_args, resolve_dtype
 from ..pipelines import HELP as PIPELINES_HELP
-from ..pipelines import TINY, load_pipeline
 
 EXAMPLES = """\
 examples:
@@ -25,7 +25,7 @@ examples:
   mst-clipiqa finetune --pipeline tiny --model tiny --prompts prompts.txt --out runs/try \\
       --num-inference-steps 4 --max-steps 20 --learning-rate 1e-2 --save-every 5
   # SD 1.5 against a trained model: DRaFT-1, bf16, warm-up then cosine decay, EMA, TensorBoard
-  mst-clipiqa finetune --pipeline runwayml/stable-diffusion-v1-5 --model runs/agiqa3k/model \\
+  mst-clipiqa finetune --pipeline sd1.5 --model runs/agiqa3k/model \\
       --prompts prompts.txt --method draft --out runs/sd15 --mixed-precision bf16 --max-steps 2000 \\
       --lr-scheduler cosine --lr-warmup-steps 100 --use-ema --save-every 200 --log-with tensorboard
   tensorboard --logdir runs/sd15/mst-clipiqa-finetune
@@ -83,6 +83,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="held-out images (prompt, seed from 10000) scored before and after training, the "
                              "same ones both times; 0: skip (default: 8)")
     add_model_options(parser)
+    parser.add_argument("--reward-dtype", choices=DTYPES, default="fp32",
+                        help="precision of the reward model's weights (default: fp32, run under the autocast of "
+                             "--mixed-precision; --compile compiles it too)")
+    add_pipeline_options(parser)
     monitor = parser.add_argument_group("hacking monitor")
     monitor.add_argument("--monitor", metavar="MODEL",
                          help="a second MST-CLIPIQA model (name or folder; a built-in name gets other random weights "
@@ -124,6 +128,9 @@ def _scorer(name: str, args: argparse.Namespace, seed: int):
 
     model = load_model(name, variant=args.variant, outputs=split_list(args.outputs), seed=seed,
                        adapters=args.adapter if name == args.model else [])
+    model.to(dtype=resolve_dtype(args.reward_dtype, resolve_device(args.device)))
+    if args.compile:
+        model.compile()
     reward = MSTCLIPIQAReward(model)
     return NamedScores(reward) if len(model.outputs) > 1 else reward
 
@@ -172,7 +179,9 @@ def run(args: argparse.Namespace) -> int:
     config = config_cls(**options, output_dir=str(args.out), encode_kwargs=tiny.encode_kwargs if tiny else {})
     reward = _scorer(args.model, args, config.seed)
     monitor = _scorer(args.monitor, args, config.seed + 1) if args.monitor else None
-    pipe, _ = load_pipeline(args.pipeline)
+    per_block = getattr(args, "gradient_checkpointing", None) and not hasattr(config, "gradient_checkpointing")
+    pipe, _ = load_pipeline(args.pipeline, device, options_from_args(args, gradient_checkpointing=bool(per_block)),
+                            place=False)
     if dpo:
         trainer = TRAINERS["dpo"](pipe, args.pairs, config, reward=reward, monitor=monitor)
     else:

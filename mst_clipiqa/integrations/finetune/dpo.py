@@ -19,6 +19,7 @@ from ..rewards import Rewards, score_images
 from .base import DiffusionTrainer
 from .config import RunConfig, require
 from .dpo_objective import BETA_SD15, DiffusionDPOObjective, pair_batch
+from .launch import pipeline_precision
 from .monitor import HackingMonitor, pipeline_sampler
 
 __all__ = ["DPOConfig", "DPOTrainer", "train_dpo"]
@@ -65,7 +66,7 @@ class DPOTrainer(DiffusionTrainer):
 
     def __init__(self, pipe: Any, pairs: Any, config: DPOConfig | None = None, accelerator: Any | None = None, *,
                  reward: Rewards | None = None, monitor: Rewards | HackingMonitor | None = None):
-        super().__init__(config := config or DPOConfig(), accelerator)
+        super().__init__(config := pipeline_precision(config or DPOConfig(), pipe, accelerator), accelerator)
         self.pipe, self.reward, self.rows = pipe, reward, _rows(pairs)
         acc = self.accelerator
         self.shard = list(range(acc.process_index, len(self.rows), acc.num_processes))
