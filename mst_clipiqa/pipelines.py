@@ -75,7 +75,7 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pipeline-variant", dest="pipeline_variant", metavar="NAME",
                        help="weights variant to download, e.g. fp16 (half the download)")
     group.add_argument("--revision", help="Hub branch, tag or commit of the pipeline")
-    group.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
+    group.add_argument("--compile", action="store_true", help="torch.compile the denoiser (finetune: the reward too)")
     group.add_argument("--no-tf32", dest="tf32", action="store_false",
                        help="do not allow TF32 matmuls (on by default on Ampere and newer GPUs)")
 

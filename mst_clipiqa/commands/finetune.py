@@ -18,6 +18,7 @@ from ..options import (
 from ..output import check_output_folder, written_files
 from ..pipelines import DTYPES, TINY, add_pipeline_options, load_pipeline, options_from_args, resolve_dtype
 from ..pipelines import HELP as PIPELINES_HELP
+from .plan import add_plan_options, print_plan
 
 EXAMPLES = """\
 examples:
@@ -84,9 +85,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "same ones both times; 0: skip (default: 8)")
     add_model_options(parser)
     parser.add_argument("--reward-dtype", choices=DTYPES, default="fp32",
-                        help="precision of the reward model's weights (default: fp32, run under the autocast of "
-                             "--mixed-precision; --compile compiles it too)")
+                        help="precision of the reward's frozen matmul weights (MSTCLIPIQAReward's dtype; default: "
+                             "fp32); --compile compiles it too")
     add_pipeline_options(parser)
+    parser.add_argument("--dry-run", action="store_true", help="print the plan of this run's step (peak memory "
+                                                               "per process, FLOPs; see 'mst-clipiqa plan') and exit")
+    add_plan_options(parser)
     monitor = parser.add_argument_group("hacking monitor")
     monitor.add_argument("--monitor", metavar="MODEL",
                          help="a second MST-CLIPIQA model (name or folder; a built-in name gets other random weights "
@@ -123,15 +127,15 @@ def __getattr__(name: str):
 
 
 def _scorer(name: str, args: argparse.Namespace, seed: int):
+    import torch
+
     from mst_clipiqa.integrations.rewards import NamedScores
     from mst_clipiqa.reward import MSTCLIPIQAReward, load_model
 
     model = load_model(name, variant=args.variant, outputs=split_list(args.outputs), seed=seed,
                        adapters=args.adapter if name == args.model else [])
-    model.to(dtype=resolve_dtype(args.reward_dtype, resolve_device(args.device)))
-    if args.compile:
-        model.compile()
-    reward = MSTCLIPIQAReward(model)
+    dtype = resolve_dtype(args.reward_dtype, resolve_device(args.device))
+    reward = MSTCLIPIQAReward(model, dtype=None if dtype == torch.float32 else dtype, compile=args.compile)
     return NamedScores(reward) if len(model.outputs) > 1 else reward
 
 
@@ -156,6 +160,23 @@ def _prompts(args: argparse.Namespace, dpo: bool) -> tuple[list[str] | None, lis
     return None, list(dict.fromkeys(load_pairs(args.pairs)["caption"]))[:8]
 
 
+def _dry_run(args: argparse.Namespace, config, tiny) -> int:
+    from mst_clipiqa.integrations.planner import StepSettings
+
+    from .plan import _resolution
+
+    args.resolution = config.height or None
+    side = _resolution(args)
+    settings = StepSettings(
+        batch_size=config.batch_size, height=config.height or side, width=config.width or side,
+        num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+        draft_k=getattr(config, "draft_k", 1), decode_chunk_size=getattr(config, "decode_chunk_size", 1),
+        gradient_checkpointing=bool(getattr(config, "checkpoint_denoiser", args.gradient_checkpointing)),
+        encode_kwargs=tuple(tiny.encode_kwargs.items()) if tiny else ())
+    result = print_plan(args, args.method, settings, args.dtype or "bf16", config.lora_rank)
+    return 0 if result.fits is not False else 1
+
+
 def run(args: argparse.Namespace) -> int:
     from mst_clipiqa.integrations.finetune.trainers import CONFIGS, TRAINERS
     from mst_clipiqa.reward.utils import write_json
@@ -177,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
         options["monitor_prompts"] = eval_prompts[:4]
     tiny = TINY.get(args.pipeline)
     config = config_cls(**options, output_dir=str(args.out), encode_kwargs=tiny.encode_kwargs if tiny else {})
+    if args.dry_run:
+        return _dry_run(args, config, tiny)
     reward = _scorer(args.model, args, config.seed)
     monitor = _scorer(args.monitor, args, config.seed + 1) if args.monitor else None
     per_block = getattr(args, "gradient_checkpointing", None) and not hasattr(config, "gradient_checkpointing")
