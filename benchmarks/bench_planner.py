@@ -45,7 +45,7 @@ def measured_step(builder: Any, method: str, s: StepSettings) -> int:
     pipe = getattr(tiny, builder)() if isinstance(builder, str) else builder()
     common = dict(num_inference_steps=s.num_inference_steps, max_steps=1, batch_size=s.batch_size, cpu=True,
                   progress_bar=False, height=s.height, width=s.width, encode_kwargs=dict(s.encode_kwargs),
-                  mixed_precision="no", lora_rank=4)
+                  mixed_precision="no", lora_rank=4, guidance_scale=s.guidance_scale)
     if method == "draft":
         trainer = RewardFinetuner(pipe, _reward("cpu"), ["a photo"], RewardFinetuneConfig(
             **common, draft_k=s.draft_k, gradient_checkpointing=s.gradient_checkpointing))
