@@ -1,7 +1,7 @@
 """A Stable Diffusion 1.5-architecture pipeline with random weights, built from its configs in code (no download).
 
 The UNet, VAE, text encoder and scheduler configs are those of
-``runwayml/stable-diffusion-v1-5`` (860M-parameter UNet, 4-level VAE, the
+``stable-diffusion-v1-5/stable-diffusion-v1-5`` (860M-parameter UNet, 4-level VAE, the
 CLIP ViT-L/14 text tower); the tokenizer is the CLIP BPE bundled with
 open_clip. Weights are initialised directly on the target device, so building
 it on a GPU takes seconds.

@@ -1,7 +1,7 @@
 """Reward fine-tuning with LoRA (DRaFT-K by default; --method alignprop or refl) against MST-CLIPIQA.
 
     python examples/draft_finetune.py --tiny             # offline: tiny random pipeline and reward
-    python examples/draft_finetune.py --pipeline runwayml/stable-diffusion-v1-5 --model DIR_OR_HUB_ID \
+    python examples/draft_finetune.py --pipeline stable-diffusion-v1-5/stable-diffusion-v1-5 --model DIR_OR_HUB_ID \
         --steps 500 --inference-steps 50 --lr 2e-4 --mixed-precision bf16
 
 Writes log.json, reward_curve.png, samples/step_*.png and lora/ to --out; load the LoRA

@@ -169,6 +169,9 @@ def add_dataclass_options(group: argparse._ArgumentGroup, config_cls: type, choi
         default = f.default if f.default is not MISSING else None
         help_text = f.metadata["help"] + _preset_note(f.name, default, presets or {})
         unset = argparse.SUPPRESS if presets is not None else default
+        if "action" in f.metadata:  # e.g. argparse.BooleanOptionalAction for a None | bool field
+            group.add_argument(flag, dest=f.name, action=f.metadata["action"], default=unset, help=help_text)
+            continue
         if isinstance(default, bool):
             group.add_argument(flag, dest=f.name, action="store_false" if default else "store_true",
                                default=unset, help=("do not " if default else "") + help_text)

@@ -1,12 +1,15 @@
-"""Pipelines by name: a downloaded one loads without other libraries' notices; offline and not cached, one line."""
+"""Pipelines by name: a downloaded one loads without other libraries' notices; offline and not cached, one line;
+every loading option reaches the component it names (no network: folders saved here)."""
 from __future__ import annotations
 
 import logging
 import warnings
 
 import pytest
+import torch
 
-from mst_clipiqa.cli.pipeline_loading import load_pipeline
+from mst_clipiqa.cli.pipeline_loading import LoadOptions, load_pipeline, resolve_dtype
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
 
 
 def test_an_uncached_hub_pipeline_offline_is_one_short_line(monkeypatch, tmp_path, caplog):
@@ -37,3 +40,54 @@ def test_a_saved_pipeline_loads_without_notices(tmp_path, caplog):
     assert tiny is None and type(pipe).__name__ == "StableDiffusionPipeline"
     assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipe")
+    tiny_sd_pipeline(seed=0).save_pretrained(folder / "sd")
+    tiny_sd_pipeline(seed=1).vae.save_pretrained(folder / "vae")
+    tiny_sd_pipeline(seed=0).save_pretrained(folder / "sd-fp16", variant="fp16")
+    return folder
+
+
+def _dtypes(pipe):
+    return {name: m.dtype for name, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
+
+
+def test_dtype_reaches_every_component_and_upcast_keeps_the_vae_fp32(saved):
+    pipe, tiny = load_pipeline(str(saved / "sd"), options=LoadOptions(dtype="bf16", upcast_vae=True))
+    dtypes = _dtypes(pipe)
+    assert tiny is None and dtypes.pop("vae") == torch.float32
+    assert set(dtypes) == {"unet", "text_encoder"} and set(dtypes.values()) == {torch.bfloat16}
+
+
+def test_vae_is_replaced_by_the_one_named(saved):
+    pipe, _ = load_pipeline(str(saved / "sd"), options=LoadOptions(vae=str(saved / "vae")))
+    other = tiny_sd_pipeline(seed=1).vae.state_dict()
+    own = tiny_sd_pipeline(seed=0).vae.state_dict()
+    assert all(torch.equal(v, other[k]) for k, v in pipe.vae.state_dict().items())
+    assert not all(torch.equal(v, own[k]) for k, v in pipe.vae.state_dict().items())
+    with pytest.raises(ValueError, match="--vae .*no AutoencoderKL"):
+        load_pipeline(str(saved / "sd"), options=LoadOptions(vae=str(saved / "missing")))
+
+
+def test_checkpointing_compile_and_variant_reach_the_denoiser(saved):
+    pipe, _ = load_pipeline(str(saved / "sd-fp16"), options=LoadOptions(
+        variant="fp16", gradient_checkpointing=True, compile=True))
+    assert pipe.unet.is_gradient_checkpointing
+    assert pipe.unet._compiled_call_impl is not None  # compiled lazily, at the first call
+    assert not tiny_sd_pipeline().unet.is_gradient_checkpointing
+
+
+def test_tiny_names_keep_fp32_unless_asked():
+    assert set(_dtypes(load_pipeline("tiny")[0]).values()) == {torch.float32}
+    assert set(_dtypes(load_pipeline("tiny", options=LoadOptions(dtype="bf16"))[0]).values()) == {torch.bfloat16}
+
+
+def test_wrong_combinations_get_one_line():
+    with pytest.raises(ValueError, match="--dtype fp16 needs a GPU"):
+        resolve_dtype("fp16", torch.device("cpu"))
+    assert resolve_dtype(None, torch.device("cpu")) == torch.float32
+    with pytest.raises(ValueError, match="--pipeline nowhere: cannot load it"):
+        load_pipeline("nowhere")

@@ -18,8 +18,9 @@ from ..options import (
     split_list,
 )
 from ..output import check_output_folder, print_written, written_files
+from ..pipeline_loading import DTYPES, TINY, add_pipeline_options, load_pipeline, options_from_args, resolve_dtype
 from ..pipeline_loading import HELP as PIPELINES_HELP
-from ..pipeline_loading import TINY, load_pipeline
+from .plan import add_plan_options, print_plan
 
 EXAMPLES = """\
 examples:
@@ -27,7 +28,7 @@ examples:
   mst-clipiqa finetune --pipeline tiny --model tiny --prompts prompts.txt --out runs/try \\
       --num-inference-steps 4 --max-steps 20 --learning-rate 1e-2 --save-every 5
   # SD 1.5 against a trained model: DRaFT-1, bf16, warm-up then cosine decay, EMA, TensorBoard
-  mst-clipiqa finetune --pipeline runwayml/stable-diffusion-v1-5 --model runs/agiqa3k/model \\
+  mst-clipiqa finetune --pipeline sd1.5 --model runs/agiqa3k/model \\
       --prompts prompts.txt --method draft --out runs/sd15 --mixed-precision bf16 --max-steps 2000 \\
       --lr-scheduler cosine --lr-warmup-steps 100 --use-ema --save-every 200 --log-with tensorboard
   tensorboard --logdir runs/sd15/mst-clipiqa-finetune
@@ -83,6 +84,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="held-out images (prompt, seed from 10000) scored before and after training, the "
                              "same ones both times; 0: skip (default: 8)")
     add_model_options(parser)
+    parser.add_argument("--reward-dtype", choices=DTYPES, default="fp32",
+                        help="precision of the reward's frozen matmul weights (MSTCLIPIQAReward's dtype; default: "
+                             "fp32); --compile compiles it too")
+    add_pipeline_options(parser)
+    parser.add_argument("--dry-run", action="store_true", help="print the plan of this run's step (peak memory "
+                                                               "per process, FLOPs; see 'mst-clipiqa plan') and exit")
+    add_plan_options(parser)
     monitor = parser.add_argument_group("hacking monitor")
     monitor.add_argument("--monitor", metavar="MODEL",
                          help="a second MST-CLIPIQA model (name or folder; a built-in name gets other random weights "
@@ -147,12 +155,15 @@ def _method_options(args: argparse.Namespace, config_cls: type, configs: Mapping
 
 
 def _scorer(name: str, args: argparse.Namespace, seed: int):
+    import torch
+
     from mst_clipiqa.integrations.rewards import NamedScores
     from mst_clipiqa.reward import MSTCLIPIQAReward, load_model
 
     model = load_model(name, variant=args.variant, outputs=split_list(args.outputs), seed=seed,
                        adapters=args.adapter if name == args.model else [])
-    reward = MSTCLIPIQAReward(model)
+    dtype = resolve_dtype(args.reward_dtype, resolve_device(args.device))
+    reward = MSTCLIPIQAReward(model, dtype=None if dtype == torch.float32 else dtype, compile=args.compile)
     return NamedScores(reward) if len(model.outputs) > 1 else reward
 
 
@@ -175,6 +186,24 @@ def _prompts(args: argparse.Namespace, dpo: bool) -> tuple[list[str] | None, lis
     from mst_clipiqa.integrations.inference.preference_pairs import load_pairs
 
     return None, list(dict.fromkeys(load_pairs(args.pairs)["caption"]))[:8]
+
+
+def _dry_run(args: argparse.Namespace, config, tiny) -> int:
+    from mst_clipiqa.integrations.planner import StepSettings
+
+    from .plan import _resolution
+
+    run = config.run
+    args.resolution = run.height or None
+    side = _resolution(args)
+    settings = StepSettings(
+        batch_size=run.batch_size, height=run.height or side, width=run.width or side,
+        num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+        draft_k=getattr(config, "draft_k", 1), decode_chunk_size=getattr(config, "decode_chunk_size", 1),
+        gradient_checkpointing=bool(getattr(config, "checkpoint_denoiser", args.gradient_checkpointing)),
+        encode_kwargs=tuple(tiny.encode_kwargs.items()) if tiny else ())
+    result = print_plan(args, args.method, settings, args.dtype or "bf16", run.lora_rank)
+    return 0 if result.fits is not False else 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -203,9 +232,13 @@ def run(args: argparse.Namespace) -> int:
     tiny = TINY.get(args.pipeline)
     run_config = RunConfig(**run_options, output_dir=str(args.out), encode_kwargs=tiny.encode_kwargs if tiny else {})
     config = config_cls(**options, run=run_config)
+    if args.dry_run:
+        return _dry_run(args, config, tiny)
     reward = _scorer(args.model, args, run_config.seed)
     monitor = _scorer(args.monitor, args, run_config.seed + 1) if args.monitor else None
-    pipe, _ = load_pipeline(args.pipeline)
+    per_block = getattr(args, "gradient_checkpointing", None) and not hasattr(config, "gradient_checkpointing")
+    pipe, _ = load_pipeline(args.pipeline, device, options_from_args(args, gradient_checkpointing=bool(per_block)),
+                            place=False)
     if dpo:
         trainer = TRAINERS["dpo"](pipe, args.pairs, config, reward=reward, monitor=monitor)
     else:

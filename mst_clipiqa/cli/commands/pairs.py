@@ -16,7 +16,7 @@ examples:
   # offline try-out: tiny random pipeline and reward, best and worst of 4 seeds per prompt
   mst-clipiqa pairs --pipeline tiny --model tiny --prompts prompts.txt --out pairs/ --n 4
   # SD 1.5, every pair of 8 samples whose scores differ by more than 0.05, split over 2 GPUs
-  torchrun --nproc_per_node 2 -m mst_clipiqa pairs --pipeline runwayml/stable-diffusion-v1-5 \\
+  torchrun --nproc_per_node 2 -m mst_clipiqa pairs --pipeline stable-diffusion-v1-5/stable-diffusion-v1-5 \\
       --model runs/agiqa3k/model --prompts prompts.txt --out pairs/ --n 8 --pairs 'margin>0.05'
   # read them back
   python -c "from datasets import load_dataset; print(load_dataset('parquet', data_files='pairs/data/*.parquet'))"

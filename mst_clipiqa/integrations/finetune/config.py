@@ -259,7 +259,9 @@ class RewardFinetuneConfig:
         metavar=("LOW", "HIGH"))
     refl_window: int = option(10, "ReFL: the step with gradients is drawn among the last N steps")
     gradient_checkpointing: bool | None = option(
-        None, "checkpoint denoiser calls (default: on for alignprop only)", cli=False)
+        None, "checkpoint the denoiser: draft, alignprop, refl each of its calls (default: on for alignprop "
+              "only); ddpo, grpo, nft, dpo: diffusers' per-block checkpointing (default: off)",
+        action=argparse.BooleanOptionalAction)
     decode_chunk_size: int = option(1, "latents per VAE decode call")
     decode_checkpointing: bool = option(True, "checkpoint the VAE decoder", flag="--no-decode-checkpointing")
     base_distance_coeff: float = option(0.0, "DRaFT+: weight of the squared distance between the LoRA's and the "

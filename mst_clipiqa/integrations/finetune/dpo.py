@@ -18,6 +18,7 @@ from .config import require
 from .dpo_config import DPOConfig
 from .dpo_objective import DiffusionDPOObjective, pair_batch
 from .identity import pairs_identity, pipeline_identity, reward_identity
+from .launch import pipeline_precision
 from .monitor import HackingMonitor, pipeline_sampler
 from .pair_rows import check_pairs
 
@@ -53,7 +54,7 @@ class DPOTrainer(DiffusionTrainer):
 
     def __init__(self, pipe: Any, pairs: Any, config: DPOConfig | None = None, accelerator: Any | None = None, *,
                  reward: Rewards | None = None, monitor: Rewards | HackingMonitor | None = None):
-        super().__init__(config := config or DPOConfig(), accelerator)
+        super().__init__(config := pipeline_precision(config or DPOConfig(), pipe, accelerator), accelerator)
         self.pipe, self.reward, self.rows = pipe, reward, _rows(pairs, config)
         acc = self.accelerator
         self.shard = list(range(acc.process_index, len(self.rows), acc.num_processes))

@@ -21,6 +21,7 @@ from ..rewards import Rewards, named_rewards, objective
 from .base import DiffusionTrainer
 from .config import RewardFinetuneConfig, require
 from .identity import PromptedRunIdentity
+from .launch import pipeline_precision
 from .methods import METHODS
 from .monitor import HackingMonitor
 from .prompt_sources import Prompts, PromptSource
@@ -61,7 +62,7 @@ class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
         self.prompts = self.prompt_source.prompts
         self.pipe, self.reward = pipe, reward
         self.family = denoiser_family(pipe)
-        super().__init__(config := config or RewardFinetuneConfig(), accelerator)
+        super().__init__(config := pipeline_precision(config or RewardFinetuneConfig(), pipe, accelerator), accelerator)
         self.name = config.method
         default_height, default_width = self.family.default_size()
         self.height, self.width = config.run.height or default_height, config.run.width or default_width

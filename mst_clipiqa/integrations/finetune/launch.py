@@ -7,14 +7,18 @@ import warnings
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from mst_clipiqa.runtime.processes import launcher_world_size, new_accelerator
+import torch
+
+from mst_clipiqa.runtime.processes import launcher_precision, launcher_world_size, new_accelerator
 
 from .config import TrainerConfig
 from .tracking import check_trackers_installed, tracker_names
 
 T = TypeVar("T", bound=TrainerConfig)
 
-__all__ = ["finetune_accelerator", "check_world_size", "resolved_config"]
+__all__ = ["finetune_accelerator", "check_world_size", "resolved_config", "pipeline_precision"]
+
+_HALF = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def finetune_accelerator(config: TrainerConfig) -> Any:
@@ -49,3 +53,25 @@ def resolved_config(config: T, accelerator: Any) -> T:
                          f"mixed_precision={used!r}; leave the config's at None (it then follows the Accelerator) "
                          "or build the Accelerator with the same precision")
     return replace(config, run=replace(config.run, mixed_precision=used))
+
+def pipeline_precision(config: T, pipe: Any, accelerator: Any | None = None) -> T:
+    """``config`` with the autocast precision of ``pipe``'s weights when nothing else names one: a pipeline
+    loaded in bf16 / fp16 trains its fp32 LoRA under that autocast, with no setting to add. The config's own
+    ``mixed_precision``, the launcher's (``accelerate launch --mixed_precision``) or a passed-in Accelerator's
+    win; fp16 weights on the CPU are an error (torch has no fp16 kernels there for most layers)."""
+    half = _HALF.get(getattr(pipe, "dtype", None))
+    if half is None or accelerator is not None or launcher_precision(config.run.mixed_precision) is not None:
+        return config
+    if half == "fp16" and (config.run.cpu or not torch.cuda.is_available()):
+        raise ValueError("the pipeline's weights are fp16 and this run is on the CPU, which has no fp16 kernels for "
+                         "most layers; load it in bf16 or fp32 (torch_dtype=torch.bfloat16, --dtype bf16)")
+    return replace(config, run=replace(config.run, mixed_precision=half))
+
+
+def check_weight_precision(pipe: Any, accelerator: Any) -> None:
+    """Half-precision frozen weights need autocast in a half precision: a run without it (an Accelerator built
+    with ``mixed_precision="no"``) would stop at the first layer on mixed dtypes."""
+    half = _HALF.get(getattr(pipe, "dtype", None))
+    if half is not None and accelerator.mixed_precision == "no":
+        raise ValueError(f"the pipeline's weights are {half} but the Accelerator runs mixed_precision='no'; build it "
+                         f"with mixed_precision={half!r} (the LoRA stays fp32) or load the pipeline in fp32")

@@ -19,6 +19,7 @@ from ..rewards import Rewards
 from .base import DiffusionTrainer
 from .config import require
 from .identity import PromptedRunIdentity
+from .launch import pipeline_precision
 from .policy import PolicyOptimizer
 from .policy_config import PolicyFinetuneConfig
 from .prompt_sources import Prompts, PromptSource
@@ -46,7 +47,7 @@ class PolicyTrainer(PromptedRunIdentity, DiffusionTrainer):
         self.prompts = self.prompt_source.prompts
         self.pipe, self.reward = pipe, reward
         self.family = denoiser_family(pipe)
-        super().__init__(config := config or PolicyFinetuneConfig(), accelerator)
+        super().__init__(config := pipeline_precision(config or PolicyFinetuneConfig(), pipe, accelerator), accelerator)
         self.name = config.method
         require(config.rollouts_per_step % self.num_processes == 0,
                 f"prompts_per_step x group_size = {config.rollouts_per_step} rollouts per step must divide evenly "

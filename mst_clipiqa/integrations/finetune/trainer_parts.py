@@ -21,6 +21,7 @@ from ..pipelines.lora import add_lora, lora_parameters, save_lora
 from ..rewards import Rewards
 from .config import TrainerConfig, require
 from .ema import LoraEMA
+from .launch import check_weight_precision
 from .log import TrainingLog, gathered_statistics
 from .monitor import HackingMonitor, MonitorError
 from .nonfinite import NonFiniteError
@@ -69,6 +70,7 @@ class TrainerParts:
         ``denoiser`` a fresh LoRA (fp32), and set ``self.model``, ``self.optimizer`` (AdamW), ``self.params``,
         ``self.lr_scheduler`` and ``self.ema``."""
         config, acc = self.config.run, self.accelerator
+        check_weight_precision(pipe, acc)
         weight_dtype = precision_dtype(acc.mixed_precision) or torch.float32
         for module in pipe.components.values():
             if isinstance(module, nn.Module):

@@ -1,0 +1,160 @@
+"""``plan``: peak memory per process and FLOPs of one step of a method on a pipeline, traced on meta tensors
+with an allocation tracker and torch's FLOP formulas, and what to change when it does not fit."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..pipelines.families import pipeline_family
+from ..pipelines.lora import DEFAULT_TARGET_MODULES, add_lora, lora_parameters
+from .architectures import meta_pipeline
+from .steps import STEPS, TRAINED, StepSettings
+from .tracker import AllocationTracker, fused_attention, resident_bytes
+
+__all__ = ["Plan", "plan", "paper_reward", "parse_bytes", "GiB"]
+
+GiB = 1024**3
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def parse_bytes(text: str) -> int:
+    """``24GB`` / ``24GiB`` / ``80G`` -> bytes (GB is read as GiB, as GPUs are sold)."""
+    number = text.strip().upper().removesuffix("B").removesuffix("I").removesuffix("G")
+    try:
+        return int(float(number) * GiB)
+    except ValueError:
+        raise ValueError(f"--gpu-memory {text!r}: expected a size in GB, e.g. 24GB or 80GB") from None
+
+
+class _TowerReward(nn.Module):
+    """The paper model's cost: its two CLIP image towers (ViT-B/32, ViT-B/16) on the image resized to 224 px;
+    the heads are negligible."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+        self.towers = nn.ModuleList(CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224,
+            patch_size=patch, projection_dim=512, hidden_act="quick_gelu")) for patch in (32, 16))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.interpolate(images, size=(224, 224), mode="bilinear", antialias=False)
+        return sum(tower(pixel_values=x).image_embeds.mean(1) for tower in self.towers)
+
+
+def paper_reward() -> nn.Module:
+    """The paper model's image towers with meta weights in fp32 (the trainers score outside autocast)."""
+    with torch.device("meta"):
+        return _TowerReward().eval().requires_grad_(False)
+
+
+@dataclass
+class Plan:
+    """The predicted cost of one step; bytes per process. ``weights``: every frozen component and the reward
+    (text encoders included: they stay loaded); ``step``: what the step adds at its peak (activations, LoRA
+    gradients, AdamW state, decoded images)."""
+
+    pipeline: str
+    method: str
+    dtype: str
+    settings: dict[str, Any]
+    weights: int
+    lora: int
+    step: int
+    flops: int
+    gpu_memory: int | None = None
+    advice: str | None = None
+
+    @property
+    def peak(self) -> int:
+        return self.weights + self.lora + self.step
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.gpu_memory is None else self.peak <= self.gpu_memory
+
+    def summary(self) -> str:
+        s = self.settings
+        head = (f"{self.pipeline} {self.method} {s['height']}x{s['width']} batch {s['batch_size']} "
+                f"{s['num_inference_steps']} steps, {self.dtype}, checkpointing "
+                f"{'on' if s['gradient_checkpointing'] else 'off'}: peak {self.peak / GiB:.1f} GiB per process "
+                f"(weights {self.weights / GiB:.1f}, LoRA {self.lora / GiB:.2f}, step {self.step / GiB:.1f}), "
+                f"{self.flops / 1e12:.1f} TFLOP per step")
+        if self.gpu_memory is None:
+            return head
+        verdict = "fits" if self.fits else "does NOT fit"
+        return f"{head}; {verdict} in {self.gpu_memory / GiB:.0f} GiB" + (f"; {self.advice}" if self.advice else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "peak": self.peak, "fits": self.fits}
+
+
+def _trace(pipeline: str, method: str, s: StepSettings, dtype: str, reward: nn.Module | None,
+           lora_rank: int, targets: tuple[str, ...]) -> Plan:
+    pipe, _ = meta_pipeline(pipeline, DTYPES[dtype])
+    denoiser = pipeline_family(pipe).denoiser
+    if s.gradient_checkpointing and method not in ("draft", "refl", "alignprop"):
+        denoiser.enable_gradient_checkpointing()  # the per-block checkpointing the other trainers get
+    reward = reward if reward is not None else paper_reward()
+    modules = [m for m in pipe.components.values() if isinstance(m, nn.Module)]
+    weights = resident_bytes(*modules, reward)
+    params: list[torch.Tensor] = []
+    optimizer = None
+    if method in TRAINED:
+        add_lora(denoiser, lora_rank, None, targets, seed=0)
+        params = lora_parameters(denoiser)
+        for p in params:
+            p.data = p.data.float()
+        optimizer = torch.optim.AdamW(params, lr=1e-4)
+    lora = resident_bytes(params)
+    with fused_attention(), AllocationTracker() as tracker:
+        STEPS[method](pipe, denoiser, reward, params, optimizer, s=s)
+    return Plan(pipeline, method, dtype, asdict(s), weights - lora, lora, tracker.peak, tracker.flops)
+
+
+def plan(pipeline: str, method: str, settings: StepSettings | None = None, *, dtype: str = "bf16",
+         reward: nn.Module | None = None, lora_rank: int = 4, targets: tuple[str, ...] = DEFAULT_TARGET_MODULES,
+         gpu_memory: int | None = None) -> Plan:
+    """Trace one ``method`` step on ``pipeline`` (a shipped name, tiny name, folder or Hub id) with meta weights
+    in ``dtype``; ``reward``: a module on the meta device scoring (B, 3, H, W) images (default: the paper
+    model's image towers). With ``gpu_memory`` (bytes), a plan that does not fit names the first setting that
+    makes it fit: checkpointing, batch size 1, DRaFT-1, a lower resolution (each re-traced)."""
+    if method not in STEPS:
+        raise ValueError(f"method {method!r}: expected one of {', '.join(STEPS)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    s = settings or StepSettings()
+    result = _trace(pipeline, method, s, dtype, reward, lora_rank, targets)
+    result.gpu_memory = gpu_memory
+    if gpu_memory is not None and not result.fits:
+        result.advice = _advice(pipeline, method, s, dtype, reward, lora_rank, targets, gpu_memory)
+    return result
+
+
+def _advice(pipeline, method, s, dtype, reward, lora_rank, targets, gpu_memory) -> str:
+    tries = []
+    if not s.gradient_checkpointing and method in TRAINED:
+        tries.append(("--gradient-checkpointing", {"gradient_checkpointing": True}))
+    if s.batch_size > 1:
+        tries.append(("--batch-size 1 (and --gradient-accumulation-steps for the same batch)", {"batch_size": 1}))
+    if method == "draft" and s.draft_k > 1:
+        tries.append(("--draft-k 1", {"draft_k": 1}))
+    changes: dict[str, Any] = {}
+    said = []
+    for text, change in tries:
+        changes.update(change)
+        said.append(text)
+        if _trace(pipeline, method, replace(s, **changes), dtype, reward, lora_rank, targets).peak <= gpu_memory:
+            return "change: " + ", ".join(said)
+    side = min(s.height, s.width)
+    if side > 512:
+        smaller = replace(s, **changes, height=s.height // 2, width=s.width // 2)
+        if _trace(pipeline, method, smaller, dtype, reward, lora_rank, targets).peak <= gpu_memory:
+            return "change: " + ", ".join(said + [f"--height {smaller.height} --width {smaller.width}"])
+    return ("no single setting makes it fit: use more memory per process (a larger GPU), a smaller "
+            "architecture, or shard the frozen base across GPUs")

@@ -1,0 +1,63 @@
+"""The planner: shipped architectures at their published sizes, every method traced, and its peak against the
+peak a real trainer step allocates (tiny pipelines, CPU, same tracker on real tensors)."""
+import pytest
+import torch
+
+from benchmarks.bench_planner import CASES, _reward, compare
+from mst_clipiqa.integrations.planner import ARCHITECTURES, STEPS, StepSettings, meta_pipeline, parse_bytes, plan
+
+# denoiser parameters as published (diffusers model cards / papers), in millions
+PUBLISHED = {"sd1.5": 859.5, "sdxl": 2567.5, "sd3.5-medium": 2243.0, "sd3.5-large": 8056.6, "flux.1-dev": 11901.4,
+             "flux.1-schnell": 11901.4}
+
+
+@pytest.mark.parametrize("name", ["sd1.5", "sd3.5-medium"])  # all of them: benchmarks/bench_planner.py --table
+def test_shipped_architectures_are_the_published_ones(name):
+    pipe, spec = meta_pipeline(name)
+    denoiser = pipe.transformer if hasattr(pipe, "transformer") else pipe.unet
+    millions = sum(p.numel() for p in denoiser.parameters()) / 1e6
+    assert millions == pytest.approx(PUBLISHED[name], rel=0.01)
+    assert denoiser.dtype == torch.bfloat16 and next(denoiser.parameters()).is_meta
+    assert spec["hub_id"].count("/") == 1
+
+
+def test_short_names_are_the_pipelines_hub_names():
+    from mst_clipiqa.cli.pipeline_loading import HUB_IDS
+    from mst_clipiqa.integrations.planner import architecture
+
+    assert set(ARCHITECTURES) == set(HUB_IDS)
+    assert all(architecture(name)["hub_id"] == HUB_IDS[name] for name in ARCHITECTURES)
+
+
+def test_planned_peak_within_15_percent_of_the_measured_one():
+    """DRaFT and GRPO on the tiny SD pipeline (SD3 too: benchmarks/bench_planner.py)."""
+    for row in compare(CASES[:2]):
+        assert 0.85 <= row["ratio"] <= 1.15, row
+
+
+# one of each step program: refl is draft's, ddpo and nft are grpo's (all of them: bench_planner.py --table)
+@pytest.mark.parametrize("method", ["draft", "alignprop", "grpo", "dpo", "best-of-n"])
+def test_every_method_is_traced(method):
+    s = StepSettings(batch_size=2, height=64, width=64, num_inference_steps=2, gradient_checkpointing=True)
+    result = plan("tiny", method, s, reward=_reward("meta"), gpu_memory=parse_bytes("24GB"))
+    assert result.flops > 0 and result.step > 0 and result.fits
+    assert (result.lora > 0) == (method != "best-of-n")
+
+
+def test_checkpointing_and_advice_change_the_plan():
+    s = StepSettings(batch_size=1, height=64, width=64, num_inference_steps=2, draft_k=2)
+    full = plan("tiny", "draft", s, reward=_reward("meta"))
+    checkpointed = plan("tiny", "draft", StepSettings(**{**s.__dict__, "gradient_checkpointing": True}),
+                        reward=_reward("meta"))
+    assert checkpointed.step < full.step and checkpointed.flops > full.flops  # recomputation
+    between = full.weights + full.lora + (checkpointed.step + full.step) // 2
+    tight = plan("tiny", "draft", s, reward=_reward("meta"), gpu_memory=between)
+    assert tight.fits is False and tight.advice.startswith("change: --gradient-checkpointing")
+
+
+def test_bad_sizes_and_names_get_one_line():
+    with pytest.raises(ValueError, match="expected a size in GB"):
+        parse_bytes("lots")
+    with pytest.raises(ValueError, match="expected one of"):
+        plan("tiny", "sft")
+    assert {"draft", "refl", "alignprop", "ddpo", "grpo", "nft", "dpo", "best-of-n"} == set(STEPS)
