@@ -8,7 +8,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first, pinned to the builds served locally; the project range admits them
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q -e ".[test,peers,docs]"
+	$(PY) -m pip install -q -e ".[test,peers,serve,docs]"
 	# pyiqa (the peers extra) pulls bitsandbytes, which it never imports; peft does, and on a CPU machine it prints a
 	# "kernels" notice on every import that would end up in the command-line tests' one-line error output
 	$(PY) -m pip uninstall -q -y bitsandbytes

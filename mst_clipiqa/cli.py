@@ -17,11 +17,11 @@ import errno
 import sys
 from collections.abc import Collection, Sequence
 
-from .commands import demo, eval, finetune, optimize, pairs, rank, score, train
+from .commands import demo, eval, finetune, optimize, pairs, rank, score, serve, train
 from .options import EPILOG_MODELS
 
 COMMANDS = {"train": train, "eval": eval, "score": score, "rank": rank, "finetune": finetune, "optimize": optimize,
-            "pairs": pairs, "demo": demo}
+            "pairs": pairs, "demo": demo, "serve": serve}
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
