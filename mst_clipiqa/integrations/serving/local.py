@@ -30,15 +30,14 @@ def check_exposure(host: str, token: str | None) -> None:
 
 
 class LocalServer:
-    """``service`` on ``host:port`` (port 0: a free one, see :attr:`url`), answering in threads; at most
-    ``max_concurrent`` requests at once, the rest get 503 with ``Retry-After``. ``with LocalServer(...)`` starts
-    it in a background thread and stops it on exit."""
+    """``service`` on ``host:port`` (port 0: a free one, see :attr:`url`), answering in threads, scoring one
+    request at a time; at most ``max_pending`` requests are in the server (scored or waiting), the rest get 503
+    with ``Retry-After``. ``with LocalServer(...)`` starts it in a background thread and stops it on exit."""
 
-    def __init__(self, service: ScoringService, host: str = "127.0.0.1", port: int = 0, *,
-                 max_concurrent: int = 8):
+    def __init__(self, service: ScoringService, host: str = "127.0.0.1", port: int = 0, *, max_pending: int = 64):
         check_exposure(host, service.token)
         self.service = service
-        self.slots = threading.BoundedSemaphore(max_concurrent)
+        self.slots = threading.BoundedSemaphore(max_pending)
         self.httpd = ThreadingHTTPServer((host, port), _handler(self))
         self.httpd.daemon_threads = True
         self.thread: threading.Thread | None = None

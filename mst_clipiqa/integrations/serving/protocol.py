@@ -90,8 +90,8 @@ def decode_request(body: bytes, content_type: str, limits: Limits) -> ScoreReque
         blobs = [_base64(item.get("data"), i) for i, item in enumerate(_items(header, limits))]
     else:
         raise RequestError(f"content type {content_type!r}; expected {JSON} or {BINARY}", 415)
-    images = decode_images(header["images"], blobs, limits)
-    return ScoreRequest(images, _prompts(header.get("prompts"), len(images)))
+    prompts = _prompts(header.get("prompts"), len(blobs))
+    return ScoreRequest(decode_images(header["images"], blobs, limits), prompts)
 
 
 def flow_factory_request(body: bytes, limits: Limits) -> ScoreRequest:
@@ -108,9 +108,8 @@ def flow_factory_request(body: bytes, limits: Limits) -> ScoreRequest:
         raise RequestError("field 'image' must be a non-empty list of base64 PNG images")
     items = [{"encoding": "png", "data": data} for data in images]
     _items({"images": items}, limits)
-    blobs = [_base64(data, i) for i, data in enumerate(images)]
-    decoded = decode_images(items, blobs, limits)
-    return ScoreRequest(decoded, _prompts(header.get("prompt"), len(decoded)))
+    prompts = _prompts(header.get("prompt"), len(items))
+    return ScoreRequest(decode_images(items, [_base64(data, i) for i, data in enumerate(images)], limits), prompts)
 
 
 def decode_images(items: Sequence[Mapping[str, Any]], blobs: Sequence[bytes], limits: Limits) -> list[np.ndarray]:
