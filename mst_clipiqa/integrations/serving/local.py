@@ -4,6 +4,7 @@ runs the Ray Serve deployment, which shares every line of request handling with 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,6 +39,7 @@ class LocalServer:
         check_exposure(host, service.token)
         self.service = service
         self.slots = threading.BoundedSemaphore(max_pending)
+        self.connections: set[socket.socket] = set()  # kept-alive ones too: stop() ends them
         self.httpd = ThreadingHTTPServer((host, port), _handler(self))
         self.httpd.daemon_threads = True
         self.thread: threading.Thread | None = None
@@ -53,8 +55,14 @@ class LocalServer:
         return self
 
     def stop(self) -> None:
+        """Stop listening and end every open connection, as a killed server would."""
         self.httpd.shutdown()
         self.httpd.server_close()
+        for connection in list(self.connections):
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self.thread is not None:
             self.thread.join()
 
@@ -70,6 +78,14 @@ def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            server.connections.add(self.connection)
+
+        def finish(self) -> None:
+            server.connections.discard(self.connection)
+            super().finish()
 
         def do_GET(self) -> None:
             self._answer(b"")
