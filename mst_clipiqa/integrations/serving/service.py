@@ -37,6 +37,7 @@ class ScoringService:
         self.scorer = NamedScores(reward) if named is not None else reward
         self.weights = dict(reward.weights) if named is not None else None
         self.lock = threading.Lock()  # one scoring call at a time per replica: the batch is the unit of work
+        self.stats = {"requests": 0, "batches": 0, "images": 0}  # how well requests are batched, in /v1/info
 
     # --- what a server calls ----------------------------------------------------------------------------------
 
@@ -86,6 +87,7 @@ class ScoringService:
         """Every request's ``{"score": [...], output: [...]}``, scored together in batches (requests with prompts
         and without are scored apart); a non-finite value is None (JSON has no NaN)."""
         results: list[dict[str, list[float | None]]] = [{} for _ in requests]
+        self.stats["requests"] += len(requests)
         for with_prompts in (False, True):
             group = [i for i, r in enumerate(requests) if (r.prompts is not None) == with_prompts]
             if not group:
@@ -93,6 +95,8 @@ class ScoringService:
             images = [image for i in group for image in requests[i].images]
             prompts = [p for i in group for p in requests[i].prompts] if with_prompts else None
             columns = self.score(images, prompts)
+            self.stats["batches"] += 1
+            self.stats["images"] += len(images)
             start = 0
             for i in group:
                 stop = start + len(requests[i].images)
@@ -113,13 +117,14 @@ class ScoringService:
     # --- what it says about itself ----------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        """The protocol, the model, each output's range (None where the reward does not say) and the limits."""
+        """The protocol, the model, each output's range (None where the reward does not say), the limits and this
+        replica's counts of requests, scoring batches and images so far."""
         ranges = self.output_ranges()
         return {"protocol": PROTOCOL, "model": self.model, "higher_is_better": True,
                 "score": {"range": _range_of(self.reward)}, "outputs": {k: {"range": v} for k, v in ranges.items()},
                 "needs_prompts": bool(getattr(getattr(getattr(self.reward, "model", None), "config", None),
                                               "needs_prompts", False)),
-                "limits": self.limits.to_dict(), "batch_size": self.batch_size}
+                "limits": self.limits.to_dict(), "batch_size": self.batch_size, "stats": dict(self.stats)}
 
     def output_ranges(self) -> dict[str, list[float] | None]:
         model = getattr(self.reward, "model", None)

@@ -1,7 +1,6 @@
 """RemoteReward against LocalServer: timeouts, back-off on 503, a server that is gone, futures in order, and a grpo
 fine-tune whose reward server dies: the trainer stops with one line naming the server and resumes bit for bit once
 it is back. Loopback namespace only."""
-import threading
 import time
 
 import pytest
