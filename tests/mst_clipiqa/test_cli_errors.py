@@ -29,6 +29,7 @@ BASE = {
                  "--steps", "1"],
     "pairs": ["pairs", "--pipeline", "tiny", "--model", "tiny", "--prompts", "PROMPTS", "--out", "OUT", "--n", "2"],
     "demo": ["demo", "--fast", "--offline", "--out", "OUT"],
+    "serve": ["serve", "--model", "tiny"],
 }
 WITH_MODEL = ["score", "rank", "eval", "train", "finetune", "optimize"]
 WITH_DEVICE = WITH_MODEL
