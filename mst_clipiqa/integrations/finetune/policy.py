@@ -8,8 +8,9 @@ wrapped for several processes), the optimizer, the prompts and seeds, checkpoint
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -77,6 +78,10 @@ class PolicyConfig:
     max_grad_norm: float | None = option(1.0, "clip the gradient norm to this (0 or None: no clipping)")
     on_nonfinite: str = option("raise", "a NaN / inf reward, loss or gradient norm: raise, or skip (a reward's "
                                         "whole group, a loss's batch) with a count")
+    rollout_chunk: int | None = option(None, "rollouts per sampler call (default: all of a process's at once)",
+                                       type=int)
+    async_scoring: bool = option(False, "score each rollout chunk on a background thread while the next chunk is "
+                                        "sampled (a RemoteReward scores on its server); same results")
     reward_weights: dict[str, float] | None = option(None, "weights of named reward outputs", cli=False)
     sampler_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "StochasticSampler arguments",
                                                                           "cli": False})
@@ -89,8 +94,9 @@ class PolicyConfig:
         for name in ("inner_epochs", "nft_timesteps", "num_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.minibatch_size is not None and self.minibatch_size < 1:
-            raise ValueError(f"minibatch_size must be >= 1 or None, got {self.minibatch_size}")
+        for name in ("minibatch_size", "rollout_chunk"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
         if self.kl_coeff < 0:
             raise ValueError(f"kl_coeff must be >= 0, got {self.kl_coeff}")
 
@@ -139,6 +145,7 @@ class PolicyOptimizer:
         self.clip_grad_norm = clip_grad_norm or torch.nn.utils.clip_grad_norm_
         self.tracker = (PromptStatTracker(config.stat_buffer_size, config.stat_min_count)
                         if config.method == "ddpo" and config.per_prompt_stats else None)
+        self.scorer = ThreadPoolExecutor(1, thread_name_prefix="policy-reward") if config.async_scoring else None
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs besides the LoRA and optimizer: DDPO's per-prompt statistics."""
@@ -161,10 +168,7 @@ class PolicyOptimizer:
         """Sample one trajectory per (prompt, seed), score it and compute advantages over every process.
         ``groups``: (B,) integer key per sample, the same on every process for one prompt's samples."""
         cfg = self.config
-        self.model.eval()
-        stochastic = cfg.method != "nft" or cfg.nft_stochastic_rollouts
-        rollout = self.sampler.rollout(self.model, prompts, seeds, stochastic=stochastic)
-        rewards, named = self.score(rollout.images, rollout.prompts)
+        rollout, rewards, named = self.sample_and_score(list(prompts), list(seeds))
         rewards = rewards.to(rollout.final.device)
         if self.tracker is not None:
             advantages = self.tracker.update(rollout.prompts, rewards, nonfinite=cfg.on_nonfinite)
@@ -172,6 +176,25 @@ class PolicyOptimizer:
             keys = torch.zeros_like(torch.as_tensor(groups)) if cfg.method == "ddpo" else groups
             advantages = group_advantages(rewards, torch.as_tensor(keys).to(rewards.device), nonfinite=cfg.on_nonfinite)
         return PolicyBatch(rollout, rewards, named, advantages)
+
+    def sample_and_score(self, prompts: list[str], seeds: list[int]
+                         ) -> tuple[Rollout, torch.Tensor, dict[str, torch.Tensor]]:
+        """The rollouts, ``rollout_chunk`` per sampler call, and their scores; with ``async_scoring`` chunk k is
+        scored on the scoring thread while chunk k + 1 is sampled (results in order, the same as without)."""
+        cfg = self.config
+        self.model.eval()
+        stochastic = cfg.method != "nft" or cfg.nft_stochastic_rollouts
+        size = cfg.rollout_chunk or len(prompts)
+        parts, scores = [], []
+        for start in range(0, len(prompts), size):
+            part = self.sampler.rollout(self.model, prompts[start:start + size], seeds[start:start + size],
+                                        stochastic=stochastic)
+            parts.append(part)
+            score = self.scorer.submit(self.score, part.images, part.prompts) if self.scorer else None
+            scores.append(score or self.score(part.images, part.prompts))
+        scores = [s.result() if isinstance(s, Future) else s for s in scores]
+        named = {name: torch.cat([n[name] for _, n in scores]) for name in scores[0][1]}
+        return _concat(parts), torch.cat([r for r, _ in scores]), named
 
     # --- updates -----------------------------------------------------------------------------------------
 
@@ -265,6 +288,21 @@ class PolicyOptimizer:
         timestep = t * self.sampler.scheduler.config.num_train_timesteps  # diffusers' flow timesteps
         return guided_prediction(self.sampler.family, self.model, x_t.to(self.sampler.pipe.dtype), timestep, cond,
                                  scale)
+
+
+def _concat(parts: list[Rollout]) -> Rollout:
+    """Rollouts sampled in chunks as one (their steps and timesteps are the same)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+
+    def cat(name: str) -> torch.Tensor:
+        return torch.cat([getattr(p, name) for p in parts])
+
+    return replace(first, prompts=[x for p in parts for x in p.prompts], seeds=[x for p in parts for x in p.seeds],
+                   embeds={k: torch.cat([p.embeds[k] for p in parts]) for k in first.embeds},
+                   latents=cat("latents"), next_latents=cat("next_latents"), log_probs=cat("log_probs"),
+                   final=cat("final"), images=None if first.images is None else cat("images"))
 
 
 def _accumulate(totals: dict[str, list[float]], stats: Mapping[str, float]) -> None:
