@@ -139,13 +139,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds per measurement instead of 30")
     parser.add_argument("--engine", choices=("ray", "local"), default="ray",
                         help="serve with Ray Serve (mst-clipiqa serve) or the Ray-free LocalServer")
-    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--model", default="paper-random",
+                        help="what is served: paper-random (the paper's architecture with random weights, saved to a "
+                             "folder and served from it: the real model's cost, offline), tiny, or any model name, "
+                             "trained folder or Hub id")
     parser.add_argument("--score-share", type=float, default=0.35, help="scoring time / sampling time per chunk")
     args = parser.parse_args(argv)
     in_namespace_or_rerun()
     torch.set_num_threads(1)
-    repeats, seconds, steps = (10, 3.0, 2) if args.quick else (40, 30.0, 5)
-    print(f"machine: {cpu_name()}, {cpu_count()} CPU cores; model {args.model}; engine {args.engine}")
+    repeats, seconds, steps = (4, 3.0, 2) if args.quick else (20, 30.0, 5)
+    print(f"machine: {cpu_name()}, {cpu_count()} CPU cores; model {args.model}; engine {args.engine}", flush=True)
+    if args.model == "paper-random":
+        from benchmarks.reward_workload import build_model
+
+        args.model = tempfile.mkdtemp(prefix="paper-random-")
+        build_model(torch.device("cpu")).save_pretrained(args.model)
     reward = MSTCLIPIQAReward.from_pretrained(args.model)
     if args.engine == "ray":
         import ray

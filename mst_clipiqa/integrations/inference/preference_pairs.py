@@ -86,6 +86,7 @@ def preference_pairs(
     rank: int | None = None,
     world_size: int | None = None,
     progress: bool = True,
+    async_scoring: bool = False,
     **pipe_kwargs: Any,
 ) -> PairsWritten:
     """Sample ``n`` seeds per prompt with ``pipe`` (best-of-N's generation), score them with ``reward`` (any
@@ -97,7 +98,8 @@ def preference_pairs(
     (``best_of_n.regenerate``; bitwise with PNG). A rerun skips finished shards and refuses other
     settings. Process ``rank`` of ``world_size`` (default: the launcher's ``RANK`` / ``WORLD_SIZE``)
     takes prompts ``rank::world_size``. ``image_format``: ``"png"`` (lossless) or ``"jpeg"`` (smaller).
-    ``pipe_kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``, ...).
+    ``pipe_kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``, ...). ``async_scoring``:
+    best-of-N's, each chunk scored while the next is generated.
     """
     prompts = _check_prompts(prompts)
     select_pairs([0.0, 1.0], pairs)  # a bad rule fails before any generation
@@ -122,7 +124,8 @@ def preference_pairs(
             continue
         seeds = [seed + index * n + k for k in range(n)]
         ranking = best_of_n(pipe, prompts[index], reward, seeds=seeds, chunk_size=chunk_size,
-                            score_batch_size=score_batch_size, weights=weights, progress=progress, **pipe_kwargs)
+                            score_batch_size=score_batch_size, weights=weights, progress=progress,
+                            async_scoring=async_scoring, **pipe_kwargs)
         rows = _rows(index, prompts[index], sorted(ranking.candidates, key=lambda c: seeds.index(c.seed)), pairs,
                      IMAGE_FORMATS[image_format.lower()])
         _write_shard(path, rows, list(ranking.winner.scores))
