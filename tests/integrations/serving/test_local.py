@@ -4,8 +4,6 @@ while the server keeps serving; 16 concurrent clients get every answer once, in 
 import http.client
 import io
 import json
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from mst_clipiqa.integrations import score_images
 from mst_clipiqa.integrations.serving import Limits, LocalServer, RemoteReward, ScoringService
 from mst_clipiqa.reward import MSTCLIPIQAReward
 
+from .load import check_concurrent_clients
 from .netns import loopback_only
 
 pytestmark = loopback_only
@@ -67,7 +66,7 @@ def test_served_scores_equal_in_process_scores_for_every_form_and_batch_size(rew
     images = torch.rand(64, 3, 24, 24, generator=torch.Generator().manual_seed(0))
     prompts = [f"prompt {i % 5}" for i in range(64)]
     remote = RemoteReward(server.url, binary=binary)
-    for name, (sent, held) in forms(images, tmp_path).items():
+    for name, (sent, held) in list(forms(images, tmp_path).items())[:None if binary else 2]:  # JSON: base64 of the same
         expected = score_images(reward, held, prompts)[0]
         served = remote(sent, prompts)
         assert torch.allclose(served, expected, atol=1e-5, rtol=0), name
@@ -134,33 +133,4 @@ def test_flow_factorys_remote_protocol_is_served(reward, server):
 
 
 def test_16_concurrent_clients_get_every_answer_once_in_order(reward, server):
-    generator = torch.Generator().manual_seed(1)
-    pool = torch.rand(48, 3, 16, 16, generator=generator)
-    prompts = [f"p{i}" for i in range(48)]
-    expected = reward(pool, prompts)
-    answers: dict[int, list[tuple[int, torch.Tensor]]] = {c: [] for c in range(16)}
-    errors = []
-    stop = time.monotonic() + 3.0
-
-    def client(c):
-        remote = RemoteReward(server.url)
-        k = 0
-        try:
-            while time.monotonic() < stop:
-                index = [(c * 7 + k * 3 + j) % 48 for j in range(1 + (c + k) % 4)]
-                answers[c].append((k, index, remote(pool[index], [prompts[i] for i in index])))
-                k += 1
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors
-    for c, got in answers.items():
-        assert [k for k, _, _ in got] == list(range(len(got))) and got, c
-        for _, index, scores in got:
-            assert torch.allclose(scores, expected[index], atol=1e-5, rtol=0)
-    assert sum(len(got) for got in answers.values()) >= 16
+    assert check_concurrent_clients(server.url, reward) >= 16

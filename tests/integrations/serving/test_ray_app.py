@@ -5,8 +5,6 @@ import http.client
 import io
 import json
 import socket
-import threading
-import time
 
 import pytest
 import torch
@@ -16,6 +14,7 @@ from mst_clipiqa.integrations import score_images
 from mst_clipiqa.integrations.serving import Limits, RemoteReward, ServeOptions
 from mst_clipiqa.reward import MSTCLIPIQAReward
 
+from .load import check_concurrent_clients
 from .netns import loopback_only
 
 pytestmark = [loopback_only, pytest.mark.filterwarnings("ignore:Using extra keyword arguments on `Field`")]
@@ -71,37 +70,10 @@ def test_http_and_the_handle_give_the_in_process_scores(served, reward):
 def test_16_concurrent_clients_are_batched_and_answered_once_in_order(served, reward):
     url, handle = served
     before = RemoteReward(handle).info()["stats"]
-    pool = torch.rand(32, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    prompts = [f"p{i}" for i in range(32)]
-    expected = reward(pool, prompts)
-    answers = {c: [] for c in range(16)}
-    errors = []
-    stop = time.monotonic() + 3.0
-
-    def client(c):
-        remote = RemoteReward(url, token=TOKEN)
-        k = 0
-        try:
-            while time.monotonic() < stop:
-                index = [(c * 5 + k + j) % 32 for j in range(1 + (c + k) % 3)]
-                answers[c].append((k, index, remote(pool[index], [prompts[i] for i in index])))
-                k += 1
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors
-    for c, got in answers.items():
-        assert got and [k for k, _, _ in got] == list(range(len(got))), c
-        for _, index, scores in got:
-            assert torch.allclose(scores, expected[index], atol=1e-5, rtol=0)
+    answered = check_concurrent_clients(url, reward, token=TOKEN)
     after = RemoteReward(handle).info()["stats"]
     requests, batches = after["requests"] - before["requests"], after["batches"] - before["batches"]
-    assert requests == sum(len(got) for got in answers.values())
+    assert requests == answered
     assert batches < requests  # several clients' requests shared forward passes
 
 

@@ -70,7 +70,7 @@ def test_futures_keep_the_order_of_the_chunks_and_calls():
 
 def policy_config(out, **overrides):
     settings = dict(method="grpo", num_steps=2, guidance_scale=1.0, group_size=2, prompts_per_step=2,
-                    learning_rate=1e-2, max_steps=3, save_every=1, lora_rank=2, progress_bar=False,
+                    learning_rate=1e-2, max_steps=2, save_every=1, lora_rank=2, progress_bar=False,
                     output_dir=str(out))
     return PolicyFinetuneConfig(**{**settings, **overrides})
 
