@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     in_namespace_or_rerun()
     torch.set_num_threads(1)
-    repeats, seconds, steps = (4, 3.0, 2) if args.quick else (20, 30.0, 5)
+    repeats, seconds, steps = (2, 3.0, 2) if args.quick else (20, 30.0, 5)
     print(f"machine: {cpu_name()}, {cpu_count()} CPU cores; model {args.model}; engine {args.engine}", flush=True)
     if args.model == "paper-random":
         from benchmarks.reward_workload import build_model
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         server = LocalServer(ScoringService(reward)).start()
         url, stats = server.url, lambda: server.service.stats
-    remote = RemoteReward(url)
+    remote = RemoteReward(url, timeout=900)
     rows = [[str(b), *[f"{v:.3g}" for v in throughput(reward, remote, b, repeats).values()]] for b in (1, 8, 32)]
     print(markdown_table(["batch", "in-process img/s", "served img/s", "served / in-process", "p50 ms", "p99 ms",
                           "client CPU ms"], rows))
