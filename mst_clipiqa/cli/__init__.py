@@ -17,12 +17,12 @@ import errno
 import sys
 from collections.abc import Collection, Sequence
 
-from .commands import demo, eval, finetune, optimize, pairs, plan, rank, score, train
+from .commands import demo, eval, finetune, optimize, pairs, plan, rank, score, serve, train
 from .config_file import add_config_option, with_config
 from .options import EPILOG_MODELS
 
 COMMANDS = {"train": train, "eval": eval, "score": score, "rank": rank, "finetune": finetune, "optimize": optimize,
-            "pairs": pairs, "demo": demo, "plan": plan}
+            "pairs": pairs, "demo": demo, "plan": plan, "serve": serve}
 CONFIG_COMMANDS = ("train", "finetune", "optimize", "pairs")  # those that read --config FILE.yaml
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 

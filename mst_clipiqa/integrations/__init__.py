@@ -13,6 +13,9 @@
 * ``optimize_noise``: one sample's initial noise optimised for the reward (ReNO), weights untouched.
 * ``guided_sample``: reward-gradient guidance at the last sampler steps (universal guidance / DPS).
 * ``ddpo_reward_fn``: the ``reward_fn(images, prompts, prompt_metadata)`` contract of DDPO.
+* ``RemoteReward``: a reward served by ``mst-clipiqa serve`` (Ray Serve), as a reward form; ``serving``: the
+  protocol and servers. ``flow_grpo_reward_fn``, ``FlowFactoryPointwiseReward``, ``trl_async_reward_fn``, ...:
+  drop-ins for Flow-GRPO, Flow-Factory and trl's asynchronous DDPO.
 * ``register_family`` / ``PipelineFamily``: the pipeline families the loop and best-of-N drive
   (SD 1.x/2.x, SDXL, LCM, SD3, FLUX.1, PixArt-alpha/sigma built in).
 * Rewards: any ``reward(images, prompts)`` or ``reward(images)`` returning (B,) or named (B,) tensors, an
@@ -98,6 +101,14 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
     )
     from .reward_adapters import RewardAdapter, from_imscore, from_pyiqa, from_trl
     from .rewards import NamedScores, ddpo_reward_fn, named_rewards, objective, score_images
+    from .serving import RemoteReward, RemoteRewardError
+    from .stacks import (
+        FlowFactoryGroupwiseReward,
+        FlowFactoryPointwiseReward,
+        flow_grpo_reward_fn,
+        flow_grpo_scorer,
+        trl_async_reward_fn,
+    )
 
 __all__ = [
     "Candidate", "Ranking", "best_of_n", "generate_candidates", "rank_images", "regenerate", "score_images",
@@ -112,6 +123,8 @@ __all__ = [
     "train_dpo", "HackingMonitor", "diversity", "pipeline_sampler", "preference_pairs", "load_pairs",
     "PolicyConfig", "PolicyFinetuneConfig", "PolicyOptimizer", "PolicyTrainer", "TRAINERS", "group_advantages",
     "train_policy", "StochasticSampler", "NonFiniteError", "RewardAdapter", "from_imscore", "from_pyiqa", "from_trl",
+    "RemoteReward", "RemoteRewardError", "flow_grpo_scorer", "flow_grpo_reward_fn", "FlowFactoryPointwiseReward",
+    "FlowFactoryGroupwiseReward", "trl_async_reward_fn",
 ]
 
 load_lazily(__name__)

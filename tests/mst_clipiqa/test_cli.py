@@ -47,7 +47,8 @@ def test_help_names_every_command_and_the_model_choices(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert exit_info.value.code == 0
-    assert list(COMMANDS) == ["train", "eval", "score", "rank", "finetune", "optimize", "pairs", "demo", "plan"]
+    assert list(COMMANDS) == ["train", "eval", "score", "rank", "finetune", "optimize", "pairs", "demo", "plan",
+                              "serve"]
     for word in ("train", "eval", "score", "rank", "finetune", "optimize", "tiny-hf", "paper-A", "save_pretrained"):
         assert word in text
     for command, words in {"train": ("--resume", "--lora-rank", "--split-by", "--no-cache", "--ema-decay",

@@ -30,6 +30,7 @@ BASE = {
     "pairs": ["pairs", "--pipeline", "tiny", "--model", "tiny", "--prompts", "PROMPTS", "--out", "OUT", "--n", "2"],
     "demo": ["demo", "--fast", "--offline", "--out", "OUT"],
     "plan": ["plan", "--pipeline", "tiny", "--resolution", "64", "--num-inference-steps", "2"],
+    "serve": ["serve", "--model", "tiny"],
 }
 WITH_MODEL = ["score", "rank", "eval", "train", "finetune", "optimize"]
 WITH_DEVICE = WITH_MODEL

@@ -8,8 +8,9 @@ wrapped for several processes), the optimizer, the prompts and seeds, checkpoint
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -83,6 +84,7 @@ class PolicyOptimizer:
         self.judge = uncertainty_reward(reward) if config.uncertainty != "none" else None
         self.watch = SigmaWatch() if self.judge is not None else None
         self.mixer = QuantileMixer() if config.reward_aggregation == "quantile" else None
+        self.scorer = ThreadPoolExecutor(1, thread_name_prefix="policy-reward") if config.async_scoring else None
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs besides the LoRA and optimizer: DDPO's per-prompt statistics."""
@@ -111,10 +113,7 @@ class PolicyOptimizer:
         """Sample one trajectory per (prompt, seed), score it and compute advantages over every process.
         ``groups``: (B,) integer key per sample, the same on every process for one prompt's samples."""
         cfg = self.config
-        self.model.eval()
-        stochastic = cfg.method != "nft" or cfg.nft_stochastic_rollouts
-        rollout = self.sampler.rollout(self.model, prompts, seeds, stochastic=stochastic)
-        rewards, named = self.score(rollout.images, rollout.prompts)
+        rollout, rewards, named = self.sample_and_score(list(prompts), list(seeds))
         rewards = rewards.to(rollout.final.device)
         advantages = self._advantages(rollout.prompts, rewards, named, groups)
         sigma = None
@@ -145,6 +144,25 @@ class PolicyOptimizer:
             advantages.stats.update(quantile_mean=advantages.stats["reward_mean"],
                                     reward_mean=float(every[torch.isfinite(every)].mean()))
         return advantages
+
+    def sample_and_score(self, prompts: list[str], seeds: list[int]
+                         ) -> tuple[Rollout, torch.Tensor, dict[str, torch.Tensor]]:
+        """The rollouts, ``rollout_chunk`` per sampler call, and their scores; with ``async_scoring`` chunk k is
+        scored on the scoring thread while chunk k + 1 is sampled (results in order, the same as without)."""
+        cfg = self.config
+        self.model.eval()
+        stochastic = cfg.method != "nft" or cfg.nft_stochastic_rollouts
+        size = cfg.rollout_chunk or len(prompts)
+        parts, scores = [], []
+        for start in range(0, len(prompts), size):
+            part = self.sampler.rollout(self.model, prompts[start:start + size], seeds[start:start + size],
+                                        stochastic=stochastic)
+            parts.append(part)
+            score = self.scorer.submit(self.score, part.images, part.prompts) if self.scorer else None
+            scores.append(score or self.score(part.images, part.prompts))
+        scores = [s.result() if isinstance(s, Future) else s for s in scores]
+        named = {name: torch.cat([n[name] for _, n in scores]) for name in scores[0][1]}
+        return _concat(parts), torch.cat([r for r, _ in scores]), named
 
     # --- updates -----------------------------------------------------------------------------------------
 
@@ -239,6 +257,21 @@ class PolicyOptimizer:
         timestep = t * self.sampler.scheduler.config.num_train_timesteps  # diffusers' flow timesteps
         return guided_prediction(self.sampler.family, self.model, x_t.to(self.sampler.pipe.dtype), timestep, cond,
                                  scale)
+
+
+def _concat(parts: list[Rollout]) -> Rollout:
+    """Rollouts sampled in chunks as one (their steps and timesteps are the same)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+
+    def cat(name: str) -> torch.Tensor:
+        return torch.cat([getattr(p, name) for p in parts])
+
+    return replace(first, prompts=[x for p in parts for x in p.prompts], seeds=[x for p in parts for x in p.seeds],
+                   embeds={k: torch.cat([p.embeds[k] for p in parts]) for k in first.embeds},
+                   latents=cat("latents"), next_latents=cat("next_latents"), log_probs=cat("log_probs"),
+                   final=cat("final"), images=None if first.images is None else cat("images"))
 
 
 def _accumulate(totals: dict[str, list[float]], stats: Mapping[str, float]) -> None:

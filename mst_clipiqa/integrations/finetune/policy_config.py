@@ -61,6 +61,10 @@ class PolicyConfig:
     nft_beta: float = option(1.0, "nft: DiffusionNFT's guidance strength beta")
     nft_timesteps: int = option(4, "nft: forward-process times drawn per sample")
     nft_stochastic_rollouts: bool = option(False, "nft: sample rollouts with the SDE instead of the ODE")
+    rollout_chunk: int | None = option(None, "rollouts per sampler call (default: all of a process's at once)",
+                                       type=int)
+    async_scoring: bool = option(False, "score each rollout chunk on a background thread while the next chunk is "
+                                        "sampled (a RemoteReward scores on its server); same results")
     reward_weights: dict[str, float] | None = option(None, "weights of named reward outputs", cli=False)
     reward_aggregation: str = option("sum", "how named rewards combine into advantages: sum (their weighted sum, "
                                             "normalised as one), gdpo (each normalised within its group first, "
@@ -85,8 +89,9 @@ class PolicyConfig:
         if self.num_inference_steps > MAX_SAMPLING_STEPS:
             raise ValueError(f"num_inference_steps must be <= {MAX_SAMPLING_STEPS} (sampling steps per rollout; the "
                              f"papers use 10-50), got {self.num_inference_steps}")
-        if self.minibatch_size is not None and self.minibatch_size < 1:
-            raise ValueError(f"minibatch_size must be >= 1 or None, got {self.minibatch_size}")
+        for name in ("minibatch_size", "rollout_chunk"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
         if self.kl_coeff < 0:
             raise ValueError(f"kl_coeff must be >= 0, got {self.kl_coeff}")
         self._check_update()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import math
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -128,10 +130,12 @@ def _number(value: float) -> float | None:
 
 def generate_candidates(
     pipe: Any, prompt: str, seeds: Sequence[int], *, chunk_size: int = 4, generator_device: str = "cpu",
-    progress: bool = True, device: torch.device | str | None = "cpu", **pipe_kwargs: Any,
+    progress: bool = True, device: torch.device | str | None = "cpu",
+    on_chunk: Callable[[torch.Tensor], Any] | None = None, **pipe_kwargs: Any,
 ) -> torch.Tensor:
     """Generate one image per seed, ``chunk_size`` per pipeline call, as (N, 3, H, W) float32 on ``device``
-    (the CPU by default; None: where the pipeline made them, e.g. to score them there).
+    (the CPU by default; None: where the pipeline made them, e.g. to score them there). ``on_chunk`` gets
+    each call's images as soon as they exist (best-of-N scores them there while the next chunk is generated).
 
     Each image gets its own ``torch.Generator(generator_device).manual_seed(seed)``,
     so it does not depend on the chunking and ``regenerate`` reproduces it.
@@ -160,6 +164,8 @@ def generate_candidates(
             if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or batch.shape[0] != len(chunk):
                 raise ValueError(f"{type(pipe).__name__} did not return a (B, 3, H, W) tensor for output_type='pt'")
             images.append(batch.float() if device is None else batch.float().to(device))
+            if on_chunk is not None:
+                on_chunk(images[-1])
             bar.update(len(chunk))
     bar.close()
     return torch.cat(images)
@@ -254,6 +260,7 @@ def best_of_n(
     weights: Mapping[str, float] | None = None,
     generator_device: str = "cpu",
     progress: bool = True,
+    async_scoring: bool = False,
     **pipe_kwargs: Any,
 ) -> Ranking:
     """Generate ``n`` candidates (seeds ``seed, seed+1, ...`` or ``seeds``) with any text-to-image
@@ -267,6 +274,8 @@ def best_of_n(
     ``pipe_kwargs`` go to the pipeline (``num_inference_steps``,
     ``guidance_scale``, ``height``, ...). The candidates stay on the pipeline's device until scored
     there (no round trip through the CPU), so that device holds all ``n`` images for a moment.
+    ``async_scoring``: score each chunk on a background thread while the next is generated (a
+    ``RemoteReward`` scores on its server); the same ranking, scores equal up to float rounding.
     Winner: ``ranking.winner``; its image again:
     ``regenerate(pipe, prompt, winner.seed, batch_seeds=winner.batch_seeds, **pipe_kwargs)``.
     """
@@ -279,16 +288,24 @@ def best_of_n(
         raise ValueError("seeds must be distinct; a repeated seed gives a repeated candidate")
     _check_top_k(top_k, len(seeds))
     start = time.perf_counter()
-    images = generate_candidates(pipe, prompt, seeds, chunk_size=chunk_size, generator_device=generator_device,
-                                 progress=progress, device=None, **pipe_kwargs)
-    _synchronize(images.device)  # the generator's queued work is generation time, not scoring time
-    generated = time.perf_counter()
-    total, named = score_images(reward, images, prompt, batch_size=score_batch_size, weights=weights)
+    score = functools.partial(score_images, reward, prompt=prompt, batch_size=score_batch_size, weights=weights)
+    with ThreadPoolExecutor(1, thread_name_prefix="best-of-n-reward") as executor:
+        pending: list[Future] = []
+        on_chunk = (lambda batch: pending.append(executor.submit(score, batch))) if async_scoring else None
+        images = generate_candidates(pipe, prompt, seeds, chunk_size=chunk_size, generator_device=generator_device,
+                                     progress=progress, device=None, on_chunk=on_chunk, **pipe_kwargs)
+        _synchronize(images.device)  # the generator's queued work is generation time, not scoring time
+        generated = time.perf_counter()
+        total, named = _joined([f.result() for f in pending]) if async_scoring else score(images)
     scored = time.perf_counter()
     images = images.cpu()
     timings = {"generation_s": generated - start + time.perf_counter() - scored, "scoring_s": scored - generated}
     batches = [tuple(seeds[i - i % chunk_size: i - i % chunk_size + chunk_size]) for i in range(len(seeds))]
     return _ranking(prompt, images, total, named, top_k, seeds, [None] * len(seeds), timings, batches)
+
+
+def _joined(parts: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    return torch.cat([t for t, _ in parts]), {k: torch.cat([n[k] for _, n in parts]) for k in parts[0][1]}
 
 
 def _synchronize(device: torch.device) -> None:

@@ -92,6 +92,7 @@ def preference_pairs(
     rank: int | None = None,
     world_size: int | None = None,
     progress: bool = True,
+    async_scoring: bool = False,
     **pipe_kwargs: Any,
 ) -> PairsWritten:
     """Sample ``n`` seeds per prompt with ``pipe`` (best-of-N's generation), score them with ``reward`` (any
@@ -105,6 +106,7 @@ def preference_pairs(
     takes prompts ``rank::world_size``. ``image_format``: ``"png"`` (lossless) or ``"jpeg"`` (smaller).
     ``pipe_kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``, ...). SIGTERM / SIGINT
     stop it after the prompt in hand with ``Preempted``, the finished shards kept (a second signal at once).
+    ``async_scoring``: best-of-N's, each chunk scored while the next is generated.
     """
     prompts = _check_prompts(prompts)
     select_pairs([0.0, 1.0], pairs)  # a bad rule fails before any generation
@@ -129,12 +131,13 @@ def preference_pairs(
                 raise Preempted(signals.received, f"stopped by {StopSignals.name(signals.received)} after {done} of "
                                                   f"{len(mine)} prompts; the finished ones are in {directory}; run "
                                                   "the same command again to continue (they are skipped)")
-            _prompt_pairs(pipe, prompts, index, reward, result, settings, score_batch_size, progress)
+            _prompt_pairs(pipe, prompts, index, reward, result, settings, score_batch_size, progress,
+                          async_scoring)
     return result
 
 
 def _prompt_pairs(pipe: Any, prompts: list[str], index: int, reward: Rewards, result: PairsWritten,
-                  settings: dict[str, Any], score_batch_size: int, progress: bool) -> None:
+                  settings: dict[str, Any], score_batch_size: int, progress: bool, async_scoring: bool) -> None:
     """Sample, score and write the pairs of prompt ``index`` (or skip it when done)."""
     path = shard_path(result.directory, index)
     if path.is_file() or _no_pairs_path(path).is_file():
@@ -144,7 +147,7 @@ def _prompt_pairs(pipe: Any, prompts: list[str], index: int, reward: Rewards, re
     seeds = [seed + index * n + k for k in range(n)]
     ranking = best_of_n(pipe, prompts[index], reward, seeds=seeds, chunk_size=settings["chunk_size"],
                         score_batch_size=score_batch_size, weights=settings["weights"], progress=progress,
-                        **settings["pipe_kwargs"])
+                        async_scoring=async_scoring, **settings["pipe_kwargs"])
     rows = _rows(index, prompts[index], sorted(ranking.candidates, key=lambda c: seeds.index(c.seed)),
                  settings["pairs"], IMAGE_FORMATS[settings["image_format"]])
     if not rows:  # an empty shard would stop load_pairs; the marker says the prompt is done

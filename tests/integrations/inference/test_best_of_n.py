@@ -239,3 +239,20 @@ def test_best_of_n_scores_on_the_generator_device_as_the_cpu_path_did(reward_a):
         assert candidate.image.device.type == "cpu" and candidate.image.dtype == torch.float32
         assert torch.equal(candidate.image, images[i])
     assert set(ranking.timings) == {"generation_s", "scoring_s"}
+
+
+def test_async_scoring_ranks_the_same_while_scoring_on_its_own_thread(reward_b):
+    import threading
+
+    threads = set()
+
+    def recorded(images, prompts):
+        threads.add(threading.current_thread().name)
+        return reward_b(images, prompts)
+
+    kwargs = {"n": 6, "chunk_size": 2, "num_inference_steps": 2, "progress": False}
+    sync = best_of_n(tiny_sd_pipeline(), "a red car", reward_b, **kwargs)
+    overlapped = best_of_n(tiny_sd_pipeline(), "a red car", recorded, async_scoring=True, **kwargs)
+    assert [c.seed for c in overlapped.candidates] == [c.seed for c in sync.candidates]
+    assert torch.allclose(overlapped.scores, sync.scores, atol=1e-6)
+    assert threads == {"best-of-n-reward_0"}

@@ -195,3 +195,14 @@ def test_loading_pairs_draws_no_progress_bar_of_datasets(pairs_dir, tmp_path, ca
     capfd.readouterr()
     assert len(load_pairs(pairs_dir, cache_dir=tmp_path / "fresh-cache")) > 0  # a fresh cache: datasets generates
     assert "Generating" not in capfd.readouterr().err and is_progress_bar_enabled()
+
+
+def test_async_scoring_writes_the_same_pairs(tmp_path):
+    settings = dict(n=3, pairs="all", progress=False, **SAMPLER)
+    sync = preference_pairs(tiny_sd_pipeline(), PROMPTS[:2], brightness, tmp_path / "sync", **settings)
+    overlapped = preference_pairs(tiny_sd_pipeline(), PROMPTS[:2], brightness, tmp_path / "async",
+                                  async_scoring=True, chunk_size=1, **settings)
+    assert sync.rows == overlapped.rows
+    cache = tmp_path / "cache"
+    for a, b in zip(load_pairs(tmp_path / "sync", cache_dir=cache), load_pairs(tmp_path / "async", cache_dir=cache)):
+        assert (a["seed_0"], a["seed_1"], a["label_0"]) == (b["seed_0"], b["seed_1"], b["label_0"])

@@ -1,0 +1,108 @@
+"""The Ray Serve deployment (one Ray start for the module): HTTP and the Ray handle give the in-process scores for
+every image form and batch size, batch 16 concurrent clients' requests, refuse bad and unauthenticated requests and
+keep serving. Loopback namespace only."""
+import http.client
+import io
+import json
+import socket
+
+import pytest
+import torch
+from PIL import Image
+
+from mst_clipiqa.integrations import score_images
+from mst_clipiqa.integrations.serving import Limits, RemoteReward, ServeOptions
+from mst_clipiqa.reward import MSTCLIPIQAReward
+
+from .load import check_concurrent_clients
+from .netns import loopback_only
+
+pytestmark = [loopback_only, pytest.mark.filterwarnings("ignore:Using extra keyword arguments on `Field`")]
+ray = pytest.importorskip("ray", reason="mst-clipiqa[serve] (Ray Serve) is not installed")
+TOKEN = "t0ken"
+SIZES = (1, 2, 31, 33, 64)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served():
+    from mst_clipiqa.integrations.serving import ray_app
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    options = ServeOptions(port=port, token=TOKEN, num_cpus=0.5, max_batch_requests=8, batch_wait_s=0.01,
+                           limits=Limits(max_pixels=64 * 64, max_body_bytes=2**20))
+    handle = ray_app.serve_reward("tiny", options, variant="B")
+    yield f"http://127.0.0.1:{port}", handle
+    ray_app.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reward():
+    return MSTCLIPIQAReward.from_pretrained("tiny", variant="B")
+
+
+def test_http_and_the_handle_give_the_in_process_scores(served, reward):
+    url, handle = served
+    images = torch.rand(64, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    prompts = [f"prompt {i % 5}" for i in range(64)]
+    uint8 = (images * 255).round().to(torch.uint8)
+    pil = [Image.fromarray(a) for a in uint8.permute(0, 2, 3, 1).numpy()]
+    pngs = []
+    for image in pil:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        pngs.append(("png", buffer.getvalue()))
+    for remote in (RemoteReward(url, token=TOKEN), RemoteReward(handle)):
+        for sent, held in ((images, images), (uint8, uint8), (pil, pil), (pngs, pil)):
+            assert torch.allclose(remote(sent, prompts), score_images(reward, held, prompts)[0], atol=1e-5, rtol=0)
+        for size in SIZES:
+            assert torch.allclose(remote(images[:size], prompts[:size]), reward(images[:size], prompts[:size]),
+                                  atol=1e-5, rtol=0), size
+    assert RemoteReward(handle).info()["outputs"] == {"quality": {"range": [0.0, 5.0]}}
+
+
+def test_16_concurrent_clients_are_batched_and_answered_once_in_order(served, reward):
+    url, handle = served
+    before = RemoteReward(handle).info()["stats"]
+    answered = check_concurrent_clients(url, reward, token=TOKEN)
+    after = RemoteReward(handle).info()["stats"]
+    requests, batches = after["requests"] - before["requests"], after["batches"] - before["batches"]
+    assert requests == answered
+    assert batches < requests  # several clients' requests shared forward passes
+
+
+def request(url, method, path, body=b"", headers=None):
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
+    connection.request(method, path, body=body or None, headers=headers or {})
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+    return response.status, answer
+
+
+def test_bad_and_unauthenticated_requests_are_refused_and_the_server_keeps_serving(served):
+    url, handle = served
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    cases = [
+        ({}, "/v1/score", b"{}", 401, "bearer token"),
+        ({"Authorization": "Bearer nope"}, "/v1/info", b"", 401, "bearer token"),
+        (auth, "/v1/score", b"{oops", 400, "not valid JSON"),
+        (auth, "/v1/score", json.dumps({"images": [{"encoding": "uint8", "shape": [100, 100, 3], "data": ""}]}),
+         413, "100x100 pixels"),
+        (auth, "/v1/score", b" " * (2**20 + 1), 413, "the limit is 1048576"),
+        (auth, "/v1/score", json.dumps({"images": [{"encoding": "uint8", "shape": [8, 8, 3], "data": "AAAA" * 64}]}),
+         400, "pass one prompt per image"),
+    ]
+    for headers, path, body, status, message in cases:
+        got, answer = request(url, "GET" if path == "/v1/info" else "POST", path, body, headers)
+        assert got == status and message in answer["error"] and "\n" not in answer["error"], (path, answer)
+    assert request(url, "GET", "/health")[0] == 200
+    assert RemoteReward(url, token=TOKEN)(torch.rand(2, 3, 16, 16), ["a", "b"]).shape == (2,)
+    with pytest.raises(ValueError, match="413|limit"):
+        RemoteReward(handle)(torch.rand(1, 3, 100, 100), ["a"])
