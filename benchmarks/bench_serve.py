@@ -99,14 +99,15 @@ def concurrency(url: str, stats, clients: int, seconds: float) -> dict[str, floa
 
 def async_overlap(share: float, steps: int) -> dict[str, float]:
     """s/step of a grpo fine-tune scored by a slow remote reward, without and with async_scoring, interleaved."""
-    from integrations import PolicyFinetuneConfig, PolicyTrainer
-    from integrations.tiny_pipelines import tiny_sd3_pipeline
+    from mst_clipiqa.integrations import PolicyFinetuneConfig, PolicyTrainer
+    from mst_clipiqa.integrations.finetune.config import from_flat_settings
+    from mst_clipiqa.integrations.pipelines.tiny import tiny_sd3_pipeline
 
     prompts = ["a cat", "a dog", "a red car", "a boat"]
-    settings = dict(method="grpo", num_steps=4, guidance_scale=1.0, group_size=4, prompts_per_step=2,
+    settings = dict(method="grpo", num_inference_steps=4, guidance_scale=1.0, group_size=4, prompts_per_step=2,
                     learning_rate=1e-3, save_every=0, lora_rank=2, rollout_chunk=2, progress_bar=False)
     probe = PolicyTrainer(tiny_sd3_pipeline(), lambda x: x.mean(dim=(1, 2, 3)), prompts,
-                          PolicyFinetuneConfig(max_steps=2, output_dir=tempfile.mkdtemp(), **settings))
+                          from_flat_settings(PolicyFinetuneConfig, dict(max_steps=2, output_dir=tempfile.mkdtemp(), **settings)))
     probe.train(max_steps=1)  # warm up
     start = time.perf_counter()
     probe.policy.sampler.rollout(probe.policy.model, prompts[:2], [0, 1])

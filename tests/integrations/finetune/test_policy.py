@@ -7,16 +7,17 @@ import pytest
 import torch
 
 from integrations import PolicyFinetuneConfig, PolicyTrainer
-from integrations.tiny_pipelines import tiny_sd3_pipeline
+from integrations.finetune.config import from_flat_settings
+from integrations.pipelines.tiny import tiny_sd3_pipeline
 
 PROMPTS = ["a cat", "a dog", "a red car"]
 
 
 def config(out, **overrides):
-    settings = dict(method="grpo", num_steps=2, guidance_scale=1.0, group_size=2, prompts_per_step=2,
+    settings = dict(method="grpo", num_inference_steps=2, guidance_scale=1.0, group_size=2, prompts_per_step=2,
                     learning_rate=1e-2, max_steps=2, save_every=0, lora_rank=2, rollout_chunk=1, progress_bar=False,
                     output_dir=str(out))
-    return PolicyFinetuneConfig(**{**settings, **overrides})
+    return from_flat_settings(PolicyFinetuneConfig, {**settings, **overrides})
 
 
 def test_async_scoring_trains_the_same_lora_bit_for_bit(tmp_path):

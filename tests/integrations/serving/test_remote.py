@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from integrations import PolicyFinetuneConfig, PolicyTrainer
-from integrations.tiny_pipelines import tiny_sd3_pipeline
+from integrations.finetune.config import from_flat_settings
+from integrations.pipelines.tiny import tiny_sd3_pipeline
 from mst_clipiqa.integrations.serving import LocalServer, RemoteReward, RemoteRewardError, ScoringService
 
 from .netns import loopback_only
@@ -69,10 +70,10 @@ def test_futures_keep_the_order_of_the_chunks_and_calls():
 
 
 def policy_config(out, **overrides):
-    settings = dict(method="grpo", num_steps=2, guidance_scale=1.0, group_size=2, prompts_per_step=2,
+    settings = dict(method="grpo", num_inference_steps=2, guidance_scale=1.0, group_size=2, prompts_per_step=2,
                     learning_rate=1e-2, max_steps=2, save_every=1, lora_rank=2, progress_bar=False,
                     output_dir=str(out))
-    return PolicyFinetuneConfig(**{**settings, **overrides})
+    return from_flat_settings(PolicyFinetuneConfig, {**settings, **overrides})
 
 
 def test_a_grpo_run_stops_naming_a_dead_server_and_resumes_bit_for_bit(tmp_path):
