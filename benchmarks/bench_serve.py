@@ -107,7 +107,8 @@ def async_overlap(share: float, steps: int) -> dict[str, float]:
     settings = dict(method="grpo", num_inference_steps=4, guidance_scale=1.0, group_size=4, prompts_per_step=2,
                     learning_rate=1e-3, save_every=0, lora_rank=2, rollout_chunk=2, progress_bar=False)
     probe = PolicyTrainer(tiny_sd3_pipeline(), lambda x: x.mean(dim=(1, 2, 3)), prompts,
-                          from_flat_settings(PolicyFinetuneConfig, dict(max_steps=2, output_dir=tempfile.mkdtemp(), **settings)))
+                          from_flat_settings(PolicyFinetuneConfig,
+                                             dict(max_steps=2, output_dir=tempfile.mkdtemp(), **settings)))
     probe.train(max_steps=1)  # warm up
     start = time.perf_counter()
     probe.policy.sampler.rollout(probe.policy.model, prompts[:2], [0, 1])
@@ -122,8 +123,9 @@ def async_overlap(share: float, steps: int) -> dict[str, float]:
         for _ in range(steps):
             for mode in (False, True):
                 trainer = PolicyTrainer(tiny_sd3_pipeline(), RemoteReward(server.url), prompts,
-                                        PolicyFinetuneConfig(max_steps=2, async_scoring=mode,
-                                                             output_dir=tempfile.mkdtemp(), **settings))
+                                        from_flat_settings(PolicyFinetuneConfig,
+                                                           dict(max_steps=2, async_scoring=mode,
+                                                                output_dir=tempfile.mkdtemp(), **settings)))
                 trainer.train(max_steps=1)
                 start = time.perf_counter()
                 trainer.train()
