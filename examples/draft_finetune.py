@@ -25,7 +25,7 @@ parser.add_argument("--k", type=int, default=1, help="DRaFT-K: steps with gradie
 parser.add_argument("--steps", type=int, default=10, help="optimizer steps")
 parser.add_argument("--inference-steps", type=int, default=None)
 parser.add_argument("--lr", type=float, default=None)
-parser.add_argument("--kl-coeff", type=float, default=0.0, help="DRaFT+ penalty against the base model")
+parser.add_argument("--base-distance-coeff", type=float, default=0.0, help="DRaFT+ penalty against the base model")
 parser.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"))
 parser.add_argument("--out", default="demo_out/draft_finetune")
 args = parser.parse_args()
@@ -45,7 +45,7 @@ model = MSTCLIPIQA.from_pretrained(args.model) if args.model else MSTCLIPIQA(MST
 reward = MSTCLIPIQAReward(model.eval())
 
 config = RewardFinetuneConfig(method=args.method, num_inference_steps=inference_steps, draft_k=args.k,
-                              base_distance_coeff=args.kl_coeff, refl_window=2,
+                              base_distance_coeff=args.base_distance_coeff, refl_window=2,
                               run=RunConfig(learning_rate=lr, max_steps=args.steps,
                                             mixed_precision=args.mixed_precision, output_dir=args.out,
                                             sample_every=max(args.steps // 2, 1), sample_prompts=tuple(prompts[:2])))
