@@ -8,7 +8,7 @@ from mst_clipiqa.integrations.finetune.launch import pipeline_precision
 from mst_clipiqa.integrations.finetune.policy_gradient import PolicyFinetuneConfig, PolicyTrainer
 from mst_clipiqa.integrations.pipelines import tiny
 from mst_clipiqa.integrations.pipelines.lora import lora_parameters
-from mst_clipiqa.reward.utils.processes import new_accelerator
+from mst_clipiqa.runtime.processes import new_accelerator
 
 
 def brightness(images, prompts):
