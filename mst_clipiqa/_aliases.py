@@ -12,7 +12,8 @@ from types import ModuleType
 
 class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports ``old.x.y`` as the module ``new.x.y`` already is (or becomes); ``moved`` maps old submodule
-    paths (``lora``) to where they went (``pipelines.lora``)."""
+    paths (``lora``) to where they went (``pipelines.lora``): importing one of those is an ImportError that
+    names the new path (one name per module, no alias of an alias)."""
 
     def __init__(self, old: str, new: str, moved: dict[str, str] | None = None):
         self.old, self.new, self.moved = old, new, dict(moved or {})
@@ -23,7 +24,10 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             return None
         rest = name[len(self.old) + 1:]
         head, dot, tail = rest.partition(".")
-        return f"{self.new}.{self.moved.get(head, head)}{dot}{tail}"
+        if head in self.moved:
+            raise ModuleNotFoundError(f"{self.old}.{head} moved: import {self.new}.{self.moved[head]} (or the names "
+                                      f"from mst_clipiqa)", name=name)
+        return f"{self.new}.{rest}"
 
     def _real_spec(self, name: str) -> importlib.machinery.ModuleSpec | None:
         real = self._target(name)
