@@ -19,7 +19,7 @@ import torch
 from accelerate.utils import set_seed
 
 from mst_clipiqa.reward.utils import jsonable, progress_bar
-from mst_clipiqa.runtime import write_yaml
+from mst_clipiqa.reward.utils.config_files import CONFIG_NAME, option_values, write_config
 from mst_clipiqa.runtime.checkpoints import (
     DamagedCheckpoint,
     TrainingState,
@@ -45,7 +45,6 @@ from .trainer_parts import TrainerParts, lr_schedule
 __all__ = ["DiffusionTrainer", "lr_schedule"]
 
 _TRAINED, _RNG = "lora.", "rng.finetuner"
-CONFIG_FILE = "config.yaml"
 
 
 class DiffusionTrainer(TrainerParts, ABC):
@@ -311,7 +310,8 @@ class DiffusionTrainer(TrainerParts, ABC):
         elif self.config.run.resume:
             acc.print(f"no checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
         if acc.is_main_process:
-            write_yaml(run_dir / CONFIG_FILE, self.config.to_dict())  # what this run (or resumption) runs with
+            # what this run (or resumption) runs with, as the option: value file that --config reads back
+            write_config(run_dir / CONFIG_NAME, option_values(self.config))
         acc.wait_for_everyone()
 
     def save_checkpoint(self) -> Path:
