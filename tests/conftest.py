@@ -8,7 +8,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "agiqa3k-mini"
 BACKENDS = ("open_clip", "transformers")

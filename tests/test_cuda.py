@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from integrations import RewardFinetuner, best_of_n, optimize_noise, score_images
-from integrations.pipelines.tiny import tiny_sd_pipeline, tiny_sd_turbo_pipeline
-from reward import MSTCLIPIQAReward
+from mst_clipiqa.integrations import RewardFinetuner, best_of_n, optimize_noise, score_images
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline, tiny_sd_turbo_pipeline
+from mst_clipiqa.reward import MSTCLIPIQAReward
 from tests.integrations.finetune.test_finetuner import PROMPTS, config, make_reward
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

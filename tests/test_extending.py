@@ -10,10 +10,10 @@ from PIL import Image
 from torch import nn
 
 from mst_clipiqa.cli import main
-from reward import add_model_config, load_model
-from reward.datasets import DATASET_KINDS, Layout, load_csv, register_dataset_kind
-from reward.datasets.public_splits import LAYOUTS
-from reward.model import HEAD_KINDS, HeadSpec, model_configs, register_head_kind
+from mst_clipiqa.reward import add_model_config, load_model
+from mst_clipiqa.reward.datasets import DATASET_KINDS, Layout, load_csv, register_dataset_kind
+from mst_clipiqa.reward.datasets.public_splits import LAYOUTS
+from mst_clipiqa.reward.model import HEAD_KINDS, HeadSpec, model_configs, register_head_kind
 
 
 @pytest.fixture

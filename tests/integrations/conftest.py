@@ -1,6 +1,6 @@
 import pytest
 
-from integrations import load_pairs, preference_pairs
+from mst_clipiqa.integrations import load_pairs, preference_pairs
 
 from .preference_data import PROMPTS, SAMPLER, bright_pipe, brightness
 

@@ -1,6 +1,6 @@
 """Brightness-labelled preference pairs from the tiny SD pipeline: shared by the pairs and DPO tests."""
-from integrations.pipelines.tiny import tiny_sd_pipeline
-from integrations.pipelines.tiny_autoencoder import with_linear_autoencoder
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+from mst_clipiqa.integrations.pipelines.tiny_autoencoder import with_linear_autoencoder
 
 SAMPLER = {"num_inference_steps": 4, "guidance_scale": 1.0}
 PROMPTS = [f"a photo of thing {i}" for i in range(8)]

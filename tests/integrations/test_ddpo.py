@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from integrations import ddpo_reward_fn
-from reward import MSTCLIPIQAReward, straight_through_clamp
+from mst_clipiqa.integrations import ddpo_reward_fn
+from mst_clipiqa.reward import MSTCLIPIQAReward, straight_through_clamp
 
 
 @pytest.fixture()

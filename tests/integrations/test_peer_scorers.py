@@ -7,7 +7,7 @@ import torch
 import transformers
 from torch import nn
 
-from integrations import (
+from mst_clipiqa.integrations import (
     RewardFinetuneConfig,
     RewardFinetuner,
     RunConfig,
@@ -16,8 +16,8 @@ from integrations import (
     from_pyiqa,
     named_rewards,
 )
-from integrations.pipelines.tiny import tiny_sd_pipeline
-from reward import openai_clip_tokenizer
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+from mst_clipiqa.reward import openai_clip_tokenizer
 
 imscore = pytest.importorskip("imscore", reason="imscore is a test extra (pip install imscore==0.0.11)")
 pyiqa = pytest.importorskip("pyiqa", reason="pyiqa is a test extra (pip install pyiqa==0.1.16)")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from integrations import ddpo_reward_fn, from_imscore, from_pyiqa, from_trl, named_rewards
+from mst_clipiqa.integrations import ddpo_reward_fn, from_imscore, from_pyiqa, from_trl, named_rewards
 
 
 class Brightness(nn.Module):

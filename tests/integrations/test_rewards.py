@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from integrations import from_trl, named_rewards, objective
-from integrations.rewards import reward_arity
+from mst_clipiqa.integrations import from_trl, named_rewards, objective
+from mst_clipiqa.integrations.rewards import reward_arity
 
 
 def score(images: torch.Tensor) -> torch.Tensor:
@@ -102,7 +102,7 @@ def test_bad_rewards_are_clear_value_errors(bad, message):
 
 
 def test_a_reward_declaring_another_input_range_gets_the_images_mapped_onto_it(tiny_models):
-    from reward import MSTCLIPIQAReward
+    from mst_clipiqa.reward import MSTCLIPIQAReward
 
     images = torch.rand(2, 3, 64, 64, requires_grad=True)
     unit = named_rewards(MSTCLIPIQAReward(tiny_models("A")), images, None)["reward"]

@@ -5,9 +5,9 @@ import pytest
 import torch
 from accelerate import PartialState
 
-from integrations import ddpo_reward_fn
-from integrations.pipelines.tiny import tiny_sd_pipeline
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.integrations import ddpo_reward_fn
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 trl = pytest.importorskip("trl", reason="trl is a test extra (pip install trl==0.23.1)")
 if not hasattr(trl, "AlignPropTrainer"):

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from mst_clipiqa.cli import COMMANDS, build_parser, main
-from reward.datasets import save_split_folder
-from reward.datasets.splits import make_splits, save_splits
-from reward.datasets.synthetic import make_synthetic_dataset
+from mst_clipiqa.reward.datasets import save_split_folder
+from mst_clipiqa.reward.datasets.splits import make_splits, save_splits
+from mst_clipiqa.reward.datasets.synthetic import make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,8 +92,8 @@ def test_train_writes_model_report_and_plots(trained, capsys):
 def test_a_train_run_records_the_settings_that_start_it_again(trained):
     from mst_clipiqa.cli.config_file import with_config
     from mst_clipiqa.cli.options import dataclass_values
+    from mst_clipiqa.reward.training import TrainConfig
     from mst_clipiqa.reward.utils.config_files import read_config
-    from reward.training import TrainConfig
 
     written = trained["out"] / "config.yaml"
     recorded = read_config(written)
@@ -300,7 +300,7 @@ def test_every_tiny_pipeline_name_builds_offline():
 def test_train_maps_ema_decay_onto_the_config():
     from mst_clipiqa.cli import build_parser
     from mst_clipiqa.cli.options import dataclass_values
-    from reward.training import TrainConfig
+    from mst_clipiqa.reward.training import TrainConfig
 
     args = build_parser(["train"]).parse_args(["train", "--model", "tiny", "--dataset", "synthetic", "--data", "d",
                                                "--out", "o", "--ema-decay", "0.99"])

@@ -85,7 +85,7 @@ def test_a_missing_required_option_is_one_line(name, capsys):
 @pytest.mark.parametrize("name", WITH_MODEL)
 def test_an_unknown_model_name_lists_the_built_in_ones(name, paths, capsys):
     line = fails_in_one_line(command_line(name, paths, replace={"tiny": "tinyy"}), capsys)
-    from reward import MODEL_NAMES
+    from mst_clipiqa.reward import MODEL_NAMES
 
     assert ", ".join(MODEL_NAMES) in line and {"tiny", "tiny-hf", "paper-A", "paper-B"} <= set(MODEL_NAMES)
     assert "did you mean 'tiny'?" in line
@@ -178,7 +178,7 @@ def test_a_full_disk_is_one_line_naming_the_file(paths, capsys, monkeypatch):
     assert output.read_text() == "earlier scores" and sorted(p.name for p in output.parent.glob(".scores*")) == []
 
 
-@pytest.mark.parametrize("name, target", [("train", "reward.training.Trainer.run"),
+@pytest.mark.parametrize("name, target", [("train", "mst_clipiqa.reward.training.Trainer.run"),
                                           ("finetune", "integrations.RewardFinetuner.train")])
 def test_ctrl_c_is_one_line_naming_resume_and_exit_130(name, target, paths, capsys, monkeypatch):
     def interrupted(*args, **kwargs):

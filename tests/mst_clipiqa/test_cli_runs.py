@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mst_clipiqa.cli import main
-from reward.datasets import load_splits
+from mst_clipiqa.reward.datasets import load_splits
 from tests.conftest import SAMPLE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +63,7 @@ def test_eval_warns_when_it_scores_images_the_model_was_trained_on(extra, run_fo
 
 
 def test_every_command_uses_the_same_feature_cache_default(capsys):
-    from reward.training import TrainConfig
+    from mst_clipiqa.reward.training import TrainConfig
 
     helps = []
     for command in ("train", "eval"):

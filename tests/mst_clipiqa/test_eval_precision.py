@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from mst_clipiqa.cli import main
-from reward.datasets import make_synthetic_dataset
-from reward.training import feature_cache
+from mst_clipiqa.reward.datasets import make_synthetic_dataset
+from mst_clipiqa.reward.training import feature_cache
 
 
 def test_eval_reuses_the_cache_a_bf16_train_filled(tmp_path, monkeypatch, capsys):

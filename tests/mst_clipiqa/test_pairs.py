@@ -1,7 +1,7 @@
 """The `pairs` command: Diffusion-DPO pairs from a tiny pipeline and the tiny reward, offline."""
 
-from integrations import load_pairs
 from mst_clipiqa.cli import main
+from mst_clipiqa.integrations import load_pairs
 
 
 def test_pairs_command_writes_a_loadable_data_set_and_resumes(tmp_path, capsys):

@@ -5,7 +5,7 @@ import os
 import signal
 
 from mst_clipiqa.cli import main
-from reward.training import trainer as trainer_module
+from mst_clipiqa.reward.training import trainer as trainer_module
 from tests.conftest import SAMPLE
 
 
@@ -33,7 +33,7 @@ def test_train_stopped_by_sigterm_says_how_to_resume_and_exits_143(tmp_path, mon
 
 def test_train_stopped_while_encoding_features_stops_after_the_batch_and_keeps_the_cache(tmp_path, monkeypatch,
                                                                                          capsys):
-    from reward.training import feature_cache
+    from mst_clipiqa.reward.training import feature_cache
 
     args = ["train", "--model", "tiny", "--dataset", "agiqa3k", "--data", str(SAMPLE), "--out", str(tmp_path / "run"),
             "--epochs", "1", "--n-splits", "1", "--cache-dir", str(tmp_path / "cache"), "--quiet", "--device", "cpu",

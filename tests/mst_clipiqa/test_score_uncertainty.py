@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from mst_clipiqa.cli import main
-from reward import MSTCLIPIQAReward
-from reward.datasets.synthetic import make_synthetic_dataset
+from mst_clipiqa.reward import MSTCLIPIQAReward
+from mst_clipiqa.reward.datasets.synthetic import make_synthetic_dataset
 
 
 def test_an_ensemble_trained_by_the_cli_scores_with_sigma_columns_and_writes_maps(tmp_path, capsys):

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reward import MSTCLIPIQA, load_model
-from reward.datasets import load_dataset, make_splits
-from reward.training import FeatureCache, load_checkpoint, predict_features, to_label_units
-from reward.training.metrics import evaluate, srcc
+from mst_clipiqa.reward import MSTCLIPIQA, load_model
+from mst_clipiqa.reward.datasets import load_dataset, make_splits
+from mst_clipiqa.reward.training import FeatureCache, load_checkpoint, predict_features, to_label_units
+from mst_clipiqa.reward.training.metrics import evaluate, srcc
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("torchrun_train.py")

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from mst_clipiqa.cli import main
-from reward.model import trainable_state_dict
-from reward.training import trainer as trainer_module
-from reward.training.feature_cache import state_digest
+from mst_clipiqa.reward.model import trainable_state_dict
+from mst_clipiqa.reward.training import trainer as trainer_module
+from mst_clipiqa.reward.training.feature_cache import state_digest
 
 RANK = int(os.environ["RANK"])
 SIGTERM_RANK = int(os.environ.get("SIGTERM_RANK", "-1"))

@@ -67,7 +67,7 @@ def test_a_full_disk_during_a_checkpoint_is_an_oserror_naming_the_file(tmp_path,
 
     from safetensors import SafetensorError
 
-    from reward.utils import files
+    from mst_clipiqa.reward.utils import files
 
     from .test_base import ToyTrainer, toy_config
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from integrations import LoraEMA
+from mst_clipiqa.integrations import LoraEMA
 from mst_clipiqa.runtime.ema import EMA
 
 

@@ -12,8 +12,8 @@ import torch
 
 torch.set_num_threads(1)
 
-from integrations import DPOConfig, DPOTrainer, RunConfig  # noqa: E402
-from integrations.pipelines.tiny import tiny_sd_pipeline  # noqa: E402
+from mst_clipiqa.integrations import DPOConfig, DPOTrainer, RunConfig  # noqa: E402
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline  # noqa: E402
 
 pairs, out = Path(sys.argv[1]), Path(sys.argv[2])
 config = DPOConfig(num_inference_steps=2,

@@ -23,9 +23,9 @@ import torch
 
 torch.set_num_threads(1)
 
-from integrations import RewardFinetuner  # noqa: E402
-from integrations.pipelines.lora import named_lora_parameters  # noqa: E402
 from mst_clipiqa.cli import main  # noqa: E402
+from mst_clipiqa.integrations import RewardFinetuner  # noqa: E402
+from mst_clipiqa.integrations.pipelines.lora import named_lora_parameters  # noqa: E402
 from mst_clipiqa.runtime import checkpoints  # noqa: E402
 
 

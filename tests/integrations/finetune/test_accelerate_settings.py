@@ -12,14 +12,14 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig
-from integrations.finetune.config import from_flat_settings
-from integrations.pipelines.tiny import tiny_sd_pipeline
 from mst_clipiqa.cli import main
+from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig
+from mst_clipiqa.integrations.finetune.config import from_flat_settings
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.reward.datasets.synthetic import make_synthetic_dataset
+from mst_clipiqa.reward.training import TrainConfig, train
 from mst_clipiqa.runtime.processes import launcher_precision, new_accelerator
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
-from reward.datasets.synthetic import make_synthetic_dataset
-from reward.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[3]
 WORKER = Path(__file__).with_name("finetune_worker.py")

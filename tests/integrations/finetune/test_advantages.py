@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from integrations.finetune import PolicyConfig, PolicyOptimizer, PromptStatTracker, group_advantages
-from integrations.pipelines.lora import add_lora, lora_parameters
-from integrations.pipelines.tiny import tiny_sd3_pipeline
+from mst_clipiqa.integrations.finetune import PolicyConfig, PolicyOptimizer, PromptStatTracker, group_advantages
+from mst_clipiqa.integrations.pipelines.lora import add_lora, lora_parameters
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd3_pipeline
 
 REWARDS = torch.tensor([0.1, 0.5, 0.3, 0.9, 2.0, 4.0, 1.0, 3.0, 7.0, 7.5, 6.0, 8.0])
 GROUPS = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])  # interleaved: each group spans both halves

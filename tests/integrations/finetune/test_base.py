@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from integrations import RewardFinetuneConfig, RewardFinetuner
-from integrations.finetune.base import DiffusionTrainer, lr_schedule
-from integrations.finetune.config import from_flat_settings
-from integrations.pipelines.tiny import tiny_sd_pipeline
-from reward import MSTCLIPIQAReward
+from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner
+from mst_clipiqa.integrations.finetune.base import DiffusionTrainer, lr_schedule
+from mst_clipiqa.integrations.finetune.config import from_flat_settings
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+from mst_clipiqa.reward import MSTCLIPIQAReward
 
 from .test_finetuner import PROMPTS, config, make_reward
 
@@ -128,8 +128,8 @@ def test_a_checkpoint_of_the_flat_config_release_resumes_or_is_refused_naming_th
 
 def test_the_progress_bar_names_its_number_and_scale():
     """The reward trainers' number is the reward on its scale; DPO's is not a reward at all, and says so."""
-    from integrations import DPOTrainer, RewardFinetuner
-    from reward import MSTCLIPIQAReward
+    from mst_clipiqa.integrations import DPOTrainer, RewardFinetuner
+    from mst_clipiqa.reward import MSTCLIPIQAReward
 
     finetuner = object.__new__(RewardFinetuner)  # only the label is under test: no pipeline, no run
     finetuner.reward = MSTCLIPIQAReward.from_pretrained("tiny")

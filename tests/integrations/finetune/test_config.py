@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from integrations import DPOConfig, PolicyFinetuneConfig, RewardFinetuneConfig, RunConfig
-from integrations.finetune.config import flat_settings, from_flat_settings
+from mst_clipiqa.integrations import DPOConfig, PolicyFinetuneConfig, RewardFinetuneConfig, RunConfig
+from mst_clipiqa.integrations.finetune.config import flat_settings, from_flat_settings
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG_MODULES = ["config", "policy_config", "dpo_config", "method_configs"]

@@ -3,13 +3,13 @@ import math
 import pytest
 import torch
 
-from integrations import generate_candidates
-from integrations.finetune.config import RunConfig
-from integrations.finetune.dpo import DPOConfig, train_dpo
-from integrations.finetune.dpo_objective import DiffusionDPOObjective, dpo_loss, pair_batch
-from integrations.pipelines.lora import add_lora, lora_parameters, named_lora_parameters
-from integrations.pipelines.tiny import TINY_PIPELINES
-from integrations.pipelines.tiny_autoencoder import with_linear_autoencoder
+from mst_clipiqa.integrations import generate_candidates
+from mst_clipiqa.integrations.finetune.config import RunConfig
+from mst_clipiqa.integrations.finetune.dpo import DPOConfig, train_dpo
+from mst_clipiqa.integrations.finetune.dpo_objective import DiffusionDPOObjective, dpo_loss, pair_batch
+from mst_clipiqa.integrations.pipelines.lora import add_lora, lora_parameters, named_lora_parameters
+from mst_clipiqa.integrations.pipelines.tiny import TINY_PIPELINES
+from mst_clipiqa.integrations.pipelines.tiny_autoencoder import with_linear_autoencoder
 
 from ..preference_data import PROMPTS, SAMPLER, bright_pipe, brightness
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from integrations import DPOConfig, DPOTrainer, RewardFinetuner, RunConfig, preference_pairs
-from integrations.finetune.config import from_flat_settings
-from integrations.inference.preference_pairs import load_pairs
-from integrations.pipelines.tiny import tiny_lcm_pipeline, tiny_sd_pipeline
 from mst_clipiqa.cli import main
+from mst_clipiqa.integrations import DPOConfig, DPOTrainer, RewardFinetuner, RunConfig, preference_pairs
+from mst_clipiqa.integrations.finetune.config import from_flat_settings
+from mst_clipiqa.integrations.inference.preference_pairs import load_pairs
+from mst_clipiqa.integrations.pipelines.tiny import tiny_lcm_pipeline, tiny_sd_pipeline
 
 from .test_finetuner import config as finetune_config
 

@@ -2,9 +2,9 @@
 
 import torch
 
-from integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig
-from integrations.pipelines.tiny import tiny_sd_pipeline
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 STEPS = 3
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig, load_lora
-from integrations.finetune.config import from_flat_settings
-from integrations.pipelines.tiny import TINY_PIPELINES, tiny_sd_pipeline
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig, load_lora
+from mst_clipiqa.integrations.finetune.config import from_flat_settings
+from mst_clipiqa.integrations.pipelines.tiny import TINY_PIPELINES, tiny_sd_pipeline
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 PROMPTS = ["a red car", "a cat on a sofa"]
 HELD_OUT_SEEDS = [1000, 1001, 1002, 1003]  # never drawn for training (the trainer draws 31-bit seeds)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from integrations.finetune.launch import check_world_size
 from mst_clipiqa.cli import main
+from mst_clipiqa.integrations.finetune.launch import check_world_size
 
 ROOT = Path(__file__).resolve().parents[3]
 WORKER = Path(__file__).with_name("finetune_worker.py")

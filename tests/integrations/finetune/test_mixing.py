@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from integrations.finetune.mixing import QuantileMixer
+from mst_clipiqa.integrations.finetune.mixing import QuantileMixer
 
 
 def test_quantiles_count_the_buffer_below_and_half_the_ties():

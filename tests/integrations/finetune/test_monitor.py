@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from integrations import generate_candidates
-from integrations.finetune.monitor import HackingMonitor, diversity, image_features, pipeline_sampler
-from integrations.pipelines.tiny import tiny_sd_pipeline
-from reward import MSTCLIPIQAReward
+from mst_clipiqa.integrations import generate_candidates
+from mst_clipiqa.integrations.finetune.monitor import HackingMonitor, diversity, image_features, pipeline_sampler
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+from mst_clipiqa.reward import MSTCLIPIQAReward
 
 
 def brightness(images):
@@ -114,7 +114,7 @@ def test_bad_settings_are_named():
 
 
 def test_a_monitor_that_cannot_score_says_so_and_one_that_partly_can_warns():
-    from integrations.finetune.monitor import MonitorError
+    from mst_clipiqa.integrations.finetune.monitor import MonitorError
 
     run = LevelRun()
     never = HackingMonitor(run.sample, lambda images: brightness(images) * float("nan"), ["a"], [0, 1],

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from integrations.finetune import clipped_policy_loss, gaussian_kl, nft_loss, optimality_probability, ratio_stats
+from mst_clipiqa.integrations.finetune import (
+    clipped_policy_loss,
+    gaussian_kl,
+    nft_loss,
+    optimality_probability,
+    ratio_stats,
+)
 
 
 def test_clipped_loss_at_ratio_one_is_minus_the_mean_advantage_and_clips_beyond_the_range():

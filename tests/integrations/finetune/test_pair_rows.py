@@ -3,9 +3,9 @@ import io
 import pytest
 from PIL import Image
 
-from integrations.finetune.dpo import DPOConfig, DPOTrainer
-from integrations.finetune.dpo_objective import pair_batch
-from integrations.finetune.pair_rows import check_pairs, row_problem
+from mst_clipiqa.integrations.finetune.dpo import DPOConfig, DPOTrainer
+from mst_clipiqa.integrations.finetune.dpo_objective import pair_batch
+from mst_clipiqa.integrations.finetune.pair_rows import check_pairs, row_problem
 
 from ..preference_data import bright_pipe
 

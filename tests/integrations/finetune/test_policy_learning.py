@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from integrations.finetune import train_policy
-from integrations.finetune.policy_loop import group_batch
-from integrations.pipelines.tiny import tiny_sd3_pipeline, tiny_sd_pipeline
+from mst_clipiqa.integrations.finetune import train_policy
+from mst_clipiqa.integrations.finetune.policy_loop import group_batch
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd3_pipeline, tiny_sd_pipeline
 
 PROMPTS = ["a cat", "a dog", "a red car", "a tree"]
 HELD_OUT = ["a house", "a boat"] * 6

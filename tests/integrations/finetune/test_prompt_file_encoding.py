@@ -3,8 +3,8 @@ import argparse
 
 import pytest
 
-from integrations.finetune.prompt_sources import read_prompt_file
 from mst_clipiqa.cli.scoring_options import prompts_from_args
+from mst_clipiqa.integrations.finetune.prompt_sources import read_prompt_file
 
 
 def test_bom_is_not_part_of_the_first_prompt(tmp_path):

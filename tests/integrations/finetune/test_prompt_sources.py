@@ -7,8 +7,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from integrations import PromptSource
-from integrations.finetune.prompt_sources import read_prompt_file
+from mst_clipiqa.integrations import PromptSource
+from mst_clipiqa.integrations.finetune.prompt_sources import read_prompt_file
 
 LINE = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=20)
 

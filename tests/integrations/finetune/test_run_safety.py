@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from integrations import RewardFinetuner, complete_checkpoints
-from integrations.finetune.nonfinite import SKIP_LIMIT, NonFiniteError
-from integrations.pipelines.tiny import tiny_sd_pipeline
 from mst_clipiqa.cli import main
-from reward.utils import nonfinite_names
+from mst_clipiqa.integrations import RewardFinetuner, complete_checkpoints
+from mst_clipiqa.integrations.finetune.nonfinite import SKIP_LIMIT, NonFiniteError
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+from mst_clipiqa.reward.utils import nonfinite_names
 
 from .test_base import ToyTrainer, toy_config
 from .test_finetuner import PROMPTS, config, make_reward

@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from integrations import RewardFinetuner, complete_checkpoints
-from integrations.pipelines.tiny import tiny_sd_pipeline
 from mst_clipiqa.cli import build_parser, main
+from mst_clipiqa.integrations import RewardFinetuner, complete_checkpoints
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
 
 from .test_finetuner import PROMPTS, config, make_reward
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig
-from integrations.pipelines.tiny import tiny_sd_pipeline
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner, RunConfig
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 
 def test_tensorboard_event_file_holds_the_logged_scalars_and_grids(tmp_path):

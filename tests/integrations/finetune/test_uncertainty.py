@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from integrations.finetune import PolicyConfig
-from integrations.finetune.uncertainty import kl_weights, uncertainty_reward
-from integrations.rewards import NamedScores
 from mst_clipiqa.cli import main
+from mst_clipiqa.integrations.finetune import PolicyConfig
+from mst_clipiqa.integrations.finetune.uncertainty import kl_weights, uncertainty_reward
+from mst_clipiqa.integrations.rewards import NamedScores
 
 
 def test_the_options_name_what_they_need():
@@ -27,7 +27,7 @@ def test_the_options_name_what_they_need():
 
 
 def test_the_reward_behind_named_scores_reports_sigma_and_kl_weights_average_one(tiny_models):
-    from reward import MSTCLIPIQAReward
+    from mst_clipiqa.reward import MSTCLIPIQAReward
 
     reward = MSTCLIPIQAReward(tiny_models("A"))
     assert uncertainty_reward({"other": len, "mst": NamedScores(reward)}) is reward
@@ -68,7 +68,7 @@ def test_grpo_with_two_rewards_and_every_option_through_the_cli_resumes_bit_for_
 
 
 def test_the_watch_warns_when_sigma_rises_with_the_reward_and_only_then():
-    from integrations.finetune.uncertainty import SigmaWatch
+    from mst_clipiqa.integrations.finetune.uncertainty import SigmaWatch
 
     def run(rows):
         watch = SigmaWatch(window=4, rise=0.1)

@@ -6,17 +6,24 @@ import pytest
 import torch
 from PIL import Image
 
-from integrations import best_of_n, ddpo_reward_fn, generate_candidates, rank_images, regenerate, score_images
-from integrations.inference.grid import to_pil
-from integrations.pipelines.tiny import (
+from mst_clipiqa.cli import main as cli_main
+from mst_clipiqa.integrations import (
+    best_of_n,
+    ddpo_reward_fn,
+    generate_candidates,
+    rank_images,
+    regenerate,
+    score_images,
+)
+from mst_clipiqa.integrations.inference.grid import to_pil
+from mst_clipiqa.integrations.pipelines.tiny import (
     TINY_PIPELINES,
     tiny_lcm_pipeline,
     tiny_pixart_pipeline,
     tiny_sd_pipeline,
     tiny_sdxl_pipeline,
 )
-from mst_clipiqa.cli import main as cli_main
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 EXTRA = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16}}
 

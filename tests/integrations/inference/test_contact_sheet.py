@@ -2,9 +2,9 @@
 import torch
 from PIL import Image, ImageFont
 
-from integrations import contact_sheet
-from integrations.inference.best_of_n import Candidate, Ranking
-from integrations.inference.grid import _wrap
+from mst_clipiqa.integrations import contact_sheet
+from mst_clipiqa.integrations.inference.best_of_n import Candidate, Ranking
+from mst_clipiqa.integrations.inference.grid import _wrap
 
 
 def test_long_file_names_wrap_instead_of_being_cut():

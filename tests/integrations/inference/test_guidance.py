@@ -10,8 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from integrations import guidance_schedule, guided_sample
-from integrations.pipelines.tiny import TINY_PIPELINES, tiny_lcm_pipeline, tiny_pixart_pipeline
+from mst_clipiqa.integrations import guidance_schedule, guided_sample
+from mst_clipiqa.integrations.pipelines.tiny import TINY_PIPELINES, tiny_lcm_pipeline, tiny_pixart_pipeline
 
 from ..finetune.test_finetuner import assert_clearly_higher
 from .test_noise_optimization import PROMPT, make_reward

@@ -14,9 +14,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from integrations import add_lora, best_of_n, chi_nll, load_lora, optimize_noise, save_lora
-from integrations.pipelines.tiny import TINY_PIPELINES, tiny_lcm_pipeline, tiny_sd_pipeline, tiny_sd_turbo_pipeline
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.integrations import add_lora, best_of_n, chi_nll, load_lora, optimize_noise, save_lora
+from mst_clipiqa.integrations.pipelines.tiny import (
+    TINY_PIPELINES,
+    tiny_lcm_pipeline,
+    tiny_sd_pipeline,
+    tiny_sd_turbo_pipeline,
+)
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 from ..finetune.test_finetuner import assert_clearly_higher
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from integrations import best_of_n, guided_sample, optimize_noise, rank_images
-from integrations.pipelines.tiny import tiny_sd_pipeline, tiny_sd_turbo_pipeline
+from mst_clipiqa.integrations import best_of_n, guided_sample, optimize_noise, rank_images
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline, tiny_sd_turbo_pipeline
 
 from .test_noise_optimization import PROMPT, make_reward
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from integrations import regenerate
-from integrations.inference.preference_pairs import load_pairs, preference_pairs, select_pairs, shard_path
-from integrations.pipelines.tiny import tiny_sd_pipeline
+from mst_clipiqa.integrations import regenerate
+from mst_clipiqa.integrations.inference.preference_pairs import load_pairs, preference_pairs, select_pairs, shard_path
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
 
 from ..preference_data import PROMPTS, SAMPLER, bright_pipe, brightness
 

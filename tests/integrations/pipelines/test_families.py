@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from integrations import (
+from mst_clipiqa.integrations import (
     PipelineFamily,
     SDXLFamily,
     UNetFamily,
@@ -16,7 +16,7 @@ from integrations import (
     register_family,
     registered_families,
 )
-from integrations.pipelines.tiny import _finish, _tiny_t5_tokenizer, _tiny_vae, tiny_sdxl_pipeline
+from mst_clipiqa.integrations.pipelines.tiny import _finish, _tiny_t5_tokenizer, _tiny_vae, tiny_sdxl_pipeline
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "pipeline_families.md"
 

@@ -7,9 +7,14 @@ import logging
 import pytest
 import torch
 
-from integrations import add_lora, load_lora, save_lora
-from integrations.pipelines.tiny import tiny_flux_pipeline, tiny_sd3_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
+from mst_clipiqa.integrations import add_lora, load_lora, save_lora
 from mst_clipiqa.integrations.pipelines.families import pipeline_family
+from mst_clipiqa.integrations.pipelines.tiny import (
+    tiny_flux_pipeline,
+    tiny_sd3_pipeline,
+    tiny_sd_pipeline,
+    tiny_sdxl_pipeline,
+)
 
 FAMILIES = {"sd": tiny_sd_pipeline, "sdxl": tiny_sdxl_pipeline, "sd3": tiny_sd3_pipeline, "flux": tiny_flux_pipeline}
 

@@ -9,8 +9,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from integrations import add_lora, load_lora, save_lora
-from integrations.pipelines.tiny import tiny_pixart_pipeline, tiny_sd_pipeline
+from mst_clipiqa.integrations import add_lora, load_lora, save_lora
+from mst_clipiqa.integrations.pipelines.tiny import tiny_pixart_pipeline, tiny_sd_pipeline
 
 FORMATS = {"sd": (tiny_sd_pipeline, "unet", "pytorch_lora_weights.safetensors"),
            "pixart": (tiny_pixart_pipeline, "transformer", "adapter_model.safetensors")}

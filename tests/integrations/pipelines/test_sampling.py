@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
-from integrations import add_lora, decode_latents, denoise, denoiser_family, straight_through_clamp
-from integrations.pipelines.sampling import step_kwargs
-from integrations.pipelines.tiny import TINY_PIPELINES, tiny_sd_pipeline
+from mst_clipiqa.integrations import add_lora, decode_latents, denoise, denoiser_family, straight_through_clamp
+from mst_clipiqa.integrations.pipelines.sampling import step_kwargs
+from mst_clipiqa.integrations.pipelines.tiny import TINY_PIPELINES, tiny_sd_pipeline
 
 EXTRA = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16},
          "pixart": {"max_sequence_length": 16, "clean_caption": False, "use_resolution_binning": False}}

@@ -6,7 +6,7 @@ import diffusers
 import pytest
 import torch
 
-from integrations.pipelines.schedulers import predicted_x0, step_kwargs
+from mst_clipiqa.integrations.pipelines.schedulers import predicted_x0, step_kwargs
 
 SD_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 CASES = [

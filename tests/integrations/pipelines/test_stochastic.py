@@ -6,17 +6,17 @@ import math
 import pytest
 import torch
 
-from integrations.finetune import gaussian_kl
-from integrations.pipelines import StochasticSampler
-from integrations.pipelines.lora import adapters_disabled, add_lora
-from integrations.pipelines.tiny import (
+from mst_clipiqa.integrations.finetune import gaussian_kl
+from mst_clipiqa.integrations.pipelines import StochasticSampler
+from mst_clipiqa.integrations.pipelines.lora import adapters_disabled, add_lora
+from mst_clipiqa.integrations.pipelines.tiny import (
     tiny_flux_pipeline,
     tiny_lcm_pipeline,
     tiny_sd3_pipeline,
     tiny_sd_pipeline,
     tiny_sdxl_pipeline,
 )
-from integrations.pipelines.transitions import flow_sde_mean, flow_sde_sigma, flow_sde_std
+from mst_clipiqa.integrations.pipelines.transitions import flow_sde_mean, flow_sde_sigma, flow_sde_std
 
 PROMPTS, SEEDS = ["a cat", "a red car"], [3, 11]
 

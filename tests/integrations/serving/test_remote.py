@@ -6,9 +6,9 @@ import time
 import pytest
 import torch
 
-from integrations import PolicyFinetuneConfig, PolicyTrainer
-from integrations.finetune.config import from_flat_settings
-from integrations.pipelines.tiny import tiny_sd3_pipeline
+from mst_clipiqa.integrations import PolicyFinetuneConfig, PolicyTrainer
+from mst_clipiqa.integrations.finetune.config import from_flat_settings
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd3_pipeline
 from mst_clipiqa.integrations.serving import LocalServer, RemoteReward, RemoteRewardError, ScoringService
 
 from .netns import loopback_only

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from reward import BackboneConfig, MSTCLIPIQAConfig
-from reward.backbones import build_backbone
+from mst_clipiqa.reward import BackboneConfig, MSTCLIPIQAConfig
+from mst_clipiqa.reward.backbones import build_backbone
 
 
 def test_paper_config_asks_open_clip_for_openai_weights(monkeypatch):

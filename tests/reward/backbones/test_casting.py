@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
-from reward.backbones.casting import cast_matmul_weights
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.reward.backbones.casting import cast_matmul_weights
 
 
 def autocast_scores(model: MSTCLIPIQA, images: torch.Tensor) -> torch.Tensor:

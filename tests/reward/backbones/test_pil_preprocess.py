@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from reward.backbones import fit_to_size
-from reward.backbones.pil_preprocess import pil_fit
-from reward.scoring.images import load_image
-from reward.training.features import ImageFiles
+from mst_clipiqa.reward.backbones import fit_to_size
+from mst_clipiqa.reward.backbones.pil_preprocess import pil_fit
+from mst_clipiqa.reward.scoring.images import load_image
+from mst_clipiqa.reward.training.features import ImageFiles
 
 image_transforms = pytest.importorskip("transformers.image_transforms")
 

@@ -8,7 +8,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Resize
 
 from benchmarks.gpu_reward import legacy_resize_crop  # F.interpolate of the whole image, then the centre crop
-from reward.backbones.preprocess import ImageSpec, center_crop, fit_to_size, preprocess, resize_crop, resize_short_side
+from mst_clipiqa.reward.backbones.preprocess import (
+    ImageSpec,
+    center_crop,
+    fit_to_size,
+    preprocess,
+    resize_crop,
+    resize_short_side,
+)
 
 SPEC = ImageSpec(224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
@@ -55,7 +62,7 @@ def test_normalisation_uses_the_spec():
 
 
 def test_straight_through_clamp_keeps_gradients_outside_the_range():
-    from reward import straight_through_clamp
+    from mst_clipiqa.reward import straight_through_clamp
 
     x = torch.tensor([-0.5, 0.5, 1.5], requires_grad=True)
     y = straight_through_clamp(x)
@@ -156,7 +163,7 @@ def test_extreme_aspect_memory_follows_the_output_size():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_reward_scores_half_precision_images_that_need_resizing(tiny_models, dtype):
-    from reward import MSTCLIPIQAReward
+    from mst_clipiqa.reward import MSTCLIPIQAReward
 
     reward = MSTCLIPIQAReward(tiny_models())
     images = torch.rand(2, 3, 80, 100).to(dtype).requires_grad_(True)

@@ -2,8 +2,8 @@
 tried as a Hub id ("Repo id must be in the form ...")."""
 import pytest
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig
-from reward.backbones import BackboneConfig
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig
+from mst_clipiqa.reward.backbones import BackboneConfig
 
 
 @pytest.mark.parametrize("relative", [False, True])

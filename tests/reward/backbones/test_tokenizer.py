@@ -1,6 +1,6 @@
 import open_clip
 
-from reward.backbones.tokenizer import openai_clip_tokenizer
+from mst_clipiqa.reward.backbones.tokenizer import openai_clip_tokenizer
 
 PROMPTS = ["a cat doing karaoke", "Donald Trump playing in the RAIN, realistic style!!",
            "naïve café — 3.14 über  spaces", "emoji 🙂 test", "it's 1999's   don't\tI'll", "", "x " * 100]

@@ -2,8 +2,8 @@
 named when it is read."""
 import pytest
 
-from reward.datasets import load_csv
-from reward.training import evaluate_model
+from mst_clipiqa.reward.datasets import load_csv
+from mst_clipiqa.reward.training import evaluate_model
 
 from .test_loaders import png, write_csv
 

@@ -10,7 +10,7 @@ import scipy.io
 import torch
 from PIL import Image
 
-from reward.datasets import (
+from mst_clipiqa.reward.datasets import (
     QualityDataset,
     QualitySample,
     collate,

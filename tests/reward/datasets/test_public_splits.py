@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from reward.datasets import (
+from mst_clipiqa.reward.datasets import (
     QualityDataset,
     QualitySample,
     load_split_folder,

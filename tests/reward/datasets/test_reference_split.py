@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import random_split
 
-from reward.datasets import load_agiqa3k, reference_split
+from mst_clipiqa.reward.datasets import load_agiqa3k, reference_split
 
 
 def reference_names(rows: list[str]) -> tuple[list[str], list[str]]:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from reward.datasets.splits import Split, load_splits, make_splits, save_splits
+from mst_clipiqa.reward.datasets.splits import Split, load_splits, make_splits, save_splits
 
 
 def parts(split):
@@ -118,7 +118,7 @@ def test_rejects_wrong_n_straddling_groups_and_bad_json(tmp_path):
 def test_splits_draw_from_a_stream_of_their_own(tmp_path):
     """Split k of seed s once used default_rng([s, k]), the very stream that picks the synthetic set's
     mismatched prompts ([seed, 2]): split 2 of seed 0 then trained on no mismatched image at all."""
-    from reward.datasets import make_synthetic_dataset
+    from mst_clipiqa.reward.datasets import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path, n_scenes=2, levels=(1.0,))
     mismatched = {i for i, s in enumerate(data.samples) if s.scores["correspondence"] < 5}

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reward.datasets.splits import make_splits
-from reward.datasets.synthetic import (
+from mst_clipiqa.reward.datasets.splits import make_splits
+from mst_clipiqa.reward.datasets.synthetic import (
     DEFECT_WEIGHTS,
     apply_defect,
     correspondence_score,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig
-from reward.training import active_adapter, adapter_names, add_adapter, load_adapter, save_adapter
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig
+from mst_clipiqa.reward.training import active_adapter, adapter_names, add_adapter, load_adapter, save_adapter
 
 
 def tiny(encoders_backend: str = "open_clip") -> MSTCLIPIQA:

@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig
-from reward.datasets.synthetic import make_synthetic_dataset
-from reward.training import (
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig
+from mst_clipiqa.reward.datasets.synthetic import make_synthetic_dataset
+from mst_clipiqa.reward.training import (
     TrainConfig,
     Trainer,
     active_adapter,
@@ -157,7 +157,7 @@ def test_encoder_adapters_change_the_embeddings_and_get_gradients(backend):
 @pytest.mark.parametrize("backend", ["open_clip", "transformers"])
 @pytest.mark.parametrize("encoders", [False, True])
 def test_merged_adapter_saves_in_the_base_format_and_scores_the_same(tmp_path, encoders, backend):
-    from reward.training import merge_adapters
+    from mst_clipiqa.reward.training import merge_adapters
 
     torch.manual_seed(0)
     model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny("B", backend=backend))

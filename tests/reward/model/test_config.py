@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig
 
 
 def test_config_json_round_trip(tmp_path):

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig
-from reward.model.limits import MAX_PARAMETERS, model_parameter_estimate
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig
+from mst_clipiqa.reward.model.limits import MAX_PARAMETERS, model_parameter_estimate
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

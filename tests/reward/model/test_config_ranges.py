@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, from_pretrained
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, from_pretrained
 
 
 def test_label_ranges_are_saved_validated_and_default_to_the_score_range(tmp_path):

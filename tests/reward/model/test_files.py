@@ -7,7 +7,7 @@ import torch
 from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 from safetensors.torch import load_file, save_file
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, load_model
-from reward.model.hub import HUB_KWARGS
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, load_model
+from mst_clipiqa.reward.model.hub import HUB_KWARGS
 
 IMAGES = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
 PROMPTS = ["a cat", "a dog"]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from reward import MODEL_NAMES, MSTCLIPIQA, MSTCLIPIQAReward, load_model
+from mst_clipiqa.reward import MODEL_NAMES, MSTCLIPIQA, MSTCLIPIQAReward, load_model
 
 
 def test_builtin_names_build_the_same_model_every_time_without_touching_global_rng():

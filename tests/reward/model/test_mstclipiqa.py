@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 from tests.conftest import BACKENDS
 
 
@@ -100,8 +100,8 @@ def test_paper_config_shapes_match_the_doc():
     config = MSTCLIPIQAConfig.paper("A", pretrained=False)
     assert (config.coarse.name, config.fine.name) == ("ViT-B-32", "ViT-B-16")
     assert config.fusion_hidden == 128 and config.heads == {"quality": "template"}
-    from reward.model.fusion import GatedFusion
-    from reward.model.heads import PromptHead
+    from mst_clipiqa.reward.model.fusion import GatedFusion
+    from mst_clipiqa.reward.model.heads import PromptHead
 
     assert sum(p.numel() for p in GatedFusion(512, 512, 512, 128).parameters()) == 722_560
     head = sum(p.numel() for p in PromptHead(512, 512, 8).parameters())

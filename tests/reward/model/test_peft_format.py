@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 
-from reward import (
+from mst_clipiqa.reward import (
     MSTCLIPIQA,
     MSTCLIPIQAConfig,
     MSTCLIPIQAReward,
@@ -20,7 +20,7 @@ from reward import (
     save_adapter,
     set_adapter,
 )
-from reward.model.adapters import target_modules
+from mst_clipiqa.reward.model.adapters import target_modules
 
 IMAGES, PROMPTS = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3)), ["a cat", "a dog"]
 

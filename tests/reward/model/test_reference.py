@@ -11,8 +11,8 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from reward import MSTCLIPIQAConfig, from_official_checkpoint
-from reward.backbones.tokenizer import openai_clip_tokenizer
+from mst_clipiqa.reward import MSTCLIPIQAConfig, from_official_checkpoint
+from mst_clipiqa.reward.backbones.tokenizer import openai_clip_tokenizer
 
 MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, from_pretrained
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, from_pretrained
 
 
 @pytest.mark.parametrize("backend", ["open_clip", "transformers"])

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from integrations import score_images
 from mst_clipiqa.cli import main
-from reward import MSTCLIPIQAReward, load_model, score_in_batches
+from mst_clipiqa.integrations import score_images
+from mst_clipiqa.reward import MSTCLIPIQAReward, load_model, score_in_batches
 
 
 def write_images(folder, sizes):

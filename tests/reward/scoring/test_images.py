@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from mst_clipiqa.cli import main
-from reward import MSTCLIPIQAReward, load_image
-from reward.datasets import load_dataset
+from mst_clipiqa.reward import MSTCLIPIQAReward, load_image
+from mst_clipiqa.reward.datasets import load_dataset
 
 HALF_16 = 32768
 

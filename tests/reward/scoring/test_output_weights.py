@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from reward import MSTCLIPIQAReward
+from mst_clipiqa.reward import MSTCLIPIQAReward
 
 
 @pytest.mark.parametrize("weight", [math.nan, math.inf, -math.inf])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 from tests.conftest import BACKENDS
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
 
 
 @pytest.fixture()
@@ -110,7 +110,7 @@ def test_bf16_autocast_is_close_and_differentiable(tiny_models):
 
 @pytest.mark.parametrize("backend", ["open_clip", "transformers"])
 def test_gradient_checkpointing_gives_the_same_gradients(backend):
-    from reward import MSTCLIPIQA, MSTCLIPIQAConfig
+    from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig
 
     torch.manual_seed(0)
     model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny("A", backend=backend))

@@ -6,7 +6,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reward import MSTCLIPIQAReward
+from mst_clipiqa.reward import MSTCLIPIQAReward
 
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 NO_RESIZE = 64  # the tiny models' input side: a short side of 64 needs no resize

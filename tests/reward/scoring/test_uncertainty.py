@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, ScoresWithUncertainty
-from reward.scoring.uncertainty import safe_sqrt
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, ScoresWithUncertainty
+from mst_clipiqa.reward.scoring.uncertainty import safe_sqrt
 
 
 def _images(n: int = 3, seed: int = 0) -> torch.Tensor:

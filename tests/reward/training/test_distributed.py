@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from mst_clipiqa.reward.training import distributed, new_accelerator
 from mst_clipiqa.runtime import processes
-from reward.training import distributed, new_accelerator
 
 
 def test_work_on_the_main_process_returns_its_result_and_raises_its_error():

@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig
-from reward.datasets.clip_geometry import clip_like_features
-from reward.datasets.splits import make_splits
-from reward.training import TrainConfig, Trainer, load_checkpoint
-from reward.training.features import CachedFeatures
-from reward.training.metrics import srcc
-from reward.utils import read_tensors
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig
+from mst_clipiqa.reward.datasets.clip_geometry import clip_like_features
+from mst_clipiqa.reward.datasets.splits import make_splits
+from mst_clipiqa.reward.training import TrainConfig, Trainer, load_checkpoint
+from mst_clipiqa.reward.training.features import CachedFeatures
+from mst_clipiqa.reward.training.metrics import srcc
+from mst_clipiqa.reward.utils import read_tensors
 
 
 def test_the_averaged_weights_are_validated_selected_saved_and_checkpointed(tmp_path):

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
-from reward.datasets.synthetic import make_synthetic_dataset
-from reward.model import set_ensemble
-from reward.training import TrainConfig, Trainer, train
-from reward.training.bootstrap import bootstrap_counts
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.reward.datasets.synthetic import make_synthetic_dataset
+from mst_clipiqa.reward.model import set_ensemble
+from mst_clipiqa.reward.training import TrainConfig, Trainer, train
+from mst_clipiqa.reward.training.bootstrap import bootstrap_counts
 
 FAST = dict(epochs=2, lr=1e-3, batch_size=16, n_splits=1, progress=False, cpu=True)
 
@@ -48,7 +48,7 @@ def test_members_trained_on_different_resamples_disagree_and_the_ensemble_saves_
 
 def test_an_ensemble_of_copies_trained_on_one_resample_would_agree(small_set, tmp_path, monkeypatch):
     """The control of the test above: the same run with every member on the same resample keeps them equal."""
-    from reward.training import trainer as trainer_module
+    from mst_clipiqa.reward.training import trainer as trainer_module
 
     def same_resample(train_part, n, members, seed, split_index):
         return bootstrap_counts(train_part, n, 1, seed, split_index).expand(members, n)

@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig
-from reward.datasets import QualityDataset
-from reward.datasets.synthetic import make_synthetic_dataset
-from reward.scoring.images import load_image
-from reward.training import FeatureCache, TrainConfig, Trainer
-from reward.training import feature_cache as feature_cache_module
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig
+from mst_clipiqa.reward.datasets import QualityDataset
+from mst_clipiqa.reward.datasets.synthetic import make_synthetic_dataset
+from mst_clipiqa.reward.scoring.images import load_image
+from mst_clipiqa.reward.training import FeatureCache, TrainConfig, Trainer
+from mst_clipiqa.reward.training import feature_cache as feature_cache_module
 
 
 @pytest.fixture(scope="module")

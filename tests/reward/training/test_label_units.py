@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pytest
 
-from reward import load_model
-from reward.datasets import load_agiqa3k
-from reward.training import TrainConfig, evaluate_model, train
-from reward.utils import rescale
+from mst_clipiqa.reward import load_model
+from mst_clipiqa.reward.datasets import load_agiqa3k
+from mst_clipiqa.reward.training import TrainConfig, evaluate_model, train
+from mst_clipiqa.reward.utils import rescale
 
 
 def test_default_recipe_on_the_agiqa3k_sample_reports_in_its_units(sample_dir, tmp_path):

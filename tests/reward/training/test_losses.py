@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from reward.training.losses import mse_rank_loss, pairwise_rank_loss
+from mst_clipiqa.reward.training.losses import mse_rank_loss, pairwise_rank_loss
 
 
 def reference_loss(pred, target, margin=0.1, lam=1.0):

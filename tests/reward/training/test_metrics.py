@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reward.training.metrics import evaluate, krcc, logistic4, logistic4_fit, plcc, rmse, srcc, summarize
+from mst_clipiqa.reward.training.metrics import evaluate, krcc, logistic4, logistic4_fit, plcc, rmse, srcc, summarize
 
 
 def test_perfect_monotone():
@@ -56,7 +56,7 @@ def test_logistic_fit_recovers_known_curve():
 
 
 def test_logistic_fallback_warns_and_uses_linear(monkeypatch):
-    import reward.training.metrics as m
+    import mst_clipiqa.reward.training.metrics as m
 
     def fail(*args, **kwargs):
         raise RuntimeError("Optimal parameters not found")

@@ -9,10 +9,10 @@ import signal
 import pytest
 import torch
 
+from mst_clipiqa.reward.datasets.synthetic import make_synthetic_dataset
+from mst_clipiqa.reward.training import TrainConfig, Trainer, load_checkpoint, train
+from mst_clipiqa.reward.training import trainer as trainer_module
 from mst_clipiqa.runtime.preemption import Preempted
-from reward.datasets.synthetic import make_synthetic_dataset
-from reward.training import TrainConfig, Trainer, load_checkpoint, train
-from reward.training import trainer as trainer_module
 
 from .test_trainer import FAST, _weights, _without_timing, tiny
 

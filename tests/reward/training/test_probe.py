@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from reward.datasets import QualityDataset, QualitySample, Split
-from reward.training import CachedFeatures, fit_ridge, linear_probe
-from reward.training.metrics import srcc
+from mst_clipiqa.reward.datasets import QualityDataset, QualitySample, Split
+from mst_clipiqa.reward.training import CachedFeatures, fit_ridge, linear_probe
+from mst_clipiqa.reward.training.metrics import srcc
 
 
 def test_ridge_fits_a_linear_signal_and_shrinks_noise():

@@ -6,11 +6,10 @@ import json
 
 import pytest
 
-import reward.training
 from mst_clipiqa.cli import main
-from reward.datasets import load_agiqa3k, reference_split
-from reward.training import TrainConfig, Trainer
-from reward.training.recipes import lr_factor
+from mst_clipiqa.reward.datasets import load_agiqa3k, reference_split
+from mst_clipiqa.reward.training import TrainConfig, Trainer
+from mst_clipiqa.reward.training.recipes import lr_factor
 
 # The reference implementation's training setup (method.md, "Architecture, exactly" 4-5, and its one split):
 # random fusion init, Adam lr 5e-6, weight decay 1e-3, batch 8, 20 epochs, MSE + 1.0 x margin-ranking (0.1),
@@ -59,7 +58,7 @@ def test_cli_recipe_fills_the_flags_not_given(monkeypatch, tmp_path, capsys):
         seen["config"] = config
         raise Stop
 
-    monkeypatch.setattr(reward.training, "Trainer", capture)  # the command imports it when it runs
+    monkeypatch.setattr("mst_clipiqa.reward.training.Trainer", capture)  # the command imports it when it runs
     with pytest.raises(Stop):
         main(["train", "--model", "tiny", "--dataset", "synthetic", "--data", str(tmp_path / "data"), "--out",
               str(tmp_path / "run"), "--recipe", "paper", "--epochs", "3", "--device", "cpu"])
@@ -68,8 +67,8 @@ def test_cli_recipe_fills_the_flags_not_given(monkeypatch, tmp_path, capsys):
 
 
 def test_cosine_schedule_sets_one_rate_per_epoch(tmp_path):
-    from reward import MSTCLIPIQA, MSTCLIPIQAConfig
-    from reward.datasets import make_synthetic_dataset
+    from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig
+    from mst_clipiqa.reward.datasets import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "data", n_scenes=1, levels=(1.0,))
     config = TrainConfig(lr=1e-3, schedule="cosine", epochs=4, use_cache=False, progress=False, cpu=True)

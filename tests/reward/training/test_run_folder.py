@@ -7,11 +7,11 @@ import warnings
 import pytest
 import torch
 
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig
+from mst_clipiqa.reward.datasets.synthetic import make_synthetic_dataset
+from mst_clipiqa.reward.training import TrainConfig, train
+from mst_clipiqa.reward.training import trainer as trainer_module
 from mst_clipiqa.runtime.runs import RunLock
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig
-from reward.datasets.synthetic import make_synthetic_dataset
-from reward.training import TrainConfig, train
-from reward.training import trainer as trainer_module
 
 FAST = dict(epochs=1, lr=1e-3, batch_size=16, n_splits=1, progress=False, cpu=True)
 

@@ -1,7 +1,7 @@
 """A joint run's result says which epoch serves every output and what each output's own best would have been."""
 from __future__ import annotations
 
-from reward.training.selection import per_output_best
+from mst_clipiqa.reward.training.selection import per_output_best
 
 
 def test_each_output_keeps_its_own_best_next_to_the_shared_epoch():

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig
-from reward.datasets import load_agiqa3k
-from reward.datasets.clip_geometry import clip_like_features
-from reward.model.heads import TemplateHead
-from reward.training import TrainConfig, Trainer
-from reward.training.features import CachedFeatures
-from reward.training.param_groups import param_groups
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig
+from mst_clipiqa.reward.datasets import load_agiqa3k
+from mst_clipiqa.reward.datasets.clip_geometry import clip_like_features
+from mst_clipiqa.reward.model.heads import TemplateHead
+from mst_clipiqa.reward.training import TrainConfig, Trainer
+from mst_clipiqa.reward.training.features import CachedFeatures
+from mst_clipiqa.reward.training.param_groups import param_groups
 
 
 @pytest.fixture(scope="module")

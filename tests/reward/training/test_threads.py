@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reward.training import TrainConfig
-from reward.training.threads import head_threads
+from mst_clipiqa.reward.training import TrainConfig
+from mst_clipiqa.reward.training.threads import head_threads
 
 
 @pytest.mark.parametrize(("threads", "device", "inside"), [(None, "cpu", 1), (2, "cpu", 2), (None, "cuda", None)])

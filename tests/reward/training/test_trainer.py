@@ -12,13 +12,13 @@ import safetensors.torch
 import torch
 from safetensors.torch import load_file
 
-from reward import MSTCLIPIQA, MSTCLIPIQAConfig
-from reward.datasets.splits import make_splits
-from reward.datasets.synthetic import make_synthetic_dataset
-from reward.scoring.images import load_image
-from reward.training import TrainConfig, Trainer, epoch_batches, evaluate_model, load_checkpoint, train
-from reward.training import trainer as trainer_module
-from reward.training.metrics import srcc
+from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig
+from mst_clipiqa.reward.datasets.splits import make_splits
+from mst_clipiqa.reward.datasets.synthetic import make_synthetic_dataset
+from mst_clipiqa.reward.scoring.images import load_image
+from mst_clipiqa.reward.training import TrainConfig, Trainer, epoch_batches, evaluate_model, load_checkpoint, train
+from mst_clipiqa.reward.training import trainer as trainer_module
+from mst_clipiqa.reward.training.metrics import srcc
 
 FAST = dict(epochs=3, lr=1e-3, batch_size=16, n_splits=2, progress=False, cpu=True)  # CPU: bitwise reproducible
 

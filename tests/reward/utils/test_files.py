@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reward.utils import atomic_write, read_tensors, save_tensors, write_json
+from mst_clipiqa.reward.utils import atomic_write, read_tensors, save_tensors, write_json
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

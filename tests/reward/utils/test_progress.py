@@ -4,7 +4,7 @@ import io
 
 from tqdm.auto import tqdm
 
-from reward.utils import LineProgress, nested_bar_kwargs, progress_bar
+from mst_clipiqa.reward.utils import LineProgress, nested_bar_kwargs, progress_bar
 
 
 class Terminal(io.StringIO):
@@ -65,7 +65,7 @@ def test_closing_right_after_a_line_does_not_repeat_it():
 
 def test_a_long_inner_loop_in_a_log_still_prints_a_line_every_interval(monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr("reward.utils.progress.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("mst_clipiqa.reward.utils.progress.time.monotonic", lambda: clock[0])
     monkeypatch.setattr(LineProgress, "last_line", 0.0)  # earlier tests' lines were on the real clock
     log = io.StringIO()
     outer = progress_bar(total=2, desc="splits", unit="split", file=log, interval=30.0)

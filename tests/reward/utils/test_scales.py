@@ -6,7 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reward.utils import check_range, rescale
+from mst_clipiqa.reward.utils import check_range, rescale
 
 finite = st.floats(-1e3, 1e3, allow_nan=False)
 ranges = st.tuples(finite, st.floats(1e-2, 1e3)).map(lambda t: (t[0], t[0] + t[1]))
