@@ -7,7 +7,8 @@ import yaml
 
 from mst_clipiqa.cli import build_parser
 from mst_clipiqa.cli.options import dataclass_values
-from mst_clipiqa.integrations.finetune.trainers import CONFIGS
+from mst_clipiqa.integrations.finetune.config import RunConfig, from_flat_settings
+from mst_clipiqa.integrations.finetune.method_configs import CONFIGS
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 REQUIRED = ["--model", "tiny", "--prompts", "prompts.txt", "--out", "run"]
@@ -43,10 +44,13 @@ def test_recipe_parses_and_validates(path):
         return
     extra = ["--pairs", "pairs"] if recipe["method"] == "dpo" else []
     args = build_parser(["finetune"]).parse_args(["finetune", *argv(recipe), *REQUIRED, *extra])
-    config = CONFIGS[args.method](**dataclass_values(args, CONFIGS[args.method]), output_dir="run")
-    assert config.mixed_precision == "bf16" and args.dtype == "bf16"
-    assert config.height == recipe["height"] and config.lora_rank == recipe["lora-rank"]
-    assert config.learning_rate == float(recipe["learning-rate"])
+    config_cls = CONFIGS[args.method]
+    config = from_flat_settings(config_cls, {**dataclass_values(args, RunConfig), **dataclass_values(args, config_cls),
+                                             "output_dir": "run"})
+    run = config.run
+    assert run.mixed_precision == "bf16" and args.dtype == "bf16"
+    assert run.height == recipe["height"] and run.lora_rank == recipe["lora-rank"]
+    assert run.learning_rate == float(recipe["learning-rate"])
     # every value carries its source: a comment on each line that sets a setting other than the names
     for line in text.splitlines():
         key = line.split(":")[0]
