@@ -69,7 +69,7 @@ def test_a_full_disk_during_a_checkpoint_is_an_oserror_naming_the_file(tmp_path,
 
     from mst_clipiqa.reward.utils import files
 
-    from .test_base import ToyTrainer, toy_config
+    from tests.integrations.finetune.test_base import ToyTrainer, toy_config
 
     def full(tensors, filename, metadata=None):
         raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space '

@@ -21,7 +21,7 @@ def test_a_worker_in_its_own_session_gets_sigterm_when_its_launcher_is_killed(tm
     import time
     from pathlib import Path
 
-    from mst_clipiqa.reward.utils import preemption
+    from mst_clipiqa.runtime import preemption
 
     marker = tmp_path / "stopped"
     module = Path(preemption.__file__)  # loaded alone: the worker starts in a moment, without torch

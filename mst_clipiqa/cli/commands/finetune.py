@@ -46,7 +46,7 @@ examples:
   (accelerate launch --cpu starts one process only: use --multi_gpu, which falls back to the CPU)
   # online RL (no reward gradient needed): Flow-GRPO on SD3 with groups of 8, SDE on the first 2 of 10 steps
   mst-clipiqa finetune --pipeline stabilityai/stable-diffusion-3.5-medium --model runs/agiqa3k/model \\
-      --prompts prompts.txt --method grpo --group-size 8 --prompts-per-step 4 --num-steps 10 \\
+      --prompts prompts.txt --method grpo --group-size 8 --prompts-per-step 4 --num-inference-steps 10 \\
       --sde-window 0 2 --clip-range 1e-4 --kl-coeff 0.04 --learning-rate 3e-4 --out runs/grpo
 """
 
@@ -193,14 +193,14 @@ def _dry_run(args: argparse.Namespace, config, tiny) -> int:
 
     from .plan import _resolution
 
-    run = config.run
+    run, per_block = config.run, getattr(args, "gradient_checkpointing", None)
     args.resolution = run.height or None
     side = _resolution(args)
     settings = StepSettings(
         batch_size=run.batch_size, height=run.height or side, width=run.width or side,
         num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
         draft_k=getattr(config, "draft_k", 1), decode_chunk_size=getattr(config, "decode_chunk_size", 1),
-        gradient_checkpointing=bool(getattr(config, "checkpoint_denoiser", args.gradient_checkpointing)),
+        gradient_checkpointing=bool(getattr(config, "checkpoint_denoiser", per_block)),
         encode_kwargs=tuple(tiny.encode_kwargs.items()) if tiny else ())
     result = print_plan(args, args.method, settings, args.dtype or "bf16", run.lora_rank)
     return 0 if result.fits is not False else 1

@@ -134,7 +134,13 @@ class MSTCLIPIQAConfig:
         return cls(**{**model_spec(names[backend])["config"], **overrides}, heads=heads)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as plain data; a single head (``ensemble`` 1) writes no ``ensemble`` key, so a one-head
+        model's config (its file, and the run identity a fine-tuning checkpoint records) is what it was before
+        ensembles existed."""
+        data = asdict(self)
+        if data["ensemble"] == 1:
+            del data["ensemble"]
+        return data
 
     def to_json(self, path: str | Path) -> None:
         """``config.json``: the fields, after a ``model_type`` naming the model (as Hugging Face configs do)."""

@@ -119,9 +119,11 @@ def test_rank_cli_prints_table_and_writes_files(tmp_path, capsys):
         to_pil(torch.rand(3, 32, 32)).save(tmp_path / f"{i}.png")
     out = tmp_path / "out"
     code = cli_main(["rank", str(tmp_path), "--model", "tiny", "--out", str(out)])
-    printed = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.splitlines()
+    printed, written = lines[:lines.index("wrote:")], lines[lines.index("wrote:") + 1:]
     assert code == 0
     assert printed[0].split() == ["rank", "score", "image"] and len(printed) == 4
+    assert {line.strip() for line in written} >= {str(out / "ranking.csv"), str(out / "contact_sheet.png")}
     assert [line.split()[0] for line in printed[1:]] == ["1", "2", "3"]
     scores = [float(line.split()[1]) for line in printed[1:]]
     assert scores == sorted(scores, reverse=True)
