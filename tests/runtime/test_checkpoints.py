@@ -67,8 +67,6 @@ def test_a_full_disk_during_a_checkpoint_is_an_oserror_naming_the_file(tmp_path,
 
     from safetensors import SafetensorError
 
-    from mst_clipiqa.reward.utils import files
-
     from tests.integrations.finetune.test_base import ToyTrainer, toy_config
 
     def full(tensors, filename, metadata=None):
@@ -76,7 +74,7 @@ def test_a_full_disk_during_a_checkpoint_is_an_oserror_naming_the_file(tmp_path,
                               'left on device" })')
 
     trainer = ToyTrainer(toy_config(tmp_path))
-    monkeypatch.setattr(files, "save_file", full)
+    monkeypatch.setattr("safetensors.torch.save_file", full)  # files.write_safetensors imports it when it writes
     with pytest.raises(OSError, match="No space left on device") as caught:
         trainer.train()
     assert caught.value.errno == errno.ENOSPC and caught.value.filename.endswith(".safetensors")
