@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import errno
+import signal
 import sys
+import threading
 from collections.abc import Collection, Sequence
 
 from .commands import demo, eval, finetune, optimize, pairs, plan, rank, score, serve, train
@@ -25,6 +27,7 @@ COMMANDS = {"train": train, "eval": eval, "score": score, "rank": rank, "finetun
             "pairs": pairs, "demo": demo, "plan": plan, "serve": serve}
 CONFIG_COMMANDS = ("train", "finetune", "optimize", "pairs")  # those that read --config FILE.yaml
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+TERMINATED = 143  # 128 + SIGTERM
 
 
 class Parser(argparse.ArgumentParser):
@@ -93,12 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in CONFIG_COMMANDS:
         argv = with_config(argv, command, parser.command_parsers[command])
     args = parser.parse_args(argv)
+    previous = _terminate_as_interrupt()
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         again = " (run the same command again with --resume to continue)" if "resume" in vars(args) else ""
-        print(f"\nmst-clipiqa {args.command}: interrupted{again}", file=sys.stderr)
-        return INTERRUPTED
+        what = "stopped by SIGTERM" if isinstance(stop, _Terminated) else "interrupted"
+        print(f"\nmst-clipiqa {args.command}: {what}{again}", file=sys.stderr)
+        return TERMINATED if isinstance(stop, _Terminated) else INTERRUPTED
     except (ValueError, OSError) as error:  # bad input, or a file that cannot be read or written
         print(f"mst-clipiqa {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
@@ -107,4 +112,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"mst-clipiqa {args.command}: {_one_line(error)}", file=sys.stderr)
         return error.exit_status
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside a trainer's safe points (loading, scoring, a held-out evaluation): stop as Ctrl-C does,
+    with one line and exit status 143, instead of dying without a word. Trainers catch it at a safe point
+    themselves (``runtime.preemption.StopSignals``) and checkpoint first."""
+
+
+def _terminate_as_interrupt():
+    """Route SIGTERM to :class:`_Terminated` (main thread only, as Python allows); the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, stop)
 

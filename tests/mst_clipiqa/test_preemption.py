@@ -56,3 +56,24 @@ def test_train_stopped_while_encoding_features_stops_after_the_batch_and_keeps_t
     monkeypatch.undo()
     assert main([*args, "--resume"]) == 0
     assert (tmp_path / "run" / "report.json").is_file()
+
+
+def test_sigterm_outside_a_trainer_is_one_line_and_exit_143(tmp_path, monkeypatch, capsys):
+    """A phase with no safe point of its own (here scoring) stops as Ctrl-C does: one line, status 143, and the
+    process's SIGTERM handler is given back afterwards."""
+    from PIL import Image
+
+    from mst_clipiqa.reward import MSTCLIPIQAReward
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+
+    def score_outputs(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(MSTCLIPIQAReward, "score_outputs", score_outputs)
+    before = signal.getsignal(signal.SIGTERM)
+    capsys.readouterr()
+    assert main(["score", str(tmp_path / "a.png"), "--model", "tiny"]) == 143
+    assert capsys.readouterr().err.strip().splitlines() == ["mst-clipiqa score: stopped by SIGTERM"]
+    assert signal.getsignal(signal.SIGTERM) is before
