@@ -28,6 +28,7 @@ COMMANDS = {"train": train, "eval": eval, "score": score, "rank": rank, "finetun
 CONFIG_COMMANDS = ("train", "finetune", "optimize", "pairs")  # those that read --config FILE.yaml
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 TERMINATED = 143  # 128 + SIGTERM
+RENAMED_FLAGS = {"--num-steps": "--num-inference-steps"}  # one name for sampling steps (issue 28)
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,8 +44,10 @@ class Parser(argparse.ArgumentParser):
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             command = getattr(parsed, "command", None)
+            renamed = [f"{old} is {RENAMED_FLAGS[old]} now" for old in (e.split("=")[0] for e in extras)
+                       if old in RENAMED_FLAGS]
             Parser(prog=f"{self.prog} {command}" if command else self.prog).error(
-                f"unrecognized arguments: {' '.join(extras)}")
+                "; ".join(renamed) if renamed else f"unrecognized arguments: {' '.join(extras)}")
         return parsed
 
 

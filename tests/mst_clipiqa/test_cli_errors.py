@@ -72,6 +72,11 @@ def test_a_bad_flag_is_one_line_pointing_at_help(name, paths, capsys):
     assert "unrecognized arguments: --no-such-flag" in line and f"see 'mst-clipiqa {name} --help'" in line
 
 
+def test_a_renamed_flag_names_its_new_name(paths, capsys):
+    line = fails_in_one_line(command_line("finetune", paths, "--num-steps", "10"), capsys)
+    assert line.startswith("mst-clipiqa finetune: error: --num-steps is --num-inference-steps now"), line
+
+
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_a_missing_required_option_is_one_line(name, capsys):
     try:
