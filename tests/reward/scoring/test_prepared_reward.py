@@ -19,6 +19,7 @@ def test_preparing_a_reward_on_several_processes_is_our_line(processes, tmp_path
            "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     outcomes = {path.name: path.read_text() for path in tmp_path.glob("rank*.txt")}
-    assert sorted(outcomes) == [f"rank{rank}.txt" for rank in range(processes)], done.stdout + done.stderr[-3000:]
+    expected = [f"rank{rank}.txt" for rank in range(processes)]
+    assert sorted(outcomes) == expected, done.stdout + done.stderr[-3000:]
     for name, outcome in outcomes.items():
-        assert outcome.startswith("ValueError: this MSTCLIPIQAReward was passed to accelerator.prepare"), (name, outcome)
+        assert outcome.startswith("ValueError: this MSTCLIPIQAReward was passed to accelerator.prepare"), name
