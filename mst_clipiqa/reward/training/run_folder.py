@@ -16,12 +16,12 @@ from typing import Any
 from mst_clipiqa.runtime.runs import LOCK_FILE, RunLock
 
 from ..utils import read_json, read_tensors, write_json
+from .checkpoint import holds_checkpoint
 
-__all__ = ["BEST", "CHECKPOINT", "LOCK_FILE", "REPORT", "RESULT", "RUN_FILE", "RunLock", "claim_run_dir",
+__all__ = ["BEST", "LOCK_FILE", "REPORT", "RESULT", "RUN_FILE", "RunLock", "claim_run_dir",
            "finished_result", "holds_finished_work", "read_json"]
 
 RUN_FILE = "run.json"
-CHECKPOINT = "checkpoint.safetensors"
 RESULT = "result.json"
 BEST = "best.safetensors"
 REPORT = "report.json"
@@ -40,7 +40,7 @@ def finished_result(directory: Path) -> dict[str, Any] | None:
 def holds_finished_work(directory: Path) -> bool:
     """Whether anything in the folder took an epoch or more to make."""
     return (directory / REPORT).exists() or any(
-        any(directory.glob(f"split_*/{name}")) for name in (CHECKPOINT, RESULT))
+        (split / RESULT).exists() or holds_checkpoint(split) for split in directory.glob("split_*"))
 
 
 def claim_run_dir(directory: Path, settings: dict[str, Any], resume: bool,

@@ -13,6 +13,7 @@ in ``protocol``; who may work in the folder, in ``run_folder``.
 """
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,17 +28,20 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
+from mst_clipiqa.runtime.checkpoints import CHECKPOINTS
 from mst_clipiqa.runtime.ema import EMA
 from mst_clipiqa.runtime.preemption import Preempted, StopSignals
+from mst_clipiqa.runtime.processes import new_accelerator
+from mst_clipiqa.runtime.state import set_rng_state
 
 from ..backbones import fit_to_size
 from ..datasets import QualityDataset, Split, collate
 from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, set_ensemble, trainable_state_dict
 from ..utils import nonfinite_names, progress_bar, save_tensors, write_json
 from .bootstrap import bootstrap_counts
-from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .checkpoint import LEGACY_CHECKPOINT, holds_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .distributed import epoch_batches, gather_rows, new_accelerator
+from .distributed import epoch_batches, gather_rows
 from .evaluation import dataset_paths_prompts, predict_features, resolve_outputs
 from .feature_cache import FeatureCache, encoder_settings
 from .features import CachedFeatures, encode_features
@@ -47,7 +51,7 @@ from .metrics import evaluate, krcc, plcc, srcc
 from .param_groups import param_groups
 from .protocol import run_splits
 from .recipes import lr_factor
-from .run_folder import BEST, CHECKPOINT, RESULT, finished_result, read_json
+from .run_folder import BEST, RESULT, finished_result, read_json
 from .saturation import start_check
 from .scorer import Scorer
 from .selection import per_output_best
@@ -319,8 +323,8 @@ class Trainer:
         trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         self.ema = EMA(trainable, self.config.ema_decay) if self.config.ema_decay else None
         set_seed(self.config.seed + k)
-        path = directory / CHECKPOINT
-        checkpoint = self._recover(lambda: load_checkpoint(path) if path.exists() else None,
+        main = self.accelerator.is_main_process
+        checkpoint = self._recover(lambda: load_checkpoint(directory, main) if holds_checkpoint(directory) else None,
                                    f"restarting split {k} from its first epoch")
         if checkpoint is not None:
             self.load_state(checkpoint.model_state)
@@ -330,6 +334,7 @@ class Trainer:
                 self.ema.load_state_dict(checkpoint.ema_state)
             set_rng_state(*checkpoint.rng)
             return checkpoint.progress
+        self._remove_checkpoints(directory)  # damaged ones: never a rotation's "newest" over the fresh ones
         self.best_state = dict(self.initial_state)
         val = self._validate(split.val)
         untrained = {"val": val["val"], "test": self._test(split.test)[0]}
@@ -364,9 +369,14 @@ class Trainer:
                              f"(now {self.config.lr:g}) or full precision (mixed_precision 'no')")
 
     def _save_checkpoint(self, directory: Path, progress: dict[str, Any]) -> None:
+        save_checkpoint(directory, trainable_state_dict(self.model), self.best_state, self.optimizer, progress,
+                        self.ema.state_dict() if self.ema is not None else None, self.accelerator)
+
+    def _remove_checkpoints(self, directory: Path) -> None:
+        self.accelerator.wait_for_everyone()  # every process has looked at them
         if self.accelerator.is_main_process:
-            save_checkpoint(directory / CHECKPOINT, trainable_state_dict(self.model), self.best_state,
-                            self.optimizer, progress, self.ema.state_dict() if self.ema is not None else None)
+            shutil.rmtree(directory / CHECKPOINTS, ignore_errors=True)
+            (directory / LEGACY_CHECKPOINT).unlink(missing_ok=True)
         self.accelerator.wait_for_everyone()
 
     def _finish_split(self, k: int, split: Split, directory: Path, progress: dict[str, Any]) -> dict[str, Any]:
@@ -383,8 +393,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             save_tensors(self.best_state, directory / BEST)
             write_json(directory / RESULT, result)
-            (directory / CHECKPOINT).unlink(missing_ok=True)
-        self.accelerator.wait_for_everyone()
+        self._remove_checkpoints(directory)
         return read_json(directory / RESULT)
 
     def run(self) -> dict[str, Any]:
