@@ -33,7 +33,7 @@ from mst_clipiqa.reward.utils.files import write_safetensors
 
 from .state import TrainingState
 
-__all__ = ["CHECKPOINTS", "DamagedCheckpoint", "check_same_run", "complete_checkpoints", "missing_optimizer_tensors",
+__all__ = ["CHECKPOINTS", "DamagedCheckpoint", "check_contents", "check_same_run", "complete_checkpoints",
            "read_checkpoint", "remove_partial", "resume_newest", "step_folders", "write_checkpoint"]
 
 T = TypeVar("T")
@@ -188,17 +188,29 @@ def check_same_run(path: Path, settings: tuple[Mapping[str, Any], Mapping[str, A
                          "output folder")
 
 
-def missing_optimizer_tensors(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> list[str]:
+def check_contents(path: Path, state: TrainingState, fields: list[str], tensors: list[str]) -> None:
+    """Every field of ``state.json`` and every tensor a restore reads (``tensors``, and the optimizer's), named in
+    a :class:`DamagedCheckpoint` when missing (never a raw ``KeyError``)."""
+    missing = [k for k in ["optimizer", *fields] if k not in state.meta]
+    if missing:
+        raise DamagedCheckpoint(f"{path}/{META} lacks the field(s) {missing}")
+    missing = [k for k in tensors if k not in state.tensors] + _missing_optimizer_tensors(state)
+    if missing:
+        raise DamagedCheckpoint(f"{path} lacks {len(missing)} tensor(s) of the trained weights or their "
+                                f"optimizer state, first: {missing[:3]}")
+
+
+def _missing_optimizer_tensors(state: TrainingState) -> list[str]:
     """The optimizer state is per parameter and alike for all of them (AdamW: step, exp_avg, exp_avg_sq): the
     names some parameter lacks that another one has."""
     names: dict[int, set[str]] = {}
-    for key in tensors:
+    for key in state.tensors:
         if key.startswith("optim."):
             param, name = key.removeprefix("optim.").split(".", 1)
             names.setdefault(int(param), set()).add(name)
     if not names:
         return []
-    params = [p for group in meta.get("optimizer", {}).get("param_groups", []) for p in group.get("params", [])]
+    params = [p for group in state.meta["optimizer"].get("param_groups", []) for p in group.get("params", [])]
     every = set().union(*names.values())
     return [f"optim.{p}.{n}" for p in sorted(set(params) | set(names)) for n in sorted(every - names.get(p, set()))]
 

@@ -22,8 +22,8 @@ from mst_clipiqa.reward.utils import jsonable, progress_bar
 from mst_clipiqa.reward.utils.config_files import CONFIG_NAME, option_values, write_config
 from mst_clipiqa.runtime.checkpoints import (
     DamagedCheckpoint,
+    check_contents,
     check_same_run,
-    missing_optimizer_tensors,
     read_checkpoint,
     remove_partial,
     resume_newest,
@@ -229,19 +229,10 @@ class DiffusionTrainer(TrainerParts, ABC):
                        warn=self.accelerator.is_main_process)
 
     def _check_contents(self, path: Path, state: TrainingState) -> None:
-        """Every field and trained tensor a restore reads, named when missing (never a raw ``KeyError``)."""
-        fields = ["history", "config", "optimizer"] + (["ema"] if self.ema is not None else [])
-        missing = [k for k in fields if k not in state.meta]
-        if missing:
-            raise DamagedCheckpoint(f"{path}/state.json lacks the field(s) {missing}")
-        tensors = state.tensors
         expected = [_TRAINED + name for name in self.trained_parameters()]
         if self.ema is not None:
             expected += list(self.ema.state()[0])
-        missing = [k for k in expected if k not in tensors] + missing_optimizer_tensors(tensors, state.meta)
-        if missing:
-            raise DamagedCheckpoint(f"{path} lacks {len(missing)} tensor(s) of the trained weights or their "
-                                    f"optimizer state, first: {missing[:3]}")
+        check_contents(path, state, ["history", "config"] + (["ema"] if self.ema is not None else []), expected)
 
     def restore_state(self, path: Path) -> None:
         """Load checkpoint ``path`` (every process loads the shared state and its own generators); a

@@ -18,7 +18,7 @@ import torch
 from accelerate import PartialState
 
 from mst_clipiqa.runtime.checkpoints import (
-    DamagedCheckpoint,
+    check_contents,
     read_checkpoint,
     resume_newest,
     step_folders,
@@ -81,9 +81,7 @@ def holds_checkpoint(directory: str | Path) -> bool:
 def _read(path: Path) -> Checkpoint:
     # the IQA trainer's processes draw alike (one seed per split): the main process's generators serve every one
     state = read_checkpoint(path, 0)
-    missing = [k for k in ("progress", "optimizer") if k not in state.meta]
-    if missing:
-        raise DamagedCheckpoint(f"{path}/state.json lacks the field(s) {missing}")
+    check_contents(path, state, ["progress"], [])
     return _checkpoint(state.tensors, state.meta["optimizer"], state.meta["progress"],
                        (state.rng_tensors, state.rng_meta))
 
