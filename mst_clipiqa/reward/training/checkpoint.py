@@ -10,6 +10,7 @@ next epoch's checkpoint replaces it.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 from accelerate import PartialState
 
 from mst_clipiqa.runtime.checkpoints import (
+    CHECKPOINTS,
     check_contents,
     read_checkpoint,
     resume_newest,
@@ -28,7 +30,8 @@ from mst_clipiqa.runtime.state import capture_state, unflatten_optimizer_state
 
 from ..utils import read_tensors
 
-__all__ = ["LEGACY_CHECKPOINT", "Checkpoint", "holds_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["LEGACY_CHECKPOINT", "Checkpoint", "holds_checkpoint", "load_checkpoint", "remove_checkpoints",
+           "save_checkpoint"]
 
 LEGACY_CHECKPOINT = "checkpoint.safetensors"  # an earlier release's single file per split
 
@@ -76,6 +79,16 @@ def save_checkpoint(directory: str | Path, model_state: dict[str, torch.Tensor],
 def holds_checkpoint(directory: str | Path) -> bool:
     """Whether a split folder holds a checkpoint (usable or not), of this release or an earlier one."""
     return bool(step_folders(directory)) or (Path(directory) / LEGACY_CHECKPOINT).is_file()
+
+
+def remove_checkpoints(directory: str | Path, accelerator: Any) -> None:
+    """Delete a split folder's checkpoints (a finished split's, or damaged ones a fresh start replaces).
+    Collective: every process has looked at them before the main process deletes them."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(Path(directory) / CHECKPOINTS, ignore_errors=True)
+        (Path(directory) / LEGACY_CHECKPOINT).unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
 
 
 def _read(path: Path) -> Checkpoint:

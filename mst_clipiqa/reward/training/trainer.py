@@ -13,7 +13,6 @@ in ``protocol``; who may work in the folder, in ``run_folder``.
 """
 from __future__ import annotations
 
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,7 +27,6 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from mst_clipiqa.runtime.checkpoints import CHECKPOINTS
 from mst_clipiqa.runtime.ema import EMA
 from mst_clipiqa.runtime.preemption import Preempted, StopSignals
 from mst_clipiqa.runtime.processes import new_accelerator
@@ -39,7 +37,7 @@ from ..datasets import QualityDataset, Split, collate
 from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, set_ensemble, trainable_state_dict
 from ..utils import nonfinite_names, progress_bar, save_tensors, write_json
 from .bootstrap import bootstrap_counts
-from .checkpoint import LEGACY_CHECKPOINT, holds_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import holds_checkpoint, load_checkpoint, remove_checkpoints, save_checkpoint
 from .config import TrainConfig
 from .distributed import epoch_batches, gather_rows
 from .evaluation import dataset_paths_prompts, predict_features, resolve_outputs
@@ -291,7 +289,8 @@ class Trainer:
                 progress["best"] = {"epoch": epoch + 1, "score": score}
                 with self._averaged():
                     self.best_state = {n: v.detach().clone() for n, v in trainable_state_dict(self.model).items()}
-            self._save_checkpoint(directory, progress)
+            save_checkpoint(directory, trainable_state_dict(self.model), self.best_state, self.optimizer, progress,
+                            self.ema.state_dict() if self.ema is not None else None, self.accelerator)
             self._stop_if_asked(k, epoch + 1)
             # no validation part (e.g. --recipe paper) or an undefined score: show none, not "-inf"
             shown = {"val": f"{score:.3f}"} if np.isfinite(score) else {}
@@ -334,7 +333,7 @@ class Trainer:
                 self.ema.load_state_dict(checkpoint.ema_state)
             set_rng_state(*checkpoint.rng)
             return checkpoint.progress
-        self._remove_checkpoints(directory)  # damaged ones: never a rotation's "newest" over the fresh ones
+        remove_checkpoints(directory, self.accelerator)  # damaged ones: never "newest" over the fresh ones
         self.best_state = dict(self.initial_state)
         val = self._validate(split.val)
         untrained = {"val": val["val"], "test": self._test(split.test)[0]}
@@ -368,17 +367,6 @@ class Trainer:
                              f"NaN or inf (first: {bad[:3]}); nothing of this epoch was written. Try a lower lr "
                              f"(now {self.config.lr:g}) or full precision (mixed_precision 'no')")
 
-    def _save_checkpoint(self, directory: Path, progress: dict[str, Any]) -> None:
-        save_checkpoint(directory, trainable_state_dict(self.model), self.best_state, self.optimizer, progress,
-                        self.ema.state_dict() if self.ema is not None else None, self.accelerator)
-
-    def _remove_checkpoints(self, directory: Path) -> None:
-        self.accelerator.wait_for_everyone()  # every process has looked at them
-        if self.accelerator.is_main_process:
-            shutil.rmtree(directory / CHECKPOINTS, ignore_errors=True)
-            (directory / LEGACY_CHECKPOINT).unlink(missing_ok=True)
-        self.accelerator.wait_for_everyone()
-
     def _finish_split(self, k: int, split: Split, directory: Path, progress: dict[str, Any]) -> dict[str, Any]:
         self.load_state(self.best_state)
         test, predictions = self._test(split.test)
@@ -393,7 +381,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             save_tensors(self.best_state, directory / BEST)
             write_json(directory / RESULT, result)
-        self._remove_checkpoints(directory)
+        remove_checkpoints(directory, self.accelerator)
         return read_json(directory / RESULT)
 
     def run(self) -> dict[str, Any]:
