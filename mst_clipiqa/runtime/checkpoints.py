@@ -1,17 +1,19 @@
-"""Resumable fine-tuning checkpoints: safetensors and JSON only, never a pickle.
+"""The one checkpoint format of every trainer (the IQA trainer's epochs, the generator trainers' steps), and what a
+resume checks: safetensors and JSON only, never a pickle.
 
 accelerate's ``save_state`` writes the optimizer, the LR scheduler and every
-process's RNG states with ``torch.save`` (pickles), and the whole denoiser rather
-than its LoRA. A checkpoint here holds the same state in safe formats:
+process's RNG states with ``torch.save`` (pickles, and ``load_state`` unpickles
+them), and the whole model rather than its trained part. A checkpoint here holds
+the same state (a :class:`~.state.TrainingState`) in safe formats:
 
     RUN/checkpoints/step_00000010/
-        state.safetensors   LoRA weights, optimizer tensors, EMA weights (written by the main process)
-        state.json          step, log, optimizer / EMA settings, run settings, world size
-        rng_<rank>.safetensors   each process's generators (torch, CUDA, numpy, Python, the fine-tuner's)
+        state.safetensors   trained weights, optimizer tensors, EMA weights (written by the main process)
+        state.json          step, world size, and what the trainer records (log, settings, identity)
+        rng_<rank>.safetensors   each process's generators (torch, CUDA, numpy, Python, the trainer's own)
 
 Every file is written into ``step_XXXXXXXX.tmp`` and the folder is renamed once
 all processes are done, so a killed run leaves either a complete checkpoint or
-a ``.tmp`` folder that is ignored.
+a ``.tmp`` folder that is ignored; the ``keep`` newest are kept.
 """
 
 from __future__ import annotations
@@ -19,17 +21,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from mst_clipiqa.reward.utils import nonfinite_names, read_tensors, write_json
 from mst_clipiqa.reward.utils.files import write_safetensors
 
-__all__ = ["CHECKPOINTS", "DamagedCheckpoint", "TrainingState", "complete_checkpoints", "step_folders",
-           "write_checkpoint", "read_checkpoint", "remove_partial"]
+from .state import TrainingState
+
+__all__ = ["CHECKPOINTS", "DamagedCheckpoint", "check_contents", "check_same_run", "complete_checkpoints",
+           "read_checkpoint", "remove_partial", "resume_newest", "step_folders", "write_checkpoint"]
+
+T = TypeVar("T")
 
 CHECKPOINTS = "checkpoints"
 STATE, META = "state.safetensors", "state.json"
@@ -39,16 +46,6 @@ _FIELDS = ("step", "world_size")
 
 class DamagedCheckpoint(ValueError):
     """A checkpoint folder with a missing, truncated or inconsistent file, or NaN / inf tensors."""
-
-
-@dataclass
-class TrainingState:
-    """One process's view of a checkpoint: the shared state and this process's generator states."""
-
-    tensors: dict[str, torch.Tensor]
-    meta: dict[str, Any]
-    rng_tensors: dict[str, torch.Tensor] | None = None
-    rng_meta: dict[str, Any] | None = None
 
 
 def _rng_file(rank: int) -> str:
@@ -142,7 +139,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 def _read(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
-        return read_tensors(file, "a file of a fine-tuning checkpoint")
+        return read_tensors(file, "a file of a training checkpoint")
     except (OSError, ValueError) as error:
         raise DamagedCheckpoint(str(error)) from None
 
@@ -165,3 +162,72 @@ def read_checkpoint(path: str | Path, rank: int) -> TrainingState:
     if "rng" not in rng_meta:
         raise DamagedCheckpoint(f"{path / _rng_file(rank)} lacks its 'rng' metadata")
     return TrainingState(tensors, meta, rng_tensors, json.loads(rng_meta["rng"]))
+
+
+def check_same_run(path: Path, settings: tuple[Mapping[str, Any], Mapping[str, Any]],
+                   identity: tuple[Mapping[str, str] | None, Mapping[str, str]], resume_free: Collection[str],
+                   warn: bool = True) -> None:
+    """Refuse, in one line naming every difference, a checkpoint at ``path`` written with other settings
+    (``(saved, current)`` flat settings; those in ``resume_free`` may change) or against something else
+    (``(recorded, current)`` identities, field by field). A checkpoint that recorded no identity (older versions)
+    is taken with a warning (``warn``: on this process)."""
+    (saved, current), (recorded, now) = settings, identity
+    differing = sorted(k for k in current if k not in resume_free and saved.get(k) != current[k])
+    if recorded is None:
+        recorded = dict(now)
+        if now and warn:
+            warnings.warn(f"{path} records no identity (written by an older version): what it was trained against "
+                          "cannot be checked", RuntimeWarning, stacklevel=3)
+    changed = [f"{k}: {recorded.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in sorted({*recorded, *now})
+               if recorded.get(k) != now.get(k)]
+    problems = ([f"it was trained against something else ({'; '.join(changed)})"] if changed else []) + (
+        [f"{differing} differ from the run that wrote it"] if differing else [])
+    if problems:
+        raise ValueError(f"cannot resume from {path}: {' and '.join(problems)}; expected the same models, data and "
+                         f"settings (only {', '.join(resume_free)} may change), or start a new run in another "
+                         "output folder")
+
+
+def check_contents(path: Path, state: TrainingState, fields: list[str], tensors: list[str]) -> None:
+    """Every field of ``state.json`` and every tensor a restore reads (``tensors``, and the optimizer's), named in
+    a :class:`DamagedCheckpoint` when missing (never a raw ``KeyError``)."""
+    missing = [k for k in ["optimizer", *fields] if k not in state.meta]
+    if missing:
+        raise DamagedCheckpoint(f"{path}/{META} lacks the field(s) {missing}")
+    missing = [k for k in tensors if k not in state.tensors] + _missing_optimizer_tensors(state)
+    if missing:
+        raise DamagedCheckpoint(f"{path} lacks {len(missing)} tensor(s) of the trained weights or their "
+                                f"optimizer state, first: {missing[:3]}")
+
+
+def _missing_optimizer_tensors(state: TrainingState) -> list[str]:
+    """The optimizer state is per parameter and alike for all of them (AdamW: step, exp_avg, exp_avg_sq): the
+    names some parameter lacks that another one has."""
+    names: dict[int, set[str]] = {}
+    for key in state.tensors:
+        if key.startswith("optim."):
+            param, name = key.removeprefix("optim.").split(".", 1)
+            names.setdefault(int(param), set()).add(name)
+    if not names:
+        return []
+    params = [p for group in state.meta["optimizer"].get("param_groups", []) for p in group.get("params", [])]
+    every = set().union(*names.values())
+    return [f"optim.{p}.{n}" for p in sorted(set(params) | set(names)) for n in sorted(every - names.get(p, set()))]
+
+
+def resume_newest(found: list[Path], restore: Callable[[Path], T], warn: bool = True) -> T:
+    """``restore`` the newest usable of the checkpoints ``found`` (oldest first): a damaged one is named in a
+    warning (``warn``: on this process) and the next older one tried; every process reads every file, so all of
+    them choose the same one. A failed restore must be undone by the next one's, which sets everything again."""
+    damaged = []
+    for path in reversed(found):
+        try:
+            return restore(path)
+        except DamagedCheckpoint as error:
+            damaged.append(path.name)
+            if warn:
+                warnings.warn(f"checkpoint {path} is damaged ({error}); trying the next older one", RuntimeWarning,
+                              stacklevel=3)
+    raise ValueError(f"every checkpoint in {found[0].parent} is damaged ({', '.join(damaged)}; see the warnings); "
+                     "expected at least one complete checkpoint to resume from (or start a new run in another output "
+                     "folder)")

@@ -62,6 +62,14 @@ class EMA:
     def settings(self) -> dict[str, Any]:
         return {"decay": self.decay, "warmup": self.warmup, "optimization_step": self.updates}
 
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(``ema.*`` tensors, JSON settings) for a checkpoint."""
+        return {f"ema.{n}": t for n, t in self.state_dict().items()}, self.settings()
+
+    def load_state(self, tensors: Mapping[str, torch.Tensor], settings: Mapping[str, Any]) -> None:
+        """Put back :meth:`state` (``settings`` as diffusers' EMAModel wrote them too: ``optimization_step``)."""
+        self.load_state_dict({n: tensors[f"ema.{n}"] for n in self.average}, settings["optimization_step"])
+
     @contextmanager
     def applied(self) -> Iterator[None]:
         """The parameters hold the averaged weights inside the block, their own ones again after it."""

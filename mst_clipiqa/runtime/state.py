@@ -1,13 +1,41 @@
-"""Generator and optimizer state as safetensors tensors plus JSON metadata, for any trainer's checkpoints."""
+"""What a checkpoint of any trainer holds: named tensors and JSON metadata shared by every process, and each
+process's generators (torch, CUDA, numpy, Python, and a trainer's own) as tensors plus JSON."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["flatten_optimizer_state", "rng_state", "set_rng_state", "unflatten_optimizer_state"]
+__all__ = ["TrainingState", "capture_state", "flatten_optimizer_state", "rng_state", "set_rng_state",
+           "unflatten_optimizer_state"]
+
+
+@dataclass
+class TrainingState:
+    """One process's view of a checkpoint: the shared state and this process's generator states."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    rng_tensors: dict[str, torch.Tensor] | None = None
+    rng_meta: dict[str, Any] | None = None
+
+    def restore(self, optimizer: torch.optim.Optimizer) -> None:
+        """Put back the optimizer's state and this process's generators (when the checkpoint holds them)."""
+        optimizer.load_state_dict(unflatten_optimizer_state(self.tensors, self.meta["optimizer"]))
+        if self.rng_tensors is not None:
+            set_rng_state(self.rng_tensors, self.rng_meta)
+
+
+def capture_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], optimizer: torch.optim.Optimizer,
+                  own_rng: dict[str, torch.Tensor] | None = None) -> TrainingState:
+    """``tensors`` and ``meta`` with the optimizer's state (``optim.*``, ``meta["optimizer"]``) and this
+    process's generators (``own_rng``: a trainer's own, as tensors)."""
+    optim_tensors, meta["optimizer"] = flatten_optimizer_state(optimizer.state_dict())
+    rng_tensors, rng_meta = rng_state()
+    return TrainingState({**tensors, **optim_tensors}, meta, {**rng_tensors, **(own_rng or {})}, rng_meta)
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -25,7 +25,7 @@ def test_train_stopped_by_sigterm_says_how_to_resume_and_exits_143(tmp_path, mon
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("mst-clipiqa train: stopped by SIGTERM after epoch 1 of split 0;")
     assert "--resume" in err[-1]
-    assert (tmp_path / "run" / "split_00" / "checkpoint.safetensors").is_file()
+    assert (tmp_path / "run" / "split_00" / "checkpoints" / "step_00000001" / "state.safetensors").is_file()
     monkeypatch.undo()
     assert main([*args, "--resume"]) == 0
     assert (tmp_path / "run" / "report.json").is_file()

@@ -87,4 +87,4 @@ def test_sigterm_to_one_process_stops_both_after_the_same_epoch(sample_dir, tmp_
     assert "stopped by SIGTERM after epoch 1 of split 0" in done.stderr
     ranks = [json.loads((probes / f"rank{r}.json").read_text()) for r in range(2)]
     assert [[e["epoch"] for e in r["epochs"]] for r in ranks] == [[0], [0]]  # both stopped after epoch 1
-    assert load_checkpoint(out / "split_00" / "checkpoint.safetensors").progress["epoch"] == 1
+    assert load_checkpoint(out / "split_00").progress["epoch"] == 1

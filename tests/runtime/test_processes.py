@@ -1,4 +1,9 @@
-"""The process group a run joined is ended at exit, not left to the interpreter's teardown."""
+"""Launcher processes: what the main process does alone, a launcher whose processes end up alone, and the process
+group a run joined ended at exit, not left to the interpreter's teardown."""
+from types import SimpleNamespace
+
+import pytest
+import torch
 import torch.distributed as dist
 
 from mst_clipiqa.runtime import processes
@@ -49,3 +54,29 @@ def test_a_worker_in_its_own_session_gets_sigterm_when_its_launcher_is_killed(tm
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.read_text() == "TERM"
+
+
+def test_work_on_the_main_process_returns_its_result_and_raises_its_error():
+    accelerator = processes.new_accelerator(cpu=True)
+    assert processes.on_main(accelerator, lambda: 42) == 42
+
+    def refuse():
+        raise ValueError("already holds a run")
+
+    with pytest.raises(ValueError, match="already holds a run"):
+        processes.on_main(accelerator, refuse)
+
+
+def test_a_launcher_on_a_machine_without_cuda_gets_cpu_processes_and_a_lone_process_is_named(monkeypatch):
+    settings = []
+
+    def accelerate_that_ignores_the_launcher(**given):
+        settings.append(given)
+        return SimpleNamespace(num_processes=1, distributed_type="NO")
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(processes, "Accelerator", accelerate_that_ignores_the_launcher)
+    with pytest.warns(UserWarning, match="WORLD_SIZE=2 but accelerate runs this as one process"):
+        processes.new_accelerator(cpu=False, mixed_precision="no")
+    assert settings == [{"cpu": True, "mixed_precision": "no"}]  # what gives gloo processes under torchrun

@@ -22,17 +22,18 @@ from mst_clipiqa.reward.utils import jsonable, progress_bar
 from mst_clipiqa.reward.utils.config_files import CONFIG_NAME, option_values, write_config
 from mst_clipiqa.runtime.checkpoints import (
     DamagedCheckpoint,
-    TrainingState,
+    check_contents,
+    check_same_run,
     read_checkpoint,
     remove_partial,
+    resume_newest,
     step_folders,
     write_checkpoint,
 )
 from mst_clipiqa.runtime.preemption import Preempted, StopSignals
 from mst_clipiqa.runtime.processes import on_main, run_environment
-from mst_clipiqa.runtime.resume import check_same_run, missing_optimizer_tensors, resume_newest
 from mst_clipiqa.runtime.runs import RunLock
-from mst_clipiqa.runtime.state import flatten_optimizer_state, rng_state, set_rng_state, unflatten_optimizer_state
+from mst_clipiqa.runtime.state import TrainingState, capture_state
 
 from .config import RESUME_FREE, TrainerConfig, flat_settings, require
 from .ema import LoraEMA
@@ -201,10 +202,9 @@ class DiffusionTrainer(TrainerParts, ABC):
 
     def capture_state(self) -> TrainingState:
         """Everything :meth:`restore_state` needs to continue this run bit for bit."""
-        optim_tensors, optim_meta = flatten_optimizer_state(self.optimizer.state_dict())
-        tensors = {**{_TRAINED + name: p for name, p in self.trained_parameters().items()}, **optim_tensors}
+        tensors = {_TRAINED + name: p for name, p in self.trained_parameters().items()}
         meta = {"step": self.global_step, "history": self.log.history, "config": self.config.to_dict(),
-                "optimizer": optim_meta, "identity": self.identity, "skipped_batches": self.skipped_batches}
+                "identity": self.identity, "skipped_batches": self.skipped_batches}
         if self.ema is not None:
             ema_tensors, meta["ema"] = self.ema.state()
             tensors.update(ema_tensors)
@@ -217,8 +217,7 @@ class DiffusionTrainer(TrainerParts, ABC):
         tensors.update(extra_tensors)
         if extra_meta:
             meta["extra"] = extra_meta
-        rng_tensors, rng_meta = rng_state()
-        return TrainingState(tensors, meta, {**rng_tensors, _RNG: self.rng.get_state()}, rng_meta)
+        return capture_state(tensors, meta, self.optimizer, {_RNG: self.rng.get_state()})
 
     def _check_same_run(self, path: Path, meta: dict[str, Any]) -> None:
         if "config" not in meta:  # damaged: an older checkpoint may still do
@@ -230,19 +229,10 @@ class DiffusionTrainer(TrainerParts, ABC):
                        warn=self.accelerator.is_main_process)
 
     def _check_contents(self, path: Path, state: TrainingState) -> None:
-        """Every field and trained tensor a restore reads, named when missing (never a raw ``KeyError``)."""
-        fields = ["history", "config", "optimizer"] + (["ema"] if self.ema is not None else [])
-        missing = [k for k in fields if k not in state.meta]
-        if missing:
-            raise DamagedCheckpoint(f"{path}/state.json lacks the field(s) {missing}")
-        tensors = state.tensors
         expected = [_TRAINED + name for name in self.trained_parameters()]
         if self.ema is not None:
             expected += list(self.ema.state()[0])
-        missing = [k for k in expected if k not in tensors] + missing_optimizer_tensors(tensors, state.meta)
-        if missing:
-            raise DamagedCheckpoint(f"{path} lacks {len(missing)} tensor(s) of the trained weights or their "
-                                    f"optimizer state, first: {missing[:3]}")
+        check_contents(path, state, ["history", "config"] + (["ema"] if self.ema is not None else []), expected)
 
     def restore_state(self, path: Path) -> None:
         """Load checkpoint ``path`` (every process loads the shared state and its own generators); a
@@ -253,8 +243,11 @@ class DiffusionTrainer(TrainerParts, ABC):
         self._check_contents(path, state)
         for name, param in self.trained_parameters().items():
             param.data.copy_(state.tensors[_TRAINED + name])
+        same_world = state.meta["world_size"] == acc.num_processes
+        if not same_world:
+            state.rng_tensors = None  # the streams were per process: new ones below
         try:  # what is nested deeper than _check_contents looks: still named, never a bare KeyError
-            self.optimizer.load_state_dict(unflatten_optimizer_state(state.tensors, state.meta["optimizer"]))
+            state.restore(self.optimizer)
             if self.ema is not None:
                 self.ema.load_state(state.tensors, state.meta["ema"])
             if acc.scaler is not None and "grad_scaler" in state.meta:
@@ -268,13 +261,11 @@ class DiffusionTrainer(TrainerParts, ABC):
         self.global_step = self.saved_step = state.meta["step"]
         self.skipped_batches = state.meta.get("skipped_batches", 0)
         self.log.history = state.meta["history"]
-        saved_world = state.meta["world_size"]
-        if saved_world == acc.num_processes:
-            set_rng_state(state.rng_tensors, state.rng_meta)
+        if same_world:
             self.rng.set_state(state.rng_tensors[_RNG])
-        else:  # the streams were per process: new ones, still reproducible, for the new process count
+        else:  # new streams, still reproducible, for the new process count
             if acc.is_main_process:
-                warnings.warn(f"{path} was written by {saved_world} process(es) and is resumed by "
+                warnings.warn(f"{path} was written by {state.meta['world_size']} process(es) and is resumed by "
                               f"{acc.num_processes}: weights, optimizer, schedule and step continue, but prompts and "
                               "noise come from new random streams (seeded by the step)", RuntimeWarning, stacklevel=2)
             self.seed_processes(self.config.run.seed + 7919 * (self.global_step + 1))

@@ -10,6 +10,20 @@ from typing import TYPE_CHECKING
 from mst_clipiqa.reward.utils.lazy import load_lazily
 
 if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first read (load_lazily)
+    from ...runtime.processes import (
+        MainProcessFailed,
+        launcher_rank,
+        launcher_world_size,
+        new_accelerator,
+        on_main,
+    )
+    from ...runtime.runs import RunLock
+    from ...runtime.state import (
+        flatten_optimizer_state,
+        rng_state,
+        set_rng_state,
+        unflatten_optimizer_state,
+    )
     from ..model import (
         active_adapter,
         adapter_names,
@@ -21,24 +35,9 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
         trainable_state_dict,
     )
     from ..utils import write_json
-    from .checkpoint import (
-        Checkpoint,
-        flatten_optimizer_state,
-        load_checkpoint,
-        rng_state,
-        save_checkpoint,
-        set_rng_state,
-        unflatten_optimizer_state,
-    )
+    from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from .config import TrainConfig
-    from .distributed import (
-        MainProcessFailed,
-        epoch_batches,
-        launcher_rank,
-        launcher_world_size,
-        new_accelerator,
-        on_main,
-    )
+    from .distributed import epoch_batches
     from .evaluation import evaluate_model, predict_features, resolve_outputs
     from .feature_cache import FeatureCache, default_cache_dir, encoder_settings
     from .features import CachedFeatures, encode_features
@@ -46,7 +45,6 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
     from .probe import RidgeProbe, fit_ridge, linear_probe
     from .recipes import PAPER, RECIPES
     from .report import make_plots
-    from .run_folder import RunLock
     from .saturation import head_saturation, start_check
     from .selection import per_output_best
     from .trainer import Trainer, train

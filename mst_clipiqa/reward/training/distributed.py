@@ -1,5 +1,5 @@
 """The IQA trainer under a launcher: each process's share of an epoch, and predictions gathered from every
-process. The generic process helpers live in :mod:`mst_clipiqa.runtime.processes` (re-exported here)."""
+process. The generic process helpers live in :mod:`mst_clipiqa.runtime.processes`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -8,16 +8,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from mst_clipiqa.runtime.processes import (
-    MainProcessFailed,
-    launcher_rank,
-    launcher_world_size,
-    new_accelerator,
-    on_main,
-)
-
-__all__ = ["MainProcessFailed", "epoch_batches", "gather_rows", "launcher_rank", "launcher_world_size",
-           "new_accelerator", "on_main"]
+__all__ = ["epoch_batches", "gather_rows"]
 
 
 def epoch_batches(indices: Sequence[int], batch_size: int, seed: int, split_index: int, epoch: int,

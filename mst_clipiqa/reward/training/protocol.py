@@ -15,13 +15,12 @@ from typing import Any, Protocol
 
 import torch
 
-from mst_clipiqa.runtime.processes import run_environment
+from mst_clipiqa.runtime.processes import on_main, run_environment
 
 from ..datasets import QualityDataset, Split, make_splits, reference_split, save_splits
 from ..model import HEAD_KINDS, MSTCLIPIQA, save_adapter
 from ..utils import progress_bar, read_tensors, write_json
 from .config import RESUME_FREE, TrainConfig
-from .distributed import on_main
 from .evaluation import dataset_paths_prompts
 from .feature_cache import settings_key, state_digest
 from .features import CachedFeatures, encode_features

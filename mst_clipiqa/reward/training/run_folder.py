@@ -13,15 +13,17 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from mst_clipiqa.runtime.checkpoints import check_same_run
 from mst_clipiqa.runtime.runs import LOCK_FILE, RunLock
 
 from ..utils import read_json, read_tensors, write_json
+from .checkpoint import holds_checkpoint
+from .config import RESUME_FREE
 
-__all__ = ["BEST", "CHECKPOINT", "LOCK_FILE", "REPORT", "RESULT", "RUN_FILE", "RunLock", "claim_run_dir",
+__all__ = ["BEST", "LOCK_FILE", "REPORT", "RESULT", "RUN_FILE", "RunLock", "claim_run_dir",
            "finished_result", "holds_finished_work", "read_json"]
 
 RUN_FILE = "run.json"
-CHECKPOINT = "checkpoint.safetensors"
 RESULT = "result.json"
 BEST = "best.safetensors"
 REPORT = "report.json"
@@ -40,7 +42,7 @@ def finished_result(directory: Path) -> dict[str, Any] | None:
 def holds_finished_work(directory: Path) -> bool:
     """Whether anything in the folder took an epoch or more to make."""
     return (directory / REPORT).exists() or any(
-        any(directory.glob(f"split_*/{name}")) for name in (CHECKPOINT, RESULT))
+        (split / RESULT).exists() or holds_checkpoint(split) for split in directory.glob("split_*"))
 
 
 def claim_run_dir(directory: Path, settings: dict[str, Any], resume: bool,
@@ -86,7 +88,4 @@ def _check_or_write(path: Path, settings: dict[str, Any], resume: bool, implied:
     for group, values in implied.items():
         if isinstance(saved.get(group), dict) and isinstance(settings.get(group), dict):
             saved[group] = {**{k: v for k, v in values.items() if k in settings[group]}, **saved[group]}
-    differing = sorted(k for k in settings if saved.get(k) != settings[k])
-    if differing:
-        raise ValueError(f"cannot resume {path.parent}: {differing} differ from the interrupted run; "
-                         "expected the same model, data, splits and settings")
+    check_same_run(path, (saved, settings), (None, {}), RESUME_FREE)

@@ -29,15 +29,17 @@ from torch.utils.data import DataLoader
 
 from mst_clipiqa.runtime.ema import EMA
 from mst_clipiqa.runtime.preemption import Preempted, StopSignals
+from mst_clipiqa.runtime.processes import new_accelerator
+from mst_clipiqa.runtime.state import set_rng_state
 
 from ..backbones import fit_to_size
 from ..datasets import QualityDataset, Split, collate
 from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, set_ensemble, trainable_state_dict
 from ..utils import nonfinite_names, progress_bar, save_tensors, write_json
 from .bootstrap import bootstrap_counts
-from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .checkpoint import holds_checkpoint, load_checkpoint, remove_checkpoints, save_checkpoint
 from .config import TrainConfig
-from .distributed import epoch_batches, gather_rows, new_accelerator
+from .distributed import epoch_batches, gather_rows
 from .evaluation import dataset_paths_prompts, predict_features, resolve_outputs
 from .feature_cache import FeatureCache, encoder_settings
 from .features import CachedFeatures, encode_features
@@ -47,7 +49,7 @@ from .metrics import evaluate, krcc, plcc, srcc
 from .param_groups import param_groups
 from .protocol import run_splits
 from .recipes import lr_factor
-from .run_folder import BEST, CHECKPOINT, RESULT, finished_result, read_json
+from .run_folder import BEST, RESULT, finished_result, read_json
 from .saturation import start_check
 from .scorer import Scorer
 from .selection import per_output_best
@@ -287,7 +289,8 @@ class Trainer:
                 progress["best"] = {"epoch": epoch + 1, "score": score}
                 with self._averaged():
                     self.best_state = {n: v.detach().clone() for n, v in trainable_state_dict(self.model).items()}
-            self._save_checkpoint(directory, progress)
+            save_checkpoint(directory, trainable_state_dict(self.model), self.best_state, self.optimizer, progress,
+                            self.ema.state_dict() if self.ema is not None else None, self.accelerator)
             self._stop_if_asked(k, epoch + 1)
             # no validation part (e.g. --recipe paper) or an undefined score: show none, not "-inf"
             shown = {"val": f"{score:.3f}"} if np.isfinite(score) else {}
@@ -319,8 +322,8 @@ class Trainer:
         trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         self.ema = EMA(trainable, self.config.ema_decay) if self.config.ema_decay else None
         set_seed(self.config.seed + k)
-        path = directory / CHECKPOINT
-        checkpoint = self._recover(lambda: load_checkpoint(path) if path.exists() else None,
+        main = self.accelerator.is_main_process
+        checkpoint = self._recover(lambda: load_checkpoint(directory, main) if holds_checkpoint(directory) else None,
                                    f"restarting split {k} from its first epoch")
         if checkpoint is not None:
             self.load_state(checkpoint.model_state)
@@ -330,6 +333,7 @@ class Trainer:
                 self.ema.load_state_dict(checkpoint.ema_state)
             set_rng_state(*checkpoint.rng)
             return checkpoint.progress
+        remove_checkpoints(directory, self.accelerator)  # damaged ones: never "newest" over the fresh ones
         self.best_state = dict(self.initial_state)
         val = self._validate(split.val)
         untrained = {"val": val["val"], "test": self._test(split.test)[0]}
@@ -363,12 +367,6 @@ class Trainer:
                              f"NaN or inf (first: {bad[:3]}); nothing of this epoch was written. Try a lower lr "
                              f"(now {self.config.lr:g}) or full precision (mixed_precision 'no')")
 
-    def _save_checkpoint(self, directory: Path, progress: dict[str, Any]) -> None:
-        if self.accelerator.is_main_process:
-            save_checkpoint(directory / CHECKPOINT, trainable_state_dict(self.model), self.best_state,
-                            self.optimizer, progress, self.ema.state_dict() if self.ema is not None else None)
-        self.accelerator.wait_for_everyone()
-
     def _finish_split(self, k: int, split: Split, directory: Path, progress: dict[str, Any]) -> dict[str, Any]:
         self.load_state(self.best_state)
         test, predictions = self._test(split.test)
@@ -383,8 +381,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             save_tensors(self.best_state, directory / BEST)
             write_json(directory / RESULT, result)
-            (directory / CHECKPOINT).unlink(missing_ok=True)
-        self.accelerator.wait_for_everyone()
+        remove_checkpoints(directory, self.accelerator)
         return read_json(directory / RESULT)
 
     def run(self) -> dict[str, Any]:

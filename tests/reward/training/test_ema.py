@@ -28,7 +28,7 @@ def test_the_averaged_weights_are_validated_selected_saved_and_checkpointed(tmp_
                                                        progress=False, cpu=True), tmp_path / "run", [split],
                       features=CachedFeatures(data.f_coarse, data.f_fine),
                       on_epoch_end=lambda k, e, r: checkpoints.append(
-                          load_checkpoint(tmp_path / "run" / "split_00" / "checkpoint.safetensors")))
+                          load_checkpoint(tmp_path / "run" / "split_00")))
     report = trainer.run()
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     assert all(set(c.ema_state) == trained for c in checkpoints)

@@ -44,7 +44,7 @@ def test_a_signal_stops_after_the_epoch_and_resume_is_bit_identical(small_set, t
                                         "--resume") as stop:
         train(tiny(), small_set, config, tmp_path / "stopped")
     assert stop.value.exit_status == status
-    assert load_checkpoint(tmp_path / "stopped" / "split_01" / "checkpoint.safetensors").progress["epoch"] == 2
+    assert load_checkpoint(tmp_path / "stopped" / "split_01").progress["epoch"] == 2
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
     monkeypatch.undo()
     epochs_run = []

@@ -19,6 +19,7 @@ from mst_clipiqa.reward.scoring.images import load_image
 from mst_clipiqa.reward.training import TrainConfig, Trainer, epoch_batches, evaluate_model, load_checkpoint, train
 from mst_clipiqa.reward.training import trainer as trainer_module
 from mst_clipiqa.reward.training.metrics import srcc
+from mst_clipiqa.runtime.checkpoints import complete_checkpoints
 
 FAST = dict(epochs=3, lr=1e-3, batch_size=16, n_splits=2, progress=False, cpu=True)  # CPU: bitwise reproducible
 
@@ -118,7 +119,7 @@ def test_kill_and_resume_gives_the_same_weights(small_set, tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         train(tiny(), small_set, config, tmp_path / "killed")
     monkeypatch.setattr(trainer_module, "epoch_batches", original)
-    assert (tmp_path / "killed" / "split_01" / "checkpoint.safetensors").exists()
+    assert [p.name for p in complete_checkpoints(tmp_path / "killed" / "split_01")] == ["step_00000002"]
 
     epochs_run = []
     resumed = Trainer(tiny(), small_set, config, tmp_path / "killed", resume=True,
@@ -146,7 +147,7 @@ def test_checkpoint_write_is_atomic(small_set, tmp_path, monkeypatch):
     original = safetensors.torch.save_file
 
     def disk_full_on_second_checkpoint(tensors, filename, metadata=None):
-        if "checkpoint" in Path(filename).name and (folder / "checkpoint.safetensors").exists():
+        if Path(filename).name == "state.safetensors" and complete_checkpoints(folder):
             Path(filename).write_bytes(b"half a file")
             raise OSError("disk full")
         return original(tensors, filename, metadata=metadata)
@@ -154,8 +155,8 @@ def test_checkpoint_write_is_atomic(small_set, tmp_path, monkeypatch):
     monkeypatch.setattr(safetensors.torch, "save_file", disk_full_on_second_checkpoint)  # what save_tensors calls
     with pytest.raises(OSError, match="disk full"):
         train(tiny(), small_set, config, tmp_path / "run")
-    assert [p.name for p in folder.iterdir()] == ["checkpoint.safetensors"]  # no temporary left behind
-    assert load_checkpoint(folder / "checkpoint.safetensors").progress["epoch"] == 1
+    assert [p.name for p in complete_checkpoints(folder)] == ["step_00000001"]  # the half-written one unpublished
+    assert load_checkpoint(folder).progress["epoch"] == 1
 
 
 def test_resume_checks_settings_and_fresh_runs_refuse_old_folders(small_set, tmp_path):
@@ -264,12 +265,13 @@ def straight_run(small_set, tmp_path_factory):
     return config, root / "run"
 
 
-@pytest.mark.parametrize("damaged", ["checkpoint.safetensors", "best.safetensors", "result.json"])
+@pytest.mark.parametrize("damaged", ["checkpoints/step_00000001/state.safetensors", "best.safetensors",
+                                     "result.json"])
 def test_a_damaged_split_file_is_named_and_the_split_trained_again_on_resume(small_set, straight_run, tmp_path,
                                                                           damaged):
     config, straight_dir = straight_run
     run = tmp_path / "run"
-    if damaged == "checkpoint.safetensors":  # killed after the first epoch's checkpoint
+    if damaged.startswith("checkpoints"):  # killed after the first epoch's checkpoint
         def kill(*_):
             raise KeyboardInterrupt
 
@@ -280,7 +282,7 @@ def test_a_damaged_split_file_is_named_and_the_split_trained_again_on_resume(sma
     path = run / "split_00" / damaged
     path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
     epochs_run = []
-    with pytest.warns(UserWarning, match=re.escape(str(path))):
+    with pytest.warns(Warning, match=re.escape(str(path))):
         Trainer(tiny(), small_set, config, run, resume=True,
                 on_epoch_end=lambda k, e, record: epochs_run.append(e)).run()
     assert epochs_run == [0, 1]  # the whole split again: its checkpoint is the only record of its epochs
@@ -288,3 +290,34 @@ def test_a_damaged_split_file_is_named_and_the_split_trained_again_on_resume(sma
         assert torch.equal(tensor, _weights(run)[name]), name
     summary = [json.loads((d / "report.json").read_text())["summary"] for d in (straight_dir, run)]
     assert summary[0] == summary[1]  # as written: the one split's std is NaN in the returned report
+
+
+def _write_legacy_checkpoint(split_dir: Path) -> None:
+    """Rewrite a split's checkpoint in the single-file layout the earlier release wrote (its save_checkpoint):
+    split_NN/checkpoint.safetensors with model.*, best.*, ema.*, optim.*, rng.* tensors and JSON metadata."""
+    step = complete_checkpoints(split_dir)[-1]
+    tensors = {**load_file(str(step / "state.safetensors")), **load_file(str(step / "rng_0.safetensors"))}
+    meta = json.loads((step / "state.json").read_text())
+    with safetensors.safe_open(str(step / "rng_0.safetensors"), "pt") as handle:
+        rng = handle.metadata()["rng"]
+    metadata = {"progress": json.dumps(meta["progress"]), "optim": json.dumps(meta["optimizer"]), "rng": rng}
+    safetensors.torch.save_file(tensors, str(split_dir / "checkpoint.safetensors"), metadata=metadata)
+    shutil.rmtree(split_dir / "checkpoints")
+
+
+def test_a_split_checkpoint_of_the_earlier_single_file_layout_resumes_bit_for_bit(small_set, straight_run, tmp_path):
+    config, straight_dir = straight_run
+
+    def kill(*_):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny(), small_set, config, tmp_path / "run", on_epoch_end=kill).run()
+    _write_legacy_checkpoint(tmp_path / "run" / "split_00")
+    epochs_run = []
+    Trainer(tiny(), small_set, config, tmp_path / "run", resume=True,
+            on_epoch_end=lambda k, e, record: epochs_run.append(e)).run()
+    assert epochs_run == [1]  # epoch 0 came from the old file
+    for name, tensor in _weights(straight_dir).items():
+        assert torch.equal(tensor, _weights(tmp_path / "run")[name]), name
+    assert not (tmp_path / "run" / "split_00" / "checkpoint.safetensors").exists()
