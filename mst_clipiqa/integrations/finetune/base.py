@@ -28,7 +28,7 @@ from mst_clipiqa.runtime.checkpoints import (
     step_folders,
     write_checkpoint,
 )
-from mst_clipiqa.runtime.preemption import Preempted, StopSignals
+from mst_clipiqa.runtime.preemption import Interrupted, Preempted, StopSignals, interruptible
 from mst_clipiqa.runtime.processes import on_main, run_environment
 from mst_clipiqa.runtime.resume import check_same_run, missing_optimizer_tensors, resume_newest
 from mst_clipiqa.runtime.runs import RunLock
@@ -87,8 +87,10 @@ class DiffusionTrainer(TrainerParts, ABC):
     Non-finite values: ``train`` stops when a step's record holds a NaN / inf ``loss``, ``reward`` or
     ``grad_norm`` and never writes non-finite weights. To stop (or, with ``on_nonfinite="skip"``, drop the
     batch) before the optimizer steps, ``train_step`` calls :meth:`drop_batch` with the batch's values and
-    returns None when it says so. SIGTERM / SIGINT stop the run after the current step with a checkpoint and
-    :class:`Preempted`; whatever ``train`` raises, it releases the run folder first.
+    returns None when it says so. SIGTERM / SIGINT stop the run with a checkpoint and :class:`Preempted`: in one
+    process within a sampler step (a step's sampling, a monitor evaluation or a sample grid cut short is given
+    up, the random streams put back, and resuming redoes it bit for bit), in several after the current step;
+    whatever ``train`` raises, it releases the run folder first.
     """
 
     name = "train"  # the progress bar's label
@@ -119,6 +121,7 @@ class DiffusionTrainer(TrainerParts, ABC):
         self.run_lock: RunLock | None = None
         self.identity: dict[str, str] = {}
         self.skipped_batches = self._skipped_in_row = 0
+        self.evaluation_due = False  # the monitor of the current step is still to run (a stop cut it short)
 
     @property
     def num_processes(self) -> int:
@@ -204,7 +207,8 @@ class DiffusionTrainer(TrainerParts, ABC):
         optim_tensors, optim_meta = flatten_optimizer_state(self.optimizer.state_dict())
         tensors = {**{_TRAINED + name: p for name, p in self.trained_parameters().items()}, **optim_tensors}
         meta = {"step": self.global_step, "history": self.log.history, "config": self.config.to_dict(),
-                "optimizer": optim_meta, "identity": self.identity, "skipped_batches": self.skipped_batches}
+                "optimizer": optim_meta, "identity": self.identity, "skipped_batches": self.skipped_batches,
+                "evaluation_due": self.evaluation_due}
         if self.ema is not None:
             ema_tensors, meta["ema"] = self.ema.state()
             tensors.update(ema_tensors)
@@ -267,6 +271,7 @@ class DiffusionTrainer(TrainerParts, ABC):
         self.lr_scheduler = lr_schedule(self.config, self.optimizer.optimizer, state.meta["step"])
         self.global_step = self.saved_step = state.meta["step"]
         self.skipped_batches = state.meta.get("skipped_batches", 0)
+        self.evaluation_due = bool(state.meta.get("evaluation_due", False))
         self.log.history = state.meta["history"]
         saved_world = state.meta["world_size"]
         if saved_world == acc.num_processes:
@@ -344,43 +349,68 @@ class DiffusionTrainer(TrainerParts, ABC):
         start_trackers(acc, cfg.run.tracker_project, flat_settings(cfg.to_dict()))
         bar = progress_bar(total=steps, initial=min(self.global_step, steps), desc=self.name, unit="step",
                            disable=not (cfg.run.progress_bar and acc.is_main_process))
-        stop = False
-        if self.global_step == 0:
-            self.after_step(first=True)
-            stop = self._watch()
-        stop = stop or bool(getattr(self.monitor, "should_stop", False))  # a resumed run that had stopped
         with StopSignals() as signals:
+            stop, grid = False, "its sample grid was cut short (not written)"
+            if self.global_step == 0:
+                self._unit(signals, grid, self.after_step, True)
+                stop = self._evaluate(signals)
+            elif self.evaluation_due:  # a resumed run whose monitor was cut short
+                stop = self._evaluate(signals)
+                self._unit(signals, grid, self.after_step)
+            stop = stop or bool(getattr(self.monitor, "should_stop", False))  # a resumed run that had stopped
             while self.global_step < steps and not stop:
-                if self.train_step() is None:  # a dropped batch (on_nonfinite="skip"): no step was taken
+                cut = f"step {self.global_step + 1} was cut short and runs again on resume"
+                if self._unit(signals, cut, self.train_step) is None:  # a dropped batch: no step was taken
                     self._stop_if_asked(signals)
                     continue
                 self._skipped_in_row = 0
                 self._check_record(self.log.history[-1])
                 bar.set_postfix({self.progress_key(): f"{self.log.smoothed_rewards()[-1]:.4f}"})
                 bar.update(1)
-                stop = self._watch()
+                stop = self._evaluate(signals)
                 if cfg.run.save_every and self.global_step % cfg.run.save_every == 0:
                     self.save_checkpoint()
-                self.after_step()
+                self._unit(signals, grid, self.after_step)
                 if self.global_step < steps and not stop:  # at the end the run finishes instead
                     self._stop_if_asked(signals)
         bar.close()
         self._finish(stopped=stop)
         return self.log
 
-    def _stop_if_asked(self, signals: StopSignals) -> None:
-        """After a step: when any process got SIGTERM / SIGINT, checkpoint and raise :class:`Preempted` on all."""
+    def _unit(self, signals: StopSignals, cut: str, work: Any, *args: Any) -> Any:
+        """``work(*args)``, which a stop request cuts short at its next sampler step (one process only): the
+        random streams are put back and the run stops as after the last step, saying what was ``cut``."""
+        try:
+            with interruptible(self.accelerator.num_processes == 1, self.rng):
+                return work(*args)
+        except Interrupted:
+            self._stop_if_asked(signals, cut)
+            raise
+
+    def _evaluate(self, signals: StopSignals) -> bool:
+        """The monitor after a step; cut short, it stays due in the checkpoint and runs again on resume."""
+        self.evaluation_due = True
+        stop = self._unit(signals, "its monitor was cut short and runs again on resume", self._watch)
+        self.evaluation_due = False
+        return stop
+
+    def _stop_if_asked(self, signals: StopSignals, cut: str = "") -> None:
+        """After a step (or a unit ``cut`` short): when any process got SIGTERM / SIGINT, checkpoint and raise
+        :class:`Preempted` on all."""
         signum = signals.requested(self.accelerator)
         if not signum:
             return
-        name = StopSignals.name(signum)
+        name, cut = StopSignals.name(signum), f" ({cut})" if cut else ""
         if self.run_dir is None:
-            message = f"stopped by {name} at step {self.global_step}; nothing saved (no output_dir)"
+            message = f"stopped by {name} at step {self.global_step}{cut}; nothing saved (no output_dir)"
+        elif self.global_step == 0 and not step_folders(self.run_dir):
+            message = (f"stopped by {name} at step 0{cut}; nothing trained yet: run the same command again (with "
+                       "--resume or resume=True, as it is) to start")
         else:
             if self.saved_step != self.global_step:
                 self.save_checkpoint()
-            message = (f"stopped by {name} at step {self.global_step}; checkpoint written to {self.run_dir}; run "
-                       "the same command again with --resume (resume=True) to continue")
+            message = (f"stopped by {name} at step {self.global_step}{cut}; checkpoint written to {self.run_dir}; "
+                       "run the same command again with --resume (resume=True) to continue")
         self.release_run_dir()
         finish_trackers(self.accelerator)
         raise Preempted(signum, message)
