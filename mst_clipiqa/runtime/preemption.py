@@ -25,7 +25,7 @@ __all__ = ["Interrupted", "Preempted", "StopSignals", "interruptible", "interrup
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _ACTIVE: list[StopSignals] = []  # the contexts entered in this process, innermost last
-_OPEN: list[bool] = []  # the interruptible blocks entered in this process: whether each one may be cut
+_BLOCKS = threading.local()  # per thread: the interruptible blocks it entered, whether each one may be cut
 
 
 def stop_requested() -> int:
@@ -52,7 +52,8 @@ def interruptible(enabled: bool = True, generator: Any = None) -> Iterator[None]
     from .state import rng_state, set_rng_state
 
     streams = (rng_state(), generator.get_state() if generator is not None else None) if enabled else None
-    _OPEN.append(enabled)
+    blocks = _BLOCKS.__dict__.setdefault("open", [])
+    blocks.append(enabled)
     try:
         yield
     except Interrupted:
@@ -61,13 +62,14 @@ def interruptible(enabled: bool = True, generator: Any = None) -> Iterator[None]
             generator.set_state(streams[1])
         raise
     finally:
-        _OPEN.pop()
+        blocks.pop()
 
 
 def interruption_point() -> None:
     """Between the inner pieces of a long unit (a sampler step, a chunk of images): raise :class:`Interrupted`
-    when a stop was requested inside an :func:`interruptible` block; anywhere else, nothing."""
-    if _OPEN and _OPEN[-1] and (signum := stop_requested()):
+    when a stop was requested inside an :func:`interruptible` block of this thread; anywhere else, nothing."""
+    blocks = getattr(_BLOCKS, "open", None)
+    if blocks and blocks[-1] and (signum := stop_requested()):
         raise Interrupted(signum)
 
 

@@ -42,3 +42,14 @@ def test_a_stop_request_cuts_an_interruptible_block_and_puts_the_streams_back():
                     interruption_point()
             interruption_point()  # the outer block decides again
     interruption_point()  # no StopSignals: no request
+
+
+def test_a_block_belongs_to_the_thread_that_opened_it():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with StopSignals(), interruptible():
+        os.kill(os.getpid(), signal.SIGTERM)
+        with ThreadPoolExecutor(1) as pool:  # e.g. a scoring thread running a sampler: not cut
+            assert pool.submit(interruption_point).result() is None
+        with pytest.raises(Interrupted):
+            interruption_point()
