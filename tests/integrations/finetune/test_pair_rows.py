@@ -128,3 +128,16 @@ def test_check_rows_reads_the_images_of_a_sample_and_every_label():
         with pytest.raises(ValueError, match=r"check_rows must be 'all' or a number of rows >= 1"):
             DPOConfig(check_rows=bad)
     assert DPOConfig(check_rows="7").check_rows == 7
+
+
+def test_check_rows_on_the_command_line(capsys):
+    from mst_clipiqa.cli import build_parser, main
+
+    args = ["finetune", "--method", "dpo", "--pairs", "pairs", "--pipeline", "tiny", "--model", "tiny", "--out", "o"]
+    assert build_parser().parse_args([*args, "--check-rows", "all"]).check_rows == "all"
+    assert build_parser().parse_args([*args, "--check-rows", "5000"]).check_rows == 5000
+    with pytest.raises(SystemExit) as exit:
+        main([*args, "--check-rows", "none"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--check-rows: check_rows must be 'all' or a number of rows >= 1, got 'none'" in err[-1]
