@@ -4,25 +4,73 @@ A trainer runs its loop inside :class:`StopSignals`; the handler only records th
 (after an optimizer step, or an epoch) the trainer asks :meth:`StopSignals.requested`, which agrees across every
 process of a run, writes a checkpoint and raises :class:`Preempted`. A second signal interrupts at once. Long
 phases between safe points (encoding a feature cache, exporting pairs) ask :func:`stop_requested` after each unit
-of kept work and stop there, in this process.
+of kept work and stop there, in this process. Inside a unit whose work is thrown away when cut short (a
+training step's sampling, a monitor evaluation, a sample grid), the trainer opens :func:`interruptible` and the
+unit's inner loops (sampler steps, image chunks) call :func:`interruption_point`, which raises
+:class:`Interrupted`; the trainer then puts its random streams back as they were before the unit, so that the
+checkpoint it writes resumes bit for bit.
 """
 from __future__ import annotations
 
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-__all__ = ["Preempted", "StopSignals", "stop_requested", "stop_with_parent"]
+__all__ = ["Interrupted", "Preempted", "StopSignals", "interruptible", "interruption_point", "stop_requested",
+           "stop_with_parent"]
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _ACTIVE: list[StopSignals] = []  # the contexts entered in this process, innermost last
+_BLOCKS = threading.local()  # per thread: the interruptible blocks it entered, whether each one may be cut
 
 
 def stop_requested() -> int:
     """The signal the innermost active :class:`StopSignals` of this process received (0: none, or no context)."""
     return _ACTIVE[-1].received if _ACTIVE else 0
+
+
+class Interrupted(Exception):
+    """A stop request cut a unit of work short at an :func:`interruption_point`: its results are to be thrown
+    away (a trainer catches it, and stops as at a safe point)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name} inside a unit of work")
+        self.signum = signum
+
+
+@contextmanager
+def interruptible(enabled: bool = True, generator: Any = None) -> Iterator[None]:
+    """Inside the block, :func:`interruption_point` raises :class:`Interrupted` once a stop is requested (the
+    block's work must be worth nothing when cut short); it then puts every random stream (torch's, CUDA's,
+    numpy's, Python's and the torch ``generator``) back as it was when the block began, so that redoing the
+    block draws the same. ``enabled=False`` (e.g. in a run of several processes, where every process must stop
+    after the same step) opens a block that is never cut."""
+    from .state import rng_state, set_rng_state
+
+    streams = (rng_state(), generator.get_state() if generator is not None else None) if enabled else None
+    blocks = _BLOCKS.__dict__.setdefault("open", [])
+    blocks.append(enabled)
+    try:
+        yield
+    except Interrupted:
+        set_rng_state(*streams[0])
+        if generator is not None:
+            generator.set_state(streams[1])
+        raise
+    finally:
+        blocks.pop()
+
+
+def interruption_point() -> None:
+    """Between the inner pieces of a long unit (a sampler step, a chunk of images): raise :class:`Interrupted`
+    when a stop was requested inside an :func:`interruptible` block of this thread; anywhere else, nothing."""
+    blocks = getattr(_BLOCKS, "open", None)
+    if blocks and blocks[-1] and (signum := stop_requested()):
+        raise Interrupted(signum)
 
 
 class Preempted(Exception):

@@ -30,7 +30,7 @@ from mst_clipiqa.runtime.checkpoints import (
     step_folders,
     write_checkpoint,
 )
-from mst_clipiqa.runtime.preemption import Preempted, StopSignals
+from mst_clipiqa.runtime.preemption import StopSignals
 from mst_clipiqa.runtime.processes import on_main, run_environment
 from mst_clipiqa.runtime.runs import RunLock
 from mst_clipiqa.runtime.state import TrainingState, capture_state
@@ -40,6 +40,7 @@ from .ema import LoraEMA
 from .launch import check_world_size, finetune_accelerator, resolved_config
 from .log import TrainingLog
 from .nonfinite import ADVICE, SKIP_LIMIT, NonFiniteError, check_finite_weights, describe_nonfinite, nonfinite_counts
+from .stopping import StopPoints
 from .tracking import finish_trackers, start_trackers
 from .trainer_parts import TrainerParts, lr_schedule
 
@@ -48,7 +49,7 @@ __all__ = ["DiffusionTrainer", "lr_schedule"]
 _TRAINED, _RNG = "lora.", "rng.finetuner"
 
 
-class DiffusionTrainer(TrainerParts, ABC):
+class DiffusionTrainer(TrainerParts, StopPoints, ABC):
     """Base of the diffusion trainers: what a run does that is not the algorithm.
 
     ``config`` is a method's config (a dataclass with ``to_dict()``) whose ``run`` is a :class:`RunConfig`:
@@ -88,8 +89,10 @@ class DiffusionTrainer(TrainerParts, ABC):
     Non-finite values: ``train`` stops when a step's record holds a NaN / inf ``loss``, ``reward`` or
     ``grad_norm`` and never writes non-finite weights. To stop (or, with ``on_nonfinite="skip"``, drop the
     batch) before the optimizer steps, ``train_step`` calls :meth:`drop_batch` with the batch's values and
-    returns None when it says so. SIGTERM / SIGINT stop the run after the current step with a checkpoint and
-    :class:`Preempted`; whatever ``train`` raises, it releases the run folder first.
+    returns None when it says so. SIGTERM / SIGINT stop the run with a checkpoint and :class:`Preempted`: in one
+    process within a sampler step (a step's sampling, a monitor evaluation or a sample grid cut short is given
+    up, the random streams put back, and resuming redoes it bit for bit), in several after the current step;
+    whatever ``train`` raises, it releases the run folder first.
     """
 
     name = "train"  # the progress bar's label
@@ -120,6 +123,7 @@ class DiffusionTrainer(TrainerParts, ABC):
         self.run_lock: RunLock | None = None
         self.identity: dict[str, str] = {}
         self.skipped_batches = self._skipped_in_row = 0
+        self.evaluation_due = False  # the monitor of the current step is still to run (a stop cut it short)
 
     @property
     def num_processes(self) -> int:
@@ -204,7 +208,8 @@ class DiffusionTrainer(TrainerParts, ABC):
         """Everything :meth:`restore_state` needs to continue this run bit for bit."""
         tensors = {_TRAINED + name: p for name, p in self.trained_parameters().items()}
         meta = {"step": self.global_step, "history": self.log.history, "config": self.config.to_dict(),
-                "identity": self.identity, "skipped_batches": self.skipped_batches}
+                "identity": self.identity, "skipped_batches": self.skipped_batches,
+                "evaluation_due": self.evaluation_due}
         if self.ema is not None:
             ema_tensors, meta["ema"] = self.ema.state()
             tensors.update(ema_tensors)
@@ -260,6 +265,7 @@ class DiffusionTrainer(TrainerParts, ABC):
         self.lr_scheduler = lr_schedule(self.config, self.optimizer.optimizer, state.meta["step"])
         self.global_step = self.saved_step = state.meta["step"]
         self.skipped_batches = state.meta.get("skipped_batches", 0)
+        self.evaluation_due = bool(state.meta.get("evaluation_due", False))
         self.log.history = state.meta["history"]
         if same_world:
             self.rng.set_state(state.rng_tensors[_RNG])
@@ -335,46 +341,33 @@ class DiffusionTrainer(TrainerParts, ABC):
         start_trackers(acc, cfg.run.tracker_project, flat_settings(cfg.to_dict()))
         bar = progress_bar(total=steps, initial=min(self.global_step, steps), desc=self.name, unit="step",
                            disable=not (cfg.run.progress_bar and acc.is_main_process))
-        stop = False
-        if self.global_step == 0:
-            self.after_step(first=True)
-            stop = self._watch()
-        stop = stop or bool(getattr(self.monitor, "should_stop", False))  # a resumed run that had stopped
         with StopSignals() as signals:
+            stop, grid = False, "its sample grid was cut short (not written)"
+            if self.global_step == 0:
+                self._unit(signals, grid, self.after_step, True)
+                stop = self._evaluate(signals)
+            elif self.evaluation_due:  # a resumed run whose monitor was cut short
+                stop = self._evaluate(signals)
+                self._unit(signals, grid, self.after_step)
+            stop = stop or bool(getattr(self.monitor, "should_stop", False))  # a resumed run that had stopped
             while self.global_step < steps and not stop:
-                if self.train_step() is None:  # a dropped batch (on_nonfinite="skip"): no step was taken
+                cut = f"step {self.global_step + 1} was cut short and runs again on resume"
+                if self._unit(signals, cut, self.train_step) is None:  # a dropped batch: no step was taken
                     self._stop_if_asked(signals)
                     continue
                 self._skipped_in_row = 0
                 self._check_record(self.log.history[-1])
                 bar.set_postfix({self.progress_key(): f"{self.log.smoothed_rewards()[-1]:.4f}"})
                 bar.update(1)
-                stop = self._watch()
+                stop = self._evaluate(signals)
                 if cfg.run.save_every and self.global_step % cfg.run.save_every == 0:
                     self.save_checkpoint()
-                self.after_step()
+                self._unit(signals, grid, self.after_step)
                 if self.global_step < steps and not stop:  # at the end the run finishes instead
                     self._stop_if_asked(signals)
         bar.close()
         self._finish(stopped=stop)
         return self.log
-
-    def _stop_if_asked(self, signals: StopSignals) -> None:
-        """After a step: when any process got SIGTERM / SIGINT, checkpoint and raise :class:`Preempted` on all."""
-        signum = signals.requested(self.accelerator)
-        if not signum:
-            return
-        name = StopSignals.name(signum)
-        if self.run_dir is None:
-            message = f"stopped by {name} at step {self.global_step}; nothing saved (no output_dir)"
-        else:
-            if self.saved_step != self.global_step:
-                self.save_checkpoint()
-            message = (f"stopped by {name} at step {self.global_step}; checkpoint written to {self.run_dir}; run "
-                       "the same command again with --resume (resume=True) to continue")
-        self.release_run_dir()
-        finish_trackers(self.accelerator)
-        raise Preempted(signum, message)
 
     def _finish(self, stopped: bool = False) -> None:
         acc = self.accelerator

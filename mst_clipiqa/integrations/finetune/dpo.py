@@ -30,7 +30,8 @@ def _rows(pairs: Any, config: DPOConfig) -> Any:
         from ..inference.preference_pairs import load_pairs
 
         pairs = load_pairs(pairs)
-    return check_pairs(pairs, drop_invalid=config.drop_invalid, drop_ties=config.drop_ties)
+    return check_pairs(pairs, drop_invalid=config.drop_invalid, drop_ties=config.drop_ties,
+                       check_rows=config.check_rows)
 
 
 class DPOTrainer(DiffusionTrainer):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from mst_clipiqa.reward.utils import atomic_write
+from mst_clipiqa.runtime.preemption import interruption_point
 
 from ..inference.best_of_n import generate_candidates, score_images
 from ..inference.patience import MonitorPatience
@@ -155,6 +156,7 @@ class HackingMonitor:
         :class:`MonitorError` when the monitor scores no image (NaN / inf for all); images it cannot score are
         left out of the record's mean, with a warning."""
         images = self.sample(list(self.prompts), list(self.seeds)).float()
+        interruption_point()  # inside a trainer: a stop request gives the evaluation up before it is scored
         total, named = score_images(self.monitor, images, self.prompts, batch_size=self.score_batch_size,
                                     weights=self.monitor_weights)
         total = _finite_scores(total, step)

@@ -22,6 +22,7 @@ from PIL import Image
 
 from mst_clipiqa.reward import as_image_list, load_image
 from mst_clipiqa.reward.utils import nested_bar_kwargs, progress_bar
+from mst_clipiqa.runtime.preemption import interruption_point
 
 from ..pipelines.families import pipeline_family
 from ..pipelines.prompts import guidance_enabled, split_prompt_kwargs, supports_prompt_embeds
@@ -157,6 +158,7 @@ def generate_candidates(
     bar = progress_bar(total=len(seeds), desc="best-of-N", unit="image", disable=not progress)
     with _inner_bars(pipe):
         for start in range(0, len(seeds), chunk_size):
+            interruption_point()  # inside a trainer's monitor or sample grid: given up between chunks
             chunk = seeds[start : start + chunk_size]
             generators = [torch.Generator(generator_device).manual_seed(s) for s in chunk]
             out = pipe(**_batched(text, len(chunk)), generator=generators, output_type="pt", **pipe_kwargs)

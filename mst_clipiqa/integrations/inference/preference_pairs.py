@@ -19,7 +19,7 @@ from typing import Any
 
 from mst_clipiqa.reward.utils import atomic_write, jsonable, write_json
 from mst_clipiqa.reward.utils.quiet import datasets_bars_hidden
-from mst_clipiqa.runtime.preemption import Preempted, StopSignals
+from mst_clipiqa.runtime.preemption import Interrupted, Preempted, StopSignals, interruptible
 from mst_clipiqa.runtime.processes import launcher_rank, launcher_world_size
 
 from ..rewards import Rewards
@@ -105,7 +105,8 @@ def preference_pairs(
     settings. Process ``rank`` of ``world_size`` (default: the launcher's ``RANK`` / ``WORLD_SIZE``)
     takes prompts ``rank::world_size``. ``image_format``: ``"png"`` (lossless) or ``"jpeg"`` (smaller).
     ``pipe_kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``, ...). SIGTERM / SIGINT
-    stop it after the prompt in hand with ``Preempted``, the finished shards kept (a second signal at once).
+    stop it with ``Preempted``, the finished shards kept: the prompt in hand is given up at its next chunk of
+    images (a rerun redoes it: its seeds are fixed), or finished once its images are all made.
     ``async_scoring``: best-of-N's, each chunk scored while the next is generated.
     """
     prompts = _check_prompts(prompts)
@@ -127,13 +128,20 @@ def preference_pairs(
     mine = range(rank, len(prompts), world_size)
     with StopSignals() as signals:
         for done, index in enumerate(mine):
-            if signals.received:  # between prompts: every finished shard is kept
-                raise Preempted(signals.received, f"stopped by {StopSignals.name(signals.received)} after {done} of "
-                                                  f"{len(mine)} prompts; the finished ones are in {directory}; run "
-                                                  "the same command again to continue (they are skipped)")
-            _prompt_pairs(pipe, prompts, index, reward, result, settings, score_batch_size, progress,
-                          async_scoring)
+            try:
+                with interruptible():
+                    _prompt_pairs(pipe, prompts, index, reward, result, settings, score_batch_size, progress,
+                                  async_scoring)
+            except Interrupted as cut:
+                _stop(cut.signum, done, len(mine), directory, f" (prompt {index} was cut short: a rerun makes it)")
+            if signals.received and done + 1 < len(mine):  # between prompts: every finished shard is kept
+                _stop(signals.received, done + 1, len(mine), directory)
     return result
+
+
+def _stop(signum: int, done: int, total: int, directory: Path, cut: str = "") -> None:
+    raise Preempted(signum, f"stopped by {StopSignals.name(signum)} after {done} of {total} prompts{cut}; the finished "
+                            f"ones are in {directory}; run the same command again to continue (they are skipped)")
 
 
 def _prompt_pairs(pipe: Any, prompts: list[str], index: int, reward: Rewards, result: PairsWritten,

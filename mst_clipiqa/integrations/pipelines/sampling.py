@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from mst_clipiqa.runtime.preemption import interruption_point
+
 from .families import Conditioning, PipelineFamily
 from .schedulers import predicted_x0, step_kwargs
 
@@ -124,6 +126,7 @@ def denoise(
     penalty, penalty_steps = latents.new_zeros(()), 0
     grad_allowed = torch.is_grad_enabled()
     for i, t in enumerate(timesteps[: last + 1]):
+        interruption_point()  # a stop request inside a trainer's step: the step is given up here
         with_grad = grad_allowed and i >= first_grad
         guided = guide is not None and with_grad
         with torch.set_grad_enabled(with_grad):

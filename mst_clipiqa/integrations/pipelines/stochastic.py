@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mst_clipiqa.runtime.preemption import interruption_point
+
 from .families import Conditioning, Embeddings, pipeline_family
 from .sampling import guided_prediction
 from .schedulers import is_flow_scheduler
@@ -237,6 +239,7 @@ class StochasticSampler:
         before, after, log_probs = [], [], []
         latents = latents.float()
         for i in range(self.num_steps):
+            interruption_point()  # a stop request inside a trainer's step: the step is given up here
             out = self.prediction(model, latents, i, cond)
             if i not in recorded:
                 latents = self.transition_mean(out, i, latents, stochastic=False)

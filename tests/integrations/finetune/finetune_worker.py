@@ -1,15 +1,17 @@
 """Run ``mst-clipiqa finetune`` (the arguments after ``--``) as one process of a launch, recording what it did.
 
     python finetune_worker.py --record DIR [--kill-in-step N] [--kill-publishing N]
-                              [--signal-in-step N --signal TERM|INT [--signal-rank R]] -- finetune ...
+                              [--signal-in-step N | --signal-after-loss N] [--signal TERM|INT]
+                              [--signal-rank R] -- finetune ...
 
 Per process, ``DIR/rank<r>.json`` lists every optimizer step: the prompts and seeds
 it drew, its per-image rewards and a digest of the LoRA weights after the step.
 ``--kill-in-step N`` SIGKILLs the process while step N computes its loss;
 ``--kill-publishing N`` SIGKILLs it after checkpoint N is written but before it is
 published. ``--signal-in-step N`` sends SIGTERM (or SIGINT) to the process of rank ``--signal-rank`` (default:
-every process) while step N computes its loss, as Slurm or Ctrl-C would. Used by the tests under ``torchrun``
-and as a subprocess.
+every process) as step N starts computing its loss (before its sampling), as Slurm or Ctrl-C would;
+``--signal-after-loss N`` sends it once step N's loss is computed (its sampling done). Used by the tests under
+``torchrun`` and as a subprocess.
 """
 import argparse
 import hashlib
@@ -46,10 +48,14 @@ def instrument(args: argparse.Namespace, steps: list[dict]) -> None:
         if self.global_step + 1 == args.kill_in_step:
             os.kill(os.getpid(), signal.SIGKILL)
         rank = int(os.environ.get("RANK", "0"))
-        if self.global_step + 1 == args.signal_in_step and args.signal_rank in (-1, rank) and not sent:
-            sent.append(args.signal)
-            os.kill(os.getpid(), getattr(signal, f"SIG{args.signal}"))
+        def send(step: int) -> None:
+            if self.global_step + 1 == step and args.signal_rank in (-1, rank) and not sent:
+                sent.append(args.signal)
+                os.kill(os.getpid(), getattr(signal, f"SIG{args.signal}"))
+
+        send(args.signal_in_step)
         loss, stats = compute_loss(self, prompts, seeds)
+        send(args.signal_after_loss)
         steps.append({"prompts": list(prompts), "seeds": list(seeds), "rewards": stats["reward"].tolist()})
         return loss, stats
 
@@ -73,6 +79,7 @@ if __name__ == "__main__":
     parser.add_argument("--kill-in-step", type=int, default=-1)
     parser.add_argument("--kill-publishing", type=int, default=-1)
     parser.add_argument("--signal-in-step", type=int, default=-1)
+    parser.add_argument("--signal-after-loss", type=int, default=-1)
     parser.add_argument("--signal", choices=("TERM", "INT"), default="TERM")
     parser.add_argument("--signal-rank", type=int, default=-1)
     parser.add_argument("cli", nargs=argparse.REMAINDER)

@@ -101,3 +101,43 @@ def test_dpo_skip_drops_a_non_finite_batch_and_trains_on():
     with pytest.warns(RuntimeWarning, match=r"dropped a batch \(loss non-finite"):
         log = trainer.train()  # raised NonFiniteError advising --on-nonfinite skip, which was set
     assert trainer.global_step == 2 and trainer.skipped_batches == 1 and len(log.history) == 2
+
+
+def test_check_rows_reads_the_images_of_a_sample_and_every_label():
+    import re
+
+    from mst_clipiqa.integrations.finetune import pair_rows
+
+    rows = [_row(jpg_0=b"not a png") for _ in range(5)] + [_row(float("nan"))]
+    with pytest.raises(ValueError, match=r"of 6 pairs are invalid"):
+        check_pairs(rows, check_rows="all")
+    with pytest.warns(UserWarning, match=r"checking a random sample of 2 of the 6 pairs; .*--check-rows all"):
+        with pytest.raises(ValueError, match=r"of 6 \(images: a sample of 2\) pairs are invalid") as error:
+            check_pairs(rows, check_rows=2)
+    named = re.findall(r"row (\d): (jpg_0|label_0)", str(error.value))
+    assert ("5", "label_0") in named and len(named) <= 2  # every label; the images of 2 rows, not of 5
+    clean = [_row(), _row(0.0)] * 3
+    with pytest.warns(UserWarning, match=r"sample of 2 of the 6 pairs by default \(more than 2 rows\)"):
+        pair_rows.CHECK_ALL_UP_TO, limit = 2, pair_rows.CHECK_ALL_UP_TO
+        try:
+            assert check_pairs(clean) is clean
+        finally:
+            pair_rows.CHECK_ALL_UP_TO = limit
+    assert check_pairs(clean, check_rows=6) is clean  # a sample as large as the rows is all of them: no notice
+    for bad in (0, -1, "some", True, 2.5):
+        with pytest.raises(ValueError, match=r"check_rows must be 'all' or a number of rows >= 1"):
+            DPOConfig(check_rows=bad)
+    assert DPOConfig(check_rows="7").check_rows == 7
+
+
+def test_check_rows_on_the_command_line(capsys):
+    from mst_clipiqa.cli import build_parser, main
+
+    args = ["finetune", "--method", "dpo", "--pairs", "pairs", "--pipeline", "tiny", "--model", "tiny", "--out", "o"]
+    assert build_parser().parse_args([*args, "--check-rows", "all"]).check_rows == "all"
+    assert build_parser().parse_args([*args, "--check-rows", "5000"]).check_rows == 5000
+    with pytest.raises(SystemExit) as exit:
+        main([*args, "--check-rows", "none"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--check-rows: check_rows must be 'all' or a number of rows >= 1, got 'none'" in err[-1]

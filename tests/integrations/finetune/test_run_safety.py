@@ -255,27 +255,33 @@ def test_the_base_stops_a_trainer_whose_record_is_nonfinite(tmp_path):
 
 # --- preemption -----------------------------------------------------------------------------------------------------
 
-def signalled(args: list[str], tmp_path: Path, step: int, name: str = "TERM") -> subprocess.CompletedProcess:
-    """``python -m mst_clipiqa``-style run (through the worker) that receives SIG<name> while step ``step`` runs."""
+def signalled(args: list[str], tmp_path: Path, when: str, step: int, name: str = "TERM"
+              ) -> subprocess.CompletedProcess:
+    """``python -m mst_clipiqa``-style run (through the worker) that receives SIG<name> in step ``step``: as its
+    loss starts (``when="in-step"``: before its sampling) or once its loss is computed (``"after-loss"``)."""
     return subprocess.run([sys.executable, str(WORKER), "--record", str(tmp_path / "records"),
-                           f"--signal-in-step={step}", f"--signal={name}", "--", *args],
+                           f"--signal-{when}={step}", f"--signal={name}", "--", *args],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("name, status", [("TERM", 143), ("INT", 130)])
-def test_a_signal_checkpoints_the_step_and_resume_is_bit_identical(tmp_path, prompts, name, status):
+@pytest.mark.parametrize("name, status, when, kept", [("TERM", 143, "in-step", 1), ("INT", 130, "after-loss", 2)])
+def test_a_signal_checkpoints_the_step_and_resume_is_bit_identical(tmp_path, prompts, name, status, when, kept):
+    """A signal during step 2's sampling gives the step up (its sampler stops at the next step; the checkpoint is
+    step 1's, with the random streams as they were); one after its sampling lets the step finish."""
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
 
     def args(out: Path, *more: str) -> list[str]:  # no periodic checkpoints: the signal's is the only one
         return cli(prompts, out, "--save-every", "0", "--use-ema", *more, steps=4)
 
     assert main(args(whole)) == 0
-    done = signalled(args(stopped), tmp_path, step=2, name=name)
+    done = signalled(args(stopped), tmp_path, when, step=2, name=name)
     assert done.returncode == status, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"mst-clipiqa finetune: stopped by SIG{name} at step 2;") and "--resume" in last
+    cut = " (step 2 was cut short and runs again on resume);" if kept == 1 else ";"
+    assert last.startswith(f"mst-clipiqa finetune: stopped by SIG{name} at step {kept}{cut}") and "--resume" in last
     assert "Traceback" not in done.stderr
-    assert [p.name for p in complete_checkpoints(stopped)] == ["step_00000002"]
+    assert len(json.loads((tmp_path / "records" / "rank0.json").read_text())) == kept  # losses computed
+    assert [p.name for p in complete_checkpoints(stopped)] == [f"step_{kept:08d}"]
     assert not (stopped / "lora").exists()
     assert main(args(stopped, "--resume")) == 0
     assert_same_tensors(whole / "lora" / "pytorch_lora_weights.safetensors",

@@ -206,3 +206,29 @@ def test_async_scoring_writes_the_same_pairs(tmp_path):
     cache = tmp_path / "cache"
     for a, b in zip(load_pairs(tmp_path / "sync", cache_dir=cache), load_pairs(tmp_path / "async", cache_dir=cache)):
         assert (a["seed_0"], a["seed_1"], a["label_0"]) == (b["seed_0"], b["seed_1"], b["label_0"])
+
+
+def test_a_stop_request_inside_a_prompt_gives_it_up_at_the_next_chunk(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from mst_clipiqa.runtime.preemption import Preempted
+
+    pipe, calls = tiny_sd_pipeline(), []
+    generate = type(pipe).__call__
+
+    def signalling(self, *args, **kwargs):  # the first chunk of the second prompt: SIGTERM while it is made
+        calls.append(shard_path(tmp_path, 0).exists())
+        if calls.count(True) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe), "__call__", signalling)
+    kwargs = dict(n=3, chunk_size=1, progress=False, num_inference_steps=1)
+    with pytest.raises(Preempted, match=r"after 1 of 3 prompts \(prompt 1 was cut short: a rerun makes it\); "):
+        preference_pairs(pipe, ["a", "b", "c"], brightness, tmp_path, **kwargs)
+    assert calls == [False] * 3 + [True]  # of prompt 1's three chunks, only the one in hand was made
+    assert shard_path(tmp_path, 0).is_file() and not shard_path(tmp_path, 1).exists()
+    monkeypatch.undo()
+    again = preference_pairs(tiny_sd_pipeline(), ["a", "b", "c"], brightness, tmp_path, **kwargs)
+    assert len(again.written) == 2 and again.skipped == [shard_path(tmp_path, 0)]
