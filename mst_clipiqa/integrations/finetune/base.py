@@ -103,6 +103,11 @@ class DiffusionTrainer(TrainerParts, ABC):
         scale = getattr(getattr(self, "reward", None), "score_range", None)
         return f"reward ({scale[0]:g}-{scale[1]:g})" if scale else "reward"
 
+    def stop_early(self) -> bool:
+        """A subclass's own early stop, asked after each step (and when a resumed run starts) on every process:
+        True finishes the run there (``PolicyTrainer``: the sigma watch's patience ran out)."""
+        return False
+
     def __init__(self, config: TrainerConfig, accelerator: Any | None = None):
         require(accelerator is None or not config.run.log_with,
                 "log_with configures the Accelerator the fine-tuner builds; pass log_with to your own Accelerator")
@@ -348,7 +353,7 @@ class DiffusionTrainer(TrainerParts, ABC):
         if self.global_step == 0:
             self.after_step(first=True)
             stop = self._watch()
-        stop = stop or bool(getattr(self.monitor, "should_stop", False))  # a resumed run that had stopped
+        stop = stop or bool(getattr(self.monitor, "should_stop", False)) or self.stop_early()  # a resumed run
         with StopSignals() as signals:
             while self.global_step < steps and not stop:
                 if self.train_step() is None:  # a dropped batch (on_nonfinite="skip"): no step was taken
@@ -358,7 +363,7 @@ class DiffusionTrainer(TrainerParts, ABC):
                 self._check_record(self.log.history[-1])
                 bar.set_postfix({self.progress_key(): f"{self.log.smoothed_rewards()[-1]:.4f}"})
                 bar.update(1)
-                stop = self._watch()
+                stop = self._watch() or self.stop_early()
                 if cfg.run.save_every and self.global_step % cfg.run.save_every == 0:
                     self.save_checkpoint()
                 self.after_step()
@@ -387,7 +392,7 @@ class DiffusionTrainer(TrainerParts, ABC):
 
     def _finish(self, stopped: bool = False) -> None:
         acc = self.accelerator
-        if stopped:
+        if stopped and getattr(self.monitor, "should_stop", False):
             self._keep_monitors_best()
         weights = dict(self.trained_parameters())
         if self.ema is not None:
