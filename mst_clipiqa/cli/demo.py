@@ -228,8 +228,9 @@ def _best_of_n_step(args, pipe, steps: int, reward: MSTCLIPIQAReward, report: Re
     h, w = ranking.winner.quality_map.shape
     report.figure(overlaid, f"The same candidates with their quality maps overlaid: one square per region of the "
                             f"fine stream's {h} x {w} patch grid, coloured by the reward that region gets when its "
-                            f"patch is read in place of the whole image (dark {low:g}, bright {high:g}; the map's "
-                            "mean is not the score, docs/uncertainty.md), and the lowest region's value.")
+                            f"patch is read in place of the whole image (quality head, {low:g}-{high:g}: dark low, "
+                            "bright high; the map's mean is not the score, docs/uncertainty.md), and the lowest "
+                            "region's value.")
 
 
 def _finetune_step(args, pipe, steps: int, reward: MSTCLIPIQAReward, report: Report, figures: dict[str, Any]) -> None:
