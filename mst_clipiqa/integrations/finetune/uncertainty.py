@@ -18,8 +18,8 @@ def uncertainty_reward(reward: Rewards) -> MSTCLIPIQAReward:
     such reward of a mapping."""
     judge = map_reward(reward)
     if judge is None:
-        raise ValueError("uncertainty needs a reward that reports how sure it is: an MSTCLIPIQAReward, alone or in "
-                         "the mapping of rewards; got none (set uncertainty='none')")
+        raise ValueError("uncertainty and sigma_patience need a reward that reports how sure it is: an "
+                         "MSTCLIPIQAReward, alone or in the mapping of rewards; got none (leave both unset)")
     return judge
 
 
