@@ -104,8 +104,7 @@ class DiffusionTrainer(TrainerParts, ABC):
         return f"reward ({scale[0]:g}-{scale[1]:g})" if scale else "reward"
 
     def stop_early(self) -> bool:
-        """A subclass's own early stop, asked after each step (and when a resumed run starts) on every process:
-        True finishes the run there (``PolicyTrainer``: the sigma watch's patience ran out)."""
+        """A subclass's own stop, asked on every process after each step and when a resumed run starts."""
         return False
 
     def __init__(self, config: TrainerConfig, accelerator: Any | None = None):
