@@ -200,17 +200,22 @@ def _pipeline(args: argparse.Namespace):
 
 def _best_of_n_step(args, pipe, steps: int, reward: MSTCLIPIQAReward, report: Report, figures: dict[str, Any]) -> None:
     ranking = best_of_n(pipe, PROMPTS[0], reward, n=4 if args.fast else 8, top_k=2, num_inference_steps=steps,
-                        guidance_scale=3.0)
+                        guidance_scale=3.0, maps=True)
     paths = ranking.save(args.out / "best_of_n", sheet=False)
     sheet = args.out / "best_of_n" / "contact_sheet.png"
     contact_sheet([c.image for c in ranking.candidates],
                   [f"rank {c.rank}  score {c.score:.3f}\nseed {c.seed}" for c in ranking.candidates],
                   columns=4, thumb_size=THUMB).save(sheet)
+    overlaid = args.out / "best_of_n" / "quality_maps.png"
+    contact_sheet(ranking.sheet_images(), [f"rank {c.rank}  score {c.score:.3f}\nworst region "
+                                           f"{float(c.quality_map.min()):.3f}" for c in ranking.candidates],
+                  columns=4, thumb_size=THUMB).save(overlaid)
     scores = ranking.scores
     b = figures["best_of_n"] = {"prompt": PROMPTS[0], "n": len(scores), "best": float(scores.max()),
                                 "worst": float(scores.min()), "winner_seed": ranking.winner.seed,
                                 "scoring_fraction_of_generation":
-                                    ranking.timings["scoring_s"] / ranking.timings["generation_s"]}
+                                    ranking.timings["scoring_s"] / ranking.timings["generation_s"],
+                                "maps_seconds": ranking.timings["maps_s"]}
     print(f"[4/5 best-of-N] {b['n']} candidates, best {b['best']:.3f} (seed {b['winner_seed']}), worst "
           f"{b['worst']:.3f}; {paths['json'].parent}", flush=True)
     low, high = reward.score_range
@@ -220,6 +225,12 @@ def _best_of_n_step(args, pipe, steps: int, reward: MSTCLIPIQAReward, report: Re
                    "generation time.")
     report.figure(sheet, f"The {b['n']} candidates, best first: rank, reward score (quality head, {low:g}-{high:g}) "
                          f"and the seed that regenerates the image. Small images are enlarged without smoothing.")
+    h, w = ranking.winner.quality_map.shape
+    report.figure(overlaid, f"The same candidates with their quality maps overlaid: one square per region of the "
+                            f"fine stream's {h} x {w} patch grid, coloured by the reward that region gets when its "
+                            f"patch is read in place of the whole image (quality head, {low:g}-{high:g}: dark low, "
+                            "bright high; the map's mean is not the score, docs/uncertainty.md), and the lowest "
+                            "region's value.")
 
 
 def _finetune_step(args, pipe, steps: int, reward: MSTCLIPIQAReward, report: Report, figures: dict[str, Any]) -> None:

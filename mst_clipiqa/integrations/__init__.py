@@ -69,6 +69,7 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
         image_grid,
         load_pairs,
         optimize_noise,
+        overlay_map,
         preference_pairs,
         rank_images,
         regenerate,
@@ -124,7 +125,7 @@ __all__ = [
     "PolicyConfig", "PolicyFinetuneConfig", "PolicyOptimizer", "PolicyTrainer", "TRAINERS", "group_advantages",
     "train_policy", "StochasticSampler", "NonFiniteError", "RewardAdapter", "from_imscore", "from_pyiqa", "from_trl",
     "RemoteReward", "RemoteRewardError", "flow_grpo_scorer", "flow_grpo_reward_fn", "FlowFactoryPointwiseReward",
-    "FlowFactoryGroupwiseReward", "trl_async_reward_fn",
+    "FlowFactoryGroupwiseReward", "trl_async_reward_fn", "overlay_map",
 ]
 
 load_lazily(__name__)

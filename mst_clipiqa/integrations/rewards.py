@@ -227,6 +227,18 @@ def _differentiable_reward_fn(reward: Rewards, weights: Mapping[str, float] | No
     return reward_fn
 
 
+def map_reward(reward: Rewards) -> Any:
+    """The ``MSTCLIPIQAReward`` in ``reward`` (itself, the one ``NamedScores`` wraps, or the first such of a
+    mapping), which reports sigma and quality maps; None when there is none."""
+    from mst_clipiqa.reward import MSTCLIPIQAReward
+
+    for candidate in reward.values() if isinstance(reward, Mapping) else [reward]:
+        candidate = candidate.reward if isinstance(candidate, NamedScores) else candidate
+        if isinstance(candidate, MSTCLIPIQAReward):
+            return candidate
+    return None
+
+
 class NamedScores(nn.Module):
     """An ``MSTCLIPIQAReward`` as the mapping of every output by name, so that each is logged and
     ``reward_weights`` can weight it (what ``mst-clipiqa finetune`` trains against)."""

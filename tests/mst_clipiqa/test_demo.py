@@ -59,13 +59,14 @@ def test_the_report_has_one_captioned_section_per_step_in_order(demo_out):
     assert [h.split(".")[0] for h in headings[:5]] == ["1", "2", "3", "4", "5"] and headings[5] == "Summary"
     figures = re.findall(r'<figure><img src="([^"]+)" alt="[^"]*"><figcaption><b>Figure (\d+)\.</b> ([^<]+)'
                          r"</figcaption></figure>", page)
-    assert len(figures) == page.count("<img") == page.count("<figcaption>") == 7
+    assert len(figures) == page.count("<img") == page.count("<figcaption>") == 8
     assert [int(n) for _, n, _ in figures] == list(range(1, len(figures) + 1))
     assert all((out / src).is_file() for src, _, _ in figures)
     assert all(re.search(r"\d+(\.\d+)?-\d|units|-1 to 1|by optimizer step|before \(left\)", c)
                for _, _, c in figures), [c for _, _, c in figures]
     names = [src for src, _, _ in figures]
     assert any(n.startswith("ranked/") for n in names) and "finetune/before_after.png" in names
+    assert names.index("best_of_n/quality_maps.png") == names.index("best_of_n/contact_sheet.png") + 1
     assert "Tiny random backbones" in page
     sheet = Image.open(out / "best_of_n" / "contact_sheet.png")
     assert sheet.width >= 4 * 160  # 32-px tiny images enlarged, not stamps

@@ -5,6 +5,7 @@ import csv
 import io
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -37,3 +38,30 @@ def test_an_ensemble_trained_by_the_cli_scores_with_sigma_columns_and_writes_map
         grey = torch.from_numpy(np.asarray(Image.open(maps / f"{path.stem}_map.png")).copy())
         expected_grey = ((values - 1) / 4).clamp(0, 1).mul(255).round()
         assert torch.equal(grey[::16, ::16].float(), expected_grey)  # one 16-pixel square per region
+
+
+def test_score_with_uncertainty_and_maps_encodes_each_image_once(tmp_path, capsys, monkeypatch, sample_dir):
+    from mst_clipiqa.reward import MSTCLIPIQA
+
+    encoded = []
+    encode = MSTCLIPIQA.encode_images
+
+    def counted(self, images, tokens=False):
+        encoded.append(len(images))
+        return encode(self, images, tokens)
+
+    monkeypatch.setattr(MSTCLIPIQA, "encode_images", counted)
+    images = sorted(sample_dir.rglob("*.jpg"))[:3]
+    assert main(["score", "--model", "tiny", *map(str, images), "--uncertainty", "--maps", str(tmp_path / "maps"),
+                 "--batch-size", "2", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO("\n".join(capsys.readouterr().out.splitlines()[:4]))))
+    assert sum(encoded) == len(images) == len(rows) and len(list((tmp_path / "maps").glob("*_map.png"))) == 3
+    monkeypatch.undo()
+    reward = MSTCLIPIQAReward.from_pretrained("tiny")
+    alone = reward.score_maps(images)
+    for path, values in zip(images, alone):  # the maps of the shared pass are the maps of a pass of their own
+        grey = torch.from_numpy(np.asarray(Image.open(tmp_path / "maps" / f"{path.stem}_map.png")).copy())
+        low, high = reward.score_range
+        assert torch.equal(grey[::16, ::16].float(), ((values - low) / (high - low)).clamp(0, 1).mul(255).round())
+    scores = reward.score(images, return_uncertainty=True)
+    assert [float(r["quality_sigma"]) for r in rows] == pytest.approx(scores.sigma.tolist(), abs=1e-5)

@@ -45,33 +45,35 @@ def run(args: argparse.Namespace) -> int:
         paths, prompts, skipped = readable_images(paths, prompts)
     outputs = split_list(args.outputs) or list(model.outputs)
     reward = MSTCLIPIQAReward(model, outputs=outputs)
-    columns = {o: o for o in outputs}
-    if args.uncertainty:
-        result = reward.score(paths, prompts, args.batch_size, return_uncertainty=True)
-        scores = {**result.outputs, **{f"{o}_sigma": result.output_sigma[o] for o in outputs},
-                  **{f"{o}_sigma_{s}": v for o in outputs for s, v in result.output_sources[o].items()}}
-        columns = {c: c for c in scores}
+    maps = None
+    if args.uncertainty or args.maps is not None:  # one encoder pass gives the scores, sigma and maps
+        result = reward.score(paths, prompts, args.batch_size, return_uncertainty=True,
+                              return_maps=args.maps is not None)
+        scores, maps = {o: result.outputs[o] for o in outputs}, result.maps
+        if args.uncertainty:
+            scores.update({f"{o}_sigma": result.output_sigma[o] for o in outputs})
+            scores.update({f"{o}_sigma_{s}": v for o in outputs for s, v in result.output_sources[o].items()})
     else:
         scores = reward.score_outputs(paths, prompts, args.batch_size)
-    rows = [{"image": str(p), **{c: float(scores[c][i]) for c in columns}} for i, p in enumerate(paths)]
-    emit(format_rows(rows, ["image", *columns], args.format), args.output)
+    rows = [{"image": str(p), **{c: float(v[i]) for c, v in scores.items()}} for i, p in enumerate(paths)]
+    emit(format_rows(rows, ["image", *scores], args.format), args.output)
     written = [args.output] if args.output else []
-    if args.maps is not None:
-        written += write_maps(reward, paths, prompts, args.maps)
+    if maps is not None:
+        written += write_maps(reward, paths, maps, args.maps)
     print_written(written)
     return report_skipped("score", skipped)
 
 
-def write_maps(reward, paths: list[Path], prompts: list[str] | None, folder: Path) -> list[Path]:
-    """One grey PNG per image: its quality map over the reward's range, each region a 16-pixel square; returns
-    the files written."""
+def write_maps(reward, paths: list[Path], maps, folder: Path) -> list[Path]:
+    """One grey PNG per image: its quality map (N, h, w) over the reward's range, each region a 16-pixel square;
+    returns the files written."""
     import torch
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
     low, high = reward.score_range
     written = []
-    for path, values in zip(paths, reward.score_maps(paths, prompts)):
+    for path, values in zip(paths, maps):
         grey = ((values - low) / (high - low)).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
         target = folder / f"{path.stem}_map.png"
         Image.fromarray(grey, "L").resize((16 * grey.shape[1], 16 * grey.shape[0]), Image.NEAREST).save(target)

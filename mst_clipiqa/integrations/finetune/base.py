@@ -107,6 +107,10 @@ class DiffusionTrainer(TrainerParts, StopPoints, ABC):
         scale = getattr(getattr(self, "reward", None), "score_range", None)
         return f"reward ({scale[0]:g}-{scale[1]:g})" if scale else "reward"
 
+    def stop_early(self) -> bool:
+        """A subclass's own stop, asked on every process after each step and when a resumed run starts."""
+        return False
+
     def __init__(self, config: TrainerConfig, accelerator: Any | None = None):
         require(accelerator is None or not config.run.log_with,
                 "log_with configures the Accelerator the fine-tuner builds; pass log_with to your own Accelerator")
@@ -349,7 +353,7 @@ class DiffusionTrainer(TrainerParts, StopPoints, ABC):
             elif self.evaluation_due:  # a resumed run whose monitor was cut short
                 stop = self._evaluate(signals)
                 self._unit(signals, grid, self.after_step)
-            stop = stop or bool(getattr(self.monitor, "should_stop", False))  # a resumed run that had stopped
+            stop = stop or bool(getattr(self.monitor, "should_stop", False)) or self.stop_early()  # a resumed run
             while self.global_step < steps and not stop:
                 cut = f"step {self.global_step + 1} was cut short and runs again on resume"
                 if self._unit(signals, cut, self.train_step) is None:  # a dropped batch: no step was taken
@@ -359,7 +363,7 @@ class DiffusionTrainer(TrainerParts, StopPoints, ABC):
                 self._check_record(self.log.history[-1])
                 bar.set_postfix({self.progress_key(): f"{self.log.smoothed_rewards()[-1]:.4f}"})
                 bar.update(1)
-                stop = self._evaluate(signals)
+                stop = self._evaluate(signals) or self.stop_early()
                 if cfg.run.save_every and self.global_step % cfg.run.save_every == 0:
                     self.save_checkpoint()
                 self._unit(signals, grid, self.after_step)
@@ -371,7 +375,7 @@ class DiffusionTrainer(TrainerParts, StopPoints, ABC):
 
     def _finish(self, stopped: bool = False) -> None:
         acc = self.accelerator
-        if stopped:
+        if stopped and getattr(self.monitor, "should_stop", False):
             self._keep_monitors_best()
         weights = dict(self.trained_parameters())
         if self.ema is not None:

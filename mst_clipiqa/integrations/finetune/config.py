@@ -28,7 +28,7 @@ CHOICES = {"method": METHODS, "mixed_precision": PRECISIONS, "lr_scheduler": LR_
 # Settings that may change between a run and its resumption: they change what is written, not what is trained.
 RESUME_FREE = ("max_steps", "output_dir", "save_every", "keep_checkpoints", "resume", "log_with", "tracker_project",
                "sample_every", "sample_prompts", "sample_seeds", "save_lora", "progress_bar", "monitor_every",
-               "patience", "monitor_prompts", "monitor_seeds", "on_nonfinite", "async_scoring")
+               "patience", "monitor_prompts", "monitor_seeds", "on_nonfinite", "async_scoring", "sigma_patience")
 
 
 def _named_weight(text: str) -> tuple[str, float]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from mst_clipiqa.runtime.preemption import interruption_point
 
 from ..inference.best_of_n import generate_candidates, score_images
 from ..inference.patience import MonitorPatience
-from ..rewards import Rewards
+from ..rewards import Rewards, map_reward
+from .uncertainty import SigmaTap
 
 __all__ = ["HackingMonitor", "MonitorError", "Sampler", "diversity", "image_features", "pipeline_sampler"]
 
@@ -110,7 +112,8 @@ class HackingMonitor:
     or several scorers the run does not optimise, any reward form; ``monitor_weights`` weight their named
     outputs) and, when given, by the optimised ``reward``, and measures their ``diversity`` (mean pairwise
     distance of :func:`image_features`, or of ``features(images)``). Each evaluation's record (``step``,
-    ``monitor`` and ``reward`` means with standard errors ``*_se``, named monitor outputs, ``diversity``)
+    ``monitor`` and ``reward`` means with standard errors ``*_se``, named monitor outputs, ``diversity``, and
+    ``reward_sigma``, the mean sigma of an MST-CLIPIQA ``reward``, read from the pass that scores the images)
     is appended to ``records`` and passed to ``log(record, step)`` (e.g. ``accelerator.log``).
 
     With ``patience``: ``should_stop`` turns true when the monitor has not improved for ``patience``
@@ -134,6 +137,7 @@ class HackingMonitor:
         if patience is not None and (not isinstance(patience, int) or patience < 1):
             raise ValueError(f"patience must be an integer >= 1 or None (no early stop), got {patience!r}")
         self.sample, self.monitor, self.reward = sample, monitor, reward
+        self.tap = SigmaTap(reward) if reward is not None and map_reward(reward) is not None else None
         self.prompts = [p for p in prompts for _ in seeds]
         self.seeds = [int(s) for _ in prompts for s in seeds]
         self.every, self.patience = every, patience
@@ -164,9 +168,12 @@ class HackingMonitor:
         if len(named) > 1:
             record.update({f"monitor/{name}": float(v.float().mean()) for name, v in named.items()})
         if self.reward is not None:
-            reward = score_images(self.reward, images, self.prompts, batch_size=self.score_batch_size,
-                                  weights=self.weights)[0]
+            with self.tap.recording() if self.tap else nullcontext([]) as sigmas:  # sigma from the scoring pass
+                reward = score_images(self.tap.reward if self.tap else self.reward, images, self.prompts,
+                                      batch_size=self.score_batch_size, weights=self.weights)[0]
             record.update(zip(("reward", "reward_se"), _mean_se(reward)))
+            if sigmas:
+                record["reward_sigma"] = float(torch.cat(sigmas).mean())
         features = self.features(images) if self.features else image_features(images, self.reward, self.monitor)
         record["diversity"] = diversity(features)
         if self.watch.update(len(self.records), record["monitor"]):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,7 +38,7 @@ from .objectives import (
     ratio_stats,
 )
 from .policy_config import METHODS, PolicyConfig
-from .uncertainty import SigmaWatch, kl_weights, rollout_sigma, uncertainty_reward
+from .uncertainty import SigmaTap, SigmaWatch, kl_weights
 
 __all__ = ["METHODS", "PolicyConfig", "PolicyBatch", "PolicyOptimizer"]
 @dataclass
@@ -81,8 +81,9 @@ class PolicyOptimizer:
         self.clip_grad_norm = clip_grad_norm or torch.nn.utils.clip_grad_norm_
         self.tracker = (PromptStatTracker(config.stat_buffer_size, config.stat_min_count)
                         if config.method == "ddpo" and config.per_prompt_stats else None)
-        self.judge = uncertainty_reward(reward) if config.uncertainty != "none" else None
-        self.watch = SigmaWatch() if self.judge is not None else None
+        watched = config.uncertainty != "none" or config.sigma_patience is not None
+        self.tap = SigmaTap(reward) if watched else None  # sigma from the scoring pass itself
+        self.watch = SigmaWatch(patience=config.sigma_patience) if watched else None
         self.mixer = QuantileMixer() if config.reward_aggregation == "quantile" else None
         self.scorer = ThreadPoolExecutor(1, thread_name_prefix="policy-reward") if config.async_scoring else None
 
@@ -106,21 +107,24 @@ class PolicyOptimizer:
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The objective (B,) and every named output, any reward form, no gradients."""
         with torch.autocast(device_type=images.device.type, enabled=False):
-            named = named_rewards(self.reward, images.float(), list(prompts))
+            named = named_rewards(self.tap.reward if self.tap else self.reward, images.float(), list(prompts))
         return objective(named, self.config.reward_weights).float(), named
 
     def collect(self, prompts: Sequence[str], seeds: Sequence[int], groups: torch.Tensor) -> PolicyBatch:
         """Sample one trajectory per (prompt, seed), score it and compute advantages over every process.
         ``groups``: (B,) integer key per sample, the same on every process for one prompt's samples."""
         cfg = self.config
-        rollout, rewards, named = self.sample_and_score(list(prompts), list(seeds))
+        with self.tap.recording() if self.tap else nullcontext([]) as sigmas:
+            rollout, rewards, named = self.sample_and_score(list(prompts), list(seeds))
         rewards = rewards.to(rollout.final.device)
         advantages = self._advantages(rollout.prompts, rewards, named, groups)
         sigma = None
-        if self.judge is not None:
-            sigma = rollout_sigma(self.judge, rollout.images, rollout.prompts).to(rewards.device)
-            rising = self.watch.update(float(rewards[torch.isfinite(rewards)].mean()), float(sigma.mean()))
-            advantages.stats.update(sigma_mean=float(sigma.mean()), sigma_rising=float(rising))
+        if self.tap is not None:
+            sigma = torch.cat(sigmas).to(rewards.device)
+            every_reward, every_sigma = gather_rows(rewards.float())[0], gather_rows(sigma)[0]  # one watch everywhere
+            rising = self.watch.update(float(every_reward[torch.isfinite(every_reward)].mean()),
+                                       float(every_sigma.mean()))
+            advantages.stats.update(sigma_mean=float(every_sigma.mean()), sigma_rising=float(rising))
             if cfg.uncertainty == "shrink":
                 advantages = shrink_by_uncertainty(advantages, sigma, cfg.uncertainty_scale)
         return PolicyBatch(rollout, rewards, named, advantages, sigma)

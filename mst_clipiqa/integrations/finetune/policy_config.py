@@ -74,6 +74,9 @@ class PolicyConfig:
                                       "(arXiv 2512.24138): shrink (advantages / (1 + sigma / uncertainty_scale)) "
                                       "or kl (each sample's KL weighted by sigma / the batch's mean sigma)")
     uncertainty_scale: float = option(0.25, "shrink: the sigma, in the reward's units, that halves an advantage")
+    sigma_patience: int | None = option(None, "stop (after a checkpoint) once the rollouts' sigma has risen with "
+                                              "their reward for N updates in a row; needs an MSTCLIPIQAReward "
+                                              "(default: warn only, with --uncertainty)", type=int)
     sampler_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "StochasticSampler arguments",
                                                                           "cli": False})
     renamed: ClassVar[dict[str, str]] = {"num_steps": "num_inference_steps"}  # one name for sampling steps
@@ -141,6 +144,8 @@ def check_uncertainty_options(config: PolicyConfig) -> None:
         raise ValueError(f"uncertainty must be one of {UNCERTAINTY}, got {config.uncertainty!r}")
     if config.uncertainty == "kl" and not config.kl_coeff > 0:
         raise ValueError("uncertainty='kl' weights the KL to the reference by each sample's sigma: set kl_coeff > 0")
+    if config.sigma_patience is not None and config.sigma_patience < 1:
+        raise ValueError(f"sigma_patience must be >= 1 or None (never stop), got {config.sigma_patience}")
     if not config.uncertainty_scale > 0:
         raise ValueError(f"uncertainty_scale must be > 0, got {config.uncertainty_scale}")
 

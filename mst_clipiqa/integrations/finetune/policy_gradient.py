@@ -73,6 +73,19 @@ class PolicyTrainer(PromptedRunIdentity, DiffusionTrainer):
     def load_extra_state(self, tensors: Any, meta: Any) -> None:
         self.policy.load_state_dict(meta.get("policy", {}))
 
+    def stop_early(self) -> bool:
+        """True once the sigma watch's patience (``sigma_patience``) ran out: a checkpoint first, then one line
+        naming what rose and by how much."""
+        watch = self.policy.watch
+        if watch is None or not watch.should_stop:
+            return False
+        if self.run_dir is not None and self.saved_step != self.global_step:
+            self.save_checkpoint()
+        kept = f"checkpoint written to {self.run_dir}" if self.run_dir is not None else "nothing saved (no output_dir)"
+        self.accelerator.print(f"stopped at step {self.global_step}: {watch.reason}, on {watch.in_row} updates in a "
+                               f"row (sigma_patience {watch.patience}); {kept}")
+        return True
+
     # --- one step ---------------------------------------------------------------------------------------
 
     def rollout_batch(self) -> tuple[list[str], list[int], torch.Tensor]:

@@ -176,8 +176,7 @@ class TrainerParts:
         except MonitorError as error:
             return self._monitor_failed(error)
         if record:
-            named = {("monitor_reward" if k == "reward" else "monitor_reward_se" if k == "reward_se" else k): v
-                     for k, v in record.items() if k != "step"}
+            named = {(f"monitor_{k}" if k.startswith("reward") else k): v for k, v in record.items() if k != "step"}
             if self.log.history and self.log.history[-1]["step"] == self.global_step:
                 self.log.history[-1].update(named)
             self.accelerator.log(named, step=self.global_step)

@@ -3,35 +3,75 @@ rollout's sigma, and per-sample KL weights."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 
 from mst_clipiqa.reward import MSTCLIPIQAReward
-from mst_clipiqa.reward.utils import UNIT, rescale
 
-from ..rewards import NamedScores, Rewards
+from ..rewards import NamedScores, Rewards, map_reward
 
 
 def uncertainty_reward(reward: Rewards) -> MSTCLIPIQAReward:
     """The reward whose sigma the options use: the reward itself (or the one ``NamedScores`` wraps), or the first
     such reward of a mapping."""
-    candidates = reward.values() if isinstance(reward, Mapping) else [reward]
-    for candidate in candidates:
-        candidate = candidate.reward if isinstance(candidate, NamedScores) else candidate
-        if isinstance(candidate, MSTCLIPIQAReward):
-            return candidate
-    raise ValueError("uncertainty needs a reward that reports how sure it is: an MSTCLIPIQAReward, alone or in the "
-                     "mapping of rewards; got none (set uncertainty='none')")
+    judge = map_reward(reward)
+    if judge is None:
+        raise ValueError("uncertainty and sigma_patience need a reward that reports how sure it is: an "
+                         "MSTCLIPIQAReward, alone or in the mapping of rewards; got none (leave both unset)")
+    return judge
 
 
-@torch.no_grad()
-def rollout_sigma(reward: MSTCLIPIQAReward, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-    """(B,) sigma of images in [0, 1] (a second pass of the reward; its encoders run again)."""
-    images = images.float().to(reward.model.device)
-    if tuple(reward.input_range) != UNIT:
-        images = rescale(images, UNIT, reward.input_range)
-    return reward(images, list(prompts), return_uncertainty=True).sigma.float()
+class SigmaTap:
+    """``reward`` with its MSTCLIPIQAReward (``judge``) scoring through ``return_uncertainty``: one encoder pass
+    gives the scores (exactly what the judge returns alone) and their sigma. ``tap.reward`` takes the reward's
+    place; inside ``with tap.recording() as sigmas:`` each call's (B,) sigma is appended to ``sigmas``."""
+
+    def __init__(self, reward: Rewards):
+        self.judge = uncertainty_reward(reward)
+        self._sigmas: list[torch.Tensor] | None = None
+        if isinstance(reward, Mapping):
+            found = next(k for k, v in reward.items() if self._is_judge(v))
+            self.reward: Rewards = {k: (self._named(v) if k == found else v) for k, v in reward.items()}
+        else:
+            self.reward = self._named(reward)
+
+    def _is_judge(self, candidate: object) -> bool:
+        return (candidate.reward if isinstance(candidate, NamedScores) else candidate) is self.judge
+
+    def _named(self, candidate: object) -> _Scored:
+        return _Scored(self, every_output=isinstance(candidate, NamedScores))
+
+    @contextmanager
+    def recording(self) -> Iterator[list[torch.Tensor]]:
+        self._sigmas = sigmas = []
+        try:
+            yield sigmas
+        finally:
+            self._sigmas = None
+
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str] | None, every_output: bool
+                 ) -> torch.Tensor | dict[str, torch.Tensor]:
+        result = self.judge(images, prompts, return_uncertainty=True)
+        if self._sigmas is not None:
+            self._sigmas.append(result.sigma.detach().float())
+        return result.outputs if every_output else result.scores
+
+
+class _Scored:
+    """The judge's place in the reward: what it returned there (its score, or under ``NamedScores`` every output
+    by name), from the tap's one pass."""
+
+    lower_better = False
+
+    def __init__(self, tap: SigmaTap, every_output: bool):
+        self.tap, self.every_output = tap, every_output
+        self.input_range = tap.judge.input_range
+
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str] | None = None
+                 ) -> torch.Tensor | dict[str, torch.Tensor]:
+        return self.tap(images, prompts, self.every_output)
 
 
 def kl_weights(sigma: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -41,36 +81,51 @@ def kl_weights(sigma: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 class SigmaWatch:
-    """Warns when the rollouts' mean sigma rises while their mean reward rises: the policy leaving the data the
+    """Watches the rollouts' mean sigma rising while their mean reward rises: the policy leaving the data the
     reward was trained on (the signature of reward hacking). Over the last ``window`` updates, the later half's
     mean is compared with the earlier half's: reward higher, and sigma higher by more than ``rise`` (a
-    fraction). Its history travels in checkpoints (``state_dict``), so a resumed run warns where a straight
-    one does."""
+    fraction). Each time it shows, a warning; with ``patience``, ``should_stop`` turns true once it has shown
+    for ``patience`` updates in a row (``reason`` says what rose, and by how much). Its history travels in
+    checkpoints (``state_dict``), so a resumed run warns and stops where a straight one does."""
 
-    def __init__(self, window: int = 6, rise: float = 0.1):
+    def __init__(self, window: int = 6, rise: float = 0.1, patience: int | None = None):
         if window < 2 or not rise >= 0:
             raise ValueError(f"window must be >= 2 and rise >= 0, got {window}, {rise}")
-        self.window, self.rise = window, rise
+        if patience is not None and patience < 1:
+            raise ValueError(f"patience must be >= 1 or None (never stop), got {patience}")
+        self.window, self.rise, self.patience = window, rise, patience
         self.history: list[tuple[float, float]] = []
+        self.in_row = 0  # consecutive updates on which the signature showed
+        self.reason = ""  # the last rise, in words
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.in_row >= self.patience
 
     def update(self, reward_mean: float, sigma_mean: float) -> bool:
-        """Record one update's means; True (and a warning) when the signature shows over the window."""
+        """Record one update's means; True (and a warning, unless it now stops) when the signature shows."""
         self.history = [*self.history, (float(reward_mean), float(sigma_mean))][-self.window:]
         if len(self.history) < self.window:
             return False
         half = self.window // 2
-        early, late = self.history[:half], self.history[-half:]
-        mean = (lambda rows, j: sum(r[j] for r in rows) / len(rows))
-        rising = mean(late, 0) > mean(early, 0) and mean(late, 1) > (1 + self.rise) * mean(early, 1)
+        (reward_before, sigma_before), (reward_now, sigma_now) = (
+            [sum(row[j] for row in rows) / len(rows) for j in (0, 1)]
+            for rows in (self.history[:half], self.history[-half:]))
+        rising = reward_now > reward_before and sigma_now > (1 + self.rise) * sigma_before
+        self.in_row = self.in_row + 1 if rising else 0
         if rising:
-            warnings.warn(f"the rollouts' uncertainty rose from {mean(early, 1):.4g} to {mean(late, 1):.4g} while "
-                          f"their reward rose from {mean(early, 0):.4g} to {mean(late, 0):.4g} over the last "
-                          f"{self.window} updates: the policy may be leaving the reward's data (reward hacking); "
-                          "check the samples, or raise kl_coeff", RuntimeWarning, stacklevel=3)
+            change = f"{100 * (sigma_now / sigma_before - 1):+.0f}%" if sigma_before > 0 else "from 0"
+            self.reason = (f"the rollouts' uncertainty (sigma) rose from {sigma_before:.4g} to {sigma_now:.4g} "
+                           f"({change}) while their reward rose from {reward_before:.4g} to {reward_now:.4g} over "
+                           f"the last {self.window} updates")
+            if not self.should_stop:
+                warnings.warn(f"{self.reason}: the policy may be leaving the reward's data (reward hacking); "
+                              "check the samples, or raise kl_coeff", RuntimeWarning, stacklevel=3)
         return rising
 
-    def state_dict(self) -> dict[str, list[list[float]]]:
-        return {"history": [list(row) for row in self.history]}
+    def state_dict(self) -> dict[str, object]:
+        return {"history": [list(row) for row in self.history], "in_row": self.in_row, "reason": self.reason}
 
-    def load_state_dict(self, state: Mapping[str, list[list[float]]]) -> None:
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
         self.history = [(float(r), float(s)) for r, s in state.get("history", [])]
+        self.in_row, self.reason = int(state.get("in_row", 0)), str(state.get("reason", ""))

@@ -28,6 +28,7 @@ from ..pipelines.families import pipeline_family
 from ..pipelines.prompts import guidance_enabled, split_prompt_kwargs, supports_prompt_embeds
 from ..rewards import Rewards, score_images
 from .grid import contact_sheet, to_pil
+from .overlays import overlay_map, quality_maps
 from .seeds import check_seeds
 
 __all__ = ["Candidate", "Ranking", "best_of_n", "generate_candidates", "regenerate", "rank_images", "score_images"]
@@ -53,16 +54,19 @@ class Candidate:
     name: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
     batch_seeds: tuple[int, ...] | None = None
+    quality_map: torch.Tensor | None = None  # (h, w), with best_of_n(maps=True)
 
 
 @dataclass
 class Ranking:
-    """Candidates ranked best first, with the top ``top_k`` as PIL images and a contact sheet."""
+    """Candidates ranked best first, with the top ``top_k`` as PIL images and a contact sheet (each candidate's
+    quality map overlaid when it has one, in ``map_range``)."""
 
     prompt: str | list[str] | None
     candidates: list[Candidate]
     top_k: int = 1
     timings: dict[str, float] = field(default_factory=dict)
+    map_range: tuple[float, float] | None = None
 
     @property
     def winner(self) -> Candidate:
@@ -84,7 +88,12 @@ class Ranking:
     def contact_sheet(self) -> Image.Image:
         labels = [f"rank {c.rank}  score {c.score:.3f}\n" + (f"seed {c.seed}" if c.seed is not None else c.name or "")
                   for c in self.candidates]
-        return contact_sheet([c.image for c in self.candidates], labels)
+        return contact_sheet(self.sheet_images(), labels)
+
+    def sheet_images(self) -> list[Image.Image | torch.Tensor]:
+        """Each candidate's image, best first, with its quality map overlaid where it has one."""
+        return [c.image if c.quality_map is None else overlay_map(c.image, c.quality_map, self.map_range)
+                for c in self.candidates]
 
     def records(self) -> list[dict[str, Any]]:
         """One row per candidate: rank, score (None for NaN), then seed and/or file name, and each named
@@ -263,6 +272,7 @@ def best_of_n(
     generator_device: str = "cpu",
     progress: bool = True,
     async_scoring: bool = False,
+    maps: bool = False,
     **pipe_kwargs: Any,
 ) -> Ranking:
     """Generate ``n`` candidates (seeds ``seed, seed+1, ...`` or ``seeds``) with any text-to-image
@@ -278,6 +288,8 @@ def best_of_n(
     there (no round trip through the CPU), so that device holds all ``n`` images for a moment.
     ``async_scoring``: score each chunk on a background thread while the next is generated (a
     ``RemoteReward`` scores on its server); the same ranking, scores equal up to float rounding.
+    ``maps``: each candidate's quality map by the MST-CLIPIQA reward in ``reward`` (``Candidate.quality_map``,
+    overlaid in the contact sheet; one more pass of its encoders over the candidates).
     Winner: ``ranking.winner``; its image again:
     ``regenerate(pipe, prompt, winner.seed, batch_seeds=winner.batch_seeds, **pipe_kwargs)``.
     """
@@ -303,7 +315,13 @@ def best_of_n(
     images = images.cpu()
     timings = {"generation_s": generated - start + time.perf_counter() - scored, "scoring_s": scored - generated}
     batches = [tuple(seeds[i - i % chunk_size: i - i % chunk_size + chunk_size]) for i in range(len(seeds))]
-    return _ranking(prompt, images, total, named, top_k, seeds, [None] * len(seeds), timings, batches)
+    ranking = _ranking(prompt, images, total, named, top_k, seeds, [None] * len(seeds), timings, batches)
+    if maps:
+        values, ranking.map_range = quality_maps(reward, images, prompt)
+        for candidate in ranking.candidates:
+            candidate.quality_map = values[seeds.index(candidate.seed)]
+        timings["maps_s"] = time.perf_counter() - scored
+    return ranking
 
 
 def _joined(parts: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -26,8 +26,8 @@ def score_in_batches(score_fn: NamedScores, images: Any, prompts: Sequence[str] 
     ``reward.scoring.images``). With ``fit_size`` every image is first resized and centre-cropped to
     that square (for a scorer whose preprocessing does exactly that, this changes nothing), so mixed
     sizes share batches; without it, images of one size are batched together and never resized.
-    ``score_fn(batch, prompts)`` returns named (B,) scores; ``require_prompts``: the scorer needs one
-    prompt per image.
+    ``score_fn(batch, prompts)`` returns named (B,) scores (or (B, ...) values, such as quality maps);
+    ``require_prompts``: the scorer needs one prompt per image.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -56,5 +56,5 @@ def score_in_batches(score_fn: NamedScores, images: Any, prompts: Sequence[str] 
                 batch = batch.to(device)
             scores = score_fn(batch, None if prompts is None else [prompts[i] for i in chunk])
             for name, value in scores.items():
-                parts.setdefault(name, torch.empty(len(items)))[chunk] = value.detach().float().cpu()
+                parts.setdefault(name, torch.empty(len(items), *value.shape[1:]))[chunk] = value.detach().float().cpu()
     return parts

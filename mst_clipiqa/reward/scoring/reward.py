@@ -5,21 +5,21 @@ import inspect
 import json
 import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..backbones import fit_to_size
 from ..model import MODEL_NAMES, MSTCLIPIQA, check_image_shape, check_prompts, load_model
 from ..model.files import REWARD_CONFIG_NAME, check_readable, resolve_model_dir
 from ..model.hub import HUB_KWARGS, HubMixin
 from ..utils import UNIT, autocast, rescale, write_json
 from .batching import score_in_batches
-from .images import as_image_list, load_image
+from .images import load_image
 from .inputs import ValueCheck, check_input_range
-from .uncertainty import ScoresWithUncertainty, assemble, uncertainty_parts
+from .uncertainty import MAPS, ScoresWithUncertainty, assemble, uncertainty_parts
 
 Outputs = str | Sequence[str] | Mapping[str, float] | None
 
@@ -174,9 +174,14 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
                 model.fine.image_weights_in(self.dtype):
             return model.encode_images(images, tokens)
 
-    def _parts(self, images: torch.Tensor, prompts: list[str] | None) -> dict[str, torch.Tensor]:
-        """Scores and uncertainty variances in the model's units (see ``uncertainty_parts``)."""
-        return uncertainty_parts(self.model, *self._encode(images), self.model.prompt_text(prompts))
+    def _parts(self, images: torch.Tensor, prompts: list[str] | None, maps: bool = False) -> dict[str, torch.Tensor]:
+        """Scores and uncertainty variances in the model's units (see ``uncertainty_parts``); with ``maps`` also
+        the quality maps in the reward's units, from the same encoder pass."""
+        encoded, text = self._encode(images, tokens=maps), self.model.prompt_text(prompts)
+        parts = uncertainty_parts(self.model, *encoded[:2], text)
+        if maps:
+            parts[MAPS] = self._regions(encoded[0], encoded[2], text)
+        return parts
 
     def _uncertain(self, parts: Mapping[str, torch.Tensor]) -> ScoresWithUncertainty:
         return assemble(parts, self.weights, self._scale)
@@ -192,7 +197,11 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
 
     def _map(self, images: torch.Tensor, prompts: list[str] | None) -> torch.Tensor:
         f_coarse, _, tokens = self._encode(images, tokens=True)
-        scores = self.model.region_scores(f_coarse, tokens, self.model.prompt_text(prompts))
+        return self._regions(f_coarse, tokens, self.model.prompt_text(prompts))
+
+    def _regions(self, f_coarse: torch.Tensor, tokens: torch.Tensor,
+                 text: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        scores = self.model.region_scores(f_coarse, tokens, text)
         return self._combine({name: self._scale(name, score) for name, score in scores.items()})
 
     def region_score(self, images: torch.Tensor, prompts: Sequence[str] | None = None, *,
@@ -224,17 +233,19 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
         return loss.mean()
 
     def score(self, images: Any, prompts: Sequence[str] | str | None = None, batch_size: int = 32,
-              return_uncertainty: bool = False) -> torch.Tensor | ScoresWithUncertainty:
+              return_uncertainty: bool = False, return_maps: bool = False) -> torch.Tensor | ScoresWithUncertainty:
         """Convenience scoring, not differentiable: paths, a folder, PIL images, arrays or tensors.
 
         One image, a list, or a batch (NCHW or NHWC). Files and PIL images are read by their mode
         (16-bit by its range, EXIF orientation applied, transparency on white); uint8 arrays and
         tensors as 0..255, uint16 as 0..65535, float ones in ``input_range`` (the rule of
         :mod:`reward.scoring.images`). A single prompt string applies to every image. Returns a (N,) CPU tensor,
-        or with ``return_uncertainty`` a :class:`ScoresWithUncertainty` of them.
+        or with ``return_uncertainty`` a :class:`ScoresWithUncertainty` of them; ``return_maps`` gives that result
+        too, with the quality maps (``.maps``, (N, h, w)) read from the same encoder pass as the scores.
         """
-        if return_uncertainty:
-            return self._uncertain(self._in_batches(self._parts, images, prompts, batch_size))
+        if return_uncertainty or return_maps:
+            parts = partial(self._parts, maps=return_maps)
+            return self._uncertain(self._in_batches(parts, images, prompts, batch_size))
         return self._combine(self.score_outputs(images, prompts, batch_size))
 
     def score_outputs(self, images: Any, prompts: Sequence[str] | str | None = None,
@@ -242,15 +253,12 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
         """Like :meth:`score`, but every output of the model, (N,) each."""
         return self._in_batches(self._scores, images, prompts, batch_size)
 
-    @torch.no_grad()
-    def score_maps(self, images: Any, prompts: Sequence[str] | str | None = None) -> torch.Tensor:
-        """:meth:`quality_map` of images read as :meth:`score` reads them, one at a time, not differentiable:
-        (N, h, w) on the CPU."""
-        items = as_image_list(images)
-        prompts = check_prompts(prompts, len(items), required=self.model.config.needs_prompts)
-        return torch.stack([self._map(fit_to_size(self._load(item), self.fit_size)[None].to(self.model.device),
-                                      None if prompts is None else [prompts[i]])[0].float().cpu()
-                            for i, item in enumerate(items)])
+    def score_maps(self, images: Any, prompts: Sequence[str] | str | None = None, batch_size: int = 32
+                   ) -> torch.Tensor:
+        """:meth:`quality_map` of images read as :meth:`score` reads them, not differentiable: (N, h, w) on the
+        CPU. For the scores too, ``score(..., return_maps=True)`` reads both from one encoder pass."""
+        maps = self._in_batches(lambda batch, p: {MAPS: self._map(batch, p)}, images, prompts, batch_size)
+        return maps[MAPS]
 
     def _in_batches(self, fn, images: Any, prompts: Sequence[str] | str | None, batch_size: int):
         return score_in_batches(fn, images, prompts, batch_size=batch_size, fit_size=self.fit_size,

@@ -1,4 +1,5 @@
-"""How sure a score is: three sources of spread read from one encoder pass, and the result they make."""
+"""How sure a score is: three sources of spread read from one encoder pass (with the quality maps, when asked,
+from the same pass), and the result they make."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -10,6 +11,7 @@ from ..model import MSTCLIPIQA
 
 SOURCES = ("head", "streams", "ensemble")
 _MARK = "\x00"  # joins output and source in the flat dict the batched scoring loop concatenates
+MAPS = _MARK + "maps"  # the combined quality maps' entry in that dict
 
 
 @dataclass
@@ -20,7 +22,8 @@ class ScoresWithUncertainty:
     variances (``sources``: each source's sigma alone, (B,)); ``outputs`` / ``output_sigma`` hold the same
     per named output of the model, and ``output_sources`` each output's sigma per source. Outputs are
     combined as the reward combines them (weights ``w_o``), treated as independent:
-    ``sigma^2 = sum_o w_o^2 sigma_o^2``. Differentiable where the scores are.
+    ``sigma^2 = sum_o w_o^2 sigma_o^2``. Differentiable where the scores are. ``maps`` (B, h, w): the quality
+    maps, read from the same encoder pass, when asked for (``score(..., return_maps=True)``), else None.
     """
 
     scores: torch.Tensor
@@ -29,6 +32,7 @@ class ScoresWithUncertainty:
     outputs: dict[str, torch.Tensor]
     output_sigma: dict[str, torch.Tensor]
     output_sources: dict[str, dict[str, torch.Tensor]]
+    maps: torch.Tensor | None = None
 
 
 def uncertainty_parts(model: MSTCLIPIQA, f_coarse: torch.Tensor, f_fine: torch.Tensor,
@@ -56,19 +60,22 @@ def uncertainty_parts(model: MSTCLIPIQA, f_coarse: torch.Tensor, f_fine: torch.T
 def assemble(parts: Mapping[str, torch.Tensor], weights: Mapping[str, float],
              to_units: Callable[[str, torch.Tensor], torch.Tensor]) -> ScoresWithUncertainty:
     """The result from ``uncertainty_parts`` (possibly concatenated over batches); ``to_units(output, score)``
-    is the affine map the reward applies to that output (identity, or onto [0, 1] with ``normalize``)."""
-    outputs = {name: to_units(name, parts[name]) for name in weights}
-    factor = {name: float(to_units(name, torch.tensor(1.0)) - to_units(name, torch.tensor(0.0))) for name in weights}
+    is the affine map the reward applies to that output (identity, or onto [0, 1] with ``normalize``). Every
+    output of the model is in ``outputs``; those in ``weights`` make ``scores`` and ``sigma``."""
+    names = [name for name in parts if _MARK not in name]
+    outputs = {name: to_units(name, parts[name]) for name in names}
+    factor = {name: float(to_units(name, torch.tensor(1.0)) - to_units(name, torch.tensor(0.0))) for name in names}
     variances = {name: {source: parts[name + _MARK + source] * factor[name] ** 2
-                        for source in SOURCES if name + _MARK + source in parts} for name in weights}
-    combined = {source: sum(weights[n] ** 2 * v[source] for n, v in variances.items() if source in v)
-                for source in SOURCES if any(source in v for v in variances.values())}
+                        for source in SOURCES if name + _MARK + source in parts} for name in names}
+    combined = {source: sum(w ** 2 * variances[n][source] for n, w in weights.items() if source in variances[n])
+                for source in SOURCES if any(source in variances[n] for n in weights)}
     return ScoresWithUncertainty(
         scores=sum(w * outputs[n] for n, w in weights.items()),
         sigma=safe_sqrt(sum(combined.values())),
         sources={source: safe_sqrt(v) for source, v in combined.items()},
         outputs=outputs, output_sigma={n: safe_sqrt(sum(v.values())) for n, v in variances.items()},
-        output_sources={n: {source: safe_sqrt(var) for source, var in v.items()} for n, v in variances.items()})
+        output_sources={n: {source: safe_sqrt(var) for source, var in v.items()} for n, v in variances.items()},
+        maps=parts.get(MAPS))
 
 
 def safe_sqrt(variance: torch.Tensor) -> torch.Tensor:

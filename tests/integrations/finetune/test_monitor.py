@@ -132,3 +132,22 @@ def test_a_monitor_that_cannot_score_says_so_and_one_that_partly_can_warns():
     with pytest.warns(RuntimeWarning, match="NaN or inf for 1 of 3 held-out images at step 0; its record averages"):
         record = partly(0, state=run.state)
     assert math.isfinite(record["monitor"])
+
+
+def test_an_mst_clipiqa_reward_gives_the_monitor_its_scores_and_sigma_in_one_pass(tiny_models, monkeypatch):
+    model = tiny_models()
+    reward = MSTCLIPIQAReward(model).eval()
+    encoded = []
+    encode = model.encode_images
+    monkeypatch.setattr(model, "encode_images", lambda images, tokens=False: encoded.append(len(images))
+                        or encode(images, tokens))
+    monitor = HackingMonitor(lambda prompts, seeds: _seeded(seeds), brightness, ["a"], [0, 1, 2], reward=reward,
+                             features=lambda images: images.flatten(1), score_batch_size=2)
+    record = monitor.evaluate(0)
+    assert encoded == [2, 1]  # the held-out grid once, in batches of score_batch_size
+    monkeypatch.undo()
+    alone = reward(_seeded([0, 1, 2]), return_uncertainty=True)
+    assert record["reward"] == pytest.approx(float(alone.scores.mean()), rel=1e-5)
+    assert record["reward_sigma"] == pytest.approx(float(alone.sigma.mean()), rel=1e-5)
+    assert "reward_sigma" not in HackingMonitor(lambda p, s: _seeded(s), brightness, ["a"], [0, 1],
+                                                reward=brightness).evaluate(0)

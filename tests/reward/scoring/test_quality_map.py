@@ -60,3 +60,33 @@ def test_region_score_is_a_soft_minimum_between_the_worst_region_and_the_mean(ti
     assert bool((middle >= regions.min(1).values - 1e-5).all() and (middle <= regions.mean(1) + 1e-5).all())
     with pytest.raises(ValueError, match="temperature must be > 0"):
         reward.region_score(images, temperature=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_with_the_fine_streams_attention_off_a_patch_moves_its_own_map_entry_and_no_other(tiny_models, backend,
+                                                                                          monkeypatch):
+    """The map's wiring: entry (i, j) reads the patch in row i, column j. With attention off (each token then
+    depends on its own patch alone) and the coarse embedding held, a changed patch moves its entry only; with
+    attention on, it moves the others too (so the construction is what isolates it)."""
+    model = tiny_models("A", backend)
+    reward = MSTCLIPIQAReward(model)
+    held = {}
+    coarse = model.coarse.encode_image
+    monkeypatch.setattr(model.coarse, "encode_image", lambda x: held.setdefault("embedding", coarse(x)))
+    image = _images(1)
+
+    def moved(i: int, j: int) -> torch.Tensor:
+        changed = image.clone()
+        changed[:, :, 16 * i: 16 * i + 16, 16 * j: 16 * j + 16] = torch.rand(3, 16, 16)
+        return (reward.quality_map(changed) - reward.quality_map(image))[0].abs()
+
+    assert int((moved(1, 2) > 1e-6).sum()) > 1  # attention on: the change spreads
+    for name, module in model.fine.named_modules():
+        if name.endswith("out_proj"):  # every attention's output projection: the blocks add nothing across tokens
+            for parameter in (module.weight, module.bias):  # the shared model gets its weights back afterwards
+                monkeypatch.setattr(parameter, "data", torch.zeros_like(parameter))
+    for i, j in [(0, 0), (1, 2), (3, 1)]:
+        change = moved(i, j)
+        others = torch.ones_like(change, dtype=torch.bool)
+        others[i, j] = False
+        assert change[i, j] > 1e-4 and float(change[others].max()) <= 1e-6, (i, j, change)
