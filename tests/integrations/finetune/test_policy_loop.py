@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mst_clipiqa.integrations.finetune import PolicyFinetuneConfig, RunConfig, group_batch, train_policy
+from mst_clipiqa.integrations.finetune import PolicyConfig, PolicyFinetuneConfig, RunConfig, group_batch, train_policy
 from mst_clipiqa.integrations.pipelines.tiny import tiny_sd3_pipeline
 
 from .test_policy_learning import PROMPTS, brightness
@@ -33,3 +33,11 @@ def test_group_batch_repeats_each_drawn_prompt_group_size_times():
     assert groups.tolist() == [0, 0, 1, 1, 2, 2]
     with pytest.raises(ValueError, match="num_prompts and group_size must be >= 1"):
         group_batch(PROMPTS, 0, 2, torch.Generator())
+
+
+def test_a_config_of_the_method_alone_and_the_old_keywords_make_the_trainers_config():
+    from mst_clipiqa.integrations.finetune.policy_loop import _config_from_keywords
+
+    with pytest.warns(DeprecationWarning, match="epochs= -> run.max_steps="):
+        config = _config_from_keywords(PolicyConfig(method="ddpo", kl_coeff=0.1), {"epochs": 2, "group_size": 3})
+    assert config == PolicyFinetuneConfig(method="ddpo", kl_coeff=0.1, group_size=3, run=RunConfig(max_steps=2))
