@@ -111,11 +111,15 @@ def _finetuned(method: str, args: argparse.Namespace, reward, work: Path):
                                          progress_bar=False, cpu=True))
         DPOTrainer(pipe, work / "pairs", config).train()
         return pipe, n * len(prompts) if written.rows else 0
-    from mst_clipiqa.integrations import train_policy
+    from mst_clipiqa.integrations import PolicyFinetuneConfig, train_policy
 
     per_epoch = 2 * args.group
-    train_policy(pipe, reward, prompts, method, epochs=args.budget // per_epoch, prompts_per_epoch=2,
-                 group_size=args.group, learning_rate=args.lr, num_inference_steps=STEPS)
+    # weight decay 0.01: torch's AdamW default, which the loop train_policy was when docs/measured_finetune.md
+    # was measured used
+    config = PolicyFinetuneConfig(method, num_inference_steps=STEPS, group_size=args.group, prompts_per_step=2,
+                                  run=RunConfig(max_steps=args.budget // per_epoch, learning_rate=args.lr,
+                                                weight_decay=0.01, progress_bar=False, cpu=True))
+    train_policy(pipe, reward, prompts, config)
     return pipe, args.budget // per_epoch * per_epoch
 
 

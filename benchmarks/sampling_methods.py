@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mst_clipiqa.integrations import PromptSampler, guided_sample, optimize_noise
+from mst_clipiqa.integrations import NoiseOptimizationConfig, PromptSampler, guided_sample, optimize_noise
 from mst_clipiqa.integrations.pipelines.tiny import tiny_lcm_pipeline, tiny_sd_turbo_pipeline
 from mst_clipiqa.reward import MSTCLIPIQA, ImageSpec, MSTCLIPIQAConfig, MSTCLIPIQAReward, preprocess
 
@@ -95,8 +95,9 @@ def best_of_candidates(sampler: PromptSampler, reward: nn.Module, seed: int, bud
 def noise_optimisation(sampler: PromptSampler, reward: nn.Module, seed: int, budget: int, k: int | None,
                        monitor: nn.Module | None = None) -> Selection:
     start = time.perf_counter()
-    result = optimize_noise(sampler.pipe, sampler.prompt, reward, steps=budget, seed=seed, gradient_steps=k,
-                            monitor=monitor, patience=3, progress=False, **sampler.settings)
+    config = NoiseOptimizationConfig(steps=budget, seed=seed, gradient_steps=k, patience=3, progress_bar=False,
+                                     **sampler.settings)
+    result = optimize_noise(sampler.pipe, sampler.prompt, reward, config, monitor=monitor)
     return Selection(result.image, result.reward, len(result.history), time.perf_counter() - start,
                      _running_max(result.rewards))
 

@@ -12,7 +12,7 @@ from benchmarks.harness.memory import PeakMemory
 from benchmarks.harness.report import fmt_bytes, markdown_table
 from benchmarks.harness.timing import timed
 from benchmarks.sampling_methods import best_of_candidates
-from mst_clipiqa.integrations import PromptSampler, guided_sample, optimize_noise
+from mst_clipiqa.integrations import NoiseOptimizationConfig, PromptSampler, guided_sample, optimize_noise
 from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward, openai_clip_tokenizer
 
 PROMPT = "a lighthouse at dusk"
@@ -70,7 +70,8 @@ def report_sd_turbo_size(args: argparse.Namespace) -> dict[str, Any]:
     rows, figures = [], {}
     for checkpointing in (False, True):
         def run(steps: int, ckpt: bool = checkpointing) -> None:
-            optimize_noise(pipe, PROMPT, reward, steps=steps, gradient_checkpointing=ckpt, progress=False, **settings)
+            config = NoiseOptimizationConfig(steps=steps, gradient_checkpointing=ckpt, progress_bar=False, **settings)
+            optimize_noise(pipe, PROMPT, reward, config)
 
         run(2)  # warm-up
         seconds, memory = _measured(lambda: run(iterations), device)

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from mst_clipiqa.integrations import RewardFinetuner, best_of_n, optimize_noise, score_images
+from mst_clipiqa.integrations import NoiseOptimizationConfig, RewardFinetuner, best_of_n, optimize_noise, score_images
 from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline, tiny_sd_turbo_pipeline
 from mst_clipiqa.reward import MSTCLIPIQAReward
 from tests.integrations.finetune.test_finetuner import PROMPTS, config, make_reward
@@ -93,8 +93,9 @@ def test_best_of_n_on_a_cuda_pipeline_ranks_by_the_scores_of_its_images(tiny_mod
 
 def test_noise_optimisation_on_cuda_raises_the_reward_of_its_start(tiny_models):
     reward = cuda_reward(tiny_models)
-    result = optimize_noise(tiny_sd_turbo_pipeline(device=CUDA), "a lighthouse", reward, steps=8, seed=3,
-                            num_inference_steps=1, guidance_scale=0.0, height=32, width=32, progress=False)
+    settings = NoiseOptimizationConfig(steps=8, seed=3, num_inference_steps=1, guidance_scale=0.0, height=32, width=32,
+                                     progress_bar=False)
+    result = optimize_noise(tiny_sd_turbo_pipeline(device=CUDA), "a lighthouse", reward, settings)
     assert result.reward > result.initial_reward
     assert all(p.grad is None for p in reward.parameters())
 

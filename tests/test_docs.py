@@ -128,13 +128,18 @@ def test_code_block_runs(block: Block, page_run, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("argv", [argv for _, argv in COMMANDS], ids=[where for where, _ in COMMANDS])
-def test_documented_command_line_parses(argv: list[str]) -> None:
-    from mst_clipiqa.cli import build_parser
+def test_documented_command_line_parses(argv: list[str], monkeypatch) -> None:
+    from mst_clipiqa.cli import CONFIG_COMMANDS, build_parser
+    from mst_clipiqa.cli.config_file import with_config
 
+    monkeypatch.chdir(ROOT)  # a recipe the line reads (--config recipes/...) is the repository's
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
-            args = build_parser().parse_args(argv)
+            parser = build_parser()
+            if argv[0] in CONFIG_COMMANDS:
+                argv = with_config(argv, argv[0], parser.command_parsers[argv[0]])
+            args = parser.parse_args(argv)
     except SystemExit:
         pytest.fail(f"mst-clipiqa {shlex.join(argv)}: {stderr.getvalue().strip()}")
     assert args.command == argv[0]

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from mst_clipiqa.cli import build_parser
+from mst_clipiqa.cli.commands.optimize import config_from_args
 from mst_clipiqa.cli.options import dataclass_values
 from mst_clipiqa.integrations.finetune.config import RunConfig, from_flat_settings
 from mst_clipiqa.integrations.finetune.method_configs import CONFIGS
@@ -38,6 +39,12 @@ def test_recipe_parses_and_validates(path):
     recipe = yaml.safe_load(path.read_text())
     text = path.read_text()
     assert all(f"\n{key}:" in "\n" + text for key in recipe)  # a flat mapping of option names
+    if "method" not in recipe:  # noise optimisation: one image, no trainer
+        args = build_parser(["optimize"]).parse_args(["optimize", *argv(recipe), "--model", "tiny", "--prompt", "a",
+                                                      "--out", "o"])
+        config = config_from_args(args)
+        assert (config.num_inference_steps, config.steps) == (recipe["num-inference-steps"], recipe["steps"])
+        return
     if recipe["method"] == "best-of-n":
         args = build_parser(["plan"]).parse_args(["plan", *argv(recipe)])
         assert args.method == "best-of-n" and args.batch_size >= 1

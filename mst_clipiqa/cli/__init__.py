@@ -28,7 +28,9 @@ COMMANDS = {"train": train, "eval": eval, "score": score, "rank": rank, "finetun
 CONFIG_COMMANDS = ("train", "finetune", "optimize", "pairs")  # those that read --config FILE.yaml
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 TERMINATED = 143  # 128 + SIGTERM
-RENAMED_FLAGS = {"--num-steps": "--num-inference-steps"}  # one name for sampling steps (issue 28)
+# one name for each setting (issue 28): a flag of one of them is refused naming the flag that took its place
+RENAMED_FLAGS = {"--num-steps": "--num-inference-steps", "--inference-steps": "--num-inference-steps",
+                 "--checkpointing": "--gradient-checkpointing"}
 
 
 class Parser(argparse.ArgumentParser):

@@ -65,17 +65,23 @@ def test_help_names_every_command_and_the_model_choices(capsys):
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
-def test_help_examples_keep_their_line_breaks_and_parse(command):
-    """An example's continued line (a backslash in a non-raw string) joins two lines; every example must parse."""
-    from mst_clipiqa.cli import build_parser
+def test_help_examples_keep_their_line_breaks_and_parse(command, monkeypatch):
+    """An example's continued line (a backslash in a non-raw string) joins two lines; every example must parse
+    (with the options of the recipe it reads, as main reads them: recipes/ is the repository's)."""
+    from mst_clipiqa.cli import CONFIG_COMMANDS, build_parser
+    from mst_clipiqa.cli.config_file import with_config
 
+    monkeypatch.chdir(ROOT)
     epilog = build_parser([command])._subparsers._group_actions[0].choices[command].epilog or ""
     assert not re.search(r"\S {4,}--", epilog), "an example lost a line break (write \\\\ for a continued line)"
     for line in re.split(r"(?<!\\)\n", epilog):
         if not line.strip().startswith("mst-clipiqa ") or "..." in line:
             continue
-        argv = shlex.split(line.replace("\\\n", " "), comments=True)
-        assert build_parser([argv[1]]).parse_args(argv[1:]).command == argv[1], line
+        argv = shlex.split(line.replace("\\\n", " "), comments=True)[1:]
+        parser = build_parser([argv[0]])
+        if argv[0] in CONFIG_COMMANDS:
+            argv = with_config(argv, argv[0], parser.command_parsers[argv[0]])
+        assert parser.parse_args(argv).command == argv[0], line
 
 
 def test_train_writes_model_report_and_plots(trained, capsys):

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
     from .policy import METHODS as POLICY_METHODS
     from .policy import PolicyBatch, PolicyConfig, PolicyOptimizer
     from .policy_gradient import PolicyFinetuneConfig, PolicyTrainer
-    from .policy_loop import PolicyRun, group_batch, train_policy
+    from .policy_loop import group_batch, train_policy
     from .prompt_sources import PromptSource
     from .trainers import CONFIGS, TRAINERS
 
@@ -40,7 +40,7 @@ __all__ = ["DiffusionTrainer", "complete_checkpoints", "RewardFinetuneConfig", "
            "Sampler", "diversity", "image_features", "pipeline_sampler", "Advantages", "PromptStatTracker",
            "gather_objects", "gather_rows", "group_advantages", "clipped_policy_loss", "forward_noised", "gaussian_kl",
            "nft_loss", "optimality_probability", "ratio_stats", "POLICY_METHODS", "PolicyBatch", "PolicyConfig",
-           "PolicyOptimizer", "PolicyFinetuneConfig", "PolicyTrainer", "PolicyRun", "group_batch", "train_policy",
+           "PolicyOptimizer", "PolicyFinetuneConfig", "PolicyTrainer", "group_batch", "train_policy",
            "CONFIGS", "TRAINERS", "NonFiniteError"]
 
 load_lazily(__name__)

@@ -8,12 +8,11 @@ behind its prompts and noise (the trainer's own, torch's, numpy's, Python's, CUD
 
 from __future__ import annotations
 
-import math
 import warnings
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from accelerate.utils import set_seed
@@ -35,11 +34,11 @@ from mst_clipiqa.runtime.processes import on_main, run_environment
 from mst_clipiqa.runtime.runs import RunLock
 from mst_clipiqa.runtime.state import TrainingState, capture_state
 
+from ..rewards import Rewards
 from .config import RESUME_FREE, TrainerConfig, flat_settings, require
-from .ema import LoraEMA
 from .launch import check_world_size, finetune_accelerator, resolved_config
 from .log import TrainingLog
-from .nonfinite import ADVICE, SKIP_LIMIT, NonFiniteError, check_finite_weights, describe_nonfinite, nonfinite_counts
+from .nonfinite import check_finite_weights
 from .stopping import StopPoints
 from .tracking import finish_trackers, start_trackers
 from .trainer_parts import TrainerParts, lr_schedule
@@ -49,7 +48,7 @@ __all__ = ["DiffusionTrainer", "lr_schedule"]
 _TRAINED, _RNG = "lora.", "rng.finetuner"
 
 
-class DiffusionTrainer(TrainerParts, StopPoints, ABC):
+class DiffusionTrainer(TrainerParts, StopPoints):
     """Base of the diffusion trainers: what a run does that is not the algorithm.
 
     ``config`` is a method's config (a dataclass with ``to_dict()``) whose ``run`` is a :class:`RunConfig`:
@@ -61,11 +60,13 @@ class DiffusionTrainer(TrainerParts, StopPoints, ABC):
 
     1. calls ``super().__init__(config, accelerator)`` (builds or checks the Accelerator, the trainer's
        generator ``self.rng``, ``self.log``);
-    2. builds its models and sets ``self.model`` (prepared by accelerate), ``self.optimizer``,
-       ``self.lr_scheduler`` (:func:`lr_schedule`) and ``self.ema`` (a ``LoraEMA`` or None);
-    3. calls :meth:`start_run`, which seeds the processes and opens (or resumes) the run folder.
+    2. builds its models and sets ``self.model`` (prepared by accelerate), ``self.optimizer`` and
+       ``self.lr_scheduler`` (:func:`lr_schedule`), and ``self.ema`` (a ``LoraEMA``) if it keeps one:
+       :meth:`setup_lora` does all of it for a LoRA on a pipeline's denoiser;
+    3. calls :meth:`start_run`, which checks step 2 (a ``TypeError`` names what is missing), seeds the
+       processes and opens (or resumes) the run folder.
 
-    and implements (abstract here):
+    and implements (abstract here: a subclass without them cannot be instantiated):
 
     * :meth:`train_step` -> the step's statistics; it increments ``self.global_step`` and appends the record
       to ``self.log``;
@@ -96,15 +97,12 @@ class DiffusionTrainer(TrainerParts, StopPoints, ABC):
     """
 
     name = "train"  # the progress bar's label
-    config: TrainerConfig
-    model: torch.nn.Module  # prepared by accelerate
-    optimizer: Any  # accelerate's wrapper of a torch optimizer
-    lr_scheduler: Any
-    ema: LoraEMA | None
+    config_class: ClassVar[type]  # the config it takes, for ``TRAINERS`` and the command line
+    reward: Rewards | None = None  # what it optimises, if a reward
 
     def progress_key(self) -> str:
         """The name of the progress bar's number (each step's reward, smoothed), with the scale it is on."""
-        scale = getattr(getattr(self, "reward", None), "score_range", None)
+        scale = getattr(self.reward, "score_range", None)
         return f"reward ({scale[0]:g}-{scale[1]:g})" if scale else "reward"
 
     def stop_early(self) -> bool:
@@ -129,23 +127,11 @@ class DiffusionTrainer(TrainerParts, StopPoints, ABC):
         self.skipped_batches = self._skipped_in_row = 0
         self.evaluation_due = False  # the monitor of the current step is still to run (a stop cut it short)
 
-    @property
-    def num_processes(self) -> int:
-        return self.accelerator.num_processes
-
-    @property
-    def unwrapped(self) -> torch.nn.Module:
-        return self.accelerator.unwrap_model(self.model)
-
     # --- what a subclass implements ----------------------------------------------------------------------
 
     @abstractmethod
     def train_step(self) -> dict[str, float] | None:
         """One optimizer step; returns its statistics (a record of ``self.log``), or None for a dropped batch."""
-
-    @abstractmethod
-    def trained_parameters(self) -> Mapping[str, torch.Tensor]:
-        """The trained tensors by name; checkpoints save them and resumption copies into them."""
 
     def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Shared state of the subclass's own to checkpoint: tensors (names must not clash) and JSON metadata."""
@@ -160,42 +146,12 @@ class DiffusionTrainer(TrainerParts, StopPoints, ABC):
         A subclass extends its parent's dict."""
         return {}
 
-    # --- non-finite values -------------------------------------------------------------------------------
-
-    def drop_batch(self, **values: torch.Tensor) -> bool:
-        """Check a batch's values (``reward`` (B,), ``loss``, ``grad_norm``, ...) for NaN / inf on every
-        process, before the optimizer step. Returns False when they are finite; otherwise raises a
-        :class:`NonFiniteError` saying where (``on_nonfinite="raise"``) or warns, counts and returns True
-        (``"skip"``): the caller then drops the batch (no optimizer step) and returns None. Collective."""
-        if self.accelerator.scaler is not None:  # fp16: an inf gradient norm is the loss scaler's overflow
-            values.pop("grad_norm", None)
-        bad = nonfinite_counts(self.accelerator, values)
-        if not bad:
-            return False
-        where, skip = describe_nonfinite(bad, self.global_step + 1), self.config.run.on_nonfinite == "skip"
-        if not skip or self._skipped_in_row + 1 >= SKIP_LIMIT:
-            again = f" ({SKIP_LIMIT} batches in a row)" if skip else ""
-            raise NonFiniteError(f"stopped: {where}{again}; no checkpoint holds these values "
-                                 f"(newest: step {self.saved_step}); {ADVICE}")
-        self.skipped_batches += 1
-        self._skipped_in_row += 1
-        if self.accelerator.is_main_process:
-            warnings.warn(f"dropped a batch ({where}): no optimizer step; {self.skipped_batches} batch(es) dropped "
-                          "in this run", RuntimeWarning, stacklevel=2)
-        return True
-
-    def _check_record(self, record: dict[str, float]) -> None:
-        """The step's reported values, for a ``train_step`` that does not call :meth:`drop_batch`."""
-        names = ("loss", "reward") + (("grad_norm",) if self.accelerator.scaler is None else ())
-        bad = [k for k in names if k in record and not math.isfinite(record[k])]
-        if bad:
-            raise NonFiniteError(f"stopped: {', '.join(bad)} non-finite at step {self.global_step}; no checkpoint "
-                                 f"of this step is written (newest: step {self.saved_step}); {ADVICE}")
-
     # --- run folder, seeds, checkpoints ------------------------------------------------------------------
 
     def start_run(self) -> None:
-        """Seed the processes and, with ``output_dir``, open the run folder (resuming from it when asked)."""
+        """Check that ``__init__`` set what a run needs, seed the processes and, with ``output_dir``, open the run
+        folder (resuming from it when asked)."""
+        self._check_parts()
         self.seed_processes(self.config.run.seed)
         if self.run_dir is not None:  # the identity is what checkpoints record (a data set digest may take a while)
             self.identity = {k: str(v) for k, v in self.run_identity().items()}
@@ -353,7 +309,7 @@ class DiffusionTrainer(TrainerParts, StopPoints, ABC):
             elif self.evaluation_due:  # a resumed run whose monitor was cut short
                 stop = self._evaluate(signals)
                 self._unit(signals, grid, self.after_step)
-            stop = stop or bool(getattr(self.monitor, "should_stop", False)) or self.stop_early()  # a resumed run
+            stop = stop or (self.monitor is not None and bool(self.monitor.should_stop)) or self.stop_early()  # resumed
             while self.global_step < steps and not stop:
                 cut = f"step {self.global_step + 1} was cut short and runs again on resume"
                 if self._unit(signals, cut, self.train_step) is None:  # a dropped batch: no step was taken

@@ -5,6 +5,7 @@ the hacking monitor of :class:`DiffusionTrainer`."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ class DPOTrainer(DiffusionTrainer):
 
     name = "dpo"
     config_class = DPOConfig
+    config: DPOConfig
 
     def progress_key(self) -> str:
         """Not the reward's scale: DPO's number is the implicit reward margin, a difference of log-likelihood ratios."""
@@ -65,7 +67,7 @@ class DPOTrainer(DiffusionTrainer):
                                                height=config.run.height, width=config.run.width,
                                                encode_kwargs=config.run.encode_kwargs)
         self.family = self.objective.family
-        self.setup_lora(pipe, self.family.denoiser, [reward] if reward is not None else [])
+        self.setup_lora(pipe, self.family, [reward] if reward is not None else [])
         self.monitor = self.hacking_monitor(monitor, reward)
         self._sampler = pipeline_sampler(pipe, chunk_size=config.run.batch_size,
                                          num_inference_steps=config.num_inference_steps,
@@ -122,12 +124,18 @@ class DPOTrainer(DiffusionTrainer):
         return score_images(self.reward, images, list(prompts), batch_size=self.config.run.batch_size)[0].float().cpu()
 
 
-def train_dpo(pipe: Any, pairs: Any, config: DPOConfig | None = None, *, monitor: Any = None,
-              progress: bool = True) -> list[dict[str, float]]:
-    """Diffusion-DPO in this process with :class:`DPOTrainer`, returning one record per step (loss, implicit
-    accuracy and reward margin, error gaps, gradient norm). ``monitor``: a :class:`HackingMonitor` (or any
-    ``monitor(step, state=...)`` with ``should_stop`` and ``best_state``), called before training and after
-    every step; when it stops the run, the LoRA weights it preferred are put back."""
+def train_dpo(pipe: Any, pairs: Any, config: DPOConfig | None = None, *, reward: Rewards | None = None,
+              monitor: Rewards | HackingMonitor | None = None, **deprecated: Any) -> list[dict[str, float]]:
+    """``DPOTrainer(pipe, pairs, config, reward=reward, monitor=monitor)`` trained in this process; returns its
+    records, one per step (loss, implicit accuracy and reward margin, error gaps, gradient norm). ``monitor``
+    as for :class:`DPOTrainer`: when it stops the run, the LoRA weights it preferred are put back.
+    ``progress=`` (deprecated) is ``config.run.progress_bar``."""
     config = config or DPOConfig()
-    config = dataclasses.replace(config, run=dataclasses.replace(config.run, progress_bar=progress))
-    return DPOTrainer(pipe, pairs, config, monitor=monitor).train().history
+    if "progress" in deprecated:
+        warnings.warn("train_dpo(progress=...) is config.run.progress_bar now: pass DPOConfig(run=RunConfig("
+                      "progress_bar=...))", DeprecationWarning, stacklevel=2)
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run,
+                                                                     progress_bar=deprecated.pop("progress")))
+    if deprecated:
+        raise TypeError(f"train_dpo() got unexpected keyword argument(s) {sorted(deprecated)}")
+    return DPOTrainer(pipe, pairs, config, reward=reward, monitor=monitor).train().history

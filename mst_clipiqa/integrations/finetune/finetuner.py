@@ -14,22 +14,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..pipelines.families import Conditioning, denoiser_family
+from ..pipelines.families import Conditioning
 from ..pipelines.lora import adapters_disabled, named_lora_parameters
 from ..pipelines.sampling import denoise, guided_prediction, step_kwargs
 from ..rewards import Rewards, named_rewards, objective
-from .base import DiffusionTrainer
 from .config import RewardFinetuneConfig, require
-from .identity import PromptedRunIdentity
-from .launch import pipeline_precision
 from .methods import METHODS
 from .monitor import HackingMonitor
-from .prompt_sources import Prompts, PromptSource
+from .prompt_sources import Prompts
+from .prompted import PromptedTrainer
 
 __all__ = ["RewardFinetuneConfig", "RewardFinetuner"]
 
 
-class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
+class RewardFinetuner(PromptedTrainer):
     """Fine-tune ``pipe``'s denoiser with LoRA to maximise ``reward`` by backpropagating it through sampling.
 
     Covered: every registered pipeline family (SD 1.x/2.x, SDXL, LCM, SD3,
@@ -55,20 +53,18 @@ class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
     """
 
     config_class = RewardFinetuneConfig
+    config: RewardFinetuneConfig
 
     def __init__(self, pipe: Any, reward: Rewards, prompts: Prompts, config: RewardFinetuneConfig | None = None,
                  accelerator: Any | None = None, *, monitor: Rewards | HackingMonitor | None = None):
-        self.prompt_source = PromptSource(prompts)
-        self.prompts = self.prompt_source.prompts
-        self.pipe, self.reward = pipe, reward
-        self.family = denoiser_family(pipe)
-        super().__init__(config := pipeline_precision(config or RewardFinetuneConfig(), pipe, accelerator), accelerator)
+        super().__init__(pipe, reward, prompts, config, accelerator)
+        config = self.config
         self.name = config.method
         default_height, default_width = self.family.default_size()
         self.height, self.width = config.run.height or default_height, config.run.width or default_width
         self.family.check_size(self.height, self.width)
         rewards = self.reward.values() if isinstance(self.reward, Mapping) else [self.reward]
-        self.setup_lora(pipe, self.family.denoiser, rewards)
+        self.setup_lora(pipe, self.family, rewards)
         self.monitor = self.hacking_monitor(monitor, reward, config.reward_weights)
         self.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
         self.start_run()

@@ -94,13 +94,3 @@ def pairs_identity(rows: Any) -> dict[str, str]:
         hasher.update(json.dumps([repr(row["label_0"]), str(row["caption"])]).encode())
     return {"pairs": f"{len(rows)} pair(s) {hasher.hexdigest()[:16]}"}
 
-
-class PromptedRunIdentity:
-    """``run_identity`` of a trainer that samples its own images from ``prompt_source`` against ``reward``
-    (RewardFinetuner, PolicyTrainer): the reward, the pipeline, the denoiser's architecture and the prompts."""
-
-    def run_identity(self) -> dict[str, str]:
-        source = self.prompt_source
-        return {**super().run_identity(), **reward_identity(self.reward),
-                **pipeline_identity(self.pipe, self.family, self.family.denoiser),
-                **prompts_identity(source.prompts, source.prompt_fn)}

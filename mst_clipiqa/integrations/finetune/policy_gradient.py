@@ -9,25 +9,25 @@ resumption, trackers, the step loop) is the base class's (``finetune.base.Diffus
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..pipelines.families import denoiser_family
 from ..pipelines.lora import adapters_disabled, named_lora_parameters
 from ..rewards import Rewards
-from .base import DiffusionTrainer
 from .config import require
-from .identity import PromptedRunIdentity
-from .launch import pipeline_precision
 from .policy import PolicyOptimizer
 from .policy_config import PolicyFinetuneConfig
-from .prompt_sources import Prompts, PromptSource
+from .prompt_sources import Prompts
+from .prompted import PromptedTrainer
+
+if TYPE_CHECKING:
+    from .monitor import HackingMonitor
 
 __all__ = ["PolicyFinetuneConfig", "PolicyTrainer"]
 
 
-class PolicyTrainer(PromptedRunIdentity, DiffusionTrainer):
+class PolicyTrainer(PromptedTrainer):
     """Fine-tune ``pipe``'s denoiser with LoRA by DDPO, GRPO or DiffusionNFT (``config.method``) to raise
     ``reward``, which needs no gradient: any form :mod:`integrations.rewards` accepts (numpy functions,
     trl's ``(images, prompts, metadata)``, ``no_grad`` scorers, a dict of them weighted by ``reward_weights``).
@@ -40,19 +40,17 @@ class PolicyTrainer(PromptedRunIdentity, DiffusionTrainer):
     """
 
     config_class = PolicyFinetuneConfig
+    config: PolicyFinetuneConfig
 
     def __init__(self, pipe: Any, reward: Rewards, prompts: Prompts, config: PolicyFinetuneConfig | None = None,
-                 accelerator: Any | None = None, *, monitor: Any = None):
-        self.prompt_source = PromptSource(prompts)
-        self.prompts = self.prompt_source.prompts
-        self.pipe, self.reward = pipe, reward
-        self.family = denoiser_family(pipe)
-        super().__init__(config := pipeline_precision(config or PolicyFinetuneConfig(), pipe, accelerator), accelerator)
+                 accelerator: Any | None = None, *, monitor: Rewards | HackingMonitor | None = None):
+        super().__init__(pipe, reward, prompts, config, accelerator)
+        config = self.config
         self.name = config.method
         require(config.rollouts_per_step % self.num_processes == 0,
                 f"prompts_per_step x group_size = {config.rollouts_per_step} rollouts per step must divide evenly "
                 f"over {self.num_processes} processes")
-        self.setup_lora(pipe, self.family.denoiser, reward.values() if isinstance(reward, Mapping) else [reward])
+        self.setup_lora(pipe, self.family, reward.values() if isinstance(reward, Mapping) else [reward])
         self.monitor = self.hacking_monitor(monitor, reward, config.reward_weights)
         run = config.run
         self.sampler = config.sampler(pipe, height=run.height, width=run.width, negative_prompt=run.negative_prompt,

@@ -1,14 +1,17 @@
 """The parts of a diffusion trainer that its subclasses share beyond the run plumbing of ``base``: a fresh LoRA
-on a frozen pipeline with its optimizer, schedule and EMA, the end of an optimizer step, sample grids, and the
-hacking monitor (evaluated, logged, checkpointed by the base, its best LoRA put back on an early stop)."""
+on a frozen pipeline with its optimizer, schedule and EMA, the end of an optimizer step, the guard against
+non-finite values, sample grids, and the hacking monitor (evaluated, logged, checkpointed by the base, its best
+LoRA put back on an early stop)."""
 
 from __future__ import annotations
 
+import math
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,8 +27,11 @@ from .ema import LoraEMA
 from .launch import check_weight_precision
 from .log import TrainingLog, gathered_statistics
 from .monitor import HackingMonitor, MonitorError
-from .nonfinite import NonFiniteError
+from .nonfinite import ADVICE, SKIP_LIMIT, NonFiniteError, describe_nonfinite, nonfinite_counts
 from .tracking import log_grid
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 __all__ = ["TrainerParts", "lr_schedule"]
 
@@ -40,36 +46,70 @@ def lr_schedule(config: TrainerConfig, optimizer: torch.optim.Optimizer, step: i
                          num_training_steps=config.run.max_steps, last_epoch=step - 1)
 
 
-class TrainerParts:
-    """Mixed into :class:`~.base.DiffusionTrainer`: what its methods read, declared below; the base sets the
-    run's part, :meth:`setup_lora` the LoRA's, a subclass ``pipe`` and ``family``."""
+class TrainerParts(ABC):
+    """The base of :class:`~.base.DiffusionTrainer`. What its methods read is declared below: the run's part
+    (``config`` to ``_skipped_in_row``) is set by ``DiffusionTrainer.__init__``; the trained part (``model``,
+    ``optimizer``, ``lr_scheduler``, ``params``) by :meth:`setup_lora`, or by the subclass itself, before
+    ``start_run`` checks it; the abstract methods are the subclass's (``trained_parameters``) and the
+    base's (``save_checkpoint``)."""
 
     config: TrainerConfig
     accelerator: Any
     log: TrainingLog
     global_step: int
+    saved_step: int
+    skipped_batches: int
+    _skipped_in_row: int
     run_dir: Path | None
     monitor: HackingMonitor | Any | None  # any object with should_stop / best_state (see hacking_monitor)
-    pipe: Any  # the diffusers pipeline being tuned
-    family: PipelineFamily
-    model: nn.Module  # the denoiser, prepared by accelerate
-    optimizer: Any
+    model: nn.Module  # prepared by accelerate
+    optimizer: Any  # accelerate's wrapper of a torch optimizer
     lr_scheduler: Any
     params: list[nn.Parameter]  # the LoRA's
-    lora_config: Any = None
+    lora_config: LoraConfig | None = None  # peft's, of the LoRA setup_lora gave
+    lora_site: tuple[Any, str] | None = None  # the pipeline and its denoiser's name, for save_lora
     ema: LoraEMA | None = None
-    unwrapped: nn.Module
+
+    @abstractmethod
+    def trained_parameters(self) -> Mapping[str, torch.Tensor]:
+        """The trained tensors by name; checkpoints save them and resumption copies into them."""
+
+    @abstractmethod
+    def save_checkpoint(self) -> Path:
+        """Write a resumable checkpoint of the current step (every process must call this)."""
+
+    def _check_parts(self) -> None:
+        """A ``TypeError`` naming what a subclass's ``__init__`` left out: the trained part, and :meth:`sample`
+        where sample grids or a hacking monitor need it."""
+        missing = [name for name in ("model", "optimizer", "lr_scheduler") if not hasattr(self, name)]
+        if missing:
+            raise TypeError(f"{type(self).__name__}.__init__ must set self.{', self.'.join(missing)} before "
+                            "start_run() (setup_lora() sets them for a LoRA on a pipeline's denoiser)")
+        if self.config.run.sample_every:
+            self._require_sample("sample grids (sample_every)")
+
+    def _require_sample(self, what: str) -> None:
+        if type(self).sample is TrainerParts.sample:
+            raise TypeError(f"{type(self).__name__} must define sample(prompts, seeds) for {what}")
+
+    @property
+    def num_processes(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def unwrapped(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model)
 
     def sample(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
         """Images (N, 3, H, W) in [0, 1] of the current model (its EMA when on), one per (prompt, seed), without
         gradients: what sample grids and the hacking monitor show."""
         raise NotImplementedError(f"{type(self).__name__} must define sample() for sample grids and the monitor")
 
-    def setup_lora(self, pipe: Any, denoiser: nn.Module, scorers: Iterable[Any] = ()) -> None:
-        """Freeze ``pipe`` (and the ``scorers`` that are modules) on the run's device and precision, give
-        ``denoiser`` a fresh LoRA (fp32), and set ``self.model``, ``self.optimizer`` (AdamW), ``self.params``,
-        ``self.lr_scheduler`` and ``self.ema``."""
-        config, acc = self.config.run, self.accelerator
+    def setup_lora(self, pipe: Any, family: PipelineFamily, scorers: Iterable[Any] = ()) -> None:
+        """Freeze ``pipe`` (and the ``scorers`` that are modules) on the run's device and precision, give its
+        denoiser (``family.denoiser``) a fresh LoRA (fp32), and set ``self.model``, ``self.optimizer`` (AdamW),
+        ``self.params``, ``self.lr_scheduler``, ``self.ema`` and what :meth:`save_lora` saves."""
+        config, acc, denoiser = self.config.run, self.accelerator, family.denoiser
         check_weight_precision(pipe, acc)
         weight_dtype = precision_dtype(acc.mixed_precision) or torch.float32
         for module in pipe.components.values():
@@ -93,6 +133,37 @@ class TrainerParts:
         self.model, self.optimizer = acc.prepare(denoiser, optimizer)
         self.params = params
         self.ema = LoraEMA(params, config.ema_decay) if config.use_ema else None
+        self.lora_site = (pipe, family.denoiser_name)
+
+    def drop_batch(self, **values: torch.Tensor) -> bool:
+        """Check a batch's values (``reward`` (B,), ``loss``, ``grad_norm``, ...) for NaN / inf on every
+        process, before the optimizer step. Returns False when they are finite; otherwise raises a
+        :class:`NonFiniteError` saying where (``on_nonfinite="raise"``) or warns, counts and returns True
+        (``"skip"``): the caller then drops the batch (no optimizer step) and returns None. Collective."""
+        if self.accelerator.scaler is not None:  # fp16: an inf gradient norm is the loss scaler's overflow
+            values.pop("grad_norm", None)
+        bad = nonfinite_counts(self.accelerator, values)
+        if not bad:
+            return False
+        where, skip = describe_nonfinite(bad, self.global_step + 1), self.config.run.on_nonfinite == "skip"
+        if not skip or self._skipped_in_row + 1 >= SKIP_LIMIT:
+            again = f" ({SKIP_LIMIT} batches in a row)" if skip else ""
+            raise NonFiniteError(f"stopped: {where}{again}; no checkpoint holds these values "
+                                 f"(newest: step {self.saved_step}); {ADVICE}")
+        self.skipped_batches += 1
+        self._skipped_in_row += 1
+        if self.accelerator.is_main_process:
+            warnings.warn(f"dropped a batch ({where}): no optimizer step; {self.skipped_batches} batch(es) dropped "
+                          "in this run", RuntimeWarning, stacklevel=2)
+        return True
+
+    def _check_record(self, record: dict[str, float]) -> None:
+        """The step's reported values, for a ``train_step`` that does not call :meth:`drop_batch`."""
+        names = ("loss", "reward") + (("grad_norm",) if self.accelerator.scaler is None else ())
+        bad = [k for k in names if k in record and not math.isfinite(record[k])]
+        if bad:
+            raise NonFiniteError(f"stopped: {', '.join(bad)} non-finite at step {self.global_step}; no checkpoint "
+                                 f"of this step is written (newest: step {self.saved_step}); {ADVICE}")
 
     def backward_and_step(self, loss: torch.Tensor, **checked: torch.Tensor) -> bool:
         """One micro-batch's backward pass and (accelerate's) optimizer step, after :meth:`drop_batch` checked
@@ -141,6 +212,7 @@ class TrainerParts:
         (weighted by ``weights``) for the patience rule."""
         if monitor is None or hasattr(monitor, "should_stop"):
             return monitor
+        self._require_sample("the hacking monitor (monitor=)")
         cfg = self.config
         require(bool(cfg.run.monitor_prompts), "monitor= needs monitor_prompts (the held-out prompts it samples, each "
                                            "with every one of monitor_seeds)")
@@ -154,14 +226,16 @@ class TrainerParts:
     def write_outputs(self, run_dir: Path) -> None:
         """The main process's last files of a run, after the log: the LoRA :meth:`setup_lora` gave (unless
         ``save_lora`` is off)."""
-        if self.config.run.save_lora and self.lora_config is not None:
+        if self.config.run.save_lora and self.lora_site is not None:
             self.save_lora(run_dir / "lora")
 
     def save_lora(self, directory: str | Path) -> Path:
         """Save the LoRA (the EMA weights when ``use_ema`` is on) in diffusers format for
         ``pipe.load_lora_weights``."""
+        require(self.lora_site is not None, "save_lora needs the LoRA of setup_lora()")
+        pipe, denoiser_name = self.lora_site
         with self.evaluation_weights():
-            return save_lora(self.pipe, self.unwrapped, directory, self.family.denoiser_name)
+            return save_lora(pipe, self.unwrapped, directory, denoiser_name)
 
     def _monitored_state(self) -> dict[str, torch.Tensor]:
         with self.evaluation_weights():  # the weights the monitor's samples came from

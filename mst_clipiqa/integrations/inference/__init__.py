@@ -10,13 +10,14 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
     from .best_of_n import Candidate, Ranking, best_of_n, generate_candidates, rank_images, regenerate, score_images
     from .grid import contact_sheet, image_grid, to_pil
     from .guidance import GuidedSamples, guidance_schedule, guided_sample
-    from .noise_optimization import NoiseOptimization, check_settings, chi_nll, optimize_noise
+    from .noise_optimization import NoiseOptimization, chi_nll, optimize_noise
+    from .noise_optimization_config import NoiseOptimizationConfig
     from .overlays import overlay_map, quality_maps
     from .preference_pairs import PAIR_RULES, PairsWritten, load_pairs, preference_pairs, select_pairs
 
 __all__ = ["PromptSampler", "Candidate", "Ranking", "best_of_n", "generate_candidates", "rank_images", "regenerate",
            "score_images", "contact_sheet", "image_grid", "to_pil", "GuidedSamples", "guidance_schedule",
-           "guided_sample", "NoiseOptimization", "check_settings", "chi_nll", "optimize_noise", "PAIR_RULES",
+           "guided_sample", "NoiseOptimization", "NoiseOptimizationConfig", "chi_nll", "optimize_noise", "PAIR_RULES",
            "PairsWritten", "load_pairs", "preference_pairs", "select_pairs", "overlay_map", "quality_maps"]
 
 load_lazily(__name__)

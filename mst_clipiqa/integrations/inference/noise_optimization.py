@@ -3,12 +3,10 @@ noise through the sampler, the VAE decoder and the reward, the weights untouched
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -19,11 +17,12 @@ from ..pipelines.lora import adapters_disabled
 from ..pipelines.prompt_sampler import PromptSampler, frozen_weights, scored
 from ..pipelines.sampling import BasePrediction, guided_prediction
 from ..rewards import Rewards
+from .noise_optimization_config import NoiseOptimizationConfig
 from .noise_optimization_result import NoiseOptimization
 from .patience import MonitorPatience
 from .seeds import check_seeds
 
-__all__ = ["NoiseOptimization", "check_settings", "chi_nll", "optimize_noise"]
+__all__ = ["NoiseOptimization", "NoiseOptimizationConfig", "chi_nll", "optimize_noise"]
 
 
 def chi_nll(noise: torch.Tensor) -> torch.Tensor:
@@ -36,44 +35,6 @@ def chi_nll(noise: torch.Tensor) -> torch.Tensor:
     flat = noise.float().flatten(1)
     norm = flat.norm(dim=1)
     return 0.5 * norm**2 - (flat.shape[1] - 1) * torch.log(norm)
-
-
-@dataclass
-class _Options:
-    steps: int
-    lr: float
-    momentum: float
-    regularization: float
-    grad_clip: float | None
-    gradient_steps: int | None
-    patience: int
-    base_distance_coeff: float
-    gradient_checkpointing: bool
-    progress: bool
-
-    def check(self, num_inference_steps: int | None) -> None:
-        """A ValueError naming every bad setting (``gradient_steps`` against ``num_inference_steps`` when known)."""
-        problems = []
-        if not isinstance(self.steps, int) or self.steps < 1:
-            problems.append(f"steps must be an integer >= 1 (reward evaluations), got {self.steps!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            problems.append(f"lr must be a finite number > 0, got {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            problems.append(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not (math.isfinite(self.regularization) and self.regularization >= 0):
-            problems.append(f"regularization must be a finite number >= 0, got {self.regularization!r}")
-        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
-            problems.append(f"grad_clip must be a number > 0 or None (no clipping), got {self.grad_clip!r}")
-        k, most = self.gradient_steps, num_inference_steps or float("inf")
-        if k is not None and not (isinstance(k, int) and 1 <= k <= most):
-            problems.append(f"gradient_steps must be in [1, num_inference_steps={num_inference_steps}] or None "
-                            f"(all steps), got {k!r}")
-        if not isinstance(self.patience, int) or self.patience < 1:
-            problems.append(f"patience must be an integer >= 1, got {self.patience!r}")
-        if not (math.isfinite(self.base_distance_coeff) and self.base_distance_coeff >= 0):
-            problems.append(f"base_distance_coeff must be a finite number >= 0, got {self.base_distance_coeff!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
 
 
 @dataclass
@@ -105,94 +66,73 @@ def _base_prediction(sampler: PromptSampler, base_distance_coeff: float) -> Base
     return predict
 
 
-def check_settings(*, num_inference_steps: int | None = None, **settings: Any) -> None:
-    """Check :func:`optimize_noise`'s numeric settings (``steps``, ``lr``, ``gradient_steps``, ...) before any
-    slow work, e.g. loading a pipeline; a ValueError names every bad one. Those not given take the defaults."""
-    defaults = {name: p.default for name, p in inspect.signature(optimize_noise).parameters.items()
-                if name in {f.name for f in fields(_Options)}}
-    unknown = sorted(set(settings) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown settings {unknown}; expected some of {sorted(defaults)}")
-    _Options(**{**defaults, **settings}).check(num_inference_steps)
+_RENAMED = {"weights": "reward_weights", "progress": "progress_bar", "kl_coeff": "base_distance_coeff"}
 
 
-def optimize_noise(
-    pipe: Any,
-    prompt: str,
-    reward: Rewards,
-    *,
-    steps: int = 50,
-    lr: float = 5.0,
-    momentum: float = 0.9,
-    regularization: float = 0.01,
-    grad_clip: float | None = 0.1,
-    seed: int = 0,
-    noise: torch.Tensor | None = None,
-    num_inference_steps: int | None = None,
-    guidance_scale: float | None = None,
-    gradient_steps: int | None = None,
-    gradient_checkpointing: bool = False,
-    weights: Mapping[str, float] | None = None,
-    monitor: Rewards | None = None,
-    monitor_weights: Mapping[str, float] | None = None,
-    patience: int = 5,
-    base_distance_coeff: float = 0.0,
-    height: int | None = None,
-    width: int | None = None,
-    progress: bool = True,
-    **encode_kwargs: Any,
-) -> NoiseOptimization:
+def _config_from_keywords(config: NoiseOptimizationConfig | None, keywords: dict[str, Any]) -> NoiseOptimizationConfig:
+    """The settings passed as keywords before there was a config (``steps=...``, ``weights=...``, text options
+    such as ``max_sequence_length=...``), with a DeprecationWarning naming each one's config field."""
+    config = config or NoiseOptimizationConfig()
+    if not keywords:
+        return config
+    names = {f.name for f in fields(NoiseOptimizationConfig)} - {"encode_kwargs"}
+    settings = {_RENAMED.get(k, k): v for k, v in keywords.items() if _RENAMED.get(k, k) in names}
+    text = {k: v for k, v in keywords.items() if _RENAMED.get(k, k) not in names}
+    moved = [f"{k}= -> {_RENAMED.get(k, k)}=" for k in keywords if _RENAMED.get(k, k) in names]
+    moved += [f"{k}= -> encode_kwargs={{{k!r}: ...}}" for k in text]
+    warnings.warn(f"optimize_noise's keywords are config fields now: pass config=NoiseOptimizationConfig(...) "
+                  f"({'; '.join(moved)})", DeprecationWarning, stacklevel=3)
+    if text:
+        settings["encode_kwargs"] = {**config.encode_kwargs, **text}
+    return replace(config, **settings)
+
+
+def optimize_noise(pipe: Any, prompt: str, reward: Rewards, config: NoiseOptimizationConfig | None = None, *,
+                   noise: torch.Tensor | None = None, monitor: Rewards | None = None,
+                   **deprecated: Any) -> NoiseOptimization:
     """Optimise the initial noise of one sample so that ``reward`` rates its image higher (ReNO).
 
-    Each of the ``steps`` iterations samples the image from the current noise
+    Each of ``config.steps`` iterations samples the image from the current noise
     (one reward evaluation), keeps it if it is the best so far, and takes one
     step of SGD with Nesterov momentum (ReNO's optimiser) on
     ``-reward + regularization * chi_nll(noise)``, the gradient norm clipped
     to ``grad_clip``. The pipeline's and the reward's weights get no gradient.
 
     - ``reward``: any form ``RewardFinetuner`` accepts (differentiable in the
-      images); ``weights`` weight its named outputs.
-    - ``seed``: the start noise is the one ``pipe(..., generator=Generator().manual_seed(seed))``
+      images); ``config.reward_weights`` weight its named outputs.
+    - ``config`` (a :class:`NoiseOptimizationConfig`, default ReNO's settings):
+      the optimiser, the sampler, the guard rails; ``config.seed``: the start
+      noise is the one ``pipe(..., generator=Generator().manual_seed(seed))``
       draws; ``noise`` (of ``family.latent_shape(1, h, w)``) starts from another.
       Stochastic sampler steps draw from that seed's generator at every
       iteration, as in ``pipe(generator=...)``: the start image is the seed's own.
-    - ``gradient_steps``: K, the last sampler steps whose denoiser Jacobian the
-      gradient goes through (None: all, the exact gradient); earlier steps pass
+    - ``config.gradient_steps``: K, the last sampler steps whose denoiser Jacobian
+      the gradient goes through (None: all, the exact gradient); earlier steps pass
       it on through the scheduler's skip path only (DRaFT-K's truncation).
-      ``gradient_checkpointing`` recomputes the denoiser's activations in the
-      backward pass instead of keeping them.
-    - Guard rails against reward hacking: ``regularization`` (ReNO: 0.01);
+    - Guard rails against reward hacking: ``config.regularization`` (ReNO: 0.01);
       ``monitor``, an independent scorer: the run stops when it has not improved
-      for ``patience`` iterations, and the kept iterate is the best by reward
-      among those up to the monitor's best; ``base_distance_coeff`` (LoRA-tuned
-      pipelines): the DRaFT+ penalty on the distance between the tuned and the
-      base denoiser's predictions along the steps with gradients.
-    - ``num_inference_steps``, ``guidance_scale``, ``height``, ``width``: the
-      sampler, defaults as ``pipe(prompt)``; ``encode_kwargs``: ``__call__``'s
-      text options (``negative_prompt``, ``max_sequence_length``, ...).
+      for ``config.patience`` iterations, and the kept iterate is the best by reward
+      among those up to the monitor's best; ``config.base_distance_coeff``
+      (LoRA-tuned pipelines): the DRaFT+ penalty on the distance between the tuned
+      and the base denoiser's predictions along the steps with gradients.
+    - ``deprecated``: the settings as keywords (``steps=...``, ``max_sequence_length=...``), as before the
+      config; each is taken with a DeprecationWarning naming its config field.
 
     Returns a :class:`NoiseOptimization`: the best image, its noise and seed,
     the start image, the per-iteration history; ``result.save(dir)`` writes
     them, ``pipe(prompt, **result.pipe_kwargs())`` regenerates the best image.
     """
-    if "kl_coeff" in encode_kwargs:  # its name before it was told apart from the policy trainers' KL
-        warnings.warn("optimize_noise(kl_coeff=...) is base_distance_coeff=... now", DeprecationWarning, stacklevel=2)
-        base_distance_coeff = encode_kwargs.pop("kl_coeff")
-    (seed,) = check_seeds([seed], "seed")
-    sampler = PromptSampler(pipe, prompt, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                            height=height, width=width, **encode_kwargs)
-    options = _Options(steps, float(lr), float(momentum), float(regularization),
-                       None if grad_clip is None else float(grad_clip), gradient_steps, patience,
-                       float(base_distance_coeff), gradient_checkpointing, progress)
-    options.check(sampler.num_inference_steps)
+    options = _config_from_keywords(config, deprecated)
+    (seed,) = check_seeds([options.seed], "seed")
+    sampler = PromptSampler(pipe, prompt, **options.sampler_options())
+    options.check_steps(sampler.num_inference_steps)
     start = sampler.noise([seed]) if noise is None else noise
     sampler.check_noise(start, 1)
     start = start.detach().float().to(sampler.family.pipe._execution_device)
     base = _base_prediction(sampler, options.base_distance_coeff)
     began = time.perf_counter()
     with frozen_weights(pipe, reward, monitor), torch.enable_grad():
-        history, kept, initial, stopped = _ascend(sampler, reward, weights, monitor, monitor_weights, options, start,
-                                                  seed, base)
+        history, kept, initial, stopped = _ascend(sampler, reward, monitor, options, start, seed, base)
     return NoiseOptimization(
         prompt=prompt, seed=seed, image=kept.image, noise=kept.noise, latents=sampler.pipe_latents(kept.noise),
         reward=kept.reward, iteration=kept.iteration, scores=kept.scores, initial_image=initial.image,
@@ -205,8 +145,8 @@ def optimize_noise(
         timings={"total_s": time.perf_counter() - began})
 
 
-def _ascend(sampler: PromptSampler, reward: Rewards, weights: Mapping[str, float] | None, monitor: Rewards | None,
-            monitor_weights: Mapping[str, float] | None, options: _Options, start: torch.Tensor, seed: int,
+def _ascend(sampler: PromptSampler, reward: Rewards, monitor: Rewards | None, options: NoiseOptimizationConfig,
+            start: torch.Tensor, seed: int,
             base: BasePrediction | None) -> tuple[list[dict[str, float]], _Best, _Best, bool]:
     noise = start.clone().requires_grad_(True)
     optimizer = torch.optim.SGD([noise], lr=options.lr, momentum=options.momentum, nesterov=options.momentum > 0)
@@ -214,13 +154,13 @@ def _ascend(sampler: PromptSampler, reward: Rewards, weights: Mapping[str, float
     best = kept = initial = _Best()
     watch = MonitorPatience(options.patience)
     history: list[dict[str, float]] = []
-    bar = progress_bar(total=options.steps, desc="noise optimisation", unit="it", disable=not options.progress)
+    bar = progress_bar(total=options.steps, desc="noise optimisation", unit="it", disable=not options.progress_bar)
     stopped = False
     for it in range(options.steps):
         trajectory = sampler.run(noise, [seed], grad_from=grad_from, latent_gradients=True, base_prediction=base,
                                  gradient_checkpointing=options.gradient_checkpointing)
         images = sampler.decode(trajectory.latents)
-        total, named = scored(reward, images, sampler.prompt, weights)
+        total, named = scored(reward, images, sampler.prompt, options.reward_weights)
         if not _finite(total, "the reward", it, best):
             stopped = True
             break
@@ -236,7 +176,8 @@ def _ascend(sampler: PromptSampler, reward: Rewards, weights: Mapping[str, float
             kept = best
         else:
             with torch.no_grad():
-                record["monitor"] = float(scored(monitor, images.detach(), sampler.prompt, monitor_weights)[0][0])
+                watched = scored(monitor, images.detach(), sampler.prompt, options.monitor_weights)[0]
+                record["monitor"] = float(watched[0])
             if watch.update(it, record["monitor"]):
                 kept = best
         history.append(record)

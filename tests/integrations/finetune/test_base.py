@@ -138,3 +138,26 @@ def test_the_progress_bar_names_its_number_and_scale():
     finetuner.reward = MSTCLIPIQAReward.from_pretrained("tiny", normalize=True)
     assert finetuner.progress_key() == "reward (0-1)"
     assert object.__new__(DPOTrainer).progress_key() == "implicit margin (log-ratio)"
+
+
+def test_the_contract_of_a_subclass_is_checked_when_it_is_built(tmp_path):
+    class NoStep(DiffusionTrainer):
+        def trained_parameters(self):
+            return {}
+
+    with pytest.raises(TypeError, match="abstract method 'train_step'|abstract method train_step"):
+        NoStep(toy_config(tmp_path))
+
+    class NoOptimizer(ToyTrainer):
+        def __init__(self, config):
+            DiffusionTrainer.__init__(self, config)
+            self.model = nn.Linear(1, 1)
+            self.start_run()
+
+    with pytest.raises(TypeError, match=r"NoOptimizer.__init__ must set self.optimizer, self.lr_scheduler before "
+                                        r"start_run\(\)"):
+        NoOptimizer(toy_config(tmp_path))
+    with pytest.raises(TypeError, match=r"ToyTrainer must define sample\(prompts, seeds\) for sample grids"):
+        ToyTrainer(toy_config(tmp_path, sample_every=1, sample_prompts=["a cat"]))
+    with pytest.raises(TypeError, match=r"ToyTrainer must define sample\(prompts, seeds\) for the hacking monitor"):
+        ToyTrainer(toy_config(tmp_path)).hacking_monitor(make_reward())

@@ -75,11 +75,11 @@ def test_dpo_on_brightness_pairs_makes_held_out_samples_brighter(pairs):
     """Trained on pairs labelled by brightness, the samples of held-out seeds get brighter than the base
     model's, and brighter than after the same run on the labels flipped (so the labels, not the drift of
     any LoRA update, move them)."""
-    config = DPOConfig(run=RunConfig(learning_rate=2e-3, max_steps=40, batch_size=8))
+    config = DPOConfig(run=RunConfig(learning_rate=2e-3, max_steps=40, batch_size=8, progress_bar=False))
     base = _held_out(bright_pipe())
     tuned, flipped = bright_pipe(), bright_pipe()
-    history = train_dpo(tuned, pairs, config, progress=False)
-    train_dpo(flipped, pairs.map(lambda r: {"label_0": 1.0 - r["label_0"]}), config, progress=False)
+    history = train_dpo(tuned, pairs, config)
+    train_dpo(flipped, pairs.map(lambda r: {"label_0": 1.0 - r["label_0"]}), config)
     after, control = _held_out(tuned), _held_out(flipped)
     margin = 0.02 * float(base.std())  # 2% of the seeds' own spread of brightness
     for mean, se in (_paired(after, base), _paired(after, control)):
@@ -105,8 +105,8 @@ class StopAfter:
 def test_train_dpo_stops_with_the_monitor_and_restores_its_best_state(pairs):
     pipe, monitor = bright_pipe(), StopAfter(2)
     history = train_dpo(pipe, list(pairs.select(range(8))),
-                        DPOConfig(run=RunConfig(max_steps=5, batch_size=2, learning_rate=1e-2)), monitor=monitor,
-                        progress=False)
+                        DPOConfig(run=RunConfig(max_steps=5, batch_size=2, learning_rate=1e-2, progress_bar=False)),
+                        monitor=monitor)
     assert monitor.steps == [0, 1, 2] and len(history) == 2
     for name, p in named_lora_parameters(pipe.unet).items():
         assert torch.equal(p.detach(), monitor.best_state[name])
@@ -117,7 +117,17 @@ def test_train_dpo_stops_with_the_monitor_and_restores_its_best_state(pairs):
 @pytest.mark.parametrize("name", ["sd3", "flux"])
 def test_train_dpo_moves_the_lora_of_flow_families(name, pairs):
     pipe = with_linear_autoencoder(TINY_PIPELINES[name]())
-    config = DPOConfig(run=RunConfig(max_steps=2, batch_size=2, learning_rate=1e-2, encode_kwargs=ENCODE[name]))
-    history = train_dpo(pipe, list(pairs.select(range(4))), config, progress=False)
+    config = DPOConfig(run=RunConfig(max_steps=2, batch_size=2, learning_rate=1e-2, encode_kwargs=ENCODE[name],
+                                     progress_bar=False))
+    history = train_dpo(pipe, list(pairs.select(range(4))), config)
     assert len(history) == 2 and history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert any(p.abs().sum() > 0 for n, p in named_lora_parameters(pipe.transformer).items() if "lora_B" in n)
+
+
+def test_train_dpo_takes_progress_as_the_config_field_it_is(pairs):
+    with pytest.warns(DeprecationWarning, match=r"train_dpo\(progress=...\) is config.run.progress_bar now"):
+        history = train_dpo(bright_pipe(), list(pairs.select(range(2))),
+                            DPOConfig(run=RunConfig(max_steps=1, batch_size=1)), progress=False)
+    assert len(history) == 1
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['progres'\]"):
+        train_dpo(bright_pipe(), pairs, progres=False)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mst_clipiqa.integrations.finetune import train_policy
+from mst_clipiqa.integrations.finetune import PolicyFinetuneConfig, RunConfig, train_policy
 from mst_clipiqa.integrations.finetune.policy_loop import group_batch
 from mst_clipiqa.integrations.pipelines.tiny import tiny_sd3_pipeline, tiny_sd_pipeline
 
@@ -36,8 +36,9 @@ SEEDS = [int(s) for s in os.environ.get("MST_LEARNING_SEEDS", "0,1").split(",")]
 @pytest.mark.parametrize("method", list(CASES))
 def test_method_raises_a_numpy_reward_on_held_out_prompts_and_seeds(method, seed):
     make, lr, epochs, steps = CASES[method]
-    run = train_policy(make(), brightness, PROMPTS, method, epochs=0, learning_rate=lr, num_inference_steps=steps,
-                       guidance_scale=1.0, group_size=4, prompts_per_epoch=4, per_prompt_stats=False, seed=seed)
+    run = train_policy(make(), brightness, PROMPTS, PolicyFinetuneConfig(
+        method, num_inference_steps=steps, guidance_scale=1.0, group_size=4, prompts_per_step=4, per_prompt_stats=False,
+        run=RunConfig(max_steps=0, learning_rate=lr, weight_decay=0.01, seed=seed, progress_bar=False)))
     before = run.evaluate(HELD_OUT, HELD_OUT_SEEDS)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -52,9 +53,10 @@ def test_method_raises_a_numpy_reward_on_held_out_prompts_and_seeds(method, seed
 def test_first_update_has_ratio_one_and_zero_kl(make, method):
     """The recorded steps recomputed by the unchanged policy (in training mode, guided, through the
     update's own path) give the recorded log-probabilities exactly: the flow SDE and DDIM at eta 1."""
-    run = train_policy(make(), brightness, PROMPTS, method, epochs=1, num_inference_steps=2, guidance_scale=2.0,
-                       group_size=2, prompts_per_epoch=2, kl_coeff=0.04)
-    stats = run.log[0]
+    run = train_policy(make(), brightness, PROMPTS, PolicyFinetuneConfig(
+        method, num_inference_steps=2, guidance_scale=2.0, group_size=2, prompts_per_step=2, kl_coeff=0.04,
+        run=RunConfig(max_steps=1, progress_bar=False)))
+    stats = run.log.history[0]
     assert stats["ratio_min"] == stats["ratio_max"] == 1.0
     assert stats["approx_kl"] == 0.0 and stats["kl"] == 0.0 and stats["clip_fraction"] == 0.0
 
@@ -66,15 +68,17 @@ def test_nan_rewards_raise_or_skip_their_groups():
         return out
 
     with pytest.raises(ValueError, match="1 of 4 rewards are NaN"):
-        train_policy(tiny_sd3_pipeline(), flaky, PROMPTS, "grpo", epochs=1, num_inference_steps=2, guidance_scale=1.0,
-                     group_size=2, prompts_per_epoch=2)
+        train_policy(tiny_sd3_pipeline(), flaky, PROMPTS, PolicyFinetuneConfig(
+            "grpo", num_inference_steps=2, guidance_scale=1.0, group_size=2, prompts_per_step=2,
+            run=RunConfig(max_steps=1, progress_bar=False)))
     with pytest.warns(RuntimeWarning, match=r"skipping 1 group\(s\), 2 samples"):
-        run = train_policy(tiny_sd3_pipeline(), flaky, PROMPTS, "grpo", epochs=1, num_inference_steps=2,
-                           guidance_scale=1.0, group_size=2, prompts_per_epoch=2, on_nonfinite="skip")
-    assert run.log[0]["skipped"] == 2
+        run = train_policy(tiny_sd3_pipeline(), flaky, PROMPTS, PolicyFinetuneConfig(
+            "grpo", num_inference_steps=2, guidance_scale=1.0, group_size=2, prompts_per_step=2,
+            run=RunConfig(max_steps=1, on_nonfinite="skip", progress_bar=False)))
+    assert run.log.history[0]["skipped"] == 2
     assert all(torch.isfinite(p).all() for p in run.policy.params)
 
 
 def test_nft_needs_a_flow_matching_pipeline():
     with pytest.raises(ValueError, match="flow-matching"):
-        train_policy(tiny_sd_pipeline(), brightness, PROMPTS, "nft", epochs=0)
+        train_policy(tiny_sd_pipeline(), brightness, PROMPTS, PolicyFinetuneConfig("nft", run=RunConfig(max_steps=0)))

@@ -14,7 +14,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mst_clipiqa.integrations import add_lora, best_of_n, chi_nll, load_lora, optimize_noise, save_lora
+from mst_clipiqa.integrations import (
+    NoiseOptimizationConfig,
+    add_lora,
+    best_of_n,
+    chi_nll,
+    load_lora,
+    optimize_noise,
+    save_lora,
+)
 from mst_clipiqa.integrations.pipelines.tiny import (
     TINY_PIPELINES,
     tiny_lcm_pipeline,
@@ -45,11 +53,11 @@ def shared(name: str):
     return SAMPLERS[name][0]()
 
 
-def run(name: str, reward, **kwargs):
+def run(name: str, reward, *, pipe=None, noise=None, monitor=None, **settings):
     _, steps, guidance, k = SAMPLERS[name]
-    pipe = kwargs.pop("pipe", None) or shared(name)
-    options = dict(num_inference_steps=steps, guidance_scale=guidance, gradient_steps=k, progress=False)
-    return optimize_noise(pipe, PROMPT, reward, **{**options, **kwargs})
+    options = dict(num_inference_steps=steps, guidance_scale=guidance, gradient_steps=k, progress_bar=False)
+    config = NoiseOptimizationConfig(**{**options, **settings})
+    return optimize_noise(pipe or shared(name), PROMPT, reward, config, noise=noise, monitor=monitor)
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
@@ -137,7 +145,7 @@ def test_weighted_named_outputs_and_a_trl_reward():
         return images.mean(dim=(1, 2, 3)), {}
 
     result = run("turbo", {"quality": quality, "bright": trl_reward}, steps=4, seed=0,
-                 weights={"quality": 1.0, "bright": 0.5})
+                 reward_weights={"quality": 1.0, "bright": 0.5})
     for record in result.history:
         assert record["reward"] == pytest.approx(record["quality"] + 0.5 * record["bright"], abs=1e-5)
     assert result.reward > result.initial_reward
@@ -189,6 +197,20 @@ def test_every_family_is_optimised(name):
     margin, 0.5, is most of a standard deviation of plain samples (0.6)."""
     extra = {"sd3": {"max_sequence_length": 8}, "flux": {"max_sequence_length": 16},
              "pixart": {"max_sequence_length": 16, "clean_caption": False}}.get(name, {})
-    result = optimize_noise(TINY_PIPELINES[name](), PROMPT, make_reward(), steps=3, num_inference_steps=2,
-                            guidance_scale=1.0, progress=False, **extra)
+    config = NoiseOptimizationConfig(steps=3, num_inference_steps=2, guidance_scale=1.0, progress_bar=False,
+                                     encode_kwargs=extra)
+    result = optimize_noise(TINY_PIPELINES[name](), PROMPT, make_reward(), config)
     assert result.reward > result.initial_reward + 0.5
+
+
+def test_the_old_keywords_still_work_naming_their_config_fields():
+    reward = make_reward()
+    with pytest.warns(DeprecationWarning, match=r"steps= -> steps=; weights= -> reward_weights=; progress= -> "
+                                                r"progress_bar=; .*max_sequence_length= -> encode_kwargs="):
+        old = optimize_noise(shared("turbo"), PROMPT, {"quality": reward}, steps=2, weights={"quality": 2.0},
+                             progress=False, num_inference_steps=1, guidance_scale=0.0, max_sequence_length=77)
+    new = optimize_noise(shared("turbo"), PROMPT, {"quality": reward},
+                         NoiseOptimizationConfig(steps=2, reward_weights={"quality": 2.0}, progress_bar=False,
+                                                 num_inference_steps=1, guidance_scale=0.0,
+                                                 encode_kwargs={"max_sequence_length": 77}))
+    assert old.rewards == new.rewards and torch.equal(old.noise, new.noise)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mst_clipiqa.integrations import best_of_n, guided_sample, optimize_noise, rank_images
+from mst_clipiqa.integrations import NoiseOptimizationConfig, best_of_n, guided_sample, optimize_noise, rank_images
 from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline, tiny_sd_turbo_pipeline
 
 from .test_noise_optimization import PROMPT, make_reward
@@ -60,10 +60,11 @@ def test_best_of_n_count_and_seeds_checked(kwargs, message):
 
 
 def test_noise_optimisation_keeps_the_best_finite_iterate_when_the_reward_turns_nan():
-    pipe, options = tiny_sd_turbo_pipeline(), dict(num_inference_steps=1, guidance_scale=0.0, progress=False)
-    plain = optimize_noise(pipe, PROMPT, make_reward(), steps=3, **options)
+    pipe, options = tiny_sd_turbo_pipeline(), dict(num_inference_steps=1, guidance_scale=0.0, progress_bar=False)
+    plain = optimize_noise(pipe, PROMPT, make_reward(), NoiseOptimizationConfig(steps=3, **options))
     with pytest.warns(RuntimeWarning, match=r"the reward is nan at iteration 3: noise optimisation stops"):
-        result = optimize_noise(pipe, PROMPT, NaNAt(make_reward(), [0], calls={3}), steps=6, **options)
+        result = optimize_noise(pipe, PROMPT, NaNAt(make_reward(), [0], calls={3}),
+                                NoiseOptimizationConfig(steps=6, **options))
     assert len(result.history) == 3 and result.stopped_early
     assert result.reward == max(plain.rewards) and torch.equal(result.image, plain.image)
     assert torch.isfinite(result.image).all() and torch.isfinite(result.noise).all()
@@ -71,8 +72,8 @@ def test_noise_optimisation_keeps_the_best_finite_iterate_when_the_reward_turns_
 
 def test_noise_optimisation_with_a_nan_start_is_a_clear_error():
     with pytest.raises(ValueError, match="iteration 0, for the start noise's image: there is no finite iterate"):
-        optimize_noise(tiny_sd_turbo_pipeline(), PROMPT, NaNAt(make_reward(), [0]), steps=3, num_inference_steps=1,
-                       guidance_scale=0.0, progress=False)
+        optimize_noise(tiny_sd_turbo_pipeline(), PROMPT, NaNAt(make_reward(), [0]),
+                       NoiseOptimizationConfig(steps=3, num_inference_steps=1, guidance_scale=0.0, progress_bar=False))
 
 
 def test_guidance_leaves_a_nan_step_unguided_and_keeps_the_image():
