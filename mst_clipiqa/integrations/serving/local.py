@@ -78,6 +78,7 @@ def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # else a small answer waits ~40 ms for the client's delayed ACK
 
         def setup(self) -> None:
             super().setup()

@@ -80,11 +80,11 @@ def decode_request(body: bytes, content_type: str, limits: Limits) -> ScoreReque
         raise RequestError(f"request body of {len(body)} bytes; the limit is {limits.max_body_bytes}", 413)
     kind = content_type.split(";")[0].strip().lower()
     if kind == BINARY:
-        line, newline, payload = body.partition(b"\n")
-        if not newline:
+        end = body.find(b"\n")
+        if end < 0:
             raise RequestError(f"{BINARY} body has no newline after its JSON header; expected header, newline, bytes")
-        header = _json(line)
-        blobs = _split(_items(header, limits), payload)
+        header = _json(body[:end])
+        blobs = _split(_items(header, limits), memoryview(body)[end + 1:])  # views: no copy of the pixels
     elif kind in (JSON, ""):
         header = _json(body)
         blobs = [_base64(item.get("data"), i) for i, item in enumerate(_items(header, limits))]
@@ -112,12 +112,12 @@ def flow_factory_request(body: bytes, limits: Limits) -> ScoreRequest:
     return ScoreRequest(decode_images(items, [_base64(data, i) for i, data in enumerate(images)], limits), prompts)
 
 
-def decode_images(items: Sequence[Mapping[str, Any]], blobs: Sequence[bytes], limits: Limits) -> list[np.ndarray]:
+def decode_images(items: Sequence[Mapping[str, Any]], blobs: Sequence[bytes | memoryview], limits: Limits) -> list[np.ndarray]:
     """Each item's bytes as an (H, W, 3) array, its pixel count checked before anything is decompressed."""
     return [_decode(item, blob, i, limits) for i, (item, blob) in enumerate(zip(items, blobs))]
 
 
-def _decode(item: Mapping[str, Any], blob: bytes, index: int, limits: Limits) -> np.ndarray:
+def _decode(item: Mapping[str, Any], blob: bytes | memoryview, index: int, limits: Limits) -> np.ndarray:
     encoding = item.get("encoding")
     if encoding in RAW:
         height, width = _shape(item, index, limits)
@@ -128,7 +128,7 @@ def _decode(item: Mapping[str, Any], blob: bytes, index: int, limits: Limits) ->
         array = np.frombuffer(blob, dtype=dtype).reshape(height, width, 3)
         if encoding == "float32" and not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
             raise RequestError(f"image {index}: float32 pixels outside [0, 1] or not finite; expected [0, 1]")
-        return array.astype(np.float32) if encoding == "float32" else array
+        return array.astype(np.float32, copy=False) if encoding == "float32" else array
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -179,7 +179,7 @@ def _shape(item: Mapping[str, Any], index: int, limits: Limits) -> tuple[int, in
     return shape[0], shape[1]
 
 
-def _split(items: Sequence[Mapping[str, Any]], payload: bytes) -> list[bytes]:
+def _split(items: Sequence[Mapping[str, Any]], payload: memoryview) -> list[memoryview]:
     lengths = [item.get("length") for item in items]
     if not all(isinstance(n, int) and n >= 0 for n in lengths):
         raise RequestError(f"{BINARY} header: every image needs an integer 'length' in bytes, got {lengths}")
@@ -211,30 +211,33 @@ def _prompts(prompts: Any, count: int) -> list[str] | None:
 
 # --- the client's side ----------------------------------------------------------------------------------------
 
-def image_items(images: Sequence[Any]) -> list[tuple[dict[str, Any], bytes]]:
-    """Each image as (header item, bytes): encoded files (bytes with their format) pass as they are, PIL images
-    as PNG, uint8 arrays as raw uint8 and float arrays (in [0, 1]) as raw float32, all HWC."""
+def image_items(images: Sequence[Any]) -> list[tuple[dict[str, Any], memoryview]]:
+    """Each image as (header item, its bytes, a flat view): encoded files (bytes with their format) pass as they
+    are, PIL images as PNG, uint8 arrays as raw uint8 and float arrays (in [0, 1]) as raw float32, all HWC."""
     return [_item(image) for image in images]
 
 
-def _item(image: Any) -> tuple[dict[str, Any], bytes]:
+def _item(image: Any) -> tuple[dict[str, Any], memoryview]:
     if isinstance(image, tuple) and len(image) == 2 and image[0] in ENCODED:
-        return {"encoding": image[0]}, bytes(image[1])
+        return {"encoding": image[0]}, memoryview(image[1]).cast("B")
     if isinstance(image, Image.Image):
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
-        return {"encoding": "png"}, buffer.getvalue()
+        return {"encoding": "png"}, buffer.getbuffer()
     array = np.asarray(image)
     if array.ndim != 3 or 3 not in (array.shape[0], array.shape[-1]):
         raise ValueError(f"an image of shape {array.shape}; expected (3, H, W) or (H, W, 3)")
     if array.shape[0] == 3:
         array = array.transpose(1, 2, 0)
     if array.dtype == np.uint8:
-        return {"encoding": "uint8", "shape": list(array.shape)}, np.ascontiguousarray(array).tobytes()
+        return {"encoding": "uint8", "shape": list(array.shape)}, _flat(array)
     if array.dtype.kind != "f":
         raise ValueError(f"images of dtype {array.dtype}; expected uint8 (0..255) or float in [0, 1]")
-    pixels = np.ascontiguousarray(array, dtype="<f4")
-    return {"encoding": "float32", "shape": list(array.shape)}, pixels.tobytes()
+    return {"encoding": "float32", "shape": list(array.shape)}, _flat(array.astype("<f4", copy=False))
+
+
+def _flat(array: np.ndarray) -> memoryview:
+    return memoryview(np.ascontiguousarray(array)).cast("B")
 
 
 def encode_request(images: Sequence[Any], prompts: Sequence[str] | None, *, binary: bool = True
@@ -243,8 +246,8 @@ def encode_request(images: Sequence[Any], prompts: Sequence[str] | None, *, bina
     items = image_items(images)
     prompts = None if prompts is None else list(prompts)
     if binary:
-        header = {"images": [{**item, "length": len(blob)} for item, blob in items], "prompts": prompts}
-        return json.dumps(header).encode() + b"\n" + b"".join(blob for _, blob in items), BINARY
+        header = {"images": [{**item, "length": blob.nbytes} for item, blob in items], "prompts": prompts}
+        return b"".join([json.dumps(header).encode(), b"\n", *(blob for _, blob in items)]), BINARY
     header = {"images": [{**item, "data": base64.b64encode(blob).decode()} for item, blob in items],
               "prompts": prompts}
     return json.dumps(header).encode(), JSON
