@@ -106,3 +106,29 @@ def test_bad_and_unauthenticated_requests_are_refused_and_the_server_keeps_servi
     assert RemoteReward(url, token=TOKEN)(torch.rand(2, 3, 16, 16), ["a", "b"]).shape == (2,)
     with pytest.raises(ValueError, match="413|limit"):
         RemoteReward(handle)(torch.rand(1, 3, 100, 100), ["a"])
+
+
+def test_a_request_past_the_timeout_gets_504_and_the_replica_goes_on():
+    import asyncio
+
+    import numpy as np
+
+    from mst_clipiqa.integrations.serving import RequestError, ScoringService
+    from mst_clipiqa.integrations.serving.ray_app import RewardDeployment
+
+    replica = RewardDeployment.func_or_class.__new__(RewardDeployment.func_or_class)  # its timeout, without Serve
+    replica.service = ScoringService(lambda images: images.mean(dim=(1, 2, 3)), limits=Limits(request_timeout_s=0.2))
+
+    async def batched(request):  # Serve's batching stand-in: 9 pixels wide is stuck for a while
+        await asyncio.sleep(1.0 if request.images[0].shape[1] == 9 else 0.0)
+        return replica.service.score_many([request])[0]
+
+    replica.batched = batched
+
+    async def requests():
+        with pytest.raises(RequestError, match="longer than the server's request timeout of 0.2 s") as error:
+            await replica.score([np.zeros((8, 9, 3), np.uint8)])
+        assert error.value.status == 504
+        return await replica.score([np.full((8, 8, 3), 255, np.uint8)])
+
+    assert asyncio.run(asyncio.wait_for(requests(), 5))["score"] == [1.0]
