@@ -1,6 +1,7 @@
 """The Ray Serve deployment (one Ray start for the module): HTTP and the Ray handle give the in-process scores for
-every image form and batch size, batch 16 concurrent clients' requests, refuse bad and unauthenticated requests and
-keep serving. Loopback namespace only."""
+every image form and every batch size from 1 to 64 (requests of all sizes at once, batched together), batch 16
+concurrent clients' requests, refuse bad and unauthenticated requests and keep serving, and answer 504 past the
+request timeout. Loopback namespace only."""
 import http.client
 import io
 import json
@@ -20,7 +21,6 @@ from .netns import loopback_only
 pytestmark = [loopback_only, pytest.mark.filterwarnings("ignore:Using extra keyword arguments on `Field`")]
 ray = pytest.importorskip("ray", reason="mst-clipiqa[serve] (Ray Serve) is not installed")
 TOKEN = "t0ken"
-SIZES = (1, 2, 31, 33, 64)
 
 
 def free_port():
@@ -58,12 +58,13 @@ def test_http_and_the_handle_give_the_in_process_scores(served, reward):
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         pngs.append(("png", buffer.getvalue()))
-    for remote in (RemoteReward(url, token=TOKEN), RemoteReward(handle)):
+    expected = {size: reward(images[:size], prompts[:size]) for size in range(1, 65)}
+    for remote in (RemoteReward(url, token=TOKEN, batch_size=64, max_workers=16), RemoteReward(handle, batch_size=64)):
         for sent, held in ((images, images), (uint8, uint8), (pil, pil), (pngs, pil)):
             assert torch.allclose(remote(sent, prompts), score_images(reward, held, prompts)[0], atol=1e-5, rtol=0)
-        for size in SIZES:
-            assert torch.allclose(remote(images[:size], prompts[:size]), reward(images[:size], prompts[:size]),
-                                  atol=1e-5, rtol=0), size
+        futures = {size: remote.submit(images[:size], prompts[:size]) for size in range(1, 65)}  # batched together
+        for size, future in futures.items():
+            assert torch.allclose(future.result(timeout=120)["score"], expected[size], atol=1e-5, rtol=0), size
     assert RemoteReward(handle).info()["outputs"] == {"quality": {"range": [0.0, 5.0]}}
 
 
