@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..rewards import NamedScores, Rewards, score_images
@@ -112,8 +113,8 @@ class ScoringService:
         """``{"score": (N,), output: (N,)}`` as lists; a reward's own ValueError (prompts it needs, ...) is a 400."""
         try:
             with self.lock, torch.inference_mode():
-                total, named = score_images(self.scorer, list(images), prompts, batch_size=self.batch_size,
-                                            weights=self.weights)
+                total, named = score_images(self.scorer, [_channels_first(image) for image in images], prompts,
+                                            batch_size=self.batch_size, weights=self.weights)
         except ValueError as error:
             raise RequestError(" ".join(str(error).split())) from None
         return {"score": total.tolist(), **{name: value.tolist() for name, value in named.items()}}
@@ -148,6 +149,14 @@ def timed_out(limits: Limits) -> RequestError:
 
 def encode_answer(answer: Mapping[str, Any]) -> bytes:
     return json.dumps(answer, allow_nan=False).encode()
+
+
+def _channels_first(image: Any) -> Any:
+    """A decoded (H, W, 3) array as a (3, H, W) tensor: its layout stated, not guessed (an image 3 pixels high would
+    read as channels first)."""
+    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3:
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy, as the image rule makes
+    return image
 
 
 def _number(value: float) -> float | None:
