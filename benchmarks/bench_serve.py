@@ -3,6 +3,8 @@
 
     python benchmarks/bench_serve.py                 # Ray Serve, 30 s of load per client count
     python benchmarks/bench_serve.py --quick         # a few seconds each (what the docs' CPU numbers used)
+    python benchmarks/bench_serve.py --model paper-random --engine local --parts throughput --repeats 3
+                                                     # the paper's size: served / in-process at batch 1, 8, 32
 
 It starts servers, so it runs inside a loopback-only network namespace (it re-runs itself under ``unshare -n``
 when it can). Measured, interleaved in one run:
