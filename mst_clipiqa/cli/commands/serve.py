@@ -57,7 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     limits.add_argument("--max-images", type=int, default=256, help="images per request (default: 256)")
     limits.add_argument("--max-pixels", type=int, default=4096 * 4096,
                         help="pixels per image, checked before decoding (default: 4096*4096)")
-    limits.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request (default: 120)")
+    limits.add_argument("--request-timeout", type=float, default=120.0,
+                        help="seconds a request may wait and be scored before it gets 504 (default: 120)")
     parser.set_defaults(func=run)
     return parser
 
