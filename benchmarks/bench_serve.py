@@ -3,6 +3,8 @@
 
     python benchmarks/bench_serve.py                 # Ray Serve, 30 s of load per client count
     python benchmarks/bench_serve.py --quick         # a few seconds each (what the docs' CPU numbers used)
+    python benchmarks/bench_serve.py --model paper-random --engine local --parts throughput --repeats 3
+                                                     # the paper's size: served / in-process at batch 1, 8, 32
 
 It starts servers, so it runs inside a loopback-only network namespace (it re-runs itself under ``unshare -n``
 when it can). Measured, interleaved in one run:
@@ -53,24 +55,24 @@ def in_namespace_or_rerun() -> None:
 
 
 def throughput(reward, remote, size: int, repeats: int) -> dict[str, float]:
-    """Interleaved: in-process reward(images) and the served one, ``repeats`` times each."""
+    """Interleaved: in-process reward(images) and the served one, ``repeats`` times each, wall and CPU time
+    (this process's CPU: with ``--engine local`` the server's threads are in it too)."""
     images = torch.rand(size, 3, 224, 224, generator=torch.Generator().manual_seed(size))
-    local, served, cpu = [], [], []
+    wall: dict[str, list[float]] = {"local": [], "served": []}
+    cpu: dict[str, list[float]] = {"local": [], "served": []}
     with torch.inference_mode():
         reward(images), remote(images)  # warm up both
         for _ in range(repeats):
-            start = time.perf_counter()
-            reward(images)
-            local.append(time.perf_counter() - start)
-            start, cpu_start = time.perf_counter(), time.process_time()
-            remote(images)
-            served.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - cpu_start)
-    local_rate, served_rate = size / np.median(local), size / np.median(served)
+            for name, call in (("local", reward), ("served", remote)):
+                start, cpu_start = time.perf_counter(), time.process_time()
+                call(images)
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - cpu_start)
+    local_rate, served_rate = size / np.median(wall["local"]), size / np.median(wall["served"])
     return {"in-process img/s": local_rate, "served img/s": served_rate,
             "served / in-process": served_rate / local_rate,
-            "p50 ms": 1e3 * np.percentile(served, 50), "p99 ms": 1e3 * np.percentile(served, 99),
-            "client CPU ms": 1e3 * np.median(cpu)}
+            "p50 ms": 1e3 * np.percentile(wall["served"], 50), "p99 ms": 1e3 * np.percentile(wall["served"], 99),
+            "in-process CPU ms": 1e3 * np.median(cpu["local"]), "served CPU ms": 1e3 * np.median(cpu["served"])}
 
 
 def concurrency(url: str, stats, clients: int, seconds: float) -> dict[str, float]:
@@ -147,10 +149,16 @@ def main(argv: list[str] | None = None) -> None:
                              "folder and served from it: the real model's cost, offline), tiny, or any model name, "
                              "trained folder or Hub id")
     parser.add_argument("--score-share", type=float, default=0.35, help="scoring time / sampling time per chunk")
+    parser.add_argument("--batches", default="1,8,32", help="batch sizes of the throughput part (default: 1,8,32)")
+    parser.add_argument("--repeats", type=int, help="timed calls per batch size and side (default: 2 --quick, 20)")
+    parser.add_argument("--parts", default="throughput,concurrency,async",
+                        help="what to measure, comma-separated: throughput, concurrency, async (default: all)")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
     in_namespace_or_rerun()
     torch.set_num_threads(1)
     repeats, seconds, steps = (2, 3.0, 2) if args.quick else (20, 30.0, 5)
+    repeats = args.repeats or repeats
     print(f"machine: {cpu_name()}, {cpu_count()} CPU cores; model {args.model}; engine {args.engine}", flush=True)
     if args.model == "paper-random":
         from benchmarks.reward_workload import build_model
@@ -171,17 +179,21 @@ def main(argv: list[str] | None = None) -> None:
         server = LocalServer(ScoringService(reward)).start()
         url, stats = server.url, lambda: server.service.stats
     remote = RemoteReward(url, timeout=900)
-    rows = [[str(b), *[f"{v:.3g}" for v in throughput(reward, remote, b, repeats).values()]] for b in (1, 8, 32)]
-    print(markdown_table(["batch", "in-process img/s", "served img/s", "served / in-process", "p50 ms", "p99 ms",
-                          "client CPU ms"], rows))
-    rows = [[str(c), *[f"{v:.3g}" for v in concurrency(url, stats, c, seconds).values()]] for c in (1, 4, 16)]
-    print(markdown_table(["clients", "img/s", "images per forward pass"], rows))
+    if "throughput" in parts:
+        rows = [[b, *[f"{v:.3g}" for v in throughput(reward, remote, int(b), repeats).values()]]
+                for b in args.batches.split(",")]
+        print(markdown_table(["batch", "in-process img/s", "served img/s", "served / in-process", "p50 ms", "p99 ms",
+                              "in-process CPU ms", "served CPU ms"], rows), flush=True)
+    if "concurrency" in parts:
+        rows = [[str(c), *[f"{v:.3g}" for v in concurrency(url, stats, c, seconds).values()]] for c in (1, 4, 16)]
+        print(markdown_table(["clients", "img/s", "images per forward pass"], rows), flush=True)
     if server is not None:
         server.stop()
     else:
         ray_app.shutdown()
-    result = async_overlap(args.score_share, steps)
-    print(markdown_table(list(result), [[f"{v:.3g}" for v in result.values()]]))
+    if "async" in parts:
+        result = async_overlap(args.score_share, steps)
+        print(markdown_table(list(result), [[f"{v:.3g}" for v in result.values()]]))
 
 
 if __name__ == "__main__":

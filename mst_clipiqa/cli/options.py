@@ -68,9 +68,9 @@ def check_precision(precision: str | None, device_type: str) -> None:
 CACHE_HELP = "feature cache folder (default: $MST_CLIPIQA_CACHE or ~/.cache/mst-clipiqa/features)"
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", required=True, help="tiny | tiny-hf | paper-A | paper-B | DIR | HUB_ID "
+    group.add_argument("--model", required=required, help="tiny | tiny-hf | paper-A | paper-B | DIR | HUB_ID "
                                                           "(see 'models' below)")
     group.add_argument("--variant", help="head kind for built-in models: A (template), B (prompt) or a registered "
                                          "kind; comma-separated for one per output")

@@ -23,3 +23,15 @@ def test_pairs_command_names_a_bad_rule(tmp_path, capsys):
             "--out", str(tmp_path / "o"), "--pairs", "best"]
     assert main(argv) == 2
     assert "pairs must be one of" in capsys.readouterr().err
+
+
+def test_pairs_command_takes_a_model_or_a_served_reward_not_both(tmp_path, capsys):
+    common = ["pairs", "--pipeline", "tiny", "--prompts", str(tmp_path / "p.txt"), "--out", str(tmp_path / "o")]
+    for flags, message in (([], "pass --model MODEL (scored in this process) or --reward-url URL"),
+                           (["--model", "tiny", "--reward-url", "http://127.0.0.1:1"], "exactly one of them"),
+                           (["--reward-url", "http://127.0.0.1:1", "--outputs", "quality"],
+                            "--outputs describe a model loaded here; with --reward-url the server's model scores")):
+        (tmp_path / "p.txt").write_text("a cat\n", encoding="utf-8")
+        assert main([*common, *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err

@@ -8,6 +8,7 @@ from ..options import EPILOG_MODELS, add_model_options, model_from_args, resolve
 from ..output import print_written, written_files
 from ..pipeline_loading import HELP as PIPELINE_HELP
 from ..pipeline_loading import TINY, load_pipeline
+from ..remote_reward import add_remote_reward_options, reward_from_args
 
 HELP = "sample N seeds per prompt, score them, write preference pairs for Diffusion-DPO"
 
@@ -18,6 +19,9 @@ examples:
   # SD 1.5, every pair of 8 samples whose scores differ by more than 0.05, split over 2 GPUs
   torchrun --nproc_per_node 2 -m mst_clipiqa pairs --pipeline stable-diffusion-v1-5/stable-diffusion-v1-5 \\
       --model runs/agiqa3k/model --prompts prompts.txt --out pairs/ --n 8 --pairs 'margin>0.05'
+  # scored by a served reward (mst-clipiqa serve), each chunk of 4 samples while the next is generated
+  mst-clipiqa pairs --pipeline tiny --reward-url http://127.0.0.1:8000 --prompts prompts.txt --out pairs/ \
+      --async-scoring --chunk-size 4
   # read them back
   python -c "from datasets import load_dataset; print(load_dataset('parquet', data_files='pairs/data/*.parquet'))"
   (an interrupted run continues where it stopped: run the same command again)
@@ -35,7 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--pipeline", required=True, help=PIPELINE_HELP)
     parser.add_argument("--prompts", required=True, type=Path, help="text file: one prompt per line")
     parser.add_argument("--out", required=True, type=Path, help="data set folder")
-    add_model_options(parser)
+    add_model_options(parser, required=False)
+    add_remote_reward_options(parser)
     group = parser.add_argument_group("pairs")
     group.add_argument("--n", type=int, default=4, help="samples per prompt, >= 2 (default: 4)")
     group.add_argument("--pairs", default="best-worst",
@@ -62,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out} is a file; expected a folder for the data set")
     prompts = read_prompt_file(args.prompts)
     device = resolve_device(args.device)
-    reward = MSTCLIPIQAReward(model_from_args(args), outputs=split_list(args.outputs))
+    reward = reward_from_args(args, lambda: MSTCLIPIQAReward(model_from_args(args), outputs=split_list(args.outputs)))
     pipe, tiny = load_pipeline(args.pipeline, device)
     pipe.set_progress_bar_config(disable=True)
     settings = {"num_inference_steps": args.inference_steps or (tiny.steps if tiny else None),
@@ -70,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
                 (tiny.guidance_scale if tiny else None), "height": args.height, "width": args.width,
                 **(TINY[args.pipeline].encode_kwargs if tiny else {})}
     result = preference_pairs(pipe, prompts, reward, args.out, n=args.n, pairs=args.pairs, seed=args.seed,
-                              image_format=args.image_format,
+                              image_format=args.image_format, chunk_size=args.chunk_size,
+                              async_scoring=args.async_scoring,
                               **{k: v for k, v in settings.items() if v is not None})
     print(f"wrote {len(result.written)} prompt shards ({result.rows} pairs), skipped {len(result.skipped)} "
           f"finished ones, into {args.out}" + (f"; {len(result.no_pairs)} prompt(s) gave no pair (their samples "

@@ -6,9 +6,9 @@ import os
 import time
 
 from ..options import EPILOG_MODELS, resolve_device, split_list
+from ..remote_reward import TOKEN_ENV
 
 HELP = "serve the reward over HTTP and to Ray callers (Ray Serve)"
-TOKEN_ENV = "MST_CLIPIQA_TOKEN"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -36,6 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     where.add_argument("--address", help="join this Ray cluster ('auto' or HOST:PORT; default: start a local Ray)")
     where.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                        help=f"bearer token every request must carry (default: ${TOKEN_ENV})")
+    where.add_argument("--file-root", metavar="DIR",
+                       help="requests may name image files under DIR by path instead of sending them (never a file "
+                            "outside it, links included; default: none)")
     scale = parser.add_argument_group("scale")
     scale.add_argument("--replicas", type=int, default=1, help="copies of the reward (default: 1)")
     scale.add_argument("--num-gpus", type=float, default=None,
@@ -54,7 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     limits.add_argument("--max-images", type=int, default=256, help="images per request (default: 256)")
     limits.add_argument("--max-pixels", type=int, default=4096 * 4096,
                         help="pixels per image, checked before decoding (default: 4096*4096)")
-    limits.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request (default: 120)")
+    limits.add_argument("--request-timeout", type=float, default=120.0,
+                        help="seconds a request may wait and be scored before it gets 504 (default: 120)")
     parser.set_defaults(func=run)
     return parser
 
@@ -71,7 +75,7 @@ def options_from_args(args: argparse.Namespace):
     return ServeOptions(host=args.host, port=args.port, address=args.address, token=args.token,
                         replicas=args.replicas, num_gpus=num_gpus, num_cpus=args.num_cpus, batch_size=args.batch_size,
                         max_batch_requests=args.max_batch_requests, batch_wait_s=args.batch_wait_ms / 1000,
-                        max_queued_requests=args.max_queued, limits=limits)
+                        max_queued_requests=args.max_queued, limits=limits, file_root=args.file_root)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .service import ScoringService, encode_answer
+from .service import ScoringService, encode_answer, timed_out
 
 __all__ = ["LocalServer", "check_exposure", "is_loopback"]
 
@@ -33,12 +34,15 @@ def check_exposure(host: str, token: str | None) -> None:
 class LocalServer:
     """``service`` on ``host:port`` (port 0: a free one, see :attr:`url`), answering in threads, scoring one
     request at a time; at most ``max_pending`` requests are in the server (scored or waiting), the rest get 503
-    with ``Retry-After``. ``with LocalServer(...)`` starts it in a background thread and stops it on exit."""
+    with ``Retry-After``. A request not answered within ``service.limits.request_timeout_s`` gets 504 and the
+    server goes on serving (its work still holds a place among the ``max_pending`` until it ends).
+    ``with LocalServer(...)`` starts it in a background thread and stops it on exit."""
 
     def __init__(self, service: ScoringService, host: str = "127.0.0.1", port: int = 0, *, max_pending: int = 64):
         check_exposure(host, service.token)
         self.service = service
         self.slots = threading.BoundedSemaphore(max_pending)
+        self.workers = ThreadPoolExecutor(max_pending, thread_name_prefix="mst-clipiqa-score")
         self.connections: set[socket.socket] = set()  # kept-alive ones too: stop() ends them
         self.httpd = ThreadingHTTPServer((host, port), _handler(self))
         self.httpd.daemon_threads = True
@@ -65,6 +69,7 @@ class LocalServer:
                 pass
         if self.thread is not None:
             self.thread.join()
+        self.workers.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> LocalServer:
         return self.start()
@@ -78,6 +83,7 @@ def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # else a small answer waits ~40 ms for the client's delayed ACK
 
         def setup(self) -> None:
             super().setup()
@@ -105,12 +111,19 @@ def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             if not server.slots.acquire(blocking=False):
                 return self._send(503, {"error": "server busy: too many requests at once; retry later"},
                                   {"Retry-After": "1"})
+            work = server.workers.submit(service.handle, self.command, self.path, dict(self.headers), body)
+            work.add_done_callback(lambda _: server.slots.release())
             try:
-                self._send(*service.handle(self.command, self.path, dict(self.headers), body))
+                answer = work.result(timeout=service.limits.request_timeout_s)
+            except TimeoutError:
+                late = timed_out(service.limits)
+                answer = late.status, {"error": str(late)}
             except Exception as error:  # noqa: BLE001 - the server keeps serving; the client gets one line
-                self._send(500, {"error": f"scoring failed: {' '.join(str(error).split()) or type(error).__name__}"})
-            finally:
-                server.slots.release()
+                answer = 500, {"error": f"scoring failed: {' '.join(str(error).split()) or type(error).__name__}"}
+            try:
+                self._send(*answer)
+            except OSError:  # the client hung up (its own timeout): nobody to answer
+                self.close_connection = True
 
         def _send(self, status: int, answer: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             data = encode_answer(answer)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .files import FileRoot
 from .local import check_exposure
 from .protocol import Limits
 
@@ -14,7 +15,8 @@ class ServeOptions:
     """How ``mst-clipiqa serve`` runs: where it listens, how many replicas with what share of a GPU, how requests
     are batched and queued. ``max_batch_requests`` requests (each up to ``limits.max_images`` images) are scored
     together when they arrive within ``batch_wait_s``; past ``max_ongoing_requests`` per replica plus
-    ``max_queued_requests`` waiting, a request gets 503 (clients back off)."""
+    ``max_queued_requests`` waiting, a request gets 503 (clients back off). ``file_root``: the folder whose image
+    files requests may name by path (None: requests carry every image)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -29,6 +31,7 @@ class ServeOptions:
     max_ongoing_requests: int = 32
     max_queued_requests: int = 64
     limits: Limits = field(default_factory=Limits)
+    file_root: str | None = None
 
     def __post_init__(self) -> None:
         check_exposure(self.host, self.token)
@@ -38,3 +41,5 @@ class ServeOptions:
         if self.max_batch_requests < 1 or self.batch_wait_s < 0:
             raise ValueError(f"max_batch_requests must be >= 1 and batch_wait_s >= 0, got {self.max_batch_requests}, "
                              f"{self.batch_wait_s}")
+        if self.file_root is not None:
+            FileRoot(self.file_root)  # a missing folder is named before Ray starts

@@ -16,11 +16,12 @@ from starlette.responses import Response
 
 from .options import ServeOptions
 from .protocol import Limits, RequestError, ScoreRequest, decode_images, image_items
-from .service import READ_ONLY, ScoringService, encode_answer
+from .service import READ_ONLY, ScoringService, encode_answer, timed_out
 
 __all__ = ["APP_NAME", "RewardDeployment", "serve_reward", "shutdown"]
 
 APP_NAME = "mst-clipiqa"
+PROXY_MARGIN_S = 5.0
 
 
 @serve.deployment(name="reward")
@@ -36,7 +37,7 @@ class RewardDeployment:
         device = "cuda" if options.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         reward = MSTCLIPIQAReward.from_pretrained(model, device=device, **load)
         self.service = ScoringService(reward, limits=options.limits, token=options.token,
-                                      batch_size=options.batch_size, model=model)
+                                      batch_size=options.batch_size, model=model, file_root=options.file_root)
         self.batched.set_max_batch_size(options.max_batch_requests)
         self.batched.set_batch_wait_timeout_s(options.batch_wait_s)
 
@@ -49,7 +50,7 @@ class RewardDeployment:
             else:
                 _check_length(headers, self.service.limits)
                 parsed = self.service.parse(route, headers.get("content-type", ""), await request.body())
-                status, answer = 200, self.service.answer(route, _result(await self.batched(parsed)))
+                status, answer = 200, self.service.answer(route, await self.scored(parsed))
         except RequestError as error:
             status, answer = error.status, {"error": str(error)}
         return Response(encode_answer(answer), status_code=status, media_type="application/json")
@@ -61,9 +62,16 @@ class RewardDeployment:
         limits = self.service.limits
         if len(items) > limits.max_images:
             raise RequestError(f"{len(items)} images in one request; the limit is {limits.max_images}", 413)
-        request = ScoreRequest(decode_images([i for i, _ in items], [b for _, b in items], limits),
+        request = ScoreRequest(decode_images([i for i, _ in items], [b for _, b in items], limits, self.service.files),
                                None if prompts is None else list(prompts))
-        return _result(await self.batched(request))
+        return await self.scored(request)
+
+    async def scored(self, request: ScoreRequest) -> dict[str, list]:
+        """The request's scores, batched with others; past the request timeout a 504 (the batch goes on)."""
+        try:
+            return _result(await asyncio.wait_for(self.batched(request), self.service.limits.request_timeout_s))
+        except asyncio.TimeoutError:
+            raise timed_out(self.service.limits) from None
 
     def info(self) -> dict[str, Any]:
         return self.service.info()
@@ -103,8 +111,8 @@ def serve_reward(model: str, options: ServeOptions | None = None, **load: Any) -
     options = options or ServeOptions()
     if not ray.is_initialized():
         ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": options.host, "port": options.port,
-                              "request_timeout_s": options.limits.request_timeout_s})
+    serve.start(http_options={"host": options.host, "port": options.port,  # the replica's own 504 answers first
+                              "request_timeout_s": options.limits.request_timeout_s + PROXY_MARGIN_S})
     app = RewardDeployment.options(
         num_replicas=options.replicas, max_ongoing_requests=options.max_ongoing_requests,
         max_queued_requests=options.max_queued_requests,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .protocol import encode_request
+from .protocol import FILE, encode_request
 
 __all__ = ["RemoteReward", "RemoteRewardError"]
 
@@ -38,13 +38,15 @@ class RemoteReward:
     files) are sent as they are (float32 or uint8 pixels, the files' own bytes) in chunks of ``batch_size``,
     up to ``max_workers`` chunks at once. Each request may take ``timeout`` seconds; a busy server (503) or
     a refused connection is retried ``retries`` times with back-off ``backoff * 2**k`` seconds.
+    ``file_references``: send image paths as they are, for the server to read under its ``--file-root``
+    (relative to it, or absolute inside it), instead of the files' bytes.
     """
 
     lower_better = False
 
     def __init__(self, url_or_handle: str | Any, *, output: str = "score", token: str | None = None,
                  timeout: float = 60.0, retries: int = 3, backoff: float = 0.5, batch_size: int = 32,
-                 max_workers: int = 4, binary: bool = True):
+                 max_workers: int = 4, binary: bool = True, file_references: bool = False):
         if batch_size < 1 or retries < 0 or timeout <= 0 or max_workers < 1:
             raise ValueError(f"RemoteReward needs batch_size >= 1, retries >= 0, timeout > 0 and max_workers >= 1; "
                              f"got {batch_size}, {retries}, {timeout}, {max_workers}")
@@ -54,6 +56,7 @@ class RemoteReward:
             raise ValueError(f"RemoteReward url {url_or_handle!r}; expected http://HOST:PORT or https://HOST:PORT")
         self.output, self.token, self.timeout = output, token, float(timeout)
         self.retries, self.backoff, self.batch_size, self.binary = retries, float(backoff), batch_size, binary
+        self.file_references = file_references
         self.executor = ThreadPoolExecutor(max_workers, thread_name_prefix="remote-reward")
         self.local = threading.local()
 
@@ -76,7 +79,7 @@ class RemoteReward:
 
     def submit(self, images: Any, prompts: Sequence[str] | None = None) -> Future:
         """A future of :meth:`named_scores`: the chunks are sent at once and the results keep the input order."""
-        items, device = _as_items(images)
+        items, device = _as_items(images, self.file_references)
         if not items:
             raise ValueError("no images to score; expected at least one")
         prompts = [prompts] * len(items) if isinstance(prompts, str) else None if prompts is None else list(prompts)
@@ -169,7 +172,7 @@ class RemoteReward:
         self.local.connection = None
 
 
-def _as_items(images: Any) -> tuple[list[Any], torch.device | None]:
+def _as_items(images: Any, file_references: bool = False) -> tuple[list[Any], torch.device | None]:
     """Images as a list the protocol encodes (arrays, PIL images, (format, bytes)) and the device to answer on."""
     device = images.device if isinstance(images, torch.Tensor) else None
     if isinstance(images, torch.Tensor):
@@ -180,7 +183,8 @@ def _as_items(images: Any) -> tuple[list[Any], torch.device | None]:
         return list(images), device
     if isinstance(images, (str, Path)) or not isinstance(images, Sequence):
         images = [images]
-    return [_file(item) if isinstance(item, (str, Path)) else
+    return [(FILE, str(item)) if file_references and isinstance(item, (str, Path)) else
+            _file(item) if isinstance(item, (str, Path)) else
             item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item for item in images], device
 
 

@@ -7,14 +7,17 @@ import json
 import math
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..rewards import NamedScores, Rewards, score_images
+from .files import FileRoot
 from .protocol import PROTOCOL, Limits, RequestError, ScoreRequest, decode_request, flow_factory_request
 
-__all__ = ["Answer", "ScoringService", "encode_answer"]
+__all__ = ["Answer", "ScoringService", "encode_answer", "timed_out"]
 
 Answer = tuple[int, dict[str, Any]]  # HTTP status and JSON body
 SCORE, FLOW_FACTORY = "/v1/score", "/compute"  # this protocol; Flow-Factory's remote reward
@@ -27,11 +30,13 @@ class ScoringService:
 
     ``reward``: any reward form (an ``MSTCLIPIQAReward`` answers every output by name, with its range).
     ``token``: a bearer token every request but ``/health`` must carry (None: none asked).
+    ``file_root``: the folder whose image files requests may name by path (None: none; see :class:`FileRoot`).
     """
 
     def __init__(self, reward: Rewards, *, limits: Limits | None = None, token: str | None = None,
-                 batch_size: int = 32, model: str = ""):
+                 batch_size: int = 32, model: str = "", file_root: str | Path | None = None):
         self.reward, self.limits, self.token = reward, limits or Limits(), token
+        self.files = None if file_root is None else FileRoot(file_root)
         self.batch_size, self.model = batch_size, model
         named = getattr(reward, "named_scores", None)
         self.scorer = NamedScores(reward) if named is not None else reward
@@ -75,7 +80,7 @@ class ScoringService:
     def parse(self, route: str, content_type: str, body: bytes) -> ScoreRequest:
         if route == FLOW_FACTORY:
             return flow_factory_request(body, self.limits)
-        return decode_request(body, content_type, self.limits)
+        return decode_request(body, content_type, self.limits, self.files)
 
     def answer(self, route: str, result: Mapping[str, list[float | None]]) -> dict[str, Any]:
         if route == FLOW_FACTORY:
@@ -108,8 +113,8 @@ class ScoringService:
         """``{"score": (N,), output: (N,)}`` as lists; a reward's own ValueError (prompts it needs, ...) is a 400."""
         try:
             with self.lock, torch.inference_mode():
-                total, named = score_images(self.scorer, list(images), prompts, batch_size=self.batch_size,
-                                            weights=self.weights)
+                total, named = score_images(self.scorer, [_channels_first(image) for image in images], prompts,
+                                            batch_size=self.batch_size, weights=self.weights)
         except ValueError as error:
             raise RequestError(" ".join(str(error).split())) from None
         return {"score": total.tolist(), **{name: value.tolist() for name, value in named.items()}}
@@ -124,7 +129,8 @@ class ScoringService:
                 "score": {"range": _range_of(self.reward)}, "outputs": {k: {"range": v} for k, v in ranges.items()},
                 "needs_prompts": bool(getattr(getattr(getattr(self.reward, "model", None), "config", None),
                                               "needs_prompts", False)),
-                "limits": self.limits.to_dict(), "batch_size": self.batch_size, "stats": dict(self.stats)}
+                "limits": self.limits.to_dict(), "batch_size": self.batch_size,
+                "file_references": self.files is not None, "stats": dict(self.stats)}
 
     def output_ranges(self) -> dict[str, list[float] | None]:
         model = getattr(self.reward, "model", None)
@@ -135,8 +141,22 @@ class ScoringService:
         return {name: list(model.config.score_ranges[name]) for name in model.outputs}
 
 
+def timed_out(limits: Limits) -> RequestError:
+    """The answer to a request still unscored after ``limits.request_timeout_s`` (the server keeps serving)."""
+    return RequestError(f"scoring took longer than the server's request timeout of {limits.request_timeout_s:g} s; "
+                        "send fewer or smaller images, or start the server with a longer --request-timeout", 504)
+
+
 def encode_answer(answer: Mapping[str, Any]) -> bytes:
     return json.dumps(answer, allow_nan=False).encode()
+
+
+def _channels_first(image: Any) -> Any:
+    """A decoded (H, W, 3) array as a (3, H, W) tensor: its layout stated, not guessed (an image 3 pixels high would
+    read as channels first)."""
+    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3:
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy, as the image rule makes
+    return image
 
 
 def _number(value: float) -> float | None:

@@ -6,7 +6,8 @@ import pytest
 from .netns import ONLY_LOOPBACK, run_in_namespace, why_no_namespace
 
 HERE = Path(__file__).parent
-SERVER_MODULES = ["test_local.py", "test_remote.py", "test_ray_app.py"]
+SERVER_MODULES = ["test_local.py", "test_remote.py", "test_ray_app.py",
+                  "../../mst_clipiqa/test_cli_remote_reward.py"]
 
 
 def test_the_server_modules_pass_inside_a_loopback_only_namespace():

@@ -18,7 +18,6 @@ from .load import check_concurrent_clients
 from .netns import loopback_only
 
 pytestmark = loopback_only
-SIZES = (1, 2, 7, 31, 32, 33, 64)  # around the client's and the server's batch of 32
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,7 @@ def forms(images, folder):
 
 
 @pytest.mark.parametrize("binary", [True, False])
-def test_served_scores_equal_in_process_scores_for_every_form_and_batch_size(reward, server, binary, tmp_path):
+def test_served_scores_equal_in_process_scores_for_every_form(reward, server, binary, tmp_path):
     images = torch.rand(64, 3, 24, 24, generator=torch.Generator().manual_seed(0))
     prompts = [f"prompt {i % 5}" for i in range(64)]
     remote = RemoteReward(server.url, binary=binary)
@@ -70,10 +69,34 @@ def test_served_scores_equal_in_process_scores_for_every_form_and_batch_size(rew
         expected = score_images(reward, held, prompts)[0]
         served = remote(sent, prompts)
         assert torch.allclose(served, expected, atol=1e-5, rtol=0), name
-    for size in SIZES:
+
+
+def test_served_scores_equal_in_process_scores_at_every_batch_size_from_1_to_64(reward, server):
+    images = torch.rand(64, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    prompts = [f"prompt {i % 5}" for i in range(64)]
+    remote = RemoteReward(server.url, batch_size=64)  # one request per size: the server's own batching of 32 is used
+    for size in range(1, 65):
         served = remote.named_scores(images[:size], prompts[:size])
         assert torch.allclose(served["score"], reward(images[:size], prompts[:size]), atol=1e-5, rtol=0), size
         assert torch.allclose(served["quality"], served["score"]) and served["score"].shape == (size,)
+
+
+def test_images_named_by_path_are_read_under_the_file_root_only(reward, tmp_path):
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    root = tmp_path / "root"
+    root.mkdir()
+    files = forms(images, root)["PNG / JPEG / WebP files"][0]
+    Image.new("RGB", (8, 8)).save(tmp_path / "secret.png")
+    with LocalServer(ScoringService(reward, file_root=root)) as server:
+        remote = RemoteReward(server.url, file_references=True)
+        expected = score_images(reward, files, ["a"] * 3)[0]
+        assert torch.allclose(remote([f.name for f in files], "a"), expected, atol=1e-5, rtol=0)  # relative
+        assert torch.allclose(remote(files, "a"), expected, atol=1e-5, rtol=0)  # absolute, inside the root
+        with pytest.raises(ValueError, match="HTTP 403.*leads outside the server's file root"):
+            remote(["../secret.png"], "a")
+    with LocalServer(ScoringService(reward)) as server:
+        with pytest.raises(ValueError, match="HTTP 403.*reads no files"):
+            RemoteReward(server.url, file_references=True)(files, "a")
 
 
 def test_info_says_what_each_output_means(server):

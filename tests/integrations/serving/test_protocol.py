@@ -112,3 +112,4 @@ def test_flow_factorys_body_is_read_and_its_video_refused():
 def test_limits_must_be_positive():
     with pytest.raises(ValueError, match="max_images must be > 0"):
         Limits(max_images=0)
+

@@ -1,6 +1,7 @@
 """The Ray Serve deployment (one Ray start for the module): HTTP and the Ray handle give the in-process scores for
-every image form and batch size, batch 16 concurrent clients' requests, refuse bad and unauthenticated requests and
-keep serving. Loopback namespace only."""
+every image form and every batch size from 1 to 64 (requests of all sizes at once, batched together), batch 16
+concurrent clients' requests, refuse bad and unauthenticated requests and keep serving, and answer 504 past the
+request timeout. Loopback namespace only."""
 import http.client
 import io
 import json
@@ -20,7 +21,6 @@ from .netns import loopback_only
 pytestmark = [loopback_only, pytest.mark.filterwarnings("ignore:Using extra keyword arguments on `Field`")]
 ray = pytest.importorskip("ray", reason="mst-clipiqa[serve] (Ray Serve) is not installed")
 TOKEN = "t0ken"
-SIZES = (1, 2, 31, 33, 64)
 
 
 def free_port():
@@ -58,12 +58,13 @@ def test_http_and_the_handle_give_the_in_process_scores(served, reward):
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         pngs.append(("png", buffer.getvalue()))
-    for remote in (RemoteReward(url, token=TOKEN), RemoteReward(handle)):
+    expected = {size: reward(images[:size], prompts[:size]) for size in range(1, 65)}
+    for remote in (RemoteReward(url, token=TOKEN, batch_size=64, max_workers=16), RemoteReward(handle, batch_size=64)):
         for sent, held in ((images, images), (uint8, uint8), (pil, pil), (pngs, pil)):
             assert torch.allclose(remote(sent, prompts), score_images(reward, held, prompts)[0], atol=1e-5, rtol=0)
-        for size in SIZES:
-            assert torch.allclose(remote(images[:size], prompts[:size]), reward(images[:size], prompts[:size]),
-                                  atol=1e-5, rtol=0), size
+        futures = {size: remote.submit(images[:size], prompts[:size]) for size in range(1, 65)}  # batched together
+        for size, future in futures.items():
+            assert torch.allclose(future.result(timeout=120)["score"], expected[size], atol=1e-5, rtol=0), size
     assert RemoteReward(handle).info()["outputs"] == {"quality": {"range": [0.0, 5.0]}}
 
 
@@ -106,3 +107,29 @@ def test_bad_and_unauthenticated_requests_are_refused_and_the_server_keeps_servi
     assert RemoteReward(url, token=TOKEN)(torch.rand(2, 3, 16, 16), ["a", "b"]).shape == (2,)
     with pytest.raises(ValueError, match="413|limit"):
         RemoteReward(handle)(torch.rand(1, 3, 100, 100), ["a"])
+
+
+def test_a_request_past_the_timeout_gets_504_and_the_replica_goes_on():
+    import asyncio
+
+    import numpy as np
+
+    from mst_clipiqa.integrations.serving import RequestError, ScoringService
+    from mst_clipiqa.integrations.serving.ray_app import RewardDeployment
+
+    replica = RewardDeployment.func_or_class.__new__(RewardDeployment.func_or_class)  # its timeout, without Serve
+    replica.service = ScoringService(lambda images: images.mean(dim=(1, 2, 3)), limits=Limits(request_timeout_s=0.2))
+
+    async def batched(request):  # Serve's batching stand-in: 9 pixels wide is stuck for a while
+        await asyncio.sleep(1.0 if request.images[0].shape[1] == 9 else 0.0)
+        return replica.service.score_many([request])[0]
+
+    replica.batched = batched
+
+    async def requests():
+        with pytest.raises(RequestError, match="longer than the server's request timeout of 0.2 s") as error:
+            await replica.score([np.zeros((8, 9, 3), np.uint8)])
+        assert error.value.status == 504
+        return await replica.score([np.full((8, 8, 3), 255, np.uint8)])
+
+    assert asyncio.run(asyncio.wait_for(requests(), 5))["score"] == [1.0]

@@ -9,7 +9,7 @@ import torch
 from mst_clipiqa.integrations import PolicyFinetuneConfig, PolicyTrainer
 from mst_clipiqa.integrations.finetune.config import from_flat_settings
 from mst_clipiqa.integrations.pipelines.tiny import tiny_sd3_pipeline
-from mst_clipiqa.integrations.serving import LocalServer, RemoteReward, RemoteRewardError, ScoringService
+from mst_clipiqa.integrations.serving import Limits, LocalServer, RemoteReward, RemoteRewardError, ScoringService
 
 from .netns import loopback_only
 
@@ -34,6 +34,23 @@ def test_a_slow_server_hits_the_timeout_without_retrying_it():
         with pytest.raises(RemoteRewardError, match=f"reward server {server.url} did not answer within 0.3 s"):
             remote(torch.rand(1, 3, 8, 8))
         assert time.monotonic() - start < 1.5
+
+
+def test_the_server_answers_504_past_its_request_timeout_and_keeps_serving():
+    def slow_when_wide(images):  # 9 pixels wide: stuck for a while; otherwise at once
+        time.sleep(1.0 if images.shape[-1] == 9 else 0.0)
+        return brightness(images)
+
+    with LocalServer(ScoringService(slow_when_wide, limits=Limits(request_timeout_s=0.3))) as server:
+        remote = RemoteReward(server.url, timeout=10)
+        start = time.monotonic()
+        with pytest.raises(RemoteRewardError, match="HTTP 504.*longer than the server's request timeout of 0.3 s"):
+            remote(torch.rand(1, 3, 8, 9))
+        assert time.monotonic() - start < 0.9  # answered at the timeout, not when the work ended
+        assert remote.info()["protocol"]  # answering while the work goes on
+        time.sleep(max(0.0, start + 1.1 - time.monotonic()))  # the stuck work has ended: scoring is free again
+        images = torch.rand(2, 3, 8, 8)
+        assert torch.allclose(remote(images), brightness(images))
 
 
 def test_an_overloaded_server_answers_503_and_the_client_backs_off_then_succeeds():
