@@ -85,6 +85,7 @@ def default_rows() -> dict[str, Row]:
         "refl": Row("finetuner", 16, 1e-2, {"method": "refl", "refl_window": 2}),
         "dpo": Row("dpo", 16, 2e-3, {"n": 16}),
         "ddpo": Row("policy", 8, 1e-2, {**ddpo, "pipe": "sd-kl"}),
+        "ddpo (SDE window 0-2)": Row("policy", 8, 1e-2, {**ddpo, "pipe": "sd-kl", "sde_window": (0, 2)}),
         "trl ddpo": Row("trl", 8, 1e-2, {**ddpo, "pipe": "sd-kl"}),
         "grpo (UNet)": Row("policy", 8, 1e-2, {"method": "grpo", "pipe": "sd", **policy}),
         "grpo (SD3)": Row("policy", 8, 3e-2, {"method": "grpo", "pipe": "sd3", **policy}),
