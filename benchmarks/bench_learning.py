@@ -15,9 +15,10 @@ process time of training alone (no evaluation), "wall s" the same interval on th
 
 Rows: ``draft`` / ``alignprop`` / ``refl`` (``RewardFinetuner``), ``dpo`` (``preference_pairs`` best-worst pairs
 from as many samples, then ``DPOTrainer``), ``ddpo`` / ``grpo`` on the tiny SD pipeline and ``grpo`` / ``nft`` on
-the tiny SD3 pipeline (``PolicyTrainer``; once more with the SDE on the first 2 of 4 steps, MixGRPO /
-Flow-GRPO-Fast's cheaper update), and ``trl ddpo`` (trl's ``DDPOTrainer``, evaluated by our sampler).
-The two DDPO rows sample with guidance 2 (trl 0.23.1 cannot sample at guidance 1 with diffusers 0.3x+: it
+the tiny SD3 pipeline (``PolicyTrainer``; ddpo and grpo on SD3 once more with the SDE on the first 2 of 4 steps,
+MixGRPO / Flow-GRPO-Fast's cheaper update, which for DDIM also leaves out the two steps of standard deviation 0.04
+and 0.02 whose gradient terms are mostly noise), and ``trl ddpo`` (trl's ``DDPOTrainer``, evaluated by our sampler).
+The DDPO rows sample with guidance 2 (trl 0.23.1 cannot sample at guidance 1 with diffusers 0.3x+: it
 concatenates negative embeddings without guidance) and batch-normalised advantages, clip range 1e-4, the same
 LoRA, learning rate and samples per epoch, on the tiny SD pipeline as built (trl loads it from disk). The other
 UNet rows use it with an invertible linear autoencoder, so DPO's training on encoded images is about the images
@@ -85,6 +86,7 @@ def default_rows() -> dict[str, Row]:
         "refl": Row("finetuner", 16, 1e-2, {"method": "refl", "refl_window": 2}),
         "dpo": Row("dpo", 16, 2e-3, {"n": 16}),
         "ddpo": Row("policy", 8, 1e-2, {**ddpo, "pipe": "sd-kl"}),
+        "ddpo (SDE window 0-2)": Row("policy", 8, 1e-2, {**ddpo, "pipe": "sd-kl", "sde_window": (0, 2)}),
         "trl ddpo": Row("trl", 8, 1e-2, {**ddpo, "pipe": "sd-kl"}),
         "grpo (UNet)": Row("policy", 8, 1e-2, {"method": "grpo", "pipe": "sd", **policy}),
         "grpo (SD3)": Row("policy", 8, 3e-2, {"method": "grpo", "pipe": "sd3", **policy}),

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..pipelines.lora import adapters_disabled
 from ..pipelines.sampling import guided_prediction
-from ..pipelines.stochastic import Rollout, StochasticSampler
+from ..pipelines.stochastic import Rollout, StepOutput, StochasticSampler
 from ..rewards import Rewards, named_rewards, objective
 from .advantages import (
     Advantages,
@@ -206,24 +206,36 @@ class PolicyOptimizer:
                 part = rollout.select(index)
                 advantages = batch.advantages.values[index.to(batch.advantages.values.device)]
                 mask = batch.advantages.valid[index.to(batch.advantages.valid.device)]
-                for k in range(steps):
-                    out = self.sampler.step_output(self.model, part, k)
-                    old = part.log_probs[:, k]
-                    loss = clipped_policy_loss(out.log_prob, old, advantages, clip_range=cfg.clip_range,
-                                               adv_clip_max=cfg.adv_clip_max, mask=mask)
-                    stats = ratio_stats(out.log_prob[mask], old[mask], cfg.clip_range) if bool(mask.any()) else {}
-                    if cfg.kl_coeff > 0:
-                        with torch.no_grad(), self.reference():
-                            ref = self.sampler.step_output(self.model, part, k)
-                        weight = mask * kl_weights(batch.sigma, index) if cfg.uncertainty == "kl" else mask
-                        kl = (gaussian_kl(out.mean, ref.mean, out.std) * weight).sum() / mask.sum().clamp(min=1)
-                        loss = loss + cfg.kl_coeff * kl
-                        stats["kl"] = float(kl.detach())
+                weight = mask * kl_weights(batch.sigma, index) if cfg.uncertainty == "kl" else mask
+                for ks in _chunks(range(steps), cfg.steps_per_call or steps):
+                    outs = self.sampler.step_outputs(self.model, part, ks)
+                    refs = self._reference_outputs(part, ks) if cfg.kl_coeff > 0 else [None] * len(ks)
+                    loss = sum(self._step_loss(out, ref, part.log_probs[:, k], advantages, mask, weight, totals)
+                               for k, out, ref in zip(ks, outs, refs))
                     self.backward(loss / steps)
-                    stats["loss"] = float(loss.detach())
-                    _accumulate(totals, stats)
                 _accumulate(totals, {"grad_norm": self._optimizer_step()})
         return _means(totals)
+
+    @torch.no_grad()
+    def _reference_outputs(self, part: Rollout, ks: list[int]) -> list[StepOutput]:
+        with self.reference():
+            return self.sampler.step_outputs(self.model, part, ks)
+
+    def _step_loss(self, out: StepOutput, ref: StepOutput | None, old: torch.Tensor, advantages: torch.Tensor,
+                   mask: torch.Tensor, weight: torch.Tensor, totals: dict[str, list[float]]) -> torch.Tensor:
+        """One recorded step's clipped policy loss, plus its KL to the reference ``ref`` (None: no KL term);
+        its statistics go into ``totals``."""
+        cfg = self.config
+        loss = clipped_policy_loss(out.log_prob, old, advantages, clip_range=cfg.clip_range,
+                                   adv_clip_max=cfg.adv_clip_max, mask=mask)
+        stats = ratio_stats(out.log_prob[mask], old[mask], cfg.clip_range) if bool(mask.any()) else {}
+        if ref is not None:
+            kl = (gaussian_kl(out.mean, ref.mean, out.std) * weight).sum() / mask.sum().clamp(min=1)
+            loss = loss + cfg.kl_coeff * kl
+            stats["kl"] = float(kl.detach())
+        stats["loss"] = float(loss.detach())
+        _accumulate(totals, stats)
+        return loss
 
     def _nft_update(self, batch: PolicyBatch, generator: torch.Generator | None) -> dict[str, float]:
         cfg, rollout, sampler = self.config, batch.rollout, self.sampler
@@ -276,6 +288,10 @@ def _concat(parts: list[Rollout]) -> Rollout:
                    embeds={k: torch.cat([p.embeds[k] for p in parts]) for k in first.embeds},
                    latents=cat("latents"), next_latents=cat("next_latents"), log_probs=cat("log_probs"),
                    final=cat("final"), images=None if first.images is None else cat("images"))
+
+
+def _chunks(items: range, size: int) -> list[list[int]]:
+    return [list(items[start:start + size]) for start in range(0, len(items), size)]
 
 
 def _accumulate(totals: dict[str, list[float]], stats: Mapping[str, float]) -> None:

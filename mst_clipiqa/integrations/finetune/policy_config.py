@@ -51,6 +51,8 @@ class PolicyConfig:
     inner_epochs: int = option(1, "passes over each batch of rollouts")
     minibatch_size: int | None = option(None, "rollouts per optimizer step within a pass (default: all of a "
                                               "process's)", type=int)
+    steps_per_call: int = option(1, "recorded steps recomputed per denoiser call in an update (0: all of them at "
+                                    "once; the same loss in fewer, larger calls; activation memory grows with it)")
     clip_range: float = option(1e-4, "PPO clip range of the importance ratio (trl's DDPO, Flow-GRPO)")
     adv_clip_max: float = option(5.0, "advantages are clipped to +-this (DDPO, Flow-GRPO)")
     kl_coeff: float = option(0.0, "weight of the KL to the reference policy (Flow-GRPO: 0.004-0.04)")
@@ -92,6 +94,9 @@ class PolicyConfig:
         if self.num_inference_steps > MAX_SAMPLING_STEPS:
             raise ValueError(f"num_inference_steps must be <= {MAX_SAMPLING_STEPS} (sampling steps per rollout; the "
                              f"papers use 10-50), got {self.num_inference_steps}")
+        if self.steps_per_call < 0:
+            raise ValueError(f"steps_per_call must be >= 1, or 0 for every recorded step in one call, got "
+                             f"{self.steps_per_call}")
         for name in ("minibatch_size", "rollout_chunk"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")

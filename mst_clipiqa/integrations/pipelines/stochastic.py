@@ -260,11 +260,30 @@ class StochasticSampler:
 
     def step_output(self, model: nn.Module, rollout: Rollout, k: int) -> StepOutput:
         """Recompute recorded step ``rollout.steps[k]`` with ``model`` (gradients as the caller allows)."""
-        i = rollout.steps[k]
-        latents = rollout.latents[:, k]
-        out = self.prediction(model, latents, i, self.conditioning(rollout.embeds))
-        mean = self.transition_mean(out, i, latents)
-        return StepOutput(gaussian_log_prob(rollout.next_latents[:, k], mean, self.stds[i]), mean, self.stds[i])
+        return self.step_outputs(model, rollout, [k])[0]
+
+    def step_outputs(self, model: nn.Module, rollout: Rollout, ks: Sequence[int]) -> list[StepOutput]:
+        """Recompute the recorded steps ``ks`` (indices into ``rollout.steps``) in ONE denoiser call on
+        ``len(ks) x B`` rows, each row at its own timestep: the same outputs as :meth:`step_output` per step
+        (up to float rounding), fewer and larger calls; activations grow with ``len(ks)``."""
+        ks = list(ks)
+        if not ks:
+            return []
+        steps = [rollout.steps[k] for k in ks]
+        latents = [rollout.latents[:, k] for k in ks]
+        x = torch.cat([self.family.model_input(self.scheduler, z.to(self.pipe.dtype), self.timesteps[i])
+                       for z, i in zip(latents, steps)])
+        t = torch.cat([self.timesteps[i].expand(len(rollout)) for i in steps])
+        guided = self.family.uses_cfg(self.guidance_scale)
+        embeds = {name: torch.cat([value] * len(ks)) for name, value in rollout.embeds.items()}
+        out = guided_prediction(self.family, model, x, torch.cat([t, t]) if guided else t,
+                                self.conditioning(embeds), self.guidance_scale)
+        outputs = []
+        for k, i, z, part in zip(ks, steps, latents, out.chunk(len(ks))):
+            mean = self.transition_mean(part, i, z)
+            outputs.append(StepOutput(gaussian_log_prob(rollout.next_latents[:, k], mean, self.stds[i]), mean,
+                                      self.stds[i]))
+        return outputs
 
 
 def _noise(generators: list[torch.Generator], like: torch.Tensor) -> torch.Tensor:

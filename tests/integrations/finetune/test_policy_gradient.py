@@ -88,6 +88,7 @@ DEGENERATE = {  # each setting trained nothing and reported success
     "no noise": (dict(eta=0.0, noise_level=0.0), "no step with noise"),
     "empty window": (dict(sde_window=(1, 1)), "sde_window must be .*no step of it"),
     "window past the end": (dict(sde_window=(1, 5)), r"sde_window must be .*num_inference_steps \(2\)"),
+    "negative steps per call": (dict(steps_per_call=-1), "steps_per_call must be >= 1, or 0 for every"),
     "per-prompt statistics never used": (dict(method="ddpo", stat_min_count=20), "stat_min_count .* <= "),
     "learning rate 0": (dict(learning_rate=0.0), "learning_rate must be > 0"),
     "LoRA scale 0": (dict(lora_alpha=0.0), "lora_alpha must be > 0"),
