@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mst_clipiqa.integrations import PolicyFinetuneConfig, PolicyTrainer
-from mst_clipiqa.integrations.finetune import train_policy
+from mst_clipiqa.integrations.finetune import RunConfig, train_policy
 from mst_clipiqa.integrations.finetune.config import from_flat_settings
 from mst_clipiqa.integrations.pipelines.tiny import tiny_sd3_pipeline, tiny_sd_pipeline
 
@@ -69,11 +69,12 @@ def test_steps_recomputed_in_one_call_train_the_same_lora():
 
     params, logs = [], []
     for steps_per_call in (1, 0):
-        run = train_policy(tiny_sd_pipeline(), brightness, PROMPTS, "grpo", epochs=1, num_inference_steps=3,
-                           guidance_scale=2.0, group_size=2, prompts_per_epoch=2, learning_rate=1e-2, kl_coeff=0.04,
-                           inner_epochs=2, minibatch_size=2, clip_range=1e-2, steps_per_call=steps_per_call, seed=1)
+        run = train_policy(tiny_sd_pipeline(), brightness, PROMPTS, PolicyFinetuneConfig(
+            "grpo", num_inference_steps=3, guidance_scale=2.0, group_size=2, prompts_per_step=2, kl_coeff=0.04,
+            inner_epochs=2, minibatch_size=2, clip_range=1e-2, steps_per_call=steps_per_call,
+            run=RunConfig(max_steps=1, learning_rate=1e-2, weight_decay=0.01, seed=1, progress_bar=False)))
         params.append([p.detach().clone() for p in run.policy.params])
-        logs.append(run.log[-1])
+        logs.append(run.log.history[-1])
     assert logs[0]["kl"] > 0 and logs[0]["approx_kl"] > 0
     for one, batched in zip(*params):  # Adam's steps are 1e-2: a misplaced step would differ by about that
         torch.testing.assert_close(batched, one, atol=1e-4, rtol=1e-3)
