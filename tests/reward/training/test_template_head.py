@@ -96,7 +96,7 @@ def test_variant_a_alone_reaches_its_probe_on_the_sample(tmp_path):
     torch.manual_seed(0)
     model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny("A", fusion_hidden=128))
     srcc = variant_a_alone(model, load_agiqa3k(SAMPLE_98), tmp_path, lr=1e-3)
-    print(srcc)  # measured: test 0.270, probe 0.280 (deterministic on the CPU)
+    print(srcc)  # measured: test 0.277, probe 0.280 (deterministic on the CPU; 0.270 with log tau at lr)
     assert srcc["test"] >= srcc["probe_test"] - 0.02
 
 
