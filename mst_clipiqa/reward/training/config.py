@@ -41,7 +41,7 @@ class TrainConfig:
     batch_size: int = option(8, "images per optimisation step, per process")
     lr: float = option(1e-4, "peak learning rate")
     temperature_lr: float | None = option(
-        None, "learning rate of template heads' log temperature, without weight decay (default: lr)",
+        0.1, "learning rate of template heads' log temperature, without weight decay (None in Python: lr)",
         type=float, metavar="LR")
     schedule: str = option("constant", "learning-rate schedule over the run (cosine: decays to 0)")
     weight_decay: float = option(1e-3, "weight decay")

@@ -16,7 +16,9 @@ protocol: ten seeded splits, grouped by prompt where the field does so
 (AGIQA-3K) and by image elsewhere, 8:2 train/test with a validation part
 carved from the train part for model selection, and a learning rate,
 schedule and epoch count that move the heads from their zero-shot start
-(chosen by ``benchmarks/sweep_recipe.py``; see docs/measured.md).
+(chosen by ``benchmarks/sweep_recipe.py``; see docs/measured.md), and template
+heads' log temperature at its own rate, 0.1 (``benchmarks/bench_template_head.py``;
+see docs/template-head.md).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ PAPER: dict[str, Any] = {
     "batch_size": 8, "epochs": 20, "margin": 0.1, "rank_weight": 1.0,
     "n_splits": 1, "split_method": "reference", "split_by": "image", "test_fraction": 0.2, "val_fraction": 0.0,
     "seed": 42, "ema_decay": 0.0,  # the reference keeps its raw weights
+    "temperature_lr": None,  # the reference learns tau with everything else, at lr
 }
 RECIPES: dict[str, dict[str, Any]] = {"protocol": {}, "paper": PAPER}  # protocol: TrainConfig's defaults
 PURPOSE = {

@@ -96,7 +96,7 @@ def test_variant_a_alone_reaches_its_probe_on_the_sample(tmp_path):
     torch.manual_seed(0)
     model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny("A", fusion_hidden=128))
     srcc = variant_a_alone(model, load_agiqa3k(SAMPLE_98), tmp_path, lr=1e-3)
-    print(srcc)  # measured: test 0.270, probe 0.280 (deterministic on the CPU)
+    print(srcc)  # measured: test 0.277, probe 0.280 (deterministic on the CPU; 0.270 with log tau at lr)
     assert srcc["test"] >= srcc["probe_test"] - 0.02
 
 
@@ -110,3 +110,33 @@ def test_variant_a_alone_reaches_its_probe_on_clip_like_features(tmp_path):
     srcc = variant_a_alone(model, data.dataset, tmp_path, CachedFeatures(data.f_coarse, data.f_fine), lr=1e-3,
                            temperature_lr=1e-1, weight_decay=0.1, ema_decay=0.99, epochs=30)
     assert srcc["test"] >= srcc["probe_test"] - 0.02
+
+
+def test_default_recipe_learns_variant_a_alone_on_clip_like_features(tmp_path):
+    # The protocol's defaults (bar the run's length) from the reference's random start: the head must beat its own
+    # untrained start by far and come near the probe (measured, seed 0: test 0.671, probe 0.735, untrained 0.343;
+    # with log tau at the fusion's rate, the default before: 0.644); a head that does not learn at all (the -0.11
+    # the issue saw on real images) fails both.
+    data = clip_like_features(120)
+    model = head_model(data.text_features, fusion_hidden=128)
+    config = TrainConfig(epochs=20, n_splits=1, init="random", outputs=("quality",), progress=False, cpu=True)
+    report = Trainer(model, data.dataset, config, tmp_path, features=CachedFeatures(data.f_coarse, data.f_fine)).run()
+    test = report["splits"][0]["test"]["quality"]["srcc"]
+    untrained = report["splits"][0]["untrained"]["test"]["quality"]["srcc"]
+    probe = report["summary"]["probe_test"]["quality"]["srcc"]["mean"]
+    print(f"test {test:.3f} untrained {untrained:.3f} probe {probe:.3f}")
+    assert test >= untrained + 0.2 and test >= probe - 0.12
+
+
+@pytest.mark.parametrize("temperature_lr, falls", [(None, False), (TrainConfig().temperature_lr, True)])
+def test_default_temperature_rate_brings_a_saturated_tau_down(tmp_path, temperature_lr, falls):
+    # tau at 1000 saturates the softmax; at the fusion's rate (None: the default before) log tau moves by ~1e-4 a
+    # step and stays there, at the default's own rate it falls within a few epochs to where the head learns.
+    data = clip_like_features(120)
+    model = head_model(data.text_features, fusion_hidden=128, temperature_init=1000.0)
+    config = TrainConfig(epochs=3, n_splits=1, init="random", outputs=("quality",), progress=False, cpu=True,
+                         val_fraction=0.0, temperature_lr=temperature_lr)
+    Trainer(model, data.dataset, config, tmp_path, features=CachedFeatures(data.f_coarse, data.f_fine)).run()
+    tau = float(model.heads["quality"].temperature.detach())
+    print(f"tau after 3 epochs: {tau:.1f}")
+    assert (tau < 500.0) == falls
