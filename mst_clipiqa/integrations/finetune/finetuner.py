@@ -71,6 +71,8 @@ class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
         self.setup_lora(pipe, self.family.denoiser, rewards)
         self.monitor = self.hacking_monitor(monitor, reward, config.reward_weights)
         self.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        self.prompt_cache = self.prompt_source.cache(self.family, config.run, guidance=self.family.uses_cfg(
+            config.guidance_scale), **config.run.encode_kwargs)
         self.start_run()
 
     def trained_parameters(self) -> dict[str, torch.Tensor]:
@@ -80,7 +82,7 @@ class RewardFinetuner(PromptedRunIdentity, DiffusionTrainer):
 
     def _conditioning(self, prompts: list[str]) -> Conditioning:
         scale = self.config.guidance_scale
-        embeds = self.family.encode(prompts, guidance=self.family.uses_cfg(scale),
+        embeds = self.prompt_cache.encode(prompts, guidance=self.family.uses_cfg(scale),
                                     negative_prompt=self.config.run.negative_prompt, **self.config.run.encode_kwargs)
         return self.family.conditioning(embeds, scale, self.height, self.width)
 
