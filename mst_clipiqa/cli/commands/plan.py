@@ -29,8 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "method with torch's FLOP counter and an allocation tracker, and print the peak memory per "
                     "process (frozen weights incl. the reward and, unless released, the text encoders; LoRA, the "
                     "step's activations, gradients and AdamW state) and the FLOPs per step. With --gpu-memory it "
-                    "says whether the step fits and, if not, which setting to change. A prediction: allocator overhead and fragmentation "
-                    "(typically 5-15%% on CUDA) come on top.")
+                    "says whether the step fits and, if not, which setting to change. A prediction: allocator "
+                    "overhead and fragmentation (typically 5-15%% on CUDA) come on top.")
     parser.add_argument("--pipeline", required=True,
                         help=f"{' | '.join(SHORT_NAMES)} (shipped configs) | a tiny name | a saved pipeline "
                              "folder or Hub id (config files only)")
