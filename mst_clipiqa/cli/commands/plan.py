@@ -47,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--text-encoders", default="offload", choices=("keep", "offload", "free"),
                         help="what the trainer does with the text encoders once the prompts are encoded "
                              "(default: offload, as finetune's default; DPO and best-of-N keep them)")
+    parser.add_argument("--quantize", choices=("int8",), help="the denoiser's frozen weights in int8 (torchao)")
     add_plan_options(parser)
     parser.set_defaults(func=run)
     return parser
@@ -66,7 +67,7 @@ def print_plan(args: argparse.Namespace, method: str, settings: Any, dtype: str,
 
     memory = parse_bytes(args.gpu_memory) if args.gpu_memory else None
     result = plan(args.pipeline, method, settings, dtype=dtype, lora_rank=lora_rank, gpu_memory=memory,
-                  text_encoders=text_encoders)
+                  text_encoders=text_encoders, quantize=getattr(args, "quantize", None))
     print(json.dumps(result.to_dict(), indent=1) if args.json else result.summary())
     return result
 

@@ -12,6 +12,7 @@ from torch import nn
 from ..pipelines.families import pipeline_family
 from ..pipelines.lora import DEFAULT_TARGET_MODULES, add_lora, lora_parameters
 from ..pipelines.prompt_cache import PromptCache, text_encoders
+from ..pipelines.quantization import quantize_denoiser
 from .architectures import meta_pipeline
 from .steps import CACHED, STEPS, TRAINED, StepSettings
 from .tracker import AllocationTracker, fused_attention, resident_bytes
@@ -72,6 +73,7 @@ class Plan:
     gpu_memory: int | None = None
     advice: str | None = None
     text_encoders: str = "keep"
+    quantize: str | None = None
 
     @property
     def peak(self) -> int:
@@ -83,8 +85,9 @@ class Plan:
 
     def summary(self) -> str:
         s = self.settings
+        dtype = f"{self.dtype} (denoiser {self.quantize})" if self.quantize else self.dtype
         head = (f"{self.pipeline} {self.method} {s['height']}x{s['width']} batch {s['batch_size']} "
-                f"{s['num_inference_steps']} steps, {self.dtype}, text encoders {self.text_encoders}, checkpointing "
+                f"{s['num_inference_steps']} steps, {dtype}, text encoders {self.text_encoders}, checkpointing "
                 f"{'on' if s['gradient_checkpointing'] else 'off'}: peak {self.peak / GiB:.1f} GiB per process "
                 f"(weights {self.weights / GiB:.1f}, LoRA {self.lora / GiB:.2f}, step {self.step / GiB:.1f}), "
                 f"{self.flops / 1e12:.1f} TFLOP per step")
@@ -104,10 +107,13 @@ def released(method: str, text_encoders: str) -> str:
 
 
 def _trace(pipeline: str, method: str, s: StepSettings, dtype: str, reward: nn.Module | None,
-           lora_rank: int, targets: tuple[str, ...], encoders: str = "keep") -> Plan:
+           lora_rank: int, targets: tuple[str, ...], encoders: str = "keep",
+           quantize: str | None = None) -> Plan:
     pipe, _ = meta_pipeline(pipeline, DTYPES[dtype])
     family = pipeline_family(pipe)
     denoiser = family.denoiser
+    if quantize:
+        quantize_denoiser(denoiser, quantize)
     cache = None
     if encoders != "keep":  # encoded before the step, the encoders left out of the weights
         cache = PromptCache(family, "keep")
@@ -130,18 +136,19 @@ def _trace(pipeline: str, method: str, s: StepSettings, dtype: str, reward: nn.M
     with fused_attention(), AllocationTracker() as tracker:
         STEPS[method](pipe, denoiser, reward, params, optimizer, s=s, encoder=cache)
     return Plan(pipeline, method, dtype, asdict(s), weights - lora, lora, tracker.peak, tracker.flops,
-                text_encoders=encoders)
+                text_encoders=encoders, quantize=quantize)
 
 
 def plan(pipeline: str, method: str, settings: StepSettings | None = None, *, dtype: str = "bf16",
          reward: nn.Module | None = None, lora_rank: int = 4, targets: tuple[str, ...] = DEFAULT_TARGET_MODULES,
-         gpu_memory: int | None = None, text_encoders: str = "offload") -> Plan:
+         gpu_memory: int | None = None, text_encoders: str = "offload", quantize: str | None = None) -> Plan:
     """Trace one ``method`` step on ``pipeline`` (a shipped name, tiny name, folder or Hub id) with meta weights
     in ``dtype``; ``reward``: a module on the meta device scoring (B, 3, H, W) images (default: the paper
     model's image towers); ``text_encoders``: the run's setting (``keep``, ``offload``, ``free``; DPO and
-    best-of-N keep them whatever it says). With ``gpu_memory`` (bytes), a plan that does not fit names the first
-    setting that makes it fit: releasing the text encoders, checkpointing, batch size 1, DRaFT-1, a lower
-    resolution (each re-traced)."""
+    best-of-N keep them whatever it says); ``quantize``: ``"int8"`` for a denoiser quantized as
+    :func:`~mst_clipiqa.integrations.pipelines.quantization.quantize_denoiser` does it (needs torchao). With
+    ``gpu_memory`` (bytes), a plan that does not fit names the first setting that makes it fit: releasing the
+    text encoders, checkpointing, batch size 1, DRaFT-1, a lower resolution (each re-traced)."""
     if method not in STEPS:
         raise ValueError(f"method {method!r}: expected one of {', '.join(STEPS)}")
     if dtype not in DTYPES:
@@ -150,7 +157,7 @@ def plan(pipeline: str, method: str, settings: StepSettings | None = None, *, dt
         raise ValueError(f"text_encoders {text_encoders!r}: expected keep, offload or free")
 
     def trace(settings: StepSettings, encoders: str = released(method, text_encoders)) -> Plan:
-        return _trace(pipeline, method, settings, dtype, reward, lora_rank, targets, encoders)
+        return _trace(pipeline, method, settings, dtype, reward, lora_rank, targets, encoders, quantize)
 
     s = settings or StepSettings()
     result = trace(s)
