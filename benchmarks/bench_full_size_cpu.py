@@ -7,7 +7,7 @@ its RSS before the step; against the plan traced on meta tensors. Seconds and CP
 
     PYTHONPATH=. python benchmarks/bench_full_size_cpu.py [--pipeline sd1.5] [--dtypes fp32 bf16] [--methods draft grpo]
 
-About 9 GB of RAM at most (fp32 weights 4.3 GB, the step's activations); minutes per case on a few CPU cores.
+About 10 GB of RAM at most in fp32 (weights 4.3 GB, the step's tensors 6.7 GiB); minutes per case on a few cores.
 """
 from __future__ import annotations
 
