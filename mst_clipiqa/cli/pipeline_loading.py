@@ -50,6 +50,7 @@ class LoadOptions:
     """How a downloaded (or saved) pipeline is loaded. ``dtype`` None: bf16 on a GPU that has it, fp16 on one
     that does not, fp32 on the CPU. ``vae``: another VAE (folder or Hub id, e.g. the fp16-fixed SDXL VAE
     ``madebyollin/sdxl-vae-fp16-fix``); ``upcast_vae``: keep the VAE in fp32 under a half-precision pipeline.
+    ``quantize``: the denoiser's frozen linear weights in int8 (torchao), the LoRA on top in full precision;
     ``gradient_checkpointing``: diffusers' per-block checkpointing of the denoiser; ``compile``:
     ``torch.compile`` of the denoiser; ``tf32``: TF32 matmuls on Ampere and newer GPUs."""
 
@@ -58,6 +59,7 @@ class LoadOptions:
     upcast_vae: bool = False
     variant: str | None = None
     revision: str | None = None
+    quantize: str | None = None
     gradient_checkpointing: bool = False
     compile: bool = False
     tf32: bool = True
@@ -75,6 +77,8 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pipeline-variant", dest="pipeline_variant", metavar="NAME",
                        help="weights variant to download, e.g. fp16 (half the download)")
     group.add_argument("--revision", help="Hub branch, tag or commit of the pipeline")
+    group.add_argument("--quantize", choices=("int8",), help="store the denoiser's frozen linear weights in int8 "
+                                                              "(torchao; the LoRA trains on top in full precision)")
     group.add_argument("--compile", action="store_true", help="torch.compile the denoiser (finetune: the reward too)")
     group.add_argument("--no-tf32", dest="tf32", action="store_false",
                        help="do not allow TF32 matmuls (on by default on Ampere and newer GPUs)")
@@ -82,7 +86,8 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace, **extra: Any) -> LoadOptions:
     return LoadOptions(dtype=args.dtype, vae=args.vae, upcast_vae=args.upcast_vae, variant=args.pipeline_variant,
-                       revision=args.revision, compile=args.compile, tf32=args.tf32, **extra)
+                       revision=args.revision, quantize=args.quantize, compile=args.compile, tf32=args.tf32,
+                       **extra)
 
 
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
@@ -178,6 +183,10 @@ def _finish(pipe: Any, options: LoadOptions) -> Any:
     if options.upcast_vae:
         pipe.vae.to(dtype=torch.float32)
     denoiser = denoiser_family(pipe).denoiser
+    if options.quantize:
+        from mst_clipiqa.integrations.pipelines.quantization import quantize_denoiser
+
+        quantize_denoiser(denoiser, options.quantize)
     if options.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
     if options.compile:

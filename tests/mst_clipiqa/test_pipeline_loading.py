@@ -80,6 +80,13 @@ def test_checkpointing_compile_and_variant_reach_the_denoiser(saved):
     assert not tiny_sd_pipeline().unet.is_gradient_checkpointing
 
 
+def test_quantize_reaches_the_denoiser():
+    pytest.importorskip("torchao.quantization")
+    pipe, _ = load_pipeline("tiny", options=LoadOptions(quantize="int8"))
+    assert type(pipe.unet.mid_block.attentions[0].transformer_blocks[0].attn1.to_q.weight).__name__ == "Int8Tensor"
+    assert type(pipe.vae.decoder.mid_block.attentions[0].to_q.weight) is torch.nn.Parameter  # the denoiser only
+
+
 def test_tiny_names_keep_fp32_unless_asked():
     assert set(_dtypes(load_pipeline("tiny")[0]).values()) == {torch.float32}
     assert set(_dtypes(load_pipeline("tiny", options=LoadOptions(dtype="bf16"))[0]).values()) == {torch.bfloat16}

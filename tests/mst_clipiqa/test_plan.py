@@ -22,7 +22,8 @@ def test_finetune_dry_run_plans_its_own_settings_and_loads_nothing(tmp_path, cap
                  str(tmp_path / "run"), "--num-inference-steps", "2", "--height", "64", "--width", "64",
                  "--method", "alignprop", "--dry-run", "--gpu-memory", "24GB"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("tiny alignprop 64x64 batch 2 2 steps, bf16, checkpointing on") and "fits in 24 GiB" in out
+    assert out.startswith("tiny alignprop 64x64 batch 2 2 steps, bf16, text encoders offload, checkpointing on")
+    assert "fits in 24 GiB" in out
     assert not (tmp_path / "run").exists()
 
 

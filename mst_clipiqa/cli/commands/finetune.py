@@ -202,7 +202,7 @@ def _dry_run(args: argparse.Namespace, config, tiny) -> int:
         draft_k=getattr(config, "draft_k", 1), decode_chunk_size=getattr(config, "decode_chunk_size", 1),
         gradient_checkpointing=bool(getattr(config, "checkpoint_denoiser", per_block)),
         encode_kwargs=tuple(tiny.encode_kwargs.items()) if tiny else ())
-    result = print_plan(args, args.method, settings, args.dtype or "bf16", run.lora_rank)
+    result = print_plan(args, args.method, settings, args.dtype or "bf16", run.lora_rank, run.text_encoders)
     return 0 if result.fits is not False else 1
 
 

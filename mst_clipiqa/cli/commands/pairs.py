@@ -20,7 +20,7 @@ examples:
   torchrun --nproc_per_node 2 -m mst_clipiqa pairs --pipeline stable-diffusion-v1-5/stable-diffusion-v1-5 \\
       --model runs/agiqa3k/model --prompts prompts.txt --out pairs/ --n 8 --pairs 'margin>0.05'
   # scored by a served reward (mst-clipiqa serve), each chunk of 4 samples while the next is generated
-  mst-clipiqa pairs --pipeline tiny --reward-url http://127.0.0.1:8000 --prompts prompts.txt --out pairs/ \
+  mst-clipiqa pairs --pipeline tiny --reward-url http://127.0.0.1:8000 --prompts prompts.txt --out pairs/ \\
       --async-scoring --chunk-size 4
   # read them back
   python -c "from datasets import load_dataset; print(load_dataset('parquet', data_files='pairs/data/*.parquet'))"

@@ -27,10 +27,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "plan", help=HELP, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Build the pipeline's architecture without weights (meta tensors), trace one step of the "
                     "method with torch's FLOP counter and an allocation tracker, and print the peak memory per "
-                    "process (frozen weights incl. text encoders and the reward, LoRA, the step's activations, "
-                    "gradients and AdamW state) and the FLOPs per step. With --gpu-memory it says whether the step "
-                    "fits and, if not, which setting to change. A prediction: allocator overhead and fragmentation "
-                    "(typically 5-15%% on CUDA) come on top.")
+                    "process (frozen weights incl. the reward and, unless released, the text encoders; LoRA, the "
+                    "step's activations, gradients and AdamW state) and the FLOPs per step. With --gpu-memory it "
+                    "says whether the step fits and, if not, which setting to change. A prediction: allocator "
+                    "overhead and fragmentation (typically 5-15%% on CUDA) come on top.")
     parser.add_argument("--pipeline", required=True,
                         help=f"{' | '.join(SHORT_NAMES)} (shipped configs) | a tiny name | a saved pipeline "
                              "folder or Hub id (config files only)")
@@ -44,6 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--lora-rank", type=int, default=4, help="LoRA rank (default: 4)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="checkpoint the denoiser")
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"), help="weights' precision")
+    parser.add_argument("--text-encoders", default="offload", choices=("keep", "offload", "free"),
+                        help="what the trainer does with the text encoders once the prompts are encoded "
+                             "(default: offload, as finetune's default; DPO and best-of-N keep them)")
+    parser.add_argument("--quantize", choices=("int8",), help="the denoiser's frozen weights in int8 (torchao)")
     add_plan_options(parser)
     parser.set_defaults(func=run)
     return parser
@@ -57,11 +61,13 @@ def _resolution(args: argparse.Namespace) -> int:
     return architecture(args.pipeline)["resolution"] if args.pipeline in ARCHITECTURES else 512
 
 
-def print_plan(args: argparse.Namespace, method: str, settings: Any, dtype: str, lora_rank: int) -> Any:
+def print_plan(args: argparse.Namespace, method: str, settings: Any, dtype: str, lora_rank: int,
+               text_encoders: str) -> Any:
     from mst_clipiqa.integrations.planner import parse_bytes, plan
 
     memory = parse_bytes(args.gpu_memory) if args.gpu_memory else None
-    result = plan(args.pipeline, method, settings, dtype=dtype, lora_rank=lora_rank, gpu_memory=memory)
+    result = plan(args.pipeline, method, settings, dtype=dtype, lora_rank=lora_rank, gpu_memory=memory,
+                  text_encoders=text_encoders, quantize=getattr(args, "quantize", None))
     print(json.dumps(result.to_dict(), indent=1) if args.json else result.summary())
     return result
 
@@ -81,5 +87,5 @@ def run(args: argparse.Namespace) -> int:
                             num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
                             draft_k=min(args.draft_k, args.num_inference_steps),
                             gradient_checkpointing=args.gradient_checkpointing)
-    result = print_plan(args, args.method, settings, args.dtype, args.lora_rank)
+    result = print_plan(args, args.method, settings, args.dtype, args.lora_rank, args.text_encoders)
     return 0 if result.fits is not False else 1

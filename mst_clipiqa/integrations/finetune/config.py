@@ -23,12 +23,14 @@ PRECISIONS = ("no", "fp16", "bf16")  # accelerate's names; reward.utils.PRECISIO
 ON_NONFINITE = ("raise", "skip")
 # diffusers.optimization.get_scheduler's names (piecewise_constant needs rules, so it is left out).
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+TEXT_ENCODERS = ("keep", "offload", "free")  # what pipelines.PromptCache does with them (torch-free here)
 CHOICES = {"method": METHODS, "mixed_precision": PRECISIONS, "lr_scheduler": LR_SCHEDULES,
-           "on_nonfinite": ON_NONFINITE}
+           "on_nonfinite": ON_NONFINITE, "text_encoders": TEXT_ENCODERS}
 # Settings that may change between a run and its resumption: they change what is written, not what is trained.
 RESUME_FREE = ("max_steps", "output_dir", "save_every", "keep_checkpoints", "resume", "log_with", "tracker_project",
                "sample_every", "sample_prompts", "sample_seeds", "save_lora", "progress_bar", "monitor_every",
-               "patience", "monitor_prompts", "monitor_seeds", "on_nonfinite", "async_scoring", "sigma_patience")
+               "patience", "monitor_prompts", "monitor_seeds", "on_nonfinite", "async_scoring", "sigma_patience",
+               "text_encoders")
 
 
 def _named_weight(text: str) -> tuple[str, float]:
@@ -55,6 +57,9 @@ class RunConfig:
     width: int | None = option(None, "image width in pixels (default: the pipeline's)", type=int)
     encode_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "encode_prompt arguments",
                                                                          "cli": False})
+    text_encoders: str = option("offload", "once the training, sample and monitor prompts are encoded (each "
+                                           "once, kept on the CPU): offload the text encoders to the CPU (back "
+                                           "for a new prompt), free them (a new prompt is an error) or keep them")
     lora_rank: int = option(4, "rank of the denoiser's LoRA")
     lora_alpha: float | None = option(None, "LoRA alpha (default: the rank, i.e. scale 1)", type=float)
     lora_target_modules: tuple[str, ...] = option(DEFAULT_TARGET_MODULES, "denoiser modules that get a LoRA",
@@ -118,7 +123,8 @@ class RunConfig:
         require(self.lr_warmup_steps == 0 or self.lr_scheduler != "constant",
                 "lr_warmup_steps > 0 needs a schedule with warm-up (constant_with_warmup, linear, cosine, ...); "
                 "the constant schedule has none")
-        for name in ("mixed_precision", "lr_scheduler", "on_nonfinite"):  # a trainer's method is its own to check
+        # a trainer's method is its own to check
+        for name in ("mixed_precision", "lr_scheduler", "on_nonfinite", "text_encoders"):
             if name == "mixed_precision" and self.mixed_precision is None:  # the launcher's, read when the run starts
                 continue
             require(getattr(self, name) in CHOICES[name],

@@ -67,6 +67,8 @@ class RewardFinetuner(PromptedTrainer):
         self.setup_lora(pipe, self.family, rewards)
         self.monitor = self.hacking_monitor(monitor, reward, config.reward_weights)
         self.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        self.prompt_cache = self.prompt_source.cache(self.family, config.run, guidance=self.family.uses_cfg(
+            config.guidance_scale), **config.run.encode_kwargs)
         self.start_run()
 
     def trained_parameters(self) -> dict[str, torch.Tensor]:
@@ -76,7 +78,7 @@ class RewardFinetuner(PromptedTrainer):
 
     def _conditioning(self, prompts: list[str]) -> Conditioning:
         scale = self.config.guidance_scale
-        embeds = self.family.encode(prompts, guidance=self.family.uses_cfg(scale),
+        embeds = self.prompt_cache.encode(prompts, guidance=self.family.uses_cfg(scale),
                                     negative_prompt=self.config.run.negative_prompt, **self.config.run.encode_kwargs)
         return self.family.conditioning(embeds, scale, self.height, self.width)
 

@@ -55,6 +55,8 @@ class PolicyTrainer(PromptedTrainer):
         run = config.run
         self.sampler = config.sampler(pipe, height=run.height, width=run.width, negative_prompt=run.negative_prompt,
                                       encode_kwargs=run.encode_kwargs)
+        self.sampler.encoder = self.prompt_source.cache(self.family, run, guidance=self.family.uses_cfg(
+            self.sampler.guidance_scale), **run.encode_kwargs)
         acc = self.accelerator
         self.policy = PolicyOptimizer(self.sampler, self.model, self.optimizer, self.params, reward, config,
                                       reference=lambda: adapters_disabled(self.unwrapped), backward=acc.backward,

@@ -9,6 +9,8 @@ from typing import Any, Union
 
 import torch
 
+from ..pipelines.prompt_cache import PromptCache
+
 __all__ = ["Prompts", "PromptSource", "read_prompt_file"]
 
 PromptFn = Callable[[], Any]
@@ -82,3 +84,18 @@ class PromptSource:
             raise ValueError(f"prompt_fn returned {type(prompt).__name__}; expected (prompt, metadata) with a "
                              "string prompt, or a string")
         return prompt
+
+    def cache(self, family: Any, run: Any, *, guidance: bool, **encode_kwargs: Any) -> PromptCache:
+        """Every prompt known before the run (training, sample grids, monitor) encoded once, then the text
+        encoders released as ``run.text_encoders`` says. A ``prompt_fn``'s prompts are not known in advance:
+        the encoders stay (``"free"`` is refused)."""
+        mode = run.text_encoders
+        if self.prompts is None:
+            if mode == "free":
+                raise ValueError("text_encoders='free' needs a list of prompts (a prompt_fn's are not known "
+                                 "before the run); use text_encoders='offload' or 'keep'")
+            mode = "keep"
+        cache = PromptCache(family, mode)
+        known = [*(self.prompts or ()), *run.sample_prompts, *run.monitor_prompts]
+        cache.warm(known, guidance=guidance, negative_prompt=run.negative_prompt, **encode_kwargs)
+        return cache

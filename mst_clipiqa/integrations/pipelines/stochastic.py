@@ -135,6 +135,7 @@ class StochasticSampler:
         self.height, self.width = height or default_h, width or default_w
         self.family.check_size(self.height, self.width)
         self.negative_prompt, self.encode_kwargs = negative_prompt, dict(encode_kwargs or {})
+        self.encoder: Any = self.family  # what encodes prompts: the family, or a trainer's PromptCache
         shape = self.family.latent_shape(1, self.height, self.width)
         self.family.set_timesteps(self.scheduler, num_steps, shape, pipe._execution_device)
         self.timesteps = self.scheduler.timesteps.clone()
@@ -206,7 +207,7 @@ class StochasticSampler:
 
     def encode(self, prompts: Sequence[str]) -> Embeddings:
         """Prompt embeddings, one row per prompt (negative ones too under classifier-free guidance)."""
-        return self.family.encode(list(prompts), guidance=self.family.uses_cfg(self.guidance_scale),
+        return self.encoder.encode(list(prompts), guidance=self.family.uses_cfg(self.guidance_scale),
                                   negative_prompt=self.negative_prompt, **self.encode_kwargs)
 
     def conditioning(self, embeds: Embeddings, guidance_scale: float | None = None) -> Conditioning:

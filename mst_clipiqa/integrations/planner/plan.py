@@ -11,8 +11,10 @@ from torch import nn
 
 from ..pipelines.families import pipeline_family
 from ..pipelines.lora import DEFAULT_TARGET_MODULES, add_lora, lora_parameters
+from ..pipelines.prompt_cache import PromptCache, text_encoders
+from ..pipelines.quantization import quantize_denoiser
 from .architectures import meta_pipeline
-from .steps import STEPS, TRAINED, StepSettings
+from .steps import CACHED, STEPS, TRAINED, StepSettings
 from .tracker import AllocationTracker, fused_attention, resident_bytes
 
 __all__ = ["Plan", "plan", "paper_reward", "parse_bytes", "GiB"]
@@ -56,7 +58,8 @@ def paper_reward() -> nn.Module:
 @dataclass
 class Plan:
     """The predicted cost of one step; bytes per process. ``weights``: every frozen component and the reward
-    (text encoders included: they stay loaded); ``step``: what the step adds at its peak (activations, LoRA
+    (the text encoders only when ``text_encoders`` is ``"keep"``: the trainers that encode each prompt once
+    offload or free them before the first step); ``step``: what the step adds at its peak (activations, LoRA
     gradients, AdamW state, decoded images)."""
 
     pipeline: str
@@ -69,6 +72,8 @@ class Plan:
     flops: int
     gpu_memory: int | None = None
     advice: str | None = None
+    text_encoders: str = "keep"
+    quantize: str | None = None
 
     @property
     def peak(self) -> int:
@@ -80,8 +85,9 @@ class Plan:
 
     def summary(self) -> str:
         s = self.settings
+        dtype = f"{self.dtype} (denoiser {self.quantize})" if self.quantize else self.dtype
         head = (f"{self.pipeline} {self.method} {s['height']}x{s['width']} batch {s['batch_size']} "
-                f"{s['num_inference_steps']} steps, {self.dtype}, checkpointing "
+                f"{s['num_inference_steps']} steps, {dtype}, text encoders {self.text_encoders}, checkpointing "
                 f"{'on' if s['gradient_checkpointing'] else 'off'}: peak {self.peak / GiB:.1f} GiB per process "
                 f"(weights {self.weights / GiB:.1f}, LoRA {self.lora / GiB:.2f}, step {self.step / GiB:.1f}), "
                 f"{self.flops / 1e12:.1f} TFLOP per step")
@@ -94,14 +100,29 @@ class Plan:
         return {**asdict(self), "peak": self.peak, "fits": self.fits}
 
 
+def released(method: str, text_encoders: str) -> str:
+    """What ``method``'s trainer does with the text encoders: DPO and best-of-N keep them (they encode as they
+    go)."""
+    return text_encoders if method in CACHED else "keep"
+
+
 def _trace(pipeline: str, method: str, s: StepSettings, dtype: str, reward: nn.Module | None,
-           lora_rank: int, targets: tuple[str, ...]) -> Plan:
+           lora_rank: int, targets: tuple[str, ...], encoders: str = "keep",
+           quantize: str | None = None) -> Plan:
     pipe, _ = meta_pipeline(pipeline, DTYPES[dtype])
-    denoiser = pipeline_family(pipe).denoiser
+    family = pipeline_family(pipe)
+    denoiser = family.denoiser
+    if quantize:
+        quantize_denoiser(denoiser, quantize)
+    cache = None
+    if encoders != "keep":  # encoded before the step, the encoders left out of the weights
+        cache = PromptCache(family, "keep")
+        cache.warm(["a photo"], guidance=family.uses_cfg(s.guidance_scale), **dict(s.encode_kwargs))
     if s.gradient_checkpointing and method not in ("draft", "refl", "alignprop"):
         denoiser.enable_gradient_checkpointing()  # the per-block checkpointing the other trainers get
     reward = reward if reward is not None else paper_reward()
-    modules = [m for m in pipe.components.values() if isinstance(m, nn.Module)]
+    dropped = text_encoders(pipe).values() if cache is not None else ()
+    modules = [m for m in pipe.components.values() if isinstance(m, nn.Module) and all(m is not d for d in dropped)]
     weights = resident_bytes(*modules, reward)
     params: list[torch.Tensor] = []
     optimizer = None
@@ -113,31 +134,44 @@ def _trace(pipeline: str, method: str, s: StepSettings, dtype: str, reward: nn.M
         optimizer = torch.optim.AdamW(params, lr=1e-4)
     lora = resident_bytes(params)
     with fused_attention(), AllocationTracker() as tracker:
-        STEPS[method](pipe, denoiser, reward, params, optimizer, s=s)
-    return Plan(pipeline, method, dtype, asdict(s), weights - lora, lora, tracker.peak, tracker.flops)
+        STEPS[method](pipe, denoiser, reward, params, optimizer, s=s, encoder=cache)
+    return Plan(pipeline, method, dtype, asdict(s), weights - lora, lora, tracker.peak, tracker.flops,
+                text_encoders=encoders, quantize=quantize)
 
 
 def plan(pipeline: str, method: str, settings: StepSettings | None = None, *, dtype: str = "bf16",
          reward: nn.Module | None = None, lora_rank: int = 4, targets: tuple[str, ...] = DEFAULT_TARGET_MODULES,
-         gpu_memory: int | None = None) -> Plan:
+         gpu_memory: int | None = None, text_encoders: str = "offload", quantize: str | None = None) -> Plan:
     """Trace one ``method`` step on ``pipeline`` (a shipped name, tiny name, folder or Hub id) with meta weights
     in ``dtype``; ``reward``: a module on the meta device scoring (B, 3, H, W) images (default: the paper
-    model's image towers). With ``gpu_memory`` (bytes), a plan that does not fit names the first setting that
-    makes it fit: checkpointing, batch size 1, DRaFT-1, a lower resolution (each re-traced)."""
+    model's image towers); ``text_encoders``: the run's setting (``keep``, ``offload``, ``free``; DPO and
+    best-of-N keep them whatever it says); ``quantize``: ``"int8"`` for a denoiser quantized as
+    :func:`~mst_clipiqa.integrations.pipelines.quantization.quantize_denoiser` does it (needs torchao). With
+    ``gpu_memory`` (bytes), a plan that does not fit names the first setting that makes it fit: releasing the
+    text encoders, checkpointing, batch size 1, DRaFT-1, a lower resolution (each re-traced)."""
     if method not in STEPS:
         raise ValueError(f"method {method!r}: expected one of {', '.join(STEPS)}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    if text_encoders not in ("keep", "offload", "free"):
+        raise ValueError(f"text_encoders {text_encoders!r}: expected keep, offload or free")
+
+    def trace(settings: StepSettings, encoders: str = released(method, text_encoders)) -> Plan:
+        return _trace(pipeline, method, settings, dtype, reward, lora_rank, targets, encoders, quantize)
+
     s = settings or StepSettings()
-    result = _trace(pipeline, method, s, dtype, reward, lora_rank, targets)
+    result = trace(s)
     result.gpu_memory = gpu_memory
     if gpu_memory is not None and not result.fits:
-        result.advice = _advice(pipeline, method, s, dtype, reward, lora_rank, targets, gpu_memory)
+        result.advice = _advice(trace, method, s, result.text_encoders, gpu_memory)
     return result
 
 
-def _advice(pipeline, method, s, dtype, reward, lora_rank, targets, gpu_memory) -> str:
+def _advice(trace: Any, method: str, s: StepSettings, encoders: str, gpu_memory: int) -> str:
     tries = []
+    if encoders == "keep" and method in CACHED:
+        tries.append(("--text-encoders offload", {}))
+        encoders = "offload"
     if not s.gradient_checkpointing and method in TRAINED:
         tries.append(("--gradient-checkpointing", {"gradient_checkpointing": True}))
     if s.batch_size > 1:
@@ -149,12 +183,12 @@ def _advice(pipeline, method, s, dtype, reward, lora_rank, targets, gpu_memory) 
     for text, change in tries:
         changes.update(change)
         said.append(text)
-        if _trace(pipeline, method, replace(s, **changes), dtype, reward, lora_rank, targets).peak <= gpu_memory:
+        if trace(replace(s, **changes), encoders).peak <= gpu_memory:
             return "change: " + ", ".join(said)
     side = min(s.height, s.width)
     if side > 512:
         smaller = replace(s, **changes, height=s.height // 2, width=s.width // 2)
-        if _trace(pipeline, method, smaller, dtype, reward, lora_rank, targets).peak <= gpu_memory:
+        if trace(smaller, encoders).peak <= gpu_memory:
             return "change: " + ", ".join(said + [f"--height {smaller.height} --width {smaller.width}"])
     return ("no single setting makes it fit: use more memory per process (a larger GPU), a smaller "
             "architecture, or shard the frozen base across GPUs")

@@ -33,8 +33,11 @@ class StepSettings:
     encode_kwargs: tuple[tuple[str, Any], ...] = ()
 
 
-def _conditioning(family: Any, s: StepSettings, prompts: int) -> Any:
-    embeds = family.encode(["a photo"] * prompts, guidance=family.uses_cfg(s.guidance_scale), **dict(s.encode_kwargs))
+def _conditioning(family: Any, s: StepSettings, prompts: int, encoder: Any = None) -> Any:
+    """``encoder``: what encodes the prompts (a ``PromptCache`` when the text encoders are released), else the
+    family."""
+    embeds = (encoder or family).encode(["a photo"] * prompts, guidance=family.uses_cfg(s.guidance_scale),
+                                        **dict(s.encode_kwargs))
     return family.conditioning(embeds, s.guidance_scale, s.height, s.width)
 
 
@@ -53,10 +56,11 @@ def _predict(family: Any, denoiser: Any, x: torch.Tensor, cond: Any, s: StepSett
     return checkpoint(call, x, use_reentrant=False) if ckpt and torch.is_grad_enabled() else call(x)
 
 
-def _sample(family: Any, denoiser: Any, s: StepSettings, batch: int, grad_steps: int, ckpt: bool) -> torch.Tensor:
+def _sample(family: Any, denoiser: Any, s: StepSettings, batch: int, grad_steps: int, ckpt: bool,
+            encoder: Any = None) -> torch.Tensor:
     """Latents after ``num_inference_steps`` denoiser calls, the last ``grad_steps`` with gradients."""
     p = next(denoiser.parameters())
-    cond = _conditioning(family, s, batch)
+    cond = _conditioning(family, s, batch, encoder)
     x = _latents(family, s, batch, p.device, p.dtype)
     for i in range(s.num_inference_steps):
         with torch.set_grad_enabled(i >= s.num_inference_steps - grad_steps):
@@ -75,29 +79,30 @@ def _update(params: list[torch.Tensor], optimizer: torch.optim.Optimizer, loss: 
     optimizer.zero_grad(set_to_none=True)
 
 
-def backprop_step(pipe, denoiser, reward, params, optimizer, s: StepSettings, grad_steps: int) -> None:
+def backprop_step(pipe, denoiser, reward, params, optimizer, s: StepSettings, grad_steps: int,
+                  encoder: Any = None) -> None:
     """DRaFT-K / ReFL (the last ``grad_steps`` calls keep gradients) and AlignProp (all of them, each call
     checkpointed): sample, decode, score, backpropagate the reward to the LoRA, step."""
     family = pipeline_family(pipe)
-    x = _sample(family, denoiser, s, s.batch_size, grad_steps, s.gradient_checkpointing)
+    x = _sample(family, denoiser, s, s.batch_size, grad_steps, s.gradient_checkpointing, encoder)
     _update(params, optimizer, -reward(_decode(family, x, s)).mean())
 
 
-def policy_step(pipe, denoiser, reward, params, optimizer, s: StepSettings) -> None:
+def policy_step(pipe, denoiser, reward, params, optimizer, s: StepSettings, encoder: Any = None) -> None:
     """DDPO / GRPO / NFT: rollouts without gradients, scored; then one denoiser call with gradients per
     trained timestep on the stored latents (the log-probability or NFT's two predictions are elementwise)."""
     family = pipeline_family(pipe)
     with torch.no_grad():
-        x = _sample(family, denoiser, s, s.batch_size, 0, False)
+        x = _sample(family, denoiser, s, s.batch_size, 0, False, encoder)
         reward(_decode(family, x, s))
-    cond = _conditioning(family, s, s.batch_size)
+    cond = _conditioning(family, s, s.batch_size, encoder)
     with torch.no_grad(), adapters_disabled(denoiser):  # the reference / old policy's prediction
         ref = _predict(family, denoiser, x, cond, s, False)
     pred = _predict(family, denoiser, x, cond, s, False)
     _update(params, optimizer, (pred.float() - ref.float()).pow(2).mean())
 
 
-def dpo_step(pipe, denoiser, reward, params, optimizer, s: StepSettings) -> None:
+def dpo_step(pipe, denoiser, reward, params, optimizer, s: StepSettings, encoder: Any = None) -> None:
     """Diffusion-DPO: encode winner and loser images, noise them, the policy's and the reference's predictions
     on both, the preference loss."""
     family = pipeline_family(pipe)
@@ -107,7 +112,7 @@ def dpo_step(pipe, denoiser, reward, params, optimizer, s: StepSettings) -> None
     with torch.no_grad():
         latents = vae.encode(images).latent_dist.sample()
     x = family.pack(latents.to(next(denoiser.parameters()).dtype))
-    cond = _conditioning(family, s, 2 * s.batch_size)
+    cond = _conditioning(family, s, 2 * s.batch_size, encoder)
     with torch.no_grad(), adapters_disabled(denoiser):
         ref = _predict(family, denoiser, x, cond, s, False)
     pred = _predict(family, denoiser, x, cond, s, False)
@@ -116,21 +121,22 @@ def dpo_step(pipe, denoiser, reward, params, optimizer, s: StepSettings) -> None
     _update(params, optimizer, -torch.nn.functional.logsigmoid(-(win - lose)).mean())
 
 
-def best_of_n_step(pipe, denoiser, reward, params, optimizer, s: StepSettings) -> None:
+def best_of_n_step(pipe, denoiser, reward, params, optimizer, s: StepSettings, encoder: Any = None) -> None:
     """Best-of-N: ``batch_size`` candidates sampled, decoded and scored; nothing trained."""
     family = pipeline_family(pipe)
     with torch.no_grad():
-        reward(_decode(family, _sample(family, denoiser, s, s.batch_size, 0, False), s))
+        reward(_decode(family, _sample(family, denoiser, s, s.batch_size, 0, False, encoder), s))
 
 
 STEPS: dict[str, Callable[..., None]] = {
-    "draft": lambda *a, s: backprop_step(*a, s, s.draft_k),
-    "refl": lambda *a, s: backprop_step(*a, s, 1),
-    "alignprop": lambda *a, s: backprop_step(*a, s, s.num_inference_steps),
-    "ddpo": lambda *a, s: policy_step(*a, s),
-    "grpo": lambda *a, s: policy_step(*a, s),
-    "nft": lambda *a, s: policy_step(*a, s),
-    "dpo": lambda *a, s: dpo_step(*a, s),
-    "best-of-n": lambda *a, s: best_of_n_step(*a, s),
+    "draft": lambda *a, s, **k: backprop_step(*a, s, s.draft_k, **k),
+    "refl": lambda *a, s, **k: backprop_step(*a, s, 1, **k),
+    "alignprop": lambda *a, s, **k: backprop_step(*a, s, s.num_inference_steps, **k),
+    "ddpo": lambda *a, s, **k: policy_step(*a, s, **k),
+    "grpo": lambda *a, s, **k: policy_step(*a, s, **k),
+    "nft": lambda *a, s, **k: policy_step(*a, s, **k),
+    "dpo": lambda *a, s, **k: dpo_step(*a, s, **k),
+    "best-of-n": lambda *a, s, **k: best_of_n_step(*a, s, **k),
 }
 TRAINED = tuple(m for m in STEPS if m != "best-of-n")  # methods with a LoRA and an optimizer
+CACHED = ("draft", "refl", "alignprop", "ddpo", "grpo", "nft")  # trainers that encode each prompt once

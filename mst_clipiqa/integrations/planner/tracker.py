@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_backward_flop, sdpa_flop
 
@@ -44,12 +44,16 @@ def fused_attention() -> Iterator[None]:
 
 
 def resident_bytes(*objects: Any) -> int:
-    """Bytes of the distinct storages behind the tensors of ``objects`` (modules: parameters and buffers)."""
+    """Bytes of the distinct storages behind the tensors of ``objects`` (modules: parameters and buffers; a
+    quantized weight, a tensor subclass, by the tensors it holds)."""
     seen: dict[int, int] = {}
     for obj in objects:
         tensors = [*obj.parameters(), *obj.buffers()] if isinstance(obj, torch.nn.Module) else tree_leaves(obj)
-        for t in tensors:
-            if isinstance(t, torch.Tensor):
+        while tensors:
+            t = tensors.pop()
+            if is_traceable_wrapper_subclass(t):
+                tensors.extend(getattr(t, name) for name in t.__tensor_flatten__()[0])
+            elif isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
                 seen[storage._cdata] = storage.nbytes()
     return sum(seen.values())

@@ -61,3 +61,16 @@ def test_bad_sizes_and_names_get_one_line():
     with pytest.raises(ValueError, match="expected one of"):
         plan("tiny", "sft")
     assert {"draft", "refl", "alignprop", "ddpo", "grpo", "nft", "dpo", "best-of-n"} == set(STEPS)
+
+
+def test_released_text_encoders_leave_the_weights_and_the_step():
+    from mst_clipiqa.integrations.pipelines.prompt_cache import text_encoders
+    from mst_clipiqa.integrations.planner import resident_bytes
+
+    s = StepSettings(batch_size=1, height=64, width=64, num_inference_steps=2)
+    kept = plan("tiny", "draft", s, reward=_reward("meta"), text_encoders="keep")
+    released = plan("tiny", "draft", s, reward=_reward("meta"))  # offload: the trainers' default
+    pipe, _ = meta_pipeline("tiny")
+    assert kept.weights - released.weights == resident_bytes(*text_encoders(pipe).values()) > 0
+    assert released.flops < kept.flops and released.text_encoders == "offload"
+    assert plan("tiny", "dpo", s, reward=_reward("meta")).text_encoders == "keep"  # DPO encodes as it goes
