@@ -15,6 +15,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .reward.utils.quiet import drop_import_notices
+
+drop_import_notices()
+
 SOURCES = ("mst_clipiqa.reward", "mst_clipiqa.integrations")  # searched in this order
 
 

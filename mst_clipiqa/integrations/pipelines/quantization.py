@@ -9,8 +9,6 @@ from typing import Any
 from torch import nn
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
-from mst_clipiqa.reward.utils.quiet import log_dropped
-
 __all__ = ["QUANTIZATIONS", "quantize_denoiser"]
 
 QUANTIZATIONS = ("int8",)
@@ -22,9 +20,7 @@ def quantize_denoiser(denoiser: nn.Module, kind: str = "int8") -> nn.Module:
     if kind not in QUANTIZATIONS:
         raise ValueError(f"quantize={kind!r}: expected one of {', '.join(QUANTIZATIONS)}")
     try:
-        # torchao registers its enums with torch's pytree, which warns about it on import: nothing a user can act on
-        with log_dropped("register_constant() on Enum subclasses", "torch.utils._pytree"):
-            from torchao.quantization import Int8WeightOnlyConfig, quantize_
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
     except ImportError:
         raise ValueError(f"quantize={kind!r} needs torchao, which is not installed: pip install torchao") from None
     quantize_(denoiser, Int8WeightOnlyConfig())

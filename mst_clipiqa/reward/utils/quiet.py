@@ -22,6 +22,23 @@ class _Drop(logging.Filter):
         return not (record.pathname.startswith(self.folder) and self.text in record.getMessage())
 
 
+# Notices other libraries log on import that tell our user nothing they can act on: (logger, text)
+IMPORT_NOTICES = (
+    # torchao (imported by peft and diffusers whenever it is installed) registers its enums with torch's pytree, and
+    # torch warns that this is deprecated, one line per enum, on every import
+    ("torch.utils._pytree", "register_constant() on Enum subclasses"),
+)
+
+
+def drop_import_notices() -> None:
+    """Keep :data:`IMPORT_NOTICES` from the user for the rest of the process (a filter on each logger; importing
+    nothing)."""
+    for name, text in IMPORT_NOTICES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Drop) and f.text == text for f in logger.filters):
+            logger.addFilter(_Drop(text, None))
+
+
 @contextlib.contextmanager
 def log_dropped(text: str, *names: str, module=None) -> Iterator[None]:
     """Within the block, records containing ``text`` logged on the named loggers (the root logger where none is
