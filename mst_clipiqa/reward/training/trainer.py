@@ -85,6 +85,7 @@ class Trainer:
         self.accelerator: Accelerator | None = None
         self.features = features  # given: precomputed encoder outputs of the data set's samples, in order
         self.timing: dict[str, float] = {}
+        self.validation_note: str | None = None  # set by the protocol when small validation parts are dropped
         self.signals = StopSignals()
         self.ema: EMA | None = None  # each split's average of the trained weights (config.ema_decay > 0)
 
