@@ -75,7 +75,7 @@ def run_splits(trainer: SplitTrainer) -> dict[str, Any]:
         raise ValueError(f"splits {wrong} are for n={splits[wrong[0]].n} samples; the data set has {len(dataset)}")
     splits, trainer.validation_note = small_validation_rule(splits, dataset, cfg.min_val_groups)
     if trainer.validation_note and trainer.accelerator.is_main_process:
-        warnings.warn(trainer.validation_note, stacklevel=2)
+        warnings.warn(trainer.validation_note, stacklevel=3)  # at the caller of Trainer.run
     acc, directory = trainer.accelerator, trainer.split_dir(0).parent
     defaults = {"train": type(trainer.config)().to_dict()}  # what a run.json from before an option existed means
     lock = on_main(acc, lambda: claim_run_dir(directory, run_settings(trainer, splits), trainer.resume, defaults))
