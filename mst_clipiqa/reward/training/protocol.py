@@ -102,7 +102,8 @@ def small_validation_rule(splits: Sequence[Split], dataset: QualityDataset,
         return list(splits), None
     unit = "prompt(s)" if splits[0].by == "prompt" else "image(s)"
     note = (f"validation parts of {'/'.join(map(str, small))} {unit}, fewer than min_val_groups={min_groups}: "
-            f"no validation part, it joins training and the last epoch is kept (min_val_groups=1 selects on it)")
+            f"no validation part, it joins training and the last epoch is kept (min_val_groups=1, --min-val-groups 1, "
+            "selects on it)")
     return [without_validation(s) for s in splits], note
 
 
