@@ -13,6 +13,10 @@
     MST_CLIPIQA_AGIQA3K_98=path/to/sample python benchmarks/bench_template_head.py --sets paper-sample \
         --options log,log+1e-1 --lrs 1e-4 --splits 5 --seeds 0,1,2
 
+    # the rule for small validation parts (docs/template-head.md, first table): the default against forced selection
+    MST_CLIPIQA_AGIQA3K_98=path/to/sample python benchmarks/bench_template_head.py --sets paper-sample \
+        --options log+1e-1 --lrs 1e-4 --splits 5 --seeds 0,1,2 --min-val-groups 3,1
+
 Seeds are the outer loop, so the settings compared run interleaved; each row reports its CPU and wall
 seconds, and a summary gives test - probe per setting as mean +- standard error across the seeds.
 
