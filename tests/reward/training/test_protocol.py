@@ -40,15 +40,19 @@ def test_large_validation_parts_and_a_forced_minimum_are_unchanged():
     assert small_validation_rule(splits, small, 1) == (splits, None)
 
 
-@pytest.mark.parametrize("min_val_groups", [3, 1])  # 1: the user forces selection on the one prompt
-def test_the_trainer_keeps_the_last_epoch_and_warns_once(tmp_path, min_val_groups):
-    dataset = prompts_dataset(10, per_prompt=3)
+def tiny_run(dataset: QualityDataset, **config) -> tuple[MSTCLIPIQA, CachedFeatures, TrainConfig]:
     torch.manual_seed(0)
     model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny("A"))
     dim = model.config.coarse.arch["embed_dim"]
     features = CachedFeatures(torch.randn(len(dataset), dim), torch.randn(len(dataset), dim))
-    config = TrainConfig(epochs=3, n_splits=2, lr=1e-3, outputs=("quality",), min_val_groups=min_val_groups,
-                         progress=False, cpu=True)
+    settings = {"epochs": 3, "n_splits": 2, "lr": 1e-3, "outputs": ("quality",), "progress": False, "cpu": True}
+    return model, features, TrainConfig(**{**settings, **config})
+
+
+@pytest.mark.parametrize("min_val_groups", [3, 1])  # 1: the user forces selection on the one prompt
+def test_the_trainer_keeps_the_last_epoch_and_warns_once(tmp_path, min_val_groups):
+    dataset = prompts_dataset(10, per_prompt=3)
+    model, features, config = tiny_run(dataset, min_val_groups=min_val_groups)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = Trainer(model, dataset, config, tmp_path / "run", features=features).run()
@@ -59,6 +63,24 @@ def test_the_trainer_keeps_the_last_epoch_and_warns_once(tmp_path, min_val_group
         return
     assert notes == [report["validation_note"]] and not any(validated)
     assert [r["best_epoch"] for r in report["splits"]] == [3, 3]
+
+
+def test_a_run_without_validation_resumes(tmp_path):
+    """The best score of a split without validation is -inf, which the checkpoint's JSON stores as null."""
+    dataset = prompts_dataset(10, per_prompt=3)
+
+    def kill(*_):
+        raise KeyboardInterrupt
+
+    model, features, config = tiny_run(dataset, n_splits=1)
+    with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Trainer(model, dataset, config, tmp_path / "run", features=features, on_epoch_end=kill).run()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fresh = tiny_run(dataset, n_splits=1)[0]
+        report = Trainer(fresh, dataset, config, tmp_path / "run", resume=True, features=features).run()
+    assert report["splits"][0]["best_epoch"] == 3
 
 
 @pytest.mark.parametrize("bad", [0, -1])
