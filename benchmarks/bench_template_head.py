@@ -13,6 +13,10 @@
     MST_CLIPIQA_AGIQA3K_98=path/to/sample python benchmarks/bench_template_head.py --sets paper-sample \
         --options log,log+1e-1 --lrs 1e-4 --splits 5 --seeds 0,1,2
 
+    # the rule for small validation parts (docs/template-head.md, first table): the default against forced selection
+    MST_CLIPIQA_AGIQA3K_98=path/to/sample python benchmarks/bench_template_head.py --sets paper-sample \
+        --options log+1e-1 --lrs 1e-4 --splits 5 --seeds 0,1,2 --min-val-groups 3,1
+
 Seeds are the outer loop, so the settings compared run interleaved; each row reports its CPU and wall
 seconds, and a summary gives test - probe per setting as mean +- standard error across the seeds.
 
@@ -120,14 +124,14 @@ def entropy(model: MSTCLIPIQA, features: CachedFeatures) -> float:
 
 def run(name: str, data: tuple, option: str, lr: float, epochs: int, splits: int, ema: float = 0.0,
         weight_decay: float = 1e-3, init: str = "random", seed: int = 0, schedule: str = "constant",
-        val_fraction: float = 0.1) -> tuple:
+        val_fraction: float = 0.1, min_val_groups: int = 3) -> tuple:
     """One training run; its printed row, and test SRCC and the probe's (means over the splits)."""
     dataset, features, text = data
     model = head_model(features.f_coarse.shape[1], text, option, init, seed)
     curve = []
     config = TrainConfig(epochs=epochs, n_splits=splits, lr=lr, temperature_lr=OPTIONS[option], init="keep",
                          ema_decay=ema, weight_decay=weight_decay, seed=seed, schedule=schedule, outputs=("quality",),
-                         val_fraction=val_fraction,
+                         val_fraction=val_fraction, min_val_groups=min_val_groups,
                          progress=False, cpu=True)
     trainer = Trainer(model, dataset, config, tempfile.mkdtemp(), features=features,
                       on_epoch_end=lambda k, e, r: curve.append(entropy(model, features)) if k == 0 else None)
@@ -138,7 +142,7 @@ def run(name: str, data: tuple, option: str, lr: float, epochs: int, splits: int
     test, probe = s["test"]["quality"]["srcc"]["mean"], s["probe_test"]["quality"]["srcc"]["mean"]
     epochs_kept = ",".join(str(r["best_epoch"]) for r in report["splits"])
     row = (f"{name:<13} {option:<9} {lr:<7g} {ema:<6g} {weight_decay:<6g} {init:<9} {schedule:<8} "
-           f"{val_fraction:<5g} {seed:<4} "
+           f"{val_fraction:<5g} {min_val_groups:<4} {seed:<4} "
            f"{epochs_kept:<14} "
            f"{start['entropy']:>6.2f} {start['fusion_grad_norm']:>9.3g} "
            f"{curve[0]:>6.2f} {curve[-1]:>6.2f} {float(model.heads['quality'].temperature.detach()):>6.1f} "
@@ -158,34 +162,38 @@ def main() -> None:
     parser.add_argument("--schedules", default="constant", help="learning-rate schedules: constant, cosine")
     parser.add_argument("--val-fractions", default="0.1",
                         help="validation fractions (0: no validation part, the last epoch is kept)")
+    parser.add_argument("--min-val-groups", default="3",
+                        help="fewest prompts a validation part must hold (1: select on any part)")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--splits", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
     sets = feature_sets(args.sets.split(","))
     print(f"{'set':<13} {'tau':<9} {'lr':<7} {'ema':<6} {'wd':<6} {'init':<9} {'schedule':<8} {'val':<5} "
-          f"{'seed':<4} "
+          f"{'minv':<4} {'seed':<4} "
           f"{'epochs':<14} "
           f"{'H0':>6} {'grad0':>9} {'H1':>6} {'Hend':>6} {'tau_end':>6} "
           f"{'test':>6} {'probe':>6} {'gap':>6} {'cpu_s':>6} {'wall_s':>6}")
     settings = [(name, option, *rest) for name in sets for option in args.options.split(",")
                 for rest in itertools.product(map(float, args.lrs.split(",")), map(float, args.emas.split(",")),
                                               map(float, args.wds.split(",")), args.inits.split(","),
-                                              args.schedules.split(","), map(float, args.val_fractions.split(",")))]
+                                              args.schedules.split(","), map(float, args.val_fractions.split(",")),
+                                              map(int, args.min_val_groups.split(",")))]
     results: dict[tuple, list[tuple[float, float]]] = {setting: [] for setting in settings}
     for seed in map(int, args.seeds.split(",")):  # seeds outermost: the settings compared are interleaved
         for setting in settings:
-            name, option, lr, ema, wd, init, schedule, val = setting
+            name, option, lr, ema, wd, init, schedule, val, min_val = setting
             row, test, probe = run(name, sets[name], option, lr, args.epochs, args.splits, ema, wd, init, seed,
-                                   schedule, val)
+                                   schedule, val, min_val)
             results[setting].append((test, probe))
             print(row, flush=True)
     print("\nmean over seeds; gap = test - probe, +- its standard error across seeds")
-    for (name, option, lr, ema, wd, init, schedule, val), pairs in results.items():
+    for (name, option, lr, ema, wd, init, schedule, val, min_val), pairs in results.items():
         test, probe = np.array(pairs).T
         gap = test - probe
         se = gap.std(ddof=1) / np.sqrt(len(gap)) if len(gap) > 1 else float("nan")
-        print(f"{name:<13} {option:<9} {lr:<7g} {ema:<6g} {wd:<6g} {init:<9} {schedule:<8} {val:<5g} n={len(gap):<3} "
+        print(f"{name:<13} {option:<9} {lr:<7g} {ema:<6g} {wd:<6g} {init:<9} {schedule:<8} {val:<5g} "
+              f"{min_val:<4} n={len(gap):<3} "
               f"test {test.mean():.3f} probe {probe.mean():.3f} gap {gap.mean():+.3f} +- {se:.3f}")
 
 

@@ -178,6 +178,12 @@ def make_splits(
     return splits
 
 
+def without_validation(split: Split) -> Split:
+    """``split`` with its validation part joined to the training part (``val_fraction`` 0)."""
+    return Split(sorted(split.train + split.val), [], split.test, split.n, split.by, split.seed,
+                 split.test_fraction, 0.0, split.meta)
+
+
 def save_splits(splits: Sequence[Split], path: str | Path) -> None:
     """Write splits as JSON, with their shared metadata (n, by, seed, fractions)."""
     if not splits:

@@ -30,7 +30,8 @@ NOT_RECIPE = (*RESUME_FREE, "use_cache", "mixed_precision", "cpu", "outputs")
 class TrainConfig:
     """Training settings. The defaults are the ``protocol`` recipe: the field's ten seeded 8:2 splits
     (grouped by prompt where the field does so), 10% of the data carved from the training part for
-    validation (model selection by ``select_metric``), loss MSE + 1.0 x pairwise margin-ranking
+    validation (model selection by ``select_metric``; a validation part of fewer than ``min_val_groups``
+    prompts joins the training part and the last epoch is kept), loss MSE + 1.0 x pairwise margin-ranking
     (margin 0.1), and an optimiser setting that moves the heads from their zero-shot start.
     ``TrainConfig.paper()`` is the reference implementation's setting (see ``recipes``). Each
     field's ``help`` says what it does.
@@ -61,6 +62,9 @@ class TrainConfig:
                                     "the field splits the data set (AGIQA-3K by prompt, others by image)")
     test_fraction: float = option(0.2, "fraction of the data in each split's test part")
     val_fraction: float = option(0.1, "fraction of the data carved from training for model selection (never test)")
+    min_val_groups: int = option(
+        3, "fewest prompts (images when split by image) a validation part must hold to select an epoch on; a "
+           "smaller one joins the training part and the last epoch is kept (1: select on any part)", metavar="N")
     select_metric: str = option("srcc", "validation metric that picks the best epoch")
     ema_decay: float = option(0.0, "per-step decay of an exponential moving average of the trained weights, "
                                    "which is then what each epoch is validated with, what selection keeps and "
@@ -97,7 +101,8 @@ class TrainConfig:
         if self.ensemble > 1 and self.lora_rank:
             raise ValueError(f"ensemble={self.ensemble} with lora_rank={self.lora_rank}: an adapter adapts one fusion; "
                              "train an ensemble without LoRA")
-        for name in ("epochs", "batch_size", "n_splits", "encode_batch_size", "eval_batch_size", "ensemble"):
+        for name in ("epochs", "batch_size", "n_splits", "encode_batch_size", "eval_batch_size", "ensemble",
+                     "min_val_groups"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature_lr is not None and self.temperature_lr <= 0:
@@ -145,10 +150,15 @@ class TrainConfig:
         main = (f"init {self.init}, {self.optimizer} lr {self.lr:g} ({self.schedule}), weight decay "
                 f"{self.weight_decay:g}, batch {self.batch_size}, {self.epochs} epochs; {self.n_splits} split(s) by "
                 f"{by}, test {self.test_fraction:g}, validation {self.val_fraction:g} (from the train part; "
-                f"{'selection by ' + self.select_metric if self.val_fraction else 'last epoch'}), seed {self.seed}")
+                f"{self._selection()}), seed {self.seed}")
         changed = ", ".join(f"{k}={v}" for k, v in self.overrides().items())
         text = f"recipe {self.recipe}: {PURPOSE[self.recipe]}\n  {main}"
         return text + (f"\n  changed from the recipe: {changed}" if changed else "")
+
+    def _selection(self) -> str:
+        if not self.val_fraction:
+            return "last epoch"
+        return f"selection by {self.select_metric} on >= {self.min_val_groups} groups, else last epoch"
 
     def resolved_split_by(self, dataset: QualityDataset) -> str:
         """``split_by``, with ``auto`` resolved to the data set's convention."""

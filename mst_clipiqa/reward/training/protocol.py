@@ -8,6 +8,7 @@ validation score; ``adapter/`` for LoRA training), ``splits.json``, ``report.jso
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from mst_clipiqa.runtime.processes import on_main, run_environment
 
 from ..datasets import QualityDataset, Split, make_splits, reference_split, save_splits
+from ..datasets.splits import without_validation
 from ..model import HEAD_KINDS, MSTCLIPIQA, save_adapter
 from ..utils import progress_bar, read_tensors, write_json
 from .config import RESUME_FREE, TrainConfig
@@ -46,6 +48,7 @@ class SplitTrainer(Protocol):
     features: CachedFeatures | None
     encoder_settings: dict[str, Any]
     initial_state: dict[str, torch.Tensor]
+    validation_note: str | None
     output_dir: Path
     timing: dict[str, float]
     accelerator: Any
@@ -70,6 +73,9 @@ def run_splits(trainer: SplitTrainer) -> dict[str, Any]:
     wrong = [k for k, s in enumerate(splits) if s.n != len(dataset)]
     if wrong:
         raise ValueError(f"splits {wrong} are for n={splits[wrong[0]].n} samples; the data set has {len(dataset)}")
+    splits, trainer.validation_note = small_validation_rule(splits, dataset, cfg.min_val_groups)
+    if trainer.validation_note and trainer.accelerator.is_main_process:
+        warnings.warn(trainer.validation_note, stacklevel=3)  # at the caller of Trainer.run
     acc, directory = trainer.accelerator, trainer.split_dir(0).parent
     defaults = {"train": type(trainer.config)().to_dict()}  # what a run.json from before an option existed means
     lock = on_main(acc, lambda: claim_run_dir(directory, run_settings(trainer, splits), trainer.resume, defaults))
@@ -82,6 +88,23 @@ def run_splits(trainer: SplitTrainer) -> dict[str, Any]:
     finally:
         if lock is not None:
             lock.release()
+
+
+def small_validation_rule(splits: Sequence[Split], dataset: QualityDataset,
+                          min_groups: int) -> tuple[list[Split], str | None]:
+    """No validation part when one would hold fewer than ``min_groups`` groups (prompts, or images when split
+    by image): an epoch picked on one prompt's ranking is close to a random one (docs/template-head.md). Then
+    every split's validation part joins its training part, the last epoch is kept, and the note says so."""
+    group_of = dataset.groups()
+    counts = [len({group_of[i] for i in s.val}) if s.by == "prompt" else len(s.val) for s in splits]
+    small = sorted({c for c in counts if 0 < c < min_groups})
+    if not small:
+        return list(splits), None
+    unit = "prompt(s)" if splits[0].by == "prompt" else "image(s)"
+    note = (f"validation parts of {'/'.join(map(str, small))} {unit}, fewer than min_val_groups={min_groups}: "
+            f"no validation part, it joins training and the last epoch is kept (min_val_groups=1, --min-val-groups 1, "
+            "selects on it)")
+    return [without_validation(s) for s in splits], note
 
 
 def run_settings(trainer: SplitTrainer, splits: Sequence[Split]) -> dict[str, Any]:
@@ -110,7 +133,7 @@ def _report(trainer: SplitTrainer, splits: Sequence[Split], results: list[dict[s
                     "probe_test": {o: summarize([p[o]["test"] for p in probes]) for o in trainer.outputs}},
         "splits": [{**{k: v for k, v in r.items() if k != "test_predictions"}, "probe": p}
                    for r, p in zip(results, probes)],
-        "saturation": trainer.saturation,
+        "saturation": trainer.saturation, "validation_note": trainer.validation_note,
         "selected_split": chosen, "model_dir": str(model_dir), "splits_file": SPLITS, "timing": trainer.timing,
         "environment": run_environment(acc),
     }

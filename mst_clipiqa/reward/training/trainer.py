@@ -85,6 +85,7 @@ class Trainer:
         self.accelerator: Accelerator | None = None
         self.features = features  # given: precomputed encoder outputs of the data set's samples, in order
         self.timing: dict[str, float] = {}
+        self.validation_note: str | None = None  # set by the protocol when small validation parts are dropped
         self.signals = StopSignals()
         self.ema: EMA | None = None  # each split's average of the trained weights (config.ema_decay > 0)
 
@@ -284,8 +285,9 @@ class Trainer:
             record = self._run_epoch(k, epoch, split)
             progress["history"].append(record)
             progress["epoch"] = epoch + 1
-            score = self._selection_score(record)
-            if progress["best"] is None or score > progress["best"]["score"] or not split.val:
+            score, best = self._selection_score(record), progress["best"]
+            # a checkpoint's JSON stores a best score of -inf (none finite yet) as null
+            if best is None or not split.val or score > (-np.inf if best["score"] is None else best["score"]):
                 progress["best"] = {"epoch": epoch + 1, "score": score}
                 with self._averaged():
                     self.best_state = {n: v.detach().clone() for n, v in trainable_state_dict(self.model).items()}
