@@ -56,7 +56,6 @@ def test_quiet_loggers_pass_errors_only_and_are_restored():
 
 def test_import_notices_are_dropped_once_mst_clipiqa_is_imported_and_other_lines_pass(caplog):
     import mst_clipiqa  # noqa: F401 - importing it installs the filters
-
     from mst_clipiqa.reward.utils.quiet import IMPORT_NOTICES, drop_import_notices
 
     drop_import_notices()  # a second call adds no second filter
