@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from mst_clipiqa.integrations import load_pairs, preference_pairs
 
@@ -17,16 +16,3 @@ def pairs_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pairs(pairs_dir, tmp_path_factory):
     return load_pairs(pairs_dir, cache_dir=tmp_path_factory.mktemp("hf-cache"))
-
-
-@pytest.fixture
-def conv_dtypes():
-    """``watch(module)`` -> the set, filled as it runs (backward's recomputation too), of the dtypes its Conv2d
-    layers compute in: their outputs' (an input's dtype says nothing under autocast, which casts inside the op)."""
-    def watch(module):
-        seen = set()
-        for layer in module.modules():
-            if isinstance(layer, torch.nn.Conv2d):
-                layer.register_forward_hook(lambda _, args, out: seen.add(out.dtype))
-        return seen
-    return watch
