@@ -42,3 +42,16 @@ def tiny_models():
 def sample_dir() -> Path:
     """The 48-image AGIQA-3K sample shipped in ``examples/data`` (never a folder outside the repository)."""
     return SAMPLE
+
+
+@pytest.fixture
+def conv_dtypes():
+    """``watch(module)`` -> the set, filled as it runs (backward's recomputation too), of the dtypes its Conv2d
+    layers compute in: their outputs' (an input's dtype says nothing under autocast, which casts inside the op)."""
+    def watch(module):
+        seen = set()
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.Conv2d):
+                layer.register_forward_hook(lambda _, args, out: seen.add(out.dtype))
+        return seen
+    return watch

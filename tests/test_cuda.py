@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mst_clipiqa.integrations import NoiseOptimizationConfig, RewardFinetuner, best_of_n, optimize_noise, score_images
+from mst_clipiqa.integrations.pipelines import decode_latents
 from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline, tiny_sd_turbo_pipeline
 from mst_clipiqa.reward import MSTCLIPIQAReward
 from tests.integrations.finetune.test_finetuner import PROMPTS, config, make_reward
@@ -40,6 +41,17 @@ def test_autocast_reward_on_cuda_matches_fp32_on_the_cpu_with_gradients(tiny_mod
     torch.testing.assert_close(scores.cpu(), expected.detach(), atol=BF16_ATOL, rtol=0)
     scores.sum().backward()
     assert_gradients_reach_pixels_only(images, reward)
+
+
+def test_an_upcast_vae_decodes_in_fp32_under_fp16_autocast_with_gradients(conv_dtypes):
+    vae = tiny_sd_pipeline().vae.to(CUDA, torch.float16)  # its config asks for the upcast, as SDXL's does
+    seen = conv_dtypes(vae)
+    latents = torch.randn(2, 4, 8, 8, device=CUDA, requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.float16):
+        images = decode_latents(vae, latents)
+    images.mean().backward()
+    assert seen == {torch.float32} and torch.isfinite(images).all()
+    assert torch.isfinite(latents.grad).all() and latents.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize(("fill", "message"), [(float("nan"), "NaN or inf"), (255.0, "divide by 255")])

@@ -49,7 +49,8 @@ DTYPES = ("bf16", "fp16", "fp32")
 class LoadOptions:
     """How a downloaded (or saved) pipeline is loaded. ``dtype`` None: bf16 on a GPU that has it, fp16 on one
     that does not, fp32 on the CPU. ``vae``: another VAE (folder or Hub id, e.g. the fp16-fixed SDXL VAE
-    ``madebyollin/sdxl-vae-fp16-fix``); ``upcast_vae``: keep the VAE in fp32 under a half-precision pipeline.
+    ``madebyollin/sdxl-vae-fp16-fix``); ``upcast_vae``: keep the VAE in fp32 under a half-precision pipeline
+    (and its decode out of autocast, as its config's ``force_upcast`` asks).
     ``quantize``: the denoiser's frozen linear weights in int8 (torchao), the LoRA on top in full precision;
     ``gradient_checkpointing``: diffusers' per-block checkpointing of the denoiser; ``compile``:
     ``torch.compile`` of the denoiser; ``tf32``: TF32 matmuls on Ampere and newer GPUs."""
@@ -180,8 +181,9 @@ def _finish(pipe: Any, options: LoadOptions) -> Any:
 
     from mst_clipiqa.integrations.pipelines.families import denoiser_family
 
-    if options.upcast_vae:
+    if options.upcast_vae:  # the config flag the decode reads: fp32 under the trainers' autocast too
         pipe.vae.to(dtype=torch.float32)
+        pipe.vae.register_to_config(force_upcast=True)
     denoiser = denoiser_family(pipe).denoiser
     if options.quantize:
         from mst_clipiqa.integrations.pipelines.quantization import quantize_denoiser

@@ -58,7 +58,7 @@ def _dtypes(pipe):
 def test_dtype_reaches_every_component_and_upcast_keeps_the_vae_fp32(saved):
     pipe, tiny = load_pipeline(str(saved / "sd"), options=LoadOptions(dtype="bf16", upcast_vae=True))
     dtypes = _dtypes(pipe)
-    assert tiny is None and dtypes.pop("vae") == torch.float32
+    assert tiny is None and dtypes.pop("vae") == torch.float32 and pipe.vae.config.force_upcast
     assert set(dtypes) == {"unet", "text_encoder"} and set(dtypes.values()) == {torch.bfloat16}
 
 

@@ -252,7 +252,7 @@ class StochasticSampler:
             after.append(sample)
             log_probs.append(gaussian_log_prob(sample, mean, self.stds[i]))
             latents = sample
-        images = self.family.decode(latents.to(self.pipe.vae.dtype), self.height, self.width,
+        images = self.family.decode(latents, self.height, self.width,
                                     gradient_checkpointing=False) if decode else None
         return Rollout(prompts, seeds, embeds, list(recorded), self.timesteps[list(recorded)],
                        _stack(before, latents), _stack(after, latents),

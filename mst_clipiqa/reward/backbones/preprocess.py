@@ -14,12 +14,13 @@ each a small dense matmul over the input rows that block reads.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from dataclasses import dataclass
 
 import torch
+
+from ..utils import no_autocast
 
 BLOCK_ROWS = 32  # rows per block of a banded resize matrix: more multiply zeros, fewer make skinny matmuls
 
@@ -163,13 +164,6 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    # An enclosing autocast must not run the resize matmuls in half precision.
-    if torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
-
-
 def resize_crop(images: torch.Tensor, size: int, crop: bool = True) -> torch.Tensor:
     """Resize the short side of (..., H, W) images to ``size`` (antialiased bicubic); with ``crop``, only the
     centre ``size`` x ``size`` square of the result is computed.
@@ -195,7 +189,7 @@ def resize_crop(images: torch.Tensor, size: int, crop: bool = True) -> torch.Ten
         x = x[..., plan_w.start:plan_w.stop]
     if plan_h.matrix is None and plan_w.matrix is None:
         return x
-    with _no_autocast(images.device):
+    with no_autocast(images.device):  # an enclosing autocast must not run the resize matmuls in half precision
         x = x.to(dtype)
         if plan_h.keep * x.shape[-1] < plan_w.keep * x.shape[-2]:  # the smaller intermediate; ties: last axis first
             x = _resize_axis(_resize_axis(x, plan_h, -2), plan_w, -1)

@@ -11,12 +11,12 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
     from .files import atomic_write, jsonable, read_json, read_tensors, save_tensors, write_json
     from .finite import check_finite_tensors, nonfinite_names
     from .options import option
-    from .precision import PRECISIONS, autocast, precision_dtype
+    from .precision import PRECISIONS, autocast, no_autocast, precision_dtype
     from .progress import LineProgress, nested_bar_kwargs, progress_bar
     from .scales import UNIT, check_range, rescale
 
 __all__ = ["PRECISIONS", "UNIT", "LineProgress", "adapter_rollback", "atomic_write", "autocast", "check_finite_tensors",
-           "check_range", "jsonable", "nested_bar_kwargs", "nonfinite_names", "option", "precision_dtype",
-           "progress_bar", "read_json", "read_tensors", "rescale", "save_tensors", "write_json"]
+           "check_range", "jsonable", "nested_bar_kwargs", "no_autocast", "nonfinite_names", "option",
+           "precision_dtype", "progress_bar", "read_json", "read_tensors", "rescale", "save_tensors", "write_json"]
 
 load_lazily(__name__)

@@ -26,3 +26,12 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContext
     if dtype is None or dtype == torch.float32:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def no_autocast(device: torch.device) -> AbstractContextManager:
+    """An enclosing autocast switched off on ``device``'s type (nothing to switch off on e.g. ``meta``)."""
+    import torch
+
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return nullcontext()

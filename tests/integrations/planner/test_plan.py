@@ -1,10 +1,16 @@
 """The planner: shipped architectures at their published sizes, every method traced, and its peak against the
 peak a real trainer step allocates (tiny pipelines, CPU, same tracker on real tensors)."""
+import importlib
+
 import pytest
 import torch
 
 from benchmarks.bench_planner import CASES, _reward, compare
+from mst_clipiqa.integrations.finetune.finetuner import RewardFinetuneConfig, RewardFinetuner
+from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
 from mst_clipiqa.integrations.planner import ARCHITECTURES, STEPS, StepSettings, meta_pipeline, parse_bytes, plan
+
+plan_module = importlib.import_module("mst_clipiqa.integrations.planner.plan")
 
 # denoiser parameters as published (diffusers model cards / papers), in millions
 PUBLISHED = {"sd1.5": 859.5, "sdxl": 2567.5, "sd3.5-medium": 2243.0, "sd3.5-large": 8056.6, "flux.1-dev": 11901.4,
@@ -74,3 +80,28 @@ def test_released_text_encoders_leave_the_weights_and_the_step():
     assert kept.weights - released.weights == resident_bytes(*text_encoders(pipe).values()) > 0
     assert released.flops < kept.flops and released.text_encoders == "offload"
     assert plan("tiny", "dpo", s, reward=_reward("meta")).text_encoders == "keep"  # DPO encodes as it goes
+
+
+@pytest.mark.parametrize("force_upcast", [True, False])
+def test_planner_and_trainer_decode_in_the_same_dtype(monkeypatch, conv_dtypes, force_upcast):
+    """bf16: the planner traces without autocast, the trainer runs under it; the VAE decodes alike (fp32 when its
+    config asks for the upcast, else bf16)."""
+    planned = []
+
+    def watched(*args, **kwargs):
+        pipe, tokenizers = meta_pipeline(*args, **kwargs)
+        pipe.vae.register_to_config(force_upcast=force_upcast)
+        planned.append(conv_dtypes(pipe.vae))
+        return pipe, tokenizers
+
+    monkeypatch.setattr(plan_module, "meta_pipeline", watched)
+    s = StepSettings(batch_size=1, height=32, width=32, num_inference_steps=1)
+    plan("tiny", "draft", s, reward=_reward("meta"))
+    pipe = tiny_sd_pipeline().to(dtype=torch.bfloat16)
+    pipe.vae.register_to_config(force_upcast=force_upcast)
+    trained = conv_dtypes(pipe.vae)
+    run = RewardFinetuner(pipe, lambda images, prompts: images.mean(dim=(1, 2, 3)), ["a cat"],
+                          RewardFinetuneConfig(num_inference_steps=1, height=32, width=32, cpu=True,
+                                               progress_bar=False))
+    run.compute_loss(["a cat"], [0])
+    assert planned[0] == trained == {torch.float32 if force_upcast else torch.bfloat16}
