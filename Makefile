@@ -16,7 +16,7 @@ $(BASE_STAMP): pyproject.toml
 	touch $@
 
 $(STAMP): $(BASE_STAMP)
-	$(PIP) -e ".[test,peers,serve,quantize]"
+	$(PIP) -e ".[test,peers,serve]"
 	# pyiqa (the peers extra) pulls bitsandbytes, which it never imports; peft does, and on a CPU machine it prints a
 	# "kernels" notice on every import that would end up in the command-line tests' one-line error output
 	$(PY) -m pip uninstall -y bitsandbytes

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .reward.utils.quiet import drop_import_notices
+from .notices import drop_import_notices
 
 drop_import_notices()
 

@@ -22,23 +22,6 @@ class _Drop(logging.Filter):
         return not (record.pathname.startswith(self.folder) and self.text in record.getMessage())
 
 
-# Notices other libraries log on import that tell our user nothing they can act on: (logger, text)
-IMPORT_NOTICES = (
-    # torchao (imported by peft and diffusers whenever it is installed) registers its enums with torch's pytree, and
-    # torch warns that this is deprecated, one line per enum, on every import
-    ("torch.utils._pytree", "register_constant() on Enum subclasses"),
-)
-
-
-def drop_import_notices() -> None:
-    """Keep :data:`IMPORT_NOTICES` from the user for the rest of the process (a filter on each logger; importing
-    nothing)."""
-    for name, text in IMPORT_NOTICES:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _Drop) and f.text == text for f in logger.filters):
-            logger.addFilter(_Drop(text, None))
-
-
 @contextlib.contextmanager
 def log_dropped(text: str, *names: str, module=None) -> Iterator[None]:
     """Within the block, records containing ``text`` logged on the named loggers (the root logger where none is
@@ -48,7 +31,7 @@ def log_dropped(text: str, *names: str, module=None) -> Iterator[None]:
     would install for good (``ERROR:root:...`` on stderr) is there for the block only.
     """
     loggers = [logging.getLogger(name) for name in names] or [logging.getLogger()]
-    drop = _Drop(text, Path(module.__file__).resolve().parent if module else None)
+    drop = _Drop(text, Path(module.__file__).parent if module else None)  # as imported: the records' paths
     root = logging.getLogger()
     placeholder = None
     if root in loggers and not root.handlers:
