@@ -74,6 +74,10 @@ def diversity(features: torch.Tensor) -> float:
     return float(torch.pdist(features.float()).mean())
 
 
+def _tap(scorer: Rewards | None) -> SigmaTap | None:
+    return SigmaTap(scorer) if scorer is not None and map_reward(scorer) is not None else None
+
+
 class MonitorError(ValueError):
     """The monitor's scorers gave no finite score on the held-out grid: the monitor cannot watch the run."""
 
@@ -114,7 +118,9 @@ class HackingMonitor:
     distance of :func:`image_features`, or of ``features(images)``). Each evaluation's record (``step``,
     ``monitor`` and ``reward`` means with standard errors ``*_se``, named monitor outputs, ``diversity``, and
     ``reward_sigma``, the mean sigma of an MST-CLIPIQA ``reward``, read from the pass that scores the images)
-    is appended to ``records`` and passed to ``log(record, step)`` (e.g. ``accelerator.log``).
+    is appended to ``records`` and passed to ``log(record, step)`` (e.g. ``accelerator.log``). The
+    MST-CLIPIQA ``reward`` (else the ``monitor``) gives the diversity's embeddings from that same pass: each
+    held-out image goes through its encoders once per evaluation.
 
     With ``patience``: ``should_stop`` turns true when the monitor has not improved for ``patience``
     evaluations while the reward (when given) is above its value at the monitor's best, the rule of
@@ -137,7 +143,8 @@ class HackingMonitor:
         if patience is not None and (not isinstance(patience, int) or patience < 1):
             raise ValueError(f"patience must be an integer >= 1 or None (no early stop), got {patience!r}")
         self.sample, self.monitor, self.reward = sample, monitor, reward
-        self.tap = SigmaTap(reward) if reward is not None and map_reward(reward) is not None else None
+        self.tap = _tap(reward)  # the reward's sigma and embeddings from the pass that scores the images
+        self.monitor_tap = _tap(monitor) if self.tap is None and features is None else None
         self.prompts = [p for p in prompts for _ in seeds]
         self.seeds = [int(s) for _ in prompts for s in seeds]
         self.every, self.patience = every, patience
@@ -161,21 +168,18 @@ class HackingMonitor:
         left out of the record's mean, with a warning."""
         images = self.sample(list(self.prompts), list(self.seeds)).float()
         interruption_point()  # inside a trainer: a stop request gives the evaluation up before it is scored
-        total, named = score_images(self.monitor, images, self.prompts, batch_size=self.score_batch_size,
-                                    weights=self.monitor_weights)
+        total, named, _, embedded = self._score(self.monitor, self.monitor_tap, images, self.monitor_weights)
         total = _finite_scores(total, step)
         record = {"step": step, **dict(zip(("monitor", "monitor_se"), _mean_se(total)))}
         if len(named) > 1:
             record.update({f"monitor/{name}": float(v.float().mean()) for name, v in named.items()})
         if self.reward is not None:
-            with self.tap.recording() if self.tap else nullcontext([]) as sigmas:  # sigma from the scoring pass
-                reward = score_images(self.tap.reward if self.tap else self.reward, images, self.prompts,
-                                      batch_size=self.score_batch_size, weights=self.weights)[0]
+            reward, _, sigmas, reward_embedded = self._score(self.reward, self.tap, images, self.weights)
             record.update(zip(("reward", "reward_se"), _mean_se(reward)))
             if sigmas:
                 record["reward_sigma"] = float(torch.cat(sigmas).mean())
-        features = self.features(images) if self.features else image_features(images, self.reward, self.monitor)
-        record["diversity"] = diversity(features)
+            embedded = reward_embedded or embedded
+        record["diversity"] = diversity(self._features(images, embedded))
         if self.watch.update(len(self.records), record["monitor"]):
             self.best_step, self.best_state = step, _snapshot(state)
         self.records.append(record)
@@ -183,6 +187,24 @@ class HackingMonitor:
         if self.log is not None:
             self.log({k: v for k, v in record.items() if k != "step"}, step)
         return record
+
+    def _score(self, scorer: Rewards, tap: SigmaTap | None, images: torch.Tensor,
+               weights: Mapping[str, float] | None) -> tuple[torch.Tensor, dict[str, torch.Tensor], list, list]:
+        """``score_images`` of the held-out grid, through ``tap`` when there is one: the objective, the named
+        outputs, and the tapped judge's sigmas and coarse embeddings (empty lists without a tap)."""
+        with tap.recording() if tap else nullcontext([]) as sigmas:
+            total, named = score_images(tap.reward if tap else scorer, images, self.prompts,
+                                        batch_size=self.score_batch_size, weights=weights)
+        return total, named, sigmas, tap.embeddings if tap else []
+
+    def _features(self, images: torch.Tensor, embedded: list[torch.Tensor]) -> torch.Tensor:
+        """``features(images)`` when given, else the unit-norm coarse embeddings a tapped scoring pass gave
+        (:func:`image_features`' first choice, without a second encoder pass), else :func:`image_features`."""
+        if self.features is not None:
+            return self.features(images)
+        if embedded:
+            return F.normalize(torch.cat(embedded).float(), dim=-1).cpu()
+        return image_features(images, self.reward, self.monitor)
 
     def _reward_rose(self, record: dict[str, float]) -> bool:
         if "reward" not in record:

@@ -26,11 +26,13 @@ def uncertainty_reward(reward: Rewards) -> MSTCLIPIQAReward:
 class SigmaTap:
     """``reward`` with its MSTCLIPIQAReward (``judge``) scoring through ``return_uncertainty``: one encoder pass
     gives the scores (exactly what the judge returns alone) and their sigma. ``tap.reward`` takes the reward's
-    place; inside ``with tap.recording() as sigmas:`` each call's (B,) sigma is appended to ``sigmas``."""
+    place; inside ``with tap.recording() as sigmas:`` each call's (B,) sigma is appended to ``sigmas``, and its
+    (B, D) coarse image embeddings to ``tap.embeddings`` (the last recording's, kept after it ends)."""
 
     def __init__(self, reward: Rewards):
         self.judge = uncertainty_reward(reward)
         self._sigmas: list[torch.Tensor] | None = None
+        self.embeddings: list[torch.Tensor] = []
         if isinstance(reward, Mapping):
             found = next(k for k, v in reward.items() if self._is_judge(v))
             self.reward: Rewards = {k: (self._named(v) if k == found else v) for k, v in reward.items()}
@@ -45,7 +47,8 @@ class SigmaTap:
 
     @contextmanager
     def recording(self) -> Iterator[list[torch.Tensor]]:
-        self._sigmas = sigmas = []
+        sigmas: list[torch.Tensor] = []
+        self._sigmas, self.embeddings = sigmas, []
         try:
             yield sigmas
         finally:
@@ -56,6 +59,7 @@ class SigmaTap:
         result = self.judge(images, prompts, return_uncertainty=True)
         if self._sigmas is not None:
             self._sigmas.append(result.sigma.detach().float())
+            self.embeddings.append(result.embeddings.detach())
         return result.outputs if every_output else result.scores
 
 

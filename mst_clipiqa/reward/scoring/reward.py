@@ -19,7 +19,7 @@ from ..utils import UNIT, autocast, rescale, write_json
 from .batching import score_in_batches
 from .images import load_image
 from .inputs import ValueCheck, check_input_range
-from .uncertainty import MAPS, ScoresWithUncertainty, assemble, uncertainty_parts
+from .uncertainty import EMBEDDINGS, MAPS, ScoresWithUncertainty, assemble, uncertainty_parts
 
 Outputs = str | Sequence[str] | Mapping[str, float] | None
 
@@ -140,9 +140,10 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
 
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None,
                 return_uncertainty: bool = False) -> torch.Tensor | ScoresWithUncertainty:
-        """(B,) rewards; with ``return_uncertainty`` a :class:`ScoresWithUncertainty` (``.scores``, ``.sigma``)."""
+        """(B,) rewards; with ``return_uncertainty`` a :class:`ScoresWithUncertainty` (``.scores``, ``.sigma``,
+        and the coarse image ``.embeddings`` of the same pass)."""
         if return_uncertainty:
-            return self._uncertain(self._checked(self._parts, images, prompts))
+            return self._uncertain(self._checked(partial(self._parts, embeddings=True), images, prompts))
         return self._combine(self.named_scores(images, prompts))
 
     def named_scores(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
@@ -174,13 +175,17 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
                 model.fine.image_weights_in(self.dtype):
             return model.encode_images(images, tokens)
 
-    def _parts(self, images: torch.Tensor, prompts: list[str] | None, maps: bool = False) -> dict[str, torch.Tensor]:
+    def _parts(self, images: torch.Tensor, prompts: list[str] | None, maps: bool = False,
+               embeddings: bool = False) -> dict[str, torch.Tensor]:
         """Scores and uncertainty variances in the model's units (see ``uncertainty_parts``); with ``maps`` also
-        the quality maps in the reward's units, from the same encoder pass."""
+        the quality maps in the reward's units, with ``embeddings`` the coarse image embeddings, from the same
+        encoder pass."""
         encoded, text = self._encode(images, tokens=maps), self.model.prompt_text(prompts)
         parts = uncertainty_parts(self.model, *encoded[:2], text)
         if maps:
             parts[MAPS] = self._regions(encoded[0], encoded[2], text)
+        if embeddings:
+            parts[EMBEDDINGS] = encoded[0]
         return parts
 
     def _uncertain(self, parts: Mapping[str, torch.Tensor]) -> ScoresWithUncertainty:

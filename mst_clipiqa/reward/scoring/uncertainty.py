@@ -12,6 +12,7 @@ from ..model import MSTCLIPIQA
 SOURCES = ("head", "streams", "ensemble")
 _MARK = "\x00"  # joins output and source in the flat dict the batched scoring loop concatenates
 MAPS = _MARK + "maps"  # the combined quality maps' entry in that dict
+EMBEDDINGS = _MARK + "embeddings"  # the coarse stream's image embeddings' entry
 
 
 @dataclass
@@ -24,6 +25,8 @@ class ScoresWithUncertainty:
     combined as the reward combines them (weights ``w_o``), treated as independent:
     ``sigma^2 = sum_o w_o^2 sigma_o^2``. Differentiable where the scores are. ``maps`` (B, h, w): the quality
     maps, read from the same encoder pass, when asked for (``score(..., return_maps=True)``), else None.
+    ``embeddings`` (B, D): the coarse stream's projected image embeddings from that pass, from the
+    differentiable call (``reward(images, prompts, return_uncertainty=True)``; None from ``score``).
     """
 
     scores: torch.Tensor
@@ -33,6 +36,7 @@ class ScoresWithUncertainty:
     output_sigma: dict[str, torch.Tensor]
     output_sources: dict[str, dict[str, torch.Tensor]]
     maps: torch.Tensor | None = None
+    embeddings: torch.Tensor | None = None
 
 
 def uncertainty_parts(model: MSTCLIPIQA, f_coarse: torch.Tensor, f_fine: torch.Tensor,
@@ -75,7 +79,7 @@ def assemble(parts: Mapping[str, torch.Tensor], weights: Mapping[str, float],
         sources={source: safe_sqrt(v) for source, v in combined.items()},
         outputs=outputs, output_sigma={n: safe_sqrt(sum(v.values())) for n, v in variances.items()},
         output_sources={n: {source: safe_sqrt(var) for source, var in v.items()} for n, v in variances.items()},
-        maps=parts.get(MAPS))
+        maps=parts.get(MAPS), embeddings=parts.get(EMBEDDINGS))
 
 
 def safe_sqrt(variance: torch.Tensor) -> torch.Tensor:

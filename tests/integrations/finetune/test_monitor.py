@@ -134,20 +134,42 @@ def test_a_monitor_that_cannot_score_says_so_and_one_that_partly_can_warns():
     assert math.isfinite(record["monitor"])
 
 
-def test_an_mst_clipiqa_reward_gives_the_monitor_its_scores_and_sigma_in_one_pass(tiny_models, monkeypatch):
-    model = tiny_models()
-    reward = MSTCLIPIQAReward(model).eval()
+def _count_encodes(model, monkeypatch):
     encoded = []
     encode = model.encode_images
     monkeypatch.setattr(model, "encode_images", lambda images, tokens=False: encoded.append(len(images))
                         or encode(images, tokens))
+    return encoded
+
+
+def test_an_mst_clipiqa_reward_gives_the_monitor_its_scores_sigma_and_diversity_in_one_pass(tiny_models,
+                                                                                            monkeypatch):
+    model = tiny_models()
+    reward = MSTCLIPIQAReward(model).eval()
+    encoded = _count_encodes(model, monkeypatch)
     monitor = HackingMonitor(lambda prompts, seeds: _seeded(seeds), brightness, ["a"], [0, 1, 2], reward=reward,
-                             features=lambda images: images.flatten(1), score_batch_size=2)
+                             score_batch_size=2)
     record = monitor.evaluate(0)
-    assert encoded == [2, 1]  # the held-out grid once, in batches of score_batch_size
+    assert encoded == [2, 1]  # the held-out grid once, in batches of score_batch_size, diversity included
     monkeypatch.undo()
     alone = reward(_seeded([0, 1, 2]), return_uncertainty=True)
     assert record["reward"] == pytest.approx(float(alone.scores.mean()), rel=1e-5)
     assert record["reward_sigma"] == pytest.approx(float(alone.sigma.mean()), rel=1e-5)
+    assert record["diversity"] == pytest.approx(diversity(image_features(_seeded([0, 1, 2]), reward)), rel=1e-5)
     assert "reward_sigma" not in HackingMonitor(lambda p, s: _seeded(s), brightness, ["a"], [0, 1],
                                                 reward=brightness).evaluate(0)
+
+
+def test_an_mst_clipiqa_monitor_gives_the_diversity_from_its_scoring_pass_when_the_reward_cannot(tiny_models,
+                                                                                                monkeypatch):
+    model = tiny_models("B")
+    judge = MSTCLIPIQAReward(model).eval()
+    encoded = _count_encodes(model, monkeypatch)
+    monitor = HackingMonitor(lambda prompts, seeds: _seeded(seeds), {"mst": judge}, ["a", "b"], [0, 1],
+                             reward=brightness)
+    record = monitor.evaluate(0)
+    assert encoded == [4]  # one pass scores the monitor and embeds the images
+    monkeypatch.undo()
+    images = _seeded([0, 1, 0, 1])
+    assert record["monitor"] == pytest.approx(float(judge(images, ["a", "a", "b", "b"]).mean()), rel=1e-5)
+    assert record["diversity"] == pytest.approx(diversity(image_features(images, judge)), rel=1e-5)

@@ -27,6 +27,15 @@ def test_head_spread_equals_the_variance_of_the_level_distribution_from_the_logi
     torch.testing.assert_close(result.scores, reward(images))
 
 
+def test_the_result_carries_the_coarse_embeddings_of_its_pass_and_score_does_not(tiny_models):
+    model = tiny_models("A")
+    images = _images()
+    result = MSTCLIPIQAReward(model)(images, return_uncertainty=True)
+    with torch.no_grad():
+        torch.testing.assert_close(result.embeddings, model.encode_images(images)[0])
+    assert MSTCLIPIQAReward(model).score(images, return_uncertainty=True).embeddings is None
+
+
 def test_stream_disagreement_is_half_the_gap_between_the_gate_forced_to_each_stream(tiny_models):
     model = tiny_models("A")
     images = _images()
