@@ -1,4 +1,4 @@
-"""``mst-clipiqa train --ensemble K`` and ``score --uncertainty --maps DIR``."""
+"""``mst-clipiqa train --ensemble K``, ``score --uncertainty --maps DIR`` and ``rank --maps DIR``."""
 from __future__ import annotations
 
 import csv
@@ -65,3 +65,37 @@ def test_score_with_uncertainty_and_maps_encodes_each_image_once(tmp_path, capsy
         assert torch.equal(grey[::16, ::16].float(), ((values - low) / (high - low)).clamp(0, 1).mul(255).round())
     scores = reward.score(images, return_uncertainty=True)
     assert [float(r["quality_sigma"]) for r in rows] == pytest.approx(scores.sigma.tolist(), abs=1e-5)
+
+
+def test_rank_with_maps_overlays_each_image_from_the_pass_that_ranks_it_and_lists_the_files(tmp_path, capsys,
+                                                                                             monkeypatch, sample_dir):
+    from mst_clipiqa.integrations import overlay_map
+    from mst_clipiqa.reward import MSTCLIPIQA, load_image
+
+    images = sorted(sample_dir.rglob("*.jpg"))[:3]
+    assert main(["rank", *map(str, images), "--model", "tiny", "--format", "csv"]) == 0
+    plain = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    encoded = []
+    encode = MSTCLIPIQA.encode_images
+
+    def counted(self, batch, tokens=False):
+        encoded.append(len(batch))
+        return encode(self, batch, tokens)
+
+    monkeypatch.setattr(MSTCLIPIQA, "encode_images", counted)
+    maps = tmp_path / "maps"
+    assert main(["rank", *map(str, images), "--model", "tiny", "--maps", str(maps), "--out", str(tmp_path / "out"),
+                 "--batch-size", "2", "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert encoded == [2, 1]  # one encoder pass ranks the images and maps them
+    monkeypatch.undo()
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["image"] for r in rows] == [r["image"] for r in plain]
+    assert [float(r["score"]) for r in rows] == pytest.approx([float(r["score"]) for r in plain], abs=1e-5)
+    listed = err.split("wrote:")[1].split()
+    assert sorted(str(maps / f"{path.stem}_map.png") for path in images) == sorted(p for p in listed
+                                                                                     if p.startswith(str(maps)))
+    reward = MSTCLIPIQAReward.from_pretrained("tiny")
+    for path, values in zip(images, reward.score_maps(images, batch_size=2)):
+        expected = overlay_map(load_image(path), values, reward.score_range)
+        assert Image.open(maps / f"{path.stem}_map.png").tobytes() == expected.tobytes()

@@ -20,13 +20,13 @@ from typing import Any
 import torch
 from PIL import Image
 
-from mst_clipiqa.reward import as_image_list, load_image
-from mst_clipiqa.reward.utils import nested_bar_kwargs, progress_bar
+from mst_clipiqa.reward import MSTCLIPIQAReward, as_image_list, load_image
+from mst_clipiqa.reward.utils import UNIT, nested_bar_kwargs, progress_bar, rescale
 from mst_clipiqa.runtime.preemption import interruption_point
 
 from ..pipelines.families import pipeline_family
 from ..pipelines.prompts import guidance_enabled, split_prompt_kwargs, supports_prompt_embeds
-from ..rewards import Rewards, score_images
+from ..rewards import Rewards, objective, score_images
 from .grid import contact_sheet, to_pil
 from .overlays import overlay_map, quality_maps
 from .seeds import check_seeds
@@ -236,7 +236,8 @@ def regenerate(pipe: Any, prompt: str, seed: int, *, batch_seeds: Sequence[int] 
 
 def _ranking(prompt: str | Sequence[str] | None, images: torch.Tensor | list[torch.Tensor], total: torch.Tensor,
              named: dict[str, torch.Tensor], top_k: int, seeds: Sequence[int | None], names: Sequence[str | None],
-             timings: dict[str, float], batches: Sequence[tuple[int, ...] | None] | None = None) -> Ranking:
+             timings: dict[str, float], batches: Sequence[tuple[int, ...] | None] | None = None,
+             maps: torch.Tensor | None = None) -> Ranking:
     nan = torch.isnan(total)
     order = torch.argsort(torch.where(nan, -torch.inf, total), descending=True, stable=True).tolist()
     order = [i for i in order if not nan[i]] + [i for i in order if nan[i]]
@@ -247,7 +248,8 @@ def _ranking(prompt: str | Sequence[str] | None, images: torch.Tensor | list[tor
                       RuntimeWarning, stacklevel=3)
     batches = batches or [None] * len(order)
     candidates = [Candidate(rank=r + 1, score=float(total[i]), image=images[i], seed=seeds[i], name=names[i],
-                            scores={k: float(v[i]) for k, v in named.items()}, batch_seeds=batches[i])
+                            scores={k: float(v[i]) for k, v in named.items()}, batch_seeds=batches[i],
+                            quality_map=None if maps is None else maps[i])
                   for r, i in enumerate(order)]
     return Ranking(prompt, candidates, top_k, timings)
 
@@ -341,9 +343,14 @@ def rank_images(
     batch_size: int = 16,
     top_k: int = 1,
     weights: Mapping[str, float] | None = None,
+    maps: bool = False,
 ) -> Ranking:
     """Rank existing images (a folder, paths, PIL images, uint8 arrays or a (N, 3, H, W) tensor) for a prompt
-    (or one prompt per image), scored by :func:`score_images`."""
+    (or one prompt per image), scored by :func:`score_images`.
+
+    ``maps``: each image's quality map by the MST-CLIPIQA reward in ``reward`` (``Candidate.quality_map``,
+    overlaid in the contact sheet). When ``reward`` is that MSTCLIPIQAReward itself, the scores and maps come
+    from one pass of its encoders; in a mapping or under ``NamedScores``, the maps take one more pass."""
     items = as_image_list(images)
     if not items:
         raise ValueError(f"no images to rank in {images!r}")
@@ -351,6 +358,22 @@ def rank_images(
     names = [Path(item).name if isinstance(item, (str, Path)) else None for item in items]
     tensors = [load_image(item) for item in items]
     start = time.perf_counter()
-    total, named = score_images(reward, tensors, prompt, batch_size=batch_size, weights=weights)
+    values, map_range = None, None
+    if maps and isinstance(reward, MSTCLIPIQAReward):
+        result = reward.score([_in_range(t, reward) for t in tensors], prompt, batch_size, return_maps=True)
+        named, values, map_range = {"reward": result.scores}, result.maps, reward.score_range
+        total = objective(named, weights)
+    else:
+        total, named = score_images(reward, tensors, prompt, batch_size=batch_size, weights=weights)
     timings = {"scoring_s": time.perf_counter() - start}
-    return _ranking(prompt, tensors, total, named, top_k, [None] * len(tensors), names, timings)
+    if maps and values is None:
+        values, map_range = quality_maps(reward, tensors, prompt)
+        timings["maps_s"] = time.perf_counter() - start - timings["scoring_s"]
+    ranking = _ranking(prompt, tensors, total, named, top_k, [None] * len(tensors), names, timings, maps=values)
+    ranking.map_range = map_range
+    return ranking
+
+
+def _in_range(image: torch.Tensor, reward: MSTCLIPIQAReward) -> torch.Tensor:
+    """A [0, 1] image as ``reward.score`` reads a float tensor: in the reward's ``input_range``."""
+    return image if tuple(reward.input_range) == UNIT else rescale(image, UNIT, reward.input_range)

@@ -38,14 +38,15 @@ def overlay_map(image: Image.Image | torch.Tensor, values: torch.Tensor, value_r
     return pil
 
 
-def quality_maps(reward: Rewards, images: torch.Tensor, prompt: Any = None
+def quality_maps(reward: Rewards, images: torch.Tensor | list[torch.Tensor], prompt: Any = None
                  ) -> tuple[torch.Tensor, tuple[float, float]]:
-    """The (N, h, w) quality maps of (N, 3, H, W) images in [0, 1] by the MST-CLIPIQA reward in ``reward``
-    (alone, under ``NamedScores`` or in a mapping), and the range they are in (its ``score_range``)."""
+    """The (N, h, w) quality maps of (N, 3, H, W) images in [0, 1] (or a list of (3, H, W) ones) by the
+    MST-CLIPIQA reward in ``reward`` (alone, under ``NamedScores`` or in a mapping), and the range they are in
+    (its ``score_range``)."""
     scorer = map_reward(reward)
     if scorer is None:
         raise ValueError("quality maps need an MSTCLIPIQAReward, alone or in the mapping of rewards; got none")
-    images = images.float().cpu()
+    images = [image.float().cpu() for image in images]
     if tuple(scorer.input_range) != UNIT:
-        images = rescale(images, UNIT, scorer.input_range)
+        images = [rescale(image, UNIT, scorer.input_range) for image in images]
     return scorer.score_maps(images, prompt), scorer.score_range

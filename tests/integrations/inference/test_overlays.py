@@ -46,3 +46,22 @@ def test_best_of_n_with_maps_overlays_each_candidates_own_map_in_its_contact_she
     assert ranking.contact_sheet.tobytes() != plain.contact_sheet.tobytes()
     with pytest.raises(ValueError, match="quality maps need an MSTCLIPIQAReward"):
         best_of_n(pipe, "a red car", rewards["bright"], n=2, num_inference_steps=1, progress=False, maps=True)
+
+
+def test_rank_images_with_maps_gives_each_image_its_map_alone_or_in_a_mapping_and_ranks_as_without():
+    from mst_clipiqa.integrations import rank_images
+
+    torch.manual_seed(0)
+    reward = MSTCLIPIQAReward(MSTCLIPIQA(MSTCLIPIQAConfig.tiny(variant="A"))).eval()
+    images = torch.rand(3, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    expected = reward.quality_map(images).detach()
+    for rewards in (reward, {"mst": NamedScores(reward), "bright": lambda x: x.mean((1, 2, 3))}):
+        plain = rank_images(images, None, rewards)
+        ranking = rank_images(images, None, rewards, maps=True)
+        assert ranking.map_range == reward.score_range and plain.map_range is None
+        assert [c.score for c in ranking.candidates] == pytest.approx([c.score for c in plain.candidates], abs=1e-5)
+        for candidate in ranking.candidates:
+            index = next(i for i in range(3) if torch.equal(images[i], candidate.image))
+            torch.testing.assert_close(candidate.quality_map, expected[index], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="quality maps need an MSTCLIPIQAReward"):
+        rank_images(images, None, lambda x: x.mean((1, 2, 3)), maps=True)
