@@ -242,3 +242,17 @@ def test_prompts_from_a_file_or_a_prompt_fn(tmp_path):
     drawn.clear()
     RewardFinetuner(tiny_sd_pipeline(), make_reward(), prompt_fn, config(max_steps=2)).train()
     assert len(first) == 4 and drawn == first  # seeded: the same prompts again
+
+
+@pytest.mark.parametrize("method", ["draft", "refl"])
+def test_the_region_aware_reward_trains_the_lora_and_never_the_rewards_weights(method):
+    from functools import partial
+
+    pipe, reward = tiny_sd_pipeline(), make_reward()
+    region_reward = partial(reward.region_score, temperature=0.1)
+    trainer = RewardFinetuner(pipe, region_reward, PROMPTS, config(method))
+    loss, stats = trainer.compute_loss(PROMPTS, [3, 4])
+    loss.backward()
+    assert all(p.grad is None for p in reward.parameters())
+    lora_b = [p.grad for n, p in pipe.unet.named_parameters() if "lora_B" in n]
+    assert all(g is not None and torch.isfinite(g).all() for g in lora_b) and max(g.abs().max() for g in lora_b) > 0

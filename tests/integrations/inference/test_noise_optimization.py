@@ -214,3 +214,13 @@ def test_the_old_keywords_still_work_naming_their_config_fields():
                                                  num_inference_steps=1, guidance_scale=0.0,
                                                  encode_kwargs={"max_sequence_length": 77}))
     assert old.rewards == new.rewards and torch.equal(old.noise, new.noise)
+
+
+def test_the_region_aware_reward_moves_the_noise_and_never_the_rewards_weights():
+    reward = make_reward()
+    result = run("turbo", functools.partial(reward.region_score, temperature=0.1), steps=2, seed=1)
+    assert (result.noise - result.initial_noise).abs().max() > 1e-3 and torch.isfinite(result.noise).all()
+    assert all(p.grad is None for p in reward.parameters())
+    kept = reward.region_score(result.image[None].float(), [PROMPT], temperature=0.1)
+    assert result.reward == pytest.approx(float(kept), abs=1e-4)  # what it optimised: the soft minimum
+    assert abs(result.reward - float(reward(result.image[None].float(), [PROMPT]))) > 1e-3  # not the plain score
