@@ -184,3 +184,39 @@ def test_rising_sigma_stops_the_run_after_a_checkpoint_with_one_line_and_a_resum
     resumed.train()
     assert resumed.global_step == 3 and "stopped at step 3" in capsys.readouterr().out
     assert isinstance(resumed.policy.watch, SigmaWatch) and resumed.policy.watch.should_stop
+
+
+@pytest.mark.parametrize("method", ["ddpo", "grpo"])
+def test_shrink_divides_each_rollouts_advantage_by_one_plus_its_sigma_over_the_scale(tiny_models, method):
+    from mst_clipiqa.integrations import PolicyTrainer
+    from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+    from mst_clipiqa.reward import MSTCLIPIQAReward
+
+    def collect(**options):
+        trainer = PolicyTrainer(tiny_sd_pipeline(), MSTCLIPIQAReward(tiny_models("A")), PROMPTS,
+                                _policy_config(method=method, **options))
+        return trainer.policy.collect(PROMPTS * 2, [0, 1, 2, 3], torch.tensor([0, 1, 0, 1]))
+
+    plain, shrunk = collect(sigma_patience=100), collect(uncertainty="shrink", uncertainty_scale=0.5)
+    torch.testing.assert_close(shrunk.sigma, plain.sigma)
+    assert bool((plain.sigma > 0).all()) and plain.advantages.values.abs().max() > 0
+    torch.testing.assert_close(shrunk.advantages.values, plain.advantages.values / (1 + plain.sigma / 0.5))
+
+
+def test_ddpo_weights_each_samples_kl_by_its_sigma(tiny_models):
+    from mst_clipiqa.integrations import PolicyTrainer
+    from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+    from mst_clipiqa.reward import MSTCLIPIQAReward
+
+    def logged_kl(uncertainty):
+        torch.manual_seed(0)
+        trainer = PolicyTrainer(tiny_sd_pipeline(), MSTCLIPIQAReward(tiny_models("A")), PROMPTS,
+                                _policy_config(method="ddpo", uncertainty=uncertainty, kl_coeff=0.1, max_steps=2))
+        trainer.train()
+        return [r["kl"] for r in trainer.log.history]
+
+    plain, weighted = logged_kl("none"), logged_kl("kl")
+    # the first update starts at the reference (KL 0, no KL gradient), so both runs reach step 2 with the same
+    # LoRA and rollouts: their KL differs there by the per-sample weights alone
+    assert plain[0] == weighted[0] == 0
+    assert all(v >= 0 for v in plain + weighted) and plain[1] > 0 and plain[1] != pytest.approx(weighted[1])
