@@ -49,13 +49,15 @@ def _finetune(out, *extra):
 def test_grpo_with_two_rewards_and_every_option_through_the_cli_resumes_bit_for_bit(tmp_path, capsys, aggregation,
                                                                                    uncertainty):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    options = ["--reward-aggregation", aggregation, "--uncertainty", uncertainty]
+    options = ["--reward-aggregation", aggregation, "--uncertainty", uncertainty, "--sigma-patience", "3"]
     assert _finetune(straight, "--max-steps", "2", *options) == 0
     assert _finetune(resumed, "--max-steps", "1", *options) == 0
     assert _finetune(resumed, "--max-steps", "2", "--resume", *options) == 0
     capsys.readouterr()
     logs = [json.loads((run / "log.json").read_text()) for run in (straight, resumed)]
-    assert (logs[0]["config"]["reward_aggregation"], logs[0]["config"]["uncertainty"]) == (aggregation, uncertainty)
+    config = logs[0]["config"]
+    assert (config["reward_aggregation"], config["uncertainty"], config["sigma_patience"]) == (aggregation,
+                                                                                            uncertainty, 3)
     history = logs[0]["history"]
     per_reward = "reward_mean/quality" if aggregation == "gdpo" else "quantile_mean"
     assert all(per_reward in r and "reward/correspondence" in r and r["sigma_mean"] > 0 for r in history)
