@@ -74,7 +74,8 @@ def _mean_se(values: list[float]) -> str:
     return f"{statistics.fmean(values):+.4f} ± {se:.4f}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, list[tuple[float, float]]]:
+    """Print the table; return each method's (gain in A, change in B) per seed."""
     import tempfile
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -82,7 +83,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--smoke", action="store_true", help="1 seed, 1 step: checks that every method runs")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.smoke:
         args.seeds, args.steps = "0", 1
     torch.set_num_threads(1)
@@ -106,6 +107,7 @@ def main() -> None:
     print(markdown_table(["method", "gain in A (trained)", "change in B (held out)", "A: minus plain",
                           "B: minus plain"], rows))
     print(f"wall {time.perf_counter() - wall:.1f} s, CPU {time.process_time() - cpu:.1f} s")
+    return results
 
 
 if __name__ == "__main__":

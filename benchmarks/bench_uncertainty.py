@@ -60,28 +60,31 @@ def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, tuple
             for s in SOURCES}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
+    """Print the table; return each source's mean (Spearman, coverage) over seeds."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "examples" / "data" / "agiqa3k-mini")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--ensemble", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", default="0,1,2")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     wall, cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as work:
         results = [one_seed(args, seed, Path(work)) for seed in seeds]
-    rows = []
+    rows, means = [], {}
     for source in SOURCES:
         rho, cover = (np.array([r[source][j] for r in results]) for j in (0, 1))
+        means[source] = (float(rho.mean()), float(cover.mean()))
         se = (lambda x: x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan"))
         rows.append([source, f"{rho.mean():+.3f} ± {se(rho):.3f}", f"{cover.mean():.3f} ± {se(cover):.3f}"])
     print(f"model {args.model}, ensemble {args.ensemble}, {args.epochs} epochs, data {args.data.name}, "
           f"seeds {seeds}; {cpu_name()}, 1 thread")
     print(markdown_table(["source", "Spearman(sigma, abs error)", "coverage of score ± 2 sigma"], rows))
     print(f"wall {time.perf_counter() - wall:.1f} s, CPU {time.process_time() - cpu:.1f} s")
+    return means
 
 
 if __name__ == "__main__":

@@ -171,3 +171,24 @@ def test_rows_run_round_robin_by_seed_with_cpu_and_wall_time():
     assert all(r["wall_s"] >= 0.02 and r["cpu_s"] < 0.02 for r in results["c"])  # asleep: wall time, no CPU time
     assert across_seeds(results["b"], "gain") == (2.0, 1 / 3 ** 0.5) == mean_se([1, 2, 3])
     assert fmt_mean_se(2.0, 0.5) == "2 +- 0.5 (t = 4.0)"
+
+
+def test_uncertainty_smoke_reports_each_source_with_a_coverage_in_range(capsys):
+    from benchmarks.bench_uncertainty import SOURCES, main
+
+    means = main(["--ensemble", "2", "--epochs", "1", "--seeds", "0"])
+    assert set(means) == set(SOURCES)
+    assert all(-1 <= rho <= 1 and 0 <= cover <= 1 for rho, cover in means.values())
+    assert "| ensemble |" in capsys.readouterr().out
+
+
+def test_reward_hacking_smoke_pairs_the_methods_by_seed(capsys):
+    from benchmarks.bench_reward_hacking import main
+
+    results = main(["--smoke"])
+    assert set(results) == {"plain", "kl", "uncertainty", "gdpo"}
+    assert all(len(pairs) == 1 and all(map(math.isfinite, pairs[0])) for pairs in results.values())
+    # one update from the reference: the KL and its gradient are 0, so paired runs (same seed, pipeline, data)
+    # end where plain grpo does, to the bit
+    assert results["kl"] == results["uncertainty"] == results["plain"]
+    assert "| gdpo |" in capsys.readouterr().out
