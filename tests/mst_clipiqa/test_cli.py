@@ -205,6 +205,7 @@ def test_bad_input_exits_2_with_a_clear_message(args, message, trained, capsys):
     (["score", "IMAGE", "--output", "FOLDER"], "--output FOLDER is a folder; expected a file path to write"),
     (["score", "IMAGE", "--output", "FILE/scores.csv"], "--output FILE/scores.csv: FILE is a file"),
     (["rank", "IMAGE", "--out", "FILE"], "--out FILE is a file; expected a folder to write the ranking into"),
+    (["rank", "IMAGE", "--maps", "FILE"], "--maps FILE is a file; expected a folder to write the quality maps into"),
     (["score", "IMAGE", "--device", "bogus"], "--device 'bogus' is not a device name; expected auto, cpu, cuda, "
                                               "cuda:N or mps"),
     (["score", "IMAGE", "--device", "cuda"], "--device cuda: no CUDA GPU is available here; use --device cpu"),
