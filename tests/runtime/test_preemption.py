@@ -35,7 +35,7 @@ def test_a_stop_request_cuts_an_interruptible_block_and_puts_the_streams_back():
         assert torch.equal(torch.get_rng_state(), before[0]) and (np.random.get_state()[1] == before[1]).all()
         assert random.getstate() == before[2] and torch.equal(generator.get_state(), before[3])
         assert draws(generator) == first  # redoing the block draws what the cut one drew
-        with interruptible(False, generator):  # e.g. several processes: never cut, streams untouched
+        with interruptible(False, generator):  # never cut, streams untouched
             interruption_point()
             with interruptible(True):
                 with pytest.raises(Interrupted):
