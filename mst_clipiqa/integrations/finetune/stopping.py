@@ -62,6 +62,7 @@ class StopPoints:
     def _draw_samples(self, signals: StopSignals, first: bool = False) -> None:
         """The sample grid after a step (the main process draws it); cut short, it stays due in the checkpoint
         and is drawn on resume."""
+        self.samples_due = True
         self._unit(signals, "its sample grid was cut short and is drawn on resume", self.after_step, first,
                    alone=True)
         self.samples_due = False
