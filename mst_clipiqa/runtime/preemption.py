@@ -1,8 +1,9 @@
 """Stopping a run at a safe point when SIGTERM (Slurm, Kubernetes) or SIGINT (Ctrl-C) arrives.
 
 A trainer runs its loop inside :class:`StopSignals`; the handler only records the signal. At each safe point
-(after an optimizer step, or an epoch) the trainer asks :meth:`StopSignals.requested`, which agrees across every
-process of a run, writes a checkpoint and raises :class:`Preempted`. A second signal interrupts at once. Long
+(after an optimizer step; before each batch of a reward-model epoch, which is then given up) the trainer asks
+:meth:`StopSignals.requested`, which agrees across every process of a run, writes a checkpoint and raises
+:class:`Preempted`. A second signal interrupts at once. Long
 phases between safe points (encoding a feature cache, exporting pairs) ask :func:`stop_requested` after each unit
 of kept work and stop there, in this process. Inside a unit whose work is thrown away when cut short (a
 training step's sampling, a monitor evaluation, a sample grid), the trainer opens :func:`interruptible` and the
