@@ -1,21 +1,23 @@
 """Stopping a run at a safe point when SIGTERM (Slurm, Kubernetes) or SIGINT (Ctrl-C) arrives.
 
 A trainer runs its loop inside :class:`StopSignals`; the handler only records the signal. At each safe point
-(after an optimizer step, or an epoch) the trainer asks :meth:`StopSignals.requested`, which agrees across every
-process of a run, writes a checkpoint and raises :class:`Preempted`. A second signal interrupts at once. Long
+(after an optimizer step; before each batch of a reward-model epoch, which is then given up) the trainer asks
+:meth:`StopSignals.requested`, which agrees across every process of a run, writes a checkpoint and raises
+:class:`Preempted`. A second signal interrupts at once. Long
 phases between safe points (encoding a feature cache, exporting pairs) ask :func:`stop_requested` after each unit
 of kept work and stop there, in this process. Inside a unit whose work is thrown away when cut short (a
 training step's sampling, a monitor evaluation, a sample grid), the trainer opens :func:`interruptible` and the
 unit's inner loops (sampler steps, image chunks) call :func:`interruption_point`, which raises
 :class:`Interrupted`; the trainer then puts its random streams back as they were before the unit, so that the
-checkpoint it writes resumes bit for bit.
+checkpoint it writes resumes bit for bit. In a run of several processes each point asks every process (a
+collective), so that all of them give the unit up at the same point.
 """
 from __future__ import annotations
 
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -43,17 +45,20 @@ class Interrupted(Exception):
 
 
 @contextmanager
-def interruptible(enabled: bool = True, generator: Any = None) -> Iterator[None]:
+def interruptible(enabled: bool = True, generator: Any = None,
+                  requested: Callable[[], int] | None = None) -> Iterator[None]:
     """Inside the block, :func:`interruption_point` raises :class:`Interrupted` once a stop is requested (the
     block's work must be worth nothing when cut short); it then puts every random stream (torch's, CUDA's,
     numpy's, Python's and the torch ``generator``) back as it was when the block began, so that redoing the
-    block draws the same. ``enabled=False`` (e.g. in a run of several processes, where every process must stop
-    after the same step) opens a block that is never cut."""
+    block draws the same. ``enabled=False`` opens a block that is never cut. ``requested``: what each point
+    asks (default :func:`stop_requested`, this process); a run of several processes passes one that agrees
+    across them (e.g. ``lambda: signals.requested(accelerator)``), and then every process must pass the same
+    points in the same order."""
     from .state import rng_state, set_rng_state
 
     streams = (rng_state(), generator.get_state() if generator is not None else None) if enabled else None
     blocks = _BLOCKS.__dict__.setdefault("open", [])
-    blocks.append(enabled)
+    blocks.append((enabled, requested or stop_requested))
     try:
         yield
     except Interrupted:
@@ -69,7 +74,7 @@ def interruption_point() -> None:
     """Between the inner pieces of a long unit (a sampler step, a chunk of images): raise :class:`Interrupted`
     when a stop was requested inside an :func:`interruptible` block of this thread; anywhere else, nothing."""
     blocks = getattr(_BLOCKS, "open", None)
-    if blocks and blocks[-1] and (signum := stop_requested()):
+    if blocks and blocks[-1][0] and (signum := blocks[-1][1]()):
         raise Interrupted(signum)
 
 

@@ -15,7 +15,7 @@ def test_train_stopped_by_sigterm_says_how_to_resume_and_exits_143(tmp_path, mon
     original = trainer_module.epoch_batches
 
     def batches(indices, batch_size, seed, split_index, epoch, rank=0, world=1):
-        if epoch == 0:
+        if epoch == 1:
             os.kill(os.getpid(), signal.SIGTERM)
         return original(indices, batch_size, seed, split_index, epoch, rank, world)
 
@@ -23,7 +23,8 @@ def test_train_stopped_by_sigterm_says_how_to_resume_and_exits_143(tmp_path, mon
     capsys.readouterr()
     assert main(args) == 143
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("mst-clipiqa train: stopped by SIGTERM after epoch 1 of split 0;")
+    assert err[-1].startswith("mst-clipiqa train: stopped by SIGTERM in epoch 2 of split 0 (cut short, it runs again "
+                              "on resume); checkpoint of epoch 1 in ")
     assert "--resume" in err[-1]
     assert (tmp_path / "run" / "split_00" / "checkpoints" / "step_00000001" / "state.safetensors").is_file()
     monkeypatch.undo()

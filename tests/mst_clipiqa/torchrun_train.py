@@ -7,7 +7,7 @@ start in the same folder once the run is done. The non-main process is held back
 for a few seconds after setting up, so the main process has claimed the run folder
 (written ``run.json``) before the other one gets there: the order in which a check
 of the folder on every process used to fail. With ``SIGTERM_RANK=R`` in the environment,
-process R receives SIGTERM while its first epoch starts (and no second start is tried).
+process R receives SIGTERM while its second epoch starts (and no second start is tried).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ prepare = trainer_module.Trainer.prepare
 
 
 def recorded_batches(indices, batch_size, seed, split_index, epoch, rank=0, world=1):
-    if RANK == SIGTERM_RANK and (split_index, epoch) == (0, 0):
+    if RANK == SIGTERM_RANK and (split_index, epoch) == (0, 1):
         os.kill(os.getpid(), signal.SIGTERM)
     batches = batches_of(indices, batch_size, seed, split_index, epoch, rank, world)
     PROBES["epochs"].append({"split": split_index, "epoch": epoch, "world": world, "samples": sum(batches, [])})

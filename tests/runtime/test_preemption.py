@@ -35,13 +35,26 @@ def test_a_stop_request_cuts_an_interruptible_block_and_puts_the_streams_back():
         assert torch.equal(torch.get_rng_state(), before[0]) and (np.random.get_state()[1] == before[1]).all()
         assert random.getstate() == before[2] and torch.equal(generator.get_state(), before[3])
         assert draws(generator) == first  # redoing the block draws what the cut one drew
-        with interruptible(False, generator):  # e.g. several processes: never cut, streams untouched
+        with interruptible(False, generator):  # never cut, streams untouched
             interruption_point()
             with interruptible(True):
                 with pytest.raises(Interrupted):
                     interruption_point()
             interruption_point()  # the outer block decides again
     interruption_point()  # no StopSignals: no request
+
+
+def test_a_block_asks_what_it_is_given_at_every_point():
+    """Several processes: each point asks every process (here a stand-in), which may stop this one although it got
+    no signal, or not yet although it did."""
+    answers = iter([0, 0, signal.SIGINT])
+    with StopSignals(), interruptible(requested=lambda: next(answers)):
+        interruption_point()
+        os.kill(os.getpid(), signal.SIGTERM)
+        interruption_point()  # this process got SIGTERM, the processes did not agree yet
+        with pytest.raises(Interrupted) as cut:
+            interruption_point()
+        assert cut.value.signum == signal.SIGINT
 
 
 def test_a_block_belongs_to_the_thread_that_opened_it():

@@ -126,6 +126,7 @@ class DiffusionTrainer(TrainerParts, StopPoints):
         self.identity: dict[str, str] = {}
         self.skipped_batches = self._skipped_in_row = 0
         self.evaluation_due = False  # the monitor of the current step is still to run (a stop cut it short)
+        self.samples_due = False  # the sample grid of the current step is still to draw
 
     # --- what a subclass implements ----------------------------------------------------------------------
 
@@ -169,7 +170,7 @@ class DiffusionTrainer(TrainerParts, StopPoints):
         tensors = {_TRAINED + name: p for name, p in self.trained_parameters().items()}
         meta = {"step": self.global_step, "history": self.log.history, "config": self.config.to_dict(),
                 "identity": self.identity, "skipped_batches": self.skipped_batches,
-                "evaluation_due": self.evaluation_due}
+                "evaluation_due": self.evaluation_due, "samples_due": self.samples_due}
         if self.ema is not None:
             ema_tensors, meta["ema"] = self.ema.state()
             tensors.update(ema_tensors)
@@ -226,6 +227,7 @@ class DiffusionTrainer(TrainerParts, StopPoints):
         self.global_step = self.saved_step = state.meta["step"]
         self.skipped_batches = state.meta.get("skipped_batches", 0)
         self.evaluation_due = bool(state.meta.get("evaluation_due", False))
+        self.samples_due = bool(state.meta.get("samples_due", False))
         self.log.history = state.meta["history"]
         if same_world:
             self.rng.set_state(state.rng_tensors[_RNG])
@@ -302,13 +304,13 @@ class DiffusionTrainer(TrainerParts, StopPoints):
         bar = progress_bar(total=steps, initial=min(self.global_step, steps), desc=self.name, unit="step",
                            disable=not (cfg.run.progress_bar and acc.is_main_process))
         with StopSignals() as signals:
-            stop, grid = False, "its sample grid was cut short (not written)"
+            stop = False
             if self.global_step == 0:
-                self._unit(signals, grid, self.after_step, True)
+                self._draw_samples(signals, first=True)
                 stop = self._evaluate(signals)
-            elif self.evaluation_due:  # a resumed run whose monitor was cut short
-                stop = self._evaluate(signals)
-                self._unit(signals, grid, self.after_step)
+            elif self.evaluation_due or self.samples_due:  # a resumed run whose monitor or grid was cut short
+                stop = self.evaluation_due and self._evaluate(signals)
+                self._draw_samples(signals)
             stop = stop or (self.monitor is not None and bool(self.monitor.should_stop)) or self.stop_early()  # resumed
             while self.global_step < steps and not stop:
                 cut = f"step {self.global_step + 1} was cut short and runs again on resume"
@@ -316,13 +318,14 @@ class DiffusionTrainer(TrainerParts, StopPoints):
                     self._stop_if_asked(signals)
                     continue
                 self._skipped_in_row = 0
+                self.samples_due = True  # until the step's grid is drawn: a checkpoint before that redraws it
                 self._check_record(self.log.history[-1])
                 bar.set_postfix({self.progress_key(): f"{self.log.smoothed_rewards()[-1]:.4f}"})
                 bar.update(1)
                 stop = self._evaluate(signals) or self.stop_early()
                 if cfg.run.save_every and self.global_step % cfg.run.save_every == 0:
                     self.save_checkpoint()
-                self._unit(signals, grid, self.after_step)
+                self._draw_samples(signals)
                 if self.global_step < steps and not stop:  # at the end the run finishes instead
                     self._stop_if_asked(signals)
         bar.close()

@@ -146,6 +146,8 @@ def denoise(
                     penalty_steps += 1
             if i == stop_at:
                 x0 = family.predicted_x0(scheduler, out, i, t, latents)
+                for _ in range(i + 1, num_steps):  # skipped steps still count: processes that stop at another
+                    interruption_point()  # step pass as many points, which a run of several agrees on
                 return Trajectory(x0, penalty / max(penalty_steps, 1))
             correction = guide(i, t, latents, out) if guided else None
         with torch.set_grad_enabled(with_grad or (grad_allowed and latent_gradients)):

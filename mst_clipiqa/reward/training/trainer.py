@@ -184,6 +184,7 @@ class Trainer:
         self._set_lr(epoch / self.config.epochs)
         with self._cached_threads(self.trains_from_cache):
             for inputs, idx in self._batches(batches):
+                self._stop_inside_epoch(split_index, epoch)
                 with acc.autocast():
                     scores = self.scorer(inputs)
                 loss = self.loss(scores, idx)
@@ -312,6 +313,20 @@ class Trainer:
             raise Preempted(signum, f"stopped by {StopSignals.name(signum)} after epoch {epochs} of split {k}; "
                                     f"checkpoint written to {self.split_dir(k)}; run the same command again with "
                                     "--resume (resume=True) to continue")
+
+    def _stop_inside_epoch(self, k: int, epoch: int) -> None:
+        """Before each batch: when any process got SIGTERM / SIGINT, give the epoch up and raise :class:`Preempted`
+        on all. The split's checkpoint is the last finished epoch's, so a resume redoes this one bit for bit; an
+        epoch without cached features can take long, longer than a scheduler's grace period."""
+        signum = self.signals.requested(self.accelerator)
+        if not signum:
+            return
+        directory = self.split_dir(k)
+        kept = (f"checkpoint of epoch {epoch} in {directory}" if holds_checkpoint(directory)
+                else f"nothing of split {k} saved yet")
+        raise Preempted(signum, f"stopped by {StopSignals.name(signum)} in epoch {epoch + 1} of split {k} (cut short, "
+                                f"it runs again on resume); {kept}; run the same command again with --resume "
+                                "(resume=True) to continue")
 
     def split_dir(self, k: int) -> Path:
         if self.output_dir is None:

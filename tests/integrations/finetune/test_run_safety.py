@@ -290,18 +290,23 @@ def test_a_signal_checkpoints_the_step_and_resume_is_bit_identical(tmp_path, pro
     assert logs[0] == logs[1] and [r["step"] for r in logs[0]] == [1, 2, 3, 4]
 
 
-def test_sigterm_on_one_process_of_two_stops_both_at_the_same_step(tmp_path, prompts):
+def test_sigterm_on_one_process_of_two_cuts_the_same_step_short_on_both(tmp_path, prompts):
+    """Rank 1 alone is signalled as step 3 starts: both processes give step 3 up at its first sampler step. ReFL
+    stops each process's trajectory at its own random step; the steps it skips still count, so the processes
+    agree at as many points (else they would wait for each other for ever)."""
     out = tmp_path / "run"
-    args = cli(prompts, out, steps=4)
+    args = cli(prompts, out, "--method", "refl", steps=4)
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(WORKER), "--record", str(tmp_path / "records"), "--signal-in-step=2",
+                           str(WORKER), "--record", str(tmp_path / "records"), "--signal-in-step=3",
                            "--signal-rank=1", "--", *args],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0, done.stderr[-3000:]
-    assert done.stderr.count("stopped by SIGTERM at step 2") == 2, done.stderr[-3000:]
+    assert done.stderr.count("stopped by SIGTERM at step 2 (step 3 was cut short") == 2, done.stderr[-3000:]
     # torchrun tears the group down at the first exit and may report only that one; each process's own line
     # above shows that both stopped at step 2
     assert done.stderr.count("exitcode  : 143") >= 1 and "exitcode  : 1 " not in done.stderr
+    records = [json.loads((tmp_path / "records" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [len(r) for r in records] == [2, 2]  # step 3's loss was never computed
     checkpoint = complete_checkpoints(out)[-1]
     assert checkpoint.name == "step_00000002"
     assert sorted(p.name for p in checkpoint.iterdir()) == ["rng_0.safetensors", "rng_1.safetensors", "state.json",

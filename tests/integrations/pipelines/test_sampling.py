@@ -120,3 +120,14 @@ def test_unsupported_pipeline_is_a_clear_value_error():
 
     with pytest.raises(ValueError, match="NoDenoiser is not a registered pipeline family .*register_family"):
         denoiser_family(NoDenoiser())
+
+
+@pytest.mark.parametrize("stop_at", [None, 0, 2])
+def test_every_stop_at_passes_one_interruption_point_per_step(stop_at):
+    """Processes of one run stop ReFL trajectories at different steps but must agree at as many points."""
+    from mst_clipiqa.runtime.preemption import interruptible
+
+    asked = []
+    with interruptible(requested=lambda: asked.append(1) or 0):
+        run_loop(tiny_sd_pipeline(), ["a"], [1], steps=4, grad_from=stop_at, stop_at=stop_at)
+    assert len(asked) == 4
