@@ -9,14 +9,14 @@ copies the weights and the average spans a few steps early on (what the fine-tun
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-__all__ = ["EMA"]
+__all__ = ["EMA", "LoraEMA"]
 
 
 class EMA:
@@ -83,3 +83,10 @@ class EMA:
             with torch.no_grad():
                 for name, p in self.params.items():
                     p.copy_(own[name])
+
+
+class LoraEMA(EMA):
+    """EMA of a LoRA's ``params`` with diffusers' warm-up (what the fine-tuners keep)."""
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], decay: float):
+        super().__init__({str(i): p for i, p in enumerate(params)}, decay, warmup=True)

@@ -29,7 +29,7 @@ from mst_clipiqa.runtime.checkpoints import (
     step_folders,
     write_checkpoint,
 )
-from mst_clipiqa.runtime.preemption import StopSignals
+from mst_clipiqa.runtime.preemption import Interrupted, Preempted, StopSignals, interruptible
 from mst_clipiqa.runtime.processes import on_main, run_environment
 from mst_clipiqa.runtime.runs import RunLock
 from mst_clipiqa.runtime.state import TrainingState, capture_state
@@ -39,7 +39,6 @@ from .config import RESUME_FREE, TrainerConfig, flat_settings, require
 from .launch import check_world_size, finetune_accelerator, resolved_config
 from .log import TrainingLog
 from .nonfinite import check_finite_weights
-from .stopping import StopPoints
 from .tracking import finish_trackers, start_trackers
 from .trainer_parts import TrainerParts, lr_schedule
 
@@ -48,7 +47,7 @@ __all__ = ["DiffusionTrainer", "lr_schedule"]
 _TRAINED, _RNG = "lora.", "rng.finetuner"
 
 
-class DiffusionTrainer(TrainerParts, StopPoints):
+class DiffusionTrainer(TrainerParts):
     """Base of the diffusion trainers: what a run does that is not the algorithm.
 
     ``config`` is a method's config (a dataclass with ``to_dict()``) whose ``run`` is a :class:`RunConfig`:
@@ -283,6 +282,44 @@ class DiffusionTrainer(TrainerParts, StopPoints):
         return path
 
     # --- the loop ----------------------------------------------------------------------------------------
+
+    def _unit(self, signals: StopSignals, cut: str, work: Any, *args: Any) -> Any:
+        """``work(*args)``, which a stop request cuts short at its next sampler step (one process only): the
+        random streams are put back and the run stops as after the last step, saying what was ``cut``."""
+        try:
+            with interruptible(self.accelerator.num_processes == 1, self.rng):
+                return work(*args)
+        except Interrupted:
+            self._stop_if_asked(signals, cut)
+            raise
+
+    def _evaluate(self, signals: StopSignals) -> bool:
+        """The monitor after a step; cut short, it stays due in the checkpoint and runs again on resume."""
+        self.evaluation_due = True
+        stop = self._unit(signals, "its monitor was cut short and runs again on resume", self._watch)
+        self.evaluation_due = False
+        return stop
+
+    def _stop_if_asked(self, signals: StopSignals, cut: str = "") -> None:
+        """After a step (or a unit ``cut`` short): when any process got SIGTERM / SIGINT, checkpoint and raise
+        :class:`Preempted` on all."""
+        signum = signals.requested(self.accelerator)
+        if not signum:
+            return
+        name, cut = StopSignals.name(signum), f" ({cut})" if cut else ""
+        if self.run_dir is None:
+            message = f"stopped by {name} at step {self.global_step}{cut}; nothing saved (no output_dir)"
+        elif self.global_step == 0 and not step_folders(self.run_dir):
+            message = f"stopped by {name} at step 0{cut}; nothing trained yet: run the same command again to start"
+        else:
+            if self.saved_step != self.global_step:
+                self.save_checkpoint()
+            message = (f"stopped by {name} at step {self.global_step}{cut}; checkpoint written to {self.run_dir}; "
+                       "run the same command again with --resume (resume=True) to continue")
+        self.release_run_dir()
+        finish_trackers(self.accelerator)
+        raise Preempted(signum, message)
+
 
     def train(self, max_steps: int | None = None) -> TrainingLog:
         """Train until the step counter reaches ``max_steps`` (default: the config's; a resumed run continues
