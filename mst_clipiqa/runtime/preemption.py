@@ -49,7 +49,7 @@ def interruptible(enabled: bool = True, generator: Any = None) -> Iterator[None]
     numpy's, Python's and the torch ``generator``) back as it was when the block began, so that redoing the
     block draws the same. ``enabled=False`` (e.g. in a run of several processes, where every process must stop
     after the same step) opens a block that is never cut."""
-    from .state import rng_state, set_rng_state
+    from .checkpoints import rng_state, set_rng_state
 
     streams = (rng_state(), generator.get_state() if generator is not None else None) if enabled else None
     blocks = _BLOCKS.__dict__.setdefault("open", [])

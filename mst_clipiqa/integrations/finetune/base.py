@@ -21,7 +21,8 @@ from mst_clipiqa.reward.utils import jsonable, progress_bar
 from mst_clipiqa.reward.utils.config_files import CONFIG_NAME, option_values, write_config
 from mst_clipiqa.runtime.checkpoints import (
     DamagedCheckpoint,
-    check_contents,
+    TrainingState,
+    capture_state,
     check_same_run,
     read_checkpoint,
     remove_partial,
@@ -32,7 +33,6 @@ from mst_clipiqa.runtime.checkpoints import (
 from mst_clipiqa.runtime.preemption import Interrupted, Preempted, StopSignals, interruptible
 from mst_clipiqa.runtime.processes import on_main, run_environment
 from mst_clipiqa.runtime.runs import RunLock
-from mst_clipiqa.runtime.state import TrainingState, capture_state
 
 from ..rewards import Rewards
 from .config import RESUME_FREE, TrainerConfig, flat_settings, require
@@ -48,51 +48,21 @@ _TRAINED, _RNG = "lora.", "rng.finetuner"
 
 
 class DiffusionTrainer(TrainerParts):
-    """Base of the diffusion trainers: what a run does that is not the algorithm.
+    """Base of the diffusion trainers: what a run does that is not the algorithm (docs/architecture.md draws
+    the contract). ``config`` is a method's config whose ``run`` is a :class:`~.config.RunConfig`.
 
-    ``config`` is a method's config (a dataclass with ``to_dict()``) whose ``run`` is a :class:`RunConfig`:
-    ``seed``, ``max_steps``, ``output_dir``, ``resume``, ``save_every``, ``keep_checkpoints``, ``log_with``,
-    ``tracker_project``, ``progress_bar``, ``cpu``, ``mixed_precision``, ``gradient_accumulation_steps``, the
-    ``lr_*`` schedule fields, ...
+    A subclass's ``__init__`` calls ``super().__init__(config, accelerator)``, sets ``model``, ``optimizer``,
+    ``lr_scheduler`` and ``ema`` (:meth:`setup_lora` does all of it for a LoRA on a pipeline's denoiser), then
+    calls :meth:`start_run` (checks them, seeds the processes, opens or resumes the run folder). It implements
+    :meth:`train_step` and :meth:`trained_parameters`, and may add :meth:`extra_state` / :meth:`load_extra_state`,
+    :meth:`after_step`, :meth:`write_outputs`, :meth:`run_identity` (checked on resume) and :meth:`sample`
+    (sample grids and the hacking monitor).
 
-    A subclass, in its ``__init__``:
-
-    1. calls ``super().__init__(config, accelerator)`` (builds or checks the Accelerator, the trainer's
-       generator ``self.rng``, ``self.log``);
-    2. builds its models and sets ``self.model`` (prepared by accelerate), ``self.optimizer`` and
-       ``self.lr_scheduler`` (:func:`lr_schedule`), and ``self.ema`` (a ``LoraEMA``) if it keeps one:
-       :meth:`setup_lora` does all of it for a LoRA on a pipeline's denoiser;
-    3. calls :meth:`start_run`, which checks step 2 (a ``TypeError`` names what is missing), seeds the
-       processes and opens (or resumes) the run folder.
-
-    and implements (abstract here: a subclass without them cannot be instantiated):
-
-    * :meth:`train_step` -> the step's statistics; it increments ``self.global_step`` and appends the record
-      to ``self.log``;
-    * :meth:`trained_parameters` -> the named tensors it trains (checkpointed and restored in place);
-    * optionally :meth:`extra_state` / :meth:`load_extra_state` for state of its own (a reference model, a
-      replay buffer: tensors plus JSON metadata), :meth:`after_step` (called after every step and once before
-      the first, e.g. to save sample grids) and :meth:`write_outputs` (the main process's last files, e.g. the
-      LoRA);
-    * optionally :meth:`run_identity`: what the run trains against (models, data), recorded in every
-      checkpoint and checked on resume.
-
-    Shared helpers (:class:`~.trainer_parts.TrainerParts`): :meth:`setup_lora` (a fresh fp32 LoRA on a
-    frozen pipeline, its AdamW, schedule and EMA), :meth:`record_step` (the end of an optimizer step:
-    schedule, EMA, counter, log, trackers) and :meth:`hacking_monitor`. A subclass that defines
-    :meth:`sample` gets sample grids (``sample_every``) and the hacking monitor: ``monitor=`` scorers the
-    run does not optimise, evaluated every ``monitor_every`` steps (and before the first) on
-    ``monitor_prompts`` x ``monitor_seeds``, logged to the trackers, the log (``monitor``,
-    ``monitor_reward``, ``diversity`` on the steps it ran) and ``monitor.json`` / ``monitor.png``; with
-    ``patience`` the run stops early and the LoRA the monitor preferred is put back (and saved).
-
-    Non-finite values: ``train`` stops when a step's record holds a NaN / inf ``loss``, ``reward`` or
-    ``grad_norm`` and never writes non-finite weights. To stop (or, with ``on_nonfinite="skip"``, drop the
-    batch) before the optimizer steps, ``train_step`` calls :meth:`drop_batch` with the batch's values and
-    returns None when it says so. SIGTERM / SIGINT stop the run with a checkpoint and :class:`Preempted`: in one
-    process within a sampler step (a step's sampling, a monitor evaluation or a sample grid cut short is given
-    up, the random streams put back, and resuming redoes it bit for bit), in several after the current step;
-    whatever ``train`` raises, it releases the run folder first.
+    ``train`` stops on a non-finite ``loss``, ``reward`` or ``grad_norm`` and never writes non-finite weights
+    (``train_step`` asks :meth:`drop_batch` before the optimizer steps). SIGTERM / SIGINT stop the run with a
+    checkpoint and :class:`Preempted`: in one process within a sampler step (the unit cut short is given up, its
+    random streams put back, and resuming redoes it bit for bit), in several after the current step. Whatever
+    ``train`` raises, it releases the run folder first.
     """
 
     name = "train"  # the progress bar's label
@@ -169,48 +139,35 @@ class DiffusionTrainer(TrainerParts):
         meta = {"step": self.global_step, "history": self.log.history, "config": self.config.to_dict(),
                 "identity": self.identity, "skipped_batches": self.skipped_batches,
                 "evaluation_due": self.evaluation_due}
-        if self.ema is not None:
-            ema_tensors, meta["ema"] = self.ema.state()
-            tensors.update(ema_tensors)
         if self.accelerator.scaler is not None:  # fp16: the loss scale and its growth tracker
             meta["grad_scaler"] = self.accelerator.scaler.state_dict()
-        if callable(getattr(self.monitor, "state_dict", None)):
-            monitor_tensors, meta["monitor"] = self.monitor.state_dict()
-            tensors.update(monitor_tensors)
-        extra_tensors, extra_meta = self.extra_state()
-        tensors.update(extra_tensors)
-        if extra_meta:
-            meta["extra"] = extra_meta
+        parts = {"ema": self.ema.state() if self.ema is not None else None, "extra": self.extra_state(),
+                 "monitor": self.monitor.state_dict() if callable(getattr(self.monitor, "state_dict", None)) else None}
+        for key, (part_tensors, part_meta) in ((k, v) for k, v in parts.items() if v is not None):
+            tensors.update(part_tensors)
+            if part_meta or key != "extra":
+                meta[key] = part_meta
         return capture_state(tensors, meta, self.optimizer, {_RNG: self.rng.get_state()})
-
-    def _check_same_run(self, path: Path, meta: dict[str, Any]) -> None:
-        if "config" not in meta:  # damaged: an older checkpoint may still do
-            raise DamagedCheckpoint(f"{path}/state.json lacks the field(s) ['config']")
-        renamed = getattr(type(self.config), "renamed", {})  # a run written before the config was composed
-        saved = flat_settings(meta["config"], renamed)
-        current = flat_settings(jsonable(self.config.to_dict()))
-        check_same_run(path, (saved, current), (meta.get("identity"), self.identity), RESUME_FREE,
-                       warn=self.accelerator.is_main_process)
-
-    def _check_contents(self, path: Path, state: TrainingState) -> None:
-        expected = [_TRAINED + name for name in self.trained_parameters()]
-        if self.ema is not None:
-            expected += list(self.ema.state()[0])
-        check_contents(path, state, ["history", "config"] + (["ema"] if self.ema is not None else []), expected)
 
     def restore_state(self, path: Path) -> None:
         """Load checkpoint ``path`` (every process loads the shared state and its own generators); a
         :class:`DamagedCheckpoint` names a missing, damaged or non-finite part."""
-        acc = self.accelerator
-        state = read_checkpoint(path, acc.process_index)
-        self._check_same_run(path, state.meta)  # first: another pipeline's LoRA is not a damaged checkpoint
-        self._check_contents(path, state)
+        acc, state = self.accelerator, read_checkpoint(path, self.accelerator.process_index)
+        if "config" not in state.meta:  # damaged: an older checkpoint may still do
+            raise DamagedCheckpoint(f"{path}/state.json lacks the field(s) ['config']")
+        # first: another pipeline's LoRA is not a damaged checkpoint; a run written before the config was composed
+        saved = flat_settings(state.meta["config"], getattr(type(self.config), "renamed", {}))
+        check_same_run(path, (saved, flat_settings(jsonable(self.config.to_dict()))),
+                       (state.meta.get("identity"), self.identity), RESUME_FREE, warn=acc.is_main_process)
+        ema = self.ema.state()[0] if self.ema is not None else {}
+        state.require(path, ["history", "config"] + (["ema"] if ema else []),
+                      [_TRAINED + name for name in self.trained_parameters()] + list(ema))
         for name, param in self.trained_parameters().items():
             param.data.copy_(state.tensors[_TRAINED + name])
         same_world = state.meta["world_size"] == acc.num_processes
         if not same_world:
             state.rng_tensors = None  # the streams were per process: new ones below
-        try:  # what is nested deeper than _check_contents looks: still named, never a bare KeyError
+        try:  # what is nested deeper than require() looks: still named, never a bare KeyError
             state.restore(self.optimizer)
             if self.ema is not None:
                 self.ema.load_state(state.tensors, state.meta["ema"])
@@ -228,12 +185,12 @@ class DiffusionTrainer(TrainerParts):
         self.log.history = state.meta["history"]
         if same_world:
             self.rng.set_state(state.rng_tensors[_RNG])
-        else:  # new streams, still reproducible, for the new process count
-            if acc.is_main_process:
-                warnings.warn(f"{path} was written by {state.meta['world_size']} process(es) and is resumed by "
-                              f"{acc.num_processes}: weights, optimizer, schedule and step continue, but prompts and "
-                              "noise come from new random streams (seeded by the step)", RuntimeWarning, stacklevel=2)
-            self.seed_processes(self.config.run.seed + 7919 * (self.global_step + 1))
+            return
+        if acc.is_main_process:  # new streams, still reproducible, for the new process count
+            warnings.warn(f"{path} was written by {state.meta['world_size']} process(es) and is resumed by "
+                          f"{acc.num_processes}: weights, optimizer, schedule and step continue, but prompts and "
+                          "noise come from new random streams (seeded by the step)", RuntimeWarning, stacklevel=2)
+        self.seed_processes(self.config.run.seed + 7919 * (self.global_step + 1))
 
     def open_run_dir(self) -> None:
         """Refuse to mix with an earlier run, resume one, or start one. Every process decides from the same files:

@@ -27,10 +27,10 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
+from mst_clipiqa.runtime.checkpoints import set_rng_state
 from mst_clipiqa.runtime.ema import EMA
 from mst_clipiqa.runtime.preemption import Preempted, StopSignals
 from mst_clipiqa.runtime.processes import new_accelerator
-from mst_clipiqa.runtime.state import set_rng_state
 
 from ..backbones import fit_to_size
 from ..datasets import QualityDataset, Split, collate
