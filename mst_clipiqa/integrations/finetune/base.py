@@ -1,10 +1,6 @@
 """The run plumbing every diffusion trainer shares: its Accelerator and processes, the run folder and its lock,
-per-process random streams, checkpoints that continue bit for bit, the step loop, trackers and the log.
-
-A checkpoint holds, shared by every process: the trained weights, AdamW's state, the EMA, the step counter,
-the log (the learning rate follows from the step) and what a subclass adds; per process: the generators
-behind its prompts and noise (the trainer's own, torch's, numpy's, Python's, CUDA's).
-"""
+per-process random streams, checkpoints that continue bit for bit (the trained weights, AdamW's state, the EMA,
+the step, the log and a subclass's own state; per process its generators), stop points, the step loop."""
 
 from __future__ import annotations
 
@@ -238,7 +234,7 @@ class DiffusionTrainer(TrainerParts):
         self.saved_step = self.global_step
         return path
 
-    # --- the loop ----------------------------------------------------------------------------------------
+    # --- the loop and its stop points (units a stop request may cut: sampling, monitor, sample grid) ----------
 
     def _unit(self, signals: StopSignals, cut: str, work: Any, *args: Any) -> Any:
         """``work(*args)``, which a stop request cuts short at its next sampler step (one process only): the
@@ -276,7 +272,6 @@ class DiffusionTrainer(TrainerParts):
         self.release_run_dir()
         finish_trackers(self.accelerator)
         raise Preempted(signum, message)
-
 
     def train(self, max_steps: int | None = None) -> TrainingLog:
         """Train until the step counter reaches ``max_steps`` (default: the config's; a resumed run continues
@@ -325,7 +320,7 @@ class DiffusionTrainer(TrainerParts):
 
     def _finish(self, stopped: bool = False) -> None:
         acc = self.accelerator
-        if stopped and getattr(self.monitor, "should_stop", False):
+        if stopped and self.monitor is not None and self.monitor.should_stop:
             self._keep_monitors_best()
         weights = dict(self.trained_parameters())
         if self.ema is not None:
