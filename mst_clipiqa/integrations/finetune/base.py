@@ -194,7 +194,21 @@ class DiffusionTrainer(TrainerParts):
         acc, run_dir = self.accelerator, self.run_dir
         self.run_lock = on_main(acc, lambda: RunLock(run_dir).acquire())  # one live run per folder
         try:
-            self._open_locked_run_dir()
+            found = step_folders(run_dir)
+            require(not found or self.config.run.resume,
+                    f"{run_dir} holds checkpoints of an earlier run (newest: {found[-1].name if found else ''}); "
+                    "pass resume=True (--resume) to continue it, or choose a new output directory")
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                remove_partial(run_dir)
+            if found:
+                resume_newest(found, self.restore_state, warn=acc.is_main_process)
+            elif self.config.run.resume:
+                acc.print(f"no checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
+            if acc.is_main_process:  # what this run runs with, as the option: value file --config reads back
+                write_config(run_dir / CONFIG_NAME, option_values(self.config))
+            acc.wait_for_everyone()
         except BaseException:  # a refused resume leaves the folder free for the next try in this process
             self.release_run_dir()
             raise
@@ -203,25 +217,6 @@ class DiffusionTrainer(TrainerParts):
         """Let another run (in this process too) open the run folder; the run's state stays as it is."""
         if self.run_lock is not None:
             self.run_lock.release()
-
-    def _open_locked_run_dir(self) -> None:
-        acc, run_dir = self.accelerator, self.run_dir
-        found = step_folders(run_dir)
-        require(not found or self.config.run.resume,
-                f"{run_dir} holds checkpoints of an earlier run (newest: {found[-1].name if found else ''}); pass "
-                "resume=True (--resume) to continue it, or choose a new output directory")
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            remove_partial(run_dir)
-        if found:
-            resume_newest(found, self.restore_state, warn=acc.is_main_process)
-        elif self.config.run.resume:
-            acc.print(f"no checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
-        if acc.is_main_process:
-            # what this run (or resumption) runs with, as the option: value file that --config reads back
-            write_config(run_dir / CONFIG_NAME, option_values(self.config))
-        acc.wait_for_everyone()
 
     def save_checkpoint(self) -> Path:
         """Write a resumable checkpoint of the current step into ``output_dir/checkpoints`` (every process must
