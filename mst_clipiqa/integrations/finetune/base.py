@@ -33,9 +33,8 @@ from mst_clipiqa.runtime.runs import RunLock
 from ..rewards import Rewards
 from .config import RESUME_FREE, TrainerConfig, flat_settings, require
 from .launch import check_world_size, finetune_accelerator, resolved_config
-from .log import TrainingLog
 from .nonfinite import check_finite_weights
-from .tracking import finish_trackers, start_trackers
+from .tracking import TrainingLog, finish_trackers, start_trackers
 from .trainer_parts import TrainerParts, lr_schedule
 
 __all__ = ["DiffusionTrainer", "lr_schedule"]
