@@ -15,8 +15,7 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
     from .config import RewardFinetuneConfig, RunConfig
     from .dpo import DPOConfig, DPOTrainer, train_dpo
     from .dpo_objective import BETA_DIFFUSERS, BETA_SD15, DiffusionDPOObjective, dpo_loss, image_latents, pair_batch
-    from .finetuner import RewardFinetuner
-    from .methods import METHODS
+    from .finetuner import METHODS, RewardFinetuner
     from .monitor import HackingMonitor, Sampler, diversity, image_features, pipeline_sampler
     from .nonfinite import NonFiniteError
     from .objectives import (
