@@ -1,51 +1,134 @@
-"""The one checkpoint format of every trainer (the IQA trainer's epochs, the generator trainers' steps), and what a
-resume checks: safetensors and JSON only, never a pickle.
-
-accelerate's ``save_state`` writes the optimizer, the LR scheduler and every
-process's RNG states with ``torch.save`` (pickles, and ``load_state`` unpickles
-them), and the whole model rather than its trained part. A checkpoint here holds
-the same state (a :class:`~.state.TrainingState`) in safe formats:
+"""The one checkpoint format of every trainer (the IQA trainer's epochs, the generator trainers' steps), what it
+holds (:class:`TrainingState`) and what a resume checks: safetensors and JSON only, never a pickle (accelerate's
+``save_state`` pickles the optimizer and RNG states; see docs/architecture.md).
 
     RUN/checkpoints/step_00000010/
-        state.safetensors   trained weights, optimizer tensors, EMA weights (written by the main process)
-        state.json          step, world size, and what the trainer records (log, settings, identity)
+        state.safetensors        trained weights, optimizer tensors, EMA (written by the main process)
+        state.json               step, world size, and what the trainer records (log, settings, identity)
         rng_<rank>.safetensors   each process's generators (torch, CUDA, numpy, Python, the trainer's own)
 
-Every file is written into ``step_XXXXXXXX.tmp`` and the folder is renamed once
-all processes are done, so a killed run leaves either a complete checkpoint or
-a ``.tmp`` folder that is ignored; the ``keep`` newest are kept.
+Every file is written into ``step_XXXXXXXX.tmp``, renamed once all processes are done: a killed run leaves a
+complete checkpoint or an ignored ``.tmp`` folder. The ``keep`` newest are kept.
 """
-
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import warnings
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from mst_clipiqa.reward.utils import nonfinite_names, read_tensors, write_json
 from mst_clipiqa.reward.utils.files import write_safetensors
 
-from .state import TrainingState
-
-__all__ = ["CHECKPOINTS", "DamagedCheckpoint", "check_contents", "check_same_run", "complete_checkpoints",
-           "read_checkpoint", "remove_partial", "resume_newest", "step_folders", "write_checkpoint"]
+__all__ = ["CHECKPOINTS", "DamagedCheckpoint", "TrainingState", "capture_state", "check_same_run",
+           "complete_checkpoints", "flatten_optimizer_state", "read_checkpoint", "remove_partial", "resume_newest",
+           "rng_state", "set_rng_state", "step_folders", "unflatten_optimizer_state", "write_checkpoint"]
 
 T = TypeVar("T")
 
 CHECKPOINTS = "checkpoints"
 STATE, META = "state.safetensors", "state.json"
 _PREFIX, _PARTIAL = "step_", ".tmp"
-_FIELDS = ("step", "world_size")
 
 
 class DamagedCheckpoint(ValueError):
     """A checkpoint folder with a missing, truncated or inconsistent file, or NaN / inf tensors."""
+
+
+@dataclass
+class TrainingState:
+    """One process's view of a checkpoint: the shared tensors and JSON, and this process's generator states."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    rng_tensors: dict[str, torch.Tensor] | None = None
+    rng_meta: dict[str, Any] | None = None
+
+    def restore(self, optimizer: torch.optim.Optimizer) -> None:
+        """Put back the optimizer's state and this process's generators (when the checkpoint holds them)."""
+        optimizer.load_state_dict(unflatten_optimizer_state(self.tensors, self.meta["optimizer"]))
+        if self.rng_tensors is not None:
+            set_rng_state(self.rng_tensors, self.rng_meta)
+
+    def require(self, path: Path, fields: list[str], tensors: list[str]) -> None:
+        """A :class:`DamagedCheckpoint` naming any missing field of ``state.json`` or tensor a restore reads
+        (``tensors``, and each parameter's optimizer tensors), never a bare ``KeyError`` later."""
+        missing = [k for k in ["optimizer", *fields] if k not in self.meta]
+        if missing:
+            raise DamagedCheckpoint(f"{path}/{META} lacks the field(s) {missing}")
+        optim: dict[int, set[str]] = {}
+        for key in self.tensors:
+            if key.startswith("optim."):
+                param, name = key.removeprefix("optim.").split(".", 1)
+                optim.setdefault(int(param), set()).add(name)
+        params = {p for group in self.meta["optimizer"].get("param_groups", []) for p in group.get("params", [])}
+        every = set().union(*optim.values()) if optim else set()  # AdamW keeps the same tensors for every parameter
+        missing = [k for k in tensors if k not in self.tensors] + [
+            f"optim.{p}.{n}" for p in sorted(params | set(optim)) for n in sorted(every - optim.get(p, set()))]
+        if missing:
+            raise DamagedCheckpoint(f"{path} lacks {len(missing)} tensor(s) of the trained weights or their "
+                                    f"optimizer state, first: {missing[:3]}")
+
+
+def capture_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], optimizer: torch.optim.Optimizer,
+                  own_rng: dict[str, torch.Tensor] | None = None) -> TrainingState:
+    """``tensors`` and ``meta`` with the optimizer's state (``optim.*``, ``meta["optimizer"]``) and this
+    process's generators (``own_rng``: a trainer's own, as tensors)."""
+    optim_tensors, meta["optimizer"] = flatten_optimizer_state(optimizer.state_dict())
+    rng_tensors, rng_meta = rng_state()
+    return TrainingState({**tensors, **optim_tensors}, meta, {**rng_tensors, **(own_rng or {})}, rng_meta)
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every generator training might draw from (torch, CUDA, numpy, Python)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(keys.astype(np.int64))}
+    if torch.cuda.is_available():
+        tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    version, state, gauss_next = random.getstate()
+    return tensors, {"numpy": [kind, int(pos), int(has_gauss), float(gauss)], "python": [version, list(state),
+                                                                                          gauss_next]}
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, pos, has_gauss, gauss = meta["numpy"]
+    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, state, gauss_next = meta["python"]
+    random.setstate((version, tuple(state), gauss_next))
+
+
+def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, scalars = {}, {}
+    for param, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{param}.{name}"] = value
+            else:
+                scalars.setdefault(str(param), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            param, name = key.removeprefix("optim.").split(".", 1)
+            state.setdefault(int(param), {})[name] = value
+    for param, values in meta["scalars"].items():
+        state.setdefault(int(param), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def _rng_file(rank: int) -> str:
@@ -56,32 +139,29 @@ def _step(path: Path) -> int:
     return int(path.name[len(_PREFIX):])
 
 
-def _is_complete(path: Path) -> bool:
-    try:
-        world = json.loads((path / META).read_text())["world_size"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return (path / STATE).is_file() and all((path / _rng_file(r)).is_file() for r in range(world))
-
-
 def step_folders(run_dir: str | Path) -> list[Path]:
     """Every published checkpoint folder in ``run_dir``, complete or not, oldest first (``.tmp`` left out)."""
     root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX):].isdigit()]
-    return sorted(found, key=_step)
+    found = root.iterdir() if root.is_dir() else []
+    return sorted((p for p in found if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX):].isdigit()),
+                  key=_step)
 
 
 def complete_checkpoints(run_dir: str | Path) -> list[Path]:
     """The complete checkpoints in ``run_dir``, oldest first (``.tmp`` and damaged folders left out)."""
-    return [p for p in step_folders(run_dir) if _is_complete(p)]
+    def complete(path: Path) -> bool:
+        try:
+            world = json.loads((path / META).read_text())["world_size"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return (path / STATE).is_file() and all((path / _rng_file(r)).is_file() for r in range(world))
+
+    return [p for p in step_folders(run_dir) if complete(p)]
 
 
 def remove_partial(run_dir: str | Path) -> None:
     """Delete the ``.tmp`` folders a killed run left behind (main process only)."""
-    root = Path(run_dir) / CHECKPOINTS
-    for path in root.glob(f"{_PREFIX}*{_PARTIAL}") if root.is_dir() else []:
+    for path in (Path(run_dir) / CHECKPOINTS).glob(f"{_PREFIX}*{_PARTIAL}"):
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -98,10 +178,8 @@ def _fsync_folder(path: Path) -> None:
 def write_checkpoint(accelerator: Any, run_dir: str | Path, step: int, state: TrainingState, keep: int) -> Path:
     """Write ``state`` (every process passes its own generator states) as ``step_<step>``, then keep only the
     ``keep`` newest checkpoints. Collective: every process must call it."""
-    root = Path(run_dir) / CHECKPOINTS
-    final = root / f"{_PREFIX}{step:08d}"
-    partial = final.with_name(final.name + _PARTIAL)
-    main = accelerator.is_main_process
+    final = Path(run_dir) / CHECKPOINTS / f"{_PREFIX}{step:08d}"
+    partial, main = final.with_name(final.name + _PARTIAL), accelerator.is_main_process
     if main:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
@@ -122,21 +200,6 @@ def write_checkpoint(accelerator: Any, run_dir: str | Path, step: int, state: Tr
     return final
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads((path / META).read_text())
-    except (OSError, ValueError) as error:
-        raise DamagedCheckpoint(f"{path / META} cannot be read ({error})") from None
-    missing = [k for k in _FIELDS if not isinstance(meta, dict) or k not in meta]
-    if missing:
-        raise DamagedCheckpoint(f"{path / META} lacks the field(s) {missing}")
-    if meta["step"] != _step(path):
-        # a renamed or copied folder: which step it holds is not known, so it is not guessed
-        raise ValueError(f"checkpoint folder {path} is named for step {_step(path)} but records step "
-                         f"{meta['step']}; expected {_PREFIX}{meta['step']:08d} (rename it back, or remove it)")
-    return meta
-
-
 def _read(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         return read_tensors(file, "a file of a training checkpoint")
@@ -150,10 +213,18 @@ def read_checkpoint(path: str | Path, rank: int) -> TrainingState:
     the checkpoint is usable: a :class:`DamagedCheckpoint` names the file and what is wrong with it (a folder named
     for another step than it records is a plain ``ValueError``)."""
     path = Path(path)
-    meta = _read_meta(path)
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError) as error:
+        raise DamagedCheckpoint(f"{path / META} cannot be read ({error})") from None
+    missing = [k for k in ("step", "world_size") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise DamagedCheckpoint(f"{path / META} lacks the field(s) {missing}")
+    if meta["step"] != _step(path):  # a renamed or copied folder: which step it holds is not guessed
+        raise ValueError(f"checkpoint folder {path} is named for step {_step(path)} but records step "
+                         f"{meta['step']}; expected {_PREFIX}{meta['step']:08d} (rename it back, or remove it)")
     tensors, _ = _read(path / STATE)
-    bad = nonfinite_names(tensors)
-    if bad:
+    if bad := nonfinite_names(tensors):
         raise DamagedCheckpoint(f"{path / STATE} holds NaN or inf in {len(bad)} tensor(s), first: {bad[:3]}")
     rngs = [_read(path / _rng_file(r)) for r in range(meta["world_size"])]
     if rank >= meta["world_size"]:
@@ -186,33 +257,6 @@ def check_same_run(path: Path, settings: tuple[Mapping[str, Any], Mapping[str, A
         raise ValueError(f"cannot resume from {path}: {' and '.join(problems)}; expected the same models, data and "
                          f"settings (only {', '.join(resume_free)} may change), or start a new run in another "
                          "output folder")
-
-
-def check_contents(path: Path, state: TrainingState, fields: list[str], tensors: list[str]) -> None:
-    """Every field of ``state.json`` and every tensor a restore reads (``tensors``, and the optimizer's), named in
-    a :class:`DamagedCheckpoint` when missing (never a raw ``KeyError``)."""
-    missing = [k for k in ["optimizer", *fields] if k not in state.meta]
-    if missing:
-        raise DamagedCheckpoint(f"{path}/{META} lacks the field(s) {missing}")
-    missing = [k for k in tensors if k not in state.tensors] + _missing_optimizer_tensors(state)
-    if missing:
-        raise DamagedCheckpoint(f"{path} lacks {len(missing)} tensor(s) of the trained weights or their "
-                                f"optimizer state, first: {missing[:3]}")
-
-
-def _missing_optimizer_tensors(state: TrainingState) -> list[str]:
-    """The optimizer state is per parameter and alike for all of them (AdamW: step, exp_avg, exp_avg_sq): the
-    names some parameter lacks that another one has."""
-    names: dict[int, set[str]] = {}
-    for key in state.tensors:
-        if key.startswith("optim."):
-            param, name = key.removeprefix("optim.").split(".", 1)
-            names.setdefault(int(param), set()).add(name)
-    if not names:
-        return []
-    params = [p for group in state.meta["optimizer"].get("param_groups", []) for p in group.get("params", [])]
-    every = set().union(*names.values())
-    return [f"optim.{p}.{n}" for p in sorted(set(params) | set(names)) for n in sorted(every - names.get(p, set()))]
 
 
 def resume_newest(found: list[Path], restore: Callable[[Path], T], warn: bool = True) -> T:

@@ -1,22 +1,18 @@
 """One exponential moving average of trained weights, for both trainers: what evaluation, model selection, sample
-grids and the saved weights use.
-
-From a random start the weights move fast and a validation curve jumps from epoch to epoch; the average over the
-last ``1 / (1 - decay)`` optimizer steps moves smoothly. The update is torch's own
-(``torch.optim.swa_utils.get_ema_multi_avg_fn``), after every optimizer step, of the trainable tensors only.
-With ``warmup`` the decay of update n (from 0) is diffusers' ``min(decay, (1 + n) / (10 + n))``: the first update
-copies the weights and the average spans a few steps early on (what the fine-tuners use, as diffusers' EMAModel).
+grids and the saved weights use (a validation curve from a random start jumps; the average over the last
+``1 / (1 - decay)`` steps moves smoothly). The update is torch's ``get_ema_multi_avg_fn``, after every optimizer
+step, of the trainable tensors; with ``warmup`` update n uses diffusers' ``min(decay, (1 + n) / (10 + n))``.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-__all__ = ["EMA"]
+__all__ = ["EMA", "LoraEMA"]
 
 
 class EMA:
@@ -83,3 +79,10 @@ class EMA:
             with torch.no_grad():
                 for name, p in self.params.items():
                     p.copy_(own[name])
+
+
+class LoraEMA(EMA):
+    """EMA of a LoRA's ``params`` with diffusers' warm-up (what the fine-tuners keep)."""
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], decay: float):
+        super().__init__({str(i): p for i, p in enumerate(params)}, decay, warmup=True)

@@ -54,7 +54,7 @@ def interruptible(enabled: bool = True, generator: Any = None,
     asks (default :func:`stop_requested`, this process); a run of several processes passes one that agrees
     across them (e.g. ``lambda: signals.requested(accelerator)``), and then every process must pass the same
     points in the same order."""
-    from .state import rng_state, set_rng_state
+    from .checkpoints import rng_state, set_rng_state
 
     streams = (rng_state(), generator.get_state() if generator is not None else None) if enabled else None
     blocks = _BLOCKS.__dict__.setdefault("open", [])

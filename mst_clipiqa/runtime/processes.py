@@ -1,5 +1,5 @@
-"""Processes under a launcher (torchrun, accelerate launch): how many there are, one Accelerator per run, and
-what the main process alone does. Shared by the IQA trainer and the diffusion fine-tuners."""
+"""Processes under a launcher (torchrun, accelerate launch): how many, one Accelerator per run, and what the
+main process alone does."""
 from __future__ import annotations
 
 import atexit
@@ -41,10 +41,9 @@ _MPI_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
 def launcher_precision(asked: str | None) -> str | None:
-    """The mixed precision of a run: the library's own setting (``asked``) when given, else accelerate's
-    (``ACCELERATE_MIXED_PRECISION``, which ``accelerate launch`` sets from ``--mixed_precision`` or the accelerate
-    config file); None when neither says. ``accelerate launch`` sets ``no`` when nothing asks for more, so a
-    launcher's ``no`` never conflicts; any other launcher precision that differs from ``asked`` is an error."""
+    """The mixed precision of a run: ``asked`` (the library's setting) when given, else what ``accelerate launch``
+    set (``ACCELERATE_MIXED_PRECISION``; its ``no`` means nothing asked, so it never conflicts); None when neither
+    says. Any other launcher precision than ``asked`` is an error."""
     launched = os.environ.get(_PRECISION_ENV, "").strip().lower() or None
     if asked is None:
         return launched
@@ -57,8 +56,7 @@ def launcher_precision(asked: str | None) -> str | None:
 
 
 def _check_launched_alone() -> None:
-    """`accelerate launch` with a MULTI_CPU config (or ``--num_processes N`` on the CPU) but no mpirun starts one
-    process; it says so nowhere."""
+    """`accelerate launch` asked for N CPU processes without mpirun starts one, and says so nowhere."""
     env = os.environ
     asked_for_several = "ACCELERATE_USE_CPU" in env and "MASTER_ADDR" in env  # its simple launcher, N > 1
     if asked_for_several and "WORLD_SIZE" not in env and not any(k in env for k in _MPI_SIZES):
@@ -76,17 +74,10 @@ def run_environment(accelerator: Accelerator) -> dict[str, object]:
 
 
 def new_accelerator(**settings: object) -> Accelerator:
-    """An ``Accelerator`` with these settings, even if another one in this process chose others.
-
-    accelerate keeps one process-wide state and refuses new settings; the later
-    trainer's settings win (the distributed setup itself is kept). A
-    ``mixed_precision`` of None takes the launcher's (see
-    :func:`launcher_precision`; a conflict is an error); ``cpu`` is on when
-    either the settings or the launcher (``accelerate launch --cpu``) ask for
-    it. Under a launcher on a machine without CUDA it runs on the CPU (gloo),
-    since accelerate otherwise ignores the launcher there; a launcher whose
-    processes still end up alone gets a warning.
-    """
+    """An ``Accelerator`` with these settings, even if an earlier one in this process (accelerate keeps one
+    process-wide state) chose others; the distributed setup is kept. ``mixed_precision`` None takes the
+    launcher's (:func:`launcher_precision`). Under a launcher without CUDA it runs on the CPU (gloo), which
+    accelerate would otherwise ignore; processes that still end up alone get a warning."""
     if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun starts its workers in sessions of their own
         stop_with_parent()
     # never None: accelerate would keep the precision of an earlier Accelerator in this process
@@ -115,20 +106,15 @@ def _end_process_group_at_exit() -> None:
 
 
 def end_process_group() -> None:
-    """Destroy the default process group, if any. At exit the library does it for the groups its Accelerators
-    joined: gloo threads still running while the interpreter shuts down abort the process ("terminate called
-    without an active exception", exit status -6) after work that succeeded."""
+    """Destroy the default process group, if any (done at exit: gloo threads still running at shutdown abort a
+    process that succeeded, exit status -6)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
 
 def on_main(accelerator: Accelerator, work: Callable[[], T]) -> T | None:
-    """``work()`` on the main process alone; every process waits for it, and fails if it failed.
-
-    Returns what ``work()`` returned on the main process and None on the
-    others. A ``ValueError`` there becomes :class:`MainProcessFailed`
-    elsewhere, with the same message.
-    """
+    """``work()`` on the main process alone (its result there, None elsewhere); every process waits for it and
+    fails if it failed: a ``ValueError`` there is a :class:`MainProcessFailed` with its message elsewhere."""
     result, error = None, None
     if accelerator.is_main_process:
         try:

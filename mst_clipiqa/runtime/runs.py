@@ -1,11 +1,6 @@
-"""One live run per run folder: an exclusive lock on its ``.lock`` file, shared by every trainer.
-
-Where the operating system locks files (``fcntl`` on POSIX, ``msvcrt`` on
-Windows) it drops the lock when the process ends, however it ends, so a killed
-run never leaves a stale lock and two starts can never both proceed. Elsewhere
-the lock is a file created exclusively beside it (``.lock.held``), removed on
-release; a killed run leaves it behind, and the error says to remove it.
-"""
+"""One live run per run folder: an exclusive lock on its ``.lock`` file. The operating system's lock (``fcntl``,
+``msvcrt``) ends with the process, however it ends; elsewhere a file created exclusively (``.lock.held``) is the
+lock, and one a killed run left behind is named in the error."""
 from __future__ import annotations
 
 import os
@@ -27,31 +22,6 @@ LOCK_FILE = ".lock"
 _HELD = ".lock.held"
 
 
-def _lock(handle: IO[str], held: Path) -> bool:
-    """Take the lock for ``handle``'s file; False if another process holds it."""
-    try:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        elif msvcrt is not None:
-            handle.seek(0)
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        else:
-            os.close(os.open(held, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except OSError:  # BlockingIOError, PermissionError, FileExistsError
-        return False
-    return True
-
-
-def _unlock(handle: IO[str], held: Path) -> None:
-    if fcntl is not None:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    elif msvcrt is not None:
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-    else:
-        held.unlink(missing_ok=True)
-
-
 class RunLock:
     """An exclusive lock on a run folder, held from :meth:`acquire` to :meth:`release`."""
 
@@ -59,15 +29,27 @@ class RunLock:
         self.directory = Path(directory)
         self._handle: IO[str] | None = None
 
+    def _os_lock(self, handle: IO[str], take: bool) -> None:
+        if fcntl is not None:
+            fcntl.flock(handle, (fcntl.LOCK_EX | fcntl.LOCK_NB) if take else fcntl.LOCK_UN)
+        elif msvcrt is not None:
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK if take else msvcrt.LK_UNLCK, 1)
+        elif take:
+            os.close(os.open(self.directory / _HELD, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        else:
+            (self.directory / _HELD).unlink(missing_ok=True)
+
     def acquire(self) -> RunLock:
         self.directory.mkdir(parents=True, exist_ok=True)
         handle = open(self.directory / LOCK_FILE, "a+")
-        held = self.directory / _HELD
-        if not _lock(handle, held):
+        try:
+            self._os_lock(handle, take=True)
+        except OSError:  # BlockingIOError, PermissionError, FileExistsError
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            stale = "" if fcntl or msvcrt else f" (if no run is live there, remove {held})"
+            stale = "" if fcntl or msvcrt else f" (if no run is live there, remove {self.directory / _HELD})"
             raise ValueError(f"{self.directory} is in use by another run (process {holder}); wait for it to "
                              f"finish, or choose another output directory{stale}") from None
         handle.seek(0)
@@ -79,6 +61,6 @@ class RunLock:
 
     def release(self) -> None:
         if self._handle is not None:
-            _unlock(self._handle, self.directory / _HELD)
+            self._os_lock(self._handle, take=False)
             self._handle.close()
             self._handle = None

@@ -7,12 +7,12 @@ import torch
 
 from mst_clipiqa.runtime.checkpoints import (
     CHECKPOINTS,
+    TrainingState,
     complete_checkpoints,
     read_checkpoint,
     remove_partial,
     write_checkpoint,
 )
-from mst_clipiqa.runtime.state import TrainingState
 
 
 class OneProcess:

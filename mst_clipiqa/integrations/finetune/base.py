@@ -1,10 +1,6 @@
 """The run plumbing every diffusion trainer shares: its Accelerator and processes, the run folder and its lock,
-per-process random streams, checkpoints that continue bit for bit, the step loop, trackers and the log.
-
-A checkpoint holds, shared by every process: the trained weights, AdamW's state, the EMA, the step counter,
-the log (the learning rate follows from the step) and what a subclass adds; per process: the generators
-behind its prompts and noise (the trainer's own, torch's, numpy's, Python's, CUDA's).
-"""
+per-process random streams, checkpoints that continue bit for bit (the trained weights, AdamW's state, the EMA,
+the step, the log and a subclass's own state; per process its generators), stop points, the step loop."""
 
 from __future__ import annotations
 
@@ -21,7 +17,8 @@ from mst_clipiqa.reward.utils import jsonable, progress_bar
 from mst_clipiqa.reward.utils.config_files import CONFIG_NAME, option_values, write_config
 from mst_clipiqa.runtime.checkpoints import (
     DamagedCheckpoint,
-    check_contents,
+    TrainingState,
+    capture_state,
     check_same_run,
     read_checkpoint,
     remove_partial,
@@ -29,18 +26,15 @@ from mst_clipiqa.runtime.checkpoints import (
     step_folders,
     write_checkpoint,
 )
-from mst_clipiqa.runtime.preemption import StopSignals
+from mst_clipiqa.runtime.preemption import Interrupted, Preempted, StopSignals, interruptible
 from mst_clipiqa.runtime.processes import on_main, run_environment
 from mst_clipiqa.runtime.runs import RunLock
-from mst_clipiqa.runtime.state import TrainingState, capture_state
 
 from ..rewards import Rewards
 from .config import RESUME_FREE, TrainerConfig, flat_settings, require
 from .launch import check_world_size, finetune_accelerator, resolved_config
-from .log import TrainingLog
 from .nonfinite import check_finite_weights
-from .stopping import StopPoints
-from .tracking import finish_trackers, start_trackers
+from .tracking import TrainingLog, finish_trackers, start_trackers
 from .trainer_parts import TrainerParts, lr_schedule
 
 __all__ = ["DiffusionTrainer", "lr_schedule"]
@@ -48,52 +42,22 @@ __all__ = ["DiffusionTrainer", "lr_schedule"]
 _TRAINED, _RNG = "lora.", "rng.finetuner"
 
 
-class DiffusionTrainer(TrainerParts, StopPoints):
-    """Base of the diffusion trainers: what a run does that is not the algorithm.
+class DiffusionTrainer(TrainerParts):
+    """Base of the diffusion trainers: what a run does that is not the algorithm (docs/architecture.md draws
+    the contract). ``config`` is a method's config whose ``run`` is a :class:`~.config.RunConfig`.
 
-    ``config`` is a method's config (a dataclass with ``to_dict()``) whose ``run`` is a :class:`RunConfig`:
-    ``seed``, ``max_steps``, ``output_dir``, ``resume``, ``save_every``, ``keep_checkpoints``, ``log_with``,
-    ``tracker_project``, ``progress_bar``, ``cpu``, ``mixed_precision``, ``gradient_accumulation_steps``, the
-    ``lr_*`` schedule fields, ...
+    A subclass's ``__init__`` calls ``super().__init__(config, accelerator)``, sets ``model``, ``optimizer``,
+    ``lr_scheduler`` and ``ema`` (:meth:`setup_lora` does all of it for a LoRA on a pipeline's denoiser), then
+    calls :meth:`start_run` (checks them, seeds the processes, opens or resumes the run folder). It implements
+    :meth:`train_step` and :meth:`trained_parameters`, and may add :meth:`extra_state` / :meth:`load_extra_state`,
+    :meth:`after_step`, :meth:`write_outputs`, :meth:`run_identity` (checked on resume) and :meth:`sample`
+    (sample grids and the hacking monitor).
 
-    A subclass, in its ``__init__``:
-
-    1. calls ``super().__init__(config, accelerator)`` (builds or checks the Accelerator, the trainer's
-       generator ``self.rng``, ``self.log``);
-    2. builds its models and sets ``self.model`` (prepared by accelerate), ``self.optimizer`` and
-       ``self.lr_scheduler`` (:func:`lr_schedule`), and ``self.ema`` (a ``LoraEMA``) if it keeps one:
-       :meth:`setup_lora` does all of it for a LoRA on a pipeline's denoiser;
-    3. calls :meth:`start_run`, which checks step 2 (a ``TypeError`` names what is missing), seeds the
-       processes and opens (or resumes) the run folder.
-
-    and implements (abstract here: a subclass without them cannot be instantiated):
-
-    * :meth:`train_step` -> the step's statistics; it increments ``self.global_step`` and appends the record
-      to ``self.log``;
-    * :meth:`trained_parameters` -> the named tensors it trains (checkpointed and restored in place);
-    * optionally :meth:`extra_state` / :meth:`load_extra_state` for state of its own (a reference model, a
-      replay buffer: tensors plus JSON metadata), :meth:`after_step` (called after every step and once before
-      the first, e.g. to save sample grids) and :meth:`write_outputs` (the main process's last files, e.g. the
-      LoRA);
-    * optionally :meth:`run_identity`: what the run trains against (models, data), recorded in every
-      checkpoint and checked on resume.
-
-    Shared helpers (:class:`~.trainer_parts.TrainerParts`): :meth:`setup_lora` (a fresh fp32 LoRA on a
-    frozen pipeline, its AdamW, schedule and EMA), :meth:`record_step` (the end of an optimizer step:
-    schedule, EMA, counter, log, trackers) and :meth:`hacking_monitor`. A subclass that defines
-    :meth:`sample` gets sample grids (``sample_every``) and the hacking monitor: ``monitor=`` scorers the
-    run does not optimise, evaluated every ``monitor_every`` steps (and before the first) on
-    ``monitor_prompts`` x ``monitor_seeds``, logged to the trackers, the log (``monitor``,
-    ``monitor_reward``, ``diversity`` on the steps it ran) and ``monitor.json`` / ``monitor.png``; with
-    ``patience`` the run stops early and the LoRA the monitor preferred is put back (and saved).
-
-    Non-finite values: ``train`` stops when a step's record holds a NaN / inf ``loss``, ``reward`` or
-    ``grad_norm`` and never writes non-finite weights. To stop (or, with ``on_nonfinite="skip"``, drop the
-    batch) before the optimizer steps, ``train_step`` calls :meth:`drop_batch` with the batch's values and
-    returns None when it says so. SIGTERM / SIGINT stop the run with a checkpoint and :class:`Preempted`: in one
-    process within a sampler step (a step's sampling, a monitor evaluation or a sample grid cut short is given
-    up, the random streams put back, and resuming redoes it bit for bit), in several after the current step;
-    whatever ``train`` raises, it releases the run folder first.
+    ``train`` stops on a non-finite ``loss``, ``reward`` or ``grad_norm`` and never writes non-finite weights
+    (``train_step`` asks :meth:`drop_batch` before the optimizer steps). SIGTERM / SIGINT stop the run with a
+    checkpoint and :class:`Preempted`: in one process within a sampler step (the unit cut short is given up, its
+    random streams put back, and resuming redoes it bit for bit), in several after the current step. Whatever
+    ``train`` raises, it releases the run folder first.
     """
 
     name = "train"  # the progress bar's label
@@ -171,48 +135,35 @@ class DiffusionTrainer(TrainerParts, StopPoints):
         meta = {"step": self.global_step, "history": self.log.history, "config": self.config.to_dict(),
                 "identity": self.identity, "skipped_batches": self.skipped_batches,
                 "evaluation_due": self.evaluation_due, "samples_due": self.samples_due}
-        if self.ema is not None:
-            ema_tensors, meta["ema"] = self.ema.state()
-            tensors.update(ema_tensors)
         if self.accelerator.scaler is not None:  # fp16: the loss scale and its growth tracker
             meta["grad_scaler"] = self.accelerator.scaler.state_dict()
-        if callable(getattr(self.monitor, "state_dict", None)):
-            monitor_tensors, meta["monitor"] = self.monitor.state_dict()
-            tensors.update(monitor_tensors)
-        extra_tensors, extra_meta = self.extra_state()
-        tensors.update(extra_tensors)
-        if extra_meta:
-            meta["extra"] = extra_meta
+        parts = {"ema": self.ema.state() if self.ema is not None else None, "extra": self.extra_state(),
+                 "monitor": self.monitor.state_dict() if callable(getattr(self.monitor, "state_dict", None)) else None}
+        for key, (part_tensors, part_meta) in ((k, v) for k, v in parts.items() if v is not None):
+            tensors.update(part_tensors)
+            if part_meta or key != "extra":
+                meta[key] = part_meta
         return capture_state(tensors, meta, self.optimizer, {_RNG: self.rng.get_state()})
-
-    def _check_same_run(self, path: Path, meta: dict[str, Any]) -> None:
-        if "config" not in meta:  # damaged: an older checkpoint may still do
-            raise DamagedCheckpoint(f"{path}/state.json lacks the field(s) ['config']")
-        renamed = getattr(type(self.config), "renamed", {})  # a run written before the config was composed
-        saved = flat_settings(meta["config"], renamed)
-        current = flat_settings(jsonable(self.config.to_dict()))
-        check_same_run(path, (saved, current), (meta.get("identity"), self.identity), RESUME_FREE,
-                       warn=self.accelerator.is_main_process)
-
-    def _check_contents(self, path: Path, state: TrainingState) -> None:
-        expected = [_TRAINED + name for name in self.trained_parameters()]
-        if self.ema is not None:
-            expected += list(self.ema.state()[0])
-        check_contents(path, state, ["history", "config"] + (["ema"] if self.ema is not None else []), expected)
 
     def restore_state(self, path: Path) -> None:
         """Load checkpoint ``path`` (every process loads the shared state and its own generators); a
         :class:`DamagedCheckpoint` names a missing, damaged or non-finite part."""
-        acc = self.accelerator
-        state = read_checkpoint(path, acc.process_index)
-        self._check_same_run(path, state.meta)  # first: another pipeline's LoRA is not a damaged checkpoint
-        self._check_contents(path, state)
+        acc, state = self.accelerator, read_checkpoint(path, self.accelerator.process_index)
+        if "config" not in state.meta:  # damaged: an older checkpoint may still do
+            raise DamagedCheckpoint(f"{path}/state.json lacks the field(s) ['config']")
+        # first: another pipeline's LoRA is not a damaged checkpoint; a run written before the config was composed
+        saved = flat_settings(state.meta["config"], getattr(type(self.config), "renamed", {}))
+        check_same_run(path, (saved, flat_settings(jsonable(self.config.to_dict()))),
+                       (state.meta.get("identity"), self.identity), RESUME_FREE, warn=acc.is_main_process)
+        ema = self.ema.state()[0] if self.ema is not None else {}
+        state.require(path, ["history", "config"] + (["ema"] if ema else []),
+                      [_TRAINED + name for name in self.trained_parameters()] + list(ema))
         for name, param in self.trained_parameters().items():
             param.data.copy_(state.tensors[_TRAINED + name])
         same_world = state.meta["world_size"] == acc.num_processes
         if not same_world:
             state.rng_tensors = None  # the streams were per process: new ones below
-        try:  # what is nested deeper than _check_contents looks: still named, never a bare KeyError
+        try:  # what is nested deeper than require() looks: still named, never a bare KeyError
             state.restore(self.optimizer)
             if self.ema is not None:
                 self.ema.load_state(state.tensors, state.meta["ema"])
@@ -231,12 +182,12 @@ class DiffusionTrainer(TrainerParts, StopPoints):
         self.log.history = state.meta["history"]
         if same_world:
             self.rng.set_state(state.rng_tensors[_RNG])
-        else:  # new streams, still reproducible, for the new process count
-            if acc.is_main_process:
-                warnings.warn(f"{path} was written by {state.meta['world_size']} process(es) and is resumed by "
-                              f"{acc.num_processes}: weights, optimizer, schedule and step continue, but prompts and "
-                              "noise come from new random streams (seeded by the step)", RuntimeWarning, stacklevel=2)
-            self.seed_processes(self.config.run.seed + 7919 * (self.global_step + 1))
+            return
+        if acc.is_main_process:  # new streams, still reproducible, for the new process count
+            warnings.warn(f"{path} was written by {state.meta['world_size']} process(es) and is resumed by "
+                          f"{acc.num_processes}: weights, optimizer, schedule and step continue, but prompts and "
+                          "noise come from new random streams (seeded by the step)", RuntimeWarning, stacklevel=2)
+        self.seed_processes(self.config.run.seed + 7919 * (self.global_step + 1))
 
     def open_run_dir(self) -> None:
         """Refuse to mix with an earlier run, resume one, or start one. Every process decides from the same files:
@@ -244,7 +195,21 @@ class DiffusionTrainer(TrainerParts, StopPoints):
         acc, run_dir = self.accelerator, self.run_dir
         self.run_lock = on_main(acc, lambda: RunLock(run_dir).acquire())  # one live run per folder
         try:
-            self._open_locked_run_dir()
+            found = step_folders(run_dir)
+            require(not found or self.config.run.resume,
+                    f"{run_dir} holds checkpoints of an earlier run (newest: {found[-1].name if found else ''}); "
+                    "pass resume=True (--resume) to continue it, or choose a new output directory")
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                remove_partial(run_dir)
+            if found:
+                resume_newest(found, self.restore_state, warn=acc.is_main_process)
+            elif self.config.run.resume:
+                acc.print(f"no checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
+            if acc.is_main_process:  # what this run runs with, as the option: value file --config reads back
+                write_config(run_dir / CONFIG_NAME, option_values(self.config))
+            acc.wait_for_everyone()
         except BaseException:  # a refused resume leaves the folder free for the next try in this process
             self.release_run_dir()
             raise
@@ -253,25 +218,6 @@ class DiffusionTrainer(TrainerParts, StopPoints):
         """Let another run (in this process too) open the run folder; the run's state stays as it is."""
         if self.run_lock is not None:
             self.run_lock.release()
-
-    def _open_locked_run_dir(self) -> None:
-        acc, run_dir = self.accelerator, self.run_dir
-        found = step_folders(run_dir)
-        require(not found or self.config.run.resume,
-                f"{run_dir} holds checkpoints of an earlier run (newest: {found[-1].name if found else ''}); pass "
-                "resume=True (--resume) to continue it, or choose a new output directory")
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            remove_partial(run_dir)
-        if found:
-            resume_newest(found, self.restore_state, warn=acc.is_main_process)
-        elif self.config.run.resume:
-            acc.print(f"no checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
-        if acc.is_main_process:
-            # what this run (or resumption) runs with, as the option: value file that --config reads back
-            write_config(run_dir / CONFIG_NAME, option_values(self.config))
-        acc.wait_for_everyone()
 
     def save_checkpoint(self) -> Path:
         """Write a resumable checkpoint of the current step into ``output_dir/checkpoints`` (every process must
@@ -284,7 +230,61 @@ class DiffusionTrainer(TrainerParts, StopPoints):
         self.saved_step = self.global_step
         return path
 
-    # --- the loop ----------------------------------------------------------------------------------------
+    # --- the loop and its stop points (units a stop request may cut: sampling, monitor, sample grid) ----------
+
+    def _unit(self, signals: StopSignals, cut: str, work: Any, *args: Any, alone: bool = False) -> Any:
+        """``work(*args)``, which a stop request cuts short at its next sampler step: the random streams are put
+        back and the run stops as after the last step, saying what was ``cut``. Every process runs ``work``
+        through the same sampler steps, except with ``alone`` (the main process works, the others wait)."""
+        acc = self.accelerator
+        several = acc.num_processes > 1
+        requested = (lambda: signals.requested(acc)) if several and not alone else None
+        given_up, result = False, None
+        try:
+            with interruptible(True, self.rng, requested):
+                result = work(*args)
+        except Interrupted:
+            given_up = True
+        if alone and several:  # the others learn whether the main process gave its unit up
+            given_up = bool(acc.reduce(torch.tensor([int(given_up)], device=acc.device), "max").item())
+        if given_up:  # only a stop request gives a unit up: this raises Preempted
+            self._stop_if_asked(signals, cut)
+        return result
+
+    def _evaluate(self, signals: StopSignals) -> bool:
+        """The monitor after a step; cut short, it stays due in the checkpoint and runs again on resume."""
+        self.evaluation_due = True
+        stop = self._unit(signals, "its monitor was cut short and runs again on resume", self._watch)
+        self.evaluation_due = False
+        return stop
+
+    def _draw_samples(self, signals: StopSignals, first: bool = False) -> None:
+        """The sample grid after a step (the main process draws it); cut short, it stays due in the checkpoint
+        and is drawn on resume."""
+        self.samples_due = True
+        self._unit(signals, "its sample grid was cut short and is drawn on resume", self.after_step, first,
+                   alone=True)
+        self.samples_due = False
+
+    def _stop_if_asked(self, signals: StopSignals, cut: str = "") -> None:
+        """After a step (or a unit ``cut`` short): when any process got SIGTERM / SIGINT, checkpoint and raise
+        :class:`Preempted` on all."""
+        signum = signals.requested(self.accelerator)
+        if not signum:
+            return
+        name, cut = StopSignals.name(signum), f" ({cut})" if cut else ""
+        if self.run_dir is None:
+            message = f"stopped by {name} at step {self.global_step}{cut}; nothing saved (no output_dir)"
+        elif self.global_step == 0 and not step_folders(self.run_dir):
+            message = f"stopped by {name} at step 0{cut}; nothing trained yet: run the same command again to start"
+        else:
+            if self.saved_step != self.global_step:
+                self.save_checkpoint()
+            message = (f"stopped by {name} at step {self.global_step}{cut}; checkpoint written to {self.run_dir}; "
+                       "run the same command again with --resume (resume=True) to continue")
+        self.release_run_dir()
+        finish_trackers(self.accelerator)
+        raise Preempted(signum, message)
 
     def train(self, max_steps: int | None = None) -> TrainingLog:
         """Train until the step counter reaches ``max_steps`` (default: the config's; a resumed run continues
@@ -334,7 +334,7 @@ class DiffusionTrainer(TrainerParts, StopPoints):
 
     def _finish(self, stopped: bool = False) -> None:
         acc = self.accelerator
-        if stopped and getattr(self.monitor, "should_stop", False):
+        if stopped and self.monitor is not None and self.monitor.should_stop:
             self._keep_monitors_best()
         weights = dict(self.trained_parameters())
         if self.ema is not None:

@@ -18,7 +18,7 @@ __all__ = ["RunConfig", "RewardFinetuneConfig", "LR_SCHEDULES", "CHOICES", "RESU
            "flat_settings", "from_flat_settings", "renamed_fields", "TrainerConfig"]
 
 Method = Literal["draft", "alignprop", "refl"]
-METHODS = ("draft", "alignprop", "refl")  # finetune.methods holds where each keeps gradients
+METHODS = ("draft", "alignprop", "refl")  # finetuner.METHODS holds where each keeps gradients
 PRECISIONS = ("no", "fp16", "bf16")  # accelerate's names; reward.utils.PRECISIONS maps them to dtypes
 ON_NONFINITE = ("raise", "skip")
 # diffusers.optimization.get_scheduler's names (piecewise_constant needs rules, so it is left out).

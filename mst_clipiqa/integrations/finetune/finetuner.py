@@ -1,7 +1,9 @@
 """Reward fine-tuning of a diffusers pipeline's denoiser with LoRA: DRaFT-K, AlignProp, ReFL.
 
-All methods run the same loop (``pipelines.sampling.denoise``) and differ only in where it
-keeps gradients (``finetune.methods``); the settings are in ``finetune.config``; the run itself
+All methods run the same loop (``pipelines.sampling.denoise``) and differ only in where it keeps gradients: a
+method maps (config, batch size, generator) to ``(grad_from, stop_at)``, the first step with gradients per
+trajectory and the step whose predicted x0 is decoded instead of finishing (None: finish); add one to
+``METHODS``. The settings are in ``finetune.config``; the run itself
 (processes, run folder, checkpoints and resumption, trackers, the step loop) is the base class's
 (``finetune.base.DiffusionTrainer``).
 """
@@ -19,12 +21,35 @@ from ..pipelines.lora import adapters_disabled, named_lora_parameters
 from ..pipelines.sampling import denoise, guided_prediction, step_kwargs
 from ..rewards import Rewards, named_rewards, objective
 from .config import RewardFinetuneConfig, require
-from .methods import METHODS
 from .monitor import HackingMonitor
 from .prompt_sources import Prompts
 from .prompted import PromptedTrainer
 
-__all__ = ["RewardFinetuneConfig", "RewardFinetuner"]
+__all__ = ["METHODS", "GradientWindow", "RewardFinetuneConfig", "RewardFinetuner"]
+
+GradientWindow = Callable[[Any, int, torch.Generator], "tuple[torch.Tensor, int | None]"]
+
+
+def draft(config: RewardFinetuneConfig, batch: int, rng: torch.Generator) -> tuple[torch.Tensor, int | None]:
+    """DRaFT-K: gradients through the last ``draft_k`` steps of every trajectory."""
+    return torch.full((batch,), config.num_inference_steps - config.draft_k), None
+
+
+def alignprop(config: RewardFinetuneConfig, batch: int, rng: torch.Generator) -> tuple[torch.Tensor, int | None]:
+    """AlignProp: per trajectory, the last K steps, K uniform in ``alignprop_k_range``."""
+    steps = config.num_inference_steps
+    low, high = config.alignprop_k_range or (1, steps)
+    return steps - torch.randint(low, high + 1, (batch,), generator=rng), None
+
+
+def refl(config: RewardFinetuneConfig, batch: int, rng: torch.Generator) -> tuple[torch.Tensor, int | None]:
+    """ReFL: one denoiser call with gradients at a random step among the last ``refl_window``."""
+    steps = config.num_inference_steps
+    stop = int(torch.randint(max(steps - config.refl_window, 0), steps, (1,), generator=rng))
+    return torch.full((batch,), stop), stop
+
+
+METHODS: dict[str, GradientWindow] = {"draft": draft, "alignprop": alignprop, "refl": refl}
 
 
 class RewardFinetuner(PromptedTrainer):

@@ -23,12 +23,12 @@ from ..rewards import Rewards, named_rewards, objective
 from .advantages import (
     Advantages,
     PromptStatTracker,
+    QuantileMixer,
     decoupled_advantages,
     gather_rows,
     group_advantages,
     shrink_by_uncertainty,
 )
-from .mixing import QuantileMixer
 from .objectives import (
     clipped_policy_loss,
     forward_noised,

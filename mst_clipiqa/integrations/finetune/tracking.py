@@ -1,14 +1,18 @@
-"""Experiment trackers through accelerate (TensorBoard, W&B, ...): scalars and sample grids, main process only."""
+"""What a run records: its log (one record per optimizer step, written as JSON and a PNG reward curve) and the
+experiment trackers through accelerate (TensorBoard, W&B, ...: scalars and sample grids, main process only)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch
     from PIL import Image
 
-__all__ = ["tracker_names", "check_trackers_installed", "start_trackers", "log_grid", "finish_trackers"]
+__all__ = ["TrainingLog", "check_trackers_installed", "finish_trackers", "gathered_statistics", "log_grid",
+           "start_trackers", "tracker_names"]
 
 
 def tracker_names(log_with: str | None) -> list[str]:
@@ -65,3 +69,69 @@ def finish_trackers(accelerator: Any) -> None:
     for tracker in accelerator.trackers:
         tracker.finish()
     accelerator.trackers = []
+
+
+def gathered_statistics(accelerator: Any, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """One step's statistics over every process: per-image values (rewards, shape (B,)) give their mean and
+    ``<name>_std`` over every image; per-batch values (loss, penalty) their mean. Collective."""
+    import torch
+
+    out = {}
+    for key, first in batches[0].items():
+        values = accelerator.gather(torch.cat([b[key].detach().float().reshape(-1) for b in batches]))
+        out[key] = values.mean().item()
+        if first.ndim:
+            out[f"{key}_std"] = values.std(correction=0).item()
+    return out
+
+
+class TrainingLog:
+    """Per-step records (``step``, ``reward``, ``loss``, ...), the run's configuration and what it ran on
+    (``environment``: process count, device type, precision)."""
+
+    def __init__(self, config: Mapping[str, Any] | None = None, environment: Mapping[str, Any] | None = None):
+        self.config = dict(config or {})
+        self.environment = dict(environment or {})
+        self.history: list[dict[str, float]] = []
+
+    def append(self, record: Mapping[str, float]) -> None:
+        self.history.append(dict(record))
+
+    def rewards(self) -> list[float]:
+        return [r["reward"] for r in self.history]
+
+    def smoothed_rewards(self, decay: float = 0.9) -> list[float]:
+        """Exponential moving average of the per-step rewards (what the progress bar shows)."""
+        rewards = self.rewards()
+        running, smoothed = rewards[0] if rewards else 0.0, []
+        for value in rewards:
+            running = decay * running + (1 - decay) * value
+            smoothed.append(running)
+        return smoothed
+
+    def write(self, directory: str | Path) -> tuple[Path, Path]:
+        """Write ``log.json`` and ``reward_curve.png`` into ``directory``."""
+        from mst_clipiqa.reward.utils import write_json  # numpy: not for the command line's torch-free configs
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        log_path = write_json(directory / "log.json", {"config": self.config, "environment": self.environment,
+                                                         "history": self.history})
+        return log_path, self.plot(directory / "reward_curve.png")
+
+    def plot(self, path: str | Path) -> Path:
+        from matplotlib.figure import Figure  # not pyplot: no backend to choose, no global state
+
+        steps = [r["step"] for r in self.history]
+        fig = Figure(figsize=(6, 3.5))
+        ax = fig.subplots()
+        ax.plot(steps, self.rewards(), alpha=0.4, label="reward (batch mean)")
+        ax.plot(steps, self.smoothed_rewards(), label="running mean (EMA 0.9)")
+        if any(r.get("penalty", 0.0) for r in self.history):
+            ax.plot(steps, [r["penalty"] for r in self.history], label="base-model penalty")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("reward")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        return Path(path)

@@ -17,18 +17,17 @@ import torch
 from torch import nn
 
 from mst_clipiqa.reward.utils import precision_dtype, write_json
+from mst_clipiqa.runtime.ema import LoraEMA
 
 from ..inference.grid import image_grid
 from ..pipelines.families import PipelineFamily
 from ..pipelines.lora import add_lora, lora_parameters, save_lora
 from ..rewards import Rewards
 from .config import TrainerConfig, require
-from .ema import LoraEMA
 from .launch import check_weight_precision
-from .log import TrainingLog, gathered_statistics
 from .monitor import HackingMonitor, MonitorError
 from .nonfinite import ADVICE, SKIP_LIMIT, NonFiniteError, describe_nonfinite, nonfinite_counts
-from .tracking import log_grid
+from .tracking import TrainingLog, gathered_statistics, log_grid
 
 if TYPE_CHECKING:
     from peft import LoraConfig

@@ -10,6 +10,12 @@ from typing import TYPE_CHECKING
 from mst_clipiqa.reward.utils.lazy import load_lazily
 
 if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first read (load_lazily)
+    from ...runtime.checkpoints import (
+        flatten_optimizer_state,
+        rng_state,
+        set_rng_state,
+        unflatten_optimizer_state,
+    )
     from ...runtime.processes import (
         MainProcessFailed,
         launcher_rank,
@@ -18,12 +24,6 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
         on_main,
     )
     from ...runtime.runs import RunLock
-    from ...runtime.state import (
-        flatten_optimizer_state,
-        rng_state,
-        set_rng_state,
-        unflatten_optimizer_state,
-    )
     from ..model import (
         active_adapter,
         adapter_names,

@@ -1,11 +1,8 @@
 """The IQA trainer's per-epoch checkpoints, in the runtime's one format (:mod:`mst_clipiqa.runtime.checkpoints`):
-``split_NN/checkpoints/step_<epoch>/``, the newest one kept.
-
-Tensors: ``model.*`` (trained weights), ``best.*`` (weights of the best epoch so far), ``ema.*`` (the average of
-the trained weights, when one is kept), ``optim.*`` (optimizer state); ``state.json`` records ``progress`` (epoch,
-history, anything the trainer needs). A split folder written by an earlier release holds one file instead,
-``checkpoint.safetensors`` (the same tensors and ``rng.*``, the JSON in its metadata): it still resumes, and the
-next epoch's checkpoint replaces it.
+``split_NN/checkpoints/step_<epoch>/``, the newest one kept. Tensors: ``model.*`` (trained weights), ``best.*``
+(the best epoch's), ``ema.*`` (their average, when kept), ``optim.*``; ``state.json`` records ``progress``.
+An earlier release's split holds ``checkpoint.safetensors`` instead (the same tensors and ``rng.*``, the JSON in
+its metadata): it still resumes, and the next epoch's checkpoint replaces it.
 """
 from __future__ import annotations
 
@@ -20,13 +17,13 @@ from accelerate import PartialState
 
 from mst_clipiqa.runtime.checkpoints import (
     CHECKPOINTS,
-    check_contents,
+    capture_state,
     read_checkpoint,
     resume_newest,
     step_folders,
+    unflatten_optimizer_state,
     write_checkpoint,
 )
-from mst_clipiqa.runtime.state import capture_state, unflatten_optimizer_state
 
 from ..utils import read_tensors
 
@@ -48,19 +45,6 @@ class Checkpoint:
     ema_state: dict[str, torch.Tensor]
 
 
-def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in state.items()}
-
-
-def _checkpoint(tensors: dict[str, torch.Tensor], optim: dict[str, Any], progress: dict[str, Any],
-                rng: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> Checkpoint:
-    def strip(prefix: str) -> dict[str, torch.Tensor]:
-        return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-
-    return Checkpoint(strip("model"), strip("best"), unflatten_optimizer_state(tensors, optim), progress, rng,
-                      strip("ema"))
-
-
 def save_checkpoint(directory: str | Path, model_state: dict[str, torch.Tensor], best_state: dict[str, torch.Tensor],
                     optimizer: torch.optim.Optimizer, progress: dict[str, Any],
                     ema_state: dict[str, torch.Tensor] | None = None, accelerator: Any | None = None) -> Path:
@@ -68,7 +52,8 @@ def save_checkpoint(directory: str | Path, model_state: dict[str, torch.Tensor],
     replacing its earlier checkpoint. Collective: every process of ``accelerator`` (default: accelerate's
     process state) calls it."""
     acc = accelerator or PartialState()
-    tensors = {**_prefixed("model", model_state), **_prefixed("best", best_state), **_prefixed("ema", ema_state or {})}
+    parts = {"model": model_state, "best": best_state, "ema": ema_state or {}}
+    tensors = {f"{p}.{k}": v for p, state in parts.items() for k, v in state.items()}
     state = capture_state(tensors, {"step": progress["epoch"], "progress": progress}, optimizer)
     path = write_checkpoint(acc, directory, progress["epoch"], state, keep=1)
     if acc.is_main_process:
@@ -91,12 +76,20 @@ def remove_checkpoints(directory: str | Path, accelerator: Any) -> None:
     accelerator.wait_for_everyone()
 
 
+def _checkpoint(tensors: dict[str, torch.Tensor], optim: dict[str, Any], progress: dict[str, Any],
+                rng: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> Checkpoint:
+    parts = {p: {k[len(p) + 1:]: v for k, v in tensors.items() if k.startswith(p + ".")} for p in ("model", "best",
+                                                                                                    "ema")}
+    return Checkpoint(parts["model"], parts["best"], unflatten_optimizer_state(tensors, optim), progress, rng,
+                      parts["ema"])
+
+
 def _read(path: Path) -> Checkpoint:
     # the IQA trainer's processes draw alike (one seed per split): the main process's generators serve every one
     state = read_checkpoint(path, 0)
-    check_contents(path, state, ["progress"], [])
+    state.require(path, ["progress"], [])
     return _checkpoint(state.tensors, state.meta["optimizer"], state.meta["progress"],
-                       (state.rng_tensors, state.rng_meta))
+                         (state.rng_tensors, state.rng_meta))
 
 
 def _read_legacy(path: Path) -> Checkpoint:
@@ -113,14 +106,13 @@ def load_checkpoint(path: str | Path, warn: bool = True) -> Checkpoint:
     warning, ``warn``, and an older one tried), one ``step_*`` folder, or an earlier release's
     ``checkpoint.safetensors``. A ``ValueError`` names what is missing or damaged."""
     path = Path(path)
-    if path.is_file():
-        return _read_legacy(path)
-    if path.name.startswith("step_"):
+    if path.name.startswith("step_") and not path.is_file():
         return _read(path)
-    found = step_folders(path)
-    if not found and (path / LEGACY_CHECKPOINT).is_file():
-        return _read_legacy(path / LEGACY_CHECKPOINT)
-    if not found:
+    found = [] if path.is_file() else step_folders(path)
+    if found:
+        return resume_newest(found, _read, warn=warn)
+    legacy = path if path.is_file() else path / LEGACY_CHECKPOINT
+    if not legacy.is_file():
         raise ValueError(f"{path} holds no checkpoint; expected a split folder with checkpoints/step_*/ (or an "
                          f"earlier release's {LEGACY_CHECKPOINT})")
-    return resume_newest(found, _read, warn=warn)
+    return _read_legacy(legacy)

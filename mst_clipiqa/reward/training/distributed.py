@@ -1,5 +1,4 @@
-"""The IQA trainer under a launcher: each process's share of an epoch, and predictions gathered from every
-process. The generic process helpers live in :mod:`mst_clipiqa.runtime.processes`."""
+"""The IQA trainer under a launcher: each process's share of an epoch, and predictions gathered from all."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -13,11 +12,8 @@ __all__ = ["epoch_batches", "gather_rows"]
 
 def epoch_batches(indices: Sequence[int], batch_size: int, seed: int, split_index: int, epoch: int,
                   rank: int = 0, world: int = 1) -> list[list[int]]:
-    """This process's batches for one epoch; the order depends only on (seed, split, epoch).
-
-    Under DDP every process gets the same number of batches (the last ones
-    wrap around to the first), as gradient averaging requires.
-    """
+    """This process's batches for one epoch, in an order that depends only on (seed, split, epoch); under DDP
+    every process gets as many (the last ones wrap around to the first), as gradient averaging requires."""
     order = np.random.default_rng([seed, split_index, epoch]).permutation(np.asarray(indices, dtype=np.int64))
     batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
     if world > 1:  # cycle, so that even fewer batches than processes give every process one
@@ -27,11 +23,8 @@ def epoch_batches(indices: Sequence[int], batch_size: int, seed: int, split_inde
 
 def gather_rows(accelerator: Accelerator, n: int,
                 compute: Callable[[list[int]], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """``compute(positions)`` on this process's block of ``range(n)``, gathered in order on every process.
-
-    The last block is padded with repeats of position ``n - 1`` so that every
-    process sends as many rows; the padding is cut off after gathering.
-    """
+    """``compute(positions)`` on this process's block of ``range(n)``, gathered in order on every process (the
+    last block padded with position ``n - 1``, so that every process sends as many rows, and cut after)."""
     if accelerator.num_processes == 1:
         return compute(list(range(n)))
     share = -(-n // accelerator.num_processes)

@@ -1,11 +1,7 @@
-"""Who may work in a run folder, and what its files say about the run in it.
-
-One live run per folder: the main process holds the folder's
-:class:`~mst_clipiqa.runtime.runs.RunLock` for as long as the run works there, and
-only while holding it does it read or write ``run.json``. ``run.json`` blocks a fresh start only when the folder
-holds finished work (an epoch checkpoint, a finished split or a report): a run
-that failed before its first epoch has nothing to lose.
-"""
+"""Who may work in an IQA run folder, and what its files say: the main process holds the folder's
+:class:`~mst_clipiqa.runtime.runs.RunLock` while the run works there, and only then reads or writes ``run.json``,
+which blocks a fresh start only when the folder holds finished work (a run that failed before its first epoch
+has nothing to lose)."""
 from __future__ import annotations
 
 import json
@@ -14,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from mst_clipiqa.runtime.checkpoints import check_same_run
-from mst_clipiqa.runtime.runs import LOCK_FILE, RunLock
+from mst_clipiqa.runtime.runs import RunLock
 
 from ..utils import read_json, read_tensors, write_json
 from .checkpoint import holds_checkpoint
 from .config import RESUME_FREE
 
-__all__ = ["BEST", "LOCK_FILE", "REPORT", "RESULT", "RUN_FILE", "RunLock", "claim_run_dir",
-           "finished_result", "holds_finished_work", "read_json"]
+__all__ = ["BEST", "REPORT", "RESULT", "RUN_FILE", "SPLITS", "claim_run_dir", "finished_result",
+           "holds_finished_work"]
 
 RUN_FILE = "run.json"
 RESULT = "result.json"
@@ -47,13 +43,10 @@ def holds_finished_work(directory: Path) -> bool:
 
 def claim_run_dir(directory: Path, settings: dict[str, Any], resume: bool,
                   implied: dict[str, dict[str, Any]] | None = None) -> RunLock:
-    """Lock the folder and record (or, on resume, check) the run's settings; returns the held lock.
-
-    Raises ``ValueError`` if another run holds the folder, if it holds finished
-    work and ``resume`` is off, or if resuming with other settings. ``implied``: per group of settings, the
-    value a folder written before a setting existed stands for (its default), so a new option at its default
-    does not make older runs unresumable.
-    """
+    """Lock the folder and record (or, on resume, check) the run's settings; returns the held lock. A
+    ``ValueError`` if another run holds it, if it holds finished work and ``resume`` is off, or if resuming with
+    other settings. ``implied``: per group of settings, what a folder written before a setting existed stands for
+    (its default), so that a new option at its default leaves older runs resumable."""
     lock = RunLock(directory).acquire()
     try:
         _check_or_write(directory / RUN_FILE, json.loads(json.dumps(settings)), resume,

@@ -27,15 +27,15 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
+from mst_clipiqa.runtime.checkpoints import set_rng_state
 from mst_clipiqa.runtime.ema import EMA
 from mst_clipiqa.runtime.preemption import Preempted, StopSignals
 from mst_clipiqa.runtime.processes import new_accelerator
-from mst_clipiqa.runtime.state import set_rng_state
 
 from ..backbones import fit_to_size
 from ..datasets import QualityDataset, Split, collate
 from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, set_ensemble, trainable_state_dict
-from ..utils import nonfinite_names, progress_bar, save_tensors, write_json
+from ..utils import nonfinite_names, progress_bar, read_json, save_tensors, write_json
 from .bootstrap import bootstrap_counts
 from .checkpoint import holds_checkpoint, load_checkpoint, remove_checkpoints, save_checkpoint
 from .config import TrainConfig
@@ -49,7 +49,7 @@ from .metrics import evaluate, krcc, plcc, srcc
 from .param_groups import param_groups
 from .protocol import run_splits
 from .recipes import lr_factor
-from .run_folder import BEST, RESULT, finished_result, read_json
+from .run_folder import BEST, RESULT, finished_result
 from .saturation import start_check
 from .scorer import Scorer
 from .selection import per_output_best

@@ -1,5 +1,6 @@
 """Advantages: zero mean within every group, also when a group's samples sit on two processes; a GRPO
-step under DDP leaves the LoRA identical on both."""
+step under DDP leaves the LoRA identical on both. Calibrated mixing: each reward through its own running
+quantiles."""
 
 import os
 import socket
@@ -9,6 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from mst_clipiqa.integrations.finetune import PolicyConfig, PolicyOptimizer, PromptStatTracker, group_advantages
+from mst_clipiqa.integrations.finetune.advantages import QuantileMixer
 from mst_clipiqa.integrations.pipelines.lora import add_lora, lora_parameters
 from mst_clipiqa.integrations.pipelines.tiny import tiny_sd3_pipeline
 
@@ -147,3 +149,26 @@ def test_uncertain_samples_get_shrunk_advantages():
     torch.testing.assert_close(shrunk.values, advantages.values * torch.tensor([1.0, 0.5, 0.5, 0.25]))
     with pytest.raises(ValueError, match="scale must be > 0"):
         shrink_by_uncertainty(advantages, torch.zeros(4), scale=0.0)
+
+
+def test_quantiles_count_the_buffer_below_and_half_the_ties():
+    mixer = QuantileMixer(buffer_size=8)
+    first = mixer.quantiles("a", torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert first.tolist() == [0.125, 0.375, 0.625, 0.875]
+    second = mixer.quantiles("a", torch.tensor([2.5, float("nan")]))  # the buffer: 1, 2, 3, 4, 2.5
+    assert second[0].item() == pytest.approx(0.5) and bool(second[1].isnan())
+
+
+def test_rewards_on_different_scales_mix_by_rank_and_the_buffers_resume():
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(6, generator=generator), torch.randn(6, generator=generator)
+    mixed = QuantileMixer()({"a": a, "b": b}, {"a": 1.0, "b": 2.0})
+    rescaled = QuantileMixer()({"a": 1000 * a + 7, "b": b}, {"a": 1.0, "b": 2.0})
+    torch.testing.assert_close(mixed, rescaled)  # a plain weighted sum would be a's alone
+    mixer = QuantileMixer(buffer_size=4)
+    mixer({"a": a})
+    resumed = QuantileMixer(buffer_size=4)
+    resumed.load_state_dict(mixer.state_dict())
+    torch.testing.assert_close(resumed({"a": b}), mixer({"a": b}))
+    with pytest.raises(ValueError, match="reward weights name"):
+        mixer({"a": a}, {"c": 1.0})

@@ -7,8 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from mst_clipiqa.reward.training import load_checkpoint, save_checkpoint
-from mst_clipiqa.runtime.checkpoints import complete_checkpoints
-from mst_clipiqa.runtime.state import rng_state
+from mst_clipiqa.runtime.checkpoints import complete_checkpoints, rng_state
 
 
 def _optimizer() -> torch.optim.Optimizer:
