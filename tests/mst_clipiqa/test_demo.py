@@ -12,6 +12,8 @@ from PIL import Image
 from mst_clipiqa.cli import COMMANDS, main
 from mst_clipiqa.cli.demo import real_weights_status
 
+from .written import written_list
+
 
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory):
@@ -48,6 +50,7 @@ def test_demo_runs_every_step_offline_and_records_its_figures(demo_out):
     held = json.loads((out / "finetune" / "held_out.json").read_text())
     assert held["mean_before"] == figures["finetune"]["reward_before"] and len(held["before"]) == len(held["after"])
     assert (out / "finetune" / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    assert out / "report.html" in written_list(printed, out)
 
 
 def test_the_report_has_one_captioned_section_per_step_in_order(demo_out):
