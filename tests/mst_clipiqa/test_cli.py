@@ -361,6 +361,9 @@ def test_score_keeps_its_data_on_stdout_and_lists_what_it_wrote_apart(form, imag
 
 def test_rank_ends_with_what_it_wrote_out_of_the_way_of_its_data(images_with_bad_ones, tmp_path, capsys):
     folder, good = images_with_bad_ones
+    status, out, err = run(["rank", folder, "--model", "tiny", "--skip-unreadable", "--format", "json"], capsys)
+    assert status == 3 and sorted(Path(r["image"]).name for r in json.loads(out)) == good
+    assert err.startswith("mst-clipiqa rank: skipped 2 unreadable image(s):") and "broken.png" in err
     for name in ("broken.png", "truncated.jpg"):
         (folder / name).unlink()
     status, out, err = run(["rank", folder, "--model", "tiny", "--out", tmp_path / "ranked", "--format", "json"],
