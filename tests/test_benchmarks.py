@@ -171,3 +171,14 @@ def test_rows_run_round_robin_by_seed_with_cpu_and_wall_time():
     assert all(r["wall_s"] >= 0.02 and r["cpu_s"] < 0.02 for r in results["c"])  # asleep: wall time, no CPU time
     assert across_seeds(results["b"], "gain") == (2.0, 1 / 3 ** 0.5) == mean_se([1, 2, 3])
     assert fmt_mean_se(2.0, 0.5) == "2 +- 0.5 (t = 4.0)"
+
+
+def test_bench_demo_reads_the_download_size_from_pips_output(tmp_path):
+    from benchmarks.bench_demo import downloaded_mb
+
+    wheel = tmp_path / "torch-2.14.1-cp311-none-linux_x86_64.whl"
+    wheel.write_bytes(b"\0" * 2**20)  # a wheel pip took from a local file index: its file's size counts
+    output = (f"Collecting numpy\n  Downloading numpy-2.0-cp311.whl (16.5 MB)\nProcessing {wheel}\n"
+              f"Processing {wheel}\n  Downloading tqdm-4.66.3-py3-none-any.whl (512.0 kB)\n"
+              "Processing /nowhere/gone.whl\nRequirement already satisfied: pip\n")
+    assert downloaded_mb(output) == 16.5 + 1 + 0.5
