@@ -87,6 +87,12 @@ def test_the_trainer_refuses_bad_pairs_before_anything_runs(tmp_path):
         config = DPOConfig(drop_ties=True, run=RunConfig(max_steps=1, progress_bar=False))
         trainer = DPOTrainer(bright_pipe(), rows, config)
     assert len(trainer.rows) == 2
+    import datasets
+
+    streaming = datasets.Dataset.from_list(rows[:1]).to_iterable_dataset()  # was a raw "has no len()" TypeError
+    with pytest.raises(ValueError, match="streaming datasets.IterableDataset.*without streaming=True"):
+        DPOTrainer(bright_pipe(), streaming, DPOConfig(run=RunConfig(max_steps=1, output_dir=str(tmp_path / "b"))))
+    assert not (tmp_path / "b").exists()
 
 
 def test_dpo_skip_drops_a_non_finite_batch_and_trains_on():
