@@ -15,8 +15,9 @@ times ``make demo`` in two phases: the install (a new ``.venv`` with the library
 alone, pip's cache a new empty folder, so every package is fetched; the download
 size is read from pip's output) and the run (``make demo`` once the install is
 done). It reports wall and CPU time of each phase, the download and ``.venv``
-sizes and the load average, writes them to DIR/bench_demo.json and each phase's
-output to DIR/install.log and DIR/demo.log.
+sizes, the load average and the weights the demo used (its ``[weights]`` line),
+writes them to DIR/bench_demo.json and each phase's output to DIR/install.log
+and DIR/demo.log.
 """
 from __future__ import annotations
 
@@ -101,15 +102,17 @@ def fresh_clone(folder: Path) -> dict:
     install = _timed(["make", ".venv/.installed-base"], folder, env, folder / "install.log")
     run = _timed(["make", "demo"], folder, env, folder / "demo.log")
     pip_output = (folder / "install.log").read_text()
+    weights = re.search(r"^\[weights\] (.+)$", (folder / "demo.log").read_text(), re.M)
     result = {"install": {**install, "download_mb": downloaded_mb(pip_output),
                           "venv_mb": round(_size(folder / ".venv") / 2**20)},
-              "run": run, "cpus": os.cpu_count()}
+              "run": {**run, "weights": weights[1] if weights else None}, "cpus": os.cpu_count()}
     (folder / "bench_demo.json").write_text(json.dumps(result, indent=1))
     for phase in ("install", "run"):
         r = result[phase]
         print(f"make demo, {phase}: {r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU, load average "
               f"{r['load'][0]:.1f} before / {r['load'][1]:.1f} after, {os.cpu_count()} CPUs")
-    print(f"download {result['install']['download_mb']} MB, .venv {result['install']['venv_mb']} MB")
+    print(f"download {result['install']['download_mb']} MB, .venv {result['install']['venv_mb']} MB; the demo's "
+          f"weights: {result['run']['weights']} (a download of real weights is not counted)")
     return result
 
 

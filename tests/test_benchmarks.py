@@ -192,3 +192,14 @@ def test_reward_hacking_smoke_pairs_the_methods_by_seed(capsys):
     # end where plain grpo does, to the bit
     assert results["kl"] == results["uncertainty"] == results["plain"]
     assert "| gdpo |" in capsys.readouterr().out
+
+
+def test_bench_demo_reads_the_download_size_from_pips_output(tmp_path):
+    from benchmarks.bench_demo import downloaded_mb
+
+    wheel = tmp_path / "torch-2.14.1-cp311-none-linux_x86_64.whl"
+    wheel.write_bytes(b"\0" * 2**20)  # a wheel pip took from a local file index: its file's size counts
+    output = (f"Collecting numpy\n  Downloading numpy-2.0-cp311.whl (16.5 MB)\nProcessing {wheel}\n"
+              f"Processing {wheel}\n  Downloading tqdm-4.66.3-py3-none-any.whl (512.0 kB)\n"
+              "Processing /nowhere/gone.whl\nRequirement already satisfied: pip\n")
+    assert downloaded_mb(output) == 16.5 + 1 + 0.5

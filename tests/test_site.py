@@ -70,6 +70,21 @@ def test_every_link_of_the_site_names_a_file(site: Path):
     assert not broken, f"{len(broken)} links open a folder or nothing, e.g. {broken[:5]}"
 
 
+def test_the_menu_names_each_page_once():
+    import yaml
+
+    def entries(nav: list) -> list[tuple[str, str]]:
+        found = []
+        for item in nav:
+            for title, target in item.items():
+                found += entries(target) if isinstance(target, list) else [(title, target)]
+        return found
+
+    menu = entries(yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"])
+    for column in zip(*menu):
+        assert len(set(column)) == len(column), sorted(x for x in column if column.count(x) > 1)
+
+
 def browser() -> str | None:
     return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 

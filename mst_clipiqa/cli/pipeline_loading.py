@@ -130,11 +130,15 @@ def load_pipeline(name: str, device: torch.device | str | None = None, options: 
         return _finish(pipe, options), tiny
     from diffusers import DiffusionPipeline
     from diffusers.utils import deprecation_utils
+    from huggingface_hub import constants
 
     from mst_clipiqa.reward.utils.quiet import loggers_quiet
 
     source = HUB_IDS.get(name, name)
-    _check_cached_when_offline(source)
+    cached = _hub_cached(source)
+    if cached is False and constants.HF_HUB_OFFLINE:
+        raise ValueError(f"--pipeline {name}: not in the local Hugging Face cache and HF_HUB_OFFLINE=1 is set; "
+                         f"download it once with network access, or use an offline one ({', '.join(TINY)})")
     dtype_key = "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
     kwargs = {k: v for k, v in (("variant", options.variant), ("revision", options.revision)) if v is not None}
     if options.vae:
@@ -143,25 +147,27 @@ def load_pipeline(name: str, device: torch.device | str | None = None, options: 
         with loggers_quiet("diffusers", "transformers"):  # "Couldn't connect to the Hub", weight-loading notices
             pipe = DiffusionPipeline.from_pretrained(source, **{dtype_key: dtype}, **kwargs)
     except (OSError, ValueError) as error:
+        if cached is False:  # diffusers' own account is several sentences long and points at a hidden stack trace
+            raise ValueError(f"--pipeline {name}: not in the local Hugging Face cache, and the Hub did not give it "
+                             f"({type(error).__name__}: no network, or no such repository); download it once with "
+                             f"network access, or use an offline one ({', '.join(TINY)})") from None
         raise ValueError(f"--pipeline {name}: cannot load it ({error}); expected {HELP}") from None
     return _finish(pipe.to(device), options), None
 
 
-def _check_cached_when_offline(name: str) -> None:
-    """Offline, a Hub id that is not cached is named in one line before diffusers tries and explains at length."""
+def _hub_cached(name: str) -> bool | None:
+    """Whether the Hub id ``name`` is in the local cache; None for a folder or a name that is no Hub id (diffusers
+    names what is wrong with it)."""
     from pathlib import Path
 
-    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-    if Path(name).exists() or not constants.HF_HUB_OFFLINE:
-        return
+    if Path(name).exists():
+        return None
     try:
-        cached = try_to_load_from_cache(name, "model_index.json")
-    except ValueError:  # not a Hub id: diffusers names what is wrong with it
-        return
-    if not isinstance(cached, str):
-        raise ValueError(f"--pipeline {name}: not in the local Hugging Face cache and HF_HUB_OFFLINE=1 is set; "
-                         f"download it once with network access, or use an offline one ({', '.join(TINY)})")
+        return isinstance(try_to_load_from_cache(name, "model_index.json"), str)
+    except ValueError:
+        return None
 
 
 def _load_vae(source: str, dtype: torch.dtype, dtype_key: str) -> Any:

@@ -1,6 +1,7 @@
 """The ``mst-clipiqa`` command line (in-process, tiny models) and the training examples."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import io
@@ -20,6 +21,8 @@ from mst_clipiqa.reward.datasets import save_split_folder
 from mst_clipiqa.reward.datasets.splits import make_splits, save_splits
 from mst_clipiqa.reward.datasets.synthetic import make_synthetic_dataset
 
+from .written import written_list
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,11 +32,13 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     data, out, cache = root / "synthetic", root / "run", root / "cache"
     make_synthetic_dataset(data, n_scenes=3, levels=(0.5, 1.0))
-    status = main(["train", "--model", "tiny", "--variant", "B", "--dataset", "synthetic", "--data", str(data),
-                   "--out", str(out), "--epochs", "2", "--n-splits", "2", "--lr", "1e-3", "--cache-dir", str(cache),
-                   "--quiet", "--device", "cpu"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main(["train", "--model", "tiny", "--variant", "B", "--dataset", "synthetic", "--data", str(data),
+                       "--out", str(out), "--epochs", "2", "--n-splits", "2", "--lr", "1e-3", "--cache-dir",
+                       str(cache), "--quiet", "--device", "cpu"])
     assert status == 0
-    return {"data": data, "out": out, "cache": cache, "root": root}
+    return {"data": data, "out": out, "cache": cache, "root": root, "printed": printed.getvalue()}
 
 
 def run(args: list[str], capsys) -> tuple[int, str, str]:
@@ -86,6 +91,7 @@ def test_help_examples_keep_their_line_breaks_and_parse(command, monkeypatch):
 
 def test_train_writes_model_report_and_plots(trained, capsys):
     out = trained["out"]
+    assert out / "report.json" in written_list(trained["printed"], out)
     report = json.loads((out / "report.json").read_text())
     assert report["summary"]["test"]["quality"]["srcc"]["count"] == 2
     assert (out / "model" / "config.json").exists() and all((out / p).exists() for p in report["plots"])
@@ -339,8 +345,26 @@ def test_score_skips_unreadable_images_names_them_and_says_so_in_its_status(imag
     assert status == 2 and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("form", ["csv", "json"])
+def test_score_keeps_its_data_on_stdout_and_lists_what_it_wrote_apart(form, images_with_bad_ones, tmp_path, capsys):
+    folder, good = images_with_bad_ones
+    for name in ("broken.png", "truncated.jpg"):
+        (folder / name).unlink()
+    maps = tmp_path / "maps"
+    status, out, err = run(["score", folder, "--model", "tiny", "--maps", maps, "--format", form], capsys)
+    rows = list(csv.DictReader(io.StringIO(out))) if form == "csv" else json.loads(out)
+    assert status == 0 and [Path(r["image"]).name for r in rows] == good
+    assert len(written_list(err, maps)) == len(good)
+    status, out, _ = run(["score", folder / good[0], "--model", "tiny", "--format", form,
+                          "--output", tmp_path / f"scores.{form}"], capsys)
+    assert status == 0 and written_list(out) == [tmp_path / f"scores.{form}"]
+
+
 def test_rank_ends_with_what_it_wrote_out_of_the_way_of_its_data(images_with_bad_ones, tmp_path, capsys):
     folder, good = images_with_bad_ones
+    status, out, err = run(["rank", folder, "--model", "tiny", "--skip-unreadable", "--format", "json"], capsys)
+    assert status == 3 and sorted(Path(r["image"]).name for r in json.loads(out)) == good
+    assert err.startswith("mst-clipiqa rank: skipped 2 unreadable image(s):") and "broken.png" in err
     for name in ("broken.png", "truncated.jpg"):
         (folder / name).unlink()
     status, out, err = run(["rank", folder, "--model", "tiny", "--out", tmp_path / "ranked", "--format", "json"],

@@ -1,28 +1,51 @@
-import contextlib
-import io
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from mst_clipiqa.cli import COMMANDS, main
+from mst_clipiqa.cli import COMMANDS
 from mst_clipiqa.cli.demo import real_weights_status
+
+from .written import written_list
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# what the extras (test, peers, serve, quantize, docs) add, by import name: `make demo` installs none of them
+EXTRAS = {"pytest", "hypothesis", "importlinter", "tensorboard", "imscore", "pyiqa", "trl", "ray", "torchao",
+          "mkdocs", "material", "mkdocstrings"}
+RUN = f"""import json, sys
+from mst_clipiqa.cli import main
+status = main(sys.argv[2:])
+with open(sys.argv[1], "w") as imported:
+    json.dump(sorted({{m.split(".")[0] for m in sys.modules}} & {EXTRAS!r}), imported)
+sys.exit(status)"""
 
 
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory):
-    """One --fast offline demo for the tests below (this machine's cache of real weights ignored)."""
+    """One --fast offline demo for the tests below, in a fresh process as `make demo` runs it, with an empty
+    Hugging Face cache (this machine's cached real weights ignored)."""
     out = tmp_path_factory.mktemp("demo") / "demo_out"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("huggingface_hub.try_to_load_from_cache", lambda *a, **k: None)
-        buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
-            assert main(["demo", "--out", str(out), "--fast", "--offline"]) == 0
-    return out, buffer.getvalue()
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")}
+    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", HF_HOME=str(out.parent / "hf-home"),
+               OMP_NUM_THREADS="1")  # as conftest.py sets it for the tests in this process
+    done = subprocess.run([sys.executable, "-c", RUN, str(out.parent / "extras.json"), "demo", "--out", str(out),
+                           "--fast", "--offline"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done.stdout
+
+
+def test_the_demo_imports_none_of_the_extras(demo_out):
+    out, _ = demo_out
+    assert json.loads((out.parent / "extras.json").read_text()) == []
 
 
 def test_demo_runs_every_step_offline_and_records_its_figures(demo_out):
@@ -48,6 +71,7 @@ def test_demo_runs_every_step_offline_and_records_its_figures(demo_out):
     held = json.loads((out / "finetune" / "held_out.json").read_text())
     assert held["mean_before"] == figures["finetune"]["reward_before"] and len(held["before"]) == len(held["after"])
     assert (out / "finetune" / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    assert out / "report.html" in written_list(printed, out)
 
 
 def test_the_report_has_one_captioned_section_per_step_in_order(demo_out):

@@ -9,6 +9,8 @@ from mst_clipiqa.cli.commands.optimize import config_from_args
 from mst_clipiqa.cli.config_file import with_config
 from mst_clipiqa.integrations import NoiseOptimizationConfig
 
+from .written import written_list
+
 
 def test_optimize_writes_before_after_curve_noise_and_record(tmp_path, capsys):
     out = tmp_path / "opt"
@@ -23,6 +25,7 @@ def test_optimize_writes_before_after_curve_noise_and_record(tmp_path, capsys):
     assert record["reward"] >= record["initial_reward"] and len(record["history"]) == record["evaluations"]
     assert all("monitor" in r for r in record["history"])
     assert f"reward {record['initial_reward']:.4f} -> {record['reward']:.4f}" in printed
+    assert len(written_list(printed, out)) == 6
     # the recorded options start the same optimisation: tiny-turbo's one step resolved, the flags given kept
     parser = build_parser(["optimize"])
     argv = ["optimize", "--config", str(out / "config.yaml"), "--out", "o"]

@@ -3,6 +3,8 @@
 from mst_clipiqa.cli import main
 from mst_clipiqa.integrations import load_pairs
 
+from .written import written_list
+
 
 def test_pairs_command_writes_a_loadable_data_set_and_resumes(tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
@@ -11,7 +13,8 @@ def test_pairs_command_writes_a_loadable_data_set_and_resumes(tmp_path, capsys):
     argv = ["pairs", "--pipeline", "tiny", "--model", "tiny", "--prompts", str(prompts), "--out", str(out),
             "--n", "3", "--pairs", "all", "--inference-steps", "1", "--device", "cpu"]
     assert main(argv) == 0
-    assert "wrote 2 prompt shards" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote 2 prompt shards" in printed and written_list(printed, out)
     rows = load_pairs(out, cache_dir=tmp_path / "cache")
     assert set(rows["caption"]) == {"a red car", "a blue boat"} and len(rows) >= 1
     assert main(argv) == 0

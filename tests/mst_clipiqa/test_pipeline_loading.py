@@ -24,6 +24,29 @@ def test_an_uncached_hub_pipeline_offline_is_one_short_line(monkeypatch, tmp_pat
     assert not caught and not caplog.records  # no torch_dtype deprecation, no "Couldn't connect to the Hub"
 
 
+def test_an_uncached_hub_pipeline_the_hub_does_not_give_is_one_short_line(monkeypatch, tmp_path):
+    """Online but unreachable (no HF_HUB_OFFLINE): diffusers' several sentences become ours (no network here: the
+    failed download is diffusers' own error, raised in its place)."""
+    from diffusers import DiffusionPipeline
+
+    def unreachable(*args, **kwargs):
+        raise OSError("Cannot load model stabilityai/stable-diffusion-xl-base-1.0: the model is not fully cached "
+                      "locally (...) and an error occurred while trying to fetch metadata from the Hub. Please check "
+                      "out the root cause in the stacktrace above.")
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", unreachable)
+    with pytest.raises(ValueError) as error:
+        load_pipeline("sdxl")
+    message = str(error.value)
+    assert message.startswith("--pipeline sdxl: not in the local Hugging Face cache, and the Hub did not give it")
+    assert "tiny-sdxl" in message and "stacktrace" not in message and len(message) < 300
+    tiny_sd_pipeline().save_pretrained(tmp_path / "saved")  # a folder: diffusers' reason, for it is about the files
+    with pytest.raises(ValueError, match=r"cannot load it \(Cannot load model"):
+        load_pipeline(str(tmp_path / "saved"))
+
+
 def test_a_saved_pipeline_loads_without_notices(tmp_path, caplog):
     from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
 

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     written = [args.output] if args.output else []
     if maps is not None:
         written += write_maps(reward, paths, maps, args.maps)
-    print_written(written)
+    print_written(written, data_on_stdout=args.format != "table" and not args.output)
     return report_skipped("score", skipped)
 
 

@@ -151,7 +151,7 @@ def check_pairs(rows: Any, *, drop_invalid: bool = False, drop_ties: bool = Fals
         errors.append(f"{len(invalid)} of {of} pairs are invalid ({_named(invalid)}): fix them, or drop them "
                       "with --drop-invalid (drop_invalid=True)")
     if ties and not drop_ties:
-        errors.append(f"{len(ties)} of {of} pairs are ties (label_0 = 0.5, no preference; rows "
+        errors.append(f"{len(ties)} of {of} pairs are ties (label_0 = 0.5, no preference; row{'s' * (len(ties) > 1)} "
                       f"{', '.join(str(i) for i, _ in ties[:_SHOWN])}{', ...' if len(ties) > _SHOWN else ''}): "
                       "drop them with --drop-ties (drop_ties=True)")
     if errors:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.tokenizer import SimpleTokenizer
 
-from ..utils.quiet import log_dropped
+from ..utils.quiet import log_dropped, loggers_quiet
 from .base import CLIPBackbone, patch_grid
 from .config import BackboneConfig
 from .preprocess import ImageSpec
@@ -110,7 +110,9 @@ def _self_attention(block, q_x: torch.Tensor, k_x=None, v_x=None, attn_mask=None
 def _create(config: BackboneConfig) -> torch.nn.Module:
     if config.arch is None:
         try:
-            with log_dropped("Failed to download", module=open_clip):  # the error below says it, in our line
+            # the error below says it, in our line: open_clip's "Failed to download" and, with the Hub unreachable,
+            # huggingface_hub's two lines per retry (ten retries a weights file)
+            with log_dropped("Failed to download", module=open_clip), loggers_quiet("huggingface_hub"):
                 return open_clip.create_model(config.name, pretrained=config.pretrained)
         except (RuntimeError, FileNotFoundError) as error:  # open_clip < 3 raises the latter
             if "download" not in str(error).lower():

@@ -1,8 +1,10 @@
 import io
+import re
 
 import pytest
 from PIL import Image
 
+from mst_clipiqa.integrations import RunConfig
 from mst_clipiqa.integrations.finetune.dpo import DPOConfig, DPOTrainer
 from mst_clipiqa.integrations.finetune.dpo_objective import pair_batch
 from mst_clipiqa.integrations.finetune.pair_rows import check_pairs, row_problem
@@ -79,17 +81,24 @@ def test_pairs_of_different_sizes_are_resized_one_by_one():
 def test_the_trainer_refuses_bad_pairs_before_anything_runs(tmp_path):
     rows = [_row(), _row(0.5), _row(0.0)]
     with pytest.raises(ValueError, match="1 of 3 pairs are ties"):
-        DPOTrainer(bright_pipe(), rows, DPOConfig(max_steps=1, output_dir=str(tmp_path / "a")))
+        DPOTrainer(bright_pipe(), rows, DPOConfig(run=RunConfig(max_steps=1, output_dir=str(tmp_path / "a"))))
     assert not (tmp_path / "a").exists()
     with pytest.warns(UserWarning, match="dropped 1 of 3"):
-        trainer = DPOTrainer(bright_pipe(), rows, DPOConfig(max_steps=1, drop_ties=True, progress_bar=False))
+        config = DPOConfig(drop_ties=True, run=RunConfig(max_steps=1, progress_bar=False))
+        trainer = DPOTrainer(bright_pipe(), rows, config)
     assert len(trainer.rows) == 2
+    import datasets
+
+    streaming = datasets.Dataset.from_list(rows[:1]).to_iterable_dataset()  # was a raw "has no len()" TypeError
+    with pytest.raises(ValueError, match="streaming datasets.IterableDataset.*without streaming=True"):
+        DPOTrainer(bright_pipe(), streaming, DPOConfig(run=RunConfig(max_steps=1, output_dir=str(tmp_path / "b"))))
+    assert not (tmp_path / "b").exists()
 
 
 def test_dpo_skip_drops_a_non_finite_batch_and_trains_on():
     rows = [_row(), _row(0.0, jpg_0=_png(32, 90))]
-    trainer = DPOTrainer(bright_pipe(), rows, DPOConfig(max_steps=2, batch_size=1, on_nonfinite="skip",
-                                                        progress_bar=False))
+    trainer = DPOTrainer(bright_pipe(), rows, DPOConfig(run=RunConfig(max_steps=2, batch_size=1, on_nonfinite="skip",
+                                                                      progress_bar=False)))
     real, calls = trainer.objective.loss, []
 
     def nan_once(*args, **kwargs):
@@ -141,3 +150,30 @@ def test_check_rows_on_the_command_line(capsys):
     assert exit.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "--check-rows: check_rows must be 'all' or a number of rows >= 1, got 'none'" in err[-1]
+
+
+def test_finetune_dpo_refuses_a_tie_in_one_line_before_training_and_drops_it_on_request(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from mst_clipiqa.cli import main
+    from mst_clipiqa.integrations import preference_pairs
+    from mst_clipiqa.integrations.inference.preference_pairs import shard_path
+    from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
+
+    from ..preference_data import PROMPTS, brightness
+
+    pairs = tmp_path / "pairs"
+    preference_pairs(tiny_sd_pipeline(), PROMPTS[:3], brightness, pairs, n=2, pairs="all", progress=False,
+                     num_inference_steps=1, guidance_scale=1.0)
+    table = pq.read_table(shard_path(pairs, 1))
+    pq.write_table(table.set_column(table.schema.get_field_index("label_0"), "label_0", [[0.5] * len(table)]),
+                   shard_path(pairs, 1))
+    argv = ["finetune", "--method", "dpo", "--pairs", str(pairs), "--pipeline", "tiny", "--model", "tiny",
+            "--max-steps", "1", "--batch-size", "1", "--eval-images", "0", "--quiet", "--device", "cpu"]
+    assert main([*argv, "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(r"1 of 3 pairs are ties \(label_0 = 0.5.*row 1\).*--drop-ties", err[0]), err
+    assert not (tmp_path / "refused").exists()
+    with pytest.warns(UserWarning, match=r"dropped 1 of 3 pairs \(0 invalid, 1 ties\); training on 2"):
+        assert main([*argv, "--out", str(tmp_path / "run"), "--drop-ties"]) == 0
+    assert (tmp_path / "run" / "lora" / "pytorch_lora_weights.safetensors").is_file()

@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import torch
 
@@ -90,3 +92,27 @@ def test_open_clip_fast_attention_matches_open_clip():
     assert torch.allclose(fast_image, slow_image, atol=1e-5)
     assert torch.allclose(fast_text, slow_text, atol=1e-5)
     assert torch.allclose(fast_grad, slow_grad, atol=1e-5)
+
+
+def test_an_unreachable_hub_leaves_our_line_only(monkeypatch):
+    """huggingface_hub logs two lines per retry of a failed download (ten a file); the error says it in one."""
+    import open_clip
+
+    def unreachable(name, pretrained=None):
+        for attempt in range(2):
+            logging.getLogger("huggingface_hub.utils._http").warning("Retrying in %ss [Retry %s/5].", 2**attempt,
+                                                                      attempt + 1)
+        raise RuntimeError(f"Failed to download file (open_clip_model.safetensors) for {name}")
+
+    monkeypatch.setattr(open_clip, "create_model", unreachable)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    hub = logging.getLogger("huggingface_hub")
+    level, records, handler = hub.level, [], logging.Handler()
+    handler.emit = records.append
+    hub.addHandler(handler)
+    try:
+        with pytest.raises(ValueError, match=r"ViT-B-32 \(openai weights\): not in the local cache and the download"):
+            build_backbone(MSTCLIPIQAConfig.paper("A").coarse)
+    finally:
+        hub.removeHandler(handler)
+    assert not records and hub.level == level  # nothing logged, and the level put back
