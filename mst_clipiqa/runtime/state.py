@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .sharding import reshard_optimizer_state, whole_tensors
+
 __all__ = ["TrainingState", "capture_state", "flatten_optimizer_state", "rng_state", "set_rng_state",
            "unflatten_optimizer_state"]
 
@@ -25,6 +27,7 @@ class TrainingState:
     def restore(self, optimizer: torch.optim.Optimizer) -> None:
         """Put back the optimizer's state and this process's generators (when the checkpoint holds them)."""
         optimizer.load_state_dict(unflatten_optimizer_state(self.tensors, self.meta["optimizer"]))
+        reshard_optimizer_state(optimizer)
         if self.rng_tensors is not None:
             set_rng_state(self.rng_tensors, self.rng_meta)
 
@@ -32,10 +35,12 @@ class TrainingState:
 def capture_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], optimizer: torch.optim.Optimizer,
                   own_rng: dict[str, torch.Tensor] | None = None) -> TrainingState:
     """``tensors`` and ``meta`` with the optimizer's state (``optim.*``, ``meta["optimizer"]``) and this
-    process's generators (``own_rng``: a trainer's own, as tensors)."""
+    process's generators (``own_rng``: a trainer's own, as tensors). Sharded tensors are gathered whole
+    (collective: every process calls it)."""
     optim_tensors, meta["optimizer"] = flatten_optimizer_state(optimizer.state_dict())
     rng_tensors, rng_meta = rng_state()
-    return TrainingState({**tensors, **optim_tensors}, meta, {**rng_tensors, **(own_rng or {})}, rng_meta)
+    shared = whole_tensors({**tensors, **optim_tensors})
+    return TrainingState(shared, meta, {**rng_tensors, **(own_rng or {})}, rng_meta)
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

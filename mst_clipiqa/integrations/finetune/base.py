@@ -32,6 +32,7 @@ from mst_clipiqa.runtime.checkpoints import (
 from mst_clipiqa.runtime.preemption import StopSignals
 from mst_clipiqa.runtime.processes import on_main, run_environment
 from mst_clipiqa.runtime.runs import RunLock
+from mst_clipiqa.runtime.sharding import copy_whole_
 from mst_clipiqa.runtime.state import TrainingState, capture_state
 
 from ..rewards import Rewards
@@ -207,7 +208,7 @@ class DiffusionTrainer(TrainerParts, StopPoints):
         self._check_same_run(path, state.meta)  # first: another pipeline's LoRA is not a damaged checkpoint
         self._check_contents(path, state)
         for name, param in self.trained_parameters().items():
-            param.data.copy_(state.tensors[_TRAINED + name])
+            copy_whole_(param, state.tensors[_TRAINED + name])
         same_world = state.meta["world_size"] == acc.num_processes
         if not same_world:
             state.rng_tensors = None  # the streams were per process: new ones below
@@ -343,7 +344,7 @@ class DiffusionTrainer(TrainerParts, StopPoints):
             if acc.is_main_process:
                 self.log.write(self.run_dir)
                 self._write_monitor(stopped)
-                self.write_outputs(self.run_dir)
+            self.write_outputs(self.run_dir)
             acc.wait_for_everyone()
             self.release_run_dir()
         finish_trackers(acc)
