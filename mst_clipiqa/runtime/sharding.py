@@ -84,7 +84,10 @@ def sharding_name(accelerator: Any) -> str:
     if not is_sharded(accelerator):
         return "none"
     plugin = accelerator.state.fsdp_plugin
-    wrap = getattr(plugin.auto_wrap_policy, "__name__", None) or "whole model"
+    policy = getattr(plugin.auto_wrap_policy, "func", plugin.auto_wrap_policy)  # a partial once prepared
+    wrap = getattr(policy, "__name__", None) or "whole model"
+    if plugin.transformer_cls_names_to_wrap:
+        wrap += f" {list(plugin.transformer_cls_names_to_wrap)}"
     offload = type(plugin.cpu_offload).__name__ == "CPUOffloadPolicy"
     return (f"fsdp2 over {accelerator.num_processes} processes (reshard_after_forward="
             f"{plugin.reshard_after_forward}, auto_wrap_policy={wrap}, cpu_offload={offload})")

@@ -42,10 +42,11 @@ def lora(trainer) -> dict[str, list]:
 
 
 def shards(trainer) -> dict[str, int]:
-    """How many of the denoiser's weights this process holds, and how many the denoiser has."""
+    """How many of the denoiser's weights this process holds, how many the denoiser has, and its units."""
     local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in trainer.unwrapped.parameters())
     whole = sum(p.numel() for p in trainer.unwrapped.parameters())
-    return {"local": local, "whole": whole}
+    units = sum(type(m).__name__.startswith("FSDP") for m in trainer.unwrapped.modules())
+    return {"local": local, "whole": whole, "units": units}
 
 
 def draft(out: Path, steps: int = 3, resume: bool = False) -> RewardFinetuner:
@@ -81,7 +82,9 @@ if __name__ == "__main__":
     out = Path(sys.argv[1])
     results = {"ddp": record(draft(out / "ddp"), out / "ddp"), "grpo_ddp": record(grpo(out / "grpo_ddp"),
                                                                                  out / "grpo_ddp")}
-    os.environ.update(ACCELERATE_USE_FSDP="true", FSDP_VERSION="2")  # what accelerate launch sets from the config
+    # what accelerate launch sets from a config with distributed_type: FSDP, fsdp_version: 2 and
+    # fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP (each of the denoiser's _no_split_modules its own unit)
+    os.environ.update(ACCELERATE_USE_FSDP="true", FSDP_VERSION="2", FSDP_AUTO_WRAP_POLICY="TRANSFORMER_BASED_WRAP")
     results["fsdp"] = record(draft(out / "fsdp"), out / "fsdp")
     results["grpo_fsdp"] = record(grpo(out / "grpo_fsdp"), out / "grpo_fsdp")
     resumed = out / "resumed"  # the sharded run's folder as it was after step 2

@@ -1,5 +1,5 @@
-"""The frozen denoiser sharded over 2 CPU processes (accelerate's FSDP2 on gloo) trains the same LoRA as the
-data-parallel run, saves it whole, checkpoints it and resumes bit for bit."""
+"""The frozen denoiser sharded over 2 CPU processes (accelerate's FSDP2 on gloo, one unit per block) trains the
+LoRA of the data-parallel run (to float rounding), saves it whole, checkpoints it and resumes bit for bit."""
 
 import json
 import os
@@ -41,37 +41,41 @@ def test_each_process_holds_half_the_denoiser_and_the_log_says_so(runs):
     for name in ("fsdp", "grpo_fsdp"):
         shards = result[name]["shards"]
         assert shards["local"] <= shards["whole"] // 2 + 64  # fully_shard pads each parameter to even rows
+        assert shards["units"] > 4  # one per block of the denoiser's _no_split_modules, and the root
         assert result[name]["environment"]["sharding"].startswith("fsdp2 over 2 processes")
+        assert "transformer_auto_wrap_policy" in result[name]["environment"]["sharding"]
         assert result[name]["environment"]["distributed_type"] == "FSDP"
     assert result["ddp"]["shards"]["local"] == result["ddp"]["shards"]["whole"]
     assert result["ddp"]["environment"]["sharding"] == "none"
 
 
-def test_sharded_draft_trains_exactly_the_data_parallel_lora(runs):
+def test_sharded_draft_trains_the_data_parallel_lora(runs):
+    # Not bit for bit: each unit reduces its gradients on its own (measured: 1.6e-7 apart after 3 steps).
     out, result = runs
     sharded, parallel = tensors(result["fsdp"]), tensors(result["ddp"])
     assert sharded.keys() == parallel.keys()
     for name in sharded:
-        assert torch.equal(sharded[name], parallel[name]), name
+        torch.testing.assert_close(sharded[name], parallel[name], rtol=0, atol=1e-6)
     assert any(v.abs().max() > 0 for k, v in sharded.items() if "lora_B" in k)  # it trained (B starts at 0)
-    # the checkpoints (LoRA, AdamW's moments, the EMA) are whole tensors, the same as the data-parallel run's
+    # the checkpoints (LoRA, AdamW's moments, the EMA) hold whole tensors, as the data-parallel run's
     for step in ("step_00000002", "step_00000003"):
         a = load_file(out / "fsdp" / "checkpoints" / step / "state.safetensors")
         b = load_file(out / "ddp" / "checkpoints" / step / "state.safetensors")
         assert a.keys() == b.keys()
         assert any(k.startswith("optim.") for k in a) and any(k.startswith("ema.") for k in a)
         for key in a:
-            assert torch.equal(a[key], b[key]), (step, key)
+            tolerance = {"rtol": 1e-3, "atol": 1e-12} if key.startswith("optim.") else {"rtol": 0, "atol": 1e-6}
+            torch.testing.assert_close(a[key], b[key], **tolerance, msg=lambda m, k=f"{step} {key}": f"{k}: {m}")
 
 
 def test_sharded_grpo_matches_the_data_parallel_step(runs):
-    # One step only: with reductions in another order, gradients agree to float rounding (1e-7 here), which
-    # Adam's second step amplifies where a gradient is near zero (its update is m / sqrt(v)): 1.2e-3 after 2
-    # steps in this setting.
+    # One step: Adam's first update is g / (|g| + eps), so where a gradient is near zero, float rounding of the
+    # reductions (in another order here) moves the update (measured: 4.2e-5 apart, with updates of 1e-2; a
+    # second step amplifies it further, 1.2e-3). A LoRA trained on one process's gradients alone is 1e-2 away.
     _, result = runs
     sharded, parallel = tensors(result["grpo_fsdp"]), tensors(result["grpo_ddp"])
     for name in sharded:
-        torch.testing.assert_close(sharded[name], parallel[name], rtol=0, atol=1e-5)
+        torch.testing.assert_close(sharded[name], parallel[name], rtol=0, atol=2e-4)
     assert any(v.abs().max() > 0 for k, v in sharded.items() if "lora_B" in k)
 
 
