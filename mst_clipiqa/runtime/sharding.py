@@ -29,17 +29,21 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "false").strip().lower() == "true"
 
 
-def check_sharding() -> None:
-    """One line for a launcher's sharding the generator trainers cannot run: FSDP version 1 (flat parameters),
-    DeepSpeed (ZeRO-3 would need its gathered-parameter scopes around every LoRA read)."""
-    if _env_flag(_DEEPSPEED_ENV):
+def check_sharding(accelerator: Any = None) -> None:
+    """One line for a sharding the generator trainers cannot run, asked by the launcher's environment or by
+    ``accelerator`` (one built with its own plugin): FSDP version 1 (flat parameters), DeepSpeed (ZeRO-3 would
+    need its gathered-parameter scopes around every LoRA read)."""
+    kind = getattr(getattr(accelerator, "distributed_type", None), "value", None)
+    if kind == "DEEPSPEED" or _env_flag(_DEEPSPEED_ENV):
         raise ShardingError("the accelerate config asks for DeepSpeed (distributed_type: DEEPSPEED), which the "
                             "generator trainers do not support; shard the frozen base with FSDP2 instead "
                             "(distributed_type: FSDP, fsdp_config: {fsdp_version: 2}; see docs/gpu.md)")
-    if _env_flag(_FSDP_ENV) and os.environ.get("FSDP_VERSION", "1").strip() != "2":
-        raise ShardingError(f"the accelerate config asks for FSDP version {os.environ.get('FSDP_VERSION', '1')} "
-                            "(FSDP_VERSION); the generator trainers need fsdp_version: 2 (per-parameter sharding, "
-                            "the LoRA trained beside the frozen base) in its fsdp_config")
+    version = (accelerator.state.fsdp_plugin.fsdp_version if kind == "FSDP"
+               else os.environ.get("FSDP_VERSION", "1").strip() if _env_flag(_FSDP_ENV) else "2")
+    if str(version) != "2":
+        raise ShardingError(f"the accelerate config asks for FSDP version {version} (fsdp_version, FSDP_VERSION); "
+                            "the generator trainers need fsdp_version: 2 (per-parameter sharding, the LoRA trained "
+                            "beside the frozen base) in its fsdp_config")
 
 
 def shard_on_cpu(accelerator: Any) -> None:

@@ -17,7 +17,13 @@ import torch
 from torch import nn
 
 from mst_clipiqa.reward.utils import precision_dtype, write_json
-from mst_clipiqa.runtime.sharding import copy_whole_, is_sharded, reshard_after_every_forward, whole_tensors
+from mst_clipiqa.runtime.sharding import (
+    check_sharding,
+    copy_whole_,
+    is_sharded,
+    reshard_after_every_forward,
+    whole_tensors,
+)
 
 from ..inference.grid import image_grid
 from ..pipelines.families import PipelineFamily
@@ -115,6 +121,7 @@ class TrainerParts(ABC):
         only in shards (the rest of the pipeline whole), and ``self.params`` are the LoRA's shards."""
         config, acc, denoiser = self.config.run, self.accelerator, family.denoiser
         check_weight_precision(pipe, acc)
+        check_sharding(acc)
         weight_dtype = precision_dtype(acc.mixed_precision) or torch.float32
         modules = [m for m in pipe.components.values() if isinstance(m, nn.Module)]
         for module in modules:

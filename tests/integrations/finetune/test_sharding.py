@@ -112,3 +112,15 @@ def test_a_sharding_the_trainers_cannot_run_is_one_line(monkeypatch, env, match)
     with pytest.raises(ShardingError, match=match) as caught:
         new_accelerator(cpu=True)
     assert "\n" not in str(caught.value)
+
+
+def test_an_accelerator_built_with_fsdp1_is_refused_in_one_line():
+    from types import SimpleNamespace
+
+    from mst_clipiqa.runtime.sharding import check_sharding
+
+    accelerator = SimpleNamespace(distributed_type=SimpleNamespace(value="FSDP"),
+                                  state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=1)))
+    with pytest.raises(ShardingError, match="FSDP version 1 .* need fsdp_version: 2"):
+        check_sharding(accelerator)
+    check_sharding(SimpleNamespace(distributed_type=SimpleNamespace(value="MULTI_CPU")))  # data parallel: fine
