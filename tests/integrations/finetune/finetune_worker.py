@@ -29,13 +29,11 @@ from mst_clipiqa.cli import main  # noqa: E402
 from mst_clipiqa.integrations import RewardFinetuner  # noqa: E402
 from mst_clipiqa.integrations.pipelines.lora import named_lora_parameters  # noqa: E402
 from mst_clipiqa.runtime import checkpoints  # noqa: E402
-from mst_clipiqa.runtime.sharding import whole_tensors  # noqa: E402
 
 
 def lora_digest(finetuner: RewardFinetuner) -> str:
-    """A digest of the whole LoRA (a sharded one is gathered: every process calls it)."""
     digest = hashlib.sha256()
-    for name, param in sorted(whole_tensors(named_lora_parameters(finetuner.unwrapped)).items()):
+    for name, param in sorted(named_lora_parameters(finetuner.unwrapped).items()):
         digest.update(name.encode())
         digest.update(param.detach().cpu().numpy().tobytes())
     return digest.hexdigest()
