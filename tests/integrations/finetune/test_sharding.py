@@ -13,8 +13,6 @@ from safetensors.torch import load_file
 
 from mst_clipiqa.integrations.pipelines.lora import load_lora, named_lora_parameters
 from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
-from mst_clipiqa.runtime.processes import new_accelerator
-from mst_clipiqa.runtime.sharding import ShardingError
 
 ROOT = Path(__file__).resolve().parents[3]
 WORKER = Path(__file__).with_name("sharded_worker.py")
@@ -100,27 +98,3 @@ def test_a_resumed_sharded_run_continues_bit_for_bit(runs):
         assert torch.equal(resumed[name], straight[name]), name
     a, b = (load_file(out / run / "lora" / "adapter_model.safetensors") for run in ("resumed", "fsdp"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the EMA too
-
-
-@pytest.mark.parametrize(("env", "match"), [
-    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "need fsdp_version: 2"),
-    ({"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed"),
-])
-def test_a_sharding_the_trainers_cannot_run_is_one_line(monkeypatch, env, match):
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(ShardingError, match=match) as caught:
-        new_accelerator(cpu=True)
-    assert "\n" not in str(caught.value)
-
-
-def test_an_accelerator_built_with_fsdp1_is_refused_in_one_line():
-    from types import SimpleNamespace
-
-    from mst_clipiqa.runtime.sharding import check_sharding
-
-    accelerator = SimpleNamespace(distributed_type=SimpleNamespace(value="FSDP"),
-                                  state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=1)))
-    with pytest.raises(ShardingError, match="FSDP version 1 .* need fsdp_version: 2"):
-        check_sharding(accelerator)
-    check_sharding(SimpleNamespace(distributed_type=SimpleNamespace(value="MULTI_CPU")))  # data parallel: fine
