@@ -28,6 +28,8 @@ import torch
 from mst_clipiqa.reward.utils import nonfinite_names, read_tensors, write_json
 from mst_clipiqa.reward.utils.files import write_safetensors
 
+from .sharding import reshard_optimizer_state, whole_tensors
+
 __all__ = ["CHECKPOINTS", "DamagedCheckpoint", "TrainingState", "capture_state", "check_same_run",
            "complete_checkpoints", "flatten_optimizer_state", "read_checkpoint", "remove_partial", "resume_newest",
            "rng_state", "set_rng_state", "step_folders", "unflatten_optimizer_state", "write_checkpoint"]
@@ -55,6 +57,7 @@ class TrainingState:
     def restore(self, optimizer: torch.optim.Optimizer) -> None:
         """Put back the optimizer's state and this process's generators (when the checkpoint holds them)."""
         optimizer.load_state_dict(unflatten_optimizer_state(self.tensors, self.meta["optimizer"]))
+        reshard_optimizer_state(optimizer)
         if self.rng_tensors is not None:
             set_rng_state(self.rng_tensors, self.rng_meta)
 
@@ -84,7 +87,8 @@ def capture_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], optimi
     process's generators (``own_rng``: a trainer's own, as tensors)."""
     optim_tensors, meta["optimizer"] = flatten_optimizer_state(optimizer.state_dict())
     rng_tensors, rng_meta = rng_state()
-    return TrainingState({**tensors, **optim_tensors}, meta, {**rng_tensors, **(own_rng or {})}, rng_meta)
+    shared = whole_tensors({**tensors, **optim_tensors})  # sharded tensors gathered whole: a collective
+    return TrainingState(shared, meta, {**rng_tensors, **(own_rng or {})}, rng_meta)
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

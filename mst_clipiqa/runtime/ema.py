@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from .sharding import copy_whole_
+
 __all__ = ["EMA", "LoraEMA"]
 
 
@@ -51,7 +53,7 @@ class EMA:
             raise ValueError(f"ema state holds {sorted(state)[:5]}...; expected the trainable parameters "
                              f"{sorted(self.average)[:5]}...")
         for name, value in state.items():
-            self.average[name].copy_(value)
+            copy_whole_(self.average[name], value)
         if updates is not None:
             self.updates = int(updates)
 

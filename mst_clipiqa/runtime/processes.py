@@ -15,6 +15,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list
 
 from .preemption import stop_with_parent
+from .sharding import check_sharding, shard_on_cpu, sharding_name
 
 __all__ = ["MainProcessFailed", "launcher_precision", "launcher_rank", "launcher_world_size", "new_accelerator",
            "on_main", "run_environment"]
@@ -68,16 +69,20 @@ def _check_launched_alone() -> None:
 
 
 def run_environment(accelerator: Accelerator) -> dict[str, object]:
-    """What a run actually ran on, for its log and report: process count, device type, precision."""
+    """What a run actually ran on, for its log and report: process count, device type, precision, sharding."""
     return {"world_size": accelerator.num_processes, "device": accelerator.device.type,
-            "distributed_type": accelerator.distributed_type.value, "mixed_precision": accelerator.mixed_precision}
+            "distributed_type": accelerator.distributed_type.value, "mixed_precision": accelerator.mixed_precision,
+            "sharding": sharding_name(accelerator)}
 
 
 def new_accelerator(**settings: object) -> Accelerator:
     """An ``Accelerator`` with these settings, even if an earlier one in this process (accelerate keeps one
     process-wide state) chose others; the distributed setup is kept. ``mixed_precision`` None takes the
     launcher's (:func:`launcher_precision`). Under a launcher without CUDA it runs on the CPU (gloo), which
-    accelerate would otherwise ignore; processes that still end up alone get a warning."""
+    accelerate would otherwise ignore; processes that still end up alone get a warning. An FSDP config
+    (version 2) shards there too (:func:`~.sharding.shard_on_cpu`); DeepSpeed or FSDP version 1 is refused in
+    one line."""
+    check_sharding()
     if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun starts its workers in sessions of their own
         stop_with_parent()
     # never None: accelerate would keep the precision of an earlier Accelerator in this process
@@ -96,6 +101,7 @@ def new_accelerator(**settings: object) -> Accelerator:
                       f"({accelerator.distributed_type}): each of the {world} processes does the whole job alone",
                       stacklevel=2)
     if accelerator.num_processes > 1:
+        shard_on_cpu(accelerator)
         _end_process_group_at_exit()
     return accelerator
 

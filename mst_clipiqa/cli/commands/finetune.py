@@ -210,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
     from mst_clipiqa.integrations.finetune.config import RunConfig
     from mst_clipiqa.integrations.finetune.trainers import CONFIGS, TRAINERS
     from mst_clipiqa.reward.utils import write_json
+    from mst_clipiqa.runtime.sharding import is_sharded
 
     if args.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device {args.device}: finetune places the model with accelerate; pick a GPU with "
@@ -244,9 +245,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         trainer = TRAINERS[args.method](pipe, reward, prompts, config, monitor=monitor)
     main = trainer.accelerator.is_main_process
-    if args.eval_images and main:
+    if args.eval_images and (main or is_sharded(trainer.accelerator)):  # a sharded denoiser runs on every process
         held_out = before_and_after(trainer.evaluate, trainer.train, eval_prompts, args.eval_images)
-        write_json(args.out / "held_out.json", held_out.to_dict())
+        if main:
+            write_json(args.out / "held_out.json", held_out.to_dict())
     else:
         trainer.train()
     if main:

@@ -13,6 +13,7 @@ examples:
   mst-clipiqa plan --pipeline flux.1-dev --method grpo --resolution 1024 --gpu-memory 80GB
   mst-clipiqa plan --pipeline sdxl --method draft --resolution 1024 --gradient-checkpointing --gpu-memory 24GB
   mst-clipiqa plan --pipeline runs/my-saved-pipeline --method dpo --json
+  mst-clipiqa plan --pipeline flux.1-dev --method draft --processes 4 --shard fsdp --gpu-memory 40GB
 """
 
 
@@ -20,6 +21,11 @@ def add_plan_options(parser: argparse.ArgumentParser) -> None:
     """The options ``plan`` and ``finetune --dry-run`` share (finetune has the step's own flags)."""
     parser.add_argument("--gpu-memory", metavar="SIZE", help="memory per GPU to check the plan against, e.g. 24GB")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="processes (GPUs) of the run (default: 1); the figure is per process: each holds the "
+                             "whole frozen base unless --shard shards it")
+    parser.add_argument("--shard", choices=("fsdp",), help="fsdp: the denoiser sharded over the --processes "
+                        "(accelerate's FSDP2, one unit per block; see docs/gpu.md)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -66,8 +72,13 @@ def print_plan(args: argparse.Namespace, method: str, settings: Any, dtype: str,
     from mst_clipiqa.integrations.planner import parse_bytes, plan
 
     memory = parse_bytes(args.gpu_memory) if args.gpu_memory else None
+    if args.processes < 1:
+        raise ValueError(f"--processes must be >= 1, got {args.processes}")
+    if args.shard and args.processes < 2:
+        raise ValueError(f"--shard {args.shard} shards over several processes; give --processes N (N >= 2)")
     result = plan(args.pipeline, method, settings, dtype=dtype, lora_rank=lora_rank, gpu_memory=memory,
-                  text_encoders=text_encoders, quantize=getattr(args, "quantize", None))
+                  text_encoders=text_encoders, quantize=getattr(args, "quantize", None),
+                  shard_processes=args.processes if args.shard else 1)
     print(json.dumps(result.to_dict(), indent=1) if args.json else result.summary())
     return result
 

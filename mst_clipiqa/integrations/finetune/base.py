@@ -29,6 +29,7 @@ from mst_clipiqa.runtime.checkpoints import (
 from mst_clipiqa.runtime.preemption import Interrupted, Preempted, StopSignals, interruptible
 from mst_clipiqa.runtime.processes import on_main, run_environment
 from mst_clipiqa.runtime.runs import RunLock
+from mst_clipiqa.runtime.sharding import copy_whole_
 
 from ..rewards import Rewards
 from .config import RESUME_FREE, TrainerConfig, flat_settings, require
@@ -159,7 +160,7 @@ class DiffusionTrainer(TrainerParts):
         state.require(path, ["history", "config"] + (["ema"] if ema else []),
                       [_TRAINED + name for name in self.trained_parameters()] + list(ema))
         for name, param in self.trained_parameters().items():
-            param.data.copy_(state.tensors[_TRAINED + name])
+            copy_whole_(param, state.tensors[_TRAINED + name])
         same_world = state.meta["world_size"] == acc.num_processes
         if not same_world:
             state.rng_tensors = None  # the streams were per process: new ones below
@@ -346,7 +347,7 @@ class DiffusionTrainer(TrainerParts):
             if acc.is_main_process:
                 self.log.write(self.run_dir)
                 self._write_monitor(stopped)
-                self.write_outputs(self.run_dir)
+            self.write_outputs(self.run_dir)
             acc.wait_for_everyone()
             self.release_run_dir()
         finish_trackers(acc)

@@ -18,10 +18,17 @@ from torch import nn
 
 from mst_clipiqa.reward.utils import precision_dtype, write_json
 from mst_clipiqa.runtime.ema import LoraEMA
+from mst_clipiqa.runtime.sharding import (
+    check_sharding,
+    copy_whole_,
+    is_sharded,
+    reshard_after_every_forward,
+    whole_tensors,
+)
 
 from ..inference.grid import image_grid
 from ..pipelines.families import PipelineFamily
-from ..pipelines.lora import add_lora, lora_parameters, save_lora
+from ..pipelines.lora import add_lora, lora_parameters, lora_state, save_lora
 from ..rewards import Rewards
 from .config import TrainerConfig, require
 from .launch import check_weight_precision
@@ -107,14 +114,23 @@ class TrainerParts(ABC):
     def setup_lora(self, pipe: Any, family: PipelineFamily, scorers: Iterable[Any] = ()) -> None:
         """Freeze ``pipe`` (and the ``scorers`` that are modules) on the run's device and precision, give its
         denoiser (``family.denoiser``) a fresh LoRA (fp32), and set ``self.model``, ``self.optimizer`` (AdamW),
-        ``self.params``, ``self.lr_scheduler``, ``self.ema`` and what :meth:`save_lora` saves."""
+        ``self.params``, ``self.lr_scheduler``, ``self.ema`` and what :meth:`save_lora` saves.
+
+        Under accelerate's FSDP2 the denoiser, base and LoRA, is sharded over the processes; it reaches the device
+        only in shards (the rest of the pipeline whole), and ``self.params`` are the LoRA's shards."""
         config, acc, denoiser = self.config.run, self.accelerator, family.denoiser
         check_weight_precision(pipe, acc)
+        check_sharding(acc)
         weight_dtype = precision_dtype(acc.mixed_precision) or torch.float32
-        for module in pipe.components.values():
-            if isinstance(module, nn.Module):
-                module.requires_grad_(False)
-        pipe.to(acc.device)
+        modules = [m for m in pipe.components.values() if isinstance(m, nn.Module)]
+        for module in modules:
+            module.requires_grad_(False)
+        if is_sharded(acc):  # a whole base on every device first would defeat the sharding
+            for module in modules:
+                if module is not denoiser:
+                    module.to(acc.device)
+        else:
+            pipe.to(acc.device)
         if weight_dtype != torch.float32:  # frozen weights in half precision; LoRA cast back to fp32 below
             pipe.to(dtype=weight_dtype)
         for fn in scorers:
@@ -130,7 +146,9 @@ class TrainerParts(ABC):
         # Stepped once per optimizer step by the trainer, not by accelerate (which steps it once per process).
         self.lr_scheduler = lr_schedule(self.config, optimizer)
         self.model, self.optimizer = acc.prepare(denoiser, optimizer)
-        self.params = params
+        reshard_after_every_forward(self.model, acc)
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]  # FSDP2: the shards
+        params = self.params
         self.ema = LoraEMA(params, config.ema_decay) if config.use_ema else None
         self.lora_site = (pipe, family.denoiser_name)
 
@@ -223,22 +241,25 @@ class TrainerParts(ABC):
                               score_batch_size=cfg.run.batch_size)
 
     def write_outputs(self, run_dir: Path) -> None:
-        """The main process's last files of a run, after the log: the LoRA :meth:`setup_lora` gave (unless
-        ``save_lora`` is off)."""
+        """The last files of a run, after the log: the LoRA :meth:`setup_lora` gave (unless ``save_lora`` is
+        off). Every process calls it (a sharded LoRA is gathered); the main process writes."""
         if self.config.run.save_lora and self.lora_site is not None:
             self.save_lora(run_dir / "lora")
 
     def save_lora(self, directory: str | Path) -> Path:
         """Save the LoRA (the EMA weights when ``use_ema`` is on) in diffusers format for
-        ``pipe.load_lora_weights``."""
+        ``pipe.load_lora_weights``. The main process writes; a sharded LoRA needs every process to call it."""
         require(self.lora_site is not None, "save_lora needs the LoRA of setup_lora()")
         pipe, denoiser_name = self.lora_site
         with self.evaluation_weights():
-            return save_lora(pipe, self.unwrapped, directory, denoiser_name)
+            state = lora_state(self.unwrapped)
+        if not self.accelerator.is_main_process:
+            return Path(directory)
+        return save_lora(pipe, self.unwrapped, directory, denoiser_name, state=state)
 
     def _monitored_state(self) -> dict[str, torch.Tensor]:
         with self.evaluation_weights():  # the weights the monitor's samples came from
-            return {name: p.detach().cpu().clone() for name, p in self.trained_parameters().items()}
+            return {name: p.detach().cpu().clone() for name, p in whole_tensors(self.trained_parameters()).items()}
 
     def _watch(self) -> bool:
         """Run the monitor when it is due (every process, on the same weights and seeds); True to stop."""
@@ -279,7 +300,7 @@ class TrainerParts(ABC):
             return
         with torch.no_grad():
             for name, p in self.trained_parameters().items():
-                p.copy_(best[name].to(p))
+                copy_whole_(p, best[name])
             if self.ema is not None:  # the saved LoRA is the EMA's: it gets the monitor's best too
                 for shadow, p in zip(self.ema.weights, self.params):
                     shadow.copy_(p)
@@ -289,11 +310,15 @@ class TrainerParts(ABC):
         overrides this calls it too)."""
         cfg = self.config
         due = cfg.run.sample_every and (first or self.global_step % cfg.run.sample_every == 0)
-        if not due or self.run_dir is None or not self.accelerator.is_main_process:
-            return
+        main = self.accelerator.is_main_process
+        if not due or self.run_dir is None or not (main or is_sharded(self.accelerator)):
+            return  # a sharded model samples on every process
         prompts = [p for p in cfg.run.sample_prompts for _ in cfg.run.sample_seeds]
         seeds = [s for _ in cfg.run.sample_prompts for s in cfg.run.sample_seeds]
-        grid = image_grid(list(self.sample(prompts, seeds)), columns=len(cfg.run.sample_seeds))
+        images = self.sample(prompts, seeds)
+        if not main:
+            return
+        grid = image_grid(list(images), columns=len(cfg.run.sample_seeds))
         path = self.run_dir / "samples" / f"step_{self.global_step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         grid.save(path)

@@ -23,6 +23,7 @@ from torch import nn
 
 from mst_clipiqa.reward.utils import adapter_rollback
 from mst_clipiqa.reward.utils.quiet import log_dropped
+from mst_clipiqa.runtime.sharding import whole_tensors
 
 from .families import pipeline_family
 from .lora_checks import PEFT_PREFIX as _PEFT_PREFIX
@@ -30,7 +31,7 @@ from .lora_checks import injected_tensors, lora_problems, lora_tensors, targeted
 from .lora_targets import DEFAULT_TARGET_MODULES
 
 __all__ = ["DEFAULT_TARGET_MODULES", "add_lora", "lora_parameters", "named_lora_parameters", "adapters_disabled",
-           "save_lora", "load_lora"]
+           "lora_state", "save_lora", "load_lora"]
 
 _PEFT_WEIGHTS = "adapter_model.safetensors"
 _DIFFUSERS_LORA_LOGGERS = ("diffusers.loaders.lora_base", "diffusers.loaders.lora_pipeline", "diffusers.loaders.peft")
@@ -95,19 +96,28 @@ def adapters_disabled(denoiser: nn.Module) -> Iterator[None]:
         set_adapter_layers(denoiser, enabled=True)
 
 
-def save_lora(pipe: Any, denoiser: nn.Module, directory: str | Path, denoiser_name: str = "unet") -> Path:
+def lora_state(denoiser: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the denoiser's LoRA tensors by peft's names, whole (a sharded denoiser's are gathered: every
+    process calls it then)."""
+    from peft.utils import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in whole_tensors(get_peft_model_state_dict(denoiser)).items()}
+
+
+def save_lora(pipe: Any, denoiser: nn.Module, directory: str | Path, denoiser_name: str = "unet",
+              state: dict[str, torch.Tensor] | None = None) -> Path:
     """Save the denoiser's LoRA so that :func:`load_lora` (``pipe.load_lora_weights`` where the pipeline
     has it) restores it: peft's format (``adapter_config.json``, ``adapter_model.safetensors``), and beside it,
     where the pipeline has a LoRA loader, diffusers' format with the adapter config as metadata.
 
-    ``denoiser`` must be unwrapped (``accelerator.unwrap_model``), not a DDP wrapper.
+    ``denoiser`` must be unwrapped (``accelerator.unwrap_model``), not a DDP wrapper. ``state``: its
+    :func:`lora_state`, when already gathered.
     """
     from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    state = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(denoiser).items()}
+    state = {k: v.detach().float().cpu().contiguous() for k, v in (state or lora_state(denoiser)).items()}
     config = denoiser.peft_config["default"]
     directory.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(str(directory))  # peft's format, always: PeftModel.from_pretrained(denoiser, directory)

@@ -60,7 +60,11 @@ class Plan:
     """The predicted cost of one step; bytes per process. ``weights``: every frozen component and the reward
     (the text encoders only when ``text_encoders`` is ``"keep"``: the trainers that encode each prompt once
     offload or free them before the first step); ``step``: what the step adds at its peak (activations, LoRA
-    gradients, AdamW state, decoded images)."""
+    gradients, AdamW state, decoded images). With the denoiser sharded over ``shard_processes`` (FSDP2, one
+    unit per block), ``weights`` holds 1/N of the denoiser and ``lora`` 1/N of the LoRA, and ``gathered`` (in
+    ``weights``) the whole weights FSDP gathers at a time: the unit outside every block, and the two largest
+    blocks (the one computing and the next, prefetched). The LoRA's gradients and AdamW state in ``step`` are
+    counted whole."""
 
     pipeline: str
     method: str
@@ -74,6 +78,8 @@ class Plan:
     advice: str | None = None
     text_encoders: str = "keep"
     quantize: str | None = None
+    shard_processes: int = 1
+    gathered: int = 0
 
     @property
     def peak(self) -> int:
@@ -86,11 +92,13 @@ class Plan:
     def summary(self) -> str:
         s = self.settings
         dtype = f"{self.dtype} (denoiser {self.quantize})" if self.quantize else self.dtype
+        shard = (f", denoiser sharded over {self.shard_processes} processes (FSDP2 per block, "
+                 f"{self.gathered / GiB:.1f} GiB gathered at a time)" if self.shard_processes > 1 else "")
         head = (f"{self.pipeline} {self.method} {s['height']}x{s['width']} batch {s['batch_size']} "
                 f"{s['num_inference_steps']} steps, {dtype}, text encoders {self.text_encoders}, checkpointing "
-                f"{'on' if s['gradient_checkpointing'] else 'off'}: peak {self.peak / GiB:.1f} GiB per process "
-                f"(weights {self.weights / GiB:.1f}, LoRA {self.lora / GiB:.2f}, step {self.step / GiB:.1f}), "
-                f"{self.flops / 1e12:.1f} TFLOP per step")
+                f"{'on' if s['gradient_checkpointing'] else 'off'}{shard}: peak {self.peak / GiB:.1f} GiB per "
+                f"process (weights {self.weights / GiB:.1f}, LoRA {self.lora / GiB:.2f}, step "
+                f"{self.step / GiB:.1f}), {self.flops / 1e12:.1f} TFLOP per step")
         if self.gpu_memory is None:
             return head
         verdict = "fits" if self.fits else "does NOT fit"
@@ -106,9 +114,26 @@ def released(method: str, text_encoders: str) -> str:
     return text_encoders if method in CACHED else "keep"
 
 
+def sharded_bytes(denoiser: nn.Module, processes: int) -> tuple[int, int]:
+    """(bytes of ``denoiser`` resident per process, bytes gathered whole at a time) when FSDP2 shards it over
+    ``processes`` with one unit per block of its ``_no_split_modules`` (accelerate's TRANSFORMER_BASED_WRAP
+    default): the root unit (what no block holds) for the whole pass, and two blocks (one computing, the next
+    prefetched)."""
+    kinds = set(getattr(denoiser, "_no_split_modules", None) or ())
+    units = [m for m in denoiser.modules() if type(m).__name__ in kinds]
+    inner = {id(p) for unit in units for p in unit.parameters()}
+    own = []
+    for unit in units:  # a block's own weights: those of no block nested in it
+        nested = {id(p) for m in unit.modules() if m is not unit and type(m).__name__ in kinds for p in m.parameters()}
+        own.append(resident_bytes([p for p in unit.parameters() if id(p) not in nested]))
+    root = resident_bytes([p for p in denoiser.parameters() if id(p) not in inner])
+    whole = resident_bytes(denoiser)
+    return -(-whole // processes), root + sum(sorted(own)[-2:])
+
+
 def _trace(pipeline: str, method: str, s: StepSettings, dtype: str, reward: nn.Module | None,
            lora_rank: int, targets: tuple[str, ...], encoders: str = "keep",
-           quantize: str | None = None) -> Plan:
+           quantize: str | None = None, shard_processes: int = 1) -> Plan:
     pipe, _ = meta_pipeline(pipeline, DTYPES[dtype])
     family = pipeline_family(pipe)
     denoiser = family.denoiser
@@ -124,6 +149,10 @@ def _trace(pipeline: str, method: str, s: StepSettings, dtype: str, reward: nn.M
     dropped = text_encoders(pipe).values() if cache is not None else ()
     modules = [m for m in pipe.components.values() if isinstance(m, nn.Module) and all(m is not d for d in dropped)]
     weights = resident_bytes(*modules, reward)
+    gathered = 0
+    if shard_processes > 1:
+        resident, gathered = sharded_bytes(denoiser, shard_processes)
+        weights += resident + gathered - resident_bytes(denoiser)
     params: list[torch.Tensor] = []
     optimizer = None
     if method in TRAINED:
@@ -135,18 +164,21 @@ def _trace(pipeline: str, method: str, s: StepSettings, dtype: str, reward: nn.M
     lora = resident_bytes(params)
     with fused_attention(), AllocationTracker() as tracker:
         STEPS[method](pipe, denoiser, reward, params, optimizer, s=s, encoder=cache)
-    return Plan(pipeline, method, dtype, asdict(s), weights - lora, lora, tracker.peak, tracker.flops,
-                text_encoders=encoders, quantize=quantize)
+    return Plan(pipeline, method, dtype, asdict(s), weights, -(-lora // shard_processes), tracker.peak,
+                tracker.flops, text_encoders=encoders, quantize=quantize, shard_processes=shard_processes,
+                gathered=gathered)
 
 
 def plan(pipeline: str, method: str, settings: StepSettings | None = None, *, dtype: str = "bf16",
          reward: nn.Module | None = None, lora_rank: int = 4, targets: tuple[str, ...] = DEFAULT_TARGET_MODULES,
-         gpu_memory: int | None = None, text_encoders: str = "offload", quantize: str | None = None) -> Plan:
+         gpu_memory: int | None = None, text_encoders: str = "offload", quantize: str | None = None,
+         shard_processes: int = 1) -> Plan:
     """Trace one ``method`` step on ``pipeline`` (a shipped name, tiny name, folder or Hub id) with meta weights
     in ``dtype``; ``reward``: a module on the meta device scoring (B, 3, H, W) images (default: the paper
     model's image towers); ``text_encoders``: the run's setting (``keep``, ``offload``, ``free``; DPO and
     best-of-N keep them whatever it says); ``quantize``: ``"int8"`` for a denoiser quantized as
-    :func:`~mst_clipiqa.integrations.pipelines.quantization.quantize_denoiser` does it (needs torchao). With
+    :func:`~mst_clipiqa.integrations.pipelines.quantization.quantize_denoiser` does it (needs torchao);
+    ``shard_processes``: the processes an FSDP2 run shards the denoiser over (see :class:`Plan`). With
     ``gpu_memory`` (bytes), a plan that does not fit names the first setting that makes it fit: releasing the
     text encoders, checkpointing, batch size 1, DRaFT-1, a lower resolution (each re-traced)."""
     if method not in STEPS:
@@ -155,9 +187,12 @@ def plan(pipeline: str, method: str, settings: StepSettings | None = None, *, dt
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     if text_encoders not in ("keep", "offload", "free"):
         raise ValueError(f"text_encoders {text_encoders!r}: expected keep, offload or free")
+    if shard_processes < 1:
+        raise ValueError(f"shard_processes must be >= 1, got {shard_processes}")
 
     def trace(settings: StepSettings, encoders: str = released(method, text_encoders)) -> Plan:
-        return _trace(pipeline, method, settings, dtype, reward, lora_rank, targets, encoders, quantize)
+        return _trace(pipeline, method, settings, dtype, reward, lora_rank, targets, encoders, quantize,
+                      shard_processes)
 
     s = settings or StepSettings()
     result = trace(s)

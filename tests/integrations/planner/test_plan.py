@@ -105,3 +105,19 @@ def test_planner_and_trainer_decode_in_the_same_dtype(monkeypatch, conv_dtypes, 
                                                progress_bar=False))
     run.compute_loss(["a cat"], [0])
     assert planned[0] == trained == {torch.float32 if force_upcast else torch.bfloat16}
+
+
+def test_sharding_divides_the_denoiser_not_the_rest():
+    s = StepSettings(batch_size=1, height=64, width=64, num_inference_steps=2)
+    whole = plan("tiny", "draft", s, reward=_reward("meta"), dtype="fp32")
+    sharded = plan("tiny", "draft", s, reward=_reward("meta"), dtype="fp32", shard_processes=2)
+    pipe, _ = meta_pipeline("tiny", torch.float32)
+    denoiser = plan_module.resident_bytes(pipe.unet)
+    resident, gathered = plan_module.sharded_bytes(pipe.unet, 2)
+    assert resident == denoiser // 2 and 0 < gathered < denoiser
+    # the VAE, the reward and the step's activations stay whole; the denoiser's weights and the LoRA divide
+    assert sharded.weights == whole.weights - denoiser + resident + gathered == whole.weights - resident + gathered
+    assert sharded.step == whole.step and sharded.lora == -(-whole.lora // 2)
+    assert "sharded over 2 processes" in sharded.summary()
+    with pytest.raises(ValueError, match="shard_processes must be >= 1"):
+        plan("tiny", "draft", s, shard_processes=0)

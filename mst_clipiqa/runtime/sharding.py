@@ -1,0 +1,135 @@
+"""A model sharded over the processes (accelerate's FSDP2, torch's ``fully_shard``): whether a run shards, and
+its sharded tensors (``DTensor``) as whole tensors and back, for checkpoints, the EMA and saved weights.
+
+accelerate reads the sharding from its config (``accelerate launch --config_file`` with ``distributed_type:
+FSDP``, which sets ``ACCELERATE_USE_FSDP`` and the ``FSDP_*`` variables). On several GPUs its ``Accelerator``
+shards; for several CPU processes it never does (the FSDP type is set inside its multi-accelerator branch only),
+though torch's ``fully_shard`` runs there on gloo: :func:`shard_on_cpu` lets the same config shard there, so
+that what runs on GPUs is what the CPU tests run.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["ShardingError", "check_sharding", "copy_whole_", "is_sharded", "reshard_after_every_forward",
+           "reshard_optimizer_state", "shard_on_cpu", "sharding_name", "whole", "whole_tensors"]
+
+_FSDP_ENV, _DEEPSPEED_ENV = "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"
+
+
+class ShardingError(ValueError):
+    """A sharding setting the trainers cannot run."""
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "false").strip().lower() == "true"
+
+
+def check_sharding(accelerator: Any = None) -> None:
+    """One line for a sharding the generator trainers cannot run, asked by the launcher's environment or by
+    ``accelerator`` (one built with its own plugin): FSDP version 1 (flat parameters), DeepSpeed (ZeRO-3 would
+    need its gathered-parameter scopes around every LoRA read)."""
+    kind = getattr(getattr(accelerator, "distributed_type", None), "value", None)
+    if kind == "DEEPSPEED" or _env_flag(_DEEPSPEED_ENV):
+        raise ShardingError("the accelerate config asks for DeepSpeed (distributed_type: DEEPSPEED), which the "
+                            "generator trainers do not support; shard the frozen base with FSDP2 instead "
+                            "(distributed_type: FSDP, fsdp_config: {fsdp_version: 2}; see docs/gpu.md)")
+    version = (accelerator.state.fsdp_plugin.fsdp_version if kind == "FSDP"
+               else os.environ.get("FSDP_VERSION", "1").strip() if _env_flag(_FSDP_ENV) else "2")
+    if str(version) != "2":
+        raise ShardingError(f"the accelerate config asks for FSDP version {version} (fsdp_version, FSDP_VERSION); "
+                            "the generator trainers need fsdp_version: 2 (per-parameter sharding, the LoRA trained "
+                            "beside the frozen base) in its fsdp_config")
+
+
+def shard_on_cpu(accelerator: Any) -> None:
+    """Turn a multi-process CPU run of an FSDP config into accelerate's FSDP2 run, as it is on GPUs."""
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = accelerator.state
+    if not _env_flag(_FSDP_ENV) or state.distributed_type != DistributedType.MULTI_CPU:
+        return
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    state.fsdp_plugin = plugin
+    state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # as accelerate's own FSDP runs set it
+
+
+def reshard_after_every_forward(model: Any, accelerator: Any) -> None:
+    """Make a sharded ``model`` (prepared by ``accelerator``) gather its weights afresh in every forward pass.
+
+    FSDP2 keeps the root's gathered weights after a forward, for the backward that follows in training; after a
+    pass without one (sampling, the monitor, the reference model) they would stay, and the next forward, after
+    an optimizer step or with the EMA swapped out, would run on stale weights, as would reading the parameters.
+    """
+    if not is_sharded(accelerator):
+        return
+    if accelerator.state.fsdp_plugin.reshard_after_forward is not True:
+        raise ShardingError("the accelerate config sets fsdp_reshard_after_forward: false; the generator trainers "
+                            "sample without a backward pass, after which unsharded weights would go stale: set it to "
+                            "true")
+    model.set_reshard_after_forward(True)
+
+
+def is_sharded(accelerator: Any) -> bool:
+    """Whether ``accelerator`` shards the models it prepares (accelerate's FSDP2)."""
+    return bool(getattr(accelerator, "is_fsdp2", False))
+
+
+def sharding_name(accelerator: Any) -> str:
+    """What the run log records: ``fsdp2`` (with its settings) or ``none``."""
+    if not is_sharded(accelerator):
+        return "none"
+    plugin = accelerator.state.fsdp_plugin
+    policy = getattr(plugin.auto_wrap_policy, "func", plugin.auto_wrap_policy)  # a partial once prepared
+    wrap = getattr(policy, "__name__", None) or "whole model"
+    if plugin.transformer_cls_names_to_wrap:
+        wrap += f" {list(plugin.transformer_cls_names_to_wrap)}"
+    offload = type(plugin.cpu_offload).__name__ == "CPUOffloadPolicy"
+    return (f"fsdp2 over {accelerator.num_processes} processes (reshard_after_forward="
+            f"{plugin.reshard_after_forward}, auto_wrap_policy={wrap}, cpu_offload={offload})")
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a sharded one (collective: every process calls it), else ``tensor`` itself."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def whole_tensors(tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """``tensors`` with each sharded one whole (collective, in the mapping's order on every process)."""
+    return {name: whole(t) if isinstance(t, torch.Tensor) else t for name, t in tensors.items()}
+
+
+@torch.no_grad()
+def copy_whole_(target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """Copy the whole tensor ``source`` into ``target``, sharded or not (each process keeps its shard)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    source = source.to(device=target.device, dtype=target.dtype)
+    if isinstance(target, DTensor):
+        source = distribute_tensor(source, target.device_mesh, target.placements, src_data_rank=None)
+    return target.copy_(source)
+
+
+def reshard_optimizer_state(optimizer: Any) -> None:
+    """After ``optimizer.load_state_dict`` with whole tensors: each state tensor of a sharded parameter's shape
+    becomes that parameter's shard again (torch's optimizers cannot mix whole and sharded tensors)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {}) if isinstance(param, DTensor) else {}
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and not isinstance(value, DTensor) and value.shape == param.shape:
+                    state[key] = distribute_tensor(value.to(param.device), param.device_mesh, param.placements,
+                                                   src_data_rank=None)
