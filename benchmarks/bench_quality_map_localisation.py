@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.harness.machine import cpu_name  # noqa: E402
 from benchmarks.harness.report import markdown_table  # noqa: E402
 from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward  # noqa: E402
+from mst_clipiqa.reward.scoring.reward import soft_minimum  # noqa: E402
 from mst_clipiqa.reward.training.param_groups import param_groups  # noqa: E402
 
 SIZE, PATCH = 64, 16
@@ -73,11 +74,6 @@ def training_set(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torc
     return paste_noise(smooth_images(n, generator), regions, severity, generator), 5.0 - 4.0 * severity
 
 
-def soft_minimum(regions: torch.Tensor, temperature: float = 0.25) -> torch.Tensor:
-    """``reward.region_score``'s soft minimum over the (B, R) region values."""
-    return -temperature * (torch.logsumexp(-regions / temperature, dim=1) - math.log(regions.shape[1]))
-
-
 def trained_reward(setting: str, seed: int, args: argparse.Namespace) -> MSTCLIPIQAReward:
     """A tiny model (random encoders, frozen) with its fusion and head trained as ``setting`` says, on
     ``args.train_images`` images encoded once, ``args.steps`` Adam steps of ``args.batch_size``."""
@@ -96,7 +92,7 @@ def trained_reward(setting: str, seed: int, args: argparse.Namespace) -> MSTCLIP
     for _ in range(args.steps):
         batch = torch.randint(len(images), (args.batch_size,), generator=generator)
         if setting == "map":
-            predicted = soft_minimum(model.region_scores(f_coarse[batch], tokens[batch])["quality"].flatten(1))
+            predicted = soft_minimum(model.region_scores(f_coarse[batch], tokens[batch])["quality"].flatten(1), 0.25)
         else:
             predicted = model.score_features(f_coarse[batch], f_fine[batch])["quality"]
         loss = (predicted - labels[batch]).square().mean()

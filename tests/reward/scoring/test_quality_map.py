@@ -1,12 +1,11 @@
 """Quality maps: per-region scores from the fine stream's patch tokens, in the reward's units."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig, MSTCLIPIQAReward
+from mst_clipiqa.reward.scoring.reward import soft_minimum
 from mst_clipiqa.reward.training.param_groups import param_groups
 from tests.conftest import BACKENDS
 
@@ -145,8 +144,7 @@ def test_trained_through_its_map_a_tiny_model_finds_the_region_a_defect_was_past
     for _ in range(400):
         batch = torch.randint(512, (64,), generator=generator)
         regions = model.region_scores(f_coarse[batch], tokens[batch])["quality"].flatten(1)
-        soft_minimum = -0.25 * (torch.logsumexp(-regions / 0.25, dim=1) - math.log(16))
-        loss = (soft_minimum - labels[batch]).square().mean()
+        loss = (soft_minimum(regions, 0.25) - labels[batch]).square().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
