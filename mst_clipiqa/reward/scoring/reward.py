@@ -216,8 +216,7 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
         prompts) -> (B,) for DRaFT, ReFL and noise optimisation that a single bad region cannot hide in."""
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        regions = self.quality_map(images, prompts).flatten(1)
-        return -temperature * (torch.logsumexp(-regions / temperature, dim=1) - math.log(regions.shape[1]))
+        return soft_minimum(self.quality_map(images, prompts).flatten(1), temperature)
 
     def _combine(self, scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return sum(w * scores[n] for n, w in self.weights.items())
@@ -275,6 +274,11 @@ class MSTCLIPIQAReward(nn.Module, HubMixin):
 
 
 REWARD_OPTIONS = tuple(inspect.signature(MSTCLIPIQAReward.__init__).parameters)[2:]  # after self, model
+
+
+def soft_minimum(values: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B, R) -> (B,) ``-t log mean_r exp(-v_r / t)``: :meth:`MSTCLIPIQAReward.region_score` over region values."""
+    return -temperature * (torch.logsumexp(-values / temperature, dim=1) - math.log(values.shape[1]))
 
 
 def read_reward_options(path: Path) -> dict[str, Any]:
