@@ -145,8 +145,8 @@ def plan(pipeline: str, method: str, settings: StepSettings | None = None, *, dt
     """Trace one ``method`` step on ``pipeline`` (a shipped name, tiny name, folder or Hub id) with meta weights
     in ``dtype``; ``reward``: a module on the meta device scoring (B, 3, H, W) images (default: the paper
     model's image towers); ``text_encoders``: the run's setting (``keep``, ``offload``, ``free``; DPO and
-    best-of-N keep them whatever it says); ``quantize``: ``"int8"`` for a denoiser quantized as
-    :func:`~mst_clipiqa.integrations.pipelines.quantization.quantize_denoiser` does it (needs torchao). With
+    best-of-N keep them whatever it says); ``quantize``: ``"int8"`` or ``"nf4"`` for a denoiser quantized as
+    :func:`~mst_clipiqa.integrations.pipelines.quantization.quantize_denoiser` does it (int8 needs torchao). With
     ``gpu_memory`` (bytes), a plan that does not fit names the first setting that makes it fit: releasing the
     text encoders, checkpointing, batch size 1, DRaFT-1, a lower resolution (each re-traced)."""
     if method not in STEPS:
