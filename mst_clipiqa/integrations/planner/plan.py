@@ -14,7 +14,7 @@ from ..pipelines.lora import DEFAULT_TARGET_MODULES, add_lora, lora_parameters
 from ..pipelines.prompt_cache import PromptCache, text_encoders
 from ..pipelines.quantization import quantize_denoiser
 from .architectures import meta_pipeline
-from .steps import CACHED, STEPS, TRAINED, StepSettings
+from .steps import STEPS, TRAINED, StepSettings
 from .tracker import AllocationTracker, fused_attention, resident_bytes
 
 __all__ = ["Plan", "plan", "paper_reward", "parse_bytes", "GiB"]
@@ -58,8 +58,8 @@ def paper_reward() -> nn.Module:
 @dataclass
 class Plan:
     """The predicted cost of one step; bytes per process. ``weights``: every frozen component and the reward
-    (the text encoders only when ``text_encoders`` is ``"keep"``: the trainers that encode each prompt once
-    offload or free them before the first step); ``step``: what the step adds at its peak (activations, LoRA
+    (the text encoders only when ``text_encoders`` is ``"keep"``: the trainers and best-of-N encode each prompt
+    once, then offload or free them before the first step); ``step``: what the step adds at its peak (activations, LoRA
     gradients, AdamW state, decoded images)."""
 
     pipeline: str
@@ -100,12 +100,6 @@ class Plan:
         return {**asdict(self), "peak": self.peak, "fits": self.fits}
 
 
-def released(method: str, text_encoders: str) -> str:
-    """What ``method``'s trainer does with the text encoders: DPO and best-of-N keep them (they encode as they
-    go)."""
-    return text_encoders if method in CACHED else "keep"
-
-
 def _trace(pipeline: str, method: str, s: StepSettings, dtype: str, reward: nn.Module | None,
            lora_rank: int, targets: tuple[str, ...], encoders: str = "keep",
            quantize: str | None = None) -> Plan:
@@ -144,8 +138,8 @@ def plan(pipeline: str, method: str, settings: StepSettings | None = None, *, dt
          gpu_memory: int | None = None, text_encoders: str = "offload", quantize: str | None = None) -> Plan:
     """Trace one ``method`` step on ``pipeline`` (a shipped name, tiny name, folder or Hub id) with meta weights
     in ``dtype``; ``reward``: a module on the meta device scoring (B, 3, H, W) images (default: the paper
-    model's image towers); ``text_encoders``: the run's setting (``keep``, ``offload``, ``free``; DPO and
-    best-of-N keep them whatever it says); ``quantize``: ``"int8"`` or ``"nf4"`` for a denoiser quantized as
+    model's image towers); ``text_encoders``: the run's setting (``keep``, ``offload``, ``free``);
+    ``quantize``: ``"int8"`` or ``"nf4"`` for a denoiser quantized as
     :func:`~mst_clipiqa.integrations.pipelines.quantization.quantize_denoiser` does it (int8 needs torchao). With
     ``gpu_memory`` (bytes), a plan that does not fit names the first setting that makes it fit: releasing the
     text encoders, checkpointing, batch size 1, DRaFT-1, a lower resolution (each re-traced)."""
@@ -156,7 +150,7 @@ def plan(pipeline: str, method: str, settings: StepSettings | None = None, *, dt
     if text_encoders not in ("keep", "offload", "free"):
         raise ValueError(f"text_encoders {text_encoders!r}: expected keep, offload or free")
 
-    def trace(settings: StepSettings, encoders: str = released(method, text_encoders)) -> Plan:
+    def trace(settings: StepSettings, encoders: str = text_encoders) -> Plan:
         return _trace(pipeline, method, settings, dtype, reward, lora_rank, targets, encoders, quantize)
 
     s = settings or StepSettings()
@@ -169,7 +163,7 @@ def plan(pipeline: str, method: str, settings: StepSettings | None = None, *, dt
 
 def _advice(trace: Any, method: str, s: StepSettings, encoders: str, gpu_memory: int) -> str:
     tries = []
-    if encoders == "keep" and method in CACHED:
+    if encoders == "keep":
         tries.append(("--text-encoders offload", {}))
         encoders = "offload"
     if not s.gradient_checkpointing and method in TRAINED:

@@ -139,4 +139,3 @@ STEPS: dict[str, Callable[..., None]] = {
     "best-of-n": lambda *a, s, **k: best_of_n_step(*a, s, **k),
 }
 TRAINED = tuple(m for m in STEPS if m != "best-of-n")  # methods with a LoRA and an optimizer
-CACHED = ("draft", "refl", "alignprop", "ddpo", "grpo", "nft")  # trainers that encode each prompt once
