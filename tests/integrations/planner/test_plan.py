@@ -79,7 +79,8 @@ def test_released_text_encoders_leave_the_weights_and_the_step():
     pipe, _ = meta_pipeline("tiny")
     assert kept.weights - released.weights == resident_bytes(*text_encoders(pipe).values()) > 0
     assert released.flops < kept.flops and released.text_encoders == "offload"
-    assert plan("tiny", "dpo", s, reward=_reward("meta")).text_encoders == "keep"  # DPO encodes as it goes
+    dpo = {mode: plan("tiny", "dpo", s, reward=_reward("meta"), text_encoders=mode) for mode in ("keep", "offload")}
+    assert dpo["keep"].weights - dpo["offload"].weights == kept.weights - released.weights  # DPO releases them too
 
 
 @pytest.mark.parametrize("force_upcast", [True, False])
