@@ -142,7 +142,7 @@ def plan(pipeline: str, method: str, settings: StepSettings | None = None, *, dt
     ``quantize``: ``"int8"`` or ``"nf4"`` for a denoiser quantized as
     :func:`~mst_clipiqa.integrations.pipelines.quantization.quantize_denoiser` does it (int8 needs torchao). With
     ``gpu_memory`` (bytes), a plan that does not fit names the first setting that makes it fit: releasing the
-    text encoders, checkpointing, batch size 1, DRaFT-1, a lower resolution (each re-traced)."""
+    text encoders, checkpointing, batch size 1, DRaFT-1, an NF4 denoiser, a lower resolution (each re-traced)."""
     if method not in STEPS:
         raise ValueError(f"method {method!r}: expected one of {', '.join(STEPS)}")
     if dtype not in DTYPES:
@@ -150,18 +150,19 @@ def plan(pipeline: str, method: str, settings: StepSettings | None = None, *, dt
     if text_encoders not in ("keep", "offload", "free"):
         raise ValueError(f"text_encoders {text_encoders!r}: expected keep, offload or free")
 
-    def trace(settings: StepSettings, encoders: str = text_encoders) -> Plan:
-        return _trace(pipeline, method, settings, dtype, reward, lora_rank, targets, encoders, quantize)
+    def trace(settings: StepSettings, encoders: str = text_encoders, quantized: str | None = quantize) -> Plan:
+        return _trace(pipeline, method, settings, dtype, reward, lora_rank, targets, encoders, quantized)
 
     s = settings or StepSettings()
     result = trace(s)
     result.gpu_memory = gpu_memory
     if gpu_memory is not None and not result.fits:
-        result.advice = _advice(trace, method, s, result.text_encoders, gpu_memory)
+        result.advice = _advice(trace, method, s, result.text_encoders, gpu_memory, quantize)
     return result
 
 
-def _advice(trace: Any, method: str, s: StepSettings, encoders: str, gpu_memory: int) -> str:
+def _advice(trace: Any, method: str, s: StepSettings, encoders: str, gpu_memory: int,
+            quantize: str | None) -> str:
     tries = []
     if encoders == "keep":
         tries.append(("--text-encoders offload", {}))
@@ -179,10 +180,15 @@ def _advice(trace: Any, method: str, s: StepSettings, encoders: str, gpu_memory:
         said.append(text)
         if trace(replace(s, **changes), encoders).peak <= gpu_memory:
             return "change: " + ", ".join(said)
+    if quantize != "nf4":
+        said.append("--quantize nf4 (pip install bitsandbytes)")
+        if trace(replace(s, **changes), encoders, "nf4").peak <= gpu_memory:
+            return "change: " + ", ".join(said)
+        quantize = "nf4"
     side = min(s.height, s.width)
     if side > 512:
         smaller = replace(s, **changes, height=s.height // 2, width=s.width // 2)
-        if trace(smaller, encoders).peak <= gpu_memory:
+        if trace(smaller, encoders, quantize).peak <= gpu_memory:
             return "change: " + ", ".join(said + [f"--height {smaller.height} --width {smaller.width}"])
     return ("no single setting makes it fit: use more memory per process (a larger GPU), a smaller "
             "architecture, or shard the frozen base across GPUs")

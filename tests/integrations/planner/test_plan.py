@@ -106,3 +106,11 @@ def test_planner_and_trainer_decode_in_the_same_dtype(monkeypatch, conv_dtypes, 
                                                progress_bar=False))
     run.compute_loss(["a cat"], [0])
     assert planned[0] == trained == {torch.float32 if force_upcast else torch.bfloat16}
+
+
+def test_advice_names_an_nf4_base_when_only_that_fits():
+    s = StepSettings(batch_size=1, height=32, width=32, num_inference_steps=1, gradient_checkpointing=True)
+    full, nf4 = (plan("tiny", "grpo", s, reward=_reward("meta"), quantize=q) for q in (None, "nf4"))
+    assert nf4.peak < full.peak
+    tight = plan("tiny", "grpo", s, reward=_reward("meta"), gpu_memory=nf4.peak)
+    assert not tight.fits and tight.advice == "change: --quantize nf4 (pip install bitsandbytes)"
