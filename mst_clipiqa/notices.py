@@ -11,6 +11,10 @@ IMPORT_NOTICES = (  # (logger, text)
     # diffusers' torchao quantizer imports a module torchao 0.18 removed, and says so on import; it only matters for
     # checkpoints serialized with torchao, which this library neither writes nor reads
     ("diffusers.quantizers.torchao.torchao_quantizer", "Unable to import `torchao` Tensor objects"),
+    # bitsandbytes (imported by peft whenever it is installed) fetches a CPU inference kernel from the Hub on import and
+    # says so when it cannot; --quantize nf4 trains, and its layers never take that kernel's path
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),
+    ("kernels._internals.hf_hub", "Skipping publisher trust check"),
 )
 
 

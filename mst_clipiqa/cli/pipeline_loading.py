@@ -51,7 +51,8 @@ class LoadOptions:
     that does not, fp32 on the CPU. ``vae``: another VAE (folder or Hub id, e.g. the fp16-fixed SDXL VAE
     ``madebyollin/sdxl-vae-fp16-fix``); ``upcast_vae``: keep the VAE in fp32 under a half-precision pipeline
     (and its decode out of autocast, as its config's ``force_upcast`` asks).
-    ``quantize``: the denoiser's frozen linear weights in int8 (torchao), the LoRA on top in full precision;
+    ``quantize``: the denoiser's frozen linear weights in ``int8`` (torchao) or ``nf4`` (bitsandbytes; on a GPU
+    quantized by diffusers as the weights load), the LoRA on top in full precision;
     ``gradient_checkpointing``: diffusers' per-block checkpointing of the denoiser; ``compile``:
     ``torch.compile`` of the denoiser; ``tf32``: TF32 matmuls on Ampere and newer GPUs."""
 
@@ -78,8 +79,9 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pipeline-variant", dest="pipeline_variant", metavar="NAME",
                        help="weights variant to download, e.g. fp16 (half the download)")
     group.add_argument("--revision", help="Hub branch, tag or commit of the pipeline")
-    group.add_argument("--quantize", choices=("int8",), help="store the denoiser's frozen linear weights in int8 "
-                                                              "(torchao; the LoRA trains on top in full precision)")
+    group.add_argument("--quantize", choices=("int8", "nf4"),
+                       help="store the denoiser's frozen linear weights in int8 (torchao) or 4-bit NF4 "
+                            "(bitsandbytes); the LoRA trains on top in full precision")
     group.add_argument("--compile", action="store_true", help="torch.compile the denoiser (finetune: the reward too)")
     group.add_argument("--no-tf32", dest="tf32", action="store_false",
                        help="do not allow TF32 matmuls (on by default on Ampere and newer GPUs)")
@@ -117,6 +119,7 @@ def load_pipeline(name: str, device: torch.device | str | None = None, options: 
 
     device, options = torch.device(device or "cpu"), options or LoadOptions()
     dtype = resolve_dtype(options.dtype, device)
+    quantize_as_loaded = options.quantize == "nf4" and device.type == "cuda"  # diffusers' bnb loader: GPUs only
     if not place:
         device = torch.device("cpu")
     _allow_tf32(options.tf32, device)
@@ -143,6 +146,10 @@ def load_pipeline(name: str, device: torch.device | str | None = None, options: 
     kwargs = {k: v for k, v in (("variant", options.variant), ("revision", options.revision)) if v is not None}
     if options.vae:
         kwargs["vae"] = _load_vae(options.vae, dtype, dtype_key)
+    if quantize_as_loaded:  # the denoiser never whole on the GPU; quantize_denoiser then readies it for training
+        from mst_clipiqa.integrations.pipelines.quantization import nf4_loading
+
+        kwargs["quantization_config"] = nf4_loading(_denoiser_name(source, options.revision), dtype)
     try:
         with loggers_quiet("diffusers", "transformers"):  # "Couldn't connect to the Hub", weight-loading notices
             pipe = DiffusionPipeline.from_pretrained(source, **{dtype_key: dtype}, **kwargs)
@@ -153,6 +160,17 @@ def load_pipeline(name: str, device: torch.device | str | None = None, options: 
                              f"network access, or use an offline one ({', '.join(TINY)})") from None
         raise ValueError(f"--pipeline {name}: cannot load it ({error}); expected {HELP}") from None
     return _finish(pipe.to(device), options), None
+
+
+def _denoiser_name(source: str, revision: str | None) -> str:
+    """The pipeline's denoiser component, read from its ``model_index.json`` before any weight loads."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        components = DiffusionPipeline.load_config(source, revision=revision)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--pipeline {source}: cannot load it ({error}); expected {HELP}") from None
+    return "transformer" if "transformer" in components else "unet"
 
 
 def _hub_cached(name: str) -> bool | None:

@@ -110,6 +110,33 @@ def test_quantize_reaches_the_denoiser():
     assert type(pipe.vae.decoder.mid_block.attentions[0].to_q.weight) is torch.nn.Parameter  # the denoiser only
 
 
+def test_nf4_reaches_the_denoiser():
+    bnb = pytest.importorskip("bitsandbytes")
+    pipe, _ = load_pipeline("tiny", options=LoadOptions(quantize="nf4"))
+    assert isinstance(pipe.unet.mid_block.attentions[0].transformer_blocks[0].attn1.to_q, bnb.nn.Linear4bit)
+    assert type(pipe.vae.decoder.mid_block.attentions[0].to_q) is torch.nn.Linear  # the denoiser only
+
+
+def test_nf4_for_a_gpu_is_diffusers_bitsandbytes_config_on_the_denoiser(saved, monkeypatch):
+    pytest.importorskip("bitsandbytes")  # diffusers' config checks its version; its loader then needs a GPU
+    from diffusers import DiffusionPipeline
+
+    asked = {}
+
+    def from_pretrained(source, **kwargs):
+        asked.update(kwargs)
+        raise OSError("stopped before loading")
+
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", from_pretrained)
+    monkeypatch.setattr("mst_clipiqa.cli.pipeline_loading._allow_tf32", lambda *_: None)
+    with pytest.raises(ValueError, match="stopped before loading"):
+        load_pipeline(str(saved / "sd"), "cuda", LoadOptions(dtype="fp32", quantize="nf4"), place=False)
+    config = asked["quantization_config"]
+    assert config.components_to_quantize == ["unet"]
+    assert config.quant_kwargs == {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+                                   "bnb_4bit_compute_dtype": torch.float32, "bnb_4bit_use_double_quant": False}
+
+
 def test_tiny_names_keep_fp32_unless_asked():
     assert set(_dtypes(load_pipeline("tiny")[0]).values()) == {torch.float32}
     assert set(_dtypes(load_pipeline("tiny", options=LoadOptions(dtype="bf16"))[0]).values()) == {torch.bfloat16}

@@ -53,6 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sampler.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale")
     sampler.add_argument("--height", type=int, help="image height in pixels")
     sampler.add_argument("--width", type=int, help="image width in pixels")
+    sampler.add_argument("--text-encoders", choices=("offload", "free", "keep"), default="offload",
+                         help="once the prompts are encoded (each once, kept on the CPU): offload the text encoders "
+                              "to the CPU, free them, or keep them (default: offload)")
     parser.set_defaults(func=run)
     return parser
 
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 **(TINY[args.pipeline].encode_kwargs if tiny else {})}
     result = preference_pairs(pipe, prompts, reward, args.out, n=args.n, pairs=args.pairs, seed=args.seed,
                               image_format=args.image_format, chunk_size=args.chunk_size,
-                              async_scoring=args.async_scoring,
+                              async_scoring=args.async_scoring, text_encoders=args.text_encoders,
                               **{k: v for k, v in settings.items() if v is not None})
     print(f"wrote {len(result.written)} prompt shards ({result.rows} pairs), skipped {len(result.skipped)} "
           f"finished ones, into {args.out}" + (f"; {len(result.no_pairs)} prompt(s) gave no pair (their samples "

@@ -52,8 +52,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"), help="weights' precision")
     parser.add_argument("--text-encoders", default="offload", choices=("keep", "offload", "free"),
                         help="what the trainer does with the text encoders once the prompts are encoded "
-                             "(default: offload, as finetune's default; DPO and best-of-N keep them)")
-    parser.add_argument("--quantize", choices=("int8",), help="the denoiser's frozen weights in int8 (torchao)")
+                             "(default: offload, as finetune's and pairs' default)")
+    parser.add_argument("--quantize", choices=("int8", "nf4"),
+                        help="the denoiser's frozen weights in int8 (torchao) or 4-bit NF4 (bitsandbytes' layout; "
+                             "the plan does not need bitsandbytes)")
     add_plan_options(parser)
     parser.set_defaults(func=run)
     return parser

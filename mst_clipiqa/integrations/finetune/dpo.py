@@ -12,7 +12,9 @@ from typing import Any
 
 import torch
 
+from ..inference.best_of_n import encode_for_sampling
 from ..pipelines.lora import named_lora_parameters
+from ..pipelines.prompt_cache import PromptCache
 from ..rewards import Rewards, score_images
 from .base import DiffusionTrainer
 from .config import require
@@ -69,11 +71,24 @@ class DPOTrainer(DiffusionTrainer):
         self.family = self.objective.family
         self.setup_lora(pipe, self.family, [reward] if reward is not None else [])
         self.monitor = self.hacking_monitor(monitor, reward)
-        self._sampler = pipeline_sampler(pipe, chunk_size=config.run.batch_size,
-                                         num_inference_steps=config.num_inference_steps,
-                                         guidance_scale=config.guidance_scale, height=self.objective.height,
-                                         width=self.objective.width)
+        sampling = {"num_inference_steps": config.num_inference_steps, "guidance_scale": config.guidance_scale,
+                    "height": self.objective.height, "width": self.objective.width}
+        self.prompt_cache = self.objective.encoder = self._encode_prompts(sampling)
+        self._sampler = pipeline_sampler(pipe, chunk_size=config.run.batch_size, encoder=self.prompt_cache,
+                                         **sampling)
         self.start_run()
+
+    def _encode_prompts(self, sampling: dict[str, Any]) -> PromptCache:
+        """Each caption and sample / monitor prompt encoded once (alone, kept on the CPU), then the text encoders
+        released as ``run.text_encoders`` says. Released, they first encode every caption of this process's
+        pairs (``offload`` brings them back for a prompt not seen yet); kept, each caption as it comes."""
+        run = self.config.run
+        cache = PromptCache(self.family, run.text_encoders)
+        if run.text_encoders != "keep":
+            captions = list(dict.fromkeys(self.rows[i]["caption"] for i in self.shard))
+            for start in range(0, len(captions), run.batch_size):  # only a batch's embeddings on the GPU at once
+                cache.encode(captions[start:start + run.batch_size], guidance=False, **run.encode_kwargs)
+        return encode_for_sampling(self.pipe, [*run.sample_prompts, *run.monitor_prompts], cache=cache, **sampling)
 
     def trained_parameters(self) -> dict[str, torch.Tensor]:
         return named_lora_parameters(self.unwrapped)

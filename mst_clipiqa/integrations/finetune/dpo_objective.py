@@ -86,6 +86,7 @@ class DiffusionDPOObjective:
         self.height, self.width = height or default_height, width or default_width
         self.family.check_size(self.height, self.width)
         self.encode_kwargs = dict(encode_kwargs or {})
+        self.encoder: Any = self.family  # what encodes the captions: the family, or a trainer's PromptCache
         self.flow = is_flow_scheduler(pipe.scheduler)
         if not self.flow:
             from diffusers import DDPMScheduler
@@ -93,7 +94,7 @@ class DiffusionDPOObjective:
             self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
 
     def conditioning(self, prompts: Sequence[str]) -> Conditioning:
-        embeds = self.family.encode(list(prompts), guidance=False, **self.encode_kwargs)
+        embeds = self.encoder.encode(list(prompts), guidance=False, **self.encode_kwargs)
         return self.family.conditioning(embeds, self.guidance_scale, self.height, self.width)
 
     def noised(self, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

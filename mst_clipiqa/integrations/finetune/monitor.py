@@ -29,15 +29,16 @@ State = Mapping[str, torch.Tensor] | Callable[[], Mapping[str, torch.Tensor]]
 _STATE = "monitor.best."
 
 
-def pipeline_sampler(pipe: Any, *, chunk_size: int = 4, **pipe_kwargs: Any) -> Sampler:
+def pipeline_sampler(pipe: Any, *, chunk_size: int = 4, encoder: Any = None, **pipe_kwargs: Any) -> Sampler:
     """``sample(prompts, seeds)``: one image per (prompt, seed) from ``pipe`` as it is at the call (a LoRA
-    being trained included), each seed's generator as in ``best_of_n``; ``pipe_kwargs`` go to the pipeline."""
+    being trained included), each seed's generator as in ``best_of_n``; ``pipe_kwargs`` go to the pipeline;
+    ``encoder``: the prompt cache of ``encode_for_sampling`` (text encoders released)."""
     def sample(prompts: list[str], seeds: list[int]) -> torch.Tensor:
         images: list[torch.Tensor | None] = [None] * len(prompts)
         for prompt in dict.fromkeys(prompts):
             where = [i for i, p in enumerate(prompts) if p == prompt]
             batch = generate_candidates(pipe, prompt, [seeds[i] for i in where], chunk_size=chunk_size,
-                                        progress=False, **pipe_kwargs)
+                                        progress=False, encoder=encoder, **pipe_kwargs)
             for i, image in zip(where, batch):
                 images[i] = image
         return torch.stack(images)

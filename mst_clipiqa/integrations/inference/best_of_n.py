@@ -25,13 +25,15 @@ from mst_clipiqa.reward.utils import UNIT, nested_bar_kwargs, progress_bar, resc
 from mst_clipiqa.runtime.preemption import interruption_point
 
 from ..pipelines.families import pipeline_family
+from ..pipelines.prompt_cache import PromptCache
 from ..pipelines.prompts import guidance_enabled, split_prompt_kwargs, supports_prompt_embeds
 from ..rewards import Rewards, objective, score_images
 from .grid import contact_sheet, to_pil
 from .overlays import overlay_map, quality_maps
 from .seeds import check_seeds
 
-__all__ = ["Candidate", "Ranking", "best_of_n", "generate_candidates", "regenerate", "rank_images", "score_images"]
+__all__ = ["Candidate", "Ranking", "best_of_n", "encode_for_sampling", "generate_candidates", "regenerate",
+           "rank_images", "score_images"]
 
 _RESERVED = ("prompt", "num_images_per_prompt", "generator", "output_type", "latents", "return_dict")
 logger = logging.getLogger(__name__)
@@ -141,7 +143,7 @@ def _number(value: float) -> float | None:
 def generate_candidates(
     pipe: Any, prompt: str, seeds: Sequence[int], *, chunk_size: int = 4, generator_device: str = "cpu",
     progress: bool = True, device: torch.device | str | None = "cpu",
-    on_chunk: Callable[[torch.Tensor], Any] | None = None, **pipe_kwargs: Any,
+    on_chunk: Callable[[torch.Tensor], Any] | None = None, encoder: PromptCache | None = None, **pipe_kwargs: Any,
 ) -> torch.Tensor:
     """Generate one image per seed, ``chunk_size`` per pipeline call, as (N, 3, H, W) float32 on ``device``
     (the CPU by default; None: where the pipeline made them, e.g. to score them there). ``on_chunk`` gets
@@ -149,8 +151,9 @@ def generate_candidates(
 
     Each image gets its own ``torch.Generator(generator_device).manual_seed(seed)``,
     so it does not depend on the chunking and ``regenerate`` reproduces it.
-    Pipelines of a registered family get the prompt encoded once; any other
-    pipeline is called with prompt strings (slower, same images), with a notice.
+    Pipelines of a registered family get the prompt encoded once (by ``encoder``, a prompt cache whose text
+    encoders may be released: :func:`encode_for_sampling`); any other pipeline is called with prompt strings
+    (slower, same images), with a notice.
     """
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be one string, got {type(prompt).__name__}")
@@ -162,7 +165,7 @@ def generate_candidates(
     seeds = check_seeds(seeds)
     if not seeds:
         raise ValueError("seeds is empty; expected at least one seed")
-    text, pipe_kwargs = _text_inputs(pipe, prompt, pipe_kwargs)
+    text, pipe_kwargs = _text_inputs(pipe, prompt, pipe_kwargs, encoder)
     images = []
     bar = progress_bar(total=len(seeds), desc="best-of-N", unit="image", disable=not progress)
     with _inner_bars(pipe):
@@ -182,9 +185,10 @@ def generate_candidates(
     return torch.cat(images)
 
 
-def _text_inputs(pipe: Any, prompt: str, pipe_kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _text_inputs(pipe: Any, prompt: str, pipe_kwargs: dict[str, Any],
+                 encoder: PromptCache | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the prompt's ``__call__`` inputs, the remaining kwargs): embeddings encoded once by the pipeline's
-    family, or the prompt string for a pipeline no family covers."""
+    family (or ``encoder``), or the prompt string for a pipeline no family covers."""
     if not supports_prompt_embeds(pipe):
         logger.warning("%s is not a registered pipeline family: calling it with prompt strings, which encodes "
                        "the prompt again in every call (same images, slower); see docs/pipeline_families.md",
@@ -192,8 +196,23 @@ def _text_inputs(pipe: Any, prompt: str, pipe_kwargs: dict[str, Any]) -> tuple[d
         return {"prompt": prompt}, pipe_kwargs
     family = pipeline_family(pipe)
     encode_kwargs, call_kwargs = split_prompt_kwargs(pipe, pipe_kwargs)
-    embeds = family.encode(prompt, guidance=guidance_enabled(pipe, call_kwargs), **encode_kwargs)
+    embeds = (encoder or family).encode(prompt, guidance=guidance_enabled(pipe, call_kwargs), **encode_kwargs)
     return family.call_kwargs(embeds), call_kwargs
+
+
+def encode_for_sampling(pipe: Any, prompts: Sequence[str], text_encoders: str = "offload", *,
+                        cache: PromptCache | None = None, **pipe_kwargs: Any) -> PromptCache:
+    """``prompts`` encoded (each once) as :func:`generate_candidates` encodes them for ``pipe_kwargs``, then the
+    pipeline's text encoders released as ``text_encoders`` says (``keep``, ``offload`` to the CPU, ``free``);
+    pass the result as ``generate_candidates(encoder=...)``. ``cache``: one to add them to (its own mode)."""
+    if cache is None:
+        if not supports_prompt_embeds(pipe):
+            raise ValueError(f"text_encoders={text_encoders!r}: {type(pipe).__name__} is not a registered pipeline "
+                             "family, so its prompts cannot be encoded ahead; use text_encoders='keep'")
+        cache = PromptCache(pipeline_family(pipe), text_encoders)
+    encode_kwargs, call_kwargs = split_prompt_kwargs(pipe, pipe_kwargs)
+    cache.warm(prompts, guidance=guidance_enabled(pipe, call_kwargs), **encode_kwargs)
+    return cache
 
 
 def _batched(text: dict[str, Any], size: int) -> dict[str, Any]:
@@ -275,6 +294,7 @@ def best_of_n(
     progress: bool = True,
     async_scoring: bool = False,
     maps: bool = False,
+    text_encoders: str | PromptCache = "keep",
     **pipe_kwargs: Any,
 ) -> Ranking:
     """Generate ``n`` candidates (seeds ``seed, seed+1, ...`` or ``seeds``) with any text-to-image
@@ -292,6 +312,9 @@ def best_of_n(
     ``RemoteReward`` scores on its server); the same ranking, scores equal up to float rounding.
     ``maps``: each candidate's quality map by the MST-CLIPIQA reward in ``reward`` (``Candidate.quality_map``,
     overlaid in the contact sheet; one more pass of its encoders over the candidates).
+    ``text_encoders``: ``offload`` (to the CPU) or ``free`` the pipeline's text encoders once the prompt is encoded,
+    before the candidates are made (``free`` leaves the pipeline without them), or a cache of
+    :func:`encode_for_sampling` that holds the prompt.
     Winner: ``ranking.winner``; its image again:
     ``regenerate(pipe, prompt, winner.seed, batch_seeds=winner.batch_seeds, **pipe_kwargs)``.
     """
@@ -304,12 +327,17 @@ def best_of_n(
         raise ValueError("seeds must be distinct; a repeated seed gives a repeated candidate")
     _check_top_k(top_k, len(seeds))
     start = time.perf_counter()
+    encoder = None
+    if text_encoders != "keep":
+        encoder = (text_encoders if isinstance(text_encoders, PromptCache) else
+                   encode_for_sampling(pipe, [prompt], text_encoders, **pipe_kwargs))
     score = functools.partial(score_images, reward, prompt=prompt, batch_size=score_batch_size, weights=weights)
     with ThreadPoolExecutor(1, thread_name_prefix="best-of-n-reward") as executor:
         pending: list[Future] = []
         on_chunk = (lambda batch: pending.append(executor.submit(score, batch))) if async_scoring else None
         images = generate_candidates(pipe, prompt, seeds, chunk_size=chunk_size, generator_device=generator_device,
-                                     progress=progress, device=None, on_chunk=on_chunk, **pipe_kwargs)
+                                     progress=progress, device=None, on_chunk=on_chunk, encoder=encoder,
+                                     **pipe_kwargs)
         _synchronize(images.device)  # the generator's queued work is generation time, not scoring time
         generated = time.perf_counter()
         total, named = _joined([f.result() for f in pending]) if async_scoring else score(images)

@@ -22,8 +22,9 @@ from mst_clipiqa.reward.utils.quiet import datasets_bars_hidden
 from mst_clipiqa.runtime.preemption import Interrupted, Preempted, StopSignals, interruptible
 from mst_clipiqa.runtime.processes import launcher_rank, launcher_world_size
 
+from ..pipelines.prompt_cache import PromptCache
 from ..rewards import Rewards
-from .best_of_n import Candidate, best_of_n
+from .best_of_n import Candidate, best_of_n, encode_for_sampling
 from .grid import to_pil
 
 __all__ = ["PAIR_RULES", "PairsWritten", "load_pairs", "preference_pairs", "select_pairs", "shard_path"]
@@ -93,6 +94,7 @@ def preference_pairs(
     world_size: int | None = None,
     progress: bool = True,
     async_scoring: bool = False,
+    text_encoders: str = "keep",
     **pipe_kwargs: Any,
 ) -> PairsWritten:
     """Sample ``n`` seeds per prompt with ``pipe`` (best-of-N's generation), score them with ``reward`` (any
@@ -107,7 +109,9 @@ def preference_pairs(
     ``pipe_kwargs`` go to the pipeline (``num_inference_steps``, ``guidance_scale``, ...). SIGTERM / SIGINT
     stop it with ``Preempted``, the finished shards kept: the prompt in hand is given up at its next chunk of
     images (a rerun redoes it: its seeds are fixed), or finished once its images are all made.
-    ``async_scoring``: best-of-N's, each chunk scored while the next is generated.
+    ``async_scoring``: best-of-N's, each chunk scored while the next is generated. ``text_encoders``: ``offload``
+    (to the CPU) or ``free`` the text encoders once this process's prompts are encoded (each once, kept on the CPU),
+    before any image is made (``free`` leaves the pipeline without them).
     """
     prompts = _check_prompts(prompts)
     select_pairs([0.0, 1.0], pairs)  # a bad rule fails before any generation
@@ -126,12 +130,14 @@ def preference_pairs(
     _check_settings(directory, jsonable(settings))
     result = PairsWritten(directory)
     mine = range(rank, len(prompts), world_size)
+    encoder = (encode_for_sampling(pipe, [prompts[i] for i in mine], text_encoders, **pipe_kwargs)
+               if text_encoders != "keep" else None)
     with StopSignals() as signals:
         for done, index in enumerate(mine):
             try:
                 with interruptible():
                     _prompt_pairs(pipe, prompts, index, reward, result, settings, score_batch_size, progress,
-                                  async_scoring)
+                                  async_scoring, encoder)
             except Interrupted as cut:
                 _stop(cut.signum, done, len(mine), directory, f" (prompt {index} was cut short: a rerun makes it)")
             if signals.received and done + 1 < len(mine):  # between prompts: every finished shard is kept
@@ -145,7 +151,8 @@ def _stop(signum: int, done: int, total: int, directory: Path, cut: str = "") ->
 
 
 def _prompt_pairs(pipe: Any, prompts: list[str], index: int, reward: Rewards, result: PairsWritten,
-                  settings: dict[str, Any], score_batch_size: int, progress: bool, async_scoring: bool) -> None:
+                  settings: dict[str, Any], score_batch_size: int, progress: bool, async_scoring: bool,
+                  encoder: PromptCache | None) -> None:
     """Sample, score and write the pairs of prompt ``index`` (or skip it when done)."""
     path = shard_path(result.directory, index)
     if path.is_file() or _no_pairs_path(path).is_file():
@@ -155,7 +162,7 @@ def _prompt_pairs(pipe: Any, prompts: list[str], index: int, reward: Rewards, re
     seeds = [seed + index * n + k for k in range(n)]
     ranking = best_of_n(pipe, prompts[index], reward, seeds=seeds, chunk_size=settings["chunk_size"],
                         score_batch_size=score_batch_size, weights=settings["weights"], progress=progress,
-                        async_scoring=async_scoring, **settings["pipe_kwargs"])
+                        async_scoring=async_scoring, text_encoders=encoder or "keep", **settings["pipe_kwargs"])
     rows = _rows(index, prompts[index], sorted(ranking.candidates, key=lambda c: seeds.index(c.seed)),
                  settings["pairs"], IMAGE_FORMATS[settings["image_format"]])
     if not rows:  # an empty shard would stop load_pairs; the marker says the prompt is done

@@ -14,7 +14,7 @@ from ..pipelines.lora import DEFAULT_TARGET_MODULES, add_lora, lora_parameters
 from ..pipelines.prompt_cache import PromptCache, text_encoders
 from ..pipelines.quantization import quantize_denoiser
 from .architectures import meta_pipeline
-from .steps import CACHED, STEPS, TRAINED, StepSettings
+from .steps import STEPS, TRAINED, StepSettings
 from .tracker import AllocationTracker, fused_attention, resident_bytes
 
 __all__ = ["Plan", "plan", "paper_reward", "parse_bytes", "GiB"]
@@ -58,13 +58,13 @@ def paper_reward() -> nn.Module:
 @dataclass
 class Plan:
     """The predicted cost of one step; bytes per process. ``weights``: every frozen component and the reward
-    (the text encoders only when ``text_encoders`` is ``"keep"``: the trainers that encode each prompt once
-    offload or free them before the first step); ``step``: what the step adds at its peak (activations, LoRA
-    gradients, AdamW state, decoded images). With the denoiser sharded over ``shard_processes`` (FSDP2, one
-    unit per block), ``weights`` holds 1/N of the denoiser and ``lora`` 1/N of the LoRA, and ``gathered`` (in
-    ``weights``) the whole weights FSDP gathers at a time: the unit outside every block, and the two largest
-    blocks (the one computing and the next, prefetched). The LoRA's gradients and AdamW state in ``step`` are
-    counted whole."""
+    (the text encoders only when ``text_encoders`` is ``"keep"``: the trainers and best-of-N encode each prompt
+    once, then offload or free them before the first step); ``step``: what the step adds at its peak
+    (activations, LoRA gradients, AdamW state, decoded images). With the denoiser sharded over
+    ``shard_processes`` (FSDP2, one unit per block), ``weights`` holds 1/N of the denoiser and ``lora`` 1/N of
+    the LoRA, and ``gathered`` (in ``weights``) the whole weights FSDP gathers at a time: the unit outside every
+    block, and the two largest blocks (the one computing and the next, prefetched). The LoRA's gradients and
+    AdamW state in ``step`` are counted whole."""
 
     pipeline: str
     method: str
@@ -106,12 +106,6 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "peak": self.peak, "fits": self.fits}
-
-
-def released(method: str, text_encoders: str) -> str:
-    """What ``method``'s trainer does with the text encoders: DPO and best-of-N keep them (they encode as they
-    go)."""
-    return text_encoders if method in CACHED else "keep"
 
 
 def sharded_bytes(denoiser: nn.Module, processes: int) -> tuple[int, int]:
@@ -175,12 +169,12 @@ def plan(pipeline: str, method: str, settings: StepSettings | None = None, *, dt
          shard_processes: int = 1) -> Plan:
     """Trace one ``method`` step on ``pipeline`` (a shipped name, tiny name, folder or Hub id) with meta weights
     in ``dtype``; ``reward``: a module on the meta device scoring (B, 3, H, W) images (default: the paper
-    model's image towers); ``text_encoders``: the run's setting (``keep``, ``offload``, ``free``; DPO and
-    best-of-N keep them whatever it says); ``quantize``: ``"int8"`` for a denoiser quantized as
-    :func:`~mst_clipiqa.integrations.pipelines.quantization.quantize_denoiser` does it (needs torchao);
+    model's image towers); ``text_encoders``: the run's setting (``keep``, ``offload``, ``free``);
+    ``quantize``: ``"int8"`` or ``"nf4"`` for a denoiser quantized as
+    :func:`~mst_clipiqa.integrations.pipelines.quantization.quantize_denoiser` does it (int8 needs torchao);
     ``shard_processes``: the processes an FSDP2 run shards the denoiser over (see :class:`Plan`). With
     ``gpu_memory`` (bytes), a plan that does not fit names the first setting that makes it fit: releasing the
-    text encoders, checkpointing, batch size 1, DRaFT-1, a lower resolution (each re-traced)."""
+    text encoders, checkpointing, batch size 1, DRaFT-1, an NF4 denoiser, a lower resolution (each re-traced)."""
     if method not in STEPS:
         raise ValueError(f"method {method!r}: expected one of {', '.join(STEPS)}")
     if dtype not in DTYPES:
@@ -190,21 +184,22 @@ def plan(pipeline: str, method: str, settings: StepSettings | None = None, *, dt
     if shard_processes < 1:
         raise ValueError(f"shard_processes must be >= 1, got {shard_processes}")
 
-    def trace(settings: StepSettings, encoders: str = released(method, text_encoders)) -> Plan:
-        return _trace(pipeline, method, settings, dtype, reward, lora_rank, targets, encoders, quantize,
+    def trace(settings: StepSettings, encoders: str = text_encoders, quantized: str | None = quantize) -> Plan:
+        return _trace(pipeline, method, settings, dtype, reward, lora_rank, targets, encoders, quantized,
                       shard_processes)
 
     s = settings or StepSettings()
     result = trace(s)
     result.gpu_memory = gpu_memory
     if gpu_memory is not None and not result.fits:
-        result.advice = _advice(trace, method, s, result.text_encoders, gpu_memory)
+        result.advice = _advice(trace, method, s, result.text_encoders, gpu_memory, quantize)
     return result
 
 
-def _advice(trace: Any, method: str, s: StepSettings, encoders: str, gpu_memory: int) -> str:
+def _advice(trace: Any, method: str, s: StepSettings, encoders: str, gpu_memory: int,
+            quantize: str | None) -> str:
     tries = []
-    if encoders == "keep" and method in CACHED:
+    if encoders == "keep":
         tries.append(("--text-encoders offload", {}))
         encoders = "offload"
     if not s.gradient_checkpointing and method in TRAINED:
@@ -220,10 +215,15 @@ def _advice(trace: Any, method: str, s: StepSettings, encoders: str, gpu_memory:
         said.append(text)
         if trace(replace(s, **changes), encoders).peak <= gpu_memory:
             return "change: " + ", ".join(said)
+    if quantize != "nf4":
+        said.append("--quantize nf4 (pip install bitsandbytes)")
+        if trace(replace(s, **changes), encoders, "nf4").peak <= gpu_memory:
+            return "change: " + ", ".join(said)
+        quantize = "nf4"
     side = min(s.height, s.width)
     if side > 512:
         smaller = replace(s, **changes, height=s.height // 2, width=s.width // 2)
-        if trace(smaller, encoders).peak <= gpu_memory:
+        if trace(smaller, encoders, quantize).peak <= gpu_memory:
             return "change: " + ", ".join(said + [f"--height {smaller.height} --width {smaller.width}"])
     return ("no single setting makes it fit: use more memory per process (a larger GPU), a smaller "
             "architecture, or shard the frozen base across GPUs")

@@ -61,7 +61,7 @@ def _sample(family: Any, denoiser: Any, s: StepSettings, batch: int, grad_steps:
     """Latents after ``num_inference_steps`` denoiser calls, the last ``grad_steps`` with gradients."""
     p = next(denoiser.parameters())
     cond = _conditioning(family, s, batch, encoder)
-    x = _latents(family, s, batch, p.device, p.dtype)
+    x = _latents(family, s, batch, p.device, denoiser.dtype)  # diffusers': its first floating weight's
     for i in range(s.num_inference_steps):
         with torch.set_grad_enabled(i >= s.num_inference_steps - grad_steps):
             x = x - 0.02 * _predict(family, denoiser, x, cond, s, ckpt)
@@ -111,7 +111,7 @@ def dpo_step(pipe, denoiser, reward, params, optimizer, s: StepSettings, encoder
                         dtype=vae.dtype)
     with torch.no_grad():
         latents = vae.encode(images).latent_dist.sample()
-    x = family.pack(latents.to(next(denoiser.parameters()).dtype))
+    x = family.pack(latents.to(denoiser.dtype))
     cond = _conditioning(family, s, 2 * s.batch_size, encoder)
     with torch.no_grad(), adapters_disabled(denoiser):
         ref = _predict(family, denoiser, x, cond, s, False)
@@ -139,4 +139,3 @@ STEPS: dict[str, Callable[..., None]] = {
     "best-of-n": lambda *a, s, **k: best_of_n_step(*a, s, **k),
 }
 TRAINED = tuple(m for m in STEPS if m != "best-of-n")  # methods with a LoRA and an optimizer
-CACHED = ("draft", "refl", "alignprop", "ddpo", "grpo", "nft")  # trainers that encode each prompt once

@@ -67,10 +67,16 @@ class AllocationTracker(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.outside: dict[int, StorageWeakRef] = {}  # storages from before the block that ops have read
         self.upper = self.peak = self.flops = 0  # upper: live plus dead-but-not-yet-swept
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        for t in tree_leaves((args, kwargs)):
+            if (isinstance(t, torch.Tensor) and not is_traceable_wrapper_subclass(t)
+                    and t.untyped_storage()._cdata not in self.live):
+                storage = t.untyped_storage()
+                self.outside[storage._cdata] = StorageWeakRef(storage)
         out = func(*args, **kwargs)
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
@@ -82,9 +88,9 @@ class AllocationTracker(TorchDispatchMode):
 
     def _created(self, storage: torch.UntypedStorage) -> None:
         key = storage._cdata
-        known = self.live.get(key)
-        if known is not None and not known[0].expired():
-            return  # a view or an in-place result
+        known, before = self.live.get(key), self.outside.get(key)
+        if (known is not None and not known[0].expired()) or (before is not None and not before.expired()):
+            return  # a view or an in-place result (a frozen weight's transpose, saved for backward, is no new memory)
         if known is not None:
             self.upper -= known[1]
         self.live[key] = (StorageWeakRef(storage), storage.nbytes())

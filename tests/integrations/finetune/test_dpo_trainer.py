@@ -174,3 +174,32 @@ def test_a_monitor_that_cannot_score_checkpoints_and_stops_or_is_skipped(tmp_pat
         trainer.train()
     assert trainer.global_step == 2 and [r["step"] for r in trainer.monitor.records] == [0]
     assert all(math.isfinite(r.get("monitor", 0.0)) for r in trainer.log.history)  # no NaN records logged
+
+
+def test_released_text_encoders_leave_the_dpo_run_unchanged(tmp_path, pairs_dir):
+    import gc
+    import weakref
+
+    from mst_clipiqa.integrations.pipelines.prompt_cache import text_encoders
+
+    def run(mode):
+        pipe = tiny_sd_pipeline()
+        encoder, moves = weakref.ref(pipe.text_encoder), []
+        if mode != "free":  # the recorder would keep the encoder alive
+            to = pipe.text_encoder.to
+            pipe.text_encoder.to = lambda *a, **k: (moves.append(str(a[0])), to(*a, **k))[1]
+        trainer = DPOTrainer(pipe, pairs_dir, dpo_config(tmp_path / mode, max_steps=2, text_encoders=mode,
+                                                         sample_prompts=[PROMPTS[0]]))
+        trainer.train()
+        gc.collect()
+        return trainer, encoder, moves
+
+    (kept, _, kept_moves), (offloaded, _, moves), (freed, encoder, _) = (run(m) for m in ("keep", "offload", "free"))
+    assert moves == [*kept_moves, "cpu"]  # offloaded once (to the CPU, this machine's device too), never back
+    assert encoder() is None and not text_encoders(freed.pipe)  # gone from memory, not just unlinked
+    a = kept.trained_parameters()
+    assert any(v.abs().sum() > 0 for v in a.values())
+    for other in (offloaded, freed):
+        b = other.trained_parameters()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert torch.equal(other.sample([PROMPTS[0]], [7]), kept.sample([PROMPTS[0]], [7]))

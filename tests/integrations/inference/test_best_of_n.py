@@ -265,3 +265,33 @@ def test_async_scoring_ranks_the_same_while_scoring_on_its_own_thread(reward_b):
     assert [c.seed for c in overlapped.candidates] == [c.seed for c in sync.candidates]
     assert torch.allclose(overlapped.scores, sync.scores, atol=1e-6)
     assert threads == {"best-of-n-reward_0"}
+
+
+def test_released_text_encoders_give_the_same_ranking_and_leave_before_the_images(reward_b):
+    import gc
+    import weakref
+
+    from mst_clipiqa.integrations.pipelines.prompt_cache import text_encoders
+
+    def run(mode):
+        pipe, events = tiny_sd_pipeline(), []
+        encoder = weakref.ref(pipe.text_encoder)
+        if mode == "offload":  # the recorder would keep a freed encoder alive
+            to = pipe.text_encoder.to
+            pipe.text_encoder.to = lambda *a, **k: (events.append(f"to {a[0]}"), to(*a, **k))[1]
+        pipe.unet.register_forward_pre_hook(lambda *_: events.append("denoise"))
+        ranking = best_of_n(pipe, "a lighthouse at dusk", reward_b, n=3, chunk_size=2, num_inference_steps=2,
+                            guidance_scale=3.0, text_encoders=mode)
+        gc.collect()
+        return ranking, pipe, encoder, events
+
+    (kept, *_), (offloaded, _, _, events), (freed, pipe, encoder, _) = (run(m) for m in ("keep", "offload", "free"))
+    assert events[0] == "to cpu" and "to cpu" not in events[1:]  # offloaded before the first image, never back
+    assert encoder() is None and not text_encoders(pipe)
+    for other in (offloaded, freed):
+        assert other.seeds == kept.seeds and torch.equal(other.scores, kept.scores)
+        assert all(torch.equal(a.image, b.image) for a, b in zip(other.candidates, kept.candidates))
+    with pytest.raises(ValueError, match="^text_encoders='offload': StableDiffusionPAGPipeline is not a registered "
+                                         "pipeline family, so its prompts cannot be encoded ahead; use "
+                                         "text_encoders='keep'$"):
+        best_of_n(unregistered_pipeline(), "a cat", reward_b, n=2, text_encoders="offload")

@@ -232,3 +232,17 @@ def test_a_stop_request_inside_a_prompt_gives_it_up_at_the_next_chunk(tmp_path, 
     monkeypatch.undo()
     again = preference_pairs(tiny_sd_pipeline(), ["a", "b", "c"], brightness, tmp_path, **kwargs)
     assert len(again.written) == 2 and again.skipped == [shard_path(tmp_path, 0)]
+
+
+def test_freed_text_encoders_write_the_same_pairs(tmp_path):
+    import gc
+    import weakref
+
+    pipe, prompts = tiny_sd_pipeline(), ["a", "b"]
+    encoder = weakref.ref(pipe.text_encoder)
+    kwargs = dict(n=3, pairs="best-worst", progress=False, num_inference_steps=1)
+    kept = preference_pairs(tiny_sd_pipeline(), prompts, brightness, tmp_path / "kept", **kwargs)
+    freed = preference_pairs(pipe, prompts, brightness, tmp_path / "freed", text_encoders="free", **kwargs)
+    gc.collect()
+    assert encoder() is None and pipe.text_encoder is None
+    assert [p.read_bytes() for p in freed.written] == [p.read_bytes() for p in kept.written] and kept.rows == 2

@@ -79,7 +79,8 @@ def test_released_text_encoders_leave_the_weights_and_the_step():
     pipe, _ = meta_pipeline("tiny")
     assert kept.weights - released.weights == resident_bytes(*text_encoders(pipe).values()) > 0
     assert released.flops < kept.flops and released.text_encoders == "offload"
-    assert plan("tiny", "dpo", s, reward=_reward("meta")).text_encoders == "keep"  # DPO encodes as it goes
+    dpo = {mode: plan("tiny", "dpo", s, reward=_reward("meta"), text_encoders=mode) for mode in ("keep", "offload")}
+    assert dpo["keep"].weights - dpo["offload"].weights == kept.weights - released.weights  # DPO releases them too
 
 
 @pytest.mark.parametrize("force_upcast", [True, False])
@@ -121,3 +122,11 @@ def test_sharding_divides_the_denoiser_not_the_rest():
     assert "sharded over 2 processes" in sharded.summary()
     with pytest.raises(ValueError, match="shard_processes must be >= 1"):
         plan("tiny", "draft", s, shard_processes=0)
+
+
+def test_advice_names_an_nf4_base_when_only_that_fits():
+    s = StepSettings(batch_size=1, height=32, width=32, num_inference_steps=1, gradient_checkpointing=True)
+    full, nf4 = (plan("tiny", "grpo", s, reward=_reward("meta"), quantize=q) for q in (None, "nf4"))
+    assert nf4.peak < full.peak
+    tight = plan("tiny", "grpo", s, reward=_reward("meta"), gpu_memory=nf4.peak)
+    assert not tight.fits and tight.advice == "change: --quantize nf4 (pip install bitsandbytes)"

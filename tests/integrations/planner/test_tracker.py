@@ -1,0 +1,20 @@
+"""The allocation tracker counts the storages a block creates, not views of the ones it was handed."""
+
+import pytest
+import torch
+
+from mst_clipiqa.integrations.planner import AllocationTracker
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_frozen_weights_transpose_saved_for_backward_is_no_allocation(device):
+    weight = torch.randn(1024, 1024, device=device)  # 4 MiB, from before the block
+    x = torch.randn(8, 1024, device=device, requires_grad=True)
+    with AllocationTracker() as tracker:
+        y = torch.nn.functional.linear(torch.nn.functional.linear(x, weight), weight)
+        y.sum().backward()
+    # alive at once at most: two (8, 1024) fp32 outputs and their two gradients, 32 KiB each
+    assert 0 < tracker.peak <= 4 * 8 * 1024 * 4
+    with AllocationTracker() as copying:
+        weight.t().contiguous()  # a real copy still counts
+    assert copying.peak == weight.numel() * 4
