@@ -65,7 +65,7 @@ def test_a_bf16_launcher_setting_gives_a_bf16_fine_tuning_run_recorded_in_the_lo
     log = finetune(tmp_path)
     assert log["config"]["run"]["mixed_precision"] == "bf16"
     assert log["environment"] == {"world_size": 1, "device": "cpu", "distributed_type": "NO",
-                                  "mixed_precision": "bf16"}
+                                  "mixed_precision": "bf16", "sharding": "none"}
 
 
 def test_without_any_setting_the_run_is_fp32_and_says_so(tmp_path, monkeypatch):
