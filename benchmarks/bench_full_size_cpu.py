@@ -70,7 +70,8 @@ def worker(pipeline: str, method: str, dtype: str, without: tuple[str, ...] = ()
     return {"pipeline": name, "method": method, "dtype": dtype, "seconds": seconds, "cpu_seconds": cpu,
             "weights_GiB": weights / GiB, "planned_weights_GiB": (planned.weights + planned.lora) / GiB,
             "step_GiB": tracker.peak / GiB, "planned_step_GiB": planned.step / GiB,
-            "rss_step_GiB": rss.peak_bytes / GiB, "rss_method": rss.method, "threads": torch.get_num_threads()}
+            "rss_step_GiB": rss.peak_bytes / GiB, "rss_peak_GiB": (rss.baseline_bytes + rss.peak_bytes) / GiB,
+            "rss_method": rss.method, "threads": torch.get_num_threads()}
 
 
 def main() -> None:
@@ -95,12 +96,13 @@ def main() -> None:
     results = run_workers(__file__, cases, env=env, parallel=False, cwd=root)  # one at a time: RSS is per process
     print(f"machine: CPU only (no GPU), {os.cpu_count()} cores; {sys.version.split()[0]}")
     print("| pipeline | method | dtype | weights GiB (planned) | step peak GiB: measured tensors | planned | "
-          "planned / measured | step RSS GiB | s (CPU s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "planned / measured | step RSS GiB | process peak RSS GiB | s (CPU s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results.values():
         print(f"| {r['pipeline']} | {r['method']} | {r['dtype']} | {r['weights_GiB']:.2f} "
               f"({r['planned_weights_GiB']:.2f}) | {r['step_GiB']:.2f} | {r['planned_step_GiB']:.2f} | "
-              f"{r['planned_step_GiB'] / r['step_GiB']:.3f} | {r['rss_step_GiB']:.2f} | {r['seconds']:.0f} "
+              f"{r['planned_step_GiB'] / r['step_GiB']:.3f} | {r['rss_step_GiB']:.2f} | {r['rss_peak_GiB']:.2f} | "
+              f"{r['seconds']:.0f} "
               f"({r['cpu_seconds']:.0f}) |")
 
 
