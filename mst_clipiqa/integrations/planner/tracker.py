@@ -59,6 +59,11 @@ def resident_bytes(*objects: Any) -> int:
     return sum(seen.values())
 
 
+def _storages(tree: Any) -> set[int]:
+    return {t.untyped_storage()._cdata for t in tree_leaves(tree)
+            if isinstance(t, torch.Tensor) and not is_traceable_wrapper_subclass(t)}
+
+
 class AllocationTracker(TorchDispatchMode):
     """``with AllocationTracker() as tracker: ...``; then ``tracker.peak``: the most bytes of storages created
     inside the block that were alive at once (storages from before the block are not counted), and
@@ -75,9 +80,15 @@ class AllocationTracker(TorchDispatchMode):
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
             self.flops += formula(*args, **kwargs, out_val=out)
+        inputs = None
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
-                self._created(t.untyped_storage())
+                storage = t.untyped_storage()
+                if storage._cdata not in self.live:  # new, or a view of a tensor from before the block
+                    inputs = _storages((args, kwargs)) if inputs is None else inputs
+                    if storage._cdata in inputs:
+                        continue  # e.g. linear's weight.t(): a view of a weight is no allocation
+                self._created(storage)
         return out
 
     def _created(self, storage: torch.UntypedStorage) -> None:
