@@ -73,7 +73,8 @@ def _from_description(spec: dict[str, Any], dtype: torch.dtype, device: str = "m
             components[name] = getattr(diffusers, value[1]).from_config(value[2])
         else:
             with torch.device(device), _default_dtype(dtype):
-                components[name] = _module(*value).eval()
+                # .to: buffers made in fp32 (SD3's 0.8 GiB position table) cast as from_pretrained casts them
+                components[name] = _module(*value).eval().to(dtype)
     pipe_cls = getattr(diffusers, spec["pipeline"])
     return pipe_cls(**{k: components.get(k) for k in pipe_cls._get_signature_keys(pipe_cls)[0]})
 

@@ -19,3 +19,8 @@ def test_sd3_without_t5_conditions_the_transformer_with_the_same_shapes():
 def test_leaving_out_an_unknown_component_gets_one_line():
     with pytest.raises(ValueError, match=r"without text_encoder_4: not a component of sd3.5-medium; expected"):
         random_pipeline("sd3.5-medium", torch.bfloat16, "meta", without=("text_encoder_4",))
+
+
+def test_fp32_buffers_take_the_pipelines_dtype_as_from_pretrained_gives_them():
+    pipe = random_pipeline("sd3.5-medium", torch.bfloat16, "meta", without=("text_encoder_3",))
+    assert pipe.transformer.pos_embed.pos_embed.dtype == torch.bfloat16  # built in fp32 by diffusers
