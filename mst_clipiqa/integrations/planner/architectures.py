@@ -59,6 +59,16 @@ def _module(library: str, name: str, config: dict[str, Any]) -> Any:
     return getattr(diffusers, name).from_config(config)
 
 
+def _cast_buffers(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Floating buffers made in fp32 whatever the default dtype (SD3's 0.8 GiB position table) in ``dtype``, as
+    ``from_pretrained(torch_dtype=...)`` leaves them."""
+    for child in module.modules():
+        for name, buffer in child._buffers.items():
+            if buffer is not None and buffer.is_floating_point():
+                child._buffers[name] = buffer.to(dtype)
+    return module
+
+
 def _from_description(spec: dict[str, Any], dtype: torch.dtype, device: str = "meta",
                       without: tuple[str, ...] = ()) -> Any:
     import diffusers
@@ -73,8 +83,7 @@ def _from_description(spec: dict[str, Any], dtype: torch.dtype, device: str = "m
             components[name] = getattr(diffusers, value[1]).from_config(value[2])
         else:
             with torch.device(device), _default_dtype(dtype):
-                # .to: buffers made in fp32 (SD3's 0.8 GiB position table) cast as from_pretrained casts them
-                components[name] = _module(*value).eval().to(dtype)
+                components[name] = _cast_buffers(_module(*value).eval(), dtype)
     pipe_cls = getattr(diffusers, spec["pipeline"])
     return pipe_cls(**{k: components.get(k) for k in pipe_cls._get_signature_keys(pipe_cls)[0]})
 
