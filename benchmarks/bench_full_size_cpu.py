@@ -11,7 +11,7 @@ against the plan traced on meta tensors. Seconds and CPU seconds of the step.
 SD3.5 is built without T5-XXL by default (``--without text_encoder_3``; 9.5 GB in bf16): diffusers then hands the
 transformer zeros of T5's embedding shape, so the step is the same size; the planner leaves the freed encoders out
 of the weights either way. RAM: SD 1.5 about 10 GB at most in fp32; SDXL and SD3.5-medium in bf16 about 7 GB of
-weights while the prompt is encoded, then a step of up to 11 GiB (DRaFT). Minutes to tens of minutes per case.
+weights while the prompt is encoded, then a step of about 6 GiB (DRaFT). Minutes to tens of minutes per case.
 """
 from __future__ import annotations
 
