@@ -59,18 +59,31 @@ def _module(library: str, name: str, config: dict[str, Any]) -> Any:
     return getattr(diffusers, name).from_config(config)
 
 
-def _from_description(spec: dict[str, Any], dtype: torch.dtype, device: str = "meta") -> Any:
+def _cast_buffers(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Floating buffers made in fp32 whatever the default dtype (SD3's 0.8 GiB position table) in ``dtype``, as
+    ``from_pretrained(torch_dtype=...)`` leaves them."""
+    for child in module.modules():
+        for name, buffer in child._buffers.items():
+            if buffer is not None and buffer.is_floating_point():
+                child._buffers[name] = buffer.to(dtype)
+    return module
+
+
+def _from_description(spec: dict[str, Any], dtype: torch.dtype, device: str = "meta",
+                      without: tuple[str, ...] = ()) -> Any:
     import diffusers
 
     components: dict[str, Any] = {}
     for name, value in spec["components"].items():
+        if name in without:
+            continue
         if isinstance(value, str):
             components[name] = _tokenizer(value)
         elif name == "scheduler":
             components[name] = getattr(diffusers, value[1]).from_config(value[2])
         else:
             with torch.device(device), _default_dtype(dtype):
-                components[name] = _module(*value).eval()
+                components[name] = _cast_buffers(_module(*value).eval(), dtype)
     pipe_cls = getattr(diffusers, spec["pipeline"])
     return pipe_cls(**{k: components.get(k) for k in pipe_cls._get_signature_keys(pipe_cls)[0]})
 
@@ -123,6 +136,15 @@ def meta_pipeline(name: Any, dtype: torch.dtype = torch.bfloat16) -> tuple[Any, 
     return _from_description(spec, dtype), spec
 
 
-def random_pipeline(name: str, dtype: torch.dtype, device: torch.device | str) -> Any:
-    """A shipped architecture with random weights on ``device`` (for measurements at full size, no download)."""
-    return _from_description(architecture(name), dtype, str(device))
+def random_pipeline(name: str, dtype: torch.dtype, device: torch.device | str, without: tuple[str, ...] = ()) -> Any:
+    """A shipped architecture with random weights on ``device`` (for measurements at full size, no download).
+    ``without``: components left out (None), where the pipeline allows it, e.g. ``("text_encoder_3",)`` for
+    SD3.5 without T5-XXL, whose embeddings diffusers then replaces by zeros of the same shape; a text encoder's
+    tokenizer goes with it."""
+    spec = architecture(name)
+    unknown = [n for n in without if n not in spec["components"]]
+    if unknown:
+        raise ValueError(f"without {', '.join(unknown)}: not a component of {name}; expected some of "
+                         f"{', '.join(spec['components'])}")
+    without = (*without, *(n.replace("text_encoder", "tokenizer") for n in without if n.startswith("text_encoder")))
+    return _from_description(spec, dtype, str(device), without)

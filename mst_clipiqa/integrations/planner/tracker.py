@@ -59,6 +59,11 @@ def resident_bytes(*objects: Any) -> int:
     return sum(seen.values())
 
 
+def _storages(tree: Any) -> set[int]:
+    return {t.untyped_storage()._cdata for t in tree_leaves(tree)
+            if isinstance(t, torch.Tensor) and not is_traceable_wrapper_subclass(t)}
+
+
 class AllocationTracker(TorchDispatchMode):
     """``with AllocationTracker() as tracker: ...``; then ``tracker.peak``: the most bytes of storages created
     inside the block that were alive at once (storages from before the block are not counted), and
@@ -67,30 +72,30 @@ class AllocationTracker(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.live: dict[int, tuple[StorageWeakRef, int]] = {}
-        self.outside: dict[int, StorageWeakRef] = {}  # storages from before the block that ops have read
         self.upper = self.peak = self.flops = 0  # upper: live plus dead-but-not-yet-swept
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        for t in tree_leaves((args, kwargs)):
-            if (isinstance(t, torch.Tensor) and not is_traceable_wrapper_subclass(t)
-                    and t.untyped_storage()._cdata not in self.live):
-                storage = t.untyped_storage()
-                self.outside[storage._cdata] = StorageWeakRef(storage)
         out = func(*args, **kwargs)
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
             self.flops += formula(*args, **kwargs, out_val=out)
+        inputs = None
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
-                self._created(t.untyped_storage())
+                storage = t.untyped_storage()
+                if storage._cdata not in self.live:  # new, or a view of a tensor from before the block
+                    inputs = _storages((args, kwargs)) if inputs is None else inputs
+                    if storage._cdata in inputs:
+                        continue  # e.g. linear's weight.t(): a view of a weight is no allocation
+                self._created(storage)
         return out
 
     def _created(self, storage: torch.UntypedStorage) -> None:
         key = storage._cdata
-        known, before = self.live.get(key), self.outside.get(key)
-        if (known is not None and not known[0].expired()) or (before is not None and not before.expired()):
-            return  # a view or an in-place result (a frozen weight's transpose, saved for backward, is no new memory)
+        known = self.live.get(key)
+        if known is not None and not known[0].expired():
+            return  # a view or an in-place result
         if known is not None:
             self.upper -= known[1]
         self.live[key] = (StorageWeakRef(storage), storage.nbytes())
