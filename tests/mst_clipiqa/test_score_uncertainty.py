@@ -40,17 +40,22 @@ def test_an_ensemble_trained_by_the_cli_scores_with_sigma_columns_and_writes_map
         assert torch.equal(grey[::16, ::16].float(), expected_grey)  # one 16-pixel square per region
 
 
-def test_score_with_uncertainty_and_maps_encodes_each_image_once(tmp_path, capsys, monkeypatch, sample_dir):
+def _count_encodes(monkeypatch):
+    """A list that grows by each batch's size whenever the model encodes images."""
     from mst_clipiqa.reward import MSTCLIPIQA
 
-    encoded = []
-    encode = MSTCLIPIQA.encode_images
+    encoded, encode = [], MSTCLIPIQA.encode_images
 
-    def counted(self, images, tokens=False):
-        encoded.append(len(images))
-        return encode(self, images, tokens)
+    def counted(self, batch, tokens=False):
+        encoded.append(len(batch))
+        return encode(self, batch, tokens)
 
     monkeypatch.setattr(MSTCLIPIQA, "encode_images", counted)
+    return encoded
+
+
+def test_score_with_uncertainty_and_maps_encodes_each_image_once(tmp_path, capsys, monkeypatch, sample_dir):
+    encoded = _count_encodes(monkeypatch)
     images = sorted(sample_dir.rglob("*.jpg"))[:3]
     assert main(["score", "--model", "tiny", *map(str, images), "--uncertainty", "--maps", str(tmp_path / "maps"),
                  "--batch-size", "2", "--format", "csv"]) == 0
@@ -70,19 +75,12 @@ def test_score_with_uncertainty_and_maps_encodes_each_image_once(tmp_path, capsy
 def test_rank_with_maps_overlays_each_image_from_the_pass_that_ranks_it_and_lists_the_files(tmp_path, capsys,
                                                                                              monkeypatch, sample_dir):
     from mst_clipiqa.integrations import overlay_map
-    from mst_clipiqa.reward import MSTCLIPIQA, load_image
+    from mst_clipiqa.reward import load_image
 
     images = sorted(sample_dir.rglob("*.jpg"))[:3]
     assert main(["rank", *map(str, images), "--model", "tiny", "--format", "csv"]) == 0
     plain = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    encoded = []
-    encode = MSTCLIPIQA.encode_images
-
-    def counted(self, batch, tokens=False):
-        encoded.append(len(batch))
-        return encode(self, batch, tokens)
-
-    monkeypatch.setattr(MSTCLIPIQA, "encode_images", counted)
+    encoded = _count_encodes(monkeypatch)
     maps = tmp_path / "maps"
     assert main(["rank", *map(str, images), "--model", "tiny", "--maps", str(maps), "--out", str(tmp_path / "out"),
                  "--batch-size", "2", "--format", "csv"]) == 0

@@ -28,6 +28,17 @@ def test_without_bitsandbytes_nf4_is_one_line_naming_the_package(monkeypatch):
         quantize_denoiser(tiny_sd_pipeline().unet, "nf4")
 
 
+def _one_bf16_lora_step(pipe):
+    """The LoRA's weights before and after one bf16 DRaFT step on ``pipe``."""
+    config = from_flat_settings(RewardFinetuneConfig, dict(
+        max_steps=1, batch_size=1, height=32, width=32, num_inference_steps=2, lora_rank=2, learning_rate=1e-2,
+        progress_bar=False, mixed_precision="bf16"))
+    trainer = RewardFinetuner(pipe, lambda images: images.mean(dim=(1, 2, 3)), ["a cat"], config)
+    before = {k: v.detach().clone() for k, v in trainer.trained_parameters().items()}
+    trainer.train()
+    return before, trainer.trained_parameters()
+
+
 def test_the_lora_trains_on_an_int8_base_in_bf16():
     pytest.importorskip("torchao.quantization")
     from torch.utils._python_dispatch import is_traceable_wrapper_subclass
@@ -36,13 +47,7 @@ def test_the_lora_trains_on_an_int8_base_in_bf16():
     quantize_denoiser(pipe.unet)
     base = pipe.unet.mid_block.attentions[0].transformer_blocks[0].attn1.to_q
     frozen = base.weight.dequantize().clone()
-    config = from_flat_settings(RewardFinetuneConfig, dict(
-        max_steps=1, batch_size=1, height=32, width=32, num_inference_steps=2, lora_rank=2, learning_rate=1e-2,
-        progress_bar=False, mixed_precision="bf16"))
-    trainer = RewardFinetuner(pipe, lambda images: images.mean(dim=(1, 2, 3)), ["a cat"], config)
-    before = {k: v.detach().clone() for k, v in trainer.trained_parameters().items()}
-    trainer.train()
-    after = trainer.trained_parameters()
+    before, after = _one_bf16_lora_step(pipe)
     assert is_traceable_wrapper_subclass(base.base_layer.weight if hasattr(base, "base_layer") else base.weight)
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the gradient reached the LoRA
     assert all(torch.isfinite(v).all() and v.dtype == torch.float32 for v in after.values())
@@ -121,13 +126,7 @@ def test_the_lora_trains_on_an_nf4_base_in_bf16():
     quantize_denoiser(pipe.unet, "nf4")
     layers = _nf4_layers(pipe.unet)
     frozen = [layer.weight.data.clone() for layer in layers]
-    config = from_flat_settings(RewardFinetuneConfig, dict(
-        max_steps=1, batch_size=1, height=32, width=32, num_inference_steps=2, lora_rank=2, learning_rate=1e-2,
-        progress_bar=False, mixed_precision="bf16"))
-    trainer = RewardFinetuner(pipe, lambda images: images.mean(dim=(1, 2, 3)), ["a cat"], config)
-    before = {k: v.detach().clone() for k, v in trainer.trained_parameters().items()}
-    trainer.train()
-    after = trainer.trained_parameters()
+    before, after = _one_bf16_lora_step(pipe)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {k for k in before if "lora_B" in k}  # every layer's gradient, at a first step with B = 0
     assert all(torch.isfinite(v).all() and v.dtype == torch.float32 for v in after.values())
