@@ -25,7 +25,7 @@ from .options import EPILOG_MODELS
 
 COMMANDS = {"train": train, "eval": eval, "score": score, "rank": rank, "finetune": finetune, "optimize": optimize,
             "pairs": pairs, "demo": demo, "plan": plan, "serve": serve}
-CONFIG_COMMANDS = ("train", "finetune", "optimize", "pairs")  # those that read --config FILE.yaml
+CONFIG_COMMANDS = ("train", "finetune", "optimize", "pairs", "plan")  # those that read --config FILE.yaml
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 TERMINATED = 143  # 128 + SIGTERM
 # one name for each setting (issue 28): a flag of one of them is refused naming the flag that took its place

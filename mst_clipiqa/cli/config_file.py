@@ -15,7 +15,7 @@ FLAG = "--config"
 HELP = ("options from a YAML file, one 'option: value' per line named as the flags are (dashes or underscores; "
         "true / false for on / off flags, a list for several values), e.g. a run folder's config.yaml; flags "
         "given here override it")
-_OPTION = re.compile(r"(--[\w-]+)((?: (?!-)[^\s\[\]]+| \[(?!-)[^\[\]]*\.\.\.\])*)")
+_OPTION = re.compile(r"(--[\w-]+)((?: (?![-|])[^\s\[\]]+| \[(?!-)[^\[\]]*\.\.\.\])*)")  # "|": --x | --no-x
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

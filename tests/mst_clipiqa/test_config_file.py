@@ -42,9 +42,19 @@ def test_lists_fill_options_of_several_values(tmp_path):
 
 def test_the_usage_line_says_how_many_values_each_option_takes():
     usage = ("usage: x [-h] --model MODEL [--adapter DIR] [--csv-columns KEY=COLUMN,...] [--quiet]\n"
-             "  [--sde-window START STOP] [--sample-seeds SAMPLE_SEEDS [SAMPLE_SEEDS ...]] --data DATA")
+             "  [--sde-window START STOP] [--sample-seeds SAMPLE_SEEDS [SAMPLE_SEEDS ...]] --data DATA\n"
+             "  [--gradient-checkpointing | --no-gradient-checkpointing]")
     assert option_arities(usage) == {"model": 1, "adapter": 1, "csv-columns": 1, "quiet": 0, "sde-window": 2,
-                                     "sample-seeds": None, "data": 1}
+                                     "sample-seeds": None, "data": 1, "gradient-checkpointing": 0,
+                                     "no-gradient-checkpointing": 0}
+
+
+def test_an_on_off_flag_set_in_a_file_reaches_the_command(tmp_path):
+    (tmp_path / "run.yaml").write_text("pipeline: sdxl\nmethod: grpo\ngradient-checkpointing: true\n")
+    parser = build_parser(["plan"])
+    args = parser.parse_args(with_config(["plan", "--config", str(tmp_path / "run.yaml")], "plan",
+                                         parser.command_parsers["plan"]))
+    assert (args.pipeline, args.method, args.gradient_checkpointing) == ("sdxl", "grpo", True)
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -140,11 +140,16 @@ def _add_method_options(parser: argparse.ArgumentParser, configs: Mapping[str, t
                               presets={}, exclude=shared | {"method", "run"})
 
 
-def _method_options(args: argparse.Namespace, config_cls: type, configs: Mapping[str, type]) -> dict[str, Any]:
+# flags every method takes: where the method's config has no such field, the pipeline's loading does it
+# (--gradient-checkpointing: diffusers' per-block checkpointing for ddpo, grpo, nft and dpo)
+LOADING_FLAGS = {"gradient_checkpointing"}
+
+
+def method_options(args: argparse.Namespace, config_cls: type, configs: Mapping[str, type]) -> dict[str, Any]:
     """The method flags given, for ``config_cls``; one that another method's config reads alone is an error."""
     own, renamed = _method_fields(config_cls), getattr(config_cls, "renamed", {})
     for other, methods in _method_configs(configs).items():
-        for name in _method_fields(other).keys() - own.keys():
+        for name in _method_fields(other).keys() - own.keys() - LOADING_FLAGS:
             if hasattr(args, name) and name in renamed:
                 raise ValueError(f"--{name.replace('_', '-')} is --{renamed[name].replace('_', '-')} for --method "
                                  f"{args.method} now ({name} means another thing for --method {', '.join(methods)})")
@@ -218,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)  # a named device must exist here: never fall back to the CPU unasked
     dpo = args.method == "dpo"
     config_cls = CONFIGS[args.method]
-    options = _method_options(args, config_cls, CONFIGS)
+    options = method_options(args, config_cls, CONFIGS)
     if "method" in {f.name for f in fields(config_cls)}:
         options["method"] = args.method
     run_options = dataclass_values(args, RunConfig)
