@@ -29,7 +29,7 @@ from mst_clipiqa.runtime.checkpoints import (
 from mst_clipiqa.runtime.preemption import Interrupted, Preempted, StopSignals, interruptible
 from mst_clipiqa.runtime.processes import on_main, run_environment
 from mst_clipiqa.runtime.runs import RunLock
-from mst_clipiqa.runtime.sharding import copy_whole_
+from mst_clipiqa.runtime.sharding import copy_whole_, is_sharded
 
 from ..rewards import Rewards
 from .config import RESUME_FREE, TrainerConfig, flat_settings, require
@@ -260,11 +260,12 @@ class DiffusionTrainer(TrainerParts):
         return stop
 
     def _draw_samples(self, signals: StopSignals, first: bool = False) -> None:
-        """The sample grid after a step (the main process draws it); cut short, it stays due in the checkpoint
-        and is drawn on resume."""
+        """The sample grid after a step (the main process draws it; a sharded model samples on every process, so
+        there they all agree at each sampler step); cut short, it stays due in the checkpoint and is drawn on
+        resume."""
         self.samples_due = True
         self._unit(signals, "its sample grid was cut short and is drawn on resume", self.after_step, first,
-                   alone=True)
+                   alone=not is_sharded(self.accelerator))
         self.samples_due = False
 
     def _stop_if_asked(self, signals: StopSignals, cut: str = "") -> None:

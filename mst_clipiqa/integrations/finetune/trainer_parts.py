@@ -148,8 +148,7 @@ class TrainerParts(ABC):
         self.model, self.optimizer = acc.prepare(denoiser, optimizer)
         reshard_after_every_forward(self.model, acc)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]  # FSDP2: the shards
-        params = self.params
-        self.ema = LoraEMA(params, config.ema_decay) if config.use_ema else None
+        self.ema = LoraEMA(self.params, config.ema_decay) if config.use_ema else None
         self.lora_site = (pipe, family.denoiser_name)
 
     def drop_batch(self, **values: torch.Tensor) -> bool:
