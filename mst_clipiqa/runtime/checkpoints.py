@@ -1,13 +1,12 @@
-"""The one checkpoint format of every trainer (the IQA trainer's epochs, the generator trainers' steps), what it
-holds (:class:`TrainingState`) and what a resume checks: safetensors and JSON only, never a pickle (accelerate's
-``save_state`` pickles the optimizer and RNG states; see docs/architecture.md).
+"""The one checkpoint format of every trainer, what it holds (:class:`TrainingState`) and what a resume checks:
+safetensors and JSON only, never a pickle (accelerate's ``save_state`` pickles; see docs/architecture.md).
 
     RUN/checkpoints/step_00000010/
         state.safetensors        trained weights, optimizer tensors, EMA (written by the main process)
         state.json               step, world size, and what the trainer records (log, settings, identity)
         rng_<rank>.safetensors   each process's generators (torch, CUDA, numpy, Python, the trainer's own)
 
-Every file is written into ``step_XXXXXXXX.tmp``, renamed once all processes are done: a killed run leaves a
+Files are written into ``step_XXXXXXXX.tmp``, renamed once all processes are done: a killed run leaves a
 complete checkpoint or an ignored ``.tmp`` folder. The ``keep`` newest are kept.
 """
 from __future__ import annotations
@@ -45,6 +44,11 @@ class DamagedCheckpoint(ValueError):
     """A checkpoint folder with a missing, truncated or inconsistent file, or NaN / inf tensors."""
 
 
+def _require_fields(path: Path, meta: Any, fields: list[str]) -> None:
+    if missing := [k for k in fields if not isinstance(meta, dict) or k not in meta]:
+        raise DamagedCheckpoint(f"{path / META} lacks the field(s) {missing}")
+
+
 @dataclass
 class TrainingState:
     """One process's view of a checkpoint: the shared tensors and JSON, and this process's generator states."""
@@ -64,18 +68,12 @@ class TrainingState:
     def require(self, path: Path, fields: list[str], tensors: list[str]) -> None:
         """A :class:`DamagedCheckpoint` naming any missing field of ``state.json`` or tensor a restore reads
         (``tensors``, and each parameter's optimizer tensors), never a bare ``KeyError`` later."""
-        missing = [k for k in ["optimizer", *fields] if k not in self.meta]
-        if missing:
-            raise DamagedCheckpoint(f"{path}/{META} lacks the field(s) {missing}")
-        optim: dict[int, set[str]] = {}
-        for key in self.tensors:
-            if key.startswith("optim."):
-                param, name = key.removeprefix("optim.").split(".", 1)
-                optim.setdefault(int(param), set()).add(name)
+        _require_fields(path, self.meta, ["optimizer", *fields])
+        optim = unflatten_optimizer_state(self.tensors, {"scalars": {}, "param_groups": []})["state"]
         params = {p for group in self.meta["optimizer"].get("param_groups", []) for p in group.get("params", [])}
-        every = set().union(*optim.values()) if optim else set()  # AdamW keeps the same tensors for every parameter
+        every = set().union(*optim.values())  # AdamW keeps the same tensors for every parameter
         missing = [k for k in tensors if k not in self.tensors] + [
-            f"optim.{p}.{n}" for p in sorted(params | set(optim)) for n in sorted(every - optim.get(p, set()))]
+            f"optim.{p}.{n}" for p in sorted(params | set(optim)) for n in sorted(every - set(optim.get(p, {})))]
         if missing:
             raise DamagedCheckpoint(f"{path} lacks {len(missing)} tensor(s) of the trained weights or their "
                                     f"optimizer state, first: {missing[:3]}")
@@ -84,11 +82,11 @@ class TrainingState:
 def capture_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], optimizer: torch.optim.Optimizer,
                   own_rng: dict[str, torch.Tensor] | None = None) -> TrainingState:
     """``tensors`` and ``meta`` with the optimizer's state (``optim.*``, ``meta["optimizer"]``) and this
-    process's generators (``own_rng``: a trainer's own, as tensors)."""
+    process's generators (``own_rng``: a trainer's own, as tensors). Collective when weights are sharded."""
     optim_tensors, meta["optimizer"] = flatten_optimizer_state(optimizer.state_dict())
     rng_tensors, rng_meta = rng_state()
-    shared = whole_tensors({**tensors, **optim_tensors})  # sharded tensors gathered whole: a collective
-    return TrainingState(shared, meta, {**rng_tensors, **(own_rng or {})}, rng_meta)
+    return TrainingState(whole_tensors({**tensors, **optim_tensors}), meta, {**rng_tensors, **(own_rng or {})},
+                         rng_meta)
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -98,11 +96,12 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if torch.cuda.is_available():
         tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     version, state, gauss_next = random.getstate()
-    return tensors, {"numpy": [kind, int(pos), int(has_gauss), float(gauss)], "python": [version, list(state),
-                                                                                          gauss_next]}
+    return tensors, {"numpy": [kind, int(pos), int(has_gauss), float(gauss)],
+                     "python": [version, list(state), gauss_next]}
 
 
 def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Put back what :func:`rng_state` returned."""
     torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
     if cuda and torch.cuda.is_available():
@@ -114,6 +113,7 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Non
 
 
 def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's ``state_dict`` as ``optim.<param>.<name>`` tensors and JSON (groups, scalars)."""
     tensors, scalars = {}, {}
     for param, values in state["state"].items():
         for name, value in values.items():
@@ -125,6 +125,7 @@ def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tens
 
 
 def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The ``state_dict`` :func:`flatten_optimizer_state` flattened (other tensors are left out)."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -139,26 +140,27 @@ def _rng_file(rank: int) -> str:
     return f"rng_{rank}.safetensors"
 
 
+def _files(world_size: int) -> list[str]:
+    return [STATE, *map(_rng_file, range(world_size))]
+
+
 def _step(path: Path) -> int:
     return int(path.name[len(_PREFIX):])
 
 
 def step_folders(run_dir: str | Path) -> list[Path]:
     """Every published checkpoint folder in ``run_dir``, complete or not, oldest first (``.tmp`` left out)."""
-    root = Path(run_dir) / CHECKPOINTS
-    found = root.iterdir() if root.is_dir() else []
-    return sorted((p for p in found if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX):].isdigit()),
-                  key=_step)
+    found = (Path(run_dir) / CHECKPOINTS).glob(f"{_PREFIX}*")
+    return sorted((p for p in found if p.is_dir() and p.name[len(_PREFIX):].isdigit()), key=_step)
 
 
 def complete_checkpoints(run_dir: str | Path) -> list[Path]:
     """The complete checkpoints in ``run_dir``, oldest first (``.tmp`` and damaged folders left out)."""
     def complete(path: Path) -> bool:
         try:
-            world = json.loads((path / META).read_text())["world_size"]
+            return all((path / f).is_file() for f in _files(json.loads((path / META).read_text())["world_size"]))
         except (OSError, ValueError, KeyError, TypeError):
             return False
-        return (path / STATE).is_file() and all((path / _rng_file(r)).is_file() for r in range(world))
 
     return [p for p in step_folders(run_dir) if complete(p)]
 
@@ -204,39 +206,32 @@ def write_checkpoint(accelerator: Any, run_dir: str | Path, step: int, state: Tr
     return final
 
 
-def _read(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    try:
-        return read_tensors(file, "a file of a training checkpoint")
-    except (OSError, ValueError) as error:
-        raise DamagedCheckpoint(str(error)) from None
-
-
 def read_checkpoint(path: str | Path, rank: int) -> TrainingState:
     """The shared state of checkpoint ``path`` and process ``rank``'s generator states (None when the
     checkpoint was written by fewer processes). Every process checks every file, so all of them agree on whether
-    the checkpoint is usable: a :class:`DamagedCheckpoint` names the file and what is wrong with it (a folder named
-    for another step than it records is a plain ``ValueError``)."""
+    it is usable: a :class:`DamagedCheckpoint` names the file and what is wrong (a folder named for another step
+    than it records is a plain ``ValueError``)."""
     path = Path(path)
     try:
         meta = json.loads((path / META).read_text())
     except (OSError, ValueError) as error:
         raise DamagedCheckpoint(f"{path / META} cannot be read ({error})") from None
-    missing = [k for k in ("step", "world_size") if not isinstance(meta, dict) or k not in meta]
-    if missing:
-        raise DamagedCheckpoint(f"{path / META} lacks the field(s) {missing}")
+    _require_fields(path, meta, ["step", "world_size"])
     if meta["step"] != _step(path):  # a renamed or copied folder: which step it holds is not guessed
         raise ValueError(f"checkpoint folder {path} is named for step {_step(path)} but records step "
                          f"{meta['step']}; expected {_PREFIX}{meta['step']:08d} (rename it back, or remove it)")
-    tensors, _ = _read(path / STATE)
+    try:
+        (tensors, _), *rngs = [read_tensors(path / f, "a file of a training checkpoint")
+                               for f in _files(meta["world_size"])]
+    except ValueError as error:
+        raise DamagedCheckpoint(str(error)) from None
     if bad := nonfinite_names(tensors):
         raise DamagedCheckpoint(f"{path / STATE} holds NaN or inf in {len(bad)} tensor(s), first: {bad[:3]}")
-    rngs = [_read(path / _rng_file(r)) for r in range(meta["world_size"])]
     if rank >= meta["world_size"]:
         return TrainingState(tensors, meta)
-    rng_tensors, rng_meta = rngs[rank]
-    if "rng" not in rng_meta:
+    if "rng" not in rngs[rank][1]:
         raise DamagedCheckpoint(f"{path / _rng_file(rank)} lacks its 'rng' metadata")
-    return TrainingState(tensors, meta, rng_tensors, json.loads(rng_meta["rng"]))
+    return TrainingState(tensors, meta, rngs[rank][0], json.loads(rngs[rank][1]["rng"]))
 
 
 def check_same_run(path: Path, settings: tuple[Mapping[str, Any], Mapping[str, Any]],
@@ -265,8 +260,8 @@ def check_same_run(path: Path, settings: tuple[Mapping[str, Any], Mapping[str, A
 
 def resume_newest(found: list[Path], restore: Callable[[Path], T], warn: bool = True) -> T:
     """``restore`` the newest usable of the checkpoints ``found`` (oldest first): a damaged one is named in a
-    warning (``warn``: on this process) and the next older one tried; every process reads every file, so all of
-    them choose the same one. A failed restore must be undone by the next one's, which sets everything again."""
+    warning (``warn``: on this process) and the next older one tried. A failed restore must be undone by the
+    next one's, which sets everything again."""
     damaged = []
     for path in reversed(found):
         try:
