@@ -235,19 +235,17 @@ def read_checkpoint(path: str | Path, rank: int) -> TrainingState:
 
 
 def check_same_run(path: Path, settings: tuple[Mapping[str, Any], Mapping[str, Any]],
-                   identity: tuple[Mapping[str, str] | None, Mapping[str, str]], resume_free: Collection[str],
-                   warn: bool = True) -> None:
+                   identity: tuple[Mapping[str, str] | None, Mapping[str, str]], resume_free: Collection[str]) -> None:
     """Refuse, in one line naming every difference, a checkpoint at ``path`` written with other settings
     (``(saved, current)`` flat settings; those in ``resume_free`` may change) or against something else
-    (``(recorded, current)`` identities, field by field). A checkpoint that recorded no identity (older versions)
-    is taken with a warning (``warn``: on this process)."""
+    (``(recorded, current)`` identities, field by field; None: the checkpoint records none)."""
     (saved, current), (recorded, now) = settings, identity
+    if recorded is None and now:
+        raise ValueError(f"cannot resume from {path}: it records no identity (written by a release before "
+                         "checkpoints did), so what it was trained against cannot be checked; start a new run in "
+                         "another output folder")
+    recorded = recorded or {}
     differing = sorted(k for k in current if k not in resume_free and saved.get(k) != current[k])
-    if recorded is None:
-        recorded = dict(now)
-        if now and warn:
-            warnings.warn(f"{path} records no identity (written by an older version): what it was trained against "
-                          "cannot be checked", RuntimeWarning, stacklevel=3)
     changed = [f"{k}: {recorded.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in sorted({*recorded, *now})
                if recorded.get(k) != now.get(k)]
     problems = ([f"it was trained against something else ({'; '.join(changed)})"] if changed else []) + (

@@ -8,6 +8,7 @@ import torch
 from mst_clipiqa.runtime.checkpoints import (
     CHECKPOINTS,
     TrainingState,
+    check_same_run,
     complete_checkpoints,
     read_checkpoint,
     remove_partial,
@@ -59,6 +60,16 @@ def test_partial_and_damaged_folders_are_ignored_and_cleared(tmp_path):
     (tmp_path / CHECKPOINTS / "step_00000002" / "state.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="does not load"):
         read_checkpoint(tmp_path / CHECKPOINTS / "step_00000002", rank=0)
+
+
+def test_a_checkpoint_that_records_no_identity_is_refused_in_one_line_where_one_is_checked(tmp_path):
+    settings = ({"lr": 1.0}, {"lr": 1.0})
+    with pytest.raises(ValueError, match="records no identity .* start a new run") as caught:
+        check_same_run(tmp_path, settings, (None, {"reward": "A"}), ["max_steps"])
+    assert "\n" not in str(caught.value)
+    check_same_run(tmp_path, settings, (None, {}), ["max_steps"])  # nothing to check (the IQA trainer's)
+    with pytest.raises(ValueError, match=r"reward: 'A' in the checkpoint, 'B' now"):
+        check_same_run(tmp_path, settings, ({"reward": "A"}, {"reward": "B"}), ["max_steps"])
 
 
 def test_a_full_disk_during_a_checkpoint_is_an_oserror_naming_the_file(tmp_path, monkeypatch):

@@ -155,7 +155,7 @@ class DiffusionTrainer(TrainerParts):
         # first: another pipeline's LoRA is not a damaged checkpoint; a run written before the config was composed
         saved = flat_settings(state.meta["config"], getattr(type(self.config), "renamed", {}))
         check_same_run(path, (saved, flat_settings(jsonable(self.config.to_dict()))),
-                       (state.meta.get("identity"), self.identity), RESUME_FREE, warn=acc.is_main_process)
+                       (state.meta.get("identity"), self.identity), RESUME_FREE)
         ema = self.ema.state()[0] if self.ema is not None else {}
         state.require(path, ["history", "config"] + (["ema"] if ema else []),
                       [_TRAINED + name for name in self.trained_parameters()] + list(ema))
