@@ -1,13 +1,7 @@
-"""The one checkpoint format of every trainer, what it holds (:class:`TrainingState`) and what a resume checks:
-safetensors and JSON only, never a pickle (accelerate's ``save_state`` pickles; see docs/architecture.md).
-
-    RUN/checkpoints/step_00000010/
-        state.safetensors        trained weights, optimizer tensors, EMA (written by the main process)
-        state.json               step, world size, and what the trainer records (log, settings, identity)
-        rng_<rank>.safetensors   each process's generators (torch, CUDA, numpy, Python, the trainer's own)
-
-Files are written into ``step_XXXXXXXX.tmp``, renamed once all processes are done: a killed run leaves a
-complete checkpoint or an ignored ``.tmp`` folder. The ``keep`` newest are kept.
+"""The one checkpoint format of every trainer, ``RUN/checkpoints/step_XXXXXXXX/`` (docs/architecture.md), what it
+holds (:class:`TrainingState`) and what a resume checks: safetensors and JSON only, never a pickle. The main
+process writes ``state.safetensors`` (trained weights, optimizer, EMA) and ``state.json`` (step, world size, what
+the trainer records), each process ``rng_<rank>.safetensors``, into a ``.tmp`` folder renamed when all are done.
 """
 from __future__ import annotations
 

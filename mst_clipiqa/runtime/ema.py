@@ -54,33 +54,33 @@ class EMA:
                              f"{sorted(self.average)[:5]}...")
         for name, value in state.items():
             copy_whole_(self.average[name], value)
-        if updates is not None:
-            self.updates = int(updates)
+        self.updates = self.updates if updates is None else int(updates)
 
     def settings(self) -> dict[str, Any]:
         return {"decay": self.decay, "warmup": self.warmup, "optimization_step": self.updates}
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """(``ema.*`` tensors, JSON settings) for a checkpoint."""
+        """(``ema.*`` tensors, :meth:`settings`) for a checkpoint; ``optimization_step`` as diffusers' EMAModel."""
         return {f"ema.{n}": t for n, t in self.state_dict().items()}, self.settings()
 
     def load_state(self, tensors: Mapping[str, torch.Tensor], settings: Mapping[str, Any]) -> None:
-        """Put back :meth:`state` (``settings`` as diffusers' EMAModel wrote them too: ``optimization_step``)."""
+        """Put back :meth:`state`."""
         self.load_state_dict({n: tensors[f"ema.{n}"] for n in self.average}, settings["optimization_step"])
 
     @contextmanager
     def applied(self) -> Iterator[None]:
         """The parameters hold the averaged weights inside the block, their own ones again after it."""
         own = {n: p.detach().clone() for n, p in self.params.items()}
-        with torch.no_grad():
-            for name, p in self.params.items():
-                p.copy_(self.average[name])
+        self._put(self.average)
         try:
             yield
         finally:
-            with torch.no_grad():
-                for name, p in self.params.items():
-                    p.copy_(own[name])
+            self._put(own)
+
+    @torch.no_grad()
+    def _put(self, values: Mapping[str, torch.Tensor]) -> None:
+        for name, p in self.params.items():
+            p.copy_(values[name])
 
 
 class LoraEMA(EMA):

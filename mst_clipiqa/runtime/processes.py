@@ -3,7 +3,6 @@ main process alone does."""
 from __future__ import annotations
 
 import atexit
-import functools
 import os
 import warnings
 from collections.abc import Callable
@@ -21,6 +20,7 @@ __all__ = ["MainProcessFailed", "launcher_precision", "launcher_rank", "launcher
            "on_main", "run_environment"]
 
 T = TypeVar("T")
+_PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"  # what `accelerate launch` sets from its flag or config file
 
 
 class MainProcessFailed(ValueError):
@@ -37,35 +37,28 @@ def launcher_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-_PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"  # what `accelerate launch` sets from its flag or config file
-_MPI_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-
-
 def launcher_precision(asked: str | None) -> str | None:
-    """The mixed precision of a run: ``asked`` (the library's setting) when given, else what ``accelerate launch``
-    set (``ACCELERATE_MIXED_PRECISION``; its ``no`` means nothing asked, so it never conflicts); None when neither
-    says. Any other launcher precision than ``asked`` is an error."""
+    """The mixed precision of a run: ``asked`` (the library's setting), else what ``accelerate launch`` set
+    (whose ``no`` never conflicts), else None; a launcher precision other than ``asked`` is an error."""
     launched = os.environ.get(_PRECISION_ENV, "").strip().lower() or None
-    if asked is None:
-        return launched
-    if launched not in (None, "no", asked):
-        raise ValueError(f"mixed_precision={asked!r} (this library's --mixed-precision / mixed_precision setting) "
-                         f"conflicts with accelerate's mixed_precision={launched!r} ({_PRECISION_ENV}, set by "
-                         "`accelerate launch --mixed_precision` or the accelerate config file); give one of them, "
-                         "or the same value in both")
-    return asked
+    if asked is None or launched in (None, "no", asked):
+        return asked or launched
+    raise ValueError(f"mixed_precision={asked!r} (this library's --mixed-precision / mixed_precision setting) "
+                     f"conflicts with accelerate's mixed_precision={launched!r} ({_PRECISION_ENV}, set by "
+                     "`accelerate launch --mixed_precision` or the accelerate config file); give one of them, or "
+                     "the same value in both")
 
 
 def _check_launched_alone() -> None:
-    """`accelerate launch` asked for N CPU processes without mpirun starts one, and says so nowhere."""
+    # `accelerate launch` asked for N CPU processes without mpirun starts one, and says so nowhere
     env = os.environ
-    asked_for_several = "ACCELERATE_USE_CPU" in env and "MASTER_ADDR" in env  # its simple launcher, N > 1
-    if asked_for_several and "WORLD_SIZE" not in env and not any(k in env for k in _MPI_SIZES):
-        warnings.warn("accelerate launch was asked for several processes on the CPU (a MULTI_CPU config, or "
-                      "--num_processes > 1 without --multi_gpu) but started one: it needs mpirun "
-                      "(--mpirun_hostfile) for that. This run is one process. For N processes on the CPU use "
-                      "`accelerate launch --multi_gpu --num_processes N` (on a machine without CUDA it runs on the "
-                      "CPU with gloo) or `torchrun --nproc_per_node N`", RuntimeWarning, stacklevel=3)
+    mpi = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+    if "ACCELERATE_USE_CPU" in env and "MASTER_ADDR" in env and "WORLD_SIZE" not in env and not any(
+            k in env for k in mpi):
+        warnings.warn("accelerate launch was asked for several processes on the CPU but started one: it needs "
+                      "mpirun (--mpirun_hostfile) for that. For N processes on the CPU use `accelerate launch "
+                      "--multi_gpu --num_processes N` (gloo without CUDA) or `torchrun --nproc_per_node N`",
+                      RuntimeWarning, stacklevel=3)
 
 
 def run_environment(accelerator: Accelerator) -> dict[str, object]:
@@ -76,12 +69,9 @@ def run_environment(accelerator: Accelerator) -> dict[str, object]:
 
 
 def new_accelerator(**settings: object) -> Accelerator:
-    """An ``Accelerator`` with these settings, even if an earlier one in this process (accelerate keeps one
-    process-wide state) chose others; the distributed setup is kept. ``mixed_precision`` None takes the
-    launcher's (:func:`launcher_precision`). Under a launcher without CUDA it runs on the CPU (gloo), which
-    accelerate would otherwise ignore; processes that still end up alone get a warning. An FSDP config
-    (version 2) shards there too (:func:`~.sharding.shard_on_cpu`); DeepSpeed or FSDP version 1 is refused in
-    one line."""
+    """An ``Accelerator`` with these settings, even if an earlier one in this process chose others (accelerate
+    keeps one process-wide state). ``mixed_precision`` None takes the launcher's. Under a launcher without CUDA
+    it runs on the CPU (gloo), an FSDP config (version 2) shards there too; DeepSpeed or FSDP 1 is refused."""
     check_sharding()
     if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun starts its workers in sessions of their own
         stop_with_parent()
@@ -102,15 +92,10 @@ def new_accelerator(**settings: object) -> Accelerator:
                       stacklevel=2)
     if accelerator.num_processes > 1:
         shard_on_cpu(accelerator)
-        _end_process_group_at_exit()
     return accelerator
 
 
-@functools.cache
-def _end_process_group_at_exit() -> None:
-    atexit.register(end_process_group)
-
-
+@atexit.register
 def end_process_group() -> None:
     """Destroy the default process group, if any (done at exit: gloo threads still running at shutdown abort a
     process that succeeded, exit status -6)."""
@@ -131,8 +116,7 @@ def on_main(accelerator: Accelerator, work: Callable[[], T]) -> T | None:
         outcome = [None if error is None else (isinstance(error, ValueError), f"{error}")]
         broadcast_object_list(outcome)
         if outcome[0] is not None and error is None:
-            is_value_error, message = outcome[0]
-            raise (MainProcessFailed if is_value_error else RuntimeError)(message)
+            raise (MainProcessFailed if outcome[0][0] else RuntimeError)(outcome[0][1])
     if error is not None:
         raise error
     return result

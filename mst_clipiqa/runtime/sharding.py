@@ -1,11 +1,7 @@
 """A model sharded over the processes (accelerate's FSDP2, torch's ``fully_shard``): whether a run shards, and
 its sharded tensors (``DTensor``) as whole tensors and back, for checkpoints, the EMA and saved weights.
-
-accelerate reads the sharding from its config (``accelerate launch --config_file`` with ``distributed_type:
-FSDP``, which sets ``ACCELERATE_USE_FSDP`` and the ``FSDP_*`` variables). On several GPUs its ``Accelerator``
-shards; for several CPU processes it never does (the FSDP type is set inside its multi-accelerator branch only),
-though torch's ``fully_shard`` runs there on gloo: :func:`shard_on_cpu` lets the same config shard there, so
-that what runs on GPUs is what the CPU tests run.
+accelerate never shards several CPU processes, though ``fully_shard`` runs there on gloo: :func:`shard_on_cpu`
+lets the same config shard there, so that the CPU tests run what runs on GPUs.
 """
 from __future__ import annotations
 
@@ -16,7 +12,7 @@ from typing import Any
 import torch
 
 __all__ = ["ShardingError", "check_sharding", "copy_whole_", "is_sharded", "reshard_after_every_forward",
-           "reshard_optimizer_state", "shard_on_cpu", "sharding_name", "whole", "whole_tensors"]
+           "reshard_optimizer_state", "shard_on_cpu", "sharding_name", "whole_tensors"]
 
 _FSDP_ENV, _DEEPSPEED_ENV = "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"
 
@@ -30,9 +26,8 @@ def _env_flag(name: str) -> bool:
 
 
 def check_sharding(accelerator: Any = None) -> None:
-    """One line for a sharding the generator trainers cannot run, asked by the launcher's environment or by
-    ``accelerator`` (one built with its own plugin): FSDP version 1 (flat parameters), DeepSpeed (ZeRO-3 would
-    need its gathered-parameter scopes around every LoRA read)."""
+    """One line for a sharding the generator trainers cannot run (FSDP 1, DeepSpeed), asked by the launcher's
+    environment or by ``accelerator``."""
     kind = getattr(getattr(accelerator, "distributed_type", None), "value", None)
     if kind == "DEEPSPEED" or _env_flag(_DEEPSPEED_ENV):
         raise ShardingError("the accelerate config asks for DeepSpeed (distributed_type: DEEPSPEED), which the "
@@ -63,12 +58,8 @@ def shard_on_cpu(accelerator: Any) -> None:
 
 
 def reshard_after_every_forward(model: Any, accelerator: Any) -> None:
-    """Make a sharded ``model`` (prepared by ``accelerator``) gather its weights afresh in every forward pass.
-
-    FSDP2 keeps the root's gathered weights after a forward, for the backward that follows in training; after a
-    pass without one (sampling, the monitor, the reference model) they would stay, and the next forward, after
-    an optimizer step or with the EMA swapped out, would run on stale weights, as would reading the parameters.
-    """
+    """Make a sharded ``model`` gather its weights afresh in every forward pass: FSDP2 keeps the root's gathered
+    weights for a backward, and after a pass without one (sampling) they would go stale."""
     if not is_sharded(accelerator):
         return
     if accelerator.state.fsdp_plugin.reshard_after_forward is not True:
@@ -97,16 +88,11 @@ def sharding_name(accelerator: Any) -> str:
             f"{plugin.reshard_after_forward}, auto_wrap_policy={wrap}, cpu_offload={offload})")
 
 
-def whole(tensor: torch.Tensor) -> torch.Tensor:
-    """The whole tensor of a sharded one (collective: every process calls it), else ``tensor`` itself."""
-    from torch.distributed.tensor import DTensor
-
-    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
-
-
 def whole_tensors(tensors: Mapping[str, Any]) -> dict[str, Any]:
     """``tensors`` with each sharded one whole (collective, in the mapping's order on every process)."""
-    return {name: whole(t) if isinstance(t, torch.Tensor) else t for name, t in tensors.items()}
+    from torch.distributed.tensor import DTensor
+
+    return {name: t.full_tensor() if isinstance(t, DTensor) else t for name, t in tensors.items()}
 
 
 @torch.no_grad()
@@ -121,8 +107,8 @@ def copy_whole_(target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
 
 
 def reshard_optimizer_state(optimizer: Any) -> None:
-    """After ``optimizer.load_state_dict`` with whole tensors: each state tensor of a sharded parameter's shape
-    becomes that parameter's shard again (torch's optimizers cannot mix whole and sharded tensors)."""
+    """After ``optimizer.load_state_dict`` with whole tensors, make each state tensor of a sharded parameter's
+    shape that parameter's shard again (torch's optimizers cannot mix the two)."""
     from torch.distributed.tensor import DTensor, distribute_tensor
 
     optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
