@@ -150,13 +150,14 @@ def step_folders(run_dir: str | Path) -> list[Path]:
 
 def complete_checkpoints(run_dir: str | Path) -> list[Path]:
     """The complete checkpoints in ``run_dir``, oldest first (``.tmp`` and damaged folders left out)."""
-    def complete(path: Path) -> bool:
-        try:
-            return all((path / f).is_file() for f in _files(json.loads((path / META).read_text())["world_size"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
+    return [p for p in step_folders(run_dir) if _complete(p)]
 
-    return [p for p in step_folders(run_dir) if complete(p)]
+
+def _complete(path: Path) -> bool:
+    try:
+        return all((path / f).is_file() for f in _files(json.loads((path / META).read_text())["world_size"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def remove_partial(run_dir: str | Path) -> None:

@@ -1,13 +1,7 @@
-"""Stopping a run at a safe point when SIGTERM (Slurm, Kubernetes) or SIGINT (Ctrl-C) arrives.
-
-A trainer runs inside :class:`StopSignals`, whose handler only records the signal (a second one interrupts at
-once). At each safe point (after an optimizer step, before a reward-model batch) it asks
-:meth:`StopSignals.requested`, writes a checkpoint and raises :class:`Preempted`; long phases ask
-:func:`stop_requested` after each unit of kept work. A unit whose work is thrown away when cut short (a step's
-sampling, a monitor evaluation) runs in :func:`interruptible`, and its inner loops call
-:func:`interruption_point`, which raises :class:`Interrupted` with the random streams put back, so that the
-checkpoint resumes bit for bit. With several processes each point asks all of them (a collective).
-"""
+"""Stopping a run at a safe point on SIGTERM (Slurm, Kubernetes) or SIGINT (Ctrl-C): :class:`StopSignals` records
+the signal, the trainer checkpoints at its next safe point and raises :class:`Preempted`. A unit of work thrown
+away when cut short (a step's sampling) runs in :func:`interruptible`, whose :func:`interruption_point` raises
+:class:`Interrupted` with the random streams put back, so that the checkpoint resumes bit for bit."""
 from __future__ import annotations
 
 import signal
