@@ -1,8 +1,6 @@
-"""One exponential moving average of trained weights, for both trainers: what evaluation, model selection, sample
-grids and the saved weights use (a validation curve from a random start jumps; the average over the last
-``1 / (1 - decay)`` steps moves smoothly). The update is torch's ``get_ema_multi_avg_fn``, after every optimizer
-step, of the trainable tensors; with ``warmup`` update n uses diffusers' ``min(decay, (1 + n) / (10 + n))``.
-"""
+"""One exponential moving average of trained weights, for both trainers (evaluation, model selection, sample
+grids and the saved weights use it): torch's ``get_ema_multi_avg_fn`` after every optimizer step; with ``warmup``
+update n uses diffusers' ``min(decay, (1 + n) / (10 + n))``."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
