@@ -1,4 +1,4 @@
-"""Who may work in an IQA run folder, and what its files say: the main process holds the folder's
+"""What an IQA run folder's files say. The main process holds the folder's
 :class:`~mst_clipiqa.runtime.runs.RunLock` while the run works there, and only then reads or writes ``run.json``,
 which blocks a fresh start only when the folder holds finished work (a run that failed before its first epoch
 has nothing to lose)."""
@@ -9,17 +9,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from mst_clipiqa.runtime.checkpoints import check_same_run
-from mst_clipiqa.runtime.runs import RunLock
+from mst_clipiqa.runtime.checkpoints import check_same_run, step_folders
 
 from ..utils import read_json, read_tensors, write_json
-from .checkpoint import holds_checkpoint
-from .config import RESUME_FREE
+from .config import RESUME_FREE, TrainConfig
 
-__all__ = ["BEST", "REPORT", "RESULT", "RUN_FILE", "SPLITS", "claim_run_dir", "finished_result",
-           "holds_finished_work"]
+__all__ = ["BEST", "REPORT", "RESULT", "SPLITS", "check_run_settings", "finished_result"]
 
-RUN_FILE = "run.json"
 RESULT = "result.json"
 BEST = "best.safetensors"
 REPORT = "report.json"
@@ -35,50 +31,30 @@ def finished_result(directory: Path) -> dict[str, Any] | None:
     return read_json(directory / RESULT)
 
 
-def holds_finished_work(directory: Path) -> bool:
-    """Whether anything in the folder took an epoch or more to make."""
-    return (directory / REPORT).exists() or any(
-        (split / RESULT).exists() or holds_checkpoint(split) for split in directory.glob("split_*"))
-
-
-def claim_run_dir(directory: Path, settings: dict[str, Any], resume: bool,
-                  implied: dict[str, dict[str, Any]] | None = None) -> RunLock:
-    """Lock the folder and record (or, on resume, check) the run's settings; returns the held lock. A
-    ``ValueError`` if another run holds it, if it holds finished work and ``resume`` is off, or if resuming with
-    other settings. ``implied``: per group of settings, what a folder written before a setting existed stands for
-    (its default), so that a new option at its default leaves older runs resumable."""
-    lock = RunLock(directory).acquire()
-    try:
-        _check_or_write(directory / RUN_FILE, json.loads(json.dumps(settings)), resume,
-                        json.loads(json.dumps(implied or {})))
-    except BaseException:
-        lock.release()
-        raise
-    return lock
-
-
-def _check_or_write(path: Path, settings: dict[str, Any], resume: bool, implied: dict[str, dict[str, Any]]) -> None:
-    if not path.exists():
-        write_json(path, settings)
-        return
-    if not holds_finished_work(path.parent):
-        try:
-            same = read_json(path) == settings
-        except ValueError:
-            same = False
-        if not same:
-            warnings.warn(f"{path} is from a run that finished no epoch; starting afresh", stacklevel=2)
-            write_json(path, settings)
-        return
-    if not resume:
-        raise ValueError(f"{path.parent} already holds a run; pass resume=True (--resume) to continue it, "
-                         "or choose a new output directory")
+def check_run_settings(directory: Path, settings: dict[str, Any], resume: bool) -> None:
+    """Record the run's settings in ``run.json``, or, when the folder holds finished work, check them (an option
+    newer than the file counts as its default): a ``ValueError`` unless ``resume`` and the same settings."""
+    path, settings = directory / "run.json", json.loads(json.dumps(settings))
+    if old := sorted(directory.glob("split_*/checkpoint.safetensors")):
+        raise ValueError(f"{old[0]} is an earlier release's checkpoint, which this release does not resume; finish "
+                         "the run with that release, or delete the file to train its split again")
     try:
         saved = read_json(path)
-    except ValueError as error:
-        raise ValueError(f"cannot resume: {error}. It records the settings the finished epochs were trained "
-                         "with; restore it, or start afresh in a new output directory") from None
-    for group, values in implied.items():
-        if isinstance(saved.get(group), dict) and isinstance(settings.get(group), dict):
-            saved[group] = {**{k: v for k, v in values.items() if k in settings[group]}, **saved[group]}
+    except (OSError, ValueError) as error:
+        saved = error
+    if not (directory / REPORT).exists() and not any(
+            (split / RESULT).exists() or step_folders(split) for split in directory.glob("split_*")):
+        if path.exists() and saved != settings:
+            warnings.warn(f"{path} is from a run that finished no epoch; starting afresh", stacklevel=2)
+        write_json(path, settings)
+        return
+    if not resume:
+        raise ValueError(f"{directory} already holds a run; pass resume=True (--resume) to continue it, "
+                         "or choose a new output directory")
+    if isinstance(saved, Exception):
+        raise ValueError(f"cannot resume: {saved}. It records the settings the finished epochs were trained "
+                         "with; restore it, or start afresh in a new output directory")
+    if isinstance(saved.get("train"), dict):
+        saved["train"] = {**{k: v for k, v in TrainConfig().to_dict().items() if k in settings["train"]},
+                          **saved["train"]}
     check_same_run(path, (saved, settings), (None, {}), RESUME_FREE)

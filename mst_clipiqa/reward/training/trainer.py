@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from mst_clipiqa.runtime.checkpoints import set_rng_state
+from mst_clipiqa.runtime.checkpoints import step_folders
 from mst_clipiqa.runtime.ema import EMA
 from mst_clipiqa.runtime.preemption import Preempted, StopSignals
 from mst_clipiqa.runtime.processes import new_accelerator
@@ -37,7 +37,7 @@ from ..datasets import QualityDataset, Split, collate
 from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, set_ensemble, trainable_state_dict
 from ..utils import nonfinite_names, progress_bar, read_json, save_tensors, write_json
 from .bootstrap import bootstrap_counts
-from .checkpoint import holds_checkpoint, load_checkpoint, remove_checkpoints, save_checkpoint
+from .checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
 from .config import TrainConfig
 from .distributed import epoch_batches, gather_rows
 from .evaluation import dataset_paths_prompts, predict_features, resolve_outputs
@@ -322,7 +322,7 @@ class Trainer:
         if not signum:
             return
         directory = self.split_dir(k)
-        kept = (f"checkpoint of epoch {epoch} in {directory}" if holds_checkpoint(directory)
+        kept = (f"checkpoint of epoch {epoch} in {directory}" if step_folders(directory)
                 else f"nothing of split {k} saved yet")
         raise Preempted(signum, f"stopped by {StopSignals.name(signum)} in epoch {epoch + 1} of split {k} (cut short, "
                                 f"it runs again on resume); {kept}; run the same command again with --resume "
@@ -340,16 +340,15 @@ class Trainer:
         self.ema = EMA(trainable, self.config.ema_decay) if self.config.ema_decay else None
         set_seed(self.config.seed + k)
         main = self.accelerator.is_main_process
-        checkpoint = self._recover(lambda: load_checkpoint(directory, main) if holds_checkpoint(directory) else None,
+        checkpoint = self._recover(lambda: load_checkpoint(directory, main) if step_folders(directory) else None,
                                    f"restarting split {k} from its first epoch")
         if checkpoint is not None:
-            self.load_state(checkpoint.model_state)
-            self.best_state = checkpoint.best_state
-            self.optimizer.load_state_dict(checkpoint.optimizer_state)
+            self.load_state(checkpoint.part("model"))
+            self.best_state = checkpoint.part("best")
             if self.ema is not None:
-                self.ema.load_state_dict(checkpoint.ema_state)
-            set_rng_state(*checkpoint.rng)
-            return checkpoint.progress
+                self.ema.load_state_dict(checkpoint.part("ema"))
+            checkpoint.restore(self.optimizer)
+            return checkpoint.meta["progress"]
         remove_checkpoints(directory, self.accelerator)  # damaged ones: never "newest" over the fresh ones
         self.best_state = dict(self.initial_state)
         val = self._validate(split.val)
