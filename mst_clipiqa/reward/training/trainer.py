@@ -9,7 +9,7 @@ uninterrupted run would, because each epoch's data order depends only on
 (seed, split, epoch) and the RNG states travel in the checkpoint. A damaged
 checkpoint or finished split found on resume is named in a warning and that
 split trained again. The loop over splits, the run folder and the report are
-in ``protocol``; who may work in the folder, in ``run_folder``.
+in ``protocol``; the folder's files and checkpoints, in ``run_folder``.
 """
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ from ..datasets import QualityDataset, Split, collate
 from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, set_ensemble, trainable_state_dict
 from ..utils import nonfinite_names, progress_bar, read_json, save_tensors, write_json
 from .bootstrap import bootstrap_counts
-from .checkpoint import load_checkpoint, remove_checkpoints, save_checkpoint
 from .config import TrainConfig
 from .distributed import epoch_batches, gather_rows
 from .evaluation import dataset_paths_prompts, predict_features, resolve_outputs
@@ -49,7 +48,7 @@ from .metrics import evaluate, krcc, plcc, srcc
 from .param_groups import param_groups
 from .protocol import run_splits
 from .recipes import lr_factor
-from .run_folder import BEST, RESULT, finished_result
+from .run_folder import BEST, RESULT, finished_result, load_checkpoint, remove_checkpoints, save_checkpoint
 from .saturation import start_check
 from .scorer import Scorer
 from .selection import per_output_best
