@@ -57,8 +57,7 @@ def save_checkpoint(directory: str | Path, model_state: dict[str, torch.Tensor],
 
 
 def remove_checkpoints(directory: str | Path, accelerator: Any) -> None:
-    """Delete a split folder's checkpoints (a finished split's, or damaged ones a fresh start replaces).
-    Collective: every process has looked at them before the main process deletes them."""
+    """Delete a split folder's checkpoints; collective: every process has read them before the main one deletes."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(Path(directory) / CHECKPOINTS, ignore_errors=True)
@@ -84,8 +83,7 @@ def load_checkpoint(path: str | Path, warn: bool = True) -> Checkpoint:
 
 
 def finished_result(directory: Path) -> dict[str, Any] | None:
-    """A finished split's ``result.json`` (None if the split is not finished), checked along with its
-    ``best.safetensors``; either one damaged raises a ``ValueError`` naming it."""
+    """A finished split's ``result.json`` (None if unfinished); it or ``best.safetensors`` damaged: a ``ValueError``."""
     if not (directory / RESULT).exists():
         return None
     read_tensors(directory / BEST, "the best epoch's weights of a finished split")
