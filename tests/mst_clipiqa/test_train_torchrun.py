@@ -89,4 +89,4 @@ def test_sigterm_to_one_process_stops_both_at_the_same_batch(sample_dir, tmp_pat
     # both gave epoch 2 up at its first batch: as many optimizer steps, the same weights
     assert [[e["epoch"] for e in r["epochs"]] for r in ranks] == [[0, 1], [0, 1]]
     assert ranks[0]["steps"] and ranks[0]["steps"] == ranks[1]["steps"]
-    assert load_checkpoint(out / "split_00").progress["epoch"] == 1
+    assert load_checkpoint(out / "split_00").meta["progress"]["epoch"] == 1

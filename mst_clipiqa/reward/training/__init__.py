@@ -35,7 +35,6 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
         trainable_state_dict,
     )
     from ..utils import write_json
-    from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from .config import TrainConfig
     from .distributed import epoch_batches
     from .evaluation import evaluate_model, predict_features, resolve_outputs
@@ -45,6 +44,7 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
     from .probe import RidgeProbe, fit_ridge, linear_probe
     from .recipes import PAPER, RECIPES
     from .report import make_plots
+    from .run_folder import Checkpoint, load_checkpoint, save_checkpoint
     from .saturation import head_saturation, start_check
     from .selection import per_output_best
     from .trainer import Trainer, train

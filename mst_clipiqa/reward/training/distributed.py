@@ -16,8 +16,7 @@ def epoch_batches(indices: Sequence[int], batch_size: int, seed: int, split_inde
     every process gets as many (the last ones wrap around to the first), as gradient averaging requires."""
     order = np.random.default_rng([seed, split_index, epoch]).permutation(np.asarray(indices, dtype=np.int64))
     batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    if world > 1:  # cycle, so that even fewer batches than processes give every process one
-        batches = [batches[i % len(batches)] for i in range(-(-len(batches) // world) * world)]
+    batches = [batches[i % len(batches)] for i in range(-(-len(batches) // world) * world)]
     return batches[rank::world]
 
 

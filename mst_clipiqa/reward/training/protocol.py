@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from mst_clipiqa.runtime.processes import on_main, run_environment
+from mst_clipiqa.runtime.runs import RunLock
 
 from ..datasets import QualityDataset, Split, make_splits, reference_split, save_splits
 from ..datasets.splits import without_validation
@@ -29,9 +30,9 @@ from .features import CachedFeatures, encode_features
 from .metrics import summarize
 from .probe import linear_probe
 from .report import make_plots
-from .run_folder import BEST, REPORT, RUN_FILE, SPLITS, claim_run_dir
+from .run_folder import BEST, REPORT, SPLITS, check_run_settings
 
-__all__ = ["BEST", "RUN_FILE", "SplitTrainer", "run_settings", "run_splits"]
+__all__ = ["SplitTrainer", "run_settings", "run_splits"]
 
 
 class SplitTrainer(Protocol):
@@ -77,9 +78,9 @@ def run_splits(trainer: SplitTrainer) -> dict[str, Any]:
     if trainer.validation_note and trainer.accelerator.is_main_process:
         warnings.warn(trainer.validation_note, stacklevel=3)  # at the caller of Trainer.run
     acc, directory = trainer.accelerator, trainer.split_dir(0).parent
-    defaults = {"train": type(trainer.config)().to_dict()}  # what a run.json from before an option existed means
-    lock = on_main(acc, lambda: claim_run_dir(directory, run_settings(trainer, splits), trainer.resume, defaults))
+    lock = on_main(acc, RunLock(directory).acquire)
     try:
+        on_main(acc, lambda: check_run_settings(directory, run_settings(trainer, splits), trainer.resume))
         probes = _probes(trainer, splits)  # before training: with encoder adapters the features must be the frozen ones
         bar = progress_bar(list(enumerate(splits)), desc="splits", unit="split",
                            disable=not trainer.show or len(splits) < 2)

@@ -1,84 +1,119 @@
-"""Who may work in an IQA run folder, and what its files say: the main process holds the folder's
-:class:`~mst_clipiqa.runtime.runs.RunLock` while the run works there, and only then reads or writes ``run.json``,
-which blocks a fresh start only when the folder holds finished work (a run that failed before its first epoch
-has nothing to lose)."""
+"""An IQA run folder: ``run.json`` (the settings, checked on resume), and per split its newest epoch's checkpoint in
+the runtime's format (``split_NN/checkpoints/step_<epoch>/``: ``model.*``, ``best.*`` the best epoch's, ``ema.*``
+their average when kept, ``optim.*``; ``progress`` in ``state.json``), then ``result.json`` and ``best.safetensors``.
+The main process reads or writes ``run.json`` only while it holds the folder's lock (``runtime.runs.RunLock``)."""
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
-from mst_clipiqa.runtime.checkpoints import check_same_run
-from mst_clipiqa.runtime.runs import RunLock
+import torch
+from accelerate import PartialState
+
+from mst_clipiqa.runtime.checkpoints import (
+    CHECKPOINTS,
+    TrainingState,
+    capture_state,
+    check_same_run,
+    read_checkpoint,
+    resume_newest,
+    step_folders,
+    write_checkpoint,
+)
 
 from ..utils import read_json, read_tensors, write_json
-from .checkpoint import holds_checkpoint
-from .config import RESUME_FREE
+from .config import RESUME_FREE, TrainConfig
 
-__all__ = ["BEST", "REPORT", "RESULT", "RUN_FILE", "SPLITS", "claim_run_dir", "finished_result",
-           "holds_finished_work"]
+__all__ = ["BEST", "REPORT", "RESULT", "SPLITS", "Checkpoint", "check_run_settings", "finished_result",
+           "load_checkpoint", "remove_checkpoints", "save_checkpoint"]
 
-RUN_FILE = "run.json"
 RESULT = "result.json"
 BEST = "best.safetensors"
 REPORT = "report.json"
 SPLITS = "splits.json"  # the splits of the run (save_splits format), for evaluating the saved model
 
 
+class Checkpoint(TrainingState):
+    """What :func:`load_checkpoint` returns: one epoch's state (``restore(optimizer)`` puts back the optimizer's
+    state and the generators; ``meta["progress"]`` the epochs done)."""
+
+    def part(self, name: str) -> dict[str, torch.Tensor]:
+        """The ``model``, ``best`` or ``ema`` tensors, by parameter name."""
+        return {k.removeprefix(name + "."): v for k, v in self.tensors.items() if k.startswith(name + ".")}
+
+
+def save_checkpoint(directory: str | Path, model_state: dict[str, torch.Tensor], best_state: dict[str, torch.Tensor],
+                    optimizer: torch.optim.Optimizer, progress: dict[str, Any],
+                    ema_state: dict[str, torch.Tensor] | None = None, accelerator: Any | None = None) -> Path:
+    """Write the training state after epoch ``progress["epoch"]`` into the split folder ``directory``, replacing
+    its earlier checkpoint. Collective: every process of ``accelerator`` (default: accelerate's) calls it."""
+    parts = {"model": model_state, "best": best_state, "ema": ema_state or {}}
+    tensors = {f"{p}.{k}": v for p, state in parts.items() for k, v in state.items()}
+    state = capture_state(tensors, {"step": progress["epoch"], "progress": progress}, optimizer)
+    return write_checkpoint(accelerator or PartialState(), directory, progress["epoch"], state, keep=1)
+
+
+def remove_checkpoints(directory: str | Path, accelerator: Any) -> None:
+    """Delete a split folder's checkpoints; collective: every process has read them before the main one deletes."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(Path(directory) / CHECKPOINTS, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _read(path: Path) -> Checkpoint:
+    # the IQA trainer's processes draw alike (one seed per split): the main process's generators serve every one
+    state = read_checkpoint(path, 0)
+    state.require(path, ["progress"], [])
+    return Checkpoint(**vars(state))
+
+
+def load_checkpoint(path: str | Path, warn: bool = True) -> Checkpoint:
+    """The checkpoint at ``path``: one ``step_*`` folder, or a split folder's newest usable one (a damaged one is
+    named in a warning, ``warn``, and an older one tried). A ``ValueError`` names what is missing or damaged."""
+    path = Path(path)
+    found = [path] if path.name.startswith("step_") else step_folders(path)
+    if not found:
+        raise ValueError(f"{path} holds no checkpoint of this release; expected a split folder with {CHECKPOINTS}/"
+                         "step_*/ (an earlier release's checkpoint.safetensors is not read)")
+    return resume_newest(found, _read, warn=warn)
+
+
 def finished_result(directory: Path) -> dict[str, Any] | None:
-    """A finished split's ``result.json`` (None if the split is not finished), checked along with its
-    ``best.safetensors``; either one damaged raises a ``ValueError`` naming it."""
+    """A finished split's ``result.json`` (None if unfinished); it or ``best.safetensors`` damaged: a ``ValueError``."""
     if not (directory / RESULT).exists():
         return None
     read_tensors(directory / BEST, "the best epoch's weights of a finished split")
     return read_json(directory / RESULT)
 
 
-def holds_finished_work(directory: Path) -> bool:
-    """Whether anything in the folder took an epoch or more to make."""
-    return (directory / REPORT).exists() or any(
-        (split / RESULT).exists() or holds_checkpoint(split) for split in directory.glob("split_*"))
-
-
-def claim_run_dir(directory: Path, settings: dict[str, Any], resume: bool,
-                  implied: dict[str, dict[str, Any]] | None = None) -> RunLock:
-    """Lock the folder and record (or, on resume, check) the run's settings; returns the held lock. A
-    ``ValueError`` if another run holds it, if it holds finished work and ``resume`` is off, or if resuming with
-    other settings. ``implied``: per group of settings, what a folder written before a setting existed stands for
-    (its default), so that a new option at its default leaves older runs resumable."""
-    lock = RunLock(directory).acquire()
-    try:
-        _check_or_write(directory / RUN_FILE, json.loads(json.dumps(settings)), resume,
-                        json.loads(json.dumps(implied or {})))
-    except BaseException:
-        lock.release()
-        raise
-    return lock
-
-
-def _check_or_write(path: Path, settings: dict[str, Any], resume: bool, implied: dict[str, dict[str, Any]]) -> None:
-    if not path.exists():
-        write_json(path, settings)
-        return
-    if not holds_finished_work(path.parent):
-        try:
-            same = read_json(path) == settings
-        except ValueError:
-            same = False
-        if not same:
-            warnings.warn(f"{path} is from a run that finished no epoch; starting afresh", stacklevel=2)
-            write_json(path, settings)
-        return
-    if not resume:
-        raise ValueError(f"{path.parent} already holds a run; pass resume=True (--resume) to continue it, "
-                         "or choose a new output directory")
+def check_run_settings(directory: Path, settings: dict[str, Any], resume: bool) -> None:
+    """Record the run's settings in ``run.json``; when the folder holds finished work, a ``ValueError`` unless
+    ``resume`` and the same settings (an option newer than the file counts as at its default)."""
+    path, settings = directory / "run.json", json.loads(json.dumps(settings))
+    if old := sorted(directory.glob("split_*/checkpoint.safetensors")):
+        raise ValueError(f"{old[0]} is an earlier release's checkpoint, which this release does not resume; finish "
+                         "the run with that release, or delete the file to train its split again")
     try:
         saved = read_json(path)
-    except ValueError as error:
-        raise ValueError(f"cannot resume: {error}. It records the settings the finished epochs were trained "
-                         "with; restore it, or start afresh in a new output directory") from None
-    for group, values in implied.items():
-        if isinstance(saved.get(group), dict) and isinstance(settings.get(group), dict):
-            saved[group] = {**{k: v for k, v in values.items() if k in settings[group]}, **saved[group]}
+    except (OSError, ValueError) as error:
+        saved = error
+    if not (directory / REPORT).exists() and not any(
+            (split / RESULT).exists() or step_folders(split) for split in directory.glob("split_*")):
+        if path.exists() and saved != settings:  # a run that finished no epoch has nothing to lose
+            warnings.warn(f"{path} is from a run that finished no epoch; starting afresh", stacklevel=2)
+        write_json(path, settings)
+        return
+    if not resume:
+        raise ValueError(f"{directory} already holds a run; pass resume=True (--resume) to continue it, "
+                         "or choose a new output directory")
+    if isinstance(saved, Exception):
+        raise ValueError(f"cannot resume: {saved}. It records the settings the finished epochs were trained "
+                         "with; restore it, or start afresh in a new output directory")
+    if isinstance(saved.get("train"), dict):
+        saved["train"] = {**{k: v for k, v in TrainConfig().to_dict().items() if k in settings["train"]},
+                          **saved["train"]}
     check_same_run(path, (saved, settings), (None, {}), RESUME_FREE)

@@ -9,7 +9,7 @@ uninterrupted run would, because each epoch's data order depends only on
 (seed, split, epoch) and the RNG states travel in the checkpoint. A damaged
 checkpoint or finished split found on resume is named in a warning and that
 split trained again. The loop over splits, the run folder and the report are
-in ``protocol``; who may work in the folder, in ``run_folder``.
+in ``protocol``; the folder's files and checkpoints, in ``run_folder``.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from mst_clipiqa.runtime.checkpoints import set_rng_state
+from mst_clipiqa.runtime.checkpoints import step_folders
 from mst_clipiqa.runtime.ema import EMA
 from mst_clipiqa.runtime.preemption import Preempted, StopSignals
 from mst_clipiqa.runtime.processes import new_accelerator
@@ -37,7 +37,6 @@ from ..datasets import QualityDataset, Split, collate
 from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, set_ensemble, trainable_state_dict
 from ..utils import nonfinite_names, progress_bar, read_json, save_tensors, write_json
 from .bootstrap import bootstrap_counts
-from .checkpoint import holds_checkpoint, load_checkpoint, remove_checkpoints, save_checkpoint
 from .config import TrainConfig
 from .distributed import epoch_batches, gather_rows
 from .evaluation import dataset_paths_prompts, predict_features, resolve_outputs
@@ -49,7 +48,7 @@ from .metrics import evaluate, krcc, plcc, srcc
 from .param_groups import param_groups
 from .protocol import run_splits
 from .recipes import lr_factor
-from .run_folder import BEST, RESULT, finished_result
+from .run_folder import BEST, RESULT, finished_result, load_checkpoint, remove_checkpoints, save_checkpoint
 from .saturation import start_check
 from .scorer import Scorer
 from .selection import per_output_best
@@ -322,7 +321,7 @@ class Trainer:
         if not signum:
             return
         directory = self.split_dir(k)
-        kept = (f"checkpoint of epoch {epoch} in {directory}" if holds_checkpoint(directory)
+        kept = (f"checkpoint of epoch {epoch} in {directory}" if step_folders(directory)
                 else f"nothing of split {k} saved yet")
         raise Preempted(signum, f"stopped by {StopSignals.name(signum)} in epoch {epoch + 1} of split {k} (cut short, "
                                 f"it runs again on resume); {kept}; run the same command again with --resume "
@@ -340,16 +339,15 @@ class Trainer:
         self.ema = EMA(trainable, self.config.ema_decay) if self.config.ema_decay else None
         set_seed(self.config.seed + k)
         main = self.accelerator.is_main_process
-        checkpoint = self._recover(lambda: load_checkpoint(directory, main) if holds_checkpoint(directory) else None,
+        checkpoint = self._recover(lambda: load_checkpoint(directory, main) if step_folders(directory) else None,
                                    f"restarting split {k} from its first epoch")
         if checkpoint is not None:
-            self.load_state(checkpoint.model_state)
-            self.best_state = checkpoint.best_state
-            self.optimizer.load_state_dict(checkpoint.optimizer_state)
+            self.load_state(checkpoint.part("model"))
+            self.best_state = checkpoint.part("best")
             if self.ema is not None:
-                self.ema.load_state_dict(checkpoint.ema_state)
-            set_rng_state(*checkpoint.rng)
-            return checkpoint.progress
+                self.ema.load_state_dict(checkpoint.part("ema"))
+            checkpoint.restore(self.optimizer)
+            return checkpoint.meta["progress"]
         remove_checkpoints(directory, self.accelerator)  # damaged ones: never "newest" over the fresh ones
         self.best_state = dict(self.initial_state)
         val = self._validate(split.val)

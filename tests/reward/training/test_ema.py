@@ -31,14 +31,15 @@ def test_the_averaged_weights_are_validated_selected_saved_and_checkpointed(tmp_
                           load_checkpoint(tmp_path / "run" / "split_00")))
     report = trainer.run()
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert all(set(c.ema_state) == trained for c in checkpoints)
-    assert not torch.equal(checkpoints[-1].ema_state["fusion.W_c.weight"],
-                           checkpoints[-1].model_state["fusion.W_c.weight"])
+    assert all(set(c.part("ema")) == trained for c in checkpoints)
+    assert not torch.equal(checkpoints[-1].part("ema")["fusion.W_c.weight"],
+                           checkpoints[-1].part("model")["fusion.W_c.weight"])
     assert json.loads((tmp_path / "run" / "report.json").read_text())["settings"]["train"]["ema_decay"] == 0.9
 
     result = report["splits"][0]
     best, _ = read_tensors(tmp_path / "run" / "split_00" / "best.safetensors")
-    assert torch.equal(best["fusion.W_c.weight"], checkpoints[result["best_epoch"] - 1].ema_state["fusion.W_c.weight"])
+    best_epoch = checkpoints[result["best_epoch"] - 1]
+    assert torch.equal(best["fusion.W_c.weight"], best_epoch.part("ema")["fusion.W_c.weight"])
     trainer.load_state(best)
     predicted = trainer.predict(split.val)["quality"]
     recorded = result["history"][result["best_epoch"] - 1]["val"]["quality"]["srcc"]

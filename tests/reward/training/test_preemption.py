@@ -60,7 +60,7 @@ def test_a_signal_gives_the_epoch_up_at_the_next_batch_and_resume_is_bit_identic
                        ) as stop:
         train(tiny(), small_set, config, tmp_path / "stopped")
     assert stop.value.exit_status == status and seen["after"] == 0  # not one batch more
-    assert load_checkpoint(tmp_path / "stopped" / "split_01").progress["epoch"] == 1
+    assert load_checkpoint(tmp_path / "stopped" / "split_01").meta["progress"]["epoch"] == 1
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
     monkeypatch.undo()
     epochs_run = []

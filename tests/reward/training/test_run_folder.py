@@ -1,4 +1,5 @@
-"""Run-folder ownership: one live run per folder, and a run that finished nothing never blocks a new one."""
+"""Run-folder ownership: one live run per folder, and a run that finished nothing never blocks a new one; each
+split's checkpoints in the runtime's format (the previous release's single file is refused by name)."""
 from __future__ import annotations
 
 import warnings
@@ -8,8 +9,9 @@ import torch
 
 from mst_clipiqa.reward import MSTCLIPIQA, MSTCLIPIQAConfig
 from mst_clipiqa.reward.datasets.synthetic import make_synthetic_dataset
-from mst_clipiqa.reward.training import TrainConfig, train
+from mst_clipiqa.reward.training import TrainConfig, load_checkpoint, save_checkpoint, train
 from mst_clipiqa.reward.training import trainer as trainer_module
+from mst_clipiqa.runtime.checkpoints import complete_checkpoints
 from mst_clipiqa.runtime.runs import RunLock
 
 FAST = dict(epochs=1, lr=1e-3, batch_size=16, n_splits=1, progress=False, cpu=True)
@@ -63,7 +65,7 @@ def test_a_folder_in_use_refuses_a_second_start(small_set, tmp_path):
     RunLock(tmp_path / "run").acquire().release()  # the finished run let go of the folder
 
 
-def test_a_damaged_run_json_is_named_on_resume(small_set, tmp_path):
+def test_a_damaged_or_lost_run_json_is_named_on_resume(small_set, tmp_path):
     config = TrainConfig(**FAST, cache_dir=str(tmp_path / "cache"))
     train(tiny(), small_set, config, tmp_path / "run")
     run_json = tmp_path / "run" / "run.json"
@@ -72,3 +74,38 @@ def test_a_damaged_run_json_is_named_on_resume(small_set, tmp_path):
         train(tiny(), small_set, config, tmp_path / "run", resume=True)
     with pytest.raises(ValueError, match="already holds a run"):
         train(tiny(), small_set, config, tmp_path / "run")
+    run_json.unlink()  # lost: what the finished epochs were trained with cannot be checked either
+    with pytest.raises(ValueError, match=rf"cannot resume: .*No such file or directory: '{run_json}'"):
+        train(tiny(), small_set, config, tmp_path / "run", resume=True)
+
+
+def _optimizer() -> torch.optim.Optimizer:
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([weight], lr=0.1)
+    weight.sum().backward()
+    optimizer.step()
+    return optimizer
+
+
+def test_a_split_keeps_its_newest_checkpoint_and_reads_it_back(tmp_path):
+    optimizer = _optimizer()
+    for epoch in (1, 2):
+        save_checkpoint(tmp_path, {"w": torch.full((2,), float(epoch))}, {"w": torch.zeros(2)}, optimizer,
+                        {"epoch": epoch, "history": [epoch]}, {"w": torch.ones(2)})
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_00000002"]
+    rng, saved = torch.get_rng_state(), optimizer.state_dict()["state"][0]["exp_avg"].clone()
+    back = load_checkpoint(tmp_path)
+    assert back.meta["progress"] == {"epoch": 2, "history": [2]}
+    model, best, ema = (back.part(name)["w"] for name in ("model", "best", "ema"))
+    assert torch.equal(model, torch.full((2,), 2.)) and torch.equal(best, torch.zeros(2))
+    assert torch.equal(ema, torch.ones(2))
+    torch.rand(5)
+    fresh = _optimizer()
+    back.restore(fresh)
+    assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], saved) and torch.equal(torch.get_rng_state(), rng)
+
+
+def test_a_folder_without_a_checkpoint_of_this_release_is_named(tmp_path):
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"the previous release's single file")
+    with pytest.raises(ValueError, match=r"holds no checkpoint of this release; .*checkpoint\.safetensors is not read"):
+        load_checkpoint(tmp_path)

@@ -156,7 +156,7 @@ def test_checkpoint_write_is_atomic(small_set, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         train(tiny(), small_set, config, tmp_path / "run")
     assert [p.name for p in complete_checkpoints(folder)] == ["step_00000001"]  # the half-written one unpublished
-    assert load_checkpoint(folder).progress["epoch"] == 1
+    assert load_checkpoint(folder).meta["progress"]["epoch"] == 1
 
 
 def test_resume_checks_settings_and_fresh_runs_refuse_old_folders(small_set, tmp_path):
@@ -292,20 +292,7 @@ def test_a_damaged_split_file_is_named_and_the_split_trained_again_on_resume(sma
     assert summary[0] == summary[1]  # as written: the one split's std is NaN in the returned report
 
 
-def _write_legacy_checkpoint(split_dir: Path) -> None:
-    """Rewrite a split's checkpoint in the single-file layout the earlier release wrote (its save_checkpoint):
-    split_NN/checkpoint.safetensors with model.*, best.*, ema.*, optim.*, rng.* tensors and JSON metadata."""
-    step = complete_checkpoints(split_dir)[-1]
-    tensors = {**load_file(str(step / "state.safetensors")), **load_file(str(step / "rng_0.safetensors"))}
-    meta = json.loads((step / "state.json").read_text())
-    with safetensors.safe_open(str(step / "rng_0.safetensors"), "pt") as handle:
-        rng = handle.metadata()["rng"]
-    metadata = {"progress": json.dumps(meta["progress"]), "optim": json.dumps(meta["optimizer"]), "rng": rng}
-    safetensors.torch.save_file(tensors, str(split_dir / "checkpoint.safetensors"), metadata=metadata)
-    shutil.rmtree(split_dir / "checkpoints")
-
-
-def test_a_split_checkpoint_of_the_earlier_single_file_layout_resumes_bit_for_bit(small_set, straight_run, tmp_path):
+def test_a_split_checkpoint_of_the_earlier_single_file_layout_is_refused_by_name(small_set, straight_run, tmp_path):
     config, straight_dir = straight_run
 
     def kill(*_):
@@ -313,11 +300,16 @@ def test_a_split_checkpoint_of_the_earlier_single_file_layout_resumes_bit_for_bi
 
     with pytest.raises(KeyboardInterrupt):
         Trainer(tiny(), small_set, config, tmp_path / "run", on_epoch_end=kill).run()
-    _write_legacy_checkpoint(tmp_path / "run" / "split_00")
-    epochs_run = []
-    Trainer(tiny(), small_set, config, tmp_path / "run", resume=True,
-            on_epoch_end=lambda k, e, record: epochs_run.append(e)).run()
-    assert epochs_run == [1]  # epoch 0 came from the old file
+    split = tmp_path / "run" / "split_00"
+    shutil.rmtree(split / "checkpoints")
+    (split / "checkpoint.safetensors").write_bytes(b"what the earlier release wrote")
+    for resume in (True, False):
+        with pytest.raises(ValueError, match=re.escape(f"{split / 'checkpoint.safetensors'} is an earlier release's "
+                                                       "checkpoint, which this release does not resume; finish the "
+                                                       "run with that release, or delete the file to train its split "
+                                                       "again")):
+            train(tiny(), small_set, config, tmp_path / "run", resume=resume)
+    (split / "checkpoint.safetensors").unlink()
+    train(tiny(), small_set, config, tmp_path / "run", resume=True)  # what the message says works
     for name, tensor in _weights(straight_dir).items():
         assert torch.equal(tensor, _weights(tmp_path / "run")[name]), name
-    assert not (tmp_path / "run" / "split_00" / "checkpoint.safetensors").exists()
