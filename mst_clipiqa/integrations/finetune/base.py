@@ -58,7 +58,6 @@ class DiffusionTrainer(TrainerParts):
         self.accelerator = accelerator or finetune_accelerator(config)
         self.config = config = resolved_config(config, self.accelerator)
         self.rng = torch.Generator()
-        self.ema = None
         self.monitor: Any = None
         self.log = TrainingLog(config.to_dict(), run_environment(self.accelerator))
         self.global_step = self.saved_step = 0
@@ -66,8 +65,7 @@ class DiffusionTrainer(TrainerParts):
         self.run_lock: RunLock | None = None
         self.identity: dict[str, str] = {}
         self.skipped_batches = self._skipped_in_row = 0
-        # the current step's monitor and sample grid are still to run: a checkpoint before that runs them on resume
-        self.evaluation_due = self.samples_due = False
+        self.evaluation_due = self.samples_due = False  # the monitor and sample grid of the last step still to run
 
     @abstractmethod
     def train_step(self) -> dict[str, float] | None:
@@ -108,18 +106,16 @@ class DiffusionTrainer(TrainerParts):
 
     def capture_state(self) -> TrainingState:
         """Everything :meth:`restore_state` needs to continue this run bit for bit."""
-        scaler, monitor = self.accelerator.scaler, self.monitor
-        parts = {"extra": self.extra_state(), "ema": self.ema.state() if self.ema is not None else None,
-                 "monitor": monitor.state_dict() if callable(getattr(monitor, "state_dict", None)) else None}
-        tensors = {_TRAINED + name: p for name, p in self.trained_parameters().items()}
-        for part_tensors, _ in filter(None, parts.values()):
-            tensors.update(part_tensors)
+        scaler, extra = self.accelerator.scaler, self.extra_state()
+        ema = self.ema.state() if self.ema is not None else ({}, None)
+        monitor = self.monitor.state_dict() if callable(getattr(self.monitor, "state_dict", None)) else ({}, None)
+        trained = {_TRAINED + name: p for name, p in self.trained_parameters().items()}
         meta = {"step": self.global_step, "history": self.log.history, "config": self.config.to_dict(),
-                "identity": self.identity, "skipped_batches": self.skipped_batches,
-                "evaluation_due": self.evaluation_due, "samples_due": self.samples_due,
-                "grad_scaler": scaler.state_dict() if scaler is not None else None,  # fp16's loss scale
-                **{key: part[1] for key, part in parts.items() if part is not None}}
-        return capture_state(tensors, meta, self.optimizer, {_RNG: self.rng.get_state()})
+                "identity": self.identity, "skipped_batches": self.skipped_batches, "ema": ema[1],
+                "evaluation_due": self.evaluation_due, "samples_due": self.samples_due, "monitor": monitor[1],
+                "extra": extra[1], "grad_scaler": scaler.state_dict() if scaler is not None else None}  # fp16's
+        return capture_state({**trained, **ema[0], **monitor[0], **extra[0]}, meta, self.optimizer,
+                             {_RNG: self.rng.get_state()})
 
     def restore_state(self, path: Path) -> None:
         """Load checkpoint ``path`` (every process loads the shared state and its own generators); a
@@ -143,7 +139,7 @@ class DiffusionTrainer(TrainerParts):
                 self.ema.load_state(state.tensors, meta["ema"])
             if acc.scaler is not None and meta.get("grad_scaler"):
                 acc.scaler.load_state_dict(meta["grad_scaler"])
-            if self.monitor is not None and "monitor" in meta:
+            if self.monitor is not None and meta.get("monitor") is not None:
                 self.monitor.load_state_dict(state.tensors, meta["monitor"])
             self.load_extra_state(state.tensors, meta.get("extra", {}))
             if same_world:
@@ -200,8 +196,6 @@ class DiffusionTrainer(TrainerParts):
         self.saved_step = self.global_step
         return path
 
-    # --- the loop and its stop points (units a stop request may cut: a step, the monitor, the sample grid) --------
-
     def _unit(self, signals: StopSignals, cut: str, work: Any, *args: Any, alone: bool = False) -> Any:
         """``work(*args)``, which a stop request cuts short at its next sampler step: the random streams are put
         back and the run stops as after the last step, saying what was ``cut``. Every process runs ``work``
@@ -220,17 +214,17 @@ class DiffusionTrainer(TrainerParts):
             self._stop_if_asked(signals, f" ({cut})")
         return result
 
-    def _evaluate(self, signals: StopSignals) -> bool:
-        self.evaluation_due = True
-        stop = self._unit(signals, "its monitor was cut short and runs again on resume", self._watch)
+    def _due_units(self, signals: StopSignals) -> bool:
+        """The monitor and the sample grid a step (or the run's start) left due; True when the monitor stops the
+        run. Cut short, a unit stays due in the checkpoint and runs on resume."""
+        stop = self.evaluation_due and self._unit(signals, "its monitor was cut short and runs again on resume",
+                                                  self._watch)
         self.evaluation_due = False
-        return stop
-
-    def _draw_samples(self, signals: StopSignals, first: bool = False) -> None:
-        self.samples_due = True  # a sharded model samples on every process, so that all agree at each sampler step
-        self._unit(signals, "its sample grid was cut short and is drawn on resume", self.after_step, first,
-                   alone=not is_sharded(self.accelerator))
+        if self.samples_due:  # a sharded model samples on every process, so that all agree at each sampler step
+            self._unit(signals, "its sample grid was cut short and is drawn on resume", self.after_step,
+                       alone=not is_sharded(self.accelerator))
         self.samples_due = False
+        return stop
 
     def _stop_if_asked(self, signals: StopSignals, cut: str = "") -> None:
         """When any process got SIGTERM / SIGINT: checkpoint and raise :class:`Preempted` on all."""
@@ -249,10 +243,8 @@ class DiffusionTrainer(TrainerParts):
         raise Preempted(signum, f"{stopped}; {kept}")
 
     def train(self, max_steps: int | None = None) -> TrainingLog:
-        """Train until the step counter reaches ``max_steps`` (default: the config's; a resumed run continues
-        from its checkpoint), then write the log, what the subclass writes and a last checkpoint into
-        ``output_dir`` (when set). Returns the log. Whatever it raises, the run folder is released first, so a
-        new trainer in this process can resume it."""
+        """Train until the step counter reaches ``max_steps`` (default: the config's), then write the log, the
+        outputs and a last checkpoint into ``output_dir``. Whatever it raises, the run folder is released first."""
         cfg, acc = self.config, self.accelerator
         steps = cfg.run.max_steps if max_steps is None else max_steps
         try:
@@ -261,25 +253,22 @@ class DiffusionTrainer(TrainerParts):
                                disable=not (cfg.run.progress_bar and acc.is_main_process))
             with StopSignals() as signals:
                 if self.global_step == 0:  # the grid and the monitor before any step
-                    self._draw_samples(signals, first=True)
-                stop = (self.global_step == 0 or self.evaluation_due) and self._evaluate(signals)
-                if self.samples_due:  # a resumed run whose grid (and monitor) was cut short
-                    self._draw_samples(signals)
-                stop = stop or (self.monitor is not None and bool(self.monitor.should_stop)) or self.stop_early()
+                    self.evaluation_due = self.samples_due = True
+                stop = self._due_units(signals) or (self.monitor is not None and bool(self.monitor.should_stop))
+                stop = stop or self.stop_early()
                 while self.global_step < steps and not stop:
                     cut = f"step {self.global_step + 1} was cut short and runs again on resume"
                     if self._unit(signals, cut, self.train_step) is None:  # a dropped batch: no step was taken
                         self._stop_if_asked(signals)
                         continue
                     self._skipped_in_row = 0
-                    self.samples_due = True  # until the step's grid is drawn: a checkpoint before that redraws it
+                    self.evaluation_due = self.samples_due = True
                     self._check_record(self.log.history[-1])
                     bar.set_postfix({self.progress_key(): f"{self.log.smoothed_rewards()[-1]:.4f}"})
                     bar.update(1)
-                    stop = self._evaluate(signals) or self.stop_early()
+                    stop = self._due_units(signals) or self.stop_early()
                     if cfg.run.save_every and self.global_step % cfg.run.save_every == 0:
                         self.save_checkpoint()
-                    self._draw_samples(signals)
                     if self.global_step < steps and not stop:  # at the end the run finishes instead
                         self._stop_if_asked(signals)
             bar.close()
