@@ -130,9 +130,12 @@ class DiffusionTrainer(TrainerParts):
         state.require(path, [], [_TRAINED + name for name in self.trained_parameters()] + list(ema))
         for name, param in self.trained_parameters().items():
             copy_whole_(param, state.tensors[_TRAINED + name])
-        same_world = meta["world_size"] == acc.num_processes
-        if not same_world:
-            state.rng_tensors = None  # the streams were per process: new ones below
+        if meta["world_size"] != acc.num_processes:  # the streams were per process: new ones, still reproducible
+            state.rng_tensors = None
+            self.seed_processes(self.config.run.seed + 7919 * (meta["step"] + 1))
+            if acc.is_main_process:
+                warnings.warn(f"{path} is from {meta['world_size']} process(es), resumed by {acc.num_processes}: "
+                              "prompts and noise come from new random streams", RuntimeWarning, stacklevel=2)
         try:  # what require() does not look into is still named, never a bare KeyError
             state.restore(self.optimizer)
             if self.ema is not None:
@@ -142,7 +145,7 @@ class DiffusionTrainer(TrainerParts):
             if self.monitor is not None and meta.get("monitor") is not None:
                 self.monitor.load_state_dict(state.tensors, meta["monitor"])
             self.load_extra_state(state.tensors, meta.get("extra", {}))
-            if same_world:
+            if state.rng_tensors is not None:
                 self.rng.set_state(state.rng_tensors[_RNG])
         except KeyError as error:
             raise DamagedCheckpoint(f"{path} lacks {error} (optimizer, EMA or trainer state)") from None
@@ -151,12 +154,6 @@ class DiffusionTrainer(TrainerParts):
         self.log.history = meta["history"]
         self.skipped_batches = meta.get("skipped_batches", 0)
         self.evaluation_due, self.samples_due = meta.get("evaluation_due", False), meta.get("samples_due", False)
-        if not same_world:  # new streams, still reproducible, for the new process count
-            if acc.is_main_process:
-                warnings.warn(f"{path} was written by {meta['world_size']} process(es), resumed by "
-                              f"{acc.num_processes}: prompts and noise come from new random streams", RuntimeWarning,
-                              stacklevel=2)
-            self.seed_processes(self.config.run.seed + 7919 * (self.global_step + 1))
 
     def open_run_dir(self) -> None:
         """Refuse to mix with an earlier run, resume one, or start one. Every process decides from the same files:
@@ -258,17 +255,15 @@ class DiffusionTrainer(TrainerParts):
                 stop = stop or self.stop_early()
                 while self.global_step < steps and not stop:
                     cut = f"step {self.global_step + 1} was cut short and runs again on resume"
-                    if self._unit(signals, cut, self.train_step) is None:  # a dropped batch: no step was taken
-                        self._stop_if_asked(signals)
-                        continue
-                    self._skipped_in_row = 0
-                    self.evaluation_due = self.samples_due = True
-                    self._check_record(self.log.history[-1])
-                    bar.set_postfix({self.progress_key(): f"{self.log.smoothed_rewards()[-1]:.4f}"})
-                    bar.update(1)
-                    stop = self._due_units(signals) or self.stop_early()
-                    if cfg.run.save_every and self.global_step % cfg.run.save_every == 0:
-                        self.save_checkpoint()
+                    if self._unit(signals, cut, self.train_step) is not None:  # None: a dropped batch, no step
+                        self._skipped_in_row = 0
+                        self.evaluation_due = self.samples_due = True
+                        self._check_record(self.log.history[-1])
+                        bar.set_postfix({self.progress_key(): f"{self.log.smoothed_rewards()[-1]:.4f}"})
+                        bar.update(1)
+                        stop = self._due_units(signals) or self.stop_early()
+                        if cfg.run.save_every and self.global_step % cfg.run.save_every == 0:
+                            self.save_checkpoint()
                     if self.global_step < steps and not stop:  # at the end the run finishes instead
                         self._stop_if_asked(signals)
             bar.close()
