@@ -134,8 +134,9 @@ class DiffusionTrainer(TrainerParts):
             state.rng_tensors = None
             self.seed_processes(self.config.run.seed + 7919 * (meta["step"] + 1))
             if acc.is_main_process:
-                warnings.warn(f"{path} is from {meta['world_size']} process(es), resumed by {acc.num_processes}: "
-                              "prompts and noise come from new random streams", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"{path} was written by {meta['world_size']} process(es) and is resumed by "
+                              f"{acc.num_processes}: prompts and noise come from new random streams (seeded by the "
+                              "step)", RuntimeWarning, stacklevel=2)
         try:  # what require() does not look into is still named, never a bare KeyError
             state.restore(self.optimizer)
             if self.ema is not None:

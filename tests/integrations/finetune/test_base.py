@@ -81,7 +81,7 @@ def test_a_checkpoint_of_another_process_count_resumes_with_new_reproducible_str
     meta = json.loads((folder / "state.json").read_text())
     (folder / "state.json").write_text(json.dumps({**meta, "world_size": 2}))  # as if written by two processes
     shutil.copy(folder / "rng_0.safetensors", folder / "rng_1.safetensors")
-    with pytest.warns(RuntimeWarning, match=r"is from 2 process\(es\), resumed by 1: prompts and noise come from new"):
+    with pytest.warns(RuntimeWarning, match=r"by 2 process\(es\) and is resumed by 1: prompts and noise come from new"):
         resumed = ToyTrainer(toy_config(tmp_path, resume=True))
     assert resumed.global_step == 2 and int(resumed.visits) == 2 and resumed.optimizer.state_dict()["state"]
     streams = torch.Generator().manual_seed(resumed.config.run.seed + 7919 * 3).get_state()  # seeded by the step
