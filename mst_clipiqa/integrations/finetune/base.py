@@ -1,6 +1,5 @@
-"""The run plumbing every diffusion trainer shares: its Accelerator and processes, the run folder and its lock,
-per-process random streams, checkpoints that continue bit for bit (the trained weights, AdamW's state, the EMA,
-the step, the log and a subclass's own state; per process its generators), stop points, the step loop."""
+"""The run plumbing every diffusion trainer shares: its Accelerator, the run folder and its lock, per-process random
+streams, checkpoints that continue bit for bit, stop points and the step loop."""
 
 from __future__ import annotations
 
@@ -44,35 +43,12 @@ _TRAINED, _RNG = "lora.", "rng.finetuner"
 
 
 class DiffusionTrainer(TrainerParts):
-    """Base of the diffusion trainers: what a run does that is not the algorithm (docs/architecture.md draws
-    the contract). ``config`` is a method's config whose ``run`` is a :class:`~.config.RunConfig`.
-
-    A subclass's ``__init__`` calls ``super().__init__(config, accelerator)``, sets ``model``, ``optimizer``,
-    ``lr_scheduler`` and ``ema`` (:meth:`setup_lora` does all of it for a LoRA on a pipeline's denoiser), then
-    calls :meth:`start_run` (checks them, seeds the processes, opens or resumes the run folder). It implements
-    :meth:`train_step` and :meth:`trained_parameters`, and may add :meth:`extra_state` / :meth:`load_extra_state`,
-    :meth:`after_step`, :meth:`write_outputs`, :meth:`run_identity` (checked on resume) and :meth:`sample`
-    (sample grids and the hacking monitor).
-
-    ``train`` stops on a non-finite ``loss``, ``reward`` or ``grad_norm`` and never writes non-finite weights
-    (``train_step`` asks :meth:`drop_batch` before the optimizer steps). SIGTERM / SIGINT stop the run with a
-    checkpoint and :class:`Preempted`: in one process within a sampler step (the unit cut short is given up, its
-    random streams put back, and resuming redoes it bit for bit), in several after the current step. Whatever
-    ``train`` raises, it releases the run folder first.
-    """
+    """Base of the diffusion trainers: what a run does beyond its algorithm. docs/architecture.md lists what a
+    subclass sets and implements; ``config`` is a method's config whose ``run`` is a :class:`~.config.RunConfig`."""
 
     name = "train"  # the progress bar's label
     config_class: ClassVar[type]  # the config it takes, for ``TRAINERS`` and the command line
     reward: Rewards | None = None  # what it optimises, if a reward
-
-    def progress_key(self) -> str:
-        """The name of the progress bar's number (each step's reward, smoothed), with the scale it is on."""
-        scale = getattr(self.reward, "score_range", None)
-        return f"reward ({scale[0]:g}-{scale[1]:g})" if scale else "reward"
-
-    def stop_early(self) -> bool:
-        """A subclass's own stop, asked on every process after each step and when a resumed run starts."""
-        return False
 
     def __init__(self, config: TrainerConfig, accelerator: Any | None = None):
         require(accelerator is None or not config.run.log_with,
@@ -82,7 +58,6 @@ class DiffusionTrainer(TrainerParts):
         self.accelerator = accelerator or finetune_accelerator(config)
         self.config = config = resolved_config(config, self.accelerator)
         self.rng = torch.Generator()
-        self.ema = None
         self.monitor: Any = None
         self.log = TrainingLog(config.to_dict(), run_environment(self.accelerator))
         self.global_step = self.saved_step = 0
@@ -90,10 +65,7 @@ class DiffusionTrainer(TrainerParts):
         self.run_lock: RunLock | None = None
         self.identity: dict[str, str] = {}
         self.skipped_batches = self._skipped_in_row = 0
-        self.evaluation_due = False  # the monitor of the current step is still to run (a stop cut it short)
-        self.samples_due = False  # the sample grid of the current step is still to draw
-
-    # --- what a subclass implements ----------------------------------------------------------------------
+        self.evaluation_due = self.samples_due = False  # the monitor and sample grid of the last step still to run
 
     @abstractmethod
     def train_step(self) -> dict[str, float] | None:
@@ -107,110 +79,101 @@ class DiffusionTrainer(TrainerParts):
         """Restore what :meth:`extra_state` returned (``tensors`` holds the whole checkpoint)."""
 
     def run_identity(self) -> dict[str, str]:
-        """What the run is trained against, field by field (e.g. ``reward_model``, ``pipeline``, ``denoiser``,
-        ``prompts``: names or digests). Recorded in checkpoints; resuming against other values is refused.
-        A subclass extends its parent's dict."""
+        """What the run is trained against, field by field (names or digests); a resume against others is refused."""
         return {}
 
-    # --- run folder, seeds, checkpoints ------------------------------------------------------------------
+    def progress_key(self) -> str:
+        """The name of the progress bar's number (each step's reward, smoothed), with the scale it is on."""
+        scale = getattr(self.reward, "score_range", None)
+        return f"reward ({scale[0]:g}-{scale[1]:g})" if scale else "reward"
+
+    def stop_early(self) -> bool:
+        """A subclass's own stop, asked on every process after each step and when a resumed run starts."""
+        return False
 
     def start_run(self) -> None:
-        """Check that ``__init__`` set what a run needs, seed the processes and, with ``output_dir``, open the run
-        folder (resuming from it when asked)."""
+        """Check what ``__init__`` set, seed the processes and, with ``output_dir``, open (or resume) the run folder."""
         self._check_parts()
         self.seed_processes(self.config.run.seed)
-        if self.run_dir is not None:  # the identity is what checkpoints record (a data set digest may take a while)
+        if self.run_dir is not None:  # what checkpoints record (a data set digest may take a while)
             self.identity = {k: str(v) for k, v in self.run_identity().items()}
             self.open_run_dir()
 
     def seed_processes(self, seed: int) -> None:
-        """Distinct, reproducible streams per process: the trainer's generator (prompts, seeds, gradient
-        windows) and the global ones a ``prompt_fn`` may draw from."""
-        rank = self.accelerator.process_index
-        set_seed(seed + rank)
-        self.rng.manual_seed(seed + rank)
+        """Distinct, reproducible streams per process: the trainer's generator and the global ones."""
+        set_seed(seed + self.accelerator.process_index)
+        self.rng.manual_seed(seed + self.accelerator.process_index)
 
     def capture_state(self) -> TrainingState:
         """Everything :meth:`restore_state` needs to continue this run bit for bit."""
-        tensors = {_TRAINED + name: p for name, p in self.trained_parameters().items()}
+        scaler, extra = self.accelerator.scaler, self.extra_state()
+        ema = self.ema.state() if self.ema is not None else ({}, None)
+        monitor = self.monitor.state_dict() if callable(getattr(self.monitor, "state_dict", None)) else ({}, None)
+        trained = {_TRAINED + name: p for name, p in self.trained_parameters().items()}
         meta = {"step": self.global_step, "history": self.log.history, "config": self.config.to_dict(),
-                "identity": self.identity, "skipped_batches": self.skipped_batches,
-                "evaluation_due": self.evaluation_due, "samples_due": self.samples_due}
-        if self.accelerator.scaler is not None:  # fp16: the loss scale and its growth tracker
-            meta["grad_scaler"] = self.accelerator.scaler.state_dict()
-        parts = {"ema": self.ema.state() if self.ema is not None else None, "extra": self.extra_state(),
-                 "monitor": self.monitor.state_dict() if callable(getattr(self.monitor, "state_dict", None)) else None}
-        for key, (part_tensors, part_meta) in ((k, v) for k, v in parts.items() if v is not None):
-            tensors.update(part_tensors)
-            if part_meta or key != "extra":
-                meta[key] = part_meta
-        return capture_state(tensors, meta, self.optimizer, {_RNG: self.rng.get_state()})
+                "identity": self.identity, "skipped_batches": self.skipped_batches, "ema": ema[1],
+                "evaluation_due": self.evaluation_due, "samples_due": self.samples_due, "monitor": monitor[1],
+                "extra": extra[1], "grad_scaler": scaler.state_dict() if scaler is not None else None}  # fp16's
+        return capture_state({**trained, **ema[0], **monitor[0], **extra[0]}, meta, self.optimizer,
+                             {_RNG: self.rng.get_state()})
 
     def restore_state(self, path: Path) -> None:
         """Load checkpoint ``path`` (every process loads the shared state and its own generators); a
         :class:`DamagedCheckpoint` names a missing, damaged or non-finite part."""
         acc, state = self.accelerator, read_checkpoint(path, self.accelerator.process_index)
-        if "config" not in state.meta:  # damaged: an older checkpoint may still do
-            raise DamagedCheckpoint(f"{path}/state.json lacks the field(s) ['config']")
-        # first: another pipeline's LoRA is not a damaged checkpoint; a run written before the config was composed
-        saved = flat_settings(state.meta["config"], getattr(type(self.config), "renamed", {}))
-        check_same_run(path, (saved, flat_settings(jsonable(self.config.to_dict()))),
-                       (state.meta.get("identity"), self.identity), RESUME_FREE)
-        ema = self.ema.state()[0] if self.ema is not None else {}
-        state.require(path, ["history", "config"] + (["ema"] if ema else []),
-                      [_TRAINED + name for name in self.trained_parameters()] + list(ema))
+        meta, ema = state.meta, self.ema.state()[0] if self.ema is not None else {}
+        state.require(path, ["history", "config"] + ["ema"] * bool(ema), [])
+        # before the tensors: another pipeline's LoRA is another run, not a damaged checkpoint
+        check_same_run(path, (flat_settings(meta["config"], getattr(type(self.config), "renamed", {})),
+                              flat_settings(jsonable(self.config.to_dict()))),
+                       (meta.get("identity"), self.identity), RESUME_FREE)
+        state.require(path, [], [_TRAINED + name for name in self.trained_parameters()] + list(ema))
         for name, param in self.trained_parameters().items():
             copy_whole_(param, state.tensors[_TRAINED + name])
-        same_world = state.meta["world_size"] == acc.num_processes
-        if not same_world:
-            state.rng_tensors = None  # the streams were per process: new ones below
-        try:  # what is nested deeper than require() looks: still named, never a bare KeyError
+        if meta["world_size"] != acc.num_processes:  # the streams were per process: new ones, still reproducible
+            state.rng_tensors = None
+            self.seed_processes(self.config.run.seed + 7919 * (meta["step"] + 1))
+            if acc.is_main_process:
+                warnings.warn(f"{path} was written by {meta['world_size']} process(es) and is resumed by "
+                              f"{acc.num_processes}: prompts and noise come from new random streams (seeded by the "
+                              "step)", RuntimeWarning, stacklevel=2)
+        try:  # what require() does not look into is still named, never a bare KeyError
             state.restore(self.optimizer)
             if self.ema is not None:
-                self.ema.load_state(state.tensors, state.meta["ema"])
-            if acc.scaler is not None and "grad_scaler" in state.meta:
-                acc.scaler.load_state_dict(state.meta["grad_scaler"])
-            if self.monitor is not None and "monitor" in state.meta:
-                self.monitor.load_state_dict(state.tensors, state.meta["monitor"])
-            self.load_extra_state(state.tensors, state.meta.get("extra", {}))
+                self.ema.load_state(state.tensors, meta["ema"])
+            if acc.scaler is not None and meta.get("grad_scaler"):
+                acc.scaler.load_state_dict(meta["grad_scaler"])
+            if self.monitor is not None and meta.get("monitor") is not None:
+                self.monitor.load_state_dict(state.tensors, meta["monitor"])
+            self.load_extra_state(state.tensors, meta.get("extra", {}))
+            if state.rng_tensors is not None:
+                self.rng.set_state(state.rng_tensors[_RNG])
         except KeyError as error:
             raise DamagedCheckpoint(f"{path} lacks {error} (optimizer, EMA or trainer state)") from None
-        self.lr_scheduler = lr_schedule(self.config, self.optimizer.optimizer, state.meta["step"])
-        self.global_step = self.saved_step = state.meta["step"]
-        self.skipped_batches = state.meta.get("skipped_batches", 0)
-        self.evaluation_due = bool(state.meta.get("evaluation_due", False))
-        self.samples_due = bool(state.meta.get("samples_due", False))
-        self.log.history = state.meta["history"]
-        if same_world:
-            self.rng.set_state(state.rng_tensors[_RNG])
-            return
-        if acc.is_main_process:  # new streams, still reproducible, for the new process count
-            warnings.warn(f"{path} was written by {state.meta['world_size']} process(es) and is resumed by "
-                          f"{acc.num_processes}: weights, optimizer, schedule and step continue, but prompts and "
-                          "noise come from new random streams (seeded by the step)", RuntimeWarning, stacklevel=2)
-        self.seed_processes(self.config.run.seed + 7919 * (self.global_step + 1))
+        self.lr_scheduler = lr_schedule(self.config, self.optimizer.optimizer, meta["step"])
+        self.global_step = self.saved_step = meta["step"]
+        self.log.history = meta["history"]
+        self.skipped_batches = meta.get("skipped_batches", 0)
+        self.evaluation_due, self.samples_due = meta.get("evaluation_due", False), meta.get("samples_due", False)
 
     def open_run_dir(self) -> None:
         """Refuse to mix with an earlier run, resume one, or start one. Every process decides from the same files:
         all of them look before the main process changes anything."""
         acc, run_dir = self.accelerator, self.run_dir
-        self.run_lock = on_main(acc, lambda: RunLock(run_dir).acquire())  # one live run per folder
+        self.run_lock = on_main(acc, lambda: RunLock(run_dir).acquire())  # creates the folder
         try:
             found = step_folders(run_dir)
             require(not found or self.config.run.resume,
                     f"{run_dir} holds checkpoints of an earlier run (newest: {found[-1].name if found else ''}); "
                     "pass resume=True (--resume) to continue it, or choose a new output directory")
             acc.wait_for_everyone()
-            if acc.is_main_process:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                remove_partial(run_dir)
+            on_main(acc, lambda: remove_partial(run_dir))
             if found:
                 resume_newest(found, self.restore_state, warn=acc.is_main_process)
             elif self.config.run.resume:
                 acc.print(f"no checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
-            if acc.is_main_process:  # what this run runs with, as the option: value file --config reads back
-                write_config(run_dir / CONFIG_NAME, option_values(self.config))
-            acc.wait_for_everyone()
+            # what this run runs with, as the option: value file --config reads back
+            on_main(acc, lambda: write_config(run_dir / CONFIG_NAME, option_values(self.config)))
         except BaseException:  # a refused resume leaves the folder free for the next try in this process
             self.release_run_dir()
             raise
@@ -231,124 +194,97 @@ class DiffusionTrainer(TrainerParts):
         self.saved_step = self.global_step
         return path
 
-    # --- the loop and its stop points (units a stop request may cut: sampling, monitor, sample grid) ----------
-
     def _unit(self, signals: StopSignals, cut: str, work: Any, *args: Any, alone: bool = False) -> Any:
         """``work(*args)``, which a stop request cuts short at its next sampler step: the random streams are put
         back and the run stops as after the last step, saying what was ``cut``. Every process runs ``work``
         through the same sampler steps, except with ``alone`` (the main process works, the others wait)."""
         acc = self.accelerator
         several = acc.num_processes > 1
-        requested = (lambda: signals.requested(acc)) if several and not alone else None
         given_up, result = False, None
         try:
-            with interruptible(True, self.rng, requested):
+            with interruptible(True, self.rng, (lambda: signals.requested(acc)) if several and not alone else None):
                 result = work(*args)
         except Interrupted:
             given_up = True
         if alone and several:  # the others learn whether the main process gave its unit up
             given_up = bool(acc.reduce(torch.tensor([int(given_up)], device=acc.device), "max").item())
         if given_up:  # only a stop request gives a unit up: this raises Preempted
-            self._stop_if_asked(signals, cut)
+            self._stop_if_asked(signals, f" ({cut})")
         return result
 
-    def _evaluate(self, signals: StopSignals) -> bool:
-        """The monitor after a step; cut short, it stays due in the checkpoint and runs again on resume."""
-        self.evaluation_due = True
-        stop = self._unit(signals, "its monitor was cut short and runs again on resume", self._watch)
+    def _due_units(self, signals: StopSignals) -> bool:
+        """The monitor and the sample grid a step (or the run's start) left due; True when the monitor stops the
+        run. Cut short, a unit stays due in the checkpoint and runs on resume."""
+        stop = self.evaluation_due and self._unit(signals, "its monitor was cut short and runs again on resume",
+                                                  self._watch)
         self.evaluation_due = False
+        if self.samples_due:  # a sharded model samples on every process, so that all agree at each sampler step
+            self._unit(signals, "its sample grid was cut short and is drawn on resume", self.after_step,
+                       alone=not is_sharded(self.accelerator))
+        self.samples_due = False
         return stop
 
-    def _draw_samples(self, signals: StopSignals, first: bool = False) -> None:
-        """The sample grid after a step (the main process draws it; a sharded model samples on every process, so
-        there they all agree at each sampler step); cut short, it stays due in the checkpoint and is drawn on
-        resume."""
-        self.samples_due = True
-        self._unit(signals, "its sample grid was cut short and is drawn on resume", self.after_step, first,
-                   alone=not is_sharded(self.accelerator))
-        self.samples_due = False
-
     def _stop_if_asked(self, signals: StopSignals, cut: str = "") -> None:
-        """After a step (or a unit ``cut`` short): when any process got SIGTERM / SIGINT, checkpoint and raise
-        :class:`Preempted` on all."""
-        signum = signals.requested(self.accelerator)
-        if not signum:
+        """When any process got SIGTERM / SIGINT: checkpoint and raise :class:`Preempted` on all."""
+        if not (signum := signals.requested(self.accelerator)):
             return
-        name, cut = StopSignals.name(signum), f" ({cut})" if cut else ""
+        stopped = f"stopped by {StopSignals.name(signum)} at step {self.global_step}{cut}"
         if self.run_dir is None:
-            message = f"stopped by {name} at step {self.global_step}{cut}; nothing saved (no output_dir)"
-        elif self.global_step == 0 and not step_folders(self.run_dir):
-            message = f"stopped by {name} at step 0{cut}; nothing trained yet: run the same command again to start"
+            kept = "nothing saved (no output_dir)"
+        elif self.global_step == 0:
+            kept = "nothing trained yet: run the same command again to start"
         else:
             if self.saved_step != self.global_step:
                 self.save_checkpoint()
-            message = (f"stopped by {name} at step {self.global_step}{cut}; checkpoint written to {self.run_dir}; "
-                       "run the same command again with --resume (resume=True) to continue")
-        self.release_run_dir()
-        finish_trackers(self.accelerator)
-        raise Preempted(signum, message)
+            kept = (f"checkpoint written to {self.run_dir}; run the same command again with --resume (resume=True) "
+                    "to continue")
+        raise Preempted(signum, f"{stopped}; {kept}")
 
     def train(self, max_steps: int | None = None) -> TrainingLog:
-        """Train until the step counter reaches ``max_steps`` (default: the config's; a resumed run continues
-        from its checkpoint), then write the log, what the subclass writes and a last checkpoint into
-        ``output_dir`` (when set). Returns the log. Whatever it raises, the run folder is released first, so a
-        new trainer in this process can resume it."""
-        try:
-            return self._train(max_steps)
-        except BaseException:
-            self.release_run_dir()
-            raise
-
-    def _train(self, max_steps: int | None) -> TrainingLog:
+        """Train until the step counter reaches ``max_steps`` (default: the config's), then write the log, the
+        outputs and a last checkpoint into ``output_dir``. Whatever it raises, the run folder is released first."""
         cfg, acc = self.config, self.accelerator
         steps = cfg.run.max_steps if max_steps is None else max_steps
-        start_trackers(acc, cfg.run.tracker_project, flat_settings(cfg.to_dict()))
-        bar = progress_bar(total=steps, initial=min(self.global_step, steps), desc=self.name, unit="step",
-                           disable=not (cfg.run.progress_bar and acc.is_main_process))
-        with StopSignals() as signals:
-            stop = False
-            if self.global_step == 0:
-                self._draw_samples(signals, first=True)
-                stop = self._evaluate(signals)
-            elif self.evaluation_due or self.samples_due:  # a resumed run whose monitor or grid was cut short
-                stop = self.evaluation_due and self._evaluate(signals)
-                self._draw_samples(signals)
-            stop = stop or (self.monitor is not None and bool(self.monitor.should_stop)) or self.stop_early()  # resumed
-            while self.global_step < steps and not stop:
-                cut = f"step {self.global_step + 1} was cut short and runs again on resume"
-                if self._unit(signals, cut, self.train_step) is None:  # a dropped batch: no step was taken
-                    self._stop_if_asked(signals)
-                    continue
-                self._skipped_in_row = 0
-                self.samples_due = True  # until the step's grid is drawn: a checkpoint before that redraws it
-                self._check_record(self.log.history[-1])
-                bar.set_postfix({self.progress_key(): f"{self.log.smoothed_rewards()[-1]:.4f}"})
-                bar.update(1)
-                stop = self._evaluate(signals) or self.stop_early()
-                if cfg.run.save_every and self.global_step % cfg.run.save_every == 0:
-                    self.save_checkpoint()
-                self._draw_samples(signals)
-                if self.global_step < steps and not stop:  # at the end the run finishes instead
-                    self._stop_if_asked(signals)
-        bar.close()
-        self._finish(stopped=stop)
-        return self.log
+        try:
+            start_trackers(acc, cfg.run.tracker_project, flat_settings(cfg.to_dict()))
+            bar = progress_bar(total=steps, initial=min(self.global_step, steps), desc=self.name, unit="step",
+                               disable=not (cfg.run.progress_bar and acc.is_main_process))
+            with StopSignals() as signals:
+                if self.global_step == 0:  # the grid and the monitor before any step
+                    self.evaluation_due = self.samples_due = True
+                stop = self._due_units(signals) or (self.monitor is not None and bool(self.monitor.should_stop))
+                stop = stop or self.stop_early()
+                while self.global_step < steps and not stop:
+                    cut = f"step {self.global_step + 1} was cut short and runs again on resume"
+                    if self._unit(signals, cut, self.train_step) is not None:  # None: a dropped batch, no step
+                        self._skipped_in_row = 0
+                        self.evaluation_due = self.samples_due = True
+                        self._check_record(self.log.history[-1])
+                        bar.set_postfix({self.progress_key(): f"{self.log.smoothed_rewards()[-1]:.4f}"})
+                        bar.update(1)
+                        stop = self._due_units(signals) or self.stop_early()
+                        if cfg.run.save_every and self.global_step % cfg.run.save_every == 0:
+                            self.save_checkpoint()
+                    if self.global_step < steps and not stop:  # at the end the run finishes instead
+                        self._stop_if_asked(signals)
+            bar.close()
+            self._finish(stopped=stop)
+            return self.log
+        finally:
+            finish_trackers(acc)
+            self.release_run_dir()
 
-    def _finish(self, stopped: bool = False) -> None:
-        acc = self.accelerator
+    def _finish(self, stopped: bool) -> None:
         if stopped and self.monitor is not None and self.monitor.should_stop:
             self._keep_monitors_best()
-        weights = dict(self.trained_parameters())
-        if self.ema is not None:
-            weights.update(self.ema.state()[0])
-        check_finite_weights(weights, self.global_step, "the run's results")
-        if self.run_dir is not None and self.config.run.save_every and self.saved_step != self.global_step:
+        ema = self.ema.state()[0] if self.ema is not None else {}
+        check_finite_weights({**self.trained_parameters(), **ema}, self.global_step, "the run's results")
+        if self.run_dir is None:
+            return
+        if self.config.run.save_every and self.saved_step != self.global_step:
             self.save_checkpoint()  # the state it stopped in, so that a resumed run knows it stopped
-        if self.run_dir is not None:
-            if acc.is_main_process:
-                self.log.write(self.run_dir)
-                self._write_monitor(stopped)
-            self.write_outputs(self.run_dir)
-            acc.wait_for_everyone()
-            self.release_run_dir()
-        finish_trackers(acc)
+        if self.accelerator.is_main_process:
+            self.log.write(self.run_dir)
+            self._write_monitor(stopped)
+        self.write_outputs(self.run_dir)
+        self.accelerator.wait_for_everyone()

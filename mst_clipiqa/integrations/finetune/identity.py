@@ -1,6 +1,5 @@
-"""What a fine-tuning run trains against, as short strings a checkpoint records and a resume compares: the reward
-(its model's config and weights, variant, outputs), the pipeline and its family, the denoiser's architecture and the
-prompts."""
+"""What a fine-tuning run trains against, as short strings a checkpoint records and a resume compares: the reward,
+the pipeline and its denoiser's architecture, the prompts or the preference pairs."""
 from __future__ import annotations
 
 import hashlib
@@ -32,26 +31,23 @@ def module_digest(module: nn.Module) -> str:
 
 def _kind(obj: Any) -> str:
     kind = obj if callable(obj) and not isinstance(obj, nn.Module) and hasattr(obj, "__qualname__") else type(obj)
-    # the library's own kinds by their first import names: checkpoints written before reward/ and integrations/
-    # moved into mst_clipiqa/ recorded those, and the class is the same
+    # by the first import names, as checkpoints recorded them before mst_clipiqa/ held reward/ and integrations/
     return f"{kind.__module__.removeprefix('mst_clipiqa.')}.{kind.__qualname__}"
 
 
 def reward_identity(reward: Any, prefix: str = "reward") -> dict[str, str]:
-    """Fields naming a reward: its kind; for an MST-CLIPIQA reward its model's config, variant, outputs and output
-    weights and a digest of its weights; for another ``nn.Module`` a digest of its weights. A dict of rewards gives
-    the fields of each by name."""
+    """Fields naming a reward: its kind; for a module its weights' digest; for a scorer with a model config (an
+    MST-CLIPIQA reward, bare or in ``NamedScores``) that config's digest, variant and output weights. A dict of
+    rewards gives the fields of each by name."""
     if isinstance(reward, Mapping):
         out = {f"{prefix}s": ", ".join(sorted(map(str, reward)))}
         for name, fn in reward.items():
             out.update(reward_identity(fn, f"{prefix}[{name}]"))
         return out
     out = {prefix: _kind(reward)}
-    inner = getattr(reward, "reward", None)  # NamedScores wraps the reward it names
-    scorer = inner if isinstance(inner, nn.Module) else reward
+    scorer = reward.reward if isinstance(getattr(reward, "reward", None), nn.Module) else reward
     model = getattr(scorer, "model", None)
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_dict"):
+    if hasattr(config := getattr(model, "config", None), "to_dict"):
         out[f"{prefix}_model"] = digest(config.to_dict())
         out[f"{prefix}_variant"] = str(getattr(config, "variant", ""))
         out[f"{prefix}_outputs"] = json.dumps(jsonable(getattr(scorer, "weights", getattr(model, "outputs", None))))
@@ -65,32 +61,22 @@ def pipeline_identity(pipe: Any, family: Any, denoiser: nn.Module) -> dict[str, 
     # "_name_or_path" and the like say where it was loaded from, not what it is
     config = {k: v for k, v in dict(getattr(denoiser, "config", None) or {}).items() if not k.startswith("_")}
     return {"pipeline": type(pipe).__name__, "pipeline_family": type(family).__name__,
-            "scheduler": type(pipe.scheduler).__name__,
-            "denoiser": f"{type(denoiser).__name__} {digest(config)}"}
+            "scheduler": type(pipe.scheduler).__name__, "denoiser": f"{type(denoiser).__name__} {digest(config)}"}
 
 
 def prompts_identity(prompts: list[str] | None, prompt_fn: Any) -> dict[str, str]:
     """A digest of the prompt list, or the name of the ``prompt_fn``."""
-    if prompts is not None:
-        return {"prompts": f"{len(prompts)} prompt(s) {digest(prompts)}"}
-    return {"prompts": _kind(prompt_fn)}
-
-
-def _image_bytes(image: Any) -> bytes:
-    if isinstance(image, (bytes, bytearray)):
-        return bytes(image)
-    if isinstance(image, Mapping) and "bytes" in image:  # a datasets Image feature left undecoded
-        return bytes(image["bytes"] or b"")
-    return f"{image.mode}{image.size}".encode() + image.tobytes()  # a PIL image
+    return {"prompts": f"{len(prompts)} prompt(s) {digest(prompts)}" if prompts is not None else _kind(prompt_fn)}
 
 
 def pairs_identity(rows: Any) -> dict[str, str]:
-    """A digest of preference pairs' content (both images, the label and the caption of every row, in order):
-    the same pairs saved elsewhere match, other pairs do not."""
+    """A digest of preference pairs' content (both images, encoded or PIL, the label and the caption of every row,
+    in order): the same pairs saved elsewhere match, other pairs do not."""
     hasher = hashlib.sha256()
     for row in rows:
-        for key in ("jpg_0", "jpg_1"):
-            hasher.update(hashlib.sha256(_image_bytes(row[key])).digest())
+        for image in (row["jpg_0"], row["jpg_1"]):
+            if not isinstance(image, (bytes, bytearray)):  # a PIL image
+                image = f"{image.mode}{image.size}".encode() + image.tobytes()
+            hasher.update(hashlib.sha256(image).digest())
         hasher.update(json.dumps([repr(row["label_0"]), str(row["caption"])]).encode())
     return {"pairs": f"{len(rows)} pair(s) {hasher.hexdigest()[:16]}"}
-
