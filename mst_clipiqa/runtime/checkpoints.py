@@ -38,11 +38,6 @@ class DamagedCheckpoint(ValueError):
     """A checkpoint folder with a missing, truncated or inconsistent file, or NaN / inf tensors."""
 
 
-def _require_fields(path: Path, meta: Any, fields: list[str]) -> None:
-    if missing := [k for k in fields if not isinstance(meta, dict) or k not in meta]:
-        raise DamagedCheckpoint(f"{path / META} lacks the field(s) {missing}")
-
-
 @dataclass
 class TrainingState:
     """One process's view of a checkpoint: the shared tensors and JSON, and this process's generator states."""
@@ -58,19 +53,6 @@ class TrainingState:
         reshard_optimizer_state(optimizer)
         if self.rng_tensors is not None:
             set_rng_state(self.rng_tensors, self.rng_meta)
-
-    def require(self, path: Path, fields: list[str], tensors: list[str]) -> None:
-        """A :class:`DamagedCheckpoint` naming any missing field of ``state.json`` or tensor a restore reads
-        (``tensors``, and each parameter's optimizer tensors), never a bare ``KeyError`` later."""
-        _require_fields(path, self.meta, ["optimizer", *fields])
-        optim = unflatten_optimizer_state(self.tensors, {"scalars": {}, "param_groups": []})["state"]
-        params = {p for group in self.meta["optimizer"].get("param_groups", []) for p in group.get("params", [])}
-        every = set().union(*optim.values())  # AdamW keeps the same tensors for every parameter
-        missing = [k for k in tensors if k not in self.tensors] + [
-            f"optim.{p}.{n}" for p in sorted(params | set(optim)) for n in sorted(every - set(optim.get(p, {})))]
-        if missing:
-            raise DamagedCheckpoint(f"{path} lacks {len(missing)} tensor(s) of the trained weights or their "
-                                    f"optimizer state, first: {missing[:3]}")
 
 
 def capture_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], optimizer: torch.optim.Optimizer,
@@ -201,17 +183,20 @@ def write_checkpoint(accelerator: Any, run_dir: str | Path, step: int, state: Tr
     return final
 
 
-def read_checkpoint(path: str | Path, rank: int) -> TrainingState:
+def read_checkpoint(path: str | Path, rank: int, fields: Collection[str] = ()) -> TrainingState:
     """The shared state of checkpoint ``path`` and process ``rank``'s generator states (None when the
     checkpoint was written by fewer processes). Every process checks every file, so all of them agree on whether
-    it is usable: a :class:`DamagedCheckpoint` names the file and what is wrong (a folder named for another step
-    than it records is a plain ``ValueError``)."""
+    it is usable: a :class:`DamagedCheckpoint` names the file and what is wrong (a missing field of ``state.json``
+    among ``fields`` too, or an optimizer tensor; a folder named for another step than it records is a plain
+    ``ValueError``)."""
     path = Path(path)
     try:
         meta = json.loads((path / META).read_text())
     except (OSError, ValueError) as error:
         raise DamagedCheckpoint(f"{path / META} cannot be read ({error})") from None
-    _require_fields(path, meta, ["step", "world_size"])
+    if missing := [k for k in ["step", "world_size", "optimizer", *fields] if not isinstance(meta, dict)
+                   or k not in meta]:
+        raise DamagedCheckpoint(f"{path / META} lacks the field(s) {missing}")
     if meta["step"] != _step(path):  # a renamed or copied folder: which step it holds is not guessed
         raise ValueError(f"checkpoint folder {path} is named for step {_step(path)} but records step "
                          f"{meta['step']}; expected {_PREFIX}{meta['step']:08d} (rename it back, or remove it)")
@@ -222,6 +207,12 @@ def read_checkpoint(path: str | Path, rank: int) -> TrainingState:
         raise DamagedCheckpoint(str(error)) from None
     if bad := nonfinite_names(tensors):
         raise DamagedCheckpoint(f"{path / STATE} holds NaN or inf in {len(bad)} tensor(s), first: {bad[:3]}")
+    optim = unflatten_optimizer_state(tensors, {"scalars": {}, "param_groups": []})["state"]
+    params = {p for group in meta["optimizer"].get("param_groups", []) for p in group.get("params", [])}
+    every = set().union(*optim.values())  # AdamW keeps the same tensors for every parameter
+    missing = [f"optim.{p}.{n}" for p in sorted(params | set(optim)) for n in sorted(every - set(optim.get(p, {})))]
+    if missing:
+        raise DamagedCheckpoint(f"{path / STATE} lacks {len(missing)} optimizer tensor(s), first: {missing[:3]}")
     if rank >= meta["world_size"]:
         return TrainingState(tensors, meta)
     if "rng" not in rngs[rank][1]:

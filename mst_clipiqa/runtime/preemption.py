@@ -16,7 +16,7 @@ __all__ = ["Interrupted", "Preempted", "StopSignals", "interruptible", "interrup
            "stop_with_parent"]
 
 _ACTIVE: list[StopSignals] = []  # the contexts entered in this process, innermost last
-_BLOCKS = threading.local()  # per thread: the interruptible blocks it entered, whether each one may be cut
+_BLOCKS = threading.local()  # per thread: what each interruptible block it entered asks
 
 
 def stop_requested() -> int:
@@ -42,17 +42,16 @@ class Preempted(Exception):
 
 
 @contextmanager
-def interruptible(enabled: bool = True, generator: Any = None,
-                  requested: Callable[[], int] | None = None) -> Iterator[None]:
+def interruptible(generator: Any = None, requested: Callable[[], int] | None = None) -> Iterator[None]:
     """A block whose :func:`interruption_point` raises :class:`Interrupted` once a stop is ``requested``
     (default :func:`stop_requested`; several processes pass one that agrees across them and pass the same
     points), putting back every random stream (torch, CUDA, numpy, Python, ``generator``) as it was when the
-    block began. ``enabled=False`` opens a block that is never cut."""
+    block began."""
     from .checkpoints import rng_state, set_rng_state
 
-    streams = (rng_state(), generator.get_state() if generator is not None else None) if enabled else None
+    streams = rng_state(), generator.get_state() if generator is not None else None
     blocks = _BLOCKS.__dict__.setdefault("open", [])
-    blocks.append((enabled, requested or stop_requested))
+    blocks.append(requested or stop_requested)
     try:
         yield
     except Interrupted:
@@ -68,7 +67,7 @@ def interruption_point() -> None:
     """Raise :class:`Interrupted` when a stop was requested inside an :func:`interruptible` block of this thread;
     anywhere else, nothing."""
     blocks = getattr(_BLOCKS, "open", None)
-    if blocks and blocks[-1][0] and (signum := blocks[-1][1]()):
+    if blocks and (signum := blocks[-1]()):
         raise Interrupted(signum)
 
 

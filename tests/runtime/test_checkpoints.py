@@ -25,9 +25,12 @@ class OneProcess:
         pass
 
 
+OPTIMIZER = {"param_groups": [{"params": [0]}], "scalars": {}}
+
+
 def state(step: int) -> TrainingState:
     return TrainingState({"lora.a": torch.full((2, 3), float(step)), "optim.0.step": torch.tensor(float(step))},
-                         {"step": step, "history": [{"step": step, "reward": 0.5}]},
+                         {"step": step, "history": [{"step": step, "reward": 0.5}], "optimizer": OPTIMIZER},
                          {"rng.torch": torch.arange(4, dtype=torch.uint8)}, {"python": [3, [1, 2], None]})
 
 
@@ -37,7 +40,7 @@ def test_newest_checkpoints_are_kept_and_read_back(tmp_path):
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_00000004", "step_00000006"]
     back = read_checkpoint(complete_checkpoints(tmp_path)[-1], rank=0)
     assert torch.equal(back.tensors["lora.a"], torch.full((2, 3), 6.0))
-    assert back.meta == {"step": 6, "history": [{"step": 6, "reward": 0.5}], "world_size": 1}
+    assert back.meta == {"step": 6, "history": [{"step": 6, "reward": 0.5}], "optimizer": OPTIMIZER, "world_size": 1}
     assert torch.equal(back.rng_tensors["rng.torch"], torch.arange(4, dtype=torch.uint8))
     assert back.rng_meta == {"python": [3, [1, 2], None]}
     assert read_checkpoint(complete_checkpoints(tmp_path)[-1], rank=1).rng_tensors is None  # no such process

@@ -22,11 +22,11 @@ def test_a_stop_request_cuts_an_interruptible_block_and_puts_the_streams_back():
     generator = torch.Generator().manual_seed(3)
     with StopSignals():
         interruption_point()  # no block: nothing
-        with interruptible(True, generator):
+        with interruptible(generator):
             interruption_point()  # no request: nothing
         before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate(), generator.get_state())
         with pytest.raises(Interrupted) as cut:
-            with interruptible(True, generator):
+            with interruptible(generator):
                 first = draws(generator)
                 os.kill(os.getpid(), signal.SIGTERM)
                 interruption_point()
@@ -35,9 +35,9 @@ def test_a_stop_request_cuts_an_interruptible_block_and_puts_the_streams_back():
         assert torch.equal(torch.get_rng_state(), before[0]) and (np.random.get_state()[1] == before[1]).all()
         assert random.getstate() == before[2] and torch.equal(generator.get_state(), before[3])
         assert draws(generator) == first  # redoing the block draws what the cut one drew
-        with interruptible(False, generator):  # never cut, streams untouched
+        with interruptible(generator, requested=lambda: 0):  # an outer block that asks no one
             interruption_point()
-            with interruptible(True):
+            with interruptible():
                 with pytest.raises(Interrupted):
                     interruption_point()
             interruption_point()  # the outer block decides again

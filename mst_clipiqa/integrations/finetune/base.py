@@ -120,16 +120,12 @@ class DiffusionTrainer(TrainerParts):
     def restore_state(self, path: Path) -> None:
         """Load checkpoint ``path`` (every process loads the shared state and its own generators); a
         :class:`DamagedCheckpoint` names a missing, damaged or non-finite part."""
-        acc, state = self.accelerator, read_checkpoint(path, self.accelerator.process_index)
-        meta, ema = state.meta, self.ema.state()[0] if self.ema is not None else {}
-        state.require(path, ["history", "config"] + ["ema"] * bool(ema), [])
+        acc, state = self.accelerator, read_checkpoint(path, self.accelerator.process_index, ["history", "config"])
+        meta = state.meta
         # before the tensors: another pipeline's LoRA is another run, not a damaged checkpoint
         check_same_run(path, (flat_settings(meta["config"], getattr(type(self.config), "renamed", {})),
                               flat_settings(jsonable(self.config.to_dict()))),
                        (meta.get("identity"), self.identity), RESUME_FREE)
-        state.require(path, [], [_TRAINED + name for name in self.trained_parameters()] + list(ema))
-        for name, param in self.trained_parameters().items():
-            copy_whole_(param, state.tensors[_TRAINED + name])
         if meta["world_size"] != acc.num_processes:  # the streams were per process: new ones, still reproducible
             state.rng_tensors = None
             self.seed_processes(self.config.run.seed + 7919 * (meta["step"] + 1))
@@ -137,7 +133,9 @@ class DiffusionTrainer(TrainerParts):
                 warnings.warn(f"{path} was written by {meta['world_size']} process(es) and is resumed by "
                               f"{acc.num_processes}: prompts and noise come from new random streams (seeded by the "
                               "step)", RuntimeWarning, stacklevel=2)
-        try:  # what require() does not look into is still named, never a bare KeyError
+        try:  # a part the checkpoint lacks is named, never a bare KeyError
+            for name, param in self.trained_parameters().items():
+                copy_whole_(param, state.tensors[_TRAINED + name])
             state.restore(self.optimizer)
             if self.ema is not None:
                 self.ema.load_state(state.tensors, meta["ema"])
@@ -149,7 +147,7 @@ class DiffusionTrainer(TrainerParts):
             if state.rng_tensors is not None:
                 self.rng.set_state(state.rng_tensors[_RNG])
         except KeyError as error:
-            raise DamagedCheckpoint(f"{path} lacks {error} (optimizer, EMA or trainer state)") from None
+            raise DamagedCheckpoint(f"{path} lacks {error} (trained weights, EMA or trainer state)") from None
         self.lr_scheduler = lr_schedule(self.config, self.optimizer.optimizer, meta["step"])
         self.global_step = self.saved_step = meta["step"]
         self.log.history = meta["history"]
@@ -198,15 +196,13 @@ class DiffusionTrainer(TrainerParts):
         """``work(*args)``, which a stop request cuts short at its next sampler step: the random streams are put
         back and the run stops as after the last step, saying what was ``cut``. Every process runs ``work``
         through the same sampler steps, except with ``alone`` (the main process works, the others wait)."""
-        acc = self.accelerator
-        several = acc.num_processes > 1
-        given_up, result = False, None
+        acc, given_up, result = self.accelerator, False, None
         try:
-            with interruptible(True, self.rng, (lambda: signals.requested(acc)) if several and not alone else None):
+            with interruptible(self.rng, lambda: signals.requested(None if alone else acc)):
                 result = work(*args)
         except Interrupted:
             given_up = True
-        if alone and several:  # the others learn whether the main process gave its unit up
+        if alone:  # the others learn whether the main process gave its unit up
             given_up = bool(acc.reduce(torch.tensor([int(given_up)], device=acc.device), "max").item())
         if given_up:  # only a stop request gives a unit up: this raises Preempted
             self._stop_if_asked(signals, f" ({cut})")

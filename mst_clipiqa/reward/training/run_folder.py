@@ -66,9 +66,7 @@ def remove_checkpoints(directory: str | Path, accelerator: Any) -> None:
 
 def _read(path: Path) -> Checkpoint:
     # the IQA trainer's processes draw alike (one seed per split): the main process's generators serve every one
-    state = read_checkpoint(path, 0)
-    state.require(path, ["progress"], [])
-    return Checkpoint(**vars(state))
+    return Checkpoint(**vars(read_checkpoint(path, 0, ["progress"])))
 
 
 def load_checkpoint(path: str | Path, warn: bool = True) -> Checkpoint:

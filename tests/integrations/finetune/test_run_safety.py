@@ -139,8 +139,7 @@ def _nan_tensor(path: Path) -> None:
     ("state.json", _truncate, "state.json cannot be read"), ("state.safetensors", _truncate, "does not load"),
     ("rng_0.safetensors", _truncate, "rng_0.safetensors does not load"),
     ("state.json", _drop_field, "lacks the field(s) ['history']"),
-    ("state.safetensors", _drop_tensor, "lacks 1 tensor(s) of the trained weights or their optimizer state, "
-                                        "first: ['lora.weight']"),
+    ("state.safetensors", _drop_tensor, "lacks 'lora.weight' (trained weights, EMA or trainer state)"),
     ("state.safetensors", _nan_tensor, "NaN or inf in 1 tensor(s), first: ['lora.weight']"),
     ("rng_0.safetensors", Path.unlink, "rng_0.safetensors does not load")])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_complete_one(toy_run, name, damage, said):
