@@ -24,7 +24,7 @@ from mst_clipiqa.reward.utils.files import write_safetensors
 from .sharding import reshard_optimizer_state, whole_tensors
 
 __all__ = ["CHECKPOINTS", "DamagedCheckpoint", "TrainingState", "capture_state", "check_same_run",
-           "complete_checkpoints", "flatten_optimizer_state", "read_checkpoint", "remove_partial", "resume_newest",
+           "complete_checkpoints", "flatten_optimizer_state", "read_checkpoint", "resume_newest",
            "rng_state", "set_rng_state", "step_folders", "unflatten_optimizer_state", "write_checkpoint"]
 
 T = TypeVar("T")
@@ -142,12 +142,6 @@ def _complete(path: Path) -> bool:
         return False
 
 
-def remove_partial(run_dir: str | Path) -> None:
-    """Delete the ``.tmp`` folders a killed run left behind (main process only)."""
-    for path in (Path(run_dir) / CHECKPOINTS).glob(f"{_PREFIX}*{_PARTIAL}"):
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def _fsync_folder(path: Path) -> None:
     # Data on disk before the rename makes it visible, so a crash of the machine cannot publish empty files.
     for item in [*path.iterdir(), path]:
@@ -164,7 +158,8 @@ def write_checkpoint(accelerator: Any, run_dir: str | Path, step: int, state: Tr
     final = Path(run_dir) / CHECKPOINTS / f"{_PREFIX}{step:08d}"
     partial, main = final.with_name(final.name + _PARTIAL), accelerator.is_main_process
     if main:
-        shutil.rmtree(partial, ignore_errors=True)
+        for stale in final.parent.glob(f"{_PREFIX}*{_PARTIAL}"):  # this step's, or one a killed run left
+            shutil.rmtree(stale, ignore_errors=True)
         partial.mkdir(parents=True)
     accelerator.wait_for_everyone()
     write_safetensors(state.rng_tensors, partial / _rng_file(accelerator.process_index),

@@ -20,7 +20,6 @@ from mst_clipiqa.runtime.checkpoints import (
     capture_state,
     check_same_run,
     read_checkpoint,
-    remove_partial,
     resume_newest,
     step_folders,
     write_checkpoint,
@@ -155,8 +154,8 @@ class DiffusionTrainer(TrainerParts):
         self.evaluation_due, self.samples_due = meta.get("evaluation_due", False), meta.get("samples_due", False)
 
     def open_run_dir(self) -> None:
-        """Refuse to mix with an earlier run, resume one, or start one. Every process decides from the same files:
-        all of them look before the main process changes anything."""
+        """Refuse to mix with an earlier run, resume one, or start one; every process decides from the same files
+        (nothing but the config file changes them, after)."""
         acc, run_dir = self.accelerator, self.run_dir
         self.run_lock = on_main(acc, lambda: RunLock(run_dir).acquire())  # creates the folder
         try:
@@ -164,8 +163,6 @@ class DiffusionTrainer(TrainerParts):
             require(not found or self.config.run.resume,
                     f"{run_dir} holds checkpoints of an earlier run (newest: {found[-1].name if found else ''}); "
                     "pass resume=True (--resume) to continue it, or choose a new output directory")
-            acc.wait_for_everyone()
-            on_main(acc, lambda: remove_partial(run_dir))
             if found:
                 resume_newest(found, self.restore_state, warn=acc.is_main_process)
             elif self.config.run.resume:

@@ -84,7 +84,7 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, prompts):
         assert state[0][key] == state[1][key], key
     logs = [json.loads((p / "log.json").read_text())["history"] for p in (whole, broken)]
     assert logs[0] == logs[1] and [r["step"] for r in logs[0]] == [1, 2, 3, 4, 5, 6]
-    assert not list((broken / "checkpoints").glob("*.tmp"))  # the half-written one was cleared on resume
+    assert not list((broken / "checkpoints").glob("*.tmp"))  # the half-written one was cleared by the next
 
 
 def test_a_folder_with_checkpoints_is_not_overwritten_nor_resumed_with_other_settings(tmp_path, prompts):
