@@ -33,11 +33,11 @@ class Interrupted(Exception):
 
 
 class Preempted(Exception):
-    """A run stopped at a safe point because of a signal; the message says how to continue it. ``exit_status``
-    is what a shell reports for the signal (143 for SIGTERM, 130 for SIGINT)."""
+    """A run stopped at a safe point because of a signal: ``stopped by <signal> <where>``, where ``where`` says how
+    to continue it. ``exit_status`` is what a shell reports for the signal (143 for SIGTERM, 130 for SIGINT)."""
 
-    def __init__(self, signum: int, message: str):
-        super().__init__(message)
+    def __init__(self, signum: int, where: str):
+        super().__init__(f"stopped by {signal.Signals(signum).name} {where}")
         self.signum, self.exit_status = signum, 128 + signum
 
 
@@ -105,10 +105,6 @@ class StopSignals:
 
         flag = torch.tensor([self.received], device=accelerator.device)
         return int(accelerator.reduce(flag, "max").item())
-
-    @staticmethod
-    def name(signum: int) -> str:
-        return signal.Signals(signum).name
 
 
 def stop_with_parent(signum: int = signal.SIGTERM) -> bool:

@@ -221,7 +221,6 @@ class DiffusionTrainer(TrainerParts):
         """When any process got SIGTERM / SIGINT: checkpoint and raise :class:`Preempted` on all."""
         if not (signum := signals.requested(self.accelerator)):
             return
-        stopped = f"stopped by {StopSignals.name(signum)} at step {self.global_step}{cut}"
         if self.run_dir is None:
             kept = "nothing saved (no output_dir)"
         elif self.global_step == 0:
@@ -231,7 +230,7 @@ class DiffusionTrainer(TrainerParts):
                 self.save_checkpoint()
             kept = (f"checkpoint written to {self.run_dir}; run the same command again with --resume (resume=True) "
                     "to continue")
-        raise Preempted(signum, f"{stopped}; {kept}")
+        raise Preempted(signum, f"at step {self.global_step}{cut}; {kept}")
 
     def train(self, max_steps: int | None = None) -> TrainingLog:
         """Train until the step counter reaches ``max_steps`` (default: the config's), then write the log, the

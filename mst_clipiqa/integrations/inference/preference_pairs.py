@@ -146,8 +146,8 @@ def preference_pairs(
 
 
 def _stop(signum: int, done: int, total: int, directory: Path, cut: str = "") -> None:
-    raise Preempted(signum, f"stopped by {StopSignals.name(signum)} after {done} of {total} prompts{cut}; the finished "
-                            f"ones are in {directory}; run the same command again to continue (they are skipped)")
+    raise Preempted(signum, f"after {done} of {total} prompts{cut}; the finished ones are in {directory}; run the "
+                            "same command again to continue (they are skipped)")
 
 
 def _prompt_pairs(pipe: Any, prompts: list[str], index: int, reward: Rewards, result: PairsWritten,

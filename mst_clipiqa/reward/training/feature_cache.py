@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from mst_clipiqa.runtime.preemption import Preempted, StopSignals, stop_requested
+from mst_clipiqa.runtime.preemption import Preempted, stop_requested
 
 from ..model import MSTCLIPIQA
 from ..utils import atomic_write, precision_dtype, read_tensors, save_tensors
@@ -200,9 +200,8 @@ def _stop_if_asked(done: int, total: int, where: Path) -> None:
     """Between batches of a long encoding (a trainer's StopSignals active): stop, keeping the entries written."""
     signum = stop_requested()
     if signum and done < total:
-        raise Preempted(signum, f"stopped by {StopSignals.name(signum)} while encoding features: {done} of {total} "
-                                f"images are cached in {where}; run the same command again with --resume to "
-                                "continue from them")
+        raise Preempted(signum, f"while encoding features: {done} of {total} images are cached in {where}; run the "
+                                "same command again with --resume to continue from them")
 
 
 def save_entry(tensors: dict[str, torch.Tensor], path: Path) -> None:

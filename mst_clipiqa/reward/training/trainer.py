@@ -309,9 +309,8 @@ class Trainer:
         """After an epoch's checkpoint: when any process got SIGTERM / SIGINT, raise :class:`Preempted` on all."""
         signum = self.signals.requested(self.accelerator)
         if signum:
-            raise Preempted(signum, f"stopped by {StopSignals.name(signum)} after epoch {epochs} of split {k}; "
-                                    f"checkpoint written to {self.split_dir(k)}; run the same command again with "
-                                    "--resume (resume=True) to continue")
+            raise Preempted(signum, f"after epoch {epochs} of split {k}; checkpoint written to {self.split_dir(k)}; "
+                                    "run the same command again with --resume (resume=True) to continue")
 
     def _stop_inside_epoch(self, k: int, epoch: int) -> None:
         """Before each batch: when any process got SIGTERM / SIGINT, give the epoch up and raise :class:`Preempted`
@@ -323,9 +322,8 @@ class Trainer:
         directory = self.split_dir(k)
         kept = (f"checkpoint of epoch {epoch} in {directory}" if step_folders(directory)
                 else f"nothing of split {k} saved yet")
-        raise Preempted(signum, f"stopped by {StopSignals.name(signum)} in epoch {epoch + 1} of split {k} (cut short, "
-                                f"it runs again on resume); {kept}; run the same command again with --resume "
-                                "(resume=True) to continue")
+        raise Preempted(signum, f"in epoch {epoch + 1} of split {k} (cut short, it runs again on resume); {kept}; run "
+                                "the same command again with --resume (resume=True) to continue")
 
     def split_dir(self, k: int) -> Path:
         if self.output_dir is None:
