@@ -1,8 +1,5 @@
-"""The one checkpoint format of every trainer, ``RUN/checkpoints/step_XXXXXXXX/`` (docs/architecture.md), what it
-holds (:class:`TrainingState`) and what a resume checks: safetensors and JSON only, never a pickle. The main
-process writes ``state.safetensors`` (trained weights, optimizer, EMA) and ``state.json`` (step, world size, what
-the trainer records), each process ``rng_<rank>.safetensors``, into a ``.tmp`` folder renamed when all are done.
-"""
+"""The one checkpoint format of every trainer, ``RUN/checkpoints/step_XXXXXXXX/`` (docs/architecture.md says
+what each file holds), what it holds (:class:`TrainingState`) and what a resume checks: safetensors and JSON only."""
 from __future__ import annotations
 
 import json
@@ -179,11 +176,9 @@ def write_checkpoint(accelerator: Any, run_dir: str | Path, step: int, state: Tr
 
 
 def read_checkpoint(path: str | Path, rank: int, fields: Collection[str] = ()) -> TrainingState:
-    """The shared state of checkpoint ``path`` and process ``rank``'s generator states (None when the
-    checkpoint was written by fewer processes). Every process checks every file, so all of them agree on whether
-    it is usable: a :class:`DamagedCheckpoint` names the file and what is wrong (a missing field of ``state.json``
-    among ``fields`` too, or an optimizer tensor; a folder named for another step than it records is a plain
-    ``ValueError``)."""
+    """The shared state of checkpoint ``path`` and process ``rank``'s generator states (None when written by fewer
+    processes). Every process checks every file, so all agree on whether it is usable: a :class:`DamagedCheckpoint`
+    names the file and what is wrong or missing (of ``fields`` in ``state.json``, or an optimizer tensor)."""
     path = Path(path)
     try:
         meta = json.loads((path / META).read_text())
