@@ -149,10 +149,10 @@ def _fsync_folder(path: Path) -> None:
             os.close(handle)
 
 
-def write_checkpoint(accelerator: Any, run_dir: str | Path, step: int, state: TrainingState, keep: int) -> Path:
-    """Write ``state`` (every process passes its own generator states) as ``step_<step>``, then keep only the
-    ``keep`` newest checkpoints. Collective: every process must call it."""
-    final = Path(run_dir) / CHECKPOINTS / f"{_PREFIX}{step:08d}"
+def write_checkpoint(accelerator: Any, run_dir: str | Path, state: TrainingState, keep: int) -> Path:
+    """Write ``state`` (every process passes its own generator states) as ``step_<its meta's step>``, then keep only
+    the ``keep`` newest checkpoints. Collective: every process must call it."""
+    final = Path(run_dir) / CHECKPOINTS / f"{_PREFIX}{state.meta['step']:08d}"
     partial, main = final.with_name(final.name + _PARTIAL), accelerator.is_main_process
     if main:
         for stale in final.parent.glob(f"{_PREFIX}*{_PARTIAL}"):  # this step's, or one a killed run left

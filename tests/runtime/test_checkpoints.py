@@ -35,7 +35,7 @@ def state(step: int) -> TrainingState:
 
 def test_newest_checkpoints_are_kept_and_read_back(tmp_path):
     for step in (2, 4, 6):
-        write_checkpoint(OneProcess(), tmp_path, step, state(step), keep=2)
+        write_checkpoint(OneProcess(), tmp_path, state(step), keep=2)
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_00000004", "step_00000006"]
     back = read_checkpoint(complete_checkpoints(tmp_path)[-1], rank=0)
     assert torch.equal(back.tensors["lora.a"], torch.full((2, 3), 6.0))
@@ -46,18 +46,18 @@ def test_newest_checkpoints_are_kept_and_read_back(tmp_path):
 
 
 def test_partial_and_damaged_folders_are_ignored_and_cleared(tmp_path):
-    write_checkpoint(OneProcess(), tmp_path, 2, state(2), keep=5)
+    write_checkpoint(OneProcess(), tmp_path, state(2), keep=5)
     root = tmp_path / CHECKPOINTS
     (root / "step_00000009.tmp").mkdir()  # killed before publishing
     lacking = root / "step_00000007"  # written by 2 processes, one rng file missing
-    write_checkpoint(OneProcess(), tmp_path, 7, state(7), keep=5)
+    write_checkpoint(OneProcess(), tmp_path, state(7), keep=5)
     meta = json.loads((lacking / "state.json").read_text())
     (lacking / "state.json").write_text(json.dumps({**meta, "world_size": 2}))
     damaged = root / "step_00000008"
-    write_checkpoint(OneProcess(), tmp_path, 8, state(8), keep=5)
+    write_checkpoint(OneProcess(), tmp_path, state(8), keep=5)
     (damaged / "state.json").write_text("{")
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_00000002"]
-    write_checkpoint(OneProcess(), tmp_path, 3, state(3), keep=5)
+    write_checkpoint(OneProcess(), tmp_path, state(3), keep=5)
     assert not (root / "step_00000009.tmp").exists()  # the next checkpoint clears what a killed one left
     (tmp_path / CHECKPOINTS / "step_00000002" / "state.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="does not load"):

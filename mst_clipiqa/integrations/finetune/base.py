@@ -184,8 +184,7 @@ class DiffusionTrainer(TrainerParts):
         require(self.run_dir is not None, "save_checkpoint needs output_dir")
         state = self.capture_state()
         check_finite_weights(state.tensors, self.global_step, f"the step-{self.global_step} checkpoint")
-        path = write_checkpoint(self.accelerator, self.run_dir, self.global_step, state,
-                                self.config.run.keep_checkpoints)
+        path = write_checkpoint(self.accelerator, self.run_dir, state, self.config.run.keep_checkpoints)
         self.saved_step = self.global_step
         return path
 

@@ -53,7 +53,7 @@ def save_checkpoint(directory: str | Path, model_state: dict[str, torch.Tensor],
     parts = {"model": model_state, "best": best_state, "ema": ema_state or {}}
     tensors = {f"{p}.{k}": v for p, state in parts.items() for k, v in state.items()}
     state = capture_state(tensors, {"step": progress["epoch"], "progress": progress}, optimizer)
-    return write_checkpoint(accelerator or PartialState(), directory, progress["epoch"], state, keep=1)
+    return write_checkpoint(accelerator or PartialState(), directory, state, keep=1)
 
 
 def remove_checkpoints(directory: str | Path, accelerator: Any) -> None:
