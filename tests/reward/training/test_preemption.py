@@ -3,7 +3,6 @@ finished epoch's), the run stops with ``Preempted`` (exit status 143 / 130) and 
 where an uninterrupted run does."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 
@@ -15,7 +14,7 @@ from mst_clipiqa.reward.training import TrainConfig, Trainer, load_checkpoint, t
 from mst_clipiqa.reward.training import trainer as trainer_module
 from mst_clipiqa.runtime.preemption import Preempted
 
-from .test_trainer import FAST, _weights, _without_timing, tiny
+from .test_trainer import FAST, _weights, assert_same_report, tiny
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +68,7 @@ def test_a_signal_gives_the_epoch_up_at_the_next_batch_and_resume_is_bit_identic
     assert epochs_run == [(1, 1), (1, 2)]  # the epoch cut short, then the rest
     for name, tensor in _weights(tmp_path / "straight").items():
         assert torch.equal(tensor, _weights(tmp_path / "stopped")[name]), name
-    assert json.dumps(resumed["summary"], sort_keys=True) == json.dumps(straight["summary"], sort_keys=True)
-    assert json.dumps(_without_timing(resumed)) == json.dumps(_without_timing(straight))
+    assert_same_report(resumed, straight, (tmp_path / "straight", tmp_path / "stopped"))
 
 
 def test_a_signal_in_a_splits_first_epoch_says_nothing_of_it_is_saved(small_set, tmp_path, monkeypatch):
