@@ -52,7 +52,8 @@ class EMA:
                              f"{sorted(self.average)[:5]}...")
         for name, value in state.items():
             copy_whole_(self.average[name], value)
-        self.updates = self.updates if updates is None else int(updates)
+        if updates is not None:
+            self.updates = int(updates)
 
     def settings(self) -> dict[str, Any]:
         return {"decay": self.decay, "warmup": self.warmup, "optimization_step": self.updates}
