@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from accelerate.utils import set_seed
 
 from mst_clipiqa.reward.utils import nonfinite_names, read_tensors, write_json
 from mst_clipiqa.reward.utils.files import write_safetensors
@@ -21,7 +22,7 @@ from mst_clipiqa.reward.utils.files import write_safetensors
 from .sharding import reshard_optimizer_state, whole_tensors
 
 __all__ = ["CHECKPOINTS", "DamagedCheckpoint", "TrainingState", "capture_state", "check_same_run",
-           "complete_checkpoints", "flatten_optimizer_state", "read_checkpoint", "resume_newest",
+           "complete_checkpoints", "flatten_optimizer_state", "read_checkpoint", "reseed", "resume_newest",
            "rng_state", "set_rng_state", "step_folders", "unflatten_optimizer_state", "write_checkpoint"]
 
 T = TypeVar("T")
@@ -37,33 +38,37 @@ class DamagedCheckpoint(ValueError):
 
 @dataclass
 class TrainingState:
-    """One process's view of a checkpoint: the shared tensors and JSON, and this process's generator states."""
+    """What a checkpoint holds: named tensors (the optimizer's as ``optim.*``) and JSON (``meta``)."""
 
     tensors: dict[str, torch.Tensor]
     meta: dict[str, Any]
-    rng_tensors: dict[str, torch.Tensor] | None = None
-    rng_meta: dict[str, Any] | None = None
 
     def restore(self, optimizer: torch.optim.Optimizer) -> None:
-        """Put back the optimizer's state and this process's generators (when the checkpoint holds them)."""
+        """Put back the optimizer's state."""
         optimizer.load_state_dict(unflatten_optimizer_state(self.tensors, self.meta["optimizer"]))
         reshard_optimizer_state(optimizer)
-        if self.rng_tensors is not None:
-            set_rng_state(self.rng_tensors, self.rng_meta)
 
 
-def capture_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], optimizer: torch.optim.Optimizer,
-                  own_rng: dict[str, torch.Tensor] | None = None) -> TrainingState:
-    """``tensors`` and ``meta`` with the optimizer's state (``optim.*``, ``meta["optimizer"]``) and this
-    process's generators (``own_rng``: a trainer's own, as tensors). Collective when weights are sharded."""
+def capture_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                  optimizer: torch.optim.Optimizer) -> TrainingState:
+    """``tensors`` and ``meta`` with the optimizer's state (``optim.*``, ``meta["optimizer"]``). Collective when
+    weights are sharded."""
     optim_tensors, meta["optimizer"] = flatten_optimizer_state(optimizer.state_dict())
-    rng_tensors, rng_meta = rng_state()
-    return TrainingState(whole_tensors({**tensors, **optim_tensors}), meta, {**rng_tensors, **(own_rng or {})},
-                         rng_meta)
+    return TrainingState(whole_tensors({**tensors, **optim_tensors}), meta)
+
+
+def reseed(*key: int, generator: torch.Generator | None = None) -> None:
+    """Seed every generator training draws from (torch, CUDA, numpy, Python, and ``generator`` apart) from ``key``,
+    e.g. (seed, step, process): a unit of work seeded by its key draws alike in a straight and a resumed run, so
+    checkpoints hold no generator state."""
+    shared, own = np.random.SeedSequence(list(key)).generate_state(2)
+    set_seed(int(shared))
+    if generator is not None:
+        generator.manual_seed(int(own))
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Every generator training might draw from (torch, CUDA, numpy, Python)."""
+    """The state of every generator training might draw from (torch, CUDA, numpy, Python)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(keys.astype(np.int64))}
     if torch.cuda.is_available():
@@ -109,14 +114,6 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, 
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def _rng_file(rank: int) -> str:
-    return f"rng_{rank}.safetensors"
-
-
-def _files(world_size: int) -> list[str]:
-    return [STATE, *map(_rng_file, range(world_size))]
-
-
 def _step(path: Path) -> int:
     return int(path.name[len(_PREFIX):])
 
@@ -134,8 +131,8 @@ def complete_checkpoints(run_dir: str | Path) -> list[Path]:
 
 def _complete(path: Path) -> bool:
     try:
-        return all((path / f).is_file() for f in _files(json.loads((path / META).read_text())["world_size"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        return isinstance(json.loads((path / META).read_text()), dict) and (path / STATE).is_file()
+    except (OSError, ValueError):
         return False
 
 
@@ -150,22 +147,16 @@ def _fsync_folder(path: Path) -> None:
 
 
 def write_checkpoint(accelerator: Any, run_dir: str | Path, state: TrainingState, keep: int) -> Path:
-    """Write ``state`` (every process passes its own generator states) as ``step_<its meta's step>``, then keep only
-    the ``keep`` newest checkpoints. Collective: every process must call it."""
+    """Write ``state`` as ``step_<its meta's step>``, then keep only the ``keep`` newest checkpoints. Collective:
+    every process must call it."""
     final = Path(run_dir) / CHECKPOINTS / f"{_PREFIX}{state.meta['step']:08d}"
     partial, main = final.with_name(final.name + _PARTIAL), accelerator.is_main_process
     if main:
         for stale in final.parent.glob(f"{_PREFIX}*{_PARTIAL}"):  # this step's, or one a killed run left
             shutil.rmtree(stale, ignore_errors=True)
         partial.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    write_safetensors(state.rng_tensors, partial / _rng_file(accelerator.process_index),
-                      metadata={"rng": json.dumps(state.rng_meta)})
-    if main:
         write_safetensors(state.tensors, partial / STATE)
-        write_json(partial / META, {**state.meta, "world_size": accelerator.num_processes})
-    accelerator.wait_for_everyone()
-    if main:
+        write_json(partial / META, state.meta)
         _fsync_folder(partial)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
@@ -175,24 +166,22 @@ def write_checkpoint(accelerator: Any, run_dir: str | Path, state: TrainingState
     return final
 
 
-def read_checkpoint(path: str | Path, rank: int, fields: Collection[str] = ()) -> TrainingState:
-    """The shared state of checkpoint ``path`` and process ``rank``'s generator states (None when written by fewer
-    processes). Every process checks every file, so all agree on whether it is usable: a :class:`DamagedCheckpoint`
-    names the file and what is wrong or missing (of ``fields`` in ``state.json``, or an optimizer tensor)."""
+def read_checkpoint(path: str | Path, fields: Collection[str] = ()) -> TrainingState:
+    """Checkpoint ``path``. Every process checks every file, so all agree on whether it is usable: a
+    :class:`DamagedCheckpoint` names the file and what is wrong or missing (of ``fields`` in ``state.json``, or an
+    optimizer tensor)."""
     path = Path(path)
     try:
         meta = json.loads((path / META).read_text())
     except (OSError, ValueError) as error:
         raise DamagedCheckpoint(f"{path / META} cannot be read ({error})") from None
-    if missing := [k for k in ["step", "world_size", "optimizer", *fields] if not isinstance(meta, dict)
-                   or k not in meta]:
+    if missing := [k for k in ["step", "optimizer", *fields] if not isinstance(meta, dict) or k not in meta]:
         raise DamagedCheckpoint(f"{path / META} lacks the field(s) {missing}")
     if meta["step"] != _step(path):  # a renamed or copied folder: which step it holds is not guessed
         raise ValueError(f"checkpoint folder {path} is named for step {_step(path)} but records step "
                          f"{meta['step']}; expected {_PREFIX}{meta['step']:08d} (rename it back, or remove it)")
     try:
-        (tensors, _), *rngs = [read_tensors(path / f, "a file of a training checkpoint")
-                               for f in _files(meta["world_size"])]
+        tensors, _ = read_tensors(path / STATE, "a file of a training checkpoint")
     except ValueError as error:
         raise DamagedCheckpoint(str(error)) from None
     if bad := nonfinite_names(tensors):
@@ -203,11 +192,7 @@ def read_checkpoint(path: str | Path, rank: int, fields: Collection[str] = ()) -
     missing = [f"optim.{p}.{n}" for p in sorted(params | set(optim)) for n in sorted(every - set(optim.get(p, {})))]
     if missing:
         raise DamagedCheckpoint(f"{path / STATE} lacks {len(missing)} optimizer tensor(s), first: {missing[:3]}")
-    if rank >= meta["world_size"]:
-        return TrainingState(tensors, meta)
-    if "rng" not in rngs[rank][1]:
-        raise DamagedCheckpoint(f"{path / _rng_file(rank)} lacks its 'rng' metadata")
-    return TrainingState(tensors, meta, rngs[rank][0], json.loads(rngs[rank][1]["rng"]))
+    return TrainingState(tensors, meta)
 
 
 def check_same_run(path: Path, settings: tuple[Mapping[str, Any], Mapping[str, Any]],

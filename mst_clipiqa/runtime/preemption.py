@@ -1,7 +1,7 @@
 """Stopping a run at a safe point on SIGTERM (Slurm, Kubernetes) or SIGINT (Ctrl-C): :class:`StopSignals` records
 the signal, the trainer checkpoints at its next safe point and raises :class:`Preempted`. A unit of work thrown
 away when cut short (a step's sampling) runs in :func:`interruptible`, whose :func:`interruption_point` raises
-:class:`Interrupted` with the random streams put back, so that the checkpoint resumes bit for bit."""
+:class:`Interrupted`; the unit runs again on resume, seeded as it was (``checkpoints.reseed``)."""
 from __future__ import annotations
 
 import signal
@@ -42,23 +42,14 @@ class Preempted(Exception):
 
 
 @contextmanager
-def interruptible(generator: Any = None, requested: Callable[[], int] | None = None) -> Iterator[None]:
+def interruptible(requested: Callable[[], int] | None = None) -> Iterator[None]:
     """A block whose :func:`interruption_point` raises :class:`Interrupted` once a stop is ``requested``
     (default :func:`stop_requested`; several processes pass one that agrees across them and pass the same
-    points), putting back every random stream (torch, CUDA, numpy, Python, ``generator``) as it was when the
-    block began."""
-    from .checkpoints import rng_state, set_rng_state
-
-    streams = rng_state(), generator.get_state() if generator is not None else None
+    points)."""
     blocks = _BLOCKS.__dict__.setdefault("open", [])
     blocks.append(requested or stop_requested)
     try:
         yield
-    except Interrupted:
-        set_rng_state(*streams[0])
-        if generator is not None:
-            generator.set_state(streams[1])
-        raise
     finally:
         blocks.pop()
 

@@ -1,7 +1,8 @@
 """Checkpoint folders: published whole or not at all, the newest kept, damaged ones never picked."""
 
-import json
+import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from mst_clipiqa.runtime.checkpoints import (
     check_same_run,
     complete_checkpoints,
     read_checkpoint,
+    reseed,
     write_checkpoint,
 )
 
@@ -29,30 +31,26 @@ OPTIMIZER = {"param_groups": [{"params": [0]}], "scalars": {}}
 
 def state(step: int) -> TrainingState:
     return TrainingState({"lora.a": torch.full((2, 3), float(step)), "optim.0.step": torch.tensor(float(step))},
-                         {"step": step, "history": [{"step": step, "reward": 0.5}], "optimizer": OPTIMIZER},
-                         {"rng.torch": torch.arange(4, dtype=torch.uint8)}, {"python": [3, [1, 2], None]})
+                         {"step": step, "history": [{"step": step, "reward": 0.5}], "optimizer": OPTIMIZER})
 
 
 def test_newest_checkpoints_are_kept_and_read_back(tmp_path):
     for step in (2, 4, 6):
         write_checkpoint(OneProcess(), tmp_path, state(step), keep=2)
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_00000004", "step_00000006"]
-    back = read_checkpoint(complete_checkpoints(tmp_path)[-1], rank=0)
+    back = read_checkpoint(complete_checkpoints(tmp_path)[-1])
     assert torch.equal(back.tensors["lora.a"], torch.full((2, 3), 6.0))
-    assert back.meta == {"step": 6, "history": [{"step": 6, "reward": 0.5}], "optimizer": OPTIMIZER, "world_size": 1}
-    assert torch.equal(back.rng_tensors["rng.torch"], torch.arange(4, dtype=torch.uint8))
-    assert back.rng_meta == {"python": [3, [1, 2], None]}
-    assert read_checkpoint(complete_checkpoints(tmp_path)[-1], rank=1).rng_tensors is None  # no such process
+    assert back.meta == {"step": 6, "history": [{"step": 6, "reward": 0.5}], "optimizer": OPTIMIZER}
+    assert sorted(p.name for p in complete_checkpoints(tmp_path)[-1].iterdir()) == ["state.json", "state.safetensors"]
 
 
 def test_partial_and_damaged_folders_are_ignored_and_cleared(tmp_path):
     write_checkpoint(OneProcess(), tmp_path, state(2), keep=5)
     root = tmp_path / CHECKPOINTS
     (root / "step_00000009.tmp").mkdir()  # killed before publishing
-    lacking = root / "step_00000007"  # written by 2 processes, one rng file missing
+    lacking = root / "step_00000007"  # its tensors lost
     write_checkpoint(OneProcess(), tmp_path, state(7), keep=5)
-    meta = json.loads((lacking / "state.json").read_text())
-    (lacking / "state.json").write_text(json.dumps({**meta, "world_size": 2}))
+    (lacking / "state.safetensors").unlink()
     damaged = root / "step_00000008"
     write_checkpoint(OneProcess(), tmp_path, state(8), keep=5)
     (damaged / "state.json").write_text("{")
@@ -61,7 +59,21 @@ def test_partial_and_damaged_folders_are_ignored_and_cleared(tmp_path):
     assert not (root / "step_00000009.tmp").exists()  # the next checkpoint clears what a killed one left
     (tmp_path / CHECKPOINTS / "step_00000002" / "state.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="does not load"):
-        read_checkpoint(tmp_path / CHECKPOINTS / "step_00000002", rank=0)
+        read_checkpoint(tmp_path / CHECKPOINTS / "step_00000002")
+
+
+def test_a_key_reseeds_every_stream_alike_and_the_generator_apart():
+    def draws(*key: int) -> tuple:
+        generator = torch.Generator()
+        reseed(*key, generator=generator)
+        return (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random(),
+                torch.rand(3, generator=generator).tolist())
+
+    first = draws(0, 5, 1)
+    assert draws(0, 5, 1) == first  # a resumed unit draws as the straight one
+    assert first[0] != first[3]  # the trainer's own generator is not the global stream again
+    assert all(a != b for a, b in zip(first, draws(0, 5, 0)))  # another process, other streams
+    assert all(a != b for a, b in zip(first, draws(0, 6, 1)))  # another step, other streams
 
 
 def test_a_checkpoint_that_records_no_identity_is_refused_in_one_line_where_one_is_checked(tmp_path):

@@ -3,14 +3,12 @@ streams, checkpoints that continue bit for bit, stop points and the step loop.""
 
 from __future__ import annotations
 
-import warnings
 from abc import abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from accelerate.utils import set_seed
 
 from mst_clipiqa.reward.utils import jsonable, progress_bar
 from mst_clipiqa.reward.utils.config_files import CONFIG_NAME, option_values, write_config
@@ -20,6 +18,7 @@ from mst_clipiqa.runtime.checkpoints import (
     capture_state,
     check_same_run,
     read_checkpoint,
+    reseed,
     resume_newest,
     step_folders,
     write_checkpoint,
@@ -38,7 +37,7 @@ from .trainer_parts import TrainerParts, lr_schedule
 
 __all__ = ["DiffusionTrainer", "lr_schedule"]
 
-_TRAINED, _RNG = "lora.", "rng.finetuner"
+_TRAINED = "lora."
 
 
 class DiffusionTrainer(TrainerParts):
@@ -91,17 +90,22 @@ class DiffusionTrainer(TrainerParts):
         return False
 
     def start_run(self) -> None:
-        """Check what ``__init__`` set, seed the processes and, with ``output_dir``, open (or resume) the run folder."""
+        """Check what ``__init__`` set and, with ``output_dir``, open (or resume) the run folder."""
         self._check_parts()
-        self.seed_processes(self.config.run.seed)
         if self.run_dir is not None:  # what checkpoints record (a data set digest may take a while)
             self.identity = {k: str(v) for k, v in self.run_identity().items()}
             self.open_run_dir()
 
-    def seed_processes(self, seed: int) -> None:
-        """Distinct, reproducible streams per process: the trainer's generator and the global ones."""
-        set_seed(seed + self.accelerator.process_index)
-        self.rng.manual_seed(seed + self.accelerator.process_index)
+    def seed_processes(self, *key: int) -> None:
+        """Seed this process's streams (the trainer's generator and the global ones) from ``key`` and its rank:
+        distinct per process, and alike in a straight and a resumed run."""
+        reseed(*key, self.accelerator.process_index, generator=self.rng)
+
+    def shared_generator(self) -> torch.Generator:
+        """A generator seeded alike on every process by the step (a dropped batch moves it on), for what all must
+        agree on, such as how many denoiser passes a step makes (the collectives of DDP and FSDP go with them)."""
+        run = self.config.run
+        return torch.Generator().manual_seed(run.seed * 1_000_003 + self.global_step + 7919 * self.skipped_batches)
 
     def capture_state(self) -> TrainingState:
         """Everything :meth:`restore_state` needs to continue this run bit for bit."""
@@ -113,38 +117,27 @@ class DiffusionTrainer(TrainerParts):
                 "identity": self.identity, "skipped_batches": self.skipped_batches, "ema": ema[1],
                 "evaluation_due": self.evaluation_due, "samples_due": self.samples_due, "monitor": monitor[1],
                 "extra": extra[1], "grad_scaler": scaler.state_dict() if scaler is not None else None}  # fp16's
-        return capture_state({**trained, **ema[0], **monitor[0], **extra[0]}, meta, self.optimizer,
-                             {_RNG: self.rng.get_state()})
+        return capture_state({**trained, **ema[0], **monitor[0], **extra[0]}, meta, self.optimizer)
 
     def restore_state(self, path: Path) -> None:
-        """Load checkpoint ``path`` (every process loads the shared state and its own generators); a
-        :class:`DamagedCheckpoint` names a missing, damaged or non-finite part."""
-        acc, state = self.accelerator, read_checkpoint(path, self.accelerator.process_index, ["history", "config"])
-        meta = state.meta
+        """Load checkpoint ``path``; a :class:`DamagedCheckpoint` names a missing, damaged or non-finite part."""
+        state = read_checkpoint(path, ["history", "config"])
+        meta, scaler = state.meta, self.accelerator.scaler
         # before the tensors: another pipeline's LoRA is another run, not a damaged checkpoint
         check_same_run(path, (flat_settings(meta["config"], getattr(type(self.config), "renamed", {})),
                               flat_settings(jsonable(self.config.to_dict()))),
                        (meta.get("identity"), self.identity), RESUME_FREE)
-        if meta["world_size"] != acc.num_processes:  # the streams were per process: new ones, still reproducible
-            state.rng_tensors = None
-            self.seed_processes(self.config.run.seed + 7919 * (meta["step"] + 1))
-            if acc.is_main_process:
-                warnings.warn(f"{path} was written by {meta['world_size']} process(es) and is resumed by "
-                              f"{acc.num_processes}: prompts and noise come from new random streams (seeded by the "
-                              "step)", RuntimeWarning, stacklevel=2)
         try:  # a part the checkpoint lacks is named, never a bare KeyError
             for name, param in self.trained_parameters().items():
                 copy_whole_(param, state.tensors[_TRAINED + name])
             state.restore(self.optimizer)
             if self.ema is not None:
                 self.ema.load_state(state.tensors, meta["ema"])
-            if acc.scaler is not None and meta.get("grad_scaler"):
-                acc.scaler.load_state_dict(meta["grad_scaler"])
+            if scaler is not None and meta.get("grad_scaler"):
+                scaler.load_state_dict(meta["grad_scaler"])
             if self.monitor is not None and meta.get("monitor") is not None:
                 self.monitor.load_state_dict(state.tensors, meta["monitor"])
             self.load_extra_state(state.tensors, meta.get("extra", {}))
-            if state.rng_tensors is not None:
-                self.rng.set_state(state.rng_tensors[_RNG])
         except KeyError as error:
             raise DamagedCheckpoint(f"{path} lacks {error} (trained weights, EMA or trainer state)") from None
         self.lr_scheduler = lr_schedule(self.config, self.optimizer.optimizer, meta["step"])
@@ -188,14 +181,15 @@ class DiffusionTrainer(TrainerParts):
         self.saved_step = self.global_step
         return path
 
-    def _unit(self, signals: StopSignals, cut: str, work: Any, *args: Any, alone: bool = False) -> Any:
-        """``work(*args)``, which a stop request cuts short at its next sampler step: the random streams are put
-        back and the run stops as after the last step, saying what was ``cut``. Every process runs ``work``
+    def _unit(self, signals: StopSignals, unit: int, cut: str, work: Any, alone: bool = False) -> Any:
+        """``work()``, seeded by the step and its kind of ``unit``, which a stop request cuts short at its next
+        sampler step: the run stops as after the last step, saying what was ``cut``. Every process runs ``work``
         through the same sampler steps, except with ``alone`` (the main process works, the others wait)."""
         acc, given_up, result = self.accelerator, False, None
+        self.seed_processes(self.config.run.seed, self.global_step, self.skipped_batches, unit)
         try:
-            with interruptible(self.rng, lambda: signals.requested(None if alone else acc)):
-                result = work(*args)
+            with interruptible(lambda: signals.requested(None if alone else acc)):
+                result = work()
         except Interrupted:
             given_up = True
         if alone:  # the others learn whether the main process gave its unit up
@@ -207,11 +201,11 @@ class DiffusionTrainer(TrainerParts):
     def _due_units(self, signals: StopSignals) -> bool:
         """The monitor and the sample grid a step (or the run's start) left due; True when the monitor stops the
         run. Cut short, a unit stays due in the checkpoint and runs on resume."""
-        stop = self.evaluation_due and self._unit(signals, "its monitor was cut short and runs again on resume",
+        stop = self.evaluation_due and self._unit(signals, 1, "its monitor was cut short and runs again on resume",
                                                   self._watch)
         self.evaluation_due = False
         if self.samples_due:  # a sharded model samples on every process, so that all agree at each sampler step
-            self._unit(signals, "its sample grid was cut short and is drawn on resume", self.after_step,
+            self._unit(signals, 2, "its sample grid was cut short and is drawn on resume", self.after_step,
                        alone=not is_sharded(self.accelerator))
         self.samples_due = False
         return stop
@@ -247,7 +241,7 @@ class DiffusionTrainer(TrainerParts):
                 stop = stop or self.stop_early()
                 while self.global_step < steps and not stop:
                     cut = f"step {self.global_step + 1} was cut short and runs again on resume"
-                    if self._unit(signals, cut, self.train_step) is not None:  # None: a dropped batch, no step
+                    if self._unit(signals, 0, cut, self.train_step) is not None:  # None: a dropped batch, no step
                         self._skipped_in_row = 0
                         self.evaluation_due = self.samples_due = True
                         self._check_record(self.log.history[-1])

@@ -108,7 +108,7 @@ class RewardFinetuner(PromptedTrainer):
         return self.family.conditioning(embeds, scale, self.height, self.width)
 
     def _gradient_window(self, batch: int) -> tuple[torch.Tensor, int | None]:
-        return METHODS[self.config.method](self.config, batch, self.rng)
+        return METHODS[self.config.method](self.config, batch, self.shared_generator())
 
     def _base_prediction(self, cond: Conditioning) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -93,9 +93,7 @@ class PolicyTrainer(PromptedTrainer):
         the step, the same on every process). The seeds come from the step number, so every process and a
         resumed run draw the same; the prompts are the main process's."""
         cfg, acc = self.config, self.accelerator
-        # a dropped batch (on_nonfinite="skip") moves the seeds on, so the step is not retried on the same ones
-        shared = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + self.global_step
-                                               + 7919 * self.skipped_batches)
+        shared = self.shared_generator()
         chosen = self.prompt_source.draw(cfg.prompts_per_step, self.rng)
         if acc.num_processes > 1:
             from accelerate.utils import broadcast_object_list

@@ -38,7 +38,7 @@ SPLITS = "splits.json"  # the splits of the run (save_splits format), for evalua
 
 class Checkpoint(TrainingState):
     """What :func:`load_checkpoint` returns: one epoch's state (``restore(optimizer)`` puts back the optimizer's
-    state and the generators; ``meta["progress"]`` the epochs done)."""
+    state; ``meta["progress"]`` the epochs done)."""
 
     def part(self, name: str) -> dict[str, torch.Tensor]:
         """The ``model``, ``best`` or ``ema`` tensors, by parameter name."""
@@ -65,8 +65,7 @@ def remove_checkpoints(directory: str | Path, accelerator: Any) -> None:
 
 
 def _read(path: Path) -> Checkpoint:
-    # the IQA trainer's processes draw alike (one seed per split): the main process's generators serve every one
-    return Checkpoint(**vars(read_checkpoint(path, 0, ["progress"])))
+    return Checkpoint(**vars(read_checkpoint(path, ["progress"])))
 
 
 def load_checkpoint(path: str | Path, warn: bool = True) -> Checkpoint:

@@ -5,8 +5,8 @@ initial weights, train on the train part, and the epoch with the best
 validation score (validation is carved from training, never from test) is
 evaluated once on the test part. A checkpoint is written atomically after
 every epoch; ``resume=True`` continues a killed run and ends where an
-uninterrupted run would, because each epoch's data order depends only on
-(seed, split, epoch) and the RNG states travel in the checkpoint. A damaged
+uninterrupted run would, because each epoch's data order and random draws
+depend only on (seed, split, epoch). A damaged
 checkpoint or finished split found on resume is named in a warning and that
 split trained again. The loop over splits, the run folder and the report are
 in ``protocol``; the folder's files and checkpoints, in ``run_folder``.
@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from mst_clipiqa.runtime.checkpoints import step_folders
+from mst_clipiqa.runtime.checkpoints import reseed, step_folders
 from mst_clipiqa.runtime.ema import EMA
 from mst_clipiqa.runtime.preemption import Preempted, StopSignals
 from mst_clipiqa.runtime.processes import new_accelerator
@@ -174,6 +174,7 @@ class Trainer:
         """One pass over the samples at ``indices``; returns the mean training loss."""
         self.prepare()
         self.model.train()
+        reseed(self.config.seed, split_index, epoch)
         acc, losses = self.accelerator, []
         batches = epoch_batches(indices, self.config.batch_size, self.config.seed, split_index, epoch,
                                 acc.process_index, acc.num_processes)
@@ -335,7 +336,6 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         self.ema = EMA(trainable, self.config.ema_decay) if self.config.ema_decay else None
-        set_seed(self.config.seed + k)
         main = self.accelerator.is_main_process
         checkpoint = self._recover(lambda: load_checkpoint(directory, main) if step_folders(directory) else None,
                                    f"restarting split {k} from its first epoch")

@@ -256,3 +256,18 @@ def test_the_region_aware_reward_trains_the_lora_and_never_the_rewards_weights(m
     assert all(p.grad is None for p in reward.parameters())
     lora_b = [p.grad for n, p in pipe.unet.named_parameters() if "lora_B" in n]
     assert all(g is not None and torch.isfinite(g).all() for g in lora_b) and max(g.abs().max() for g in lora_b) > 0
+
+
+@pytest.mark.parametrize("method", ["alignprop", "refl"])
+def test_every_process_draws_the_same_gradient_window(method):
+    """Where gradients start decides how many denoiser passes a step makes, and DDP's first passes are collectives:
+    processes drawing other windows from their own streams waited on each other for ever (ReFL on 2 processes)."""
+    trainer = RewardFinetuner(tiny_sd_pipeline(), make_reward(), PROMPTS, config(method, num_inference_steps=8,
+                                                                                   refl_window=8))
+    windows = []
+    for rank in (0, 1):  # each process's own streams, as seed_processes gives them
+        trainer.rng.manual_seed(rank)
+        windows.append([trainer._gradient_window(4) for trainer.global_step in range(5)])
+    for (grad_from, stop_at), (other_from, other_stop) in zip(*windows):
+        assert torch.equal(grad_from, other_from) and stop_at == other_stop
+    assert len({int(grad_from.min()) for grad_from, _ in windows[0]}) > 1  # still drawn anew at every step

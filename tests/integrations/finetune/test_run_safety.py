@@ -137,11 +137,10 @@ def _nan_tensor(path: Path) -> None:
 
 @pytest.mark.parametrize("name, damage, said", [
     ("state.json", _truncate, "state.json cannot be read"), ("state.safetensors", _truncate, "does not load"),
-    ("rng_0.safetensors", _truncate, "rng_0.safetensors does not load"),
     ("state.json", _drop_field, "lacks the field(s) ['history']"),
     ("state.safetensors", _drop_tensor, "lacks 'lora.weight' (trained weights, EMA or trainer state)"),
     ("state.safetensors", _nan_tensor, "NaN or inf in 1 tensor(s), first: ['lora.weight']"),
-    ("rng_0.safetensors", Path.unlink, "rng_0.safetensors does not load")])
+    ("state.safetensors", Path.unlink, "state.safetensors does not load")])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_complete_one(toy_run, name, damage, said):
     damage(toy_run / "checkpoints" / "step_00000003" / name)
     with pytest.warns(RuntimeWarning, match="step_00000003 is damaged") as caught:
@@ -308,5 +307,4 @@ def test_sigterm_on_one_process_of_two_cuts_the_same_step_short_on_both(tmp_path
     assert [len(r) for r in records] == [2, 2]  # step 3's loss was never computed
     checkpoint = complete_checkpoints(out)[-1]
     assert checkpoint.name == "step_00000002"
-    assert sorted(p.name for p in checkpoint.iterdir()) == ["rng_0.safetensors", "rng_1.safetensors", "state.json",
-                                                           "state.safetensors"]
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["state.json", "state.safetensors"]
