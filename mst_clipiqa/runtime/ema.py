@@ -60,8 +60,7 @@ class EMA:
 
 
 class LoraEMA(EMA):
-    """EMA of a LoRA's ``params`` with diffusers' warm-up (what the fine-tuners keep), named ``ema.<i>`` as their
-    checkpoints hold it."""
+    """EMA of a LoRA's ``params`` with diffusers' warm-up, named ``ema.<i>`` as the fine-tuners' checkpoints hold it."""
 
     def __init__(self, params: Sequence[torch.nn.Parameter], decay: float):
         super().__init__({f"ema.{i}": p for i, p in enumerate(params)}, decay, warmup=True)
