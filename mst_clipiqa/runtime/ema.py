@@ -22,68 +22,45 @@ class EMA:
         if not (0.0 <= decay <= 1.0 if warmup else 0.0 < decay < 1.0):
             raise ValueError(f"ema decay must be in {'[0, 1]' if warmup else '(0, 1)'}, got {decay}")
         self.decay, self.warmup, self.updates = decay, warmup, 0
-        self.params = dict(params)
-        self.average = {n: p.detach().clone() for n, p in self.params.items()}
-
-    def current_decay(self) -> float:
-        """The decay the next update uses."""
-        if not self.warmup:
-            return self.decay
-        return 0.0 if self.updates == 0 else min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.params = list(params.values())
+        self.average = {n: p.detach().clone() for n, p in params.items()}
 
     @torch.no_grad()
     def step(self) -> None:
         """One update of the average towards the current weights (call after each optimizer step)."""
-        update = get_ema_multi_avg_fn(self.current_decay())
-        update(list(self.average.values()), [p.detach() for p in self.params.values()], None)
+        decay, n = self.decay, self.updates
+        if self.warmup:
+            decay = min(decay, (1 + n) / (10 + n)) if n else 0.0
+        get_ema_multi_avg_fn(decay)(list(self.average.values()), [p.detach() for p in self.params], None)
         self.updates += 1
 
-    @property
-    def weights(self) -> list[torch.Tensor]:
-        return list(self.average.values())
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {n: v.clone() for n, v in self.average.items()}
-
-    def load_state_dict(self, state: Mapping[str, torch.Tensor], updates: int | None = None) -> None:
-        """Put back a :meth:`state_dict` (and, for the warm-up, how many updates it had)."""
-        if set(state) != set(self.average):
-            raise ValueError(f"ema state holds {sorted(state)[:5]}...; expected the trainable parameters "
-                             f"{sorted(self.average)[:5]}...")
-        for name, value in state.items():
-            copy_whole_(self.average[name], value)
-        if updates is not None:
-            self.updates = int(updates)
-
-    def settings(self) -> dict[str, Any]:
-        return {"decay": self.decay, "warmup": self.warmup, "optimization_step": self.updates}
-
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """(``ema.*`` tensors, :meth:`settings`) for a checkpoint; ``optimization_step`` as diffusers' EMAModel."""
-        return {f"ema.{n}": t for n, t in self.state_dict().items()}, self.settings()
+        """The averaged tensors by name, and the update count as diffusers' EMAModel saved it, for a checkpoint."""
+        return dict(self.average), {"optimization_step": self.updates}
 
-    def load_state(self, tensors: Mapping[str, torch.Tensor], settings: Mapping[str, Any]) -> None:
-        """Put back :meth:`state`."""
-        self.load_state_dict({n: tensors[f"ema.{n}"] for n in self.average}, settings["optimization_step"])
+    def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None) -> None:
+        """Put back :meth:`state` (``tensors`` may hold other tensors too; without ``meta`` the count stays)."""
+        for name, average in self.average.items():
+            copy_whole_(average, tensors[name])
+        if meta is not None:
+            self.updates = int(meta["optimization_step"])
 
     @contextmanager
     def applied(self) -> Iterator[None]:
         """The parameters hold the averaged weights inside the block, their own ones again after it."""
-        own = {n: p.detach().clone() for n, p in self.params.items()}
-        self._put(self.average)
+        params = [p.detach() for p in self.params]
+        own = [p.clone() for p in params]
+        for p, average in zip(params, self.average.values()):
+            p.copy_(average)
         try:
             yield
         finally:
-            self._put(own)
-
-    @torch.no_grad()
-    def _put(self, values: Mapping[str, torch.Tensor]) -> None:
-        for name, p in self.params.items():
-            p.copy_(values[name])
+            for p, value in zip(params, own):
+                p.copy_(value)
 
 
 class LoraEMA(EMA):
-    """EMA of a LoRA's ``params`` with diffusers' warm-up (what the fine-tuners keep)."""
+    """EMA of a LoRA's ``params`` with diffusers' warm-up, named ``ema.<i>`` as the fine-tuners' checkpoints hold it."""
 
     def __init__(self, params: Sequence[torch.nn.Parameter], decay: float):
-        super().__init__({str(i): p for i, p in enumerate(params)}, decay, warmup=True)
+        super().__init__({f"ema.{i}": p for i, p in enumerate(params)}, decay, warmup=True)

@@ -15,12 +15,12 @@ def test_the_average_follows_the_weights_and_leaves_them_alone():
     model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
     model[1].requires_grad_(False)
     ema = EMA({n: p for n, p in model.named_parameters() if p.requires_grad}, 0.9)
-    assert set(ema.state_dict()) == {"0.weight", "0.bias"}  # frozen weights never change: not averaged
+    assert set(ema.state()[0]) == {"0.weight", "0.bias"}  # frozen weights never change: not averaged
     start = model[0].weight.detach().clone()
     with torch.no_grad():
         model[0].weight.add_(1.0)
     ema.step()
-    assert torch.allclose(ema.state_dict()["0.weight"], start + 0.1)
+    assert torch.allclose(ema.state()[0]["0.weight"], start + 0.1)
     with ema.applied():
         assert torch.allclose(model[0].weight, start + 0.1)
     assert torch.equal(model[0].weight, start + 1.0)
@@ -40,10 +40,17 @@ def test_the_warm_up_follows_diffusers_ema_model_and_resumes_from_its_state():
                 p.add_(torch.randn_like(p))
         ours.step()
         theirs.step(params)
-        for mine, reference in zip(ours.weights, theirs.shadow_params):
+        for mine, reference in zip(ours.average.values(), theirs.shadow_params):
             torch.testing.assert_close(mine, reference, rtol=1e-6, atol=1e-7)
     settings = theirs.state_dict()  # a checkpoint written while LoraEMA was diffusers' EMAModel
     tensors = {f"ema.{i}": t for i, t in enumerate(settings.pop("shadow_params"))}
     resumed = LoraEMA(params, 0.9)
     resumed.load_state(tensors, settings)
-    assert resumed.updates == 6 and resumed.current_decay() == pytest.approx(min(0.9, 7 / 16))
+    assert resumed.updates == 6 and resumed.state()[1] == {"optimization_step": 6}
+    with torch.no_grad():
+        for p in params:
+            p.add_(torch.randn_like(p))
+    resumed.step()  # with the 7th update's decay, min(0.9, 7 / 16), as EMAModel's
+    theirs.step(params)
+    for mine, reference in zip(resumed.average.values(), theirs.shadow_params):
+        torch.testing.assert_close(mine, reference, rtol=1e-6, atol=1e-7)

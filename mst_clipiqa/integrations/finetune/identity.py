@@ -24,8 +24,7 @@ def module_digest(module: nn.Module) -> str:
     """A short digest of a module's tensors (names, shapes, values)."""
     hasher = hashlib.sha256()
     for name, tensor in module.state_dict().items():
-        hasher.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        hasher.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        hasher.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode() + tensor.float().cpu().numpy().tobytes())
     return hasher.hexdigest()[:16]
 
 
@@ -40,10 +39,8 @@ def reward_identity(reward: Any, prefix: str = "reward") -> dict[str, str]:
     MST-CLIPIQA reward, bare or in ``NamedScores``) that config's digest, variant and output weights. A dict of
     rewards gives the fields of each by name."""
     if isinstance(reward, Mapping):
-        out = {f"{prefix}s": ", ".join(sorted(map(str, reward)))}
-        for name, fn in reward.items():
-            out.update(reward_identity(fn, f"{prefix}[{name}]"))
-        return out
+        fields = {k: v for name, fn in reward.items() for k, v in reward_identity(fn, f"{prefix}[{name}]").items()}
+        return {f"{prefix}s": ", ".join(sorted(map(str, reward))), **fields}
     out = {prefix: _kind(reward)}
     scorer = reward.reward if isinstance(getattr(reward, "reward", None), nn.Module) else reward
     model = getattr(scorer, "model", None)

@@ -293,7 +293,7 @@ class Trainer:
                 with self._averaged():
                     self.best_state = {n: v.detach().clone() for n, v in trainable_state_dict(self.model).items()}
             save_checkpoint(directory, trainable_state_dict(self.model), self.best_state, self.optimizer, progress,
-                            self.ema.state_dict() if self.ema is not None else None, self.accelerator)
+                            self.ema.state()[0] if self.ema is not None else None, self.accelerator)
             self._stop_if_asked(k, epoch + 1)
             # no validation part (e.g. --recipe paper) or an undefined score: show none, not "-inf"
             shown = {"val": f"{score:.3f}"} if np.isfinite(score) else {}
@@ -343,7 +343,7 @@ class Trainer:
             self.load_state(checkpoint.part("model"))
             self.best_state = checkpoint.part("best")
             if self.ema is not None:
-                self.ema.load_state_dict(checkpoint.part("ema"))
+                self.ema.load_state(checkpoint.part("ema"))
             checkpoint.restore(self.optimizer)
             return checkpoint.meta["progress"]
         remove_checkpoints(directory, self.accelerator)  # damaged ones: never "newest" over the fresh ones
