@@ -68,6 +68,15 @@ def test_work_on_the_main_process_returns_its_result_and_raises_its_error():
         processes.on_main(accelerator, refuse)
 
 
+def test_the_other_processes_fail_with_the_main_processs_message(monkeypatch):
+    other = SimpleNamespace(is_main_process=False, num_processes=2)
+    monkeypatch.setattr(processes, "broadcast_object_list", lambda failure: failure.__setitem__(0, "holds a run"))
+    with pytest.raises(processes.MainProcessFailed, match="^holds a run$"):
+        processes.on_main(other, lambda: pytest.fail("ran on a process other than the main one"))
+    monkeypatch.setattr(processes, "broadcast_object_list", lambda failure: None)  # the main process succeeded
+    assert processes.on_main(other, lambda: pytest.fail("ran on a process other than the main one")) is None
+
+
 def test_a_launcher_on_a_machine_without_cuda_gets_cpu_processes_and_a_lone_process_is_named(monkeypatch):
     settings = []
 
