@@ -65,8 +65,7 @@ def new_accelerator(**settings: object) -> Accelerator:
         stop_with_parent()
     # never None: accelerate would keep the precision of an earlier Accelerator in this process
     settings["mixed_precision"] = launcher_precision(settings.get("mixed_precision")) or "no"
-    world = launcher_world_size()
-    if world > 1 and not torch.cuda.is_available():
+    if launcher_world_size() > 1 and not torch.cuda.is_available():
         settings["cpu"] = True
     try:
         accelerator = Accelerator(**settings)
