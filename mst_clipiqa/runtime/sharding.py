@@ -9,27 +9,22 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, parse_flag_from_env
 
 __all__ = ["check_sharding", "copy_whole_", "is_sharded", "reshard_after_every_forward",
            "reshard_optimizer_state", "shard_on_cpu", "sharding_name", "whole_tensors"]
-
-_FSDP_ENV, _DEEPSPEED_ENV = "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "false").strip().lower() == "true"
-
 
 def check_sharding(accelerator: Any = None) -> None:
     """One line for a sharding the generator trainers cannot run (FSDP 1, DeepSpeed), asked by the launcher's
     environment or by ``accelerator``."""
     kind = getattr(getattr(accelerator, "distributed_type", None), "value", None)
-    if kind == "DEEPSPEED" or _env_flag(_DEEPSPEED_ENV):
+    if kind == "DEEPSPEED" or parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
         raise ValueError("the accelerate config asks for DeepSpeed (distributed_type: DEEPSPEED), which the "
                          "generator trainers do not support; shard the frozen base with FSDP2 instead "
                          "(distributed_type: FSDP, fsdp_config: {fsdp_version: 2}; see docs/gpu.md)")
     version = (accelerator.state.fsdp_plugin.fsdp_version if kind == "FSDP"
-               else os.environ.get("FSDP_VERSION", "1").strip() if _env_flag(_FSDP_ENV) else "2")
+               else os.environ.get("FSDP_VERSION", "1").strip() if parse_flag_from_env("ACCELERATE_USE_FSDP") else "2")
     if str(version) != "2":
         raise ValueError(f"the accelerate config asks for FSDP version {version} (fsdp_version, FSDP_VERSION); "
                          "the generator trainers need fsdp_version: 2 (per-parameter sharding, the LoRA trained "
@@ -38,10 +33,7 @@ def check_sharding(accelerator: Any = None) -> None:
 
 def shard_on_cpu(accelerator: Any) -> None:
     """Turn a multi-process CPU run of an FSDP config into accelerate's FSDP2 run, as it is on GPUs."""
-    from accelerate.state import PartialState
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-
-    if not _env_flag(_FSDP_ENV) or accelerator.distributed_type != DistributedType.MULTI_CPU:
+    if not parse_flag_from_env("ACCELERATE_USE_FSDP") or accelerator.distributed_type != DistributedType.MULTI_CPU:
         return
     plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
     if accelerator.mixed_precision != "no":
