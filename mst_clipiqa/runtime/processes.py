@@ -84,10 +84,9 @@ def warn_if_alone(accelerator: Accelerator) -> None:
     if accelerator.num_processes == 1 and (launcher_world_size() > 1 or "ACCELERATE_USE_CPU" in env and
                                            "MASTER_ADDR" in env):
         warnings.warn("the launcher asked for several processes, but this Accelerator runs alone: each process does "
-                      "the whole job on its own. For N processes on the CPU use `accelerate launch --multi_gpu "
-                      "--num_processes N` (gloo without CUDA; --multi_cpu needs mpirun) or `torchrun --nproc_per_node "
-                      "N`; an Accelerator of your own needs cpu=True there, before any other accelerate state",
-                      RuntimeWarning, stacklevel=3)
+                      "the whole job on its own. On the CPU use `accelerate launch --multi_gpu --num_processes N` "
+                      "(gloo; --multi_cpu needs mpirun) or `torchrun`, and an Accelerator of your own built first, "
+                      "with cpu=True", RuntimeWarning, stacklevel=3)
 
 
 @atexit.register
