@@ -34,6 +34,11 @@ class EMA:
         get_ema_multi_avg_fn(decay)(list(self.average.values()), [p.detach() for p in self.params], None)
         self.updates += 1
 
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        """The averaged tensors, in the order of ``params``."""
+        return list(self.average.values())
+
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The averaged tensors by name, and the update count as diffusers' EMAModel saved it, for a checkpoint."""
         return dict(self.average), {"optimization_step": self.updates}

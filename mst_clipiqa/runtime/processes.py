@@ -17,7 +17,7 @@ from .preemption import stop_with_parent
 from .sharding import check_sharding, shard_on_cpu, sharding_name
 
 __all__ = ["MainProcessFailed", "launcher_precision", "launcher_rank", "launcher_world_size", "new_accelerator",
-           "on_main", "run_environment"]
+           "on_main", "run_environment", "warn_if_alone"]
 
 T = TypeVar("T")
 _PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"  # what `accelerate launch` sets from its flag or config file
@@ -49,18 +49,6 @@ def launcher_precision(asked: str | None) -> str | None:
                      "the same value in both")
 
 
-def _check_launched_alone() -> None:
-    # `accelerate launch` asked for N CPU processes without mpirun starts one, and says so nowhere
-    env = os.environ
-    mpi = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-    if "ACCELERATE_USE_CPU" in env and "MASTER_ADDR" in env and "WORLD_SIZE" not in env and not any(
-            k in env for k in mpi):
-        warnings.warn("accelerate launch was asked for several processes on the CPU but started one: it needs "
-                      "mpirun (--mpirun_hostfile) for that. For N processes on the CPU use `accelerate launch "
-                      "--multi_gpu --num_processes N` (gloo without CUDA) or `torchrun --nproc_per_node N`",
-                      RuntimeWarning, stacklevel=3)
-
-
 def run_environment(accelerator: Accelerator) -> dict[str, object]:
     """What a run actually ran on, for its log and report: process count, device type, precision, sharding."""
     return {"world_size": accelerator.num_processes, "device": accelerator.device.type,
@@ -77,22 +65,28 @@ def new_accelerator(**settings: object) -> Accelerator:
         stop_with_parent()
     # never None: accelerate would keep the precision of an earlier Accelerator in this process
     settings["mixed_precision"] = launcher_precision(settings.get("mixed_precision")) or "no"
-    _check_launched_alone()
-    world = launcher_world_size()
-    if world > 1 and not torch.cuda.is_available():
+    if launcher_world_size() > 1 and not torch.cuda.is_available():
         settings["cpu"] = True
     try:
         accelerator = Accelerator(**settings)
     except ValueError:
         AcceleratorState._reset_state(reset_partial_state=False)
         accelerator = Accelerator(**settings)
-    if world > 1 and accelerator.num_processes == 1:
-        warnings.warn(f"WORLD_SIZE={world} but accelerate runs this as one process "
-                      f"({accelerator.distributed_type}): each of the {world} processes does the whole job alone",
-                      stacklevel=2)
-    if accelerator.num_processes > 1:
-        shard_on_cpu(accelerator)
+    warn_if_alone(accelerator)
+    shard_on_cpu(accelerator)
     return accelerator
+
+
+def warn_if_alone(accelerator: Accelerator) -> None:
+    """Warn when a launcher started several processes but ``accelerator`` runs alone: each process would do the
+    whole job on its own, into the same output folder."""
+    env = os.environ  # `accelerate launch` sets MASTER_ADDR, not WORLD_SIZE, for several CPU processes without mpirun
+    if accelerator.num_processes == 1 and (launcher_world_size() > 1 or "ACCELERATE_USE_CPU" in env and
+                                           "MASTER_ADDR" in env):
+        warnings.warn("the launcher asked for several processes, but this Accelerator runs alone: each process does "
+                      "the whole job on its own. On the CPU use `accelerate launch --multi_gpu --num_processes N` "
+                      "(gloo; --multi_cpu needs mpirun) or `torchrun`, and an Accelerator of your own built first, "
+                      "with cpu=True", RuntimeWarning, stacklevel=3)
 
 
 @atexit.register
@@ -105,18 +99,15 @@ def end_process_group() -> None:
 
 def on_main(accelerator: Accelerator, work: Callable[[], T]) -> T | None:
     """``work()`` on the main process alone (its result there, None elsewhere); every process waits for it and
-    fails if it failed: a ``ValueError`` there is a :class:`MainProcessFailed` with its message elsewhere."""
-    result, error = None, None
+    fails if it failed, the others with a :class:`MainProcessFailed` that carries its message."""
+    result, failure = None, [None]
     if accelerator.is_main_process:
         try:
             result = work()
-        except Exception as caught:  # every process must hear of it, or the others wait forever
-            error = caught
+        except Exception as error:  # every process must hear of it, or the others wait forever
+            result, failure = error, [f"{error}"]
     if accelerator.num_processes > 1:
-        outcome = [None if error is None else (isinstance(error, ValueError), f"{error}")]
-        broadcast_object_list(outcome)
-        if outcome[0] is not None and error is None:
-            raise (MainProcessFailed if outcome[0][0] else RuntimeError)(outcome[0][1])
-    if error is not None:
-        raise error
+        broadcast_object_list(failure)
+    if failure[0] is not None:
+        raise result if accelerator.is_main_process else MainProcessFailed(failure[0])
     return result

@@ -7,9 +7,7 @@ from pathlib import Path
 
 from filelock import FileLock, SoftFileLock, Timeout
 
-__all__ = ["LOCK_FILE", "RunLock"]
-
-LOCK_FILE = ".lock"
+__all__ = ["RunLock"]
 
 
 class RunLock:
@@ -17,7 +15,7 @@ class RunLock:
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
-        self._lock = FileLock(self.directory / LOCK_FILE, timeout=0)
+        self._lock = FileLock(self.directory / ".lock", timeout=0)
 
     def acquire(self) -> RunLock:
         self.directory.mkdir(parents=True, exist_ok=True)

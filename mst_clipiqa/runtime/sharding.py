@@ -1,8 +1,7 @@
 """A model sharded over the processes (accelerate's FSDP2, torch's ``fully_shard``): whether a run shards, and
 its sharded tensors (``DTensor``) as whole tensors and back, for checkpoints, the EMA and saved weights.
 accelerate never shards several CPU processes, though ``fully_shard`` runs there on gloo: :func:`shard_on_cpu`
-lets the same config shard there, so that the CPU tests run what runs on GPUs.
-"""
+lets the same config shard there, so that the CPU tests run what runs on GPUs."""
 from __future__ import annotations
 
 import os
@@ -10,50 +9,37 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, parse_flag_from_env
 
-__all__ = ["ShardingError", "check_sharding", "copy_whole_", "is_sharded", "reshard_after_every_forward",
+__all__ = ["check_sharding", "copy_whole_", "is_sharded", "reshard_after_every_forward",
            "reshard_optimizer_state", "shard_on_cpu", "sharding_name", "whole_tensors"]
-
-_FSDP_ENV, _DEEPSPEED_ENV = "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"
-
-
-class ShardingError(ValueError):
-    """A sharding setting the trainers cannot run."""
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "false").strip().lower() == "true"
-
 
 def check_sharding(accelerator: Any = None) -> None:
     """One line for a sharding the generator trainers cannot run (FSDP 1, DeepSpeed), asked by the launcher's
     environment or by ``accelerator``."""
     kind = getattr(getattr(accelerator, "distributed_type", None), "value", None)
-    if kind == "DEEPSPEED" or _env_flag(_DEEPSPEED_ENV):
-        raise ShardingError("the accelerate config asks for DeepSpeed (distributed_type: DEEPSPEED), which the "
-                            "generator trainers do not support; shard the frozen base with FSDP2 instead "
-                            "(distributed_type: FSDP, fsdp_config: {fsdp_version: 2}; see docs/gpu.md)")
+    if kind == "DEEPSPEED" or parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
+        raise ValueError("the accelerate config asks for DeepSpeed (distributed_type: DEEPSPEED), which the "
+                         "generator trainers do not support; shard the frozen base with FSDP2 instead "
+                         "(distributed_type: FSDP, fsdp_config: {fsdp_version: 2}; see docs/gpu.md)")
     version = (accelerator.state.fsdp_plugin.fsdp_version if kind == "FSDP"
-               else os.environ.get("FSDP_VERSION", "1").strip() if _env_flag(_FSDP_ENV) else "2")
+               else os.environ.get("FSDP_VERSION", "1").strip() if parse_flag_from_env("ACCELERATE_USE_FSDP") else "2")
     if str(version) != "2":
-        raise ShardingError(f"the accelerate config asks for FSDP version {version} (fsdp_version, FSDP_VERSION); "
-                            "the generator trainers need fsdp_version: 2 (per-parameter sharding, the LoRA trained "
-                            "beside the frozen base) in its fsdp_config")
+        raise ValueError(f"the accelerate config asks for FSDP version {version} (fsdp_version, FSDP_VERSION); "
+                         "the generator trainers need fsdp_version: 2 (per-parameter sharding, the LoRA trained "
+                         "beside the frozen base) in its fsdp_config")
 
 
 def shard_on_cpu(accelerator: Any) -> None:
     """Turn a multi-process CPU run of an FSDP config into accelerate's FSDP2 run, as it is on GPUs."""
-    from accelerate.state import PartialState
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-
-    state = accelerator.state
-    if not _env_flag(_FSDP_ENV) or state.distributed_type != DistributedType.MULTI_CPU:
+    if not parse_flag_from_env("ACCELERATE_USE_FSDP") or accelerator.distributed_type != DistributedType.MULTI_CPU:
         return
     plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
     if accelerator.mixed_precision != "no":
         plugin.set_mixed_precision(accelerator.mixed_precision)
-    state.fsdp_plugin = plugin
-    state.distributed_type = DistributedType.FSDP
+    accelerator.state.fsdp_plugin = plugin
+    accelerator.state.distributed_type = DistributedType.FSDP
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # as accelerate's own FSDP runs set it
 
 
@@ -63,9 +49,8 @@ def reshard_after_every_forward(model: Any, accelerator: Any) -> None:
     if not is_sharded(accelerator):
         return
     if accelerator.state.fsdp_plugin.reshard_after_forward is not True:
-        raise ShardingError("the accelerate config sets fsdp_reshard_after_forward: false; the generator trainers "
-                            "sample without a backward pass, after which unsharded weights would go stale: set it to "
-                            "true")
+        raise ValueError("the accelerate config sets fsdp_reshard_after_forward: false; the generator trainers "
+                         "sample without a backward pass, after which unsharded weights would go stale: set it to true")
     model.set_reshard_after_forward(True)
 
 
@@ -80,12 +65,9 @@ def sharding_name(accelerator: Any) -> str:
         return "none"
     plugin = accelerator.state.fsdp_plugin
     policy = getattr(plugin.auto_wrap_policy, "func", plugin.auto_wrap_policy)  # a partial once prepared
-    wrap = getattr(policy, "__name__", None) or "whole model"
-    if plugin.transformer_cls_names_to_wrap:
-        wrap += f" {list(plugin.transformer_cls_names_to_wrap)}"
-    offload = type(plugin.cpu_offload).__name__ == "CPUOffloadPolicy"
-    return (f"fsdp2 over {accelerator.num_processes} processes (reshard_after_forward="
-            f"{plugin.reshard_after_forward}, auto_wrap_policy={wrap}, cpu_offload={offload})")
+    return (f"fsdp2 over {accelerator.num_processes} processes (reshard_after_forward={plugin.reshard_after_forward}, "
+            f"auto_wrap_policy={getattr(policy, '__name__', None)}, classes={plugin.transformer_cls_names_to_wrap}, "
+            f"cpu_offload={type(plugin.cpu_offload).__name__})")
 
 
 def whole_tensors(tensors: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,15 +89,11 @@ def copy_whole_(target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
 
 
 def reshard_optimizer_state(optimizer: Any) -> None:
-    """After ``optimizer.load_state_dict`` with whole tensors, make each state tensor of a sharded parameter's
-    shape that parameter's shard again (torch's optimizers cannot mix the two)."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
+    """After ``optimizer.load_state_dict`` with whole tensors, shard each state tensor of a sharded parameter's
+    shape as that parameter is (torch's optimizers cannot mix the two)."""
+    from torch.distributed.tensor import DTensor
 
-    optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            state = optimizer.state.get(param, {}) if isinstance(param, DTensor) else {}
-            for key, value in state.items():
-                if isinstance(value, torch.Tensor) and not isinstance(value, DTensor) and value.shape == param.shape:
-                    state[key] = distribute_tensor(value.to(param.device), param.device_mesh, param.placements,
-                                                   src_data_rank=None)
+    for param, state in getattr(optimizer, "optimizer", optimizer).state.items():  # accelerate's wrapper
+        for key, value in state.items():
+            if isinstance(param, DTensor) and isinstance(value, torch.Tensor) and value.shape == param.shape:
+                state[key] = copy_whole_(torch.empty_like(param), value)

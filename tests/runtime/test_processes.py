@@ -1,5 +1,6 @@
 """Launcher processes: what the main process does alone, a launcher whose processes end up alone, and the process
 group a run joined ended at exit, not left to the interpreter's teardown."""
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -67,6 +68,15 @@ def test_work_on_the_main_process_returns_its_result_and_raises_its_error():
         processes.on_main(accelerator, refuse)
 
 
+def test_the_other_processes_fail_with_the_main_processs_message(monkeypatch):
+    other = SimpleNamespace(is_main_process=False, num_processes=2)
+    monkeypatch.setattr(processes, "broadcast_object_list", lambda failure: failure.__setitem__(0, "holds a run"))
+    with pytest.raises(processes.MainProcessFailed, match="^holds a run$"):
+        processes.on_main(other, lambda: pytest.fail("ran on a process other than the main one"))
+    monkeypatch.setattr(processes, "broadcast_object_list", lambda failure: None)  # the main process succeeded
+    assert processes.on_main(other, lambda: pytest.fail("ran on a process other than the main one")) is None
+
+
 def test_a_launcher_on_a_machine_without_cuda_gets_cpu_processes_and_a_lone_process_is_named(monkeypatch):
     settings = []
 
@@ -77,6 +87,18 @@ def test_a_launcher_on_a_machine_without_cuda_gets_cpu_processes_and_a_lone_proc
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(processes, "Accelerator", accelerate_that_ignores_the_launcher)
-    with pytest.warns(UserWarning, match="WORLD_SIZE=2 but accelerate runs this as one process"):
+    with pytest.warns(RuntimeWarning, match="asked for several processes, but this Accelerator runs alone"):
         processes.new_accelerator(cpu=False, mixed_precision="no")
     assert settings == [{"cpu": True, "mixed_precision": "no"}]  # what gives gloo processes under torchrun
+
+
+def test_a_lone_accelerator_under_a_launcher_warns(monkeypatch):
+    alone = SimpleNamespace(num_processes=1)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.warns(RuntimeWarning, match="each process does the whole job on its own"):
+        processes.warn_if_alone(alone)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        processes.warn_if_alone(alone)  # no launcher: nothing to say

@@ -24,13 +24,13 @@ from mst_clipiqa.runtime.checkpoints import (
     write_checkpoint,
 )
 from mst_clipiqa.runtime.preemption import Interrupted, Preempted, StopSignals, interruptible
-from mst_clipiqa.runtime.processes import on_main, run_environment
+from mst_clipiqa.runtime.processes import on_main, run_environment, warn_if_alone
 from mst_clipiqa.runtime.runs import RunLock
 from mst_clipiqa.runtime.sharding import copy_whole_, is_sharded
 
 from ..rewards import Rewards
 from .config import RESUME_FREE, TrainerConfig, flat_settings, require
-from .launch import check_world_size, finetune_accelerator, resolved_config
+from .launch import finetune_accelerator, resolved_config
 from .nonfinite import check_finite_weights
 from .tracking import TrainingLog, finish_trackers, start_trackers
 from .trainer_parts import TrainerParts, lr_schedule
@@ -52,7 +52,7 @@ class DiffusionTrainer(TrainerParts):
         require(accelerator is None or not config.run.log_with,
                 "log_with configures the Accelerator the fine-tuner builds; pass log_with to your own Accelerator")
         if accelerator is not None:
-            check_world_size(accelerator)
+            warn_if_alone(accelerator)
         self.accelerator = accelerator or finetune_accelerator(config)
         self.config = config = resolved_config(config, self.accelerator)
         self.rng = torch.Generator()

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import warnings
 from dataclasses import replace
 from typing import Any, TypeVar
 
 import torch
 
-from mst_clipiqa.runtime.processes import launcher_precision, launcher_world_size, new_accelerator
+from mst_clipiqa.runtime.processes import launcher_precision, new_accelerator
 
 from .config import TrainerConfig
 from .tracking import check_trackers_installed, tracker_names
 
 T = TypeVar("T", bound=TrainerConfig)
 
-__all__ = ["finetune_accelerator", "check_world_size", "resolved_config", "pipeline_precision"]
+__all__ = ["finetune_accelerator", "resolved_config", "pipeline_precision"]
 
 _HALF = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -29,18 +27,6 @@ def finetune_accelerator(config: TrainerConfig) -> Any:
     return new_accelerator(cpu=config.run.cpu, mixed_precision=config.run.mixed_precision,
                            gradient_accumulation_steps=config.run.gradient_accumulation_steps,
                            log_with=names or None, project_dir=config.run.output_dir)
-
-
-def check_world_size(accelerator: Any) -> None:
-    """Warn when a launcher started several processes but a user-built Accelerator runs alone: each process
-    would train and write on its own."""
-    world = launcher_world_size()
-    if world > 1 and accelerator.num_processes == 1:
-        warnings.warn(f"WORLD_SIZE={world} but this Accelerator runs as one process (rank "
-                      f"{os.environ.get('RANK', '?')}): the {world} processes will train independently and write "
-                      "into the same output folder. Build the Accelerator before any other accelerate state, with "
-                      "cpu=True on a machine without a GPU, or let RewardFinetuner build it.",
-                      RuntimeWarning, stacklevel=3)
 
 
 def resolved_config(config: T, accelerator: Any) -> T:

@@ -301,7 +301,7 @@ class TrainerParts(ABC):
             for name, p in self.trained_parameters().items():
                 copy_whole_(p, best[name])
             if self.ema is not None:  # the saved LoRA is the EMA's: it gets the monitor's best too
-                for shadow, p in zip(self.ema.average.values(), self.params):
+                for shadow, p in zip(self.ema.weights, self.params):
                     shadow.copy_(p)
 
     def after_step(self, first: bool = False) -> None:

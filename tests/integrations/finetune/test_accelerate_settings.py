@@ -102,7 +102,7 @@ def test_a_lone_process_from_a_multi_cpu_launch_warns_with_the_fix(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ACCELERATE_USE_CPU", "True")  # accelerate launch's simple launcher with N > 1 processes
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    with pytest.warns(RuntimeWarning, match="started one.*accelerate launch --multi_gpu --num_processes N"):
+    with pytest.warns(RuntimeWarning, match="runs alone.*accelerate launch --multi_gpu --num_processes N"):
         new_accelerator(cpu=True)
     monkeypatch.delenv("MASTER_ADDR")
     with warnings.catch_warnings():
@@ -157,4 +157,4 @@ def test_a_real_multi_cpu_launch_without_mpi_warns(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("ran 1 bf16") == 1  # one process, with the config's precision
-    assert "started one: it needs mpirun" in done.stderr and "--multi_gpu --num_processes N" in done.stderr
+    assert "--multi_cpu needs mpirun" in done.stderr and "--multi_gpu --num_processes N" in done.stderr

@@ -29,9 +29,9 @@ def test_ema_averages_each_step_and_serves_evaluation_and_the_saved_lora(tmp_pat
         # diffusers' EMAModel: decay min(decay, (1 + n) / (10 + n)) with n = step - 1, so step 1 copies
         decay = 0.0 if step == 1 else min(0.6, step / (9 + step))
         expected = [e - (1 - decay) * (e - p.detach()) for e, p in zip(expected, trainer.params)]
-    for ema, want in zip(trainer.ema.average.values(), expected):
+    for ema, want in zip(trainer.ema.weights, expected):
         torch.testing.assert_close(ema, want, rtol=1e-6, atol=1e-9)
-    assert any(not torch.equal(ema, p) for ema, p in zip(trainer.ema.average.values(), trainer.params))
+    assert any(not torch.equal(ema, p) for ema, p in zip(trainer.ema.weights, trainer.params))
 
     trained = [p.detach().clone() for p in trainer.params]
     tuned = generate(pipe)  # the pipeline itself holds the trained weights

@@ -4,14 +4,12 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
 from mst_clipiqa.cli import main
-from mst_clipiqa.integrations.finetune.launch import check_world_size
 
 ROOT = Path(__file__).resolve().parents[3]
 WORKER = Path(__file__).with_name("finetune_worker.py")
@@ -62,16 +60,3 @@ def test_two_processes_train_one_lora_on_different_data(tmp_path):
     with pytest.warns(RuntimeWarning, match="written by 2 process"):
         assert main([*cli[:cli.index("--max-steps") + 1], "4", *cli[cli.index("--max-steps") + 2:], "--resume"]) == 0
     assert [r["step"] for r in json.loads((out / "log.json").read_text())["history"]] == [1, 2, 3, 4]
-
-
-def test_a_lone_process_under_a_launcher_says_so(monkeypatch):
-    class Alone:
-        num_processes = 1
-
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.warns(RuntimeWarning, match="WORLD_SIZE=2 but this Accelerator runs as one process"):
-        check_world_size(Alone())
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        check_world_size(Alone())  # no launcher: nothing to say
