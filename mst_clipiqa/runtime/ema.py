@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from .checkpoints import DamagedCheckpoint
 from .sharding import copy_whole_
 
 __all__ = ["EMA", "LoraEMA"]
@@ -45,6 +46,8 @@ class EMA:
 
     def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None) -> None:
         """Put back :meth:`state` (``tensors`` may hold other tensors too; without ``meta`` the count stays)."""
+        if missing := [name for name in self.average if name not in tensors]:
+            raise DamagedCheckpoint(f"the EMA state lacks {len(missing)} tensor(s), first: {missing[:3]}")
         for name, average in self.average.items():
             copy_whole_(average, tensors[name])
         if meta is not None:

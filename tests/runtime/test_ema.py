@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from mst_clipiqa.integrations import LoraEMA
+from mst_clipiqa.runtime.checkpoints import DamagedCheckpoint
 from mst_clipiqa.runtime.ema import EMA
 
 
@@ -54,3 +55,9 @@ def test_the_warm_up_follows_diffusers_ema_model_and_resumes_from_its_state():
     theirs.step(params)
     for mine, reference in zip(resumed.average.values(), theirs.shadow_params):
         torch.testing.assert_close(mine, reference, rtol=1e-6, atol=1e-7)
+
+
+def test_an_ema_state_lacking_a_tensor_is_a_damaged_checkpoint_naming_it():
+    ema = EMA({"w": torch.zeros(2), "b": torch.zeros(1)}, 0.9)
+    with pytest.raises(DamagedCheckpoint, match=r"lacks 1 tensor\(s\), first: \['b'\]"):
+        ema.load_state({"w": torch.ones(2)})

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
 
 from mst_clipiqa.cli import main
 
@@ -51,12 +50,8 @@ def test_two_processes_train_one_lora_on_different_data(tmp_path):
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000000.png", "step_000003.png"]
     assert (out / "lora" / "pytorch_lora_weights.safetensors").is_file()
     checkpoint = out / "checkpoints" / "step_00000003"
-    assert sorted(p.name for p in checkpoint.iterdir()) == ["rng_0.safetensors", "rng_1.safetensors", "state.json",
-                                                           "state.safetensors"]
-    rng = [load_file(checkpoint / f"rng_{r}.safetensors")["rng.finetuner"] for r in (0, 1)]
-    assert not rng[0].equal(rng[1])
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["state.json", "state.safetensors"]
 
-    # one process may continue a 2-process run: it says that its random streams are new ones
-    with pytest.warns(RuntimeWarning, match="written by 2 process"):
-        assert main([*cli[:cli.index("--max-steps") + 1], "4", *cli[cli.index("--max-steps") + 2:], "--resume"]) == 0
+    # one process may continue a 2-process run: the checkpoint holds no per-process state
+    assert main([*cli[:cli.index("--max-steps") + 1], "4", *cli[cli.index("--max-steps") + 2:], "--resume"]) == 0
     assert [r["step"] for r in json.loads((out / "log.json").read_text())["history"]] == [1, 2, 3, 4]
