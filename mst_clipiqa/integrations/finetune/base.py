@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from mst_clipiqa.reward.utils import jsonable, progress_bar
@@ -104,8 +105,8 @@ class DiffusionTrainer(TrainerParts):
     def shared_generator(self) -> torch.Generator:
         """A generator seeded alike on every process by the step (a dropped batch moves it on), for what all must
         agree on, such as how many denoiser passes a step makes (the collectives of DDP and FSDP go with them)."""
-        run = self.config.run
-        return torch.Generator().manual_seed(run.seed * 1_000_003 + self.global_step + 7919 * self.skipped_batches)
+        key = [self.config.run.seed, self.global_step, self.skipped_batches]  # derived as reseed derives its seeds
+        return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
 
     def capture_state(self) -> TrainingState:
         """Everything :meth:`restore_state` needs to continue this run bit for bit."""
