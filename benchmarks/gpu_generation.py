@@ -15,7 +15,7 @@ from benchmarks.harness.memory import PeakMemory
 from benchmarks.harness.timing import med, time_interleaved, timed
 from mst_clipiqa.integrations import RewardFinetuneConfig, RewardFinetuner, best_of_n, decode_latents, score_images
 from mst_clipiqa.integrations.finetune.config import from_flat_settings
-from mst_clipiqa.integrations.inference.best_of_n import Ranking
+from mst_clipiqa.integrations.inference.ranking import Ranking
 from mst_clipiqa.integrations.pipelines.lora import lora_parameters
 from mst_clipiqa.reward import MSTCLIPIQAReward
 

@@ -63,3 +63,9 @@ def test_no_module_imports_one_that_imports_it_back():
     circles = [(m, n) for m in sorted(graph.modules) for n in graph.find_modules_directly_imported_by(m)
                if graph.find_shortest_chain(importer=n, imported=m)]
     assert circles == []
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in sorted((ROOT / "mst_clipiqa").rglob("*.py"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert long == {}, f"split these modules by concept: {long}"

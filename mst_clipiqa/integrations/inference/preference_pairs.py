@@ -24,8 +24,9 @@ from mst_clipiqa.runtime.processes import launcher_rank, launcher_world_size
 
 from ..pipelines.prompt_cache import PromptCache
 from ..rewards import Rewards
-from .best_of_n import Candidate, best_of_n, encode_for_sampling
+from .best_of_n import best_of_n, encode_for_sampling
 from .grid import to_pil
+from .ranking import Candidate
 
 __all__ = ["PAIR_RULES", "PairsWritten", "load_pairs", "preference_pairs", "select_pairs", "shard_path"]
 

@@ -1,9 +1,14 @@
-"""Optimiser parameter groups: template heads' log temperatures may learn at their own rate."""
+"""What an IQA run trains (the fusion and the heads it is trained for, or a new LoRA adapter) and at what rate:
+template heads' log temperatures may learn at their own."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from torch import nn
+
+from ..model import MSTCLIPIQA, adapter_names, add_adapter
+from .config import TrainConfig
 
 TEMPERATURE = "log_temperature"
 
@@ -25,3 +30,22 @@ def param_groups(model: nn.Module, lr: float, temperature_lr: float | None = Non
     if temperature:
         groups.append({"params": temperature, "lr": temperature_lr, "base_lr": temperature_lr, "weight_decay": 0.0})
     return groups
+
+
+def select_trainable(model: MSTCLIPIQA, config: TrainConfig, outputs: Collection[str]) -> None:
+    """Unfreeze what ``config`` trains: a new LoRA adapter (``lora_rank`` > 0), else every fusion and the heads of
+    ``outputs``; a model that already carries adapters, or an ensemble under LoRA, is refused in one line."""
+    if adapter_names(model) and not config.lora_rank:
+        raise ValueError(f"the model carries adapters {adapter_names(model)}: train a new adapter on top "
+                         "(lora_rank > 0), or merge them first with reward.training.merge_adapters")
+    if config.lora_rank and model.config.ensemble > 1:
+        raise ValueError(f"lora_rank={config.lora_rank}: an adapter adapts one fusion, and this model is an "
+                         f"ensemble of {model.config.ensemble}; train it without LoRA")
+    if config.lora_rank:
+        add_adapter(model, config.adapter_name, config.lora_rank, config.lora_alpha, config.lora_dropout,
+                    config.lora_encoders)
+        return
+    for fusion, heads in model.member_parts():
+        fusion.requires_grad_(True)
+        for name, head in heads.items():
+            head.requires_grad_(name in outputs)

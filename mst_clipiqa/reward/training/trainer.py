@@ -34,7 +34,7 @@ from mst_clipiqa.runtime.processes import new_accelerator
 
 from ..backbones import fit_to_size
 from ..datasets import QualityDataset, Split, collate
-from ..model import MSTCLIPIQA, adapter_names, add_adapter, has_encoder_adapter, set_ensemble, trainable_state_dict
+from ..model import MSTCLIPIQA, has_encoder_adapter, set_ensemble, trainable_state_dict
 from ..utils import nonfinite_names, progress_bar, read_json, save_tensors, write_json
 from .bootstrap import bootstrap_counts
 from .config import TrainConfig
@@ -45,7 +45,7 @@ from .features import CachedFeatures, encode_features
 from .label_units import adopt_label_ranges, head_labels, to_label_units
 from .losses import mse_rank_loss
 from .metrics import evaluate, krcc, plcc, srcc
-from .param_groups import param_groups
+from .param_groups import param_groups, select_trainable
 from .protocol import run_splits
 from .recipes import lr_factor
 from .run_folder import BEST, RESULT, finished_result, load_checkpoint, remove_checkpoints, save_checkpoint
@@ -105,7 +105,7 @@ class Trainer:
             set_ensemble(self.model, cfg.ensemble)
         if cfg.init != "keep":
             self.model.reinitialize(cfg.init)
-        self._select_trainable()
+        select_trainable(self.model, cfg, self.outputs)
         self.model.to(self.accelerator.device)
         self.initial_state = {k: v.detach().clone() for k, v in trainable_state_dict(self.model).items()}
         adopt_label_ranges(self.model, self.dataset, self.outputs)
@@ -117,23 +117,6 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.saturation = start_check(self.model, self.features, self.targets, self._output_loss,
                                       cfg.weight_decay, self.outputs, warn=self.accelerator.is_main_process)
-
-    def _select_trainable(self) -> None:
-        cfg = self.config
-        if adapter_names(self.model) and not cfg.lora_rank:
-            raise ValueError(f"the model carries adapters {adapter_names(self.model)}: train a new adapter on top "
-                             "(lora_rank > 0), or merge them first with reward.training.merge_adapters")
-        if cfg.lora_rank and self.model.config.ensemble > 1:
-            raise ValueError(f"lora_rank={cfg.lora_rank}: an adapter adapts one fusion, and this model is an "
-                             f"ensemble of {self.model.config.ensemble}; train it without LoRA")
-        if cfg.lora_rank:
-            add_adapter(self.model, cfg.adapter_name, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout,
-                        cfg.lora_encoders)
-            return
-        for fusion, heads in self.model.member_parts():
-            fusion.requires_grad_(True)
-            for name, head in heads.items():
-                head.requires_grad_(name in self.outputs)
 
     @property
     def trains_from_cache(self) -> bool:

@@ -3,8 +3,8 @@ import torch
 from PIL import Image, ImageFont
 
 from mst_clipiqa.integrations import contact_sheet
-from mst_clipiqa.integrations.inference.best_of_n import Candidate, Ranking
 from mst_clipiqa.integrations.inference.grid import _wrap
+from mst_clipiqa.integrations.inference.ranking import Candidate, Ranking
 
 
 def test_long_file_names_wrap_instead_of_being_cut():
