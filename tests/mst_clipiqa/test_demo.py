@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 # what the extras (test, peers, serve, quantize, docs) add, by import name: `make demo` installs none of them
-EXTRAS = {"pytest", "hypothesis", "importlinter", "tensorboard", "imscore", "pyiqa", "trl", "ray", "torchao",
+EXTRAS = {"pytest", "xdist", "hypothesis", "importlinter", "tensorboard", "imscore", "pyiqa", "trl", "ray", "torchao",
           "mkdocs", "material", "mkdocstrings"}
 RUN = f"""import json, sys
 from mst_clipiqa.cli import main

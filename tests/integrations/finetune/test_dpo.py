@@ -1,6 +1,4 @@
 import math
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import torch
@@ -71,18 +69,6 @@ def _held_out_accuracy(trainer: DPOTrainer, rows: list[dict]) -> float:
                    for k in range(4)) / 4
 
 
-def _first_losses_and_accuracies(train: list[dict], held: list[dict], seeds: range) -> list[tuple[float, float]]:
-    """For each seed: the first step's loss and the held-out accuracy of a DPO run on ``train``."""
-    torch.set_num_threads(1)  # as the suite runs (tests/conftest.py); also in a worker process
-    out = []
-    for seed in seeds:
-        config = DPOConfig(run=RunConfig(learning_rate=2e-3, max_steps=40, batch_size=8, progress_bar=False,
-                                         seed=seed))
-        trainer = DPOTrainer(bright_pipe(), train, config)
-        out.append((trainer.train().history[0]["loss"], _held_out_accuracy(trainer, held)))
-    return out
-
-
 def test_dpo_learns_the_labelled_preference_over_seeds(pairs):
     """Trained on brightness-labelled pairs, the policy prefers the brighter image of pairs it never trained on
     more often than the same run on flipped labels, on every seed (the samples' own brightness moves too little
@@ -90,16 +76,17 @@ def test_dpo_learns_the_labelled_preference_over_seeds(pairs):
     rows = [dict(row) for row in pairs]
     held, train = rows[::4], [row for i, row in enumerate(rows) if i % 4]
     flipped = [{**row, "label_0": 1.0 - row["label_0"]} for row in train]
-    # the suite runs on one thread, so the runs on flipped labels take the other core, in a process of their own
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        control = pool.submit(_first_losses_and_accuracies, flipped, held, range(3))
-        tuned = _first_losses_and_accuracies(train, held, range(3))
-        control = control.result()
     gains = []
-    for seed, ((first_loss, accuracy), (_, flipped_accuracy)) in enumerate(zip(tuned, control)):
-        assert first_loss == pytest.approx(math.log(2), abs=1e-6)  # the policy starts as the reference
-        gains.append(accuracy - flipped_accuracy)
-        assert accuracy > 0.5 and gains[-1] > 0, (seed, tuned, control)
+    for seed in range(3):
+        config = DPOConfig(run=RunConfig(learning_rate=2e-3, max_steps=40, batch_size=8, progress_bar=False,
+                                         seed=seed))
+        tuned, control = DPOTrainer(bright_pipe(), train, config), DPOTrainer(bright_pipe(), flipped, config)
+        history = tuned.train().history
+        control.train()
+        assert history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # the policy starts as the reference
+        accuracy = _held_out_accuracy(tuned, held)
+        gains.append(accuracy - _held_out_accuracy(control, held))
+        assert accuracy > 0.5 and gains[-1] > 0, (seed, accuracy, gains)
     mean, se = sum(gains) / 3, float(torch.tensor(gains).std()) / math.sqrt(3)
     assert mean > 3 * se, gains
 
