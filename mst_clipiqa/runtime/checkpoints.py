@@ -7,7 +7,7 @@ import os
 import random
 import shutil
 import warnings
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +22,7 @@ from mst_clipiqa.reward.utils.files import write_safetensors
 from .sharding import reshard_optimizer_state, whole_tensors
 
 __all__ = ["CHECKPOINTS", "DamagedCheckpoint", "TrainingState", "capture_state", "check_same_run",
-           "complete_checkpoints", "flatten_optimizer_state", "read_checkpoint", "reseed", "resume_newest",
+           "complete_checkpoints", "flatten_optimizer_state", "key_seeds", "read_checkpoint", "reseed", "resume_newest",
            "rng_state", "set_rng_state", "step_folders", "unflatten_optimizer_state", "write_checkpoint"]
 
 T = TypeVar("T")
@@ -57,14 +57,19 @@ def capture_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any],
     return TrainingState(whole_tensors({**tensors, **optim_tensors}), meta)
 
 
+def key_seeds(key: Sequence[int], n: int) -> list[int]:
+    """``n`` seeds derived from ``key`` (numpy's ``SeedSequence``): other keys give unrelated seeds."""
+    return [int(s) for s in np.random.SeedSequence(list(key)).generate_state(n)]
+
+
 def reseed(*key: int, generator: torch.Generator | None = None) -> None:
     """Seed every generator training draws from (torch, CUDA, numpy, Python, and ``generator`` apart) from ``key``,
     e.g. (seed, step, process): a unit of work seeded by its key draws alike in a straight and a resumed run, so
     checkpoints hold no generator state."""
-    shared, own = np.random.SeedSequence(list(key)).generate_state(2)
-    set_seed(int(shared))
+    shared, own = key_seeds(key, 2)
+    set_seed(shared)
     if generator is not None:
-        generator.manual_seed(int(own))
+        generator.manual_seed(own)
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

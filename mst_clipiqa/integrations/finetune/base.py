@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from mst_clipiqa.reward.utils import jsonable, progress_bar
@@ -18,6 +17,7 @@ from mst_clipiqa.runtime.checkpoints import (
     TrainingState,
     capture_state,
     check_same_run,
+    key_seeds,
     read_checkpoint,
     reseed,
     resume_newest,
@@ -105,8 +105,8 @@ class DiffusionTrainer(TrainerParts):
     def shared_generator(self) -> torch.Generator:
         """A generator seeded alike on every process by the step (a dropped batch moves it on), for what all must
         agree on, such as how many denoiser passes a step makes (the collectives of DDP and FSDP go with them)."""
-        key = [self.config.run.seed, self.global_step, self.skipped_batches]  # derived as reseed derives its seeds
-        return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+        key = [self.config.run.seed, self.global_step, self.skipped_batches]
+        return torch.Generator().manual_seed(key_seeds(key, 1)[0])
 
     def capture_state(self) -> TrainingState:
         """Everything :meth:`restore_state` needs to continue this run bit for bit."""
