@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -23,7 +22,7 @@ from .sharding import reshard_optimizer_state, whole_tensors
 
 __all__ = ["CHECKPOINTS", "DamagedCheckpoint", "TrainingState", "capture_state", "check_same_run",
            "complete_checkpoints", "flatten_optimizer_state", "key_seeds", "read_checkpoint", "reseed", "resume_newest",
-           "rng_state", "set_rng_state", "step_folders", "unflatten_optimizer_state", "write_checkpoint"]
+           "step_folders", "unflatten_optimizer_state", "write_checkpoint"]
 
 T = TypeVar("T")
 
@@ -70,29 +69,6 @@ def reseed(*key: int, generator: torch.Generator | None = None) -> None:
     set_seed(shared)
     if generator is not None:
         generator.manual_seed(own)
-
-
-def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The state of every generator training might draw from (torch, CUDA, numpy, Python)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(keys.astype(np.int64))}
-    if torch.cuda.is_available():
-        tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    version, state, gauss_next = random.getstate()
-    return tensors, {"numpy": [kind, int(pos), int(has_gauss), float(gauss)],
-                     "python": [version, list(state), gauss_next]}
-
-
-def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Put back what :func:`rng_state` returned."""
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-    kind, pos, has_gauss, gauss = meta["numpy"]
-    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, state, gauss_next = meta["python"]
-    random.setstate((version, tuple(state), gauss_next))
 
 
 def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -173,8 +149,8 @@ def write_checkpoint(accelerator: Any, run_dir: str | Path, state: TrainingState
 
 def read_checkpoint(path: str | Path, fields: Collection[str] = ()) -> TrainingState:
     """Checkpoint ``path``. Every process checks every file, so all agree on whether it is usable: a
-    :class:`DamagedCheckpoint` names the file and what is wrong or missing (of ``fields`` in ``state.json``, or an
-    optimizer tensor)."""
+    :class:`DamagedCheckpoint` names the file and what is wrong or missing (of ``fields`` in ``state.json``, or one of
+    a parameter's optimizer tensors)."""
     path = Path(path)
     try:
         meta = json.loads((path / META).read_text())
@@ -192,9 +168,8 @@ def read_checkpoint(path: str | Path, fields: Collection[str] = ()) -> TrainingS
     if bad := nonfinite_names(tensors):
         raise DamagedCheckpoint(f"{path / STATE} holds NaN or inf in {len(bad)} tensor(s), first: {bad[:3]}")
     optim = unflatten_optimizer_state(tensors, {"scalars": {}, "param_groups": []})["state"]
-    params = {p for group in meta["optimizer"].get("param_groups", []) for p in group.get("params", [])}
-    every = set().union(*optim.values())  # AdamW keeps the same tensors for every parameter
-    missing = [f"optim.{p}.{n}" for p in sorted(params | set(optim)) for n in sorted(every - set(optim.get(p, {})))]
+    every = set().union(*optim.values())  # Adam keeps the same tensors for each parameter it stepped, none for others
+    missing = [f"optim.{p}.{n}" for p in sorted(optim) for n in sorted(every - set(optim[p]))]
     if missing:
         raise DamagedCheckpoint(f"{path / STATE} lacks {len(missing)} optimizer tensor(s), first: {missing[:3]}")
     return TrainingState(tensors, meta)

@@ -9,6 +9,7 @@ import torch
 from mst_clipiqa.runtime.checkpoints import (
     CHECKPOINTS,
     TrainingState,
+    capture_state,
     check_same_run,
     complete_checkpoints,
     read_checkpoint,
@@ -60,6 +61,22 @@ def test_partial_and_damaged_folders_are_ignored_and_cleared(tmp_path):
     (tmp_path / CHECKPOINTS / "step_00000002" / "state.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="does not load"):
         read_checkpoint(tmp_path / CHECKPOINTS / "step_00000002")
+
+
+def test_an_optimizer_with_a_parameter_that_got_no_gradient_resumes_exactly(tmp_path):
+    # AdamW keeps no state for a parameter whose gradient was always None (a head no loss reaches): a healthy
+    # checkpoint, which an earlier reader called damaged
+    used, unused = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW([*used.parameters(), *unused.parameters()], lr=0.1)
+    used(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    path = write_checkpoint(OneProcess(), tmp_path, capture_state({}, {"step": 1}, optimizer), keep=1)
+    fresh = torch.optim.AdamW([*used.parameters(), *unused.parameters()], lr=0.1)
+    read_checkpoint(path).restore(fresh)
+    saved, restored = optimizer.state_dict(), fresh.state_dict()
+    assert sorted(restored["state"]) == sorted(saved["state"]) == [0, 1]
+    assert all(torch.equal(saved["state"][p][k], restored["state"][p][k]) for p in saved["state"]
+               for k in saved["state"][p])
 
 
 def test_a_key_reseeds_every_stream_alike_and_the_generator_apart():

@@ -10,6 +10,7 @@ from mst_clipiqa.reward.utils.lazy import load_lazily
 if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first read (load_lazily)
     from ...runtime.checkpoints import complete_checkpoints
     from ...runtime.ema import LoraEMA
+    from ...runtime.nonfinite import NonFiniteError
     from .advantages import Advantages, PromptStatTracker, gather_objects, gather_rows, group_advantages
     from .base import DiffusionTrainer
     from .config import RewardFinetuneConfig, RunConfig
@@ -17,7 +18,6 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
     from .dpo_objective import BETA_DIFFUSERS, BETA_SD15, DiffusionDPOObjective, dpo_loss, image_latents, pair_batch
     from .finetuner import METHODS, RewardFinetuner
     from .monitor import HackingMonitor, Sampler, diversity, image_features, pipeline_sampler
-    from .nonfinite import NonFiniteError
     from .objectives import (
         clipped_policy_loss,
         forward_noised,

@@ -24,6 +24,7 @@ from mst_clipiqa.runtime.checkpoints import (
     step_folders,
     write_checkpoint,
 )
+from mst_clipiqa.runtime.nonfinite import check_finite_weights
 from mst_clipiqa.runtime.preemption import Interrupted, Preempted, StopSignals, interruptible
 from mst_clipiqa.runtime.processes import on_main, run_environment, warn_if_alone
 from mst_clipiqa.runtime.runs import RunLock
@@ -32,13 +33,13 @@ from mst_clipiqa.runtime.sharding import copy_whole_, is_sharded
 from ..rewards import Rewards
 from .config import RESUME_FREE, TrainerConfig, flat_settings, require
 from .launch import finetune_accelerator, resolved_config
-from .nonfinite import check_finite_weights
 from .tracking import TrainingLog, finish_trackers, start_trackers
-from .trainer_parts import TrainerParts, lr_schedule
+from .trainer_parts import ADVICE, TrainerParts, lr_schedule
 
 __all__ = ["DiffusionTrainer", "lr_schedule"]
 
 _TRAINED = "lora."
+_DIVERGED = f"training diverged; {ADVICE}"
 
 
 class DiffusionTrainer(TrainerParts):
@@ -177,7 +178,7 @@ class DiffusionTrainer(TrainerParts):
         call this), keeping the ``keep_checkpoints`` newest."""
         require(self.run_dir is not None, "save_checkpoint needs output_dir")
         state = self.capture_state()
-        check_finite_weights(state.tensors, self.global_step, f"the step-{self.global_step} checkpoint")
+        check_finite_weights(state.tensors, f"not writing the step-{self.global_step} checkpoint", _DIVERGED)
         path = write_checkpoint(self.accelerator, self.run_dir, state, self.config.run.keep_checkpoints)
         self.saved_step = self.global_step
         return path
@@ -264,7 +265,8 @@ class DiffusionTrainer(TrainerParts):
         if stopped and self.monitor is not None and self.monitor.should_stop:
             self._keep_monitors_best()
         ema = self.ema.state()[0] if self.ema is not None else {}
-        check_finite_weights({**self.trained_parameters(), **ema}, self.global_step, "the run's results")
+        check_finite_weights({**self.trained_parameters(), **ema}, f"not writing the run's results at step "
+                             f"{self.global_step}", _DIVERGED)
         if self.run_dir is None:
             return
         if self.config.run.save_every and self.saved_step != self.global_step:

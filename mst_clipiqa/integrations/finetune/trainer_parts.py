@@ -18,6 +18,7 @@ from torch import nn
 
 from mst_clipiqa.reward.utils import precision_dtype, write_json
 from mst_clipiqa.runtime.ema import LoraEMA
+from mst_clipiqa.runtime.nonfinite import NonFiniteError, nonfinite_counts
 from mst_clipiqa.runtime.sharding import (
     check_sharding,
     copy_whole_,
@@ -33,13 +34,30 @@ from ..rewards import Rewards
 from .config import TrainerConfig, require
 from .launch import check_weight_precision
 from .monitor import HackingMonitor, MonitorError
-from .nonfinite import ADVICE, SKIP_LIMIT, NonFiniteError, describe_nonfinite, nonfinite_counts
 from .tracking import TrainingLog, gathered_statistics, log_grid
 
 if TYPE_CHECKING:
     from peft import LoraConfig
 
-__all__ = ["TrainerParts", "lr_schedule"]
+__all__ = ["ADVICE", "SKIP_LIMIT", "TrainerParts", "describe_nonfinite", "lr_schedule"]
+
+SKIP_LIMIT = 10  # batches dropped in a row before a skipping run gives up: the weights no longer give numbers
+
+ADVICE = ("try a lower learning_rate (--learning-rate) or max_grad_norm, a reward that is finite on these images, "
+          "or on_nonfinite='skip' (--on-nonfinite skip) to drop such batches")
+
+
+def describe_nonfinite(bad: Mapping[str, tuple[int, int]], step: int) -> str:
+    """``reward returned NaN or inf for 1 of 2 images, loss non-finite at step 3``."""
+    parts = []
+    for name, (k, n) in bad.items():
+        if name == "images":
+            parts.append(f"the denoiser gave NaN or inf images for {k} of {n} (its LoRA weights diverged)")
+        elif name.startswith("reward"):
+            parts.append(f"{name} returned NaN or inf for {k} of {n} image(s)")
+        else:
+            parts.append(f"{name} non-finite")
+    return f"{', '.join(parts)} at step {step}"
 
 
 def lr_schedule(config: TrainerConfig, optimizer: torch.optim.Optimizer, step: int = 0) -> Any:

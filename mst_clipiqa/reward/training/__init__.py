@@ -10,12 +10,7 @@ from typing import TYPE_CHECKING
 from mst_clipiqa.reward.utils.lazy import load_lazily
 
 if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first read (load_lazily)
-    from ...runtime.checkpoints import (
-        flatten_optimizer_state,
-        rng_state,
-        set_rng_state,
-        unflatten_optimizer_state,
-    )
+    from ...runtime.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
     from ...runtime.processes import (
         MainProcessFailed,
         launcher_rank,
@@ -51,13 +46,12 @@ if TYPE_CHECKING:  # the exports, for tools; at run time each loads when first r
 
 __all__ = [
     "PAPER", "RECIPES", "CachedFeatures", "Checkpoint", "FeatureCache", "MainProcessFailed", "RidgeProbe", "RunLock",
-    "TrainConfig", "Trainer", "active_adapter", "adapter_names", "add_adapter", "default_cache_dir",
-    "encode_features", "encoder_settings", "epoch_batches", "evaluate_model", "fit_ridge", "flatten_optimizer_state",
-    "head_labels", "head_saturation", "launcher_rank", "launcher_world_size", "linear_probe", "load_adapter",
-    "load_checkpoint", "make_plots", "merge_adapters", "new_accelerator", "on_main", "per_output_best",
-    "predict_features", "resolve_outputs", "rng_state", "save_adapter", "save_checkpoint", "set_adapter",
-    "set_rng_state", "start_check", "to_label_units", "train", "trainable_state_dict", "unflatten_optimizer_state",
-    "write_json",
+    "TrainConfig", "Trainer", "active_adapter", "adapter_names", "add_adapter", "default_cache_dir", "encode_features",
+    "encoder_settings", "epoch_batches", "evaluate_model", "fit_ridge", "flatten_optimizer_state", "head_labels",
+    "head_saturation", "launcher_rank", "launcher_world_size", "linear_probe", "load_adapter", "load_checkpoint",
+    "make_plots", "merge_adapters", "new_accelerator", "on_main", "per_output_best", "predict_features",
+    "resolve_outputs", "save_adapter", "save_checkpoint", "set_adapter", "start_check", "to_label_units", "train",
+    "trainable_state_dict", "unflatten_optimizer_state", "write_json",
 ]
 
 load_lazily(__name__)

@@ -29,13 +29,14 @@ from torch.utils.data import DataLoader
 
 from mst_clipiqa.runtime.checkpoints import reseed, step_folders
 from mst_clipiqa.runtime.ema import EMA
+from mst_clipiqa.runtime.nonfinite import check_finite_weights
 from mst_clipiqa.runtime.preemption import Preempted, StopSignals
 from mst_clipiqa.runtime.processes import new_accelerator
 
 from ..backbones import fit_to_size
 from ..datasets import QualityDataset, Split, collate
 from ..model import MSTCLIPIQA, has_encoder_adapter, set_ensemble, trainable_state_dict
-from ..utils import nonfinite_names, progress_bar, read_json, save_tensors, write_json
+from ..utils import progress_bar, read_json, save_tensors, write_json
 from .bootstrap import bootstrap_counts
 from .config import TrainConfig
 from .distributed import epoch_batches, gather_rows
@@ -357,11 +358,9 @@ class Trainer:
     def _check_finite(self, k: int, epoch: int) -> None:
         """Diverged weights stop the run here, before they are validated, selected or checkpointed: the last
         checkpoint (an epoch earlier) stays the finite one a resume starts from."""
-        bad = nonfinite_names(trainable_state_dict(self.model))
-        if bad:
-            raise ValueError(f"training diverged in split {k}, epoch {epoch + 1}: {len(bad)} trained tensor(s) hold "
-                             f"NaN or inf (first: {bad[:3]}); nothing of this epoch was written. Try a lower lr "
-                             f"(now {self.config.lr:g}) or full precision (mixed_precision 'no')")
+        check_finite_weights(trainable_state_dict(self.model), f"training diverged in split {k}, epoch {epoch + 1}",
+                             f"nothing of this epoch was written. Try a lower lr (now {self.config.lr:g}) or full "
+                             "precision (mixed_precision 'no')")
 
     def _finish_split(self, k: int, split: Split, directory: Path, progress: dict[str, Any]) -> dict[str, Any]:
         self.load_state(self.best_state)

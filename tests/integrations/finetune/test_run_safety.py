@@ -15,9 +15,10 @@ from safetensors.torch import load_file, save_file
 
 from mst_clipiqa.cli import main
 from mst_clipiqa.integrations import RewardFinetuner, complete_checkpoints
-from mst_clipiqa.integrations.finetune.nonfinite import SKIP_LIMIT, NonFiniteError
+from mst_clipiqa.integrations.finetune.trainer_parts import SKIP_LIMIT
 from mst_clipiqa.integrations.pipelines.tiny import tiny_sd_pipeline
 from mst_clipiqa.reward.utils import nonfinite_names
+from mst_clipiqa.runtime.nonfinite import NonFiniteError
 
 from .test_base import ToyTrainer, toy_config
 from .test_finetuner import PROMPTS, config, make_reward

@@ -20,6 +20,7 @@ from mst_clipiqa.reward.training import TrainConfig, Trainer, epoch_batches, eva
 from mst_clipiqa.reward.training import trainer as trainer_module
 from mst_clipiqa.reward.training.metrics import srcc
 from mst_clipiqa.runtime.checkpoints import complete_checkpoints
+from mst_clipiqa.runtime.nonfinite import NonFiniteError
 
 FAST = dict(epochs=3, lr=1e-3, batch_size=16, n_splits=2, progress=False, cpu=True)  # CPU: bitwise reproducible
 
@@ -200,7 +201,7 @@ def test_resume_checks_settings_and_fresh_runs_refuse_old_folders(small_set, tmp
 def test_diverged_weights_stop_the_run_and_are_never_checkpointed(small_set, tmp_path, recipe):
     config = TrainConfig.from_recipe(recipe, **{**FAST, "n_splits": 1, "lr": 1e30, "split_by": "image"},
                                      cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(ValueError, match=r"training diverged in split 0, epoch 1: .* NaN or inf .* lower lr"):
+    with pytest.raises(NonFiniteError, match=r"training diverged in split 0, epoch 1: .* NaN or inf.* lower lr"):
         train(tiny(), small_set, config, tmp_path / "run")
     assert list((tmp_path / "run").rglob("*.safetensors")) == []  # the first epoch diverged: nothing to keep
 
