@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+    from _typeshed import DataclassInstance
 
     from mst_clipiqa.reward import MSTCLIPIQA
     from mst_clipiqa.reward.datasets import QualityDataset, Split
@@ -196,7 +197,8 @@ def dataclass_values(args: argparse.Namespace, config_cls: type) -> dict[str, An
             if f.metadata.get("cli", True) and hasattr(args, f.name)}
 
 
-def resolved_options(args: argparse.Namespace, config: Any, leave_out: Collection[str] = ("out", "resume")) -> dict:
+def resolved_options(args: argparse.Namespace, config: DataclassInstance,
+                     leave_out: Collection[str] = ("out", "resume")) -> dict:
     """The options a run used, as a ``--config`` file names them (``reward.utils.config_files``): the command's
     own flags and the settings dataclass ``config`` resolved (recipe, defaults and flags together); what names
     this one run (its folder, ``--resume``) left out, so that the file starts the same run elsewhere."""

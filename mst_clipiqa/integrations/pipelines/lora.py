@@ -16,7 +16,7 @@ import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -29,6 +29,9 @@ from .families import pipeline_family
 from .lora_checks import PEFT_PREFIX as _PEFT_PREFIX
 from .lora_checks import injected_tensors, lora_problems, lora_tensors, targeted_modules, unmatched_targets
 from .lora_targets import DEFAULT_TARGET_MODULES
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 __all__ = ["DEFAULT_TARGET_MODULES", "add_lora", "lora_parameters", "named_lora_parameters", "adapters_disabled",
            "lora_state", "save_lora", "load_lora"]
@@ -64,7 +67,7 @@ def add_lora(denoiser: nn.Module, rank: int = 4, alpha: float | None = None,
     return config
 
 
-def _inject(denoiser: nn.Module, config: Any) -> None:
+def _inject(denoiser: nn.Module, config: LoraConfig) -> None:
     if hasattr(denoiser, "add_adapter"):  # diffusers' PeftAdapterMixin
         denoiser.add_adapter(config)
         return

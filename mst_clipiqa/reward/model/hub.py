@@ -19,6 +19,7 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from .files import BACKBONES_NAME, CONFIG_NAME, REWARD_CONFIG_NAME, WEIGHTS_NAME
 
 if TYPE_CHECKING:
+    from .config import MSTCLIPIQAConfig
     from .mstclipiqa import MSTCLIPIQA
 
 HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download")
@@ -153,13 +154,13 @@ def card_text(model: MSTCLIPIQA, report: Mapping[str, Any] | None, options: dict
     return "\n".join(parts)
 
 
-def _licence(config: Any) -> str:
+def _licence(config: MSTCLIPIQAConfig) -> str:
     named = [f"{b.name} ({b.pretrained})" for b in (config.coarse, config.fine) if b.pretrained]
     extra = f" Encoders fetched by name keep their own licences: {', '.join(named)}." if named else ""
     return f"## Licence\n\nMIT (this model's files).{extra}\n"
 
 
-def _encoders(config: Any) -> str:
+def _encoders(config: MSTCLIPIQAConfig) -> str:
     rows = []
     for stream in ("coarse", "fine"):
         backbone = getattr(config, stream)
@@ -168,7 +169,7 @@ def _encoders(config: Any) -> str:
     return "Encoders:\n\n" + "\n".join(rows) + "\n"
 
 
-def _outputs_table(config: Any) -> str:
+def _outputs_table(config: MSTCLIPIQAConfig) -> str:
     lines = ["| output | head | score range | label range of its training data |", "|---|---|---|---|"]
     for name, kind in config.heads.items():
         trained = config.label_ranges.get(name)

@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .files import atomic_write
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 CONFIG_NAME = "config.yaml"  # a run folder's resolved settings
 
@@ -25,7 +28,7 @@ def option_name(key: str) -> str:
     return str(key).lstrip("-").replace("_", "-")
 
 
-def option_values(config: Any) -> dict[str, Any]:
+def option_values(config: DataclassInstance) -> dict[str, Any]:
     """A settings dataclass (fields made with :func:`~.options.option`) as its command-line options and values:
     each field under its flag's name; a boolean whose flag switches it off (``--no-cache`` for ``use_cache``)
     as that flag, true when the setting is off. Fields without a flag (``cli=False``) are left out; a field
