@@ -3,6 +3,7 @@ main process alone does."""
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import warnings
 from collections.abc import Callable
@@ -91,10 +92,15 @@ def warn_if_alone(accelerator: Accelerator) -> None:
 
 @atexit.register
 def end_process_group() -> None:
-    """Destroy the default process group, if any (done at exit: gloo threads still running at shutdown abort a
-    process that succeeded, exit status -6)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    """At exit, destroy the default process group, if any, and stop its backend's threads while the interpreter
+    still runs: a gloo thread that frees the last collective's tensors once shutdown has begun aborts a process
+    that succeeded (exit status -6)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    group = torch.distributed.group.WORLD
+    torch.distributed.destroy_process_group()
+    gc.collect()  # what still holds the group in a reference cycle, such as a DDP module
+    del group  # the last reference: its destructor joins the threads without holding the GIL a thread may need
 
 
 def on_main(accelerator: Accelerator, work: Callable[[], T]) -> T | None:

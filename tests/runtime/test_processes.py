@@ -1,6 +1,7 @@
 """Launcher processes: what the main process does alone, a launcher whose processes end up alone, and the process
 group a run joined ended at exit, not left to the interpreter's teardown."""
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -10,11 +11,23 @@ import torch.distributed as dist
 from mst_clipiqa.runtime import processes
 
 
-def test_end_process_group_destroys_the_default_group_and_is_safe_without_one(tmp_path):
+def _gloo_threads() -> int:
+    tasks = Path("/proc/self/task").iterdir()
+    return sum((task / "comm").read_text().strip() == "pt_gloo_runloop" for task in tasks)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_end_process_group_stops_the_groups_threads_and_is_safe_without_one(tmp_path):
+    """A DDP module in a reference cycle kept the group, and its threads, alive into the interpreter's shutdown,
+    where one that freed a collective's tensors aborted the finished process."""
+    before = _gloo_threads()
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    assert dist.is_initialized()
+    cycle = {"ddp": torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))}
+    cycle["cycle"] = cycle
+    del cycle
+    assert _gloo_threads() > before
     processes.end_process_group()
-    assert not dist.is_initialized()
+    assert not dist.is_initialized() and _gloo_threads() == before
     processes.end_process_group()  # nothing to end: no error
 
 
@@ -25,7 +38,6 @@ def test_a_worker_in_its_own_session_gets_sigterm_when_its_launcher_is_killed(tm
     import subprocess
     import sys
     import time
-    from pathlib import Path
 
     from mst_clipiqa.runtime import preemption
 
