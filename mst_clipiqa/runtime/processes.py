@@ -100,7 +100,7 @@ def end_process_group() -> None:
     group = torch.distributed.group.WORLD
     torch.distributed.destroy_process_group()
     gc.collect()  # what still holds the group in a reference cycle, such as a DDP module
-    del group  # the last reference: its destructor joins the threads without holding the GIL a thread may need
+    del group  # released last, unless something live holds it: the destructor joins without the GIL a thread needs
 
 
 def on_main(accelerator: Accelerator, work: Callable[[], T]) -> T | None:
